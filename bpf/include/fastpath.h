@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Shared types of the fastpath datapath. Every struct here has a Go twin in
+ * internal/datapath/lbmap or internal/datapath/ctmap with the same byte layout;
+ * change both together and bump FP_MAP_LAYOUT_VERSION.
+ *
+ * Addresses are 16 bytes everywhere so IPv6 can share the layouts: an IPv4
+ * address is stored IPv4-mapped (::ffff:a.b.c.d). Ports in map keys and values
+ * are in HOST byte order, so Go writes plain integers.
+ */
+#ifndef FASTPATH_H
+#define FASTPATH_H
+
+#include <linux/types.h>
+
+#define FP_MAP_LAYOUT_VERSION 1
+
+union fp_addr {
+	__u8 b[16];
+	__u32 w[4];
+};
+
+/* services: slot 0 is the service entry, slot n (1..count) names a backend. */
+struct fp_svc_key {
+	union fp_addr addr;
+	__u16 port;
+	__u8 proto;  /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP */
+	__u8 scope;  /* FP_SCOPE_* */
+	__u16 slot;
+	__u16 pad;
+};
+
+#define FP_SCOPE_EXTERNAL 0 /* the only scope until traffic policies land */
+#define FP_SCOPE_INTERNAL 1
+
+struct fp_svc_val {
+	__u32 backend_id;       /* slot n: the backend; slot 0: 0 */
+	__u16 count;            /* slot 0: number of backend slots */
+	__u16 flags;            /* slot 0: FP_SVC_F_* */
+	__u32 rev_nat_id;       /* slot 0: key into rev_nat */
+	__u32 affinity_timeout; /* slot 0: seconds, 0 = no session affinity */
+};
+
+#define FP_SVC_F_AFFINITY (1 << 0)
+#define FP_SVC_F_NODEPORT (1 << 1)
+#define FP_SVC_F_EXTERNAL_IP (1 << 2)
+#define FP_SVC_F_LOADBALANCER (1 << 3)
+
+/* backends: id -> where to send. */
+struct fp_backend {
+	union fp_addr addr;
+	__u16 port;
+	__u8 proto;
+	__u8 state; /* FP_BACKEND_* */
+	__u32 pad;
+};
+
+#define FP_BACKEND_ACTIVE 0
+#define FP_BACKEND_TERMINATING 1
+#define FP_BACKEND_QUARANTINED 2
+
+/* rev_nat: rev_nat_id -> the frontend replies must appear to come from. */
+struct fp_rev_nat {
+	union fp_addr addr;
+	__u16 port;
+	__u16 pad;
+};
+
+/*
+ * ct: one entry per direction of a load-balanced flow.
+ * FORWARD key is the client's original tuple (client -> VIP); its value holds
+ * the chosen backend's address, so an established flow keeps its backend even
+ * after the backend is removed from the service or the agent restarts.
+ * REPLY key is the backend's tuple (backend -> client); its value names the
+ * rev_nat entry that turns the source back into the VIP.
+ */
+struct fp_ct_key {
+	union fp_addr saddr;
+	union fp_addr daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir; /* FP_CT_FORWARD, FP_CT_REPLY */
+	__u16 pad;
+};
+
+#define FP_CT_FORWARD 0
+#define FP_CT_REPLY 1
+
+struct fp_ct_entry {
+	union fp_addr nat_addr; /* FORWARD: backend address */
+	__u16 nat_port;         /* FORWARD: backend port */
+	__u16 flags;            /* FP_CT_F_* */
+	__u32 rev_nat_id;
+	__u32 backend_id;
+	__u32 pad;
+	__u64 expires;          /* bpf_ktime_get_boot_ns() deadline */
+	__u64 packets;
+	__u64 bytes;
+};
+
+#define FP_CT_F_SEEN_REPLY (1 << 0)
+#define FP_CT_F_CLOSING (1 << 1) /* FIN or RST seen */
+
+/* Lifetimes follow Cilium's defaults, in seconds. */
+#define FP_CT_LIFETIME_TCP 21600
+#define FP_CT_LIFETIME_TCP_SYN 60
+#define FP_CT_LIFETIME_TCP_CLOSE 10
+#define FP_CT_LIFETIME_NONTCP 60
+
+/*
+ * sock_rev_nat: what a socket-LB'd socket was translated from, so recvmsg and
+ * getpeername can show the VIP. Keyed by socket cookie and backend.
+ */
+struct fp_sock_rev_nat_key {
+	__u64 cookie;
+	union fp_addr addr;
+	__u16 port;
+	__u16 pad[3];
+};
+
+struct fp_sock_rev_nat {
+	union fp_addr addr;
+	__u16 port;
+	__u16 pad;
+	__u32 rev_nat_id;
+};
+
+/* metrics: per-CPU counters indexed by FP_METRIC_*. */
+struct fp_metric {
+	__u64 packets;
+	__u64 bytes;
+};
+
+enum fp_metric_index {
+	FP_METRIC_FORWARD_NEW = 0,   /* new flow DNATed to a backend */
+	FP_METRIC_FORWARD_CT,        /* established flow DNATed via ct */
+	FP_METRIC_REPLY_REVNAT,      /* reply reverse-NATed */
+	FP_METRIC_ICMP_ERR_REVNAT,   /* ICMP error about a flow reverse-NATed */
+	FP_METRIC_DROP_NO_BACKEND,   /* service without backends: rejected */
+	FP_METRIC_DROP_CT_FULL,      /* ct insert failed */
+	FP_METRIC_DROP_MALFORMED,    /* packet too short / bad header */
+	FP_METRIC_DROP_BACKEND_GONE, /* slot names a backend that is absent */
+	FP_METRIC_SOCK_CONNECT,      /* socket LB translated a connect/sendmsg */
+	FP_METRIC_SOCK_NO_BACKEND,   /* socket LB refused: no backend */
+	FP_METRIC_MAX,
+};
+
+#endif /* FASTPATH_H */

@@ -1,0 +1,107 @@
+package bpfmap
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel is a Map backed by a real BPF map. Batches use the kernel's batch
+// operations where the map type supports them and fall back to one syscall
+// per element otherwise.
+type Kernel[K comparable, V any] struct {
+	m    *ebpf.Map
+	name string
+
+	batchOnce sync.Once
+	batchOK   bool
+}
+
+// NewKernel wraps m. name is used in errors.
+func NewKernel[K comparable, V any](m *ebpf.Map, name string) *Kernel[K, V] {
+	return &Kernel[K, V]{m: m, name: name}
+}
+
+// EbpfMap exposes the underlying map, for pinning and for the loader.
+func (k *Kernel[K, V]) EbpfMap() *ebpf.Map { return k.m }
+
+func (k *Kernel[K, V]) Update(keys []K, vals []V) error {
+	if len(keys) != len(vals) {
+		return fmt.Errorf("map %s: %d keys but %d values", k.name, len(keys), len(vals))
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if len(keys) > 1 && k.batchSupported() {
+		if _, err := k.m.BatchUpdate(keys, vals, nil); err == nil {
+			return nil
+		}
+		// A failed batch stops at an unknown element: redo it one by one so
+		// the error names the key that failed.
+	}
+	for i := range keys {
+		if err := k.m.Update(&keys[i], &vals[i], ebpf.UpdateAny); err != nil {
+			return &KeyError[K]{Map: k.name, Key: keys[i], Err: classify(err)}
+		}
+	}
+	return nil
+}
+
+func (k *Kernel[K, V]) Delete(keys []K) error {
+	for i := range keys {
+		err := k.m.Delete(&keys[i])
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return &KeyError[K]{Map: k.name, Key: keys[i], Err: err}
+		}
+	}
+	return nil
+}
+
+func (k *Kernel[K, V]) Lookup(key K) (V, bool, error) {
+	var v V
+	err := k.m.Lookup(&key, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return v, false, nil
+	}
+	if err != nil {
+		return v, false, fmt.Errorf("map %s: lookup %v: %w", k.name, key, err)
+	}
+	return v, true, nil
+}
+
+func (k *Kernel[K, V]) All() (map[K]V, error) {
+	out := make(map[K]V)
+	var key K
+	var val V
+	it := k.m.Iterate()
+	for it.Next(&key, &val) {
+		out[key] = val
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("map %s: iterate: %w", k.name, err)
+	}
+	return out, nil
+}
+
+func (k *Kernel[K, V]) MaxEntries() int { return int(k.m.MaxEntries()) }
+func (k *Kernel[K, V]) Name() string    { return k.name }
+
+// batchSupported probes once with an empty batch: the kernel answers EINVAL
+// for count 0 when the operation exists and ENOTSUPP/EOPNOTSUPP when not.
+func (k *Kernel[K, V]) batchSupported() bool {
+	k.batchOnce.Do(func() {
+		_, err := k.m.BatchUpdate([]K{}, []V{}, nil)
+		k.batchOK = err == nil || !errors.Is(err, ebpf.ErrNotSupported)
+	})
+	return k.batchOK
+}
+
+func classify(err error) error {
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.ENOMEM) {
+		return fmt.Errorf("%w: %v", ErrFull, err)
+	}
+	return err
+}

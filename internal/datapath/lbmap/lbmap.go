@@ -1,0 +1,117 @@
+// Package lbmap holds the Go twins of the load-balancer map layouts in
+// bpf/include/fastpath.h. Field order and sizes must match the C structs
+// exactly; layout_test.go checks them against the compiled objects' BTF.
+package lbmap
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+)
+
+// Addr is a 16-byte address; IPv4 is stored IPv4-mapped (::ffff:a.b.c.d).
+type Addr [16]byte
+
+// AddrFrom converts a netip.Addr to the map form.
+func AddrFrom(a netip.Addr) Addr { return Addr(a.As16()) }
+
+// IP returns the address, unmapped when it is an IPv4-mapped address.
+func (a Addr) IP() netip.Addr { return netip.AddrFrom16(a).Unmap() }
+
+func (a Addr) String() string { return a.IP().String() }
+
+// Protocol numbers as the kernel uses them.
+const (
+	ProtoTCP  uint8 = 6
+	ProtoUDP  uint8 = 17
+	ProtoSCTP uint8 = 132
+)
+
+// ProtoName returns "TCP", "UDP", "SCTP" or the number.
+func ProtoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "TCP"
+	case ProtoUDP:
+		return "UDP"
+	case ProtoSCTP:
+		return "SCTP"
+	}
+	return fmt.Sprintf("proto-%d", p)
+}
+
+// Scopes of a service entry (FP_SCOPE_*).
+const (
+	ScopeExternal uint8 = 0
+	ScopeInternal uint8 = 1
+)
+
+// ServiceKey mirrors struct fp_svc_key.
+type ServiceKey struct {
+	Addr  Addr
+	Port  uint16
+	Proto uint8
+	Scope uint8
+	Slot  uint16
+	_     uint16
+}
+
+func (k ServiceKey) String() string {
+	return fmt.Sprintf("%s/%s slot %d", netip.AddrPortFrom(k.Addr.IP(), k.Port), ProtoName(k.Proto), k.Slot)
+}
+
+// Service flags (FP_SVC_F_*).
+const (
+	ServiceAffinity     uint16 = 1 << 0
+	ServiceNodePort     uint16 = 1 << 1
+	ServiceExternalIP   uint16 = 1 << 2
+	ServiceLoadBalancer uint16 = 1 << 3
+)
+
+// ServiceValue mirrors struct fp_svc_val.
+type ServiceValue struct {
+	BackendID       uint32
+	Count           uint16
+	Flags           uint16
+	RevNatID        uint32
+	AffinityTimeout uint32
+}
+
+// Backend states (FP_BACKEND_*).
+const (
+	BackendActive      uint8 = 0
+	BackendTerminating uint8 = 1
+	BackendQuarantined uint8 = 2
+)
+
+// Backend mirrors struct fp_backend.
+type Backend struct {
+	Addr  Addr
+	Port  uint16
+	Proto uint8
+	State uint8
+	_     uint32
+}
+
+// RevNat mirrors struct fp_rev_nat.
+type RevNat struct {
+	Addr Addr
+	Port uint16
+	_    uint16
+}
+
+// Maps is the set of load-balancer maps a reconciler writes.
+type Maps struct {
+	Services bpfmap.Map[ServiceKey, ServiceValue]
+	Backends bpfmap.Map[uint32, Backend]
+	RevNat   bpfmap.Map[uint32, RevNat]
+}
+
+// NewFakeMaps returns in-memory maps of the given capacity, for tests.
+func NewFakeMaps(capacity int) (Maps, *bpfmap.Fake[ServiceKey, ServiceValue], *bpfmap.Fake[uint32, Backend], *bpfmap.Fake[uint32, RevNat]) {
+	s := bpfmap.NewFake[ServiceKey, ServiceValue]("fp_services", capacity)
+	b := bpfmap.NewFake[uint32, Backend]("fp_backends", capacity)
+	r := bpfmap.NewFake[uint32, RevNat]("fp_rev_nat", capacity)
+	return Maps{Services: s, Backends: b, RevNat: r}, s, b, r
+}

@@ -1,0 +1,187 @@
+// Package datapath loads fastpath's BPF objects, pins their maps and links
+// under one bpffs directory, and attaches the programs to interfaces.
+//
+// Pins make the datapath outlive the agent: a stopped agent leaves programs
+// attached and maps filled, so traffic keeps flowing, and the next agent
+// reopens the same maps and swaps in its programs atomically.
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfobj"
+	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+)
+
+// DefaultPinDir is where the agent and fastpathctl meet.
+const DefaultPinDir = "/sys/fs/bpf/fastpath"
+
+// Config says where to pin and how large the maps are.
+type Config struct {
+	PinDir string  // bpffs directory; maps go to PinDir/maps, links to PinDir/links
+	Sizes  Sizes   // zero fields take the defaults
+	TC     TCMode  // how to attach TC programs
+}
+
+// Sizes are the capacities of the maps, in entries.
+type Sizes struct {
+	Services   int // service entries: one per frontend plus one per backend slot
+	Backends   int
+	RevNat     int
+	CT         int // two entries per load-balanced connection
+	SockRevNat int
+}
+
+// DefaultSizes fit a cluster of about 50,000 services with one or two
+// backends each, and 128k concurrent load-balanced connections.
+var DefaultSizes = Sizes{Services: 262144, Backends: 131072, RevNat: 131072, CT: 262144, SockRevNat: 65536}
+
+func (s Sizes) withDefaults() Sizes {
+	pick := func(v, d int) int {
+		if v > 0 {
+			return v
+		}
+		return d
+	}
+	return Sizes{
+		Services:   pick(s.Services, DefaultSizes.Services),
+		Backends:   pick(s.Backends, DefaultSizes.Backends),
+		RevNat:     pick(s.RevNat, DefaultSizes.RevNat),
+		CT:         pick(s.CT, DefaultSizes.CT),
+		SockRevNat: pick(s.SockRevNat, DefaultSizes.SockRevNat),
+	}
+}
+
+// Datapath is a loaded set of programs and the maps they share.
+type Datapath struct {
+	cfg  Config
+	tc   bpfobj.TclbObjects
+	sock bpfobj.SocklbObjects
+
+	LB      lbmap.Maps
+	CT      bpfmap.Map[ctmap.Key, ctmap.Entry]
+	Metrics *ebpf.Map
+}
+
+// Load loads both objects, creating the maps under cfg.PinDir/maps or
+// reusing the ones already pinned there.
+func Load(cfg Config) (*Datapath, error) {
+	if cfg.PinDir == "" {
+		cfg.PinDir = DefaultPinDir
+	}
+	cfg.Sizes = cfg.Sizes.withDefaults()
+	if err := checkBPFFS(cfg.PinDir); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise memlock limit: %w", err)
+	}
+	mapDir := filepath.Join(cfg.PinDir, "maps")
+	if err := os.MkdirAll(mapDir, 0o700); err != nil {
+		return nil, fmt.Errorf("pin dir %s: %w", mapDir, err)
+	}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapDir}}
+	d := &Datapath{cfg: cfg}
+	if err := loadInto(bpfobj.LoadTclb, &d.tc, cfg.Sizes, opts); err != nil {
+		return nil, fmt.Errorf("load tc_lb: %w", err)
+	}
+	if err := loadInto(bpfobj.LoadSocklb, &d.sock, cfg.Sizes, opts); err != nil {
+		d.tc.Close()
+		return nil, fmt.Errorf("load sock_lb: %w", err)
+	}
+	d.LB = lbmap.Maps{
+		Services: bpfmap.NewKernel[lbmap.ServiceKey, lbmap.ServiceValue](d.tc.FpServices, "fp_services"),
+		Backends: bpfmap.NewKernel[uint32, lbmap.Backend](d.tc.FpBackends, "fp_backends"),
+		RevNat:   bpfmap.NewKernel[uint32, lbmap.RevNat](d.tc.FpRevNat, "fp_rev_nat"),
+	}
+	d.CT = bpfmap.NewKernel[ctmap.Key, ctmap.Entry](d.tc.FpCt, "fp_ct")
+	d.Metrics = d.tc.FpMetrics
+	return d, nil
+}
+
+func loadInto(spec func() (*ebpf.CollectionSpec, error), objs any, sizes Sizes, opts *ebpf.CollectionOptions) error {
+	cs, err := spec()
+	if err != nil {
+		return err
+	}
+	setSizes(cs, sizes)
+	err = cs.LoadAndAssign(objs, opts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("%w (a pinned map under %s has another layout or size than this agent wants: "+
+			"start with the sizes it was created with, or remove the pins with `fastpathctl uninstall`)",
+			err, opts.Maps.PinPath)
+	}
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("verifier rejected a program: %+v", verr)
+	}
+	return err
+}
+
+func setSizes(cs *ebpf.CollectionSpec, s Sizes) {
+	for name, n := range map[string]int{
+		"fp_services":    s.Services,
+		"fp_backends":    s.Backends,
+		"fp_rev_nat":     s.RevNat,
+		"fp_ct":          s.CT,
+		"fp_sock_revnat": s.SockRevNat,
+	} {
+		if m, ok := cs.Maps[name]; ok {
+			m.MaxEntries = uint32(n)
+		}
+	}
+}
+
+// Close releases this process's handles. Pinned maps and links stay, and so
+// does the datapath they make up.
+func (d *Datapath) Close() error {
+	return errors.Join(d.tc.Close(), d.sock.Close())
+}
+
+// PinDir is the bpffs directory of this datapath.
+func (d *Datapath) PinDir() string { return d.cfg.PinDir }
+
+// TCProgram is the per-packet load balancer.
+func (d *Datapath) TCProgram() *ebpf.Program { return d.tc.FpTcLb }
+
+// SockObjects are the socket-LB programs, for attaching to a cgroup.
+func (d *Datapath) SockObjects() *bpfobj.SocklbObjects { return &d.sock }
+
+func checkBPFFS(dir string) error {
+	parent := dir
+	for {
+		if _, err := os.Stat(parent); err == nil {
+			break
+		}
+		next := filepath.Dir(parent)
+		if next == parent {
+			break
+		}
+		parent = next
+	}
+	if !isBPFFS(parent) {
+		return fmt.Errorf("pin dir %s: %s is not on a bpf filesystem (mount it: mount -t bpf bpf /sys/fs/bpf)", dir, parent)
+	}
+	return nil
+}
+
+// Uninstall removes every pin under pinDir. Unpinning a TCX or cgroup link
+// detaches its program once no process holds it; clsact filters must be
+// removed with DetachTC, per interface.
+func Uninstall(pinDir string) error {
+	if !isBPFFS(pinDir) {
+		if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("uninstall %s: not a bpffs directory, refusing to remove it", pinDir)
+	}
+	return os.RemoveAll(pinDir)
+}

@@ -1,0 +1,244 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// TCMode selects how the per-packet program is attached.
+type TCMode string
+
+const (
+	// TCAuto uses TCX links where the kernel has them and clsact otherwise.
+	TCAuto TCMode = ""
+	// TCX attaches with a TCX link (Linux 6.6+), pinned under PinDir/links.
+	TCX TCMode = "tcx"
+	// TCClsact attaches a direct-action cls_bpf filter to a clsact qdisc.
+	TCClsact TCMode = "clsact"
+)
+
+// ParseTCMode accepts "auto", "tcx" and "clsact".
+func ParseTCMode(s string) (TCMode, error) {
+	switch s {
+	case "", "auto":
+		return TCAuto, nil
+	case "tcx":
+		return TCX, nil
+	case "clsact", "tc":
+		return TCClsact, nil
+	}
+	return "", fmt.Errorf("tc mode %q: want auto, tcx or clsact", s)
+}
+
+// clsactPriority and clsactHandle identify fastpath's filter, so a restart
+// replaces it instead of stacking a second one.
+const (
+	clsactPriority = 1
+	clsactHandle   = 0xfa57
+	filterName     = "fastpath_tc_lb"
+)
+
+// Iface names one interface in one network namespace. An empty NetNS means
+// the agent's own namespace.
+type Iface struct {
+	NetNS string // path such as /run/netns/fp-node, or ""
+	Name  string
+}
+
+func (i Iface) String() string {
+	if i.NetNS == "" {
+		return i.Name
+	}
+	return filepath.Base(i.NetNS) + "/" + i.Name
+}
+
+func (i Iface) pinName() string {
+	ns := "self"
+	if i.NetNS != "" {
+		ns = filepath.Base(i.NetNS)
+	}
+	return "tc-ingress-" + ns + "-" + i.Name
+}
+
+// AttachTC attaches the load balancer at the ingress of ifc. It returns the
+// mode used. An existing attachment of fastpath is replaced atomically, so
+// packets never see the interface without a program.
+func (d *Datapath) AttachTC(ifc Iface) (TCMode, error) {
+	mode := d.cfg.TC
+	if mode == TCAuto || mode == TCX {
+		err := d.attachTCX(ifc)
+		if err == nil {
+			return TCX, nil
+		}
+		if mode == TCX || !errors.Is(err, ebpf.ErrNotSupported) {
+			return "", fmt.Errorf("attach tcx to %s: %w", ifc, err)
+		}
+	}
+	if err := d.attachClsact(ifc); err != nil {
+		return "", fmt.Errorf("attach clsact filter to %s: %w", ifc, err)
+	}
+	return TCClsact, nil
+}
+
+func (d *Datapath) linkPin(ifc Iface) string {
+	return filepath.Join(d.cfg.PinDir, "links", ifc.pinName())
+}
+
+func (d *Datapath) attachTCX(ifc Iface) error {
+	pin := d.linkPin(ifc)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		defer l.Close()
+		if err := l.Update(d.TCProgram()); err == nil {
+			return nil
+		}
+		// The pinned link points at an interface that was deleted and made
+		// again: drop it and attach afresh.
+		_ = l.Unpin()
+	}
+	return inNetNS(ifc.NetNS, func() error {
+		iface, err := netlink.LinkByName(ifc.Name)
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", ifc, err)
+		}
+		l, err := link.AttachTCX(link.TCXOptions{
+			Interface: iface.Attrs().Index,
+			Program:   d.TCProgram(),
+			Attach:    ebpf.AttachTCXIngress,
+		})
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
+			return err
+		}
+		return l.Pin(pin)
+	})
+}
+
+func (d *Datapath) attachClsact(ifc Iface) error {
+	h, err := netlinkAt(ifc.NetNS)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifc.Name)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", ifc, err)
+	}
+	q := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := h.QdiscReplace(q); err != nil {
+		return fmt.Errorf("clsact qdisc on %s: %w", ifc, err)
+	}
+	f := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: l.Attrs().Index,
+			Parent:    netlink.HANDLE_MIN_INGRESS,
+			Handle:    clsactHandle,
+			Priority:  clsactPriority,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Fd:           d.TCProgram().FD(),
+		Name:         filterName,
+		DirectAction: true,
+	}
+	return h.FilterReplace(f)
+}
+
+// DetachTC removes fastpath's program from ifc, whichever way it was attached.
+func (d *Datapath) DetachTC(ifc Iface) error {
+	return DetachTC(d.cfg.PinDir, ifc)
+}
+
+// DetachTC removes fastpath's program from ifc using only the pins in pinDir,
+// so it also works without loading the objects.
+func DetachTC(pinDir string, ifc Iface) error {
+	pin := filepath.Join(pinDir, "links", ifc.pinName())
+	var errs []error
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		errs = append(errs, l.Unpin(), l.Close())
+	}
+	h, err := netlinkAt(ifc.NetNS)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer h.Close()
+	if l, err := h.LinkByName(ifc.Name); err == nil {
+		f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS,
+			Handle: clsactHandle, Priority: clsactPriority, Protocol: unix.ETH_P_ALL,
+		}}
+		if err := h.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("delete clsact filter on %s: %w", ifc, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AttachedTC lists the interfaces with a pinned TCX link under pinDir.
+func AttachedTC(pinDir string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(pinDir, "links"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if n, ok := strings.CutPrefix(e.Name(), "tc-ingress-"); ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func netlinkAt(nsPath string) (*netlink.Handle, error) {
+	if nsPath == "" {
+		return netlink.NewHandle()
+	}
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns)
+}
+
+// inNetNS runs fn on a thread inside the namespace at nsPath. The kernel
+// resolves a TCX link's ifindex in the caller's namespace, hence the switch.
+func inNetNS(nsPath string, fn func() error) error {
+	if nsPath == "" {
+		return fn()
+	}
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is never unlocked, so it dies with the goroutine and no
+		// other goroutine ever runs in the foreign namespace.
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", nsPath, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
