@@ -26,9 +26,9 @@ const DefaultPinDir = "/sys/fs/bpf/fastpath"
 
 // Config says where to pin and how large the maps are.
 type Config struct {
-	PinDir string  // bpffs directory; maps go to PinDir/maps, links to PinDir/links
-	Sizes  Sizes   // zero fields take the defaults
-	TC     TCMode  // how to attach TC programs
+	PinDir string // bpffs directory; maps go to PinDir/maps, links to PinDir/links
+	Sizes  Sizes  // zero fields take the defaults
+	TC     TCMode // how to attach TC programs
 }
 
 // Sizes are the capacities of the maps, in entries.

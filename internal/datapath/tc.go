@@ -67,7 +67,8 @@ func (i Iface) pinName() string {
 	if i.NetNS != "" {
 		ns = filepath.Base(i.NetNS)
 	}
-	return "tc-ingress-" + ns + "-" + i.Name
+	// bpffs refuses names with a dot (VLAN interfaces such as eth0.100).
+	return strings.ReplaceAll("tc-ingress-"+ns+"-"+i.Name, ".", "_dot_")
 }
 
 // AttachTC attaches the load balancer at the ingress of ifc. It returns the

@@ -81,15 +81,18 @@ func (n *NS) Netlink() *netlink.Handle { return n.nl }
 
 // Delete removes the namespace; the interfaces inside it go with it.
 func (n *NS) Delete() error {
-	if n.nl != nil {
-		n.nl.Close()
-		n.nl = nil
+	n.Release()
+	return DeleteNS(n.Name)
+}
+
+// DeleteNS removes a namespace by name; a missing one is not an error. Only
+// names with Prefix are accepted, so a typo cannot remove a foreign one.
+func DeleteNS(name string) error {
+	if !strings.HasPrefix(name, Prefix) {
+		return fmt.Errorf("netns %q: refusing to delete a namespace without the %q prefix", name, Prefix)
 	}
-	if n.handle.IsOpen() {
-		n.handle.Close()
-	}
-	if err := netns.DeleteNamed(n.Name); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("netns %s: delete: %w", n.Name, err)
+	if err := netns.DeleteNamed(name); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("netns %s: delete: %w", name, err)
 	}
 	return nil
 }
@@ -141,4 +144,29 @@ func (n *NS) Sysctl(key, value string) error {
 		}
 		return nil
 	})
+}
+
+// OpenNS opens an existing namespace created earlier, e.g. by another process.
+func OpenNS(name string) (*NS, error) {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: open: %w", name, err)
+	}
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("netns %s: netlink handle: %w", name, err)
+	}
+	return &NS{Name: name, handle: h, nl: nl}, nil
+}
+
+// Release closes the handles without deleting the namespace.
+func (n *NS) Release() {
+	if n.nl != nil {
+		n.nl.Close()
+		n.nl = nil
+	}
+	if n.handle.IsOpen() {
+		n.handle.Close()
+	}
 }

@@ -28,9 +28,14 @@ type Host struct {
 
 // NewStar builds a node and one host per name. tag makes the namespace names
 // readable (fp-<tag>-<random>-<name>); names must be at most 12 characters.
-func NewStar(tag string, names ...string) (s *Star, err error) {
-	id := randomID()
-	node, err := NewNS(fmt.Sprintf("%s%s-%s-node", Prefix, tag, id))
+func NewStar(tag string, names ...string) (*Star, error) {
+	return NewStarNamed(fmt.Sprintf("%s%s-%s", Prefix, tag, randomID()), names...)
+}
+
+// NewStarNamed is NewStar with fixed namespace names <base>-node and
+// <base>-<name>, for topologies that others must find by name (the lab).
+func NewStarNamed(base string, names ...string) (s *Star, err error) {
+	node, err := NewNS(base + "-node")
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +49,7 @@ func NewStar(tag string, names ...string) (s *Star, err error) {
 		return nil, err
 	}
 	for i, name := range names {
-		h, err := s.addHost(fmt.Sprintf("%s%s-%s-%s", Prefix, tag, id, name), name, i+1)
+		h, err := s.addHost(base+"-"+name, name, i+1)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,66 @@
+package ctmap
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+)
+
+var (
+	client  = lbmap.AddrFrom(netip.MustParseAddr("10.0.0.2"))
+	vip     = lbmap.AddrFrom(netip.MustParseAddr("10.96.0.10"))
+	backend = lbmap.AddrFrom(netip.MustParseAddr("10.0.1.2"))
+)
+
+// flow returns the FORWARD and REPLY entries of one connection with the
+// given deadlines.
+func flow(sport uint16, fwdExpires, repExpires uint64) ([]Key, []Entry) {
+	fwd := Key{SAddr: client, DAddr: vip, SPort: sport, DPort: 80, Proto: lbmap.ProtoUDP, Dir: Forward}
+	rep := Key{SAddr: backend, DAddr: client, SPort: 8080, DPort: sport, Proto: lbmap.ProtoUDP, Dir: Reply}
+	return []Key{fwd, rep}, []Entry{
+		{NatAddr: backend, NatPort: 8080, Expires: fwdExpires},
+		{NatAddr: vip, NatPort: 80, Expires: repExpires},
+	}
+}
+
+func TestTwinFindsTheOtherDirection(t *testing.T) {
+	keys, vals := flow(4000, 0, 0)
+	if got := Twin(keys[0], vals[0]); got != keys[1] {
+		t.Errorf("Twin(forward) = %v, want %v", got, keys[1])
+	}
+	if got := Twin(keys[1], vals[1]); got != keys[0] {
+		t.Errorf("Twin(reply) = %v, want %v", got, keys[0])
+	}
+}
+
+func TestGCDeletesFlowsOnlyWhenBothDirectionsExpired(t *testing.T) {
+	m := bpfmap.NewFake[Key, Entry]("fp_ct", 16)
+	live, liveV := flow(1, 200, 200)
+	quiet, quietV := flow(2, 200, 50) // replies stopped, requests go on
+	dead, deadV := flow(3, 50, 60)
+	orphan, orphanV := flow(4, 50, 0)
+	for _, f := range []struct {
+		k []Key
+		v []Entry
+	}{{live, liveV}, {quiet, quietV}, {dead, deadV}, {orphan[:1], orphanV[:1]}} {
+		if err := m.Update(f.k, f.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := GC(m, 100)
+	if err != nil || n != 3 {
+		t.Fatalf("GC = %d, %v; want 3 deleted (both of the dead flow, the orphan)", n, err)
+	}
+	for _, k := range append(live, quiet...) {
+		if _, ok, _ := m.Lookup(k); !ok {
+			t.Errorf("%v was deleted while its flow is alive", k)
+		}
+	}
+	for _, k := range append(dead, orphan[0]) {
+		if _, ok, _ := m.Lookup(k); ok {
+			t.Errorf("%v survived although its flow expired", k)
+		}
+	}
+}

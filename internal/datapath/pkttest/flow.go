@@ -1,0 +1,82 @@
+package pkttest
+
+import "net/netip"
+
+// Flow is one direction of a conversation: who sends to whom.
+type Flow struct {
+	Src, Dst netip.AddrPort
+}
+
+// Reverse returns the other direction.
+func (f Flow) Reverse() Flow { return Flow{Src: f.Dst, Dst: f.Src} }
+
+// The convenience builders below give every frame the same fixed fields (MACs
+// PeerMAC -> NodeMAC, IPv4 ID 1, TTL 64, TCP sequence numbers), so a frame
+// built for the translated tuple is byte-equal to a correct translation.
+
+func (f Flow) ip(proto uint8) IPv4 {
+	return IPv4{Src: f.Src.Addr(), Dst: f.Dst.Addr(), Proto: proto, ID: 1}
+}
+
+// TCPSegment returns the IPv4 packet of a TCP segment of f.
+func TCPSegment(f Flow, flags uint8, payload []byte) []byte {
+	tcp := TCP{SrcPort: f.Src.Port(), DstPort: f.Dst.Port(), Seq: 1000, Flags: flags}
+	if flags&ACK != 0 {
+		tcp.Ack = 2000
+	}
+	return f.ip(ProtoTCP).Marshal(tcp.Marshal(f.Src.Addr(), f.Dst.Addr(), payload))
+}
+
+// TCPFrame returns an ethernet frame of a TCP segment of f.
+func TCPFrame(f Flow, flags uint8, payload []byte) []byte {
+	return Ether(NodeMAC, PeerMAC, EtherTypeIPv4, TCPSegment(f, flags, payload))
+}
+
+// UDPDatagram returns the IPv4 packet of a UDP datagram of f.
+func UDPDatagram(f Flow, payload []byte, noChecksum bool) []byte {
+	udp := UDP{SrcPort: f.Src.Port(), DstPort: f.Dst.Port(), NoChecksum: noChecksum}
+	return f.ip(ProtoUDP).Marshal(udp.Marshal(f.Src.Addr(), f.Dst.Addr(), payload))
+}
+
+// UDPFrame returns an ethernet frame of a UDP datagram of f.
+func UDPFrame(f Flow, payload []byte) []byte {
+	return Ether(NodeMAC, PeerMAC, EtherTypeIPv4, UDPDatagram(f, payload, false))
+}
+
+// UDPFrameNoChecksum is UDPFrame with checksum 0 ("none").
+func UDPFrameNoChecksum(f Flow, payload []byte) []byte {
+	return Ether(NodeMAC, PeerMAC, EtherTypeIPv4, UDPDatagram(f, payload, true))
+}
+
+// SCTPFrame returns an ethernet frame of an SCTP packet of f; chunks is the
+// payload after the common header.
+func SCTPFrame(f Flow, chunks []byte, noChecksum bool) []byte {
+	sctp := SCTP{SrcPort: f.Src.Port(), DstPort: f.Dst.Port(), Tag: 0x01020304, NoChecksum: noChecksum}
+	return Ether(NodeMAC, PeerMAC, EtherTypeIPv4, f.ip(ProtoSCTP).Marshal(sctp.Marshal(chunks)))
+}
+
+// ICMPFrame returns an ethernet frame of an ICMP message from src to dst.
+func ICMPFrame(src, dst netip.Addr, h ICMP, payload []byte) []byte {
+	ip := IPv4{Src: src, Dst: dst, Proto: ProtoICMP, ID: 1}
+	return Ether(NodeMAC, PeerMAC, EtherTypeIPv4, ip.Marshal(h.Marshal(payload)))
+}
+
+// ICMPErrorFrame returns an ICMP error from src to dst quoting the IPv4
+// header of packet and the first 8 bytes after it, as RFC 792 asks.
+func ICMPErrorFrame(src, dst netip.Addr, typ, code uint8, rest uint32, packet []byte) []byte {
+	return ICMPFrame(src, dst, ICMP{Type: typ, Code: code, Rest: rest}, Quote(packet))
+}
+
+// Quote returns the part of an IPv4 packet an ICMP error carries at least:
+// its header with options and 8 bytes of what follows.
+func Quote(packet []byte) []byte { return QuoteN(packet, 8) }
+
+// QuoteN returns the IPv4 header of packet with options and n bytes of what
+// follows, or less when the packet is shorter.
+func QuoteN(packet []byte, n int) []byte {
+	n += int(packet[0]&0x0f) * 4
+	if n > len(packet) {
+		n = len(packet)
+	}
+	return append([]byte(nil), packet[:n]...)
+}
