@@ -1,0 +1,108 @@
+// Command fastpath-agent runs fastpath on one node: it loads and attaches
+// the eBPF datapath and keeps its maps equal to the desired services.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/agent"
+	"github.com/fastpath-net/fastpath/internal/datapath"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	cfg, level, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fastpath-agent: %v\n", err)
+		return 2
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := agent.Run(ctx, cfg); err != nil {
+		cfg.Log.Error("agent failed", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, error) {
+	var cfg agent.Config
+	fs := flag.NewFlagSet("fastpath-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.PinDir, "bpffs-dir", datapath.DefaultPinDir, "bpffs directory where maps and links are pinned")
+	fs.StringVar(&cfg.NetNS, "netns", "", "network namespace (path or name under /run/netns) whose interfaces get the datapath; empty: the agent's own")
+	ifaces := fs.String("interfaces", "", "comma-separated interfaces whose ingress gets the per-packet load balancer")
+	fs.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory whose processes get socket load balancing; empty: off")
+	fs.StringVar(&cfg.ServicesFile, "services-file", "", "YAML/JSON file of services (standalone mode); re-read when it changes")
+	fs.DurationVar(&cfg.PollInterval, "services-file-poll", time.Second, "how often the services file is checked for changes")
+	fs.DurationVar(&cfg.GCInterval, "ct-gc-interval", 30*time.Second, "how often expired conntrack entries are removed")
+	fs.DurationVar(&cfg.ResyncPeriod, "resync-period", 5*time.Minute, "how often maps are compared with the desired state and repaired")
+	tc := fs.String("tc-mode", "auto", "how TC programs attach: auto (TCX, else clsact), tcx or clsact")
+	fs.IntVar(&cfg.Sizes.CT, "ct-max", datapath.DefaultSizes.CT, "conntrack map entries (two per connection)")
+	fs.IntVar(&cfg.Sizes.Services, "services-max", datapath.DefaultSizes.Services, "service map entries (one per frontend plus one per backend slot)")
+	fs.IntVar(&cfg.Sizes.Backends, "backends-max", datapath.DefaultSizes.Backends, "backend map entries")
+	fs.IntVar(&cfg.Sizes.RevNat, "revnat-max", datapath.DefaultSizes.RevNat, "reverse-NAT map entries (one per frontend)")
+	fs.IntVar(&cfg.Sizes.SockRevNat, "sock-revnat-max", datapath.DefaultSizes.SockRevNat, "socket reverse-NAT map entries")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return cfg, 0, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, 0, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if cfg.TC, err = datapath.ParseTCMode(*tc); err != nil {
+		return cfg, 0, fmt.Errorf("--tc-mode: %w", err)
+	}
+	if *ifaces != "" {
+		cfg.Interfaces = strings.Split(*ifaces, ",")
+	}
+	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {
+		cfg.NetNS = "/run/netns/" + cfg.NetNS
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return cfg, 0, fmt.Errorf("--log-level %q: %w", *logLevel, err)
+	}
+	return cfg, level, validate(cfg)
+}
+
+func validate(cfg agent.Config) error {
+	if cfg.ServicesFile == "" {
+		return fmt.Errorf("--services-file: %w", agent.ErrNoSource)
+	}
+	for name, v := range map[string]int{
+		"--ct-max": cfg.Sizes.CT, "--services-max": cfg.Sizes.Services, "--backends-max": cfg.Sizes.Backends,
+		"--revnat-max": cfg.Sizes.RevNat, "--sock-revnat-max": cfg.Sizes.SockRevNat,
+	} {
+		if v < 1 {
+			return fmt.Errorf("%s=%d: must be at least 1", name, v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--services-file-poll", cfg.PollInterval}, {"--ct-gc-interval", cfg.GCInterval}, {"--resync-period", cfg.ResyncPeriod}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s=%s: must be positive", d.name, d.v)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,121 @@
+// Command fastpathctl inspects the fastpath datapath on this node. It reads
+// the pinned BPF maps directly, so it works while the agent is down and
+// always shows what packets get.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/fastpath-net/fastpath/internal/ctl"
+	"github.com/fastpath-net/fastpath/internal/datapath"
+)
+
+const usage = `usage: fastpathctl [flags] COMMAND
+
+Commands:
+  service list   frontends (VIP:port/proto) and the backends their slots hold
+  ct list        connection-tracking entries of load-balanced flows
+  status         maps, their fill and memory, attachments, datapath counters
+  uninstall      remove every pin (detaches TCX and cgroup programs)
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fastpathctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("bpffs-dir", envOr("FASTPATH_BPFFS_DIR", datapath.DefaultPinDir), "bpffs directory the agent pins under (env FASTPATH_BPFFS_DIR)")
+	output := fs.String("o", "text", "output format: text or json")
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *output != "text" && *output != "json" {
+		fmt.Fprintf(stderr, "fastpathctl: -o %q: want text or json\n", *output)
+		return 2
+	}
+	cmd := fs.Args()
+	if len(cmd) == 0 {
+		fs.Usage()
+		return 2
+	}
+	err := dispatch(cmd, *dir, *output, stdout)
+	if errors.Is(err, errUsage) {
+		fmt.Fprintf(stderr, "fastpathctl: %v\n", err)
+		fs.Usage()
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fastpathctl: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+var errUsage = errors.New("unknown command")
+
+func dispatch(cmd []string, dir, output string, w io.Writer) error {
+	key := cmd[0]
+	if len(cmd) > 1 {
+		key += " " + cmd[1]
+	}
+	if key == "uninstall" {
+		return datapath.Uninstall(dir)
+	}
+	view, ok := map[string]func(*ctl.Pinned) (any, func() string, error){
+		"service list":  serviceList,
+		"services list": serviceList,
+		"ct list":       ctList,
+		"status":        status,
+	}[key]
+	if !ok {
+		return fmt.Errorf("%w %q", errUsage, key)
+	}
+	p, err := ctl.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	v, text, err := view(p)
+	if err != nil {
+		return err
+	}
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	_, err = io.WriteString(w, text())
+	return err
+}
+
+func serviceList(p *ctl.Pinned) (any, func() string, error) {
+	rows, err := ctl.Services(p.LB)
+	return rows, func() string { return ctl.FormatServices(rows) }, err
+}
+
+func ctList(p *ctl.Pinned) (any, func() string, error) {
+	rows, err := ctl.CT(p.CT)
+	return rows, func() string { return ctl.FormatCT(rows) }, err
+}
+
+func status(p *ctl.Pinned) (any, func() string, error) {
+	st, err := ctl.ReadStatus(p)
+	return st, func() string { return ctl.FormatStatus(st) }, err
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages fastpath's build and tests need, at pinned
+# versions, and mounts bpffs if it is missing. Safe to run again.
+set -euo pipefail
+
+packages=(
+	clang-19=1:19.1.7-3~deb12u1    # make generate: compiles bpf/*.c
+	llvm-19=1:19.1.7-3~deb12u1     # llvm-strip-19, used by bpf2go
+	libbpf-dev=1:1.1.2-0+deb12u1   # bpf_helpers.h
+	linux-libc-dev=6.1.192-3       # uapi headers: linux/bpf.h, pkt_cls.h
+	bpftool=7.1.0+6.1.192-3        # debugging the lab's datapath
+	iproute2=6.1.0-3               # ip netns, used by the lab and tests
+	iperf3=3.12-1+deb12u2          # throughput benchmarks
+)
+
+missing=()
+for p in "${packages[@]%% *}"; do
+	name=${p%%=*} want=${p#*=}
+	have=$(dpkg-query -W -f='${Version}' "$name" 2>/dev/null || true)
+	[[ "$have" == "$want" ]] || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "install-deps: need root to install: ${missing[*]}" >&2
+		exit 1
+	fi
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}"
+fi
+
+if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf; then
+	mount -t bpf bpf /sys/fs/bpf
+fi

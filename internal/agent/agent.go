@@ -1,0 +1,201 @@
+// Package agent wires fastpath's pieces on one node: it loads the datapath,
+// attaches it, feeds the desired-state table from a source, and keeps the
+// BPF maps equal to that table.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/socklb"
+	"github.com/fastpath-net/fastpath/internal/loadbalancer"
+)
+
+// Config is everything the agent is told on its command line.
+type Config struct {
+	PinDir       string          // bpffs directory for pins
+	NetNS        string          // network namespace path to attach in; "" = own
+	Interfaces   []string        // interfaces whose ingress gets the TC program
+	Cgroup       string          // cgroup v2 directory for socket LB; "" = off
+	ServicesFile string          // standalone source of services
+	PollInterval time.Duration   // how often the services file is checked
+	GCInterval   time.Duration   // conntrack garbage collection period
+	ResyncPeriod time.Duration   // full compare of maps and table, repairs drift
+	TC           datapath.TCMode // tcx, clsact or auto
+	Sizes        datapath.Sizes
+	Log          *slog.Logger
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	dp    *datapath.Datapath
+	table *loadbalancer.Table
+	rec   *loadbalancer.Reconciler
+	// known are the services the current source state holds, so a source
+	// update can delete the ones that disappeared.
+	known map[loadbalancer.ServiceName]bool
+}
+
+// Run starts the agent and blocks until ctx ends. On return the datapath
+// stays pinned and attached, and keeps serving the last programmed state.
+func Run(ctx context.Context, cfg Config) error {
+	a, err := start(cfg)
+	if err != nil {
+		return err
+	}
+	defer a.dp.Close()
+	return a.loop(ctx)
+}
+
+func start(cfg Config) (*Agent, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	dp, err := datapath.Load(datapath.Config{PinDir: cfg.PinDir, Sizes: cfg.Sizes, TC: cfg.TC})
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:   cfg,
+		log:   cfg.Log,
+		dp:    dp,
+		table: loadbalancer.NewTable(),
+		rec:   loadbalancer.NewReconciler(dp.LB, loadbalancer.ReconcilerOptions{}),
+		known: map[loadbalancer.ServiceName]bool{},
+	}
+	// Adopt what a previous agent programmed before touching anything, so
+	// IDs of live backends stay stable and established flows keep working.
+	if err := a.rec.Restore(); err != nil {
+		dp.Close()
+		return nil, fmt.Errorf("restore state from pinned maps: %w", err)
+	}
+	if err := a.attach(); err != nil {
+		dp.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) attach() error {
+	for _, name := range a.cfg.Interfaces {
+		ifc := datapath.Iface{NetNS: a.cfg.NetNS, Name: name}
+		mode, err := a.dp.AttachTC(ifc)
+		if err != nil {
+			return err
+		}
+		a.log.Info("attached per-packet load balancer", "interface", ifc.String(), "mode", string(mode))
+	}
+	if a.cfg.Cgroup != "" {
+		pinDir := filepath.Join(a.cfg.PinDir, "links")
+		if err := socklb.Attach(a.dp.SockObjects(), a.cfg.Cgroup, pinDir); err != nil {
+			return fmt.Errorf("socket LB on cgroup %s: %w", a.cfg.Cgroup, err)
+		}
+		a.log.Info("attached socket load balancer", "cgroup", a.cfg.Cgroup)
+	}
+	return nil
+}
+
+func (a *Agent) loop(ctx context.Context) error {
+	updates := make(chan []loadbalancer.Service, 1)
+	if a.cfg.ServicesFile != "" {
+		go watchFile(ctx, a.cfg.ServicesFile, a.cfg.PollInterval, updates, a.log)
+	}
+	gc := time.NewTicker(orDefault(a.cfg.GCInterval, 30*time.Second))
+	defer gc.Stop()
+	resync := time.NewTicker(orDefault(a.cfg.ResyncPeriod, 5*time.Minute))
+	defer resync.Stop()
+	retry := newBackoff(100*time.Millisecond, 10*time.Second)
+	defer retry.stop()
+	first := true
+	for {
+		var ok bool
+		select {
+		case <-ctx.Done():
+			a.log.Info("stopping; the datapath stays pinned and keeps serving")
+			return nil
+		case svcs := <-updates:
+			ok = a.apply(svcs, first)
+			first = false
+		case <-retry.C():
+			ok = a.sync(false)
+		case <-resync.C:
+			ok = a.sync(true)
+		case <-gc.C:
+			a.collectGarbage()
+			continue
+		}
+		// Frontends that failed stay dirty in the table; retry them soon
+		// rather than at the next source change.
+		if ok {
+			retry.reset()
+		} else {
+			retry.schedule()
+		}
+	}
+}
+
+// apply makes the table equal to the source's services. The first state
+// after start is a full resync, repairing whatever drifted while no agent ran.
+func (a *Agent) apply(svcs []loadbalancer.Service, full bool) bool {
+	seen := make(map[loadbalancer.ServiceName]bool, len(svcs))
+	for _, svc := range svcs {
+		seen[svc.Name] = true
+		if err := a.table.Upsert(svc); err != nil {
+			a.log.Error("cannot program service", "service", svc.Name.String(), "error", err)
+		}
+	}
+	for name := range a.known {
+		if !seen[name] {
+			a.table.Delete(name)
+		}
+	}
+	a.known = seen
+	return a.sync(full)
+}
+
+// sync writes the table's changes (or everything that differs, when full)
+// to the maps and reports whether all of it was programmed.
+func (a *Agent) sync(full bool) bool {
+	start := time.Now()
+	var err error
+	if full {
+		err = a.rec.Resync(a.table)
+	} else {
+		err = a.rec.Sync(a.table)
+	}
+	if err != nil {
+		a.log.Error("programming the datapath failed; will retry", "error", err)
+		return false
+	}
+	a.log.Info("datapath programmed", "full", full, "services", a.table.Len(), "took", time.Since(start).String())
+	return true
+}
+
+func (a *Agent) collectGarbage() {
+	n, err := ctmap.GC(a.dp.CT, ctmap.Now())
+	if err != nil {
+		a.log.Error("conntrack gc", "error", err)
+		return
+	}
+	if n > 0 {
+		a.log.Debug("conntrack gc", "deleted", n)
+	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// ErrNoSource is returned when the agent has nothing to program from.
+var ErrNoSource = errors.New("no source of services: give --services-file")

@@ -1,0 +1,582 @@
+package loadbalancer
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+)
+
+// ReconcilerOptions configures a Reconciler. The zero value is ready to use;
+// there is nothing to tune yet.
+type ReconcilerOptions struct{}
+
+// Reconciler makes the load-balancer maps hold what a Table wants, writing
+// only what differs. Use one Reconciler per Table and per set of maps.
+//
+// The datapath reads the maps while they change, so every write follows an
+// order that never shows it a half-made frontend:
+//
+//  1. backends and rev-NAT entries the new state needs;
+//  2. slots 1..n (a growing frontend's new slots are beyond its old count,
+//     so unseen; a shrinking one's still name existing backends);
+//  3. slot 0 (count, rev-NAT ID, flags), or its deletion for a removed
+//     frontend, which makes the frontend unreachable before its slots go;
+//  4. slots above the new count;
+//  5. backends no frontend references any more;
+//  6. rev-NAT entries of removed frontends, last, so replies of flows
+//     already set up are translated for as long as possible.
+//
+// Each step is one batch call per map for all frontends being synced. When
+// a call fails, the frontends are redone one at a time, removals first (they
+// free room), and only those that fail again stay dirty. A frontend that
+// failed may leave new backends and slots in the maps that its slot 0 does
+// not count yet: unreachable, and rewritten or removed by the next Sync.
+type Reconciler struct {
+	maps lbmap.Maps
+
+	mu    sync.Mutex
+	fes   map[lbmap.ServiceKey]*frontendState
+	byID  map[uint32]*backendEntry
+	byKey map[backendKey]*backendEntry
+	// revUsed holds every rev-NAT ID in use or in the map; the value says
+	// it is queued for deletion.
+	revUsed    map[uint32]bool
+	backendIDs idAlloc
+	revNatIDs  idAlloc
+
+	pendingBackends []*backendEntry
+	pendingRevNat   []uint32
+
+	mark    uint64 // epoch for backendEntry.mark
+	applyNo uint64 // epoch for backendEntry.touched
+	changes []change
+	b       batch
+}
+
+// NewReconciler returns a reconciler that believes the maps are empty; call
+// Restore first when they may hold an earlier agent's state.
+func NewReconciler(maps lbmap.Maps, opts ReconcilerOptions) *Reconciler {
+	r := &Reconciler{maps: maps}
+	r.reset()
+	return r
+}
+
+func (r *Reconciler) reset() {
+	r.fes = make(map[lbmap.ServiceKey]*frontendState)
+	r.byID = make(map[uint32]*backendEntry)
+	r.byKey = make(map[backendKey]*backendEntry)
+	r.revUsed = make(map[uint32]bool)
+	r.backendIDs = newIDAlloc()
+	r.revNatIDs = newIDAlloc()
+	r.pendingBackends = nil
+	r.pendingRevNat = nil
+}
+
+// Restore reads the maps, as an earlier agent left them, and adopts what
+// they hold: backend IDs by address, port and protocol, rev-NAT IDs by
+// frontend. A later Sync of the same desired state then writes nothing, and
+// established connections keep their IDs. Frontends the maps hold and no
+// source wants stay until Resync removes them. Call it before any Sync.
+func (r *Reconciler) Restore() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.read()
+	if err != nil {
+		return err
+	}
+	r.reset()
+	r.adopt(m)
+	return nil
+}
+
+// Sync applies the frontends that changed in t since the last Sync or
+// Resync. Frontends it fails to write stay dirty for the next Sync and are
+// named in the error (errors.Is(err, bpfmap.ErrFull) tells a full map);
+// other frontends are written regardless.
+func (r *Reconciler) Sync(t *Table) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = t.takeDirty(r.changes[:0])
+	err := r.run(t, r.changes, false)
+	r.dropScratch()
+	return err
+}
+
+// Resync compares everything t wants with what the maps hold and repairs
+// every difference, still writing only the entries that differ. It removes
+// frontends, backends and rev-NAT entries nothing wants, so call it only
+// once every source has delivered its full state (after Restore, at start,
+// and then periodically to undo drift).
+func (r *Reconciler) Resync(t *Table) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.read()
+	if err != nil {
+		return err
+	}
+	changes := t.takeAll()
+	r.adopt(m)
+	wanted := make(map[lbmap.ServiceKey]struct{}, len(changes))
+	for _, c := range changes {
+		wanted[c.key] = struct{}{}
+	}
+	for key := range r.fes {
+		if _, ok := wanted[key]; !ok {
+			changes = append(changes, change{key: key})
+		}
+	}
+	slices.SortFunc(changes, func(a, b change) int { return compareKeys(a.key, b.key) })
+	err = r.run(t, changes, true)
+	r.dropScratch()
+	return err
+}
+
+// dropScratch lets go of the table's old backend lists, and of the buffers
+// of a big sync, which small syncs do not need.
+func (r *Reconciler) dropScratch() {
+	clear(r.changes)
+	if cap(r.changes) > 4096 {
+		r.changes = nil
+	}
+	if cap(r.b.slotKeys) > 4096 || cap(r.b.ids) > 4096 {
+		r.b = batch{}
+	}
+}
+
+// run applies changes in one batch; if that fails, it applies them one at
+// a time, removals first, so one frontend's failure holds back only itself.
+func (r *Reconciler) run(t *Table, changes []change, sweep bool) error {
+	var errs []error
+	if len(changes) > 0 && r.apply(changes) != nil {
+		errs = r.applyEach(t, changes)
+	}
+	if sweep {
+		r.sweep()
+	}
+	if err := r.collect(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Reconciler) applyEach(t *Table, changes []change) []error {
+	order := slices.Clone(changes)
+	slices.SortStableFunc(order, func(a, b change) int {
+		// Removals first: they free room in the maps for the rest.
+		switch {
+		case a.present == b.present:
+			return 0
+		case !a.present:
+			return -1
+		}
+		return 1
+	})
+	var errs []error
+	for _, c := range order {
+		err := r.apply([]change{c})
+		if err == nil {
+			err = r.collect()
+		}
+		if err == nil {
+			continue
+		}
+		owner := c.owner
+		if st := r.fes[c.key]; !c.present && st != nil {
+			owner = st.owner
+		}
+		errs = append(errs, fmt.Errorf("service %s: frontend %s: %w", ownerName(owner), frontendName(c.key), err))
+		t.markDirty(c.key)
+	}
+	return errs
+}
+
+// apply plans and writes steps 1-4 for changes. On failure it leaves every
+// frontend involved marked unknown, so a retry rewrites it whole.
+func (r *Reconciler) apply(changes []change) error {
+	r.b.reset()
+	r.applyNo++
+	for i := range changes {
+		if err := r.plan(&changes[i]); err != nil {
+			r.forget()
+			return err
+		}
+	}
+	r.planBackends()
+	if err := r.write(); err != nil {
+		r.forget()
+		return err
+	}
+	r.commit()
+	return nil
+}
+
+// planned is one frontend of an apply.
+type planned struct {
+	st         *frontendState
+	remove     bool
+	start, end int // its slot IDs in batch.ids
+	val        lbmap.ServiceValue
+}
+
+// batch holds one apply's writes, per step and map, and is reused.
+type batch struct {
+	planned []planned
+	ids     []uint32
+	touched []*backendEntry
+
+	backendKeys []uint32
+	backendVals []lbmap.Backend
+	backendEnts []*backendEntry
+	revKeys     []uint32
+	revVals     []lbmap.RevNat
+	slotKeys    []lbmap.ServiceKey
+	slotVals    []lbmap.ServiceValue
+	svcKeys     []lbmap.ServiceKey
+	svcVals     []lbmap.ServiceValue
+	svcDels     []lbmap.ServiceKey
+	slotDels    []lbmap.ServiceKey
+}
+
+func (b *batch) reset() {
+	b.planned, b.ids, b.touched = b.planned[:0], b.ids[:0], b.touched[:0]
+	b.backendKeys, b.backendVals, b.backendEnts = b.backendKeys[:0], b.backendVals[:0], b.backendEnts[:0]
+	b.revKeys, b.revVals = b.revKeys[:0], b.revVals[:0]
+	b.slotKeys, b.slotVals = b.slotKeys[:0], b.slotVals[:0]
+	b.svcKeys, b.svcVals = b.svcKeys[:0], b.svcVals[:0]
+	b.svcDels, b.slotDels = b.svcDels[:0], b.slotDels[:0]
+}
+
+func slotKey(key lbmap.ServiceKey, n int) lbmap.ServiceKey {
+	key.Slot = uint16(n)
+	return key
+}
+
+func (r *Reconciler) plan(c *change) error {
+	st := r.fes[c.key]
+	if !c.present {
+		if st != nil {
+			r.planRemoval(st)
+		}
+		return nil
+	}
+	if st == nil {
+		st = &frontendState{key: c.key, known: true}
+		r.fes[c.key] = st
+	}
+	st.owner = c.owner
+	if err := r.planRevNat(st); err != nil {
+		return err
+	}
+	start := len(r.b.ids)
+	if err := r.planBackendRefs(st, c.spec.Backends); err != nil {
+		return err
+	}
+	ids := r.b.ids[start:]
+	val := serviceValue(c.spec, st.revNat, len(ids))
+	r.planSlots(st, ids, val)
+	r.b.planned = append(r.b.planned, planned{st: st, start: start, end: len(r.b.ids), val: val})
+	return nil
+}
+
+func serviceValue(spec FrontendSpec, revNat uint32, count int) lbmap.ServiceValue {
+	v := lbmap.ServiceValue{Count: uint16(count), Flags: spec.Type.flags(), RevNatID: revNat}
+	if spec.AffinityTimeout > 0 {
+		v.Flags |= lbmap.ServiceAffinity
+		v.AffinityTimeout = uint32(spec.AffinityTimeout / time.Second)
+	}
+	return v
+}
+
+func (r *Reconciler) planRevNat(st *frontendState) error {
+	if st.revNat == 0 {
+		id, err := r.revNatIDs.get(func(id uint32) bool { _, used := r.revUsed[id]; return used })
+		if err != nil {
+			return fmt.Errorf("rev-NAT ID: %w", err)
+		}
+		st.revNat, st.revKnown = id, false
+		r.revUsed[id] = false
+	}
+	if !st.revKnown {
+		r.b.revKeys = append(r.b.revKeys, st.revNat)
+		r.b.revVals = append(r.b.revVals, revNatOf(st.key))
+	}
+	return nil
+}
+
+// planBackendRefs finds or allocates the ID of every backend, takes a
+// reference for st on each, counts the states it wants, and appends the
+// IDs to b.ids.
+func (r *Reconciler) planBackendRefs(st *frontendState, backends []Backend) error {
+	r.unwant(st)
+	r.markHeld(st)
+	for _, be := range backends {
+		e, err := r.backendFor(keyOfBackend(be))
+		if err != nil {
+			return err
+		}
+		if e.mark != r.mark {
+			e.mark = r.mark
+			e.refs++
+			st.held = append(st.held, e)
+		}
+		e.wanted[be.State]++
+		st.wants = append(st.wants, want{e: e, state: be.State})
+		r.touch(e)
+		r.b.ids = append(r.b.ids, e.id)
+	}
+	return nil
+}
+
+func (r *Reconciler) planSlots(st *frontendState, ids []uint32, val lbmap.ServiceValue) {
+	for i, id := range ids {
+		if !st.known || st.slotAt(i+1) != id {
+			r.b.slotKeys = append(r.b.slotKeys, slotKey(st.key, i+1))
+			r.b.slotVals = append(r.b.slotVals, lbmap.ServiceValue{BackendID: id})
+		}
+	}
+	if !st.known || !st.svcPresent || st.svc != val {
+		r.b.svcKeys = append(r.b.svcKeys, st.key)
+		r.b.svcVals = append(r.b.svcVals, val)
+	}
+	r.planSlotDeletes(st, len(ids))
+}
+
+// planSlotDeletes deletes the slots above n that exist or may exist.
+func (r *Reconciler) planSlotDeletes(st *frontendState, n int) {
+	for i := n; i < len(st.slots); i++ {
+		if !st.known || st.slots[i] != 0 {
+			r.b.slotDels = append(r.b.slotDels, slotKey(st.key, i+1))
+		}
+	}
+	for _, s := range sortedStray(st.stray) {
+		if int(s) > n && int(s) > len(st.slots) {
+			r.b.slotDels = append(r.b.slotDels, slotKey(st.key, int(s)))
+		}
+	}
+}
+
+func sortedStray(m map[uint16]uint32) []uint16 {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]uint16, 0, len(m))
+	for s := range m {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (r *Reconciler) planRemoval(st *frontendState) {
+	r.unwant(st)
+	if !st.known || st.svcPresent {
+		r.b.svcDels = append(r.b.svcDels, st.key)
+	}
+	r.planSlotDeletes(st, 0)
+	r.b.planned = append(r.b.planned, planned{st: st, remove: true})
+}
+
+// unwant takes back the state counts of st's last plan.
+func (r *Reconciler) unwant(st *frontendState) {
+	for _, w := range st.wants {
+		w.e.wanted[w.state]--
+		r.touch(w.e)
+	}
+	st.wants = st.wants[:0]
+}
+
+// markHeld starts a new epoch and marks the entries st holds.
+func (r *Reconciler) markHeld(st *frontendState) {
+	r.mark++
+	for _, e := range st.held {
+		e.mark = r.mark
+	}
+}
+
+func (r *Reconciler) touch(e *backendEntry) {
+	if e.touched != r.applyNo {
+		e.touched = r.applyNo
+		r.b.touched = append(r.b.touched, e)
+	}
+}
+
+func (r *Reconciler) backendFor(key backendKey) (*backendEntry, error) {
+	if e := r.byKey[key]; e != nil {
+		return e, nil
+	}
+	id, err := r.backendIDs.get(func(id uint32) bool { _, used := r.byID[id]; return used })
+	if err != nil {
+		return nil, fmt.Errorf("backend ID: %w", err)
+	}
+	e := &backendEntry{id: id, key: key, keyed: true}
+	r.byID[id] = e
+	r.byKey[key] = e
+	return e, nil
+}
+
+// planBackends writes every touched backend some frontend wants whose map
+// entry is missing, unknown or in another state.
+func (r *Reconciler) planBackends() {
+	for _, e := range r.b.touched {
+		v, wanted := e.desired()
+		if !wanted || (e.known && e.value == v) {
+			continue
+		}
+		r.b.backendKeys = append(r.b.backendKeys, e.id)
+		r.b.backendVals = append(r.b.backendVals, v)
+		r.b.backendEnts = append(r.b.backendEnts, e)
+	}
+}
+
+// write runs steps 1-4, one call per map and step, skipping empty ones.
+func (r *Reconciler) write() error {
+	b := &r.b
+	if len(b.backendKeys) > 0 {
+		if err := r.maps.Backends.Update(b.backendKeys, b.backendVals); err != nil {
+			return err
+		}
+	}
+	if len(b.revKeys) > 0 {
+		if err := r.maps.RevNat.Update(b.revKeys, b.revVals); err != nil {
+			return err
+		}
+	}
+	if len(b.slotKeys) > 0 {
+		if err := r.maps.Services.Update(b.slotKeys, b.slotVals); err != nil {
+			return err
+		}
+	}
+	if len(b.svcKeys) > 0 {
+		if err := r.maps.Services.Update(b.svcKeys, b.svcVals); err != nil {
+			return err
+		}
+	}
+	if len(b.svcDels) > 0 {
+		if err := r.maps.Services.Delete(b.svcDels); err != nil {
+			return err
+		}
+	}
+	if len(b.slotDels) > 0 {
+		if err := r.maps.Services.Delete(b.slotDels); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forget marks everything the failed apply may have half-written as
+// unknown. References taken while planning stay: the old slots may still
+// name the old backends and the new slots the new ones.
+func (r *Reconciler) forget() {
+	for _, p := range r.b.planned {
+		st := p.st
+		st.known = false
+		for len(st.slots) < p.end-p.start {
+			st.slots = append(st.slots, 0)
+		}
+	}
+	for _, e := range r.b.backendEnts {
+		e.known = false
+	}
+}
+
+// commit records what steps 1-4 wrote and drops the references the old
+// slots held; entries left without any are queued for deletion.
+func (r *Reconciler) commit() {
+	for i, e := range r.b.backendEnts {
+		e.value, e.known = r.b.backendVals[i], true
+	}
+	for _, p := range r.b.planned {
+		st := p.st
+		if p.remove {
+			for _, e := range st.held {
+				r.release(e)
+			}
+			if st.revNat != 0 {
+				r.queueRevNat(st.revNat)
+			}
+			delete(r.fes, st.key)
+			continue
+		}
+		ids := r.b.ids[p.start:p.end]
+		r.mark++
+		for _, w := range st.wants {
+			w.e.mark = r.mark
+		}
+		kept := st.held[:0]
+		for _, e := range st.held {
+			if e.mark == r.mark {
+				kept = append(kept, e)
+			} else {
+				r.release(e)
+			}
+		}
+		clear(st.held[len(kept):])
+		st.held = kept
+		st.slots = append(st.slots[:0], ids...)
+		st.stray = nil
+		st.svc, st.svcPresent, st.known, st.revKnown = p.val, true, true, true
+	}
+}
+
+func (r *Reconciler) release(e *backendEntry) {
+	e.refs--
+	if e.refs == 0 && !e.pending {
+		e.pending = true
+		r.pendingBackends = append(r.pendingBackends, e)
+	}
+}
+
+func (r *Reconciler) queueRevNat(id uint32) {
+	if pending, used := r.revUsed[id]; used && !pending {
+		r.revUsed[id] = true
+		r.pendingRevNat = append(r.pendingRevNat, id)
+	}
+}
+
+// collect runs steps 5 and 6: deletes unreferenced backends, then rev-NAT
+// entries of removed frontends, and frees their IDs once gone.
+func (r *Reconciler) collect() error {
+	var dels []uint32
+	var ents []*backendEntry
+	for _, e := range r.pendingBackends {
+		if e.refs > 0 { // wanted again before it was deleted
+			e.pending = false
+			continue
+		}
+		dels = append(dels, e.id)
+		ents = append(ents, e)
+	}
+	r.pendingBackends = ents
+	if len(dels) > 0 {
+		if err := r.maps.Backends.Delete(dels); err != nil {
+			for _, e := range ents {
+				e.known = false
+			}
+			return fmt.Errorf("deleting %d unused backends: %w", len(dels), err)
+		}
+		for _, e := range ents {
+			delete(r.byID, e.id)
+			if e.keyed {
+				delete(r.byKey, e.key)
+			}
+			r.backendIDs.put(e.id)
+		}
+		r.pendingBackends = r.pendingBackends[:0]
+	}
+	if len(r.pendingRevNat) > 0 {
+		if err := r.maps.RevNat.Delete(r.pendingRevNat); err != nil {
+			return fmt.Errorf("deleting %d rev-NAT entries of removed frontends: %w", len(r.pendingRevNat), err)
+		}
+		for _, id := range r.pendingRevNat {
+			delete(r.revUsed, id)
+			r.revNatIDs.put(id)
+		}
+		r.pendingRevNat = r.pendingRevNat[:0]
+	}
+	return nil
+}
