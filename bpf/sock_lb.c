@@ -8,6 +8,11 @@
  *
  * Only TCP and UDP are translated; anything else (SCTP) is left to the TC
  * datapath, which handles it per packet.
+ *
+ * Session affinity (affinity.h) knows a client by its network namespace
+ * cookie: every socket of a pod is one client, whatever its source address
+ * will be, as in Cilium. Each connect() and each unconnected sendto() is a
+ * new connection: it follows and refreshes the memory.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -15,6 +20,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "maps.h"
+#include "affinity.h"
 
 /* Return values of cgroup sock_addr programs. */
 #define SYS_REJECT 0
@@ -86,6 +92,7 @@ static __always_inline int record_revnat(struct bpf_sock_addr *ctx,
  */
 static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 {
+	struct fp_affinity_key ak = {};
 	struct fp_svc_key key;
 	struct fp_svc_val *svc, *slot;
 	struct fp_backend *be;
@@ -93,7 +100,7 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 	__u32 ip4 = ctx->user_ip4;
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	__u32 rev_nat_id;
-	__u16 count;
+	__u16 count, slot_nr;
 
 	if (!proto_handled(proto))
 		return SYS_PROCEED;
@@ -112,14 +119,16 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 		return SYS_REJECT;
 	}
 
-	key.slot = (bpf_get_prandom_u32() % count) + 1;
-	slot = bpf_map_lookup_elem(&fp_services, &key);
+	ak.netns_cookie = bpf_get_netns_cookie(ctx);
+	ak.rev_nat_id = rev_nat_id;
+	slot = fp_slot_pick(&key, svc, &ak);
 	if (!slot)
 		goto gone;
 	be = bpf_map_lookup_elem(&fp_backends, &slot->backend_id);
 	if (!be || !addr_is_v4(&be->addr))
 		goto gone;
 
+	slot_nr = key.slot;
 	key.slot = 0;
 	if (record_revnat(ctx, be, &key, rev_nat_id) < 0 && proto == IPPROTO_UDP) {
 		/*
@@ -129,6 +138,8 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 		bpf_set_retval(-ENOMEM);
 		return SYS_REJECT;
 	}
+	if (fp_affinity_on(svc))
+		fp_affinity_remember(&ak, slot->backend_id, slot_nr);
 
 	ctx->user_ip4 = be->addr.w[3];
 	ctx->user_port = bpf_htons(be->port);

@@ -7,8 +7,9 @@
  *   1. a reply of a balanced flow (REPLY ct entry): source back to VIP:port;
  *   2. a packet of a balanced flow (FORWARD ct entry): destination to the
  *      backend recorded at the flow's first packet, present or not;
- *   3. the first packet to a service: pick a backend slot at random, record
- *      both ct entries, destination to the backend;
+ *   3. the first packet to a service: pick a backend slot at random, or the
+ *      client's previous one for a service with session affinity
+ *      (affinity.h), record both ct entries, destination to the backend;
  *   4. a service without backends: ICMP port unreachable back to the client;
  * and ICMP errors about balanced flows are translated like their flows.
  * Everything else passes untouched.
@@ -41,6 +42,7 @@
 #include "pkt.h"
 #include "nat.h"
 #include "ct.h"
+#include "affinity.h"
 #include "icmp.h"
 #include "reject.h"
 
@@ -88,16 +90,26 @@ static __always_inline int fp_established(struct __sk_buff *skb, const struct fp
 	return TC_ACT_OK;
 }
 
+/* fp_affinity_key_tc: at TC a client is its source address. */
+static __always_inline void fp_affinity_key_tc(struct fp_affinity_key *k, const struct fp_pkt *p,
+					       __u32 rev_nat_id)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	fp_addr_set_v4(&k->client, p->saddr);
+	k->rev_nat_id = rev_nat_id;
+}
+
 /*
  * fp_pick chooses a backend of the service at p's destination. It returns
- * FP_NEXT with c filled, or a verdict: pass (not a service), reject (no
- * backends) or drop (the slot names a backend that does not exist).
+ * FP_NEXT with c and the client's affinity key ak filled, or a verdict: pass
+ * (not a service), reject (no backends) or drop (the slot is missing or
+ * names a backend that does not exist).
  */
 static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p,
-				   struct fp_choice *c)
+				   struct fp_choice *c, struct fp_affinity_key *ak)
 {
 	struct fp_svc_key sk = {};
-	struct fp_svc_val *svc;
+	struct fp_svc_val *svc, *slot;
 	struct fp_backend *be;
 	__u32 backend_id;
 
@@ -113,11 +125,12 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 		return fp_reject(skb, p);
 	}
 	c->rev_nat_id = svc->rev_nat_id;
-	sk.slot = (bpf_get_prandom_u32() % svc->count) + 1;
-	svc = bpf_map_lookup_elem(&fp_services, &sk);
-	if (!svc)
+	c->affinity = fp_affinity_on(svc);
+	fp_affinity_key_tc(ak, p, c->rev_nat_id);
+	slot = fp_slot_pick(&sk, svc, ak);
+	if (!slot)
 		return fp_drop(p, FP_METRIC_DROP_BACKEND_GONE);
-	backend_id = svc->backend_id;
+	backend_id = slot->backend_id;
 	be = bpf_map_lookup_elem(&fp_backends, &backend_id);
 	/* An IPv6 backend behind an IPv4 frontend would need NAT46. */
 	if (!be || !fp_addr_is_v4(&be->addr))
@@ -125,12 +138,14 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 	c->addr = be->addr;
 	c->port = be->port;
 	c->backend_id = backend_id;
+	c->slot = sk.slot;
 	return FP_NEXT;
 }
 
 /* fp_forward handles a packet that is not a reply: tracked flow or new one. */
 static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt *p)
 {
+	struct fp_affinity_key ak;
 	struct fp_choice c = {};
 	struct fp_ct_key key;
 	struct fp_ct_entry *e;
@@ -146,7 +161,7 @@ static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt
 		flag = BPF_ANY;
 	}
 
-	ret = fp_pick(skb, p, &c);
+	ret = fp_pick(skb, p, &c, &ak);
 	if (ret != FP_NEXT)
 		return ret;
 	err = fp_ct_create(&key, p, &c, flag);
@@ -158,6 +173,10 @@ static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt
 	}
 	if (err)
 		return fp_drop(p, FP_METRIC_DROP_CT_FULL);
+	/* Only once the flow is ours: a CPU that lost the race above follows
+	 * the winner, which remembered its own choice. */
+	if (c.affinity)
+		fp_affinity_remember(&ak, c.backend_id, c.slot);
 	if (fp_nat(skb, p, FP_DST, c.addr.w[3], bpf_htons(c.port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_metric_add(FP_METRIC_FORWARD_NEW, p->len);

@@ -16,8 +16,6 @@
 #include "maps.h"
 #include "pkt.h"
 
-#define FP_NSEC_PER_SEC 1000000000ULL
-
 static __always_inline void fp_addr_set_v4(union fp_addr *a, __be32 ip)
 {
 	a->w[0] = 0;
@@ -98,8 +96,10 @@ static __always_inline int fp_ct_reopen(const struct fp_ct_entry *e, const struc
 struct fp_choice {
 	union fp_addr addr;
 	__u16 port; /* host order */
+	__u16 slot; /* the service slot that named the backend */
 	__u32 backend_id;
 	__u32 rev_nat_id;
+	__u8 affinity; /* the service has session affinity: remember the choice */
 };
 
 /*

@@ -102,6 +102,8 @@ struct fp_ct_entry {
 #define FP_CT_F_SEEN_REPLY (1 << 0)
 #define FP_CT_F_CLOSING (1 << 1) /* FIN or RST seen */
 
+#define FP_NSEC_PER_SEC 1000000000ULL
+
 /* Lifetimes follow Cilium's defaults, in seconds. */
 #define FP_CT_LIFETIME_TCP 21600
 #define FP_CT_LIFETIME_TCP_SYN 60
@@ -124,6 +126,27 @@ struct fp_sock_rev_nat {
 	__u16 port;
 	__u16 pad;
 	__u32 rev_nat_id;
+};
+
+/*
+ * affinity: sessionAffinity ClientIP. Which backend a client last got from a
+ * frontend (rev_nat_id), and when. The TC datapath knows a client by its
+ * source address; the socket LB by its network namespace (every socket of a
+ * pod is one client, as in Cilium), with client left zero. The two kinds of
+ * key cannot collide: TC's client is never zero, socket LB's never set.
+ */
+struct fp_affinity_key {
+	union fp_addr client;  /* TC: the client's source address; socket LB: 0 */
+	__u64 netns_cookie;    /* socket LB: bpf_get_netns_cookie(); TC: 0 */
+	__u32 rev_nat_id;      /* the frontend */
+	__u32 pad;
+};
+
+struct fp_affinity_val {
+	__u32 backend_id;
+	__u16 slot;      /* the service slot that named backend_id */
+	__u16 pad;
+	__u64 last_used; /* bpf_ktime_get_boot_ns() of the last new connection */
 };
 
 /* metrics: per-CPU counters indexed by FP_METRIC_*. */

@@ -55,6 +55,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_sock_revnat SEC(".maps");
 
+/* LRU: a client that stops connecting is forgotten, with no GC needed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct fp_affinity_key);
+	__type(value, struct fp_affinity_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_affinity SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

@@ -20,6 +20,7 @@ const usage = `usage: fastpathctl [flags] COMMAND
 Commands:
   service list   frontends (VIP:port/proto) and the backends their slots hold
   ct list        connection-tracking entries of load-balanced flows
+  affinity list  session-affinity memories (client -> backend) and whether they apply
   status         maps, their fill and memory, attachments, datapath counters
   uninstall      remove every pin (detaches TCX and cgroup programs)
 
@@ -75,6 +76,7 @@ func dispatch(cmd []string, dir, output string, w io.Writer) error {
 		"service list":  serviceList,
 		"services list": serviceList,
 		"ct list":       ctList,
+		"affinity list": affinityList,
 		"status":        status,
 	}[key]
 	if !ok {
@@ -106,6 +108,11 @@ func serviceList(p *ctl.Pinned) (any, func() string, error) {
 func ctList(p *ctl.Pinned) (any, func() string, error) {
 	rows, err := ctl.CT(p.CT)
 	return rows, func() string { return ctl.FormatCT(rows) }, err
+}
+
+func affinityList(p *ctl.Pinned) (any, func() string, error) {
+	rows, err := ctl.Affinity(p.LB, p.Affinity)
+	return rows, func() string { return ctl.FormatAffinity(rows) }, err
 }
 
 func status(p *ctl.Pinned) (any, func() string, error) {

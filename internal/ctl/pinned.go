@@ -18,15 +18,16 @@ import (
 
 // Pinned is a read-only view of the maps an agent pinned.
 type Pinned struct {
-	Dir     string
-	LB      lbmap.Maps
-	CT      bpfmap.Map[ctmap.Key, ctmap.Entry]
-	Metrics *ebpf.Map
-	raw     map[string]*ebpf.Map
+	Dir      string
+	LB       lbmap.Maps
+	CT       bpfmap.Map[ctmap.Key, ctmap.Entry]
+	Affinity bpfmap.Map[lbmap.AffinityKey, lbmap.AffinityValue]
+	Metrics  *ebpf.Map
+	raw      map[string]*ebpf.Map
 }
 
 // MapNames are the maps fastpathctl knows, in display order.
-var MapNames = []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_ct", "fp_sock_revnat", "fp_metrics"}
+var MapNames = []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_ct", "fp_sock_revnat", "fp_affinity", "fp_metrics"}
 
 // Open opens the maps pinned under dir/maps.
 func Open(dir string) (*Pinned, error) {
@@ -48,6 +49,7 @@ func Open(dir string) (*Pinned, error) {
 		RevNat:   bpfmap.NewKernel[uint32, lbmap.RevNat](p.raw["fp_rev_nat"], "fp_rev_nat"),
 	}
 	p.CT = bpfmap.NewKernel[ctmap.Key, ctmap.Entry](p.raw["fp_ct"], "fp_ct")
+	p.Affinity = bpfmap.NewKernel[lbmap.AffinityKey, lbmap.AffinityValue](p.raw["fp_affinity"], "fp_affinity")
 	p.Metrics = p.raw["fp_metrics"]
 	return p, nil
 }

@@ -38,11 +38,13 @@ type Sizes struct {
 	RevNat     int
 	CT         int // two entries per load-balanced connection
 	SockRevNat int
+	Affinity   int // session affinity: one per client and frontend with ClientIP affinity
 }
 
 // DefaultSizes fit a cluster of about 50,000 services with one or two
-// backends each, and 128k concurrent load-balanced connections.
-var DefaultSizes = Sizes{Services: 262144, Backends: 131072, RevNat: 131072, CT: 262144, SockRevNat: 65536}
+// backends each, and 128k concurrent load-balanced connections. Affinity is
+// an LRU: when full, the clients idle longest lose their memory first.
+var DefaultSizes = Sizes{Services: 262144, Backends: 131072, RevNat: 131072, CT: 262144, SockRevNat: 65536, Affinity: 65536}
 
 func (s Sizes) withDefaults() Sizes {
 	pick := func(v, d int) int {
@@ -57,6 +59,7 @@ func (s Sizes) withDefaults() Sizes {
 		RevNat:     pick(s.RevNat, DefaultSizes.RevNat),
 		CT:         pick(s.CT, DefaultSizes.CT),
 		SockRevNat: pick(s.SockRevNat, DefaultSizes.SockRevNat),
+		Affinity:   pick(s.Affinity, DefaultSizes.Affinity),
 	}
 }
 
@@ -133,6 +136,7 @@ func setSizes(cs *ebpf.CollectionSpec, s Sizes) {
 		"fp_rev_nat":     s.RevNat,
 		"fp_ct":          s.CT,
 		"fp_sock_revnat": s.SockRevNat,
+		"fp_affinity":    s.Affinity,
 	} {
 		if m, ok := cs.Maps[name]; ok {
 			m.MaxEntries = uint32(n)

@@ -56,7 +56,7 @@ func TestLoadReusesPinnedMaps(t *testing.T) {
 	if err != nil || !ok || got != be {
 		t.Fatalf("after reload backend 7 = %+v, %v, %v; want %+v", got, ok, err, be)
 	}
-	for _, m := range []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_ct", "fp_sock_revnat", "fp_metrics"} {
+	for _, m := range []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_ct", "fp_sock_revnat", "fp_metrics", "fp_affinity"} {
 		if _, err := os.Stat(filepath.Join(pin, "maps", m)); err != nil {
 			t.Errorf("map %s not pinned: %v", m, err)
 		}

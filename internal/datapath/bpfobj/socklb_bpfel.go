@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SocklbFpAffinityKey struct {
+	_      structs.HostLayout
+	Client struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	NetnsCookie uint64
+	RevNatId    uint32
+	Pad         uint32
+}
+
+type SocklbFpAffinityVal struct {
+	_         structs.HostLayout
+	BackendId uint32
+	Slot      uint16
+	Pad       uint16
+	LastUsed  uint64
+}
+
 type SocklbFpBackend struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -122,6 +141,7 @@ type SocklbFpSvcVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SocklbMapFpAffinity          = "fp_affinity"
 	SocklbMapFpBackends          = "fp_backends"
 	SocklbMapFpCt                = "fp_ct"
 	SocklbMapFpMetrics           = "fp_metrics"
@@ -186,6 +206,7 @@ type SocklbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SocklbMapSpecs struct {
+	FpAffinity   *ebpf.MapSpec `ebpf:"fp_affinity"`
 	FpBackends   *ebpf.MapSpec `ebpf:"fp_backends"`
 	FpCt         *ebpf.MapSpec `ebpf:"fp_ct"`
 	FpMetrics    *ebpf.MapSpec `ebpf:"fp_metrics"`
@@ -220,6 +241,7 @@ func (o *SocklbObjects) Close() error {
 //
 // It can be passed to LoadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SocklbMaps struct {
+	FpAffinity   *ebpf.Map `ebpf:"fp_affinity"`
 	FpBackends   *ebpf.Map `ebpf:"fp_backends"`
 	FpCt         *ebpf.Map `ebpf:"fp_ct"`
 	FpMetrics    *ebpf.Map `ebpf:"fp_metrics"`
@@ -230,6 +252,7 @@ type SocklbMaps struct {
 
 func (m *SocklbMaps) Close() error {
 	return _SocklbClose(
+		m.FpAffinity,
 		m.FpBackends,
 		m.FpCt,
 		m.FpMetrics,

@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TclbFpAffinityKey struct {
+	_      structs.HostLayout
+	Client struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	NetnsCookie uint64
+	RevNatId    uint32
+	Pad         uint32
+}
+
+type TclbFpAffinityVal struct {
+	_         structs.HostLayout
+	BackendId uint32
+	Slot      uint16
+	Pad       uint16
+	LastUsed  uint64
+}
+
 type TclbFpBackend struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -122,6 +141,7 @@ type TclbFpSvcVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TclbMapFpAffinity   = "fp_affinity"
 	TclbMapFpBackends   = "fp_backends"
 	TclbMapFpCt         = "fp_ct"
 	TclbMapFpMetrics    = "fp_metrics"
@@ -180,6 +200,7 @@ type TclbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TclbMapSpecs struct {
+	FpAffinity   *ebpf.MapSpec `ebpf:"fp_affinity"`
 	FpBackends   *ebpf.MapSpec `ebpf:"fp_backends"`
 	FpCt         *ebpf.MapSpec `ebpf:"fp_ct"`
 	FpMetrics    *ebpf.MapSpec `ebpf:"fp_metrics"`
@@ -214,6 +235,7 @@ func (o *TclbObjects) Close() error {
 //
 // It can be passed to LoadTclbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TclbMaps struct {
+	FpAffinity   *ebpf.Map `ebpf:"fp_affinity"`
 	FpBackends   *ebpf.Map `ebpf:"fp_backends"`
 	FpCt         *ebpf.Map `ebpf:"fp_ct"`
 	FpMetrics    *ebpf.Map `ebpf:"fp_metrics"`
@@ -224,6 +246,7 @@ type TclbMaps struct {
 
 func (m *TclbMaps) Close() error {
 	return _TclbClose(
+		m.FpAffinity,
 		m.FpBackends,
 		m.FpCt,
 		m.FpMetrics,

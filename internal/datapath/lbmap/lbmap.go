@@ -101,6 +101,32 @@ type RevNat struct {
 	_    uint16
 }
 
+// AffinityKey mirrors struct fp_affinity_key: one client of one frontend.
+// The TC datapath sets Client (the source address) and leaves NetnsCookie
+// zero; the socket LB does the opposite.
+type AffinityKey struct {
+	Client      Addr
+	NetnsCookie uint64
+	RevNatID    uint32
+	_           uint32
+}
+
+func (k AffinityKey) String() string {
+	if k.NetnsCookie != 0 {
+		return fmt.Sprintf("netns %d revnat %d", k.NetnsCookie, k.RevNatID)
+	}
+	return fmt.Sprintf("%s revnat %d", k.Client, k.RevNatID)
+}
+
+// AffinityValue mirrors struct fp_affinity_val: the backend the client's
+// last new connection got, from which slot, and when.
+type AffinityValue struct {
+	BackendID uint32
+	Slot      uint16
+	_         uint16
+	LastUsed  uint64 // CLOCK_BOOTTIME nanoseconds
+}
+
 // Maps is the set of load-balancer maps a reconciler writes.
 type Maps struct {
 	Services bpfmap.Map[ServiceKey, ServiceValue]

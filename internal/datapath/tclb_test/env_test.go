@@ -60,6 +60,7 @@ type env struct {
 	backends *bpfmap.Kernel[uint32, lbmap.Backend]
 	revNat   *bpfmap.Kernel[uint32, lbmap.RevNat]
 	ct       *bpfmap.Kernel[ctmap.Key, ctmap.Entry]
+	affinity *bpfmap.Kernel[lbmap.AffinityKey, lbmap.AffinityValue]
 }
 
 func newEnv(t *testing.T) *env {
@@ -112,6 +113,7 @@ func newEnvWith(t *testing.T, edit func(*ebpf.CollectionSpec)) *env {
 		backends: bpfmap.NewKernel[uint32, lbmap.Backend](objs.FpBackends, "fp_backends"),
 		revNat:   bpfmap.NewKernel[uint32, lbmap.RevNat](objs.FpRevNat, "fp_rev_nat"),
 		ct:       bpfmap.NewKernel[ctmap.Key, ctmap.Entry](objs.FpCt, "fp_ct"),
+		affinity: bpfmap.NewKernel[lbmap.AffinityKey, lbmap.AffinityValue](objs.FpAffinity, "fp_affinity"),
 	}
 }
 
@@ -158,11 +160,20 @@ type backend struct {
 // alone, as a reconciler shrinking a service would leave them until later.
 func (e *env) setService(vip netip.AddrPort, proto uint8, revNatID uint32, bes ...backend) {
 	e.t.Helper()
+	e.setServiceValue(vip, proto, lbmap.ServiceValue{RevNatID: revNatID}, bes...)
+}
+
+// setServiceValue is setService with the slot-0 entry's flags and affinity
+// timeout taken from svc; its count is len(bes).
+func (e *env) setServiceValue(vip netip.AddrPort, proto uint8, svc lbmap.ServiceValue, bes ...backend) {
+	e.t.Helper()
+	revNatID := svc.RevNatID
+	svc.Count = uint16(len(bes))
 	key := func(slot uint16) lbmap.ServiceKey {
 		return lbmap.ServiceKey{Addr: lbmap.AddrFrom(vip.Addr()), Port: vip.Port(), Proto: proto, Scope: lbmap.ScopeExternal, Slot: slot}
 	}
 	keys := []lbmap.ServiceKey{key(0)}
-	vals := []lbmap.ServiceValue{{Count: uint16(len(bes)), RevNatID: revNatID}}
+	vals := []lbmap.ServiceValue{svc}
 	var ids []uint32
 	var backends []lbmap.Backend
 	for i, b := range bes {
