@@ -33,8 +33,18 @@ type fakes struct {
 }
 
 func newFakes(capacity int) *fakes {
-	f := &fakes{}
-	f.maps, f.svc, f.be, f.rev = lbmap.NewFakeMaps(capacity)
+	return newFakesSized(capacity, capacity, capacity)
+}
+
+// newFakesSized gives each map its own capacity, as a real agent's maps may
+// have: a services map fills long before the others.
+func newFakesSized(services, backends, revNat int) *fakes {
+	f := &fakes{
+		svc: bpfmap.NewFake[lbmap.ServiceKey, lbmap.ServiceValue]("fp_services", services),
+		be:  bpfmap.NewFake[uint32, lbmap.Backend]("fp_backends", backends),
+		rev: bpfmap.NewFake[uint32, lbmap.RevNat]("fp_rev_nat", revNat),
+	}
+	f.maps = lbmap.Maps{Services: f.svc, Backends: f.be, RevNat: f.rev}
 	return f
 }
 
@@ -150,7 +160,11 @@ type harness struct {
 }
 
 func newHarness(t testing.TB, capacity int, roll func(int) int) *harness {
-	h := &harness{t: t, f: newFakes(capacity), roll: roll}
+	return newHarnessOn(t, newFakes(capacity), roll)
+}
+
+func newHarnessOn(t testing.TB, f *fakes, roll func(int) int) *harness {
+	h := &harness{t: t, f: f, roll: roll}
 	h.maps = lbmap.Maps{
 		Services: &faulty[lbmap.ServiceKey, lbmap.ServiceValue]{Map: h.f.svc, h: h},
 		Backends: &faulty[uint32, lbmap.Backend]{Map: h.f.be, h: h},
@@ -178,4 +192,52 @@ func (h *harness) check() {
 	if err := datapathSafe(c); err != nil {
 		h.t.Fatalf("after map call %d the datapath could see a half-made service:\n%v\n%s", h.calls, err, c)
 	}
+}
+
+// accountedFor returns the entries of after that neither before (what the
+// maps held before a sync: what was programmed, and what earlier failures
+// left) nor the desired services account for. A failed sync may leave its
+// frontends' new entries when even its rollback failed, but never entries
+// nothing wants: slots beyond a frontend's backends, backends no frontend
+// lists, rev-NAT entries of frontends nobody has.
+func accountedFor(after, before lbdump.Contents, desired map[lb.ServiceName]lb.Service) error {
+	slots := map[lbmap.ServiceKey]int{}
+	vips := map[lbmap.RevNat]bool{}
+	bes := map[lb.L4Addr]bool{}
+	for _, svc := range desired {
+		for _, fe := range svc.Frontends {
+			slots[frontendKeyOf(fe.Frontend)] = len(fe.Backends)
+			vips[lbmap.RevNat{Addr: lbmap.AddrFrom(fe.Addr), Port: fe.Port}] = true
+			for _, b := range fe.Backends {
+				bes[b.L4Addr] = true
+			}
+		}
+	}
+	var errs []error
+	for k := range after.Services {
+		fk := k
+		fk.Slot = 0
+		if n, ok := slots[fk]; !ok || int(k.Slot) > n {
+			if _, was := before.Services[k]; !was {
+				errs = append(errs, fmt.Errorf("services entry %v", k))
+			}
+		}
+	}
+	for id, b := range after.Backends {
+		_, was := before.Backends[id]
+		if !was && !bes[lb.L4Addr{Addr: b.Addr.IP(), Port: b.Port, Proto: lb.Proto(b.Proto)}] {
+			errs = append(errs, fmt.Errorf("backend %d %v", id, b))
+		}
+	}
+	for id, rn := range after.RevNat {
+		if _, was := before.RevNat[id]; !was && !vips[rn] {
+			errs = append(errs, fmt.Errorf("rev-NAT %d %v", id, rn))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// frontendKeyOf is the slot-0 key of an external-scope frontend.
+func frontendKeyOf(f lb.Frontend) lbmap.ServiceKey {
+	return lbmap.ServiceKey{Addr: lbmap.AddrFrom(f.Addr), Port: f.Port, Proto: uint8(f.Proto), Scope: uint8(f.Scope)}
 }

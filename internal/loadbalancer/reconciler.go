@@ -30,11 +30,20 @@ type ReconcilerOptions struct{}
 //  6. rev-NAT entries of removed frontends, last, so replies of flows
 //     already set up are translated for as long as possible.
 //
-// Each step is one batch call per map for all frontends being synced. When
-// a call fails, the frontends are redone one at a time, removals first (they
-// free room), and only those that fail again stay dirty. A frontend that
-// failed may leave new backends and slots in the maps that its slot 0 does
-// not count yet: unreachable, and rewritten or removed by the next Sync.
+// Each step is one batch call per map for all frontends being synced.
+//
+// When a call of steps 1-3 fails, the apply is undone (see undo): every
+// frontend in it is put back as it was, and whatever it added that its old
+// state does not need (slots above its old count, backends and a rev-NAT
+// entry only it took) is deleted. A failed frontend thus keeps its old
+// state, working, and holds no room another frontend could use. Then the
+// frontends are redone one at a time, in fallbackOrder: removals first,
+// then fewest new service entries first, so when not everything fits, as
+// many whole frontends as possible are programmed. Those that fail again
+// are undone again and stay dirty; the next Sync retries them, and they get
+// in once room is made. A failure in step 3's deletes or step 4 (deletes
+// only, never for lack of room) leaves the new state live and the frontend
+// unknown, to be rewritten whole by the retry.
 type Reconciler struct {
 	maps lbmap.Maps
 
@@ -142,13 +151,13 @@ func (r *Reconciler) dropScratch() {
 	if cap(r.changes) > 4096 {
 		r.changes = nil
 	}
-	if cap(r.b.slotKeys) > 4096 || cap(r.b.ids) > 4096 {
+	if cap(r.b.slotKeys) > 4096 || cap(r.b.ids) > 4096 || cap(r.b.oldWants) > 4096 {
 		r.b = batch{}
 	}
 }
 
 // run applies changes in one batch; if that fails, it applies them one at
-// a time, removals first, so one frontend's failure holds back only itself.
+// a time, so one frontend's failure holds back only itself.
 func (r *Reconciler) run(t *Table, changes []change, sweep bool) error {
 	var errs []error
 	if len(changes) > 0 && r.apply(changes) != nil {
@@ -164,19 +173,8 @@ func (r *Reconciler) run(t *Table, changes []change, sweep bool) error {
 }
 
 func (r *Reconciler) applyEach(t *Table, changes []change) []error {
-	order := slices.Clone(changes)
-	slices.SortStableFunc(order, func(a, b change) int {
-		// Removals first: they free room in the maps for the rest.
-		switch {
-		case a.present == b.present:
-			return 0
-		case !a.present:
-			return -1
-		}
-		return 1
-	})
 	var errs []error
-	for _, c := range order {
+	for _, c := range r.fallbackOrder(changes) {
 		err := r.apply([]change{c})
 		if err == nil {
 			err = r.collect()
@@ -194,19 +192,28 @@ func (r *Reconciler) applyEach(t *Table, changes []change) []error {
 	return errs
 }
 
-// apply plans and writes steps 1-4 for changes. On failure it leaves every
-// frontend involved marked unknown, so a retry rewrites it whole.
+// apply plans and writes steps 1-4 for changes. When steps 1-3 fail it
+// undoes them; when the deletes of steps 3-4 fail, the new state is live
+// and the frontends are marked unknown, so a retry rewrites them whole.
 func (r *Reconciler) apply(changes []change) error {
 	r.b.reset()
+	// One allocation: grown by append, 50,000 records cost five times that.
+	r.b.planned = slices.Grow(r.b.planned, len(changes))
 	r.applyNo++
 	for i := range changes {
 		if err := r.plan(&changes[i]); err != nil {
-			r.forget()
+			r.unplan() // nothing was written
 			return err
 		}
 	}
 	r.planBackends()
-	if err := r.write(); err != nil {
+	if at, err := r.writeMake(); err != nil {
+		if uerr := r.undo(at == stepServices); uerr != nil {
+			return errors.Join(err, fmt.Errorf("rolling back: %w", uerr))
+		}
+		return err
+	}
+	if err := r.writeDeletes(); err != nil {
 		r.forget()
 		return err
 	}
@@ -220,6 +227,20 @@ type planned struct {
 	remove     bool
 	start, end int // its slot IDs in batch.ids
 	val        lbmap.ServiceValue
+
+	// Where its writes are, for undo: slot writes in batch.slotKeys, and
+	// whether slot 0 is in batch.svcKeys.
+	slotStart, slotEnd int
+	svcWrite           bool
+	stuck              bool // undo cannot put it back exactly; forgotten instead
+
+	// The model before plan changed it, for unplan.
+	created            bool // plan made st; unplan drops it
+	owner              ServiceName
+	revNat             uint32
+	revKnown           bool
+	heldLen            int // st.held[heldLen:] are references plan took
+	wantStart, wantEnd int // its old wants in batch.oldWants
 }
 
 // batch holds one apply's writes, per step and map, and is reused.
@@ -239,6 +260,18 @@ type batch struct {
 	svcVals     []lbmap.ServiceValue
 	svcDels     []lbmap.ServiceKey
 	slotDels    []lbmap.ServiceKey
+
+	// For undo: old wants of every planned frontend, what the backends map
+	// held for backendEnts, and the rollback writes.
+	oldWants    []want
+	backendPrev []backendPrev
+	rb          rollback
+}
+
+// backendPrev is a backend entry's model before an apply wrote it.
+type backendPrev struct {
+	value lbmap.Backend
+	known bool
 }
 
 func (b *batch) reset() {
@@ -248,6 +281,8 @@ func (b *batch) reset() {
 	b.slotKeys, b.slotVals = b.slotKeys[:0], b.slotVals[:0]
 	b.svcKeys, b.svcVals = b.svcKeys[:0], b.svcVals[:0]
 	b.svcDels, b.slotDels = b.svcDels[:0], b.slotDels[:0]
+	b.oldWants, b.backendPrev = b.oldWants[:0], b.backendPrev[:0]
+	b.rb.reset()
 }
 
 func slotKey(key lbmap.ServiceKey, n int) lbmap.ServiceKey {
@@ -263,22 +298,25 @@ func (r *Reconciler) plan(c *change) error {
 		}
 		return nil
 	}
-	if st == nil {
+	created := st == nil
+	if created {
 		st = &frontendState{key: c.key, known: true}
 		r.fes[c.key] = st
 	}
+	p := r.snapshot(st, false, created)
 	st.owner = c.owner
 	if err := r.planRevNat(st); err != nil {
 		return err
 	}
-	start := len(r.b.ids)
+	p.start = len(r.b.ids)
 	if err := r.planBackendRefs(st, c.spec.Backends); err != nil {
 		return err
 	}
-	ids := r.b.ids[start:]
-	val := serviceValue(c.spec, st.revNat, len(ids))
-	r.planSlots(st, ids, val)
-	r.b.planned = append(r.b.planned, planned{st: st, start: start, end: len(r.b.ids), val: val})
+	p.end = len(r.b.ids)
+	p.val = serviceValue(c.spec, st.revNat, p.end-p.start)
+	p.slotStart = len(r.b.slotKeys)
+	p.svcWrite = r.planSlots(st, r.b.ids[p.start:p.end], p.val)
+	p.slotEnd = len(r.b.slotKeys)
 	return nil
 }
 
@@ -331,18 +369,22 @@ func (r *Reconciler) planBackendRefs(st *frontendState, backends []Backend) erro
 	return nil
 }
 
-func (r *Reconciler) planSlots(st *frontendState, ids []uint32, val lbmap.ServiceValue) {
+// planSlots lists the slot writes and deletes st needs, and says whether
+// slot 0 is among the writes.
+func (r *Reconciler) planSlots(st *frontendState, ids []uint32, val lbmap.ServiceValue) bool {
 	for i, id := range ids {
 		if !st.known || st.slotAt(i+1) != id {
 			r.b.slotKeys = append(r.b.slotKeys, slotKey(st.key, i+1))
 			r.b.slotVals = append(r.b.slotVals, lbmap.ServiceValue{BackendID: id})
 		}
 	}
-	if !st.known || !st.svcPresent || st.svc != val {
+	svcWrite := !st.known || !st.svcPresent || st.svc != val
+	if svcWrite {
 		r.b.svcKeys = append(r.b.svcKeys, st.key)
 		r.b.svcVals = append(r.b.svcVals, val)
 	}
 	r.planSlotDeletes(st, len(ids))
+	return svcWrite
 }
 
 // planSlotDeletes deletes the slots above n that exist or may exist.
@@ -372,12 +414,12 @@ func sortedStray(m map[uint16]uint32) []uint16 {
 }
 
 func (r *Reconciler) planRemoval(st *frontendState) {
+	r.snapshot(st, true, false)
 	r.unwant(st)
 	if !st.known || st.svcPresent {
 		r.b.svcDels = append(r.b.svcDels, st.key)
 	}
 	r.planSlotDeletes(st, 0)
-	r.b.planned = append(r.b.planned, planned{st: st, remove: true})
 }
 
 // unwant takes back the state counts of st's last plan.
@@ -429,32 +471,51 @@ func (r *Reconciler) planBackends() {
 		r.b.backendKeys = append(r.b.backendKeys, e.id)
 		r.b.backendVals = append(r.b.backendVals, v)
 		r.b.backendEnts = append(r.b.backendEnts, e)
+		r.b.backendPrev = append(r.b.backendPrev, backendPrev{value: e.value, known: e.known})
 	}
 }
 
-// write runs steps 1-4, one call per map and step, skipping empty ones.
-func (r *Reconciler) write() error {
+// step names a write of steps 1-3, to say which one failed.
+type step int
+
+const (
+	stepBackends step = iota + 1
+	stepRevNat
+	stepSlots
+	stepServices // slot 0 of every frontend that is not removed
+)
+
+// writeMake runs steps 1-3 up to slot 0, one call per map and step,
+// skipping empty ones, and says which step failed.
+func (r *Reconciler) writeMake() (step, error) {
 	b := &r.b
 	if len(b.backendKeys) > 0 {
 		if err := r.maps.Backends.Update(b.backendKeys, b.backendVals); err != nil {
-			return err
+			return stepBackends, err
 		}
 	}
 	if len(b.revKeys) > 0 {
 		if err := r.maps.RevNat.Update(b.revKeys, b.revVals); err != nil {
-			return err
+			return stepRevNat, err
 		}
 	}
 	if len(b.slotKeys) > 0 {
 		if err := r.maps.Services.Update(b.slotKeys, b.slotVals); err != nil {
-			return err
+			return stepSlots, err
 		}
 	}
 	if len(b.svcKeys) > 0 {
 		if err := r.maps.Services.Update(b.svcKeys, b.svcVals); err != nil {
-			return err
+			return stepServices, err
 		}
 	}
+	return 0, nil
+}
+
+// writeDeletes runs the rest of step 3 (slot 0 of removed frontends) and
+// step 4.
+func (r *Reconciler) writeDeletes() error {
+	b := &r.b
 	if len(b.svcDels) > 0 {
 		if err := r.maps.Services.Delete(b.svcDels); err != nil {
 			return err
@@ -472,15 +533,19 @@ func (r *Reconciler) write() error {
 // unknown. References taken while planning stay: the old slots may still
 // name the old backends and the new slots the new ones.
 func (r *Reconciler) forget() {
-	for _, p := range r.b.planned {
-		st := p.st
-		st.known = false
-		for len(st.slots) < p.end-p.start {
-			st.slots = append(st.slots, 0)
-		}
+	for i := range r.b.planned {
+		r.forgetOne(&r.b.planned[i])
 	}
 	for _, e := range r.b.backendEnts {
 		e.known = false
+	}
+}
+
+func (r *Reconciler) forgetOne(p *planned) {
+	st := p.st
+	st.known = false
+	for len(st.slots) < p.end-p.start {
+		st.slots = append(st.slots, 0)
 	}
 }
 

@@ -149,9 +149,11 @@ func TestWriteErrorIsRetried(t *testing.T) {
 }
 
 // Random upserts, deletes, restarts and failing map calls. After every
-// single map call the datapath must see only whole services; once the
-// failures stop, Sync must reach exactly the desired state, which a fresh
-// reconciler reaches too, and Resync must then find nothing to do.
+// single map call the datapath must see only whole services; after a
+// failed sync the maps hold nothing that neither the desired state nor the
+// maps before it account for; once the failures stop, Sync must reach
+// exactly the desired state, which a fresh reconciler reaches too, and
+// Resync must then find nothing to do.
 func TestRandomWithFailures(t *testing.T) {
 	injected := 0
 	t.Cleanup(func() {
@@ -179,7 +181,7 @@ func TestRandomWithFailures(t *testing.T) {
 				delete(desired, name)
 				tab.Delete(name)
 			case op < 38:
-				_ = r.Sync(tab) // failures are expected here
+				syncAccounted(t, h, desired, func() error { return r.Sync(tab) })
 			case op == 38:
 				tab = lb.NewTable()
 				for _, svc := range desired {
@@ -191,7 +193,7 @@ func TestRandomWithFailures(t *testing.T) {
 				}
 				restarted = true
 			default:
-				_ = r.Resync(tab)
+				syncAccounted(t, h, desired, func() error { return r.Resync(tab) })
 			}
 		}
 		h.failPc = 0
@@ -223,6 +225,19 @@ func TestRandomWithFailures(t *testing.T) {
 		if ops := h.f.ops(); ops != "services=0/0 backends=0/0 revnat=0/0" {
 			t.Errorf("seed %d: resync after recovery wrote %s", seed, ops)
 		}
+	}
+}
+
+// syncAccounted runs sync, where failures are expected, and checks that a
+// failed one leaves only entries that something accounts for.
+func syncAccounted(t *testing.T, h *harness, desired map[lb.ServiceName]lb.Service, sync func() error) {
+	t.Helper()
+	before := mustRead(t, h.f.maps)
+	if sync() == nil {
+		return
+	}
+	if err := accountedFor(mustRead(t, h.f.maps), before, desired); err != nil {
+		t.Fatalf("after a failed sync the maps hold entries nothing accounts for:\n%v", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,7 +25,8 @@ var update = flag.Bool("update", false, "rewrite the golden sections of testdata
 // TestScripts runs testdata/*.txtar. The archive's comment is a script, one
 // command a line; the files are its inputs and golden outputs:
 //
-//	capacity N              new fake maps of N entries each, new table and reconciler
+//	capacity N [M=N...]     new fake maps of N entries each, new table and reconciler;
+//	                        M=N (M one of services, backends, revnat) sizes one map
 //	services [-source=S] F  parse file F, make source S's services what it says
 //	sync | resync           run the reconciler
 //	restart                 new table and reconciler on the same maps, then Restore
@@ -76,12 +78,13 @@ type script struct {
 
 func newScript(t *testing.T, ar *txtar.Archive) *script {
 	s := &script{t: t, ar: ar}
-	s.fresh(65536)
+	s.fresh(65536, 65536, 65536)
 	return s
 }
 
-func (s *script) fresh(capacity int) {
-	s.maps, s.svcMap, s.beMap, s.revMap = lbmap.NewFakeMaps(capacity)
+func (s *script) fresh(capacity ...int) {
+	f := newFakesSized(capacity[0], capacity[1], capacity[2])
+	s.maps, s.svcMap, s.beMap, s.revMap = f.maps, f.svc, f.be, f.rev
 	s.restartAgent()
 	s.ops = [3][2]int{}
 }
@@ -133,12 +136,7 @@ func (s *script) exec(args []string) error {
 	}
 	switch args[0] {
 	case "capacity":
-		need(1)
-		n, err := strconv.Atoi(args[1])
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		s.fresh(n)
+		s.fresh(s.capacities(args[1:])...)
 		return nil
 	case "services":
 		source := "default"
@@ -199,6 +197,32 @@ func (s *script) exec(args []string) error {
 	}
 	s.t.Fatalf("unknown command %q", args[0])
 	return nil
+}
+
+// capacities parses "N [services=N] [backends=N] [revnat=N]" into the
+// sizes of the services, backends and rev-NAT maps.
+func (s *script) capacities(args []string) []int {
+	if len(args) == 0 {
+		s.t.Fatal("capacity: want N [services=N] [backends=N] [revnat=N]")
+	}
+	atoi := func(a string) int {
+		n, err := strconv.Atoi(a)
+		if err != nil {
+			s.t.Fatalf("capacity: %v", err)
+		}
+		return n
+	}
+	n := atoi(args[0])
+	sizes := []int{n, n, n}
+	for _, a := range args[1:] {
+		name, val, _ := strings.Cut(a, "=")
+		i := slices.Index([]string{"services", "backends", "revnat"}, name)
+		if i < 0 {
+			s.t.Fatalf("capacity: unknown map %q", name)
+		}
+		sizes[i] = atoi(val)
+	}
+	return sizes
 }
 
 // services makes the source's services in the table what the file says.

@@ -64,8 +64,21 @@ func (f *Fake[K, V]) All() (map[K]V, error) {
 	return maps.Clone(f.entries), nil
 }
 
-func (f *Fake[K, V]) MaxEntries() int { return f.max }
-func (f *Fake[K, V]) Name() string    { return f.name }
+func (f *Fake[K, V]) MaxEntries() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.max
+}
+
+// SetMaxEntries changes the capacity, standing in for a map recreated
+// bigger (or smaller) with its entries kept. Entries beyond a smaller
+// capacity stay; only inserts are refused.
+func (f *Fake[K, V]) SetMaxEntries(max int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.max = max
+}
+func (f *Fake[K, V]) Name() string { return f.name }
 
 // Ops returns how many entries were written and deleted since the last call,
 // and resets the counters.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -18,6 +19,14 @@ type Kernel[K comparable, V any] struct {
 
 	batchOnce sync.Once
 	batchOK   bool
+
+	// noBatchLookup is set once BatchLookup answered ErrNotSupported (a
+	// kernel before 5.6, or a map type without it), so All stops asking.
+	noBatchLookup atomic.Bool
+	// Test knobs: iterOnly forces All's per-element path; chunk, when
+	// set, is All's first batch size, so a test can make buckets overflow.
+	iterOnly bool
+	chunk    int
 }
 
 // NewKernel wraps m. name is used in errors.
@@ -72,7 +81,72 @@ func (k *Kernel[K, V]) Lookup(key K) (V, bool, error) {
 	return v, true, nil
 }
 
+// All reads the map in batches of allChunk entries (one syscall each)
+// where the kernel and map type allow it, and otherwise with two syscalls
+// per entry (next key, lookup): at 150,000 entries that is ~40 calls
+// instead of 300,000.
 func (k *Kernel[K, V]) All() (map[K]V, error) {
+	if k.batchLookupUsable() {
+		out, err := k.allBatch()
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return out, err
+		}
+		k.noBatchLookup.Store(true)
+	}
+	return k.allIterate()
+}
+
+// allChunk bounds one BatchLookup: 160 KiB of buffers for the services
+// map, the largest we read, and few enough calls for 150,000 entries.
+const allChunk = 4096
+
+// batchLookupUsable rules out per-CPU maps, whose values BatchLookup
+// returns per CPU, a layout V does not have; Iterate handles them.
+func (k *Kernel[K, V]) batchLookupUsable() bool {
+	switch k.m.Type() {
+	case ebpf.PerCPUHash, ebpf.PerCPUArray, ebpf.LRUCPUHash, ebpf.PerCPUCGroupStorage:
+		return false
+	}
+	return !k.iterOnly && !k.noBatchLookup.Load()
+}
+
+// allBatch walks the map with a batch cursor. A hash map hands out whole
+// buckets, and answers ENOSPC, cursor unmoved, when the next bucket does
+// not fit the buffer: then the buffer doubles and the call is repeated.
+func (k *Kernel[K, V]) allBatch() (map[K]V, error) {
+	n := k.firstChunk()
+	keys, vals := make([]K, n), make([]V, n)
+	out := make(map[K]V)
+	var cursor ebpf.MapBatchCursor
+	for {
+		got, err := k.m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range got {
+			out[keys[i]] = vals[i]
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist): // the end, maybe with entries
+			return out, nil
+		case errors.Is(err, unix.ENOSPC) && got == 0 && len(keys) < k.MaxEntries():
+			keys, vals = make([]K, 2*len(keys)), make([]V, 2*len(vals))
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return nil, err // All falls back
+		case err != nil:
+			return nil, fmt.Errorf("map %s: batch lookup: %w", k.name, err)
+		}
+	}
+}
+
+// firstChunk is allChunk, or less for a map that cannot hold that many
+// (no bucket is bigger than the map).
+func (k *Kernel[K, V]) firstChunk() int {
+	n := allChunk
+	if k.chunk > 0 {
+		n = k.chunk
+	}
+	return max(1, min(n, k.MaxEntries()))
+}
+
+func (k *Kernel[K, V]) allIterate() (map[K]V, error) {
 	out := make(map[K]V)
 	var key K
 	var val V
