@@ -9,6 +9,9 @@
  * Only TCP and UDP are translated; anything else (SCTP) is left to the TC
  * datapath, which handles it per packet.
  *
+ * Local processes are inside the cluster: they see a service's INTERNAL
+ * entry where there is one, its EXTERNAL entry otherwise (service.h).
+ *
  * Session affinity (affinity.h) knows a client by its network namespace
  * cookie: every socket of a pod is one client, whatever its source address
  * will be, as in Cilium. Each connect() and each unconnected sendto() is a
@@ -21,6 +24,7 @@
 #include <bpf/bpf_endian.h>
 #include "maps.h"
 #include "affinity.h"
+#include "service.h"
 
 /* Return values of cgroup sock_addr programs. */
 #define SYS_REJECT 0
@@ -53,16 +57,6 @@ static __always_inline int proto_handled(__u32 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
-static __always_inline void svc_key_set(struct fp_svc_key *key, __u32 ip4,
-					__u16 port, __u8 proto, __u16 slot)
-{
-	addr_set_v4(&key->addr, ip4);
-	key->port = port;
-	key->proto = proto;
-	key->scope = FP_SCOPE_EXTERNAL;
-	key->slot = slot;
-	key->pad = 0;
-}
 
 /*
  * record_revnat remembers, per socket and backend, which frontend the socket
@@ -81,6 +75,7 @@ static __always_inline int record_revnat(struct bpf_sock_addr *ctx,
 	key.port = be->port;
 	val.addr = svc->addr;
 	val.port = svc->port;
+	val.scope = svc->scope;
 	val.rev_nat_id = rev_nat_id;
 	return bpf_map_update_elem(&fp_sock_revnat, &key, &val, BPF_ANY);
 }
@@ -105,8 +100,10 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 	if (!proto_handled(proto))
 		return SYS_PROCEED;
 
-	svc_key_set(&key, ip4, port, (__u8)proto, 0);
-	svc = bpf_map_lookup_elem(&fp_services, &key);
+	addr_set_v4(&key.addr, ip4);
+	key.port = port;
+	key.proto = (__u8)proto;
+	svc = fp_svc_lookup(&key, 1);
 	if (!svc)
 		return SYS_PROCEED;
 
@@ -181,7 +178,7 @@ static __always_inline int xlate_rev(struct bpf_sock_addr *ctx)
 	skey.addr = rev->addr;
 	skey.port = rev->port;
 	skey.proto = (__u8)proto;
-	skey.scope = FP_SCOPE_EXTERNAL;
+	skey.scope = rev->scope;
 	skey.slot = 0;
 	skey.pad = 0;
 	svc = bpf_map_lookup_elem(&fp_services, &skey);

@@ -14,6 +14,16 @@
  * and ICMP errors about balanced flows are translated like their flows.
  * Everything else passes untouched.
  *
+ * Each interface has a role, fixed when the program instance attached to it
+ * is loaded (fp_iface_role): internal interfaces face pods and other
+ * clients inside the cluster, external ones the node's uplinks. New flows
+ * from internal interfaces see a service's INTERNAL entry where there is one
+ * and its EXTERNAL entry otherwise, those from external interfaces only the
+ * EXTERNAL entry (service.h). Some new flows are masqueraded as well as
+ * DNATed (snat.h): hairpin ones, and external ones unless the service keeps
+ * source addresses (externalTrafficPolicy: Local). A masqueraded flow's
+ * packets leave through the FIB's interface directly instead of the stack.
+ *
  * Choices:
  *   - A TCP packet without SYN that finds no ct entry (entry evicted, map
  *     lost) is balanced like a SYN. With one backend, or when the pick is the
@@ -32,6 +42,8 @@
  * Not handled here: ICMP errors the node itself sends about a DNATed packet
  * (frag needed towards the backend, TTL exceeded) leave through egress,
  * which this program does not see, so the client gets them untranslated.
+ * A masqueraded packet too large for the interface towards its backend is
+ * dropped and counted (DROP_NO_ROUTE), with no frag-needed to the client.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -43,16 +55,42 @@
 #include "nat.h"
 #include "ct.h"
 #include "affinity.h"
+#include "service.h"
+#include "snat.h"
 #include "icmp.h"
 #include "reject.h"
 
 /* Not a verdict: the stage did not match, try the next one. */
 #define FP_NEXT (-100)
+/* Not verdicts of fp_new: the flow's ct entries could not be written
+ * (FP_FOLLOW), or a masqueraded flow's are, and its packet is still to be
+ * sent (FP_MASQ_NEW); see fp_forward. */
+#define FP_FOLLOW (-101)
+#define FP_MASQ_NEW (-102)
+
+/*
+ * The role of the interface this instance is attached to (FP_ROLE_*). The
+ * loader sets it per instance before loading, so the role can never
+ * disagree with the attachment and the verifier prunes the other role's
+ * code; see internal/datapath/loader.go for the choice.
+ */
+volatile const __u32 fp_iface_role = FP_ROLE_INTERNAL;
 
 static __always_inline int fp_drop(const struct fp_pkt *p, __u32 metric)
 {
 	fp_metric_add(metric, p->len);
 	return TC_ACT_SHOT;
+}
+
+/* fp_send redirects a rewritten packet as fp_fib said (snat.h). */
+static __always_inline int fp_send(struct __sk_buff *skb, const struct fp_pkt *p,
+				   const struct fp_nexthop *nh)
+{
+	int ret = fp_redirect(skb, p, nh);
+
+	if (ret < 0)
+		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+	return ret;
 }
 
 /* fp_reply reverse-NATs a reply of a balanced flow: backend -> client. */
@@ -70,6 +108,11 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 	rn = bpf_map_lookup_elem(&fp_rev_nat, &e->rev_nat_id);
 	if (!rn || !fp_addr_is_v4(&rn->addr))
 		return TC_ACT_OK;
+	/* Masqueraded: the destination goes back to the client too. */
+	if ((e->flags & FP_CT_F_SNAT) &&
+	    (!fp_addr_is_v4(&e->snat_addr) ||
+	     fp_nat(skb, p, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0))
+		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	if (fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
@@ -77,16 +120,45 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 	return TC_ACT_OK;
 }
 
+/*
+ * fp_established_masq sends a packet of a masqueraded flow to the flow's
+ * backend from the flow's masquerade address and port, counted as metric.
+ * A packet about to expire goes to the stack untranslated, which answers
+ * time exceeded.
+ */
+static __always_inline int fp_established_masq(struct __sk_buff *skb, const struct fp_pkt *p,
+					       struct fp_ct_entry *e, __u32 metric)
+{
+	struct fp_nexthop nh;
+	int rc;
+
+	if (!fp_addr_is_v4(&e->snat_addr))
+		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+	if (p->ttl <= 1)
+		return TC_ACT_OK;
+	rc = fp_fib(skb, p, e->snat_addr.w[3], e->nat_addr.w[3], bpf_htons(e->nat_port), &nh);
+	if (!fp_fib_ok(rc))
+		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
+	if (fp_nat(skb, p, FP_DST, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0 ||
+	    fp_nat(skb, p, FP_SRC, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0)
+		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+	fp_ct_touch(e, p, 0);
+	fp_metric_add(metric, p->len);
+	return fp_send(skb, p, &nh);
+}
+
 /* fp_established sends a packet of a tracked flow to the flow's backend. */
 static __always_inline int fp_established(struct __sk_buff *skb, const struct fp_pkt *p,
-					  struct fp_ct_entry *e)
+					  struct fp_ct_entry *e, __u32 metric)
 {
 	if (!fp_addr_is_v4(&e->nat_addr))
 		return fp_drop(p, FP_METRIC_DROP_BACKEND_GONE);
+	if (e->flags & FP_CT_F_SNAT)
+		return fp_established_masq(skb, p, e, metric);
 	if (fp_nat(skb, p, FP_DST, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, 0);
-	fp_metric_add(FP_METRIC_FORWARD_CT, p->len);
+	fp_metric_add(metric, p->len);
 	return TC_ACT_OK;
 }
 
@@ -101,13 +173,14 @@ static __always_inline void fp_affinity_key_tc(struct fp_affinity_key *k, const 
 
 /*
  * fp_pick chooses a backend of the service at p's destination. It returns
- * FP_NEXT with c and the client's affinity key ak filled, or a verdict: pass
+ * FP_NEXT with c filled, or a verdict: pass
  * (not a service), reject (no backends) or drop (the slot is missing or
  * names a backend that does not exist).
  */
 static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p,
-				   struct fp_choice *c, struct fp_affinity_key *ak)
+				   struct fp_choice *c)
 {
+	struct fp_affinity_key ak;
 	struct fp_svc_key sk = {};
 	struct fp_svc_val *svc, *slot;
 	struct fp_backend *be;
@@ -116,8 +189,7 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 	fp_addr_set_v4(&sk.addr, p->daddr);
 	sk.port = bpf_ntohs(p->dport);
 	sk.proto = p->proto;
-	sk.scope = FP_SCOPE_EXTERNAL;
-	svc = bpf_map_lookup_elem(&fp_services, &sk);
+	svc = fp_svc_lookup(&sk, fp_iface_role == FP_ROLE_INTERNAL);
 	if (!svc)
 		return TC_ACT_OK;
 	if (svc->count == 0) {
@@ -125,9 +197,10 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 		return fp_reject(skb, p);
 	}
 	c->rev_nat_id = svc->rev_nat_id;
+	c->svc_flags = svc->flags;
 	c->affinity = fp_affinity_on(svc);
-	fp_affinity_key_tc(ak, p, c->rev_nat_id);
-	slot = fp_slot_pick(&sk, svc, ak);
+	fp_affinity_key_tc(&ak, p, c->rev_nat_id);
+	slot = fp_slot_pick(&sk, svc, &ak);
 	if (!slot)
 		return fp_drop(p, FP_METRIC_DROP_BACKEND_GONE);
 	backend_id = slot->backend_id;
@@ -135,52 +208,180 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 	/* An IPv6 backend behind an IPv4 frontend would need NAT46. */
 	if (!be || !fp_addr_is_v4(&be->addr))
 		return fp_drop(p, FP_METRIC_DROP_BACKEND_GONE);
-	c->addr = be->addr;
+	c->addr = be->addr.w[3];
 	c->port = be->port;
 	c->backend_id = backend_id;
 	c->slot = sk.slot;
 	return FP_NEXT;
 }
 
-/* fp_forward handles a packet that is not a reply: tracked flow or new one. */
-static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt *p)
+/*
+ * fp_remember records c as its client's last choice, when the service has
+ * session affinity. The key is built again rather than kept from fp_pick:
+ * stack is what limits this program.
+ */
+static __always_inline void fp_remember(const struct fp_pkt *p, const struct fp_choice *c)
 {
 	struct fp_affinity_key ak;
-	struct fp_choice c = {};
-	struct fp_ct_key key;
-	struct fp_ct_entry *e;
-	__u64 flag = BPF_NOEXIST;
-	long err;
-	int ret;
 
-	fp_ct_key_v4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, FP_CT_FORWARD);
-	e = bpf_map_lookup_elem(&fp_ct, &key);
-	if (e) {
-		if (!fp_ct_reopen(e, p))
-			return fp_established(skb, p, e);
-		flag = BPF_ANY;
-	}
+	if (!c->affinity)
+		return;
+	fp_affinity_key_tc(&ak, p, c->rev_nat_id);
+	fp_affinity_remember(&ak, c->backend_id, c->slot);
+}
 
-	ret = fp_pick(skb, p, &c, &ak);
-	if (ret != FP_NEXT)
-		return ret;
-	err = fp_ct_create(&key, p, &c, flag);
-	if (err == -EEXIST) {
-		/* Another CPU balanced this flow first: follow its choice. */
-		e = bpf_map_lookup_elem(&fp_ct, &key);
-		if (e)
-			return fp_established(skb, p, e);
-	}
-	if (err)
-		return fp_drop(p, FP_METRIC_DROP_CT_FULL);
+/*
+ * fp_masq_config returns the node's settings when new flow c of p must be
+ * masqueraded (snat.h): hairpin, or from an external interface to a service
+ * without FP_SVC_F_EXT_LOCAL. NULL when it need not be, or cannot be as no
+ * masquerade address is configured: then it is only DNATed, as before
+ * masquerading existed.
+ */
+static __always_inline const struct fp_config *fp_masq_config(const struct fp_pkt *p,
+							      const struct fp_choice *c)
+{
+	const struct fp_config *cfg;
+
+	if (c->addr != p->saddr &&
+	    (fp_iface_role != FP_ROLE_EXTERNAL || (c->svc_flags & FP_SVC_F_EXT_LOCAL)))
+		return NULL;
+	cfg = fp_config_get();
+	if (!cfg || !fp_addr_is_v4(&cfg->masq_addr))
+		return NULL;
+	return cfg;
+}
+
+/*
+ * fp_new_masq records a new masqueraded flow. The FIB is asked first: a
+ * flow whose packets cannot leave is not recorded, and a backend the FIB
+ * does not forward to (a host-network backend on this node, or one without
+ * any route) is only DNATed (FP_NEXT) and left to the stack, like
+ * kube-proxy, whose MASQUERADE in POSTROUTING never sees locally delivered
+ * packets. It returns FP_MASQ_NEW once the entries are written: fp_forward
+ * then sends the packet as any of the flow's, after this function's stack
+ * is free again (the 512 bytes of BPF stack are the limit of this program),
+ * at the price of a second FIB lookup for a flow's first packet. FP_FOLLOW
+ * with *err set when the entries are not written.
+ */
+static __always_inline int fp_new_masq(struct __sk_buff *skb, const struct fp_pkt *p,
+				       const struct fp_choice *c,
+				       const struct fp_config *cfg, __u64 flag, long *err)
+{
+	struct fp_nexthop nh;
+	int rc;
+
+	if (p->ttl <= 1)
+		return TC_ACT_OK;
+	rc = fp_fib(skb, p, cfg->masq_addr.w[3], c->addr, bpf_htons(c->port), &nh);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return FP_NEXT;
+	if (!fp_fib_ok(rc))
+		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
+	*err = fp_ct_create_snat(p, c, cfg, flag);
+	if (*err)
+		return FP_FOLLOW;
+	fp_remember(p, c);
+	return FP_MASQ_NEW;
+}
+
+/* fp_new_dnat starts a flow that is only DNATed; FP_FOLLOW as fp_new_masq. */
+static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pkt *p,
+				       const struct fp_choice *c, __u64 flag, long *err)
+{
+	*err = fp_ct_create(p, c, flag);
+	if (*err)
+		return FP_FOLLOW;
 	/* Only once the flow is ours: a CPU that lost the race above follows
 	 * the winner, which remembered its own choice. */
-	if (c.affinity)
-		fp_affinity_remember(&ak, c.backend_id, c.slot);
-	if (fp_nat(skb, p, FP_DST, c.addr.w[3], bpf_htons(c.port)) < 0)
+	fp_remember(p, c);
+	if (fp_nat(skb, p, FP_DST, c->addr, bpf_htons(c->port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_metric_add(FP_METRIC_FORWARD_NEW, p->len);
 	return TC_ACT_OK;
+}
+
+/*
+ * fp_new balances the first packet of a flow (or of a reopened one, whose
+ * old FORWARD entry is old). It returns a verdict, FP_MASQ_NEW, or
+ * FP_FOLLOW with *err set (fp_new_masq).
+ */
+static __always_inline int fp_new(struct __sk_buff *skb, const struct fp_pkt *p,
+				  const struct fp_ct_entry *old, long *err)
+{
+	const struct fp_config *cfg;
+	struct fp_choice c = {};
+	__u64 flag = BPF_NOEXIST;
+	int ret;
+
+	if (old) {
+		fp_ct_forget_snat(old, p->proto);
+		flag = BPF_ANY;
+	}
+	ret = fp_pick(skb, p, &c);
+	if (ret != FP_NEXT)
+		return ret;
+	cfg = fp_masq_config(p, &c);
+	if (cfg) {
+		ret = fp_new_masq(skb, p, &c, cfg, flag, err);
+		if (ret != FP_NEXT)
+			return ret;
+	}
+	return fp_new_dnat(skb, p, &c, flag, err);
+}
+
+/*
+ * fp_forward handles a packet that is not a reply: tracked flow or new one.
+ * A new flow whose FORWARD entry another CPU wrote first (-EEXIST) follows
+ * that CPU's choice. A new masqueraded flow's first packet is sent like its
+ * later ones, by fp_established, which is inlined at this one place only.
+ */
+static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt *p)
+{
+	__u32 metric = FP_METRIC_FORWARD_CT;
+	struct fp_ct_entry *e;
+	long err = 0;
+	int ret;
+
+	e = fp_ct_fwd_entry(p);
+	if (!e || fp_ct_reopen(e, p)) {
+		ret = fp_new(skb, p, e, &err);
+		if (ret == FP_FOLLOW && err != -EEXIST)
+			return fp_drop(p, err == -EADDRNOTAVAIL ? FP_METRIC_DROP_SNAT_NO_PORT
+							       : FP_METRIC_DROP_CT_FULL);
+		if (ret != FP_FOLLOW && ret != FP_MASQ_NEW)
+			return ret;
+		if (ret == FP_MASQ_NEW)
+			metric = FP_METRIC_FORWARD_NEW;
+		e = fp_ct_fwd_entry(p);
+		if (!e)
+			return fp_drop(p, FP_METRIC_DROP_CT_FULL);
+	}
+	return fp_established(skb, p, e, metric);
+}
+
+/*
+ * fp_icmp_to_backend_masq forwards an error the client sent about a reply of
+ * a masqueraded flow (e entry FORWARD): besides the VIP, the quoted client
+ * becomes the masquerade address and port, and so does the outer source, so
+ * the error leaves like the flow's packets do. Only an error addressed to
+ * the VIP is taken; others pass untouched.
+ */
+static __always_inline int fp_icmp_to_backend_masq(struct __sk_buff *skb, const struct fp_pkt *p,
+						   struct fp_inner *in, const struct fp_ct_entry *e)
+{
+	struct fp_nexthop nh;
+	int rc;
+
+	if (!fp_addr_is_v4(&e->snat_addr) || p->daddr != in->saddr || p->ttl <= 1)
+		return TC_ACT_OK;
+	rc = fp_fib(skb, p, e->snat_addr.w[3], e->nat_addr.w[3], 0, &nh);
+	if (!fp_fib_ok(rc))
+		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
+	if (fp_icmp_xlate(skb, p, in, FP_SRC, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0 ||
+	    fp_icmp_xlate(skb, p, in, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0)
+		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+	fp_metric_add(FP_METRIC_FORWARD_CT, p->len);
+	return fp_send(skb, p, &nh);
 }
 
 /*
@@ -188,7 +389,9 @@ static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt
  * from the backend's side and quotes a client -> backend packet (REPLY entry
  * of the swapped quote: back to the VIP), or it comes from the client's side
  * and quotes a VIP -> client reply (FORWARD entry of the swapped quote: on to
- * the backend, so PMTU discovery works for backends too).
+ * the backend, so PMTU discovery works for backends too). For a masqueraded
+ * flow the quote's other end (and the outer address that is the same host)
+ * is translated between masquerade address and client as well.
  */
 static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p)
 {
@@ -208,6 +411,10 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 			return TC_ACT_OK;
 		if (fp_icmp_xlate(skb, p, &in, FP_DST, rn->addr.w[3], bpf_htons(rn->port)) < 0)
 			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		if ((e->flags & FP_CT_F_SNAT) &&
+		    (!fp_addr_is_v4(&e->snat_addr) ||
+		     fp_icmp_xlate(skb, p, &in, FP_SRC, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0))
+			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 		fp_metric_add(FP_METRIC_ICMP_ERR_REVNAT, p->len);
 		return TC_ACT_OK;
 	}
@@ -216,6 +423,8 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 	e = bpf_map_lookup_elem(&fp_ct, &key);
 	if (!e || !fp_addr_is_v4(&e->nat_addr))
 		return TC_ACT_OK;
+	if (e->flags & FP_CT_F_SNAT)
+		return fp_icmp_to_backend_masq(skb, p, &in, e);
 	if (fp_icmp_xlate(skb, p, &in, FP_SRC, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_metric_add(FP_METRIC_FORWARD_CT, p->len);

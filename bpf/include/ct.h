@@ -5,6 +5,8 @@
  *   FORWARD client -> VIP:     nat = the backend, so the flow keeps it;
  *   REPLY   backend -> client: rev_nat_id, nat = the frontend (VIP:port),
  *                              so a REPLY entry names its FORWARD twin.
+ * A masqueraded flow (FP_CT_F_SNAT, snat.h) has REPLY backend -> masquerade
+ * address:port instead, and snat_addr/port name the client there.
  * Each entry ages on the packets of its own direction. The agent's GC must
  * delete the two as a pair, only once both have expired, or replies of a
  * quiet direction lose their reverse NAT.
@@ -94,13 +96,33 @@ static __always_inline int fp_ct_reopen(const struct fp_ct_entry *e, const struc
 
 /* A backend chosen for a new flow. */
 struct fp_choice {
-	union fp_addr addr;
-	__u16 port; /* host order */
+	__be32 addr; /* IPv4: checked when picked */
+	__u16 port;  /* host order */
 	__u16 slot; /* the service slot that named the backend */
 	__u32 backend_id;
 	__u32 rev_nat_id;
-	__u8 affinity; /* the service has session affinity: remember the choice */
+	__u16 svc_flags; /* the service entry's FP_SVC_F_* */
+	__u8 affinity;   /* the service has session affinity: remember the choice */
 };
+
+/* fp_ct_key_fwd fills the FORWARD key of p's flow. */
+static __always_inline void fp_ct_key_fwd(struct fp_ct_key *k, const struct fp_pkt *p)
+{
+	fp_ct_key_v4(k, p->saddr, p->daddr, p->sport, p->dport, p->proto, FP_CT_FORWARD);
+}
+
+/*
+ * fp_ct_fwd_entry returns the FORWARD entry of p's flow, or NULL. The key
+ * lives in this function only: on the paths that create flows, every
+ * 40-byte key less counts against the 512 bytes of BPF stack.
+ */
+static __always_inline struct fp_ct_entry *fp_ct_fwd_entry(const struct fp_pkt *p)
+{
+	struct fp_ct_key key;
+
+	fp_ct_key_fwd(&key, p);
+	return bpf_map_lookup_elem(&fp_ct, &key);
+}
 
 /*
  * fp_ct_create writes both entries of a new flow. FORWARD goes in with
@@ -109,16 +131,17 @@ struct fp_choice {
  * winner's backend; BPF_ANY when it replaces a reopened flow's entry. REPLY
  * is overwritten: a new flow owns the backend's view of the tuple. If REPLY
  * cannot be written, FORWARD is removed again, as a flow whose replies would
- * not be reverse-NATed is worse than a dropped first packet.
+ * not be reverse-NATed is worse than a dropped first packet. One key buffer
+ * serves both directions, for stack's sake.
  */
-static __always_inline int fp_ct_create(const struct fp_ct_key *fwd_key, const struct fp_pkt *p,
-					const struct fp_choice *c, __u64 fwd_flag)
+static __always_inline int fp_ct_create(const struct fp_pkt *p, const struct fp_choice *c,
+					__u64 fwd_flag)
 {
 	struct fp_ct_entry e = {};
-	struct fp_ct_key rkey;
+	struct fp_ct_key key;
 	long err;
 
-	e.nat_addr = c->addr;
+	fp_addr_set_v4(&e.nat_addr, c->addr);
 	e.nat_port = c->port;
 	e.flags = fp_ct_flags(0, p);
 	e.rev_nat_id = c->rev_nat_id;
@@ -126,21 +149,40 @@ static __always_inline int fp_ct_create(const struct fp_ct_key *fwd_key, const s
 	e.expires = bpf_ktime_get_boot_ns() + fp_ct_lifetime(p, e.flags);
 	e.packets = 1;
 	e.bytes = p->len;
-	err = bpf_map_update_elem(&fp_ct, fwd_key, &e, fwd_flag);
+	fp_ct_key_fwd(&key, p);
+	err = bpf_map_update_elem(&fp_ct, &key, &e, fwd_flag);
 	if (err)
 		return err;
 
-	fp_ct_key_v4(&rkey, c->addr.w[3], p->saddr, bpf_htons(c->port), p->sport, p->proto,
+	fp_ct_key_v4(&key, c->addr, p->saddr, bpf_htons(c->port), p->sport, p->proto,
 		     FP_CT_REPLY);
 	fp_addr_set_v4(&e.nat_addr, p->daddr);
 	e.nat_port = bpf_ntohs(p->dport);
 	e.flags = 0;
 	e.packets = 0;
 	e.bytes = 0;
-	err = bpf_map_update_elem(&fp_ct, &rkey, &e, BPF_ANY);
-	if (err)
-		bpf_map_delete_elem(&fp_ct, fwd_key);
+	err = bpf_map_update_elem(&fp_ct, &key, &e, BPF_ANY);
+	if (err) {
+		fp_ct_key_fwd(&key, p);
+		bpf_map_delete_elem(&fp_ct, &key);
+	}
 	return err;
+}
+
+/*
+ * fp_ct_forget_snat deletes the REPLY entry of a masqueraded FORWARD entry
+ * that is about to be replaced (a reopened tuple), so its port is free at
+ * once instead of when the GC finds both expired.
+ */
+static __always_inline void fp_ct_forget_snat(const struct fp_ct_entry *e, __u8 proto)
+{
+	struct fp_ct_key rkey;
+
+	if (!(e->flags & FP_CT_F_SNAT))
+		return;
+	fp_ct_key_v4(&rkey, e->nat_addr.w[3], e->snat_addr.w[3], bpf_htons(e->nat_port),
+		     bpf_htons(e->snat_port), proto, FP_CT_REPLY);
+	bpf_map_delete_elem(&fp_ct, &rkey);
 }
 
 #endif /* FASTPATH_CT_H */

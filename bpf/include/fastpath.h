@@ -13,7 +13,9 @@
 
 #include <linux/types.h>
 
-#define FP_MAP_LAYOUT_VERSION 1
+/* 2: fp_ct_entry grew the SNAT fields, fp_sock_rev_nat the scope, fp_config
+ * is new, and fp_metrics has two more counters. */
+#define FP_MAP_LAYOUT_VERSION 2
 
 union fp_addr {
 	__u8 b[16];
@@ -30,7 +32,14 @@ struct fp_svc_key {
 	__u16 pad;
 };
 
-#define FP_SCOPE_EXTERNAL 0 /* the only scope until traffic policies land */
+/*
+ * Which traffic a service entry serves. Traffic from inside the cluster
+ * (internal interfaces, local sockets) looks up INTERNAL first and falls back
+ * to EXTERNAL; traffic from outside (external interfaces) sees only
+ * EXTERNAL. The control plane writes an INTERNAL entry only where internal
+ * traffic must get other backends than external traffic (traffic policies).
+ */
+#define FP_SCOPE_EXTERNAL 0
 #define FP_SCOPE_INTERNAL 1
 
 struct fp_svc_val {
@@ -45,6 +54,17 @@ struct fp_svc_val {
 #define FP_SVC_F_NODEPORT (1 << 1)
 #define FP_SVC_F_EXTERNAL_IP (1 << 2)
 #define FP_SVC_F_LOADBALANCER (1 << 3)
+/* externalTrafficPolicy: Local. Traffic from external interfaces keeps its
+ * source address (no masquerade); the control plane gives the EXTERNAL entry
+ * only node-local backends. */
+#define FP_SVC_F_EXT_LOCAL (1 << 4)
+
+/*
+ * The role of the interface a tc_lb instance is attached to; a load-time
+ * constant of each program instance (fp_iface_role in tc_lb.c).
+ */
+#define FP_ROLE_INTERNAL 0 /* pods and other in-cluster clients */
+#define FP_ROLE_EXTERNAL 1 /* the node's uplinks: NodePort/LB/externalIP traffic */
 
 /* backends: id -> where to send. */
 struct fp_backend {
@@ -73,6 +93,11 @@ struct fp_rev_nat {
  * after the backend is removed from the service or the agent restarts.
  * REPLY key is the backend's tuple (backend -> client); its value names the
  * rev_nat entry that turns the source back into the VIP.
+ *
+ * A masqueraded flow (FP_CT_F_SNAT) also has its source translated to the
+ * node's masquerade address and a port of its own. Its REPLY key is then
+ * backend -> masquerade address:port, and snat_addr/snat_port hold the other
+ * side of that translation in both entries (see the fields).
  */
 struct fp_ct_key {
 	union fp_addr saddr;
@@ -88,19 +113,24 @@ struct fp_ct_key {
 #define FP_CT_REPLY 1
 
 struct fp_ct_entry {
-	union fp_addr nat_addr; /* FORWARD: backend address */
-	__u16 nat_port;         /* FORWARD: backend port */
-	__u16 flags;            /* FP_CT_F_* */
+	union fp_addr nat_addr;  /* FORWARD: backend; REPLY: frontend (VIP) */
+	__u16 nat_port;          /* FORWARD: backend port; REPLY: frontend port */
+	__u16 flags;             /* FP_CT_F_* */
 	__u32 rev_nat_id;
 	__u32 backend_id;
-	__u32 pad;
-	__u64 expires;          /* bpf_ktime_get_boot_ns() deadline */
+	__u16 snat_port;         /* FP_CT_F_SNAT only, see snat_addr */
+	__u16 pad;
+	union fp_addr snat_addr; /* FP_CT_F_SNAT: FORWARD: the masquerade address
+				  * the source becomes; REPLY: the client's
+				  * address the destination goes back to */
+	__u64 expires;           /* bpf_ktime_get_boot_ns() deadline */
 	__u64 packets;
 	__u64 bytes;
 };
 
 #define FP_CT_F_SEEN_REPLY (1 << 0)
 #define FP_CT_F_CLOSING (1 << 1) /* FIN or RST seen */
+#define FP_CT_F_SNAT (1 << 2)    /* masqueraded flow */
 
 #define FP_NSEC_PER_SEC 1000000000ULL
 
@@ -124,8 +154,21 @@ struct fp_sock_rev_nat_key {
 struct fp_sock_rev_nat {
 	union fp_addr addr;
 	__u16 port;
-	__u16 pad;
+	__u8 scope; /* of the service entry that was used, FP_SCOPE_* */
+	__u8 pad;
 	__u32 rev_nat_id;
+};
+
+/*
+ * config: node-wide settings, one entry (key 0) written by the agent. A map,
+ * not load-time constants, so that a changed node address needs no reload
+ * and fastpathctl can show what the datapath uses.
+ */
+struct fp_config {
+	union fp_addr masq_addr; /* source of masqueraded flows; not IPv4: none */
+	__u16 snat_port_min;     /* masquerade ports, inclusive, host order; */
+	__u16 snat_port_max;     /* outside the node's ephemeral port range */
+	__u32 pad;
 };
 
 /*
@@ -166,6 +209,8 @@ enum fp_metric_index {
 	FP_METRIC_DROP_BACKEND_GONE, /* slot names a backend that is absent */
 	FP_METRIC_SOCK_CONNECT,      /* socket LB translated a connect/sendmsg */
 	FP_METRIC_SOCK_NO_BACKEND,   /* socket LB refused: no backend */
+	FP_METRIC_DROP_SNAT_NO_PORT, /* masquerade: no free port found */
+	FP_METRIC_DROP_NO_ROUTE,     /* masqueraded packet: no route/neighbour/MTU */
 	FP_METRIC_MAX,
 };
 

@@ -70,10 +70,11 @@ static __always_inline int fp_icmp_inner(struct __sk_buff *skb, const struct fp_
  * address). The ICMP checksum covers the quote but no pseudo header, so every
  * changed quoted field, the quoted IPv4 checksum included, is folded into it.
  * The quoted transport checksum is left alone: a TCP one is not even in the
- * 8 bytes, and receivers do not verify quotes.
+ * 8 bytes, and receivers do not verify quotes. in->check follows the quoted
+ * header checksum, so both ends of a quote can be translated in turn.
  */
 static __always_inline int fp_icmp_xlate(struct __sk_buff *skb, const struct fp_pkt *p,
-					 const struct fp_inner *in, enum fp_side inner_side,
+					 struct fp_inner *in, enum fp_side inner_side,
 					 __be32 addr, __be16 port)
 {
 	__u32 icmp_csum = p->l4_off + offsetof(struct fp_icmphdr, checksum);
@@ -110,6 +111,7 @@ static __always_inline int fp_icmp_xlate(struct __sk_buff *skb, const struct fp_
 		    bpf_skb_load_bytes(skb, in_csum, &check, sizeof(check)) < 0 ||
 		    bpf_l4_csum_replace(skb, icmp_csum, in->check, check, sizeof(check)) < 0)
 			return -1;
+		in->check = check;
 	}
 	if (from_port != port &&
 	    (bpf_skb_store_bytes(skb, port_off, &port, sizeof(port), 0) < 0 ||

@@ -41,6 +41,7 @@ struct fp_icmphdr {
 
 /* Offsets from the start of the frame; IPv4 always follows the ethernet header. */
 #define FP_IP_OFF ETH_HLEN
+#define FP_IP_TTL_OFF (ETH_HLEN + offsetof(struct iphdr, ttl))
 #define FP_IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
 #define FP_IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
 #define FP_IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
@@ -59,6 +60,7 @@ struct fp_pkt {
 	__u16 l4_len;   /* IPv4 payload length according to tot_len */
 	__u8 ihl;       /* IPv4 header length in 32-bit words, 5..15 */
 	__u8 tos;
+	__u8 ttl;
 	__u8 proto;
 	__u8 tcp_flags;
 	__u8 icmp_type;
@@ -165,6 +167,7 @@ static __always_inline int fp_parse(struct __sk_buff *skb, struct fp_pkt *p)
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
 	p->tos = ip->tos;
+	p->ttl = ip->ttl;
 	p->ihl = ip->ihl;
 	p->l4_off = ETH_HLEN + ip->ihl * 4;
 	/* tot_len is not validated: GRO packets beyond 64k (BIG TCP) carry 0. */

@@ -15,8 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/fastpath-net/fastpath/internal/agent"
 	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/k8s"
 )
 
 func main() {
@@ -33,6 +36,9 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// client-go logs through klog (an unreachable apiserver, for one):
+	// into the agent's log, in its format.
+	klog.SetSlogLogger(cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := agent.Run(ctx, cfg); err != nil {
@@ -49,9 +55,11 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.StringVar(&cfg.PinDir, "bpffs-dir", datapath.DefaultPinDir, "bpffs directory where maps and links are pinned")
 	fs.StringVar(&cfg.NetNS, "netns", "", "network namespace (path or name under /run/netns) whose interfaces get the datapath; empty: the agent's own")
 	ifaces := fs.String("interfaces", "", "comma-separated interfaces whose ingress gets the per-packet load balancer")
+	network := addNetworkFlags(fs)
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory whose processes get socket load balancing; empty: off")
 	fs.StringVar(&cfg.ServicesFile, "services-file", "", "YAML/JSON file of services (standalone mode); re-read when it changes")
 	fs.DurationVar(&cfg.PollInterval, "services-file-poll", time.Second, "how often the services file is checked for changes")
+	kube := addKubeFlags(fs)
 	fs.DurationVar(&cfg.GCInterval, "ct-gc-interval", 30*time.Second, "how often expired conntrack entries are removed")
 	fs.DurationVar(&cfg.ResyncPeriod, "resync-period", 5*time.Minute, "how often maps are compared with the desired state and repaired")
 	tc := fs.String("tc-mode", "auto", "how TC programs attach: auto (TCX, else clsact), tcx or clsact")
@@ -69,11 +77,17 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 		return cfg, 0, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	var err error
+	if cfg.Kubernetes, err = kube.source(cfg.ServicesFile, k8s.InCluster()); err != nil {
+		return cfg, 0, err
+	}
 	if cfg.TC, err = datapath.ParseTCMode(*tc); err != nil {
 		return cfg, 0, fmt.Errorf("--tc-mode: %w", err)
 	}
 	if *ifaces != "" {
 		cfg.Interfaces = strings.Split(*ifaces, ",")
+	}
+	if cfg.Network, err = network.network(cfg.Interfaces); err != nil {
+		return cfg, 0, err
 	}
 	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {
 		cfg.NetNS = "/run/netns/" + cfg.NetNS
@@ -86,8 +100,8 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 }
 
 func validate(cfg agent.Config) error {
-	if cfg.ServicesFile == "" {
-		return fmt.Errorf("--services-file: %w", agent.ErrNoSource)
+	if cfg.ServicesFile == "" && cfg.Kubernetes == nil {
+		return agent.ErrNoSource
 	}
 	for name, v := range map[string]int{
 		"--ct-max": cfg.Sizes.CT, "--services-max": cfg.Sizes.Services, "--backends-max": cfg.Sizes.Backends,

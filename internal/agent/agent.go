@@ -14,6 +14,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/socklb"
+	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/loadbalancer"
 )
 
@@ -24,12 +25,14 @@ type Config struct {
 	Interfaces   []string        // interfaces whose ingress gets the TC program
 	Cgroup       string          // cgroup v2 directory for socket LB; "" = off
 	ServicesFile string          // standalone source of services
+	Kubernetes   *Kubernetes     // the Kubernetes API as source; nil: off
 	PollInterval time.Duration   // how often the services file is checked
 	GCInterval   time.Duration   // conntrack garbage collection period
 	ResyncPeriod time.Duration   // full compare of maps and table, repairs drift
 	TC           datapath.TCMode // tcx, clsact or auto
 	Sizes        datapath.Sizes
 	Log          *slog.Logger
+	Network      Network // external interfaces and masquerade (network.go)
 }
 
 // Agent is a running node agent.
@@ -42,16 +45,29 @@ type Agent struct {
 	// known are the services the current source state holds, so a source
 	// update can delete the ones that disappeared.
 	known map[loadbalancer.ServiceName]bool
+	// haveState is set once a source delivered its whole state. Until then
+	// the table is empty and the maps hold what an earlier agent pinned, so
+	// a full resync would delete every service still being served.
+	haveState bool
+	kube      *k8s.Watcher // nil unless Kubernetes is the source
 }
 
 // Run starts the agent and blocks until ctx ends. On return the datapath
 // stays pinned and attached, and keeps serving the last programmed state.
 func Run(ctx context.Context, cfg Config) error {
+	// The Kubernetes client is built first: a bad kubeconfig is a
+	// configuration error, found before the datapath is touched. Building
+	// it does not contact the apiserver.
+	kube, err := newKubeWatcher(cfg)
+	if err != nil {
+		return err
+	}
 	a, err := start(cfg)
 	if err != nil {
 		return err
 	}
 	defer a.dp.Close()
+	a.kube = kube
 	return a.loop(ctx)
 }
 
@@ -59,7 +75,11 @@ func start(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	dp, err := datapath.Load(datapath.Config{PinDir: cfg.PinDir, Sizes: cfg.Sizes, TC: cfg.TC})
+	dpCfg, err := datapathConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dp, err := datapath.Load(dpCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +113,9 @@ func (a *Agent) attach() error {
 		}
 		a.log.Info("attached per-packet load balancer", "interface", ifc.String(), "mode", string(mode))
 	}
+	if err := a.attachExternal(); err != nil {
+		return err
+	}
 	if a.cfg.Cgroup != "" {
 		pinDir := filepath.Join(a.cfg.PinDir, "links")
 		if err := socklb.Attach(a.dp.SockObjects(), a.cfg.Cgroup, pinDir); err != nil {
@@ -108,13 +131,16 @@ func (a *Agent) loop(ctx context.Context) error {
 	if a.cfg.ServicesFile != "" {
 		go watchFile(ctx, a.cfg.ServicesFile, a.cfg.PollInterval, updates, a.log)
 	}
+	kubeUpdates := make(chan k8s.Update)
+	if a.kube != nil {
+		go watchKube(ctx, a.kube, kubeUpdates, a.log)
+	}
 	gc := time.NewTicker(orDefault(a.cfg.GCInterval, 30*time.Second))
 	defer gc.Stop()
 	resync := time.NewTicker(orDefault(a.cfg.ResyncPeriod, 5*time.Minute))
 	defer resync.Stop()
 	retry := newBackoff(100*time.Millisecond, 10*time.Second)
 	defer retry.stop()
-	first := true
 	for {
 		var ok bool
 		select {
@@ -122,11 +148,16 @@ func (a *Agent) loop(ctx context.Context) error {
 			a.log.Info("stopping; the datapath stays pinned and keeps serving")
 			return nil
 		case svcs := <-updates:
-			ok = a.apply(svcs, first)
-			first = false
+			ok = a.apply(svcs, !a.haveState)
+		case u := <-kubeUpdates:
+			ok = a.applyKube(u)
 		case <-retry.C():
 			ok = a.sync(false)
 		case <-resync.C:
+			if !a.haveState {
+				a.log.Warn("skipping the periodic resync: no source has delivered its state yet; the pinned state keeps serving")
+				continue
+			}
 			ok = a.sync(true)
 		case <-gc.C:
 			a.collectGarbage()
@@ -148,17 +179,35 @@ func (a *Agent) apply(svcs []loadbalancer.Service, full bool) bool {
 	seen := make(map[loadbalancer.ServiceName]bool, len(svcs))
 	for _, svc := range svcs {
 		seen[svc.Name] = true
-		if err := a.table.Upsert(svc); err != nil {
-			a.log.Error("cannot program service", "service", svc.Name.String(), "error", err)
-		}
+		a.upsert(svc)
 	}
 	for name := range a.known {
 		if !seen[name] {
-			a.table.Delete(name)
+			a.delete(name)
 		}
 	}
 	a.known = seen
+	a.haveState = true
 	return a.sync(full)
+}
+
+// upsert puts svc in the table; what the table refuses is logged and, for
+// Kubernetes, reported on the Service as an Event.
+func (a *Agent) upsert(svc loadbalancer.Service) {
+	err := a.table.Upsert(svc)
+	if err != nil {
+		a.log.Error("cannot program service", "service", svc.Name.String(), "error", err)
+	}
+	if a.kube != nil {
+		a.kube.ReportProgramError(svc.Name, err)
+	}
+}
+
+func (a *Agent) delete(name loadbalancer.ServiceName) {
+	a.table.Delete(name)
+	if a.kube != nil {
+		a.kube.ReportProgramError(name, nil)
+	}
 }
 
 // sync writes the table's changes (or everything that differs, when full)
@@ -175,7 +224,13 @@ func (a *Agent) sync(full bool) bool {
 		a.log.Error("programming the datapath failed; will retry", "error", err)
 		return false
 	}
-	a.log.Info("datapath programmed", "full", full, "services", a.table.Len(), "took", time.Since(start).String())
+	// Kubernetes changes come up to 100 times a second in a rollout: those
+	// syncs log at debug level; full ones and file changes at info.
+	level := slog.LevelInfo
+	if a.kube != nil && !full {
+		level = slog.LevelDebug
+	}
+	a.log.Log(context.Background(), level, "datapath programmed", "full", full, "services", a.table.Len(), "took", time.Since(start).String())
 	return true
 }
 
@@ -198,4 +253,4 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // ErrNoSource is returned when the agent has nothing to program from.
-var ErrNoSource = errors.New("no source of services: give --services-file")
+var ErrNoSource = errors.New("no source of services: give --services-file, or --kubeconfig, or run in a pod")

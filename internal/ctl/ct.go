@@ -14,11 +14,15 @@ import (
 
 // CTRow is one connection-tracking entry.
 type CTRow struct {
-	Direction string   `json:"direction"` // forward | reply
-	Protocol  string   `json:"protocol"`
-	Source    string   `json:"source"`
-	Dest      string   `json:"destination"`
-	Backend   string   `json:"backend,omitempty"` // forward entries: where packets go
+	Direction string `json:"direction"` // forward | reply
+	Protocol  string `json:"protocol"`
+	Source    string `json:"source"`
+	Dest      string `json:"destination"`
+	Backend   string `json:"backend,omitempty"` // forward entries: where packets go
+	// SNAT is set for masqueraded flows: on forward entries the masquerade
+	// address:port the source becomes, on reply entries the client the
+	// destination goes back to.
+	SNAT      string   `json:"snat,omitempty"`
 	BackendID uint32   `json:"backendID,omitempty"`
 	RevNatID  uint32   `json:"revNatID"`
 	Flags     []string `json:"flags,omitempty"`
@@ -67,16 +71,20 @@ func ctRow(k ctmap.Key, v ctmap.Entry, now uint64) CTRow {
 	if v.Flags&ctmap.Closing != 0 {
 		r.Flags = append(r.Flags, "closing")
 	}
+	if v.Flags&ctmap.SNAT != 0 {
+		r.Flags = append(r.Flags, "snat")
+		r.SNAT = netip.AddrPortFrom(v.SnatAddr.IP(), v.SnatPort).String()
+	}
 	return r
 }
 
 // FormatCT renders rows as the `ct list` table.
 func FormatCT(rows []CTRow) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-7s %-5s %-22s %-22s %-22s %-7s %-8s %s\n", "DIR", "PROTO", "SOURCE", "DESTINATION", "BACKEND", "REVNAT", "EXPIRES", "PACKETS/BYTES")
+	fmt.Fprintf(&b, "%-7s %-5s %-22s %-22s %-22s %-22s %-7s %-8s %s\n", "DIR", "PROTO", "SOURCE", "DESTINATION", "BACKEND", "SNAT", "REVNAT", "EXPIRES", "PACKETS/BYTES")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "%-7s %-5s %-22s %-22s %-22s %-7d %-8s %d/%d %s\n",
-			r.Direction, r.Protocol, r.Source, r.Dest, r.Backend, r.RevNatID,
+		fmt.Fprintf(&b, "%-7s %-5s %-22s %-22s %-22s %-22s %-7d %-8s %d/%d %s\n",
+			r.Direction, r.Protocol, r.Source, r.Dest, r.Backend, r.SNAT, r.RevNatID,
 			fmt.Sprintf("%ds", r.ExpiresIn), r.Packets, r.Bytes, strings.Join(r.Flags, ","))
 	}
 	return b.String()

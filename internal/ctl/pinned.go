@@ -27,7 +27,7 @@ type Pinned struct {
 }
 
 // MapNames are the maps fastpathctl knows, in display order.
-var MapNames = []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_ct", "fp_sock_revnat", "fp_affinity", "fp_metrics"}
+var MapNames = []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_ct", "fp_sock_revnat", "fp_affinity", "fp_config", "fp_metrics"}
 
 // Open opens the maps pinned under dir/maps.
 func Open(dir string) (*Pinned, error) {

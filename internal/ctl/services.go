@@ -117,6 +117,7 @@ func flagNames(f uint16) []string {
 		{lbmap.ServiceNodePort, "nodeport"},
 		{lbmap.ServiceExternalIP, "externalip"},
 		{lbmap.ServiceLoadBalancer, "loadbalancer"},
+		{lbmap.ServiceExtLocal, "ext-local"},
 	}
 	var out []string
 	for _, n := range names {
@@ -133,6 +134,12 @@ func FormatServices(rows []ServiceRow) string {
 	fmt.Fprintf(&b, "%-28s %-8s %-36s %s\n", "FRONTEND", "REVNAT", "BACKEND", "STATE")
 	for _, r := range rows {
 		first := r.Frontend
+		if r.Scope == "internal" {
+			first += " (internal)"
+		}
+		if len(r.Flags) > 0 {
+			first += " [" + strings.Join(r.Flags, ",") + "]"
+		}
 		rev := fmt.Sprint(r.RevNatID)
 		if len(r.Backends) == 0 {
 			fmt.Fprintf(&b, "%-28s %-8s %-36s %s\n", first, rev, "(none: rejected)", "")

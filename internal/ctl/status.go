@@ -7,14 +7,19 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 )
 
 // Status is the one-screen summary of a pinned datapath.
 type Status struct {
-	PinDir   string            `json:"pinDir"`
-	Maps     []MapStatus       `json:"maps"`
-	Links    []string          `json:"links"`
-	Counters map[string]uint64 `json:"counters"`
+	PinDir string `json:"pinDir"`
+	// Masquerade is fp_config: the source of masqueraded flows ("" when
+	// none is set) and their port range.
+	Masquerade MasqueradeStatus  `json:"masquerade"`
+	Maps       []MapStatus       `json:"maps"`
+	Links      []string          `json:"links"`
+	Counters   map[string]uint64 `json:"counters"`
 	// MapMemoryBytes is the kernel's memlock accounting summed over maps.
 	MapMemoryBytes uint64 `json:"mapMemoryBytes"`
 }
@@ -28,11 +33,18 @@ type MapStatus struct {
 	MemoryBytes uint64 `json:"memoryBytes"`
 }
 
+// MasqueradeStatus is the node's source-NAT setting.
+type MasqueradeStatus struct {
+	Address string `json:"address,omitempty"`
+	PortMin uint16 `json:"portMin"`
+	PortMax uint16 `json:"portMax"`
+}
+
 // CounterNames name the fp_metrics indexes (enum fp_metric_index).
 var CounterNames = []string{
 	"forward_new", "forward_ct", "reply_revnat", "icmp_error_revnat",
 	"drop_no_backend", "drop_ct_full", "drop_malformed", "drop_backend_gone",
-	"sock_connect", "sock_no_backend",
+	"sock_connect", "sock_no_backend", "drop_snat_no_port", "drop_no_route",
 }
 
 // ReadStatus gathers the status of the datapath pinned under p.Dir.
@@ -55,6 +67,14 @@ func ReadStatus(p *Pinned) (*Status, error) {
 	}
 	if err := readCounters(p.Metrics, st.Counters); err != nil {
 		return nil, err
+	}
+	var cfg lbmap.Config
+	if err := p.raw["fp_config"].Lookup(uint32(0), &cfg); err != nil {
+		return nil, fmt.Errorf("fp_config: %w", err)
+	}
+	st.Masquerade = MasqueradeStatus{PortMin: cfg.SnatPortMin, PortMax: cfg.SnatPortMax}
+	if ip := cfg.MasqAddr.IP(); ip.Is4() {
+		st.Masquerade.Address = ip.String()
 	}
 	return st, nil
 }
@@ -105,6 +125,11 @@ func FormatStatus(st *Status) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Datapath pinned at: %s\n", st.PinDir)
 	fmt.Fprintf(&b, "Attached (pinned links): %s\n", orNone(st.Links))
+	masq := st.Masquerade.Address
+	if masq == "" {
+		masq = "(none: hairpin and external traffic are not masqueraded)"
+	}
+	fmt.Fprintf(&b, "Masquerade: %s ports %d-%d\n", masq, st.Masquerade.PortMin, st.Masquerade.PortMax)
 	fmt.Fprintf(&b, "\n%-16s %-14s %12s %12s %6s %12s\n", "MAP", "TYPE", "ENTRIES", "MAX", "FILL", "MEMORY")
 	for _, m := range st.Maps {
 		fill := 0.0

@@ -9,6 +9,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -26,9 +27,52 @@ const DefaultPinDir = "/sys/fs/bpf/fastpath"
 
 // Config says where to pin and how large the maps are.
 type Config struct {
-	PinDir string // bpffs directory; maps go to PinDir/maps, links to PinDir/links
-	Sizes  Sizes  // zero fields take the defaults
-	TC     TCMode // how to attach TC programs
+	PinDir     string     // bpffs directory; maps go to PinDir/maps, links to PinDir/links
+	Sizes      Sizes      // zero fields take the defaults
+	TC         TCMode     // how to attach TC programs
+	Masquerade Masquerade // written to fp_config at every Load
+}
+
+// Masquerade is the node's source NAT: masqueraded flows (hairpin, and
+// external traffic to services without externalTrafficPolicy: Local) get
+// IP as their source and a port of their own from [PortMin, PortMax].
+type Masquerade struct {
+	IP netip.Addr // an IPv4 address of the node; invalid: no masquerading
+	// The port range must lie outside the node's ephemeral ports
+	// (net.ipv4.ip_local_port_range, 32768-60999 by default), which local
+	// sockets use with the same address. Zero: DefaultSNATPorts.
+	PortMin, PortMax uint16
+}
+
+// DefaultSNATPorts is the masquerade port range: above Linux's default
+// ephemeral range, like Cilium's NodePort SNAT range.
+var DefaultSNATPorts = [2]uint16{61000, 65535}
+
+// IfaceRole is what an interface faces, fixed per program instance
+// (FP_ROLE_* in bpf/include/fastpath.h). New flows from internal interfaces
+// see a service's INTERNAL entry first; those from external interfaces only
+// its EXTERNAL entry, and are masqueraded unless the service has
+// externalTrafficPolicy: Local.
+//
+// The role is a load-time constant of two instances of tc_lb rather than a
+// map from ifindex to role: the role then travels with the attachment and
+// can never disagree with it (an ifindex reused by a new interface, a pinned
+// link that outlives an agent which would rewrite the map, ifindexes of
+// several namespaces sharing one map), a packet pays no lookup for it, and
+// the verifier drops the other role's code. The price is a second load of
+// the program.
+type IfaceRole uint32
+
+const (
+	RoleInternal IfaceRole = 0 // pods and other clients inside the cluster
+	RoleExternal IfaceRole = 1 // the node's uplinks
+)
+
+func (r IfaceRole) String() string {
+	if r == RoleExternal {
+		return "external"
+	}
+	return "internal"
 }
 
 // Sizes are the capacities of the maps, in entries.
@@ -65,9 +109,10 @@ func (s Sizes) withDefaults() Sizes {
 
 // Datapath is a loaded set of programs and the maps they share.
 type Datapath struct {
-	cfg  Config
-	tc   bpfobj.TclbObjects
-	sock bpfobj.SocklbObjects
+	cfg   Config
+	tc    bpfobj.TclbObjects // the internal-role instance, and the maps
+	tcExt tcProgram          // the external-role instance
+	sock  bpfobj.SocklbObjects
 
 	LB      lbmap.Maps
 	CT      bpfmap.Map[ctmap.Key, ctmap.Entry]
@@ -93,12 +138,20 @@ func Load(cfg Config) (*Datapath, error) {
 	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapDir}}
 	d := &Datapath{cfg: cfg}
-	if err := loadInto(bpfobj.LoadTclb, &d.tc, cfg.Sizes, opts); err != nil {
+	if err := loadInto(tclbSpec(RoleInternal), &d.tc, cfg.Sizes, opts); err != nil {
 		return nil, fmt.Errorf("load tc_lb: %w", err)
 	}
-	if err := loadInto(bpfobj.LoadSocklb, &d.sock, cfg.Sizes, opts); err != nil {
+	if err := loadInto(tclbSpec(RoleExternal), &d.tcExt, cfg.Sizes, opts); err != nil {
 		d.tc.Close()
+		return nil, fmt.Errorf("load tc_lb (external role): %w", err)
+	}
+	if err := loadInto(bpfobj.LoadSocklb, &d.sock, cfg.Sizes, opts); err != nil {
+		d.Close()
 		return nil, fmt.Errorf("load sock_lb: %w", err)
+	}
+	if err := d.SetMasquerade(cfg.Masquerade); err != nil {
+		d.Close()
+		return nil, err
 	}
 	d.LB = lbmap.Maps{
 		Services: bpfmap.NewKernel[lbmap.ServiceKey, lbmap.ServiceValue](d.tc.FpServices, "fp_services"),
@@ -108,6 +161,25 @@ func Load(cfg Config) (*Datapath, error) {
 	d.CT = bpfmap.NewKernel[ctmap.Key, ctmap.Entry](d.tc.FpCt, "fp_ct")
 	d.Metrics = d.tc.FpMetrics
 	return d, nil
+}
+
+// tcProgram is one instance of the TC program; its maps are the pinned ones.
+type tcProgram struct {
+	Prog *ebpf.Program `ebpf:"fp_tc_lb"`
+}
+
+// tclbSpec returns a loader of tc_lb's spec with the interface role set.
+func tclbSpec(role IfaceRole) func() (*ebpf.CollectionSpec, error) {
+	return func() (*ebpf.CollectionSpec, error) {
+		cs, err := bpfobj.LoadTclb()
+		if err != nil {
+			return nil, err
+		}
+		if err := cs.Variables[bpfobj.TclbVarFpIfaceRole].Set(uint32(role)); err != nil {
+			return nil, fmt.Errorf("set interface role: %w", err)
+		}
+		return cs, nil
+	}
 }
 
 func loadInto(spec func() (*ebpf.CollectionSpec, error), objs any, sizes Sizes, opts *ebpf.CollectionOptions) error {
@@ -147,14 +219,57 @@ func setSizes(cs *ebpf.CollectionSpec, s Sizes) {
 // Close releases this process's handles. Pinned maps and links stay, and so
 // does the datapath they make up.
 func (d *Datapath) Close() error {
-	return errors.Join(d.tc.Close(), d.sock.Close())
+	var ext error
+	if d.tcExt.Prog != nil {
+		ext = d.tcExt.Prog.Close()
+	}
+	return errors.Join(d.tc.Close(), ext, d.sock.Close())
+}
+
+// SetMasquerade writes the node's source-NAT settings to fp_config. New
+// flows use them at once; established ones keep the address they got.
+func (d *Datapath) SetMasquerade(m Masquerade) error {
+	v, err := m.config()
+	if err != nil {
+		return err
+	}
+	if err := d.tc.FpConfig.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write fp_config: %w", err)
+	}
+	return nil
+}
+
+// config validates m and returns it as fp_config's entry.
+func (m Masquerade) config() (lbmap.Config, error) {
+	if m.PortMin == 0 && m.PortMax == 0 {
+		m.PortMin, m.PortMax = DefaultSNATPorts[0], DefaultSNATPorts[1]
+	}
+	if m.PortMin == 0 || m.PortMin > m.PortMax {
+		return lbmap.Config{}, fmt.Errorf("masquerade ports %d-%d: want 1 <= min <= max", m.PortMin, m.PortMax)
+	}
+	v := lbmap.Config{SnatPortMin: m.PortMin, SnatPortMax: m.PortMax}
+	if m.IP.IsValid() {
+		if !m.IP.Unmap().Is4() {
+			return lbmap.Config{}, fmt.Errorf("masquerade address %s: only IPv4 is supported", m.IP)
+		}
+		v.MasqAddr = lbmap.AddrFrom(m.IP.Unmap())
+	}
+	return v, nil
 }
 
 // PinDir is the bpffs directory of this datapath.
 func (d *Datapath) PinDir() string { return d.cfg.PinDir }
 
-// TCProgram is the per-packet load balancer.
+// TCProgram is the per-packet load balancer for internal interfaces.
 func (d *Datapath) TCProgram() *ebpf.Program { return d.tc.FpTcLb }
+
+// TCProgramFor is the per-packet load balancer for interfaces of role.
+func (d *Datapath) TCProgramFor(role IfaceRole) *ebpf.Program {
+	if role == RoleExternal {
+		return d.tcExt.Prog
+	}
+	return d.tc.FpTcLb
+}
 
 // SockObjects are the socket-LB programs, for attaching to a cgroup.
 func (d *Datapath) SockObjects() *bpfobj.SocklbObjects { return &d.sock }

@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -71,13 +72,21 @@ func (i Iface) pinName() string {
 	return strings.ReplaceAll("tc-ingress-"+ns+"-"+i.Name, ".", "_dot_")
 }
 
-// AttachTC attaches the load balancer at the ingress of ifc. It returns the
-// mode used. An existing attachment of fastpath is replaced atomically, so
-// packets never see the interface without a program.
+// AttachTC attaches the load balancer for an internal interface at the
+// ingress of ifc; see AttachTCRole.
 func (d *Datapath) AttachTC(ifc Iface) (TCMode, error) {
+	return d.AttachTCRole(ifc, RoleInternal)
+}
+
+// AttachTCRole attaches the load balancer instance of role at the ingress of
+// ifc. It returns the mode used. An existing attachment of fastpath is
+// replaced atomically, whatever its role was, so packets never see the
+// interface without a program.
+func (d *Datapath) AttachTCRole(ifc Iface, role IfaceRole) (TCMode, error) {
+	prog := d.TCProgramFor(role)
 	mode := d.cfg.TC
 	if mode == TCAuto || mode == TCX {
-		err := d.attachTCX(ifc)
+		err := d.attachTCX(ifc, prog)
 		if err == nil {
 			return TCX, nil
 		}
@@ -85,7 +94,7 @@ func (d *Datapath) AttachTC(ifc Iface) (TCMode, error) {
 			return "", fmt.Errorf("attach tcx to %s: %w", ifc, err)
 		}
 	}
-	if err := d.attachClsact(ifc); err != nil {
+	if err := d.attachClsact(ifc, prog); err != nil {
 		return "", fmt.Errorf("attach clsact filter to %s: %w", ifc, err)
 	}
 	return TCClsact, nil
@@ -95,11 +104,11 @@ func (d *Datapath) linkPin(ifc Iface) string {
 	return filepath.Join(d.cfg.PinDir, "links", ifc.pinName())
 }
 
-func (d *Datapath) attachTCX(ifc Iface) error {
+func (d *Datapath) attachTCX(ifc Iface, prog *ebpf.Program) error {
 	pin := d.linkPin(ifc)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		defer l.Close()
-		if err := l.Update(d.TCProgram()); err == nil {
+		if err := l.Update(prog); err == nil {
 			return nil
 		}
 		// The pinned link points at an interface that was deleted and made
@@ -113,7 +122,7 @@ func (d *Datapath) attachTCX(ifc Iface) error {
 		}
 		l, err := link.AttachTCX(link.TCXOptions{
 			Interface: iface.Attrs().Index,
-			Program:   d.TCProgram(),
+			Program:   prog,
 			Attach:    ebpf.AttachTCXIngress,
 		})
 		if err != nil {
@@ -127,7 +136,7 @@ func (d *Datapath) attachTCX(ifc Iface) error {
 	})
 }
 
-func (d *Datapath) attachClsact(ifc Iface) error {
+func (d *Datapath) attachClsact(ifc Iface, prog *ebpf.Program) error {
 	h, err := netlinkAt(ifc.NetNS)
 	if err != nil {
 		return err
@@ -152,7 +161,7 @@ func (d *Datapath) attachClsact(ifc Iface) error {
 			Priority:  clsactPriority,
 			Protocol:  unix.ETH_P_ALL,
 		},
-		Fd:           d.TCProgram().FD(),
+		Fd:           prog.FD(),
 		Name:         filterName,
 		DirectAction: true,
 	}
@@ -187,6 +196,34 @@ func DetachTC(pinDir string, ifc Iface) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// FirstIPv4 returns the first global unicast IPv4 address found on the
+// interfaces, in order, in the namespace at nsPath ("" = own): the default
+// masquerade address. Backends must route it back to this node, which holds
+// for an address of the node's own interfaces.
+func FirstIPv4(nsPath string, ifaces ...string) (netip.Addr, error) {
+	h, err := netlinkAt(nsPath)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer h.Close()
+	for _, name := range ifaces {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("interface %s: %w", name, err)
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("addresses of %s: %w", name, err)
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().IsGlobalUnicast() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no IPv4 address on %v", ifaces)
 }
 
 // AttachedTC lists the interfaces with a pinned TCX link under pinDir.

@@ -35,6 +35,15 @@ type lab struct {
 	agentLog *syncBuffer
 	servers  map[string]*nettopo.Whoami
 	extra    []string // extra agent flags
+	// kube, when set, makes the agent take its services from Kubernetes
+	// instead of the services file.
+	kube *kubeSource
+}
+
+// kubeSource is the apiserver and node identity an agent watches with.
+type kubeSource struct {
+	kubeconfig string
+	nodeName   string
 }
 
 // newLab builds client + backends around a node, starts whoami servers on
@@ -125,12 +134,12 @@ func (l *lab) startAgent() {
 		"--bpffs-dir", l.pinDir,
 		"--netns", l.star.Node.Path(),
 		"--interfaces", strings.Join(l.star.NodeInterfaces(), ","),
-		"--services-file", l.file,
-		"--services-file-poll", "50ms",
+	}, l.sourceArgs()...)
+	args = append(append(args,
 		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024",
 		"--revnat-max", "1024", "--sock-revnat-max", "1024",
 		"--log-level", "debug",
-	}, l.extra...)
+	), l.extra...)
 	cmd := exec.Command(filepath.Join(bin, "fastpath-agent"), args...)
 	if l.agentLog == nil {
 		l.agentLog = &syncBuffer{}
@@ -140,6 +149,14 @@ func (l *lab) startAgent() {
 		l.t.Fatal(err)
 	}
 	l.agent = cmd
+}
+
+// sourceArgs are the flags naming the agent's source of services.
+func (l *lab) sourceArgs() []string {
+	if l.kube != nil {
+		return []string{"--kubeconfig", l.kube.kubeconfig, "--node-name", l.kube.nodeName}
+	}
+	return []string{"--services-file", l.file, "--services-file-poll", "50ms"}
 }
 
 // stopAgent ends the agent with SIGTERM, as an upgrade or restart would.

@@ -44,6 +44,17 @@ type SocklbFpBackend struct {
 	Pad   uint32
 }
 
+type SocklbFpConfig struct {
+	_        structs.HostLayout
+	MasqAddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	SnatPortMin uint16
+	SnatPortMax uint16
+	Pad         uint32
+}
+
 type SocklbFpCtEntry struct {
 	_       structs.HostLayout
 	NatAddr struct {
@@ -54,10 +65,15 @@ type SocklbFpCtEntry struct {
 	Flags     uint16
 	RevNatId  uint32
 	BackendId uint32
-	Pad       uint32
-	Expires   uint64
-	Packets   uint64
-	Bytes     uint64
+	SnatPort  uint16
+	Pad       uint16
+	SnatAddr  struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Expires uint64
+	Packets uint64
+	Bytes   uint64
 }
 
 type SocklbFpCtKey struct {
@@ -100,7 +116,8 @@ type SocklbFpSockRevNat struct {
 		B [16]uint8
 	}
 	Port     uint16
-	Pad      uint16
+	Scope    uint8
+	Pad      uint8
 	RevNatId uint32
 }
 
@@ -143,6 +160,7 @@ type SocklbFpSvcVal struct {
 const (
 	SocklbMapFpAffinity          = "fp_affinity"
 	SocklbMapFpBackends          = "fp_backends"
+	SocklbMapFpConfig            = "fp_config"
 	SocklbMapFpCt                = "fp_ct"
 	SocklbMapFpMetrics           = "fp_metrics"
 	SocklbMapFpRevNat            = "fp_rev_nat"
@@ -208,6 +226,7 @@ type SocklbProgramSpecs struct {
 type SocklbMapSpecs struct {
 	FpAffinity   *ebpf.MapSpec `ebpf:"fp_affinity"`
 	FpBackends   *ebpf.MapSpec `ebpf:"fp_backends"`
+	FpConfig     *ebpf.MapSpec `ebpf:"fp_config"`
 	FpCt         *ebpf.MapSpec `ebpf:"fp_ct"`
 	FpMetrics    *ebpf.MapSpec `ebpf:"fp_metrics"`
 	FpRevNat     *ebpf.MapSpec `ebpf:"fp_rev_nat"`
@@ -243,6 +262,7 @@ func (o *SocklbObjects) Close() error {
 type SocklbMaps struct {
 	FpAffinity   *ebpf.Map `ebpf:"fp_affinity"`
 	FpBackends   *ebpf.Map `ebpf:"fp_backends"`
+	FpConfig     *ebpf.Map `ebpf:"fp_config"`
 	FpCt         *ebpf.Map `ebpf:"fp_ct"`
 	FpMetrics    *ebpf.Map `ebpf:"fp_metrics"`
 	FpRevNat     *ebpf.Map `ebpf:"fp_rev_nat"`
@@ -254,6 +274,7 @@ func (m *SocklbMaps) Close() error {
 	return _SocklbClose(
 		m.FpAffinity,
 		m.FpBackends,
+		m.FpConfig,
 		m.FpCt,
 		m.FpMetrics,
 		m.FpRevNat,

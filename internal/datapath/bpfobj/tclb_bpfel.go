@@ -44,6 +44,17 @@ type TclbFpBackend struct {
 	Pad   uint32
 }
 
+type TclbFpConfig struct {
+	_        structs.HostLayout
+	MasqAddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	SnatPortMin uint16
+	SnatPortMax uint16
+	Pad         uint32
+}
+
 type TclbFpCtEntry struct {
 	_       structs.HostLayout
 	NatAddr struct {
@@ -54,10 +65,15 @@ type TclbFpCtEntry struct {
 	Flags     uint16
 	RevNatId  uint32
 	BackendId uint32
-	Pad       uint32
-	Expires   uint64
-	Packets   uint64
-	Bytes     uint64
+	SnatPort  uint16
+	Pad       uint16
+	SnatAddr  struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Expires uint64
+	Packets uint64
+	Bytes   uint64
 }
 
 type TclbFpCtKey struct {
@@ -100,7 +116,8 @@ type TclbFpSockRevNat struct {
 		B [16]uint8
 	}
 	Port     uint16
-	Pad      uint16
+	Scope    uint8
+	Pad      uint8
 	RevNatId uint32
 }
 
@@ -143,12 +160,14 @@ type TclbFpSvcVal struct {
 const (
 	TclbMapFpAffinity   = "fp_affinity"
 	TclbMapFpBackends   = "fp_backends"
+	TclbMapFpConfig     = "fp_config"
 	TclbMapFpCt         = "fp_ct"
 	TclbMapFpMetrics    = "fp_metrics"
 	TclbMapFpRevNat     = "fp_rev_nat"
 	TclbMapFpServices   = "fp_services"
 	TclbMapFpSockRevnat = "fp_sock_revnat"
 	TclbProgFpTcLb      = "fp_tc_lb"
+	TclbVarFpIfaceRole  = "fp_iface_role"
 )
 
 // LoadTclb returns the embedded CollectionSpec for Tclb.
@@ -202,6 +221,7 @@ type TclbProgramSpecs struct {
 type TclbMapSpecs struct {
 	FpAffinity   *ebpf.MapSpec `ebpf:"fp_affinity"`
 	FpBackends   *ebpf.MapSpec `ebpf:"fp_backends"`
+	FpConfig     *ebpf.MapSpec `ebpf:"fp_config"`
 	FpCt         *ebpf.MapSpec `ebpf:"fp_ct"`
 	FpMetrics    *ebpf.MapSpec `ebpf:"fp_metrics"`
 	FpRevNat     *ebpf.MapSpec `ebpf:"fp_rev_nat"`
@@ -213,6 +233,7 @@ type TclbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TclbVariableSpecs struct {
+	FpIfaceRole *ebpf.VariableSpec `ebpf:"fp_iface_role"`
 }
 
 // TclbObjects contains all objects after they have been loaded into the kernel.
@@ -237,6 +258,7 @@ func (o *TclbObjects) Close() error {
 type TclbMaps struct {
 	FpAffinity   *ebpf.Map `ebpf:"fp_affinity"`
 	FpBackends   *ebpf.Map `ebpf:"fp_backends"`
+	FpConfig     *ebpf.Map `ebpf:"fp_config"`
 	FpCt         *ebpf.Map `ebpf:"fp_ct"`
 	FpMetrics    *ebpf.Map `ebpf:"fp_metrics"`
 	FpRevNat     *ebpf.Map `ebpf:"fp_rev_nat"`
@@ -248,6 +270,7 @@ func (m *TclbMaps) Close() error {
 	return _TclbClose(
 		m.FpAffinity,
 		m.FpBackends,
+		m.FpConfig,
 		m.FpCt,
 		m.FpMetrics,
 		m.FpRevNat,
@@ -260,6 +283,7 @@ func (m *TclbMaps) Close() error {
 //
 // It can be passed to LoadTclbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TclbVariables struct {
+	FpIfaceRole *ebpf.Variable `ebpf:"fp_iface_role"`
 }
 
 // TclbPrograms contains all programs after they have been loaded into the kernel.

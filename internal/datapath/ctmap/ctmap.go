@@ -19,6 +19,7 @@ const (
 const (
 	SeenReply uint16 = 1 << 0
 	Closing   uint16 = 1 << 1
+	SNAT      uint16 = 1 << 2 // masqueraded flow: SnatAddr/SnatPort are set
 )
 
 // Key mirrors struct fp_ct_key.
@@ -43,13 +44,18 @@ func (k Key) String() string {
 
 // Entry mirrors struct fp_ct_entry.
 type Entry struct {
-	NatAddr   lbmap.Addr
+	NatAddr   lbmap.Addr // FORWARD: backend; REPLY: frontend
 	NatPort   uint16
 	Flags     uint16
 	RevNatID  uint32
 	BackendID uint32
-	_         uint32
-	Expires   uint64 // CLOCK_BOOTTIME nanoseconds
-	Packets   uint64
-	Bytes     uint64
+	SnatPort  uint16
+	_         uint16
+	// SnatAddr, with SnatPort, is set on masqueraded flows (Flags&SNAT):
+	// FORWARD: the masquerade address the source becomes; REPLY: the
+	// client the destination goes back to.
+	SnatAddr lbmap.Addr
+	Expires  uint64 // CLOCK_BOOTTIME nanoseconds
+	Packets  uint64
+	Bytes    uint64
 }

@@ -9,12 +9,24 @@ import (
 )
 
 // Twin returns the key of the other direction of the same flow. A FORWARD
-// entry's NAT address is the backend; a REPLY entry's is the frontend.
+// entry's NAT address is the backend; a REPLY entry's is the frontend. In a
+// masqueraded flow, the client's side of the REPLY key is the masquerade
+// address (the FORWARD entry's SNAT address), and the REPLY entry's SNAT
+// address is the client.
 func Twin(k Key, e Entry) Key {
+	snat := e.Flags&SNAT != 0
 	if k.Dir == Forward {
-		return Key{SAddr: e.NatAddr, DAddr: k.SAddr, SPort: e.NatPort, DPort: k.SPort, Proto: k.Proto, Dir: Reply}
+		r := Key{SAddr: e.NatAddr, DAddr: k.SAddr, SPort: e.NatPort, DPort: k.SPort, Proto: k.Proto, Dir: Reply}
+		if snat {
+			r.DAddr, r.DPort = e.SnatAddr, e.SnatPort
+		}
+		return r
 	}
-	return Key{SAddr: k.DAddr, DAddr: e.NatAddr, SPort: k.DPort, DPort: e.NatPort, Proto: k.Proto, Dir: Forward}
+	f := Key{SAddr: k.DAddr, DAddr: e.NatAddr, SPort: k.DPort, DPort: e.NatPort, Proto: k.Proto, Dir: Forward}
+	if snat {
+		f.SAddr, f.SPort = e.SnatAddr, e.SnatPort
+	}
+	return f
 }
 
 // GC deletes the flows whose both directions expired before now

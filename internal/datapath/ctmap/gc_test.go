@@ -35,6 +35,22 @@ func TestTwinFindsTheOtherDirection(t *testing.T) {
 	}
 }
 
+// A masqueraded flow's REPLY key has the masquerade address and port where
+// a plain flow's has the client's.
+func TestTwinOfAMasqueradedFlow(t *testing.T) {
+	masq := lbmap.AddrFrom(netip.MustParseAddr("192.168.0.1"))
+	fwd := Key{SAddr: client, DAddr: vip, SPort: 4000, DPort: 80, Proto: lbmap.ProtoTCP, Dir: Forward}
+	rep := Key{SAddr: backend, DAddr: masq, SPort: 8080, DPort: 61001, Proto: lbmap.ProtoTCP, Dir: Reply}
+	fwdV := Entry{NatAddr: backend, NatPort: 8080, Flags: SNAT, SnatAddr: masq, SnatPort: 61001}
+	repV := Entry{NatAddr: vip, NatPort: 80, Flags: SNAT | SeenReply, SnatAddr: client, SnatPort: 4000}
+	if got := Twin(fwd, fwdV); got != rep {
+		t.Errorf("Twin(forward) = %v, want %v", got, rep)
+	}
+	if got := Twin(rep, repV); got != fwd {
+		t.Errorf("Twin(reply) = %v, want %v", got, fwd)
+	}
+}
+
 func TestGCDeletesFlowsOnlyWhenBothDirectionsExpired(t *testing.T) {
 	m := bpfmap.NewFake[Key, Entry]("fp_ct", 16)
 	live, liveV := flow(1, 200, 200)

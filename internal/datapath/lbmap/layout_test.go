@@ -21,6 +21,7 @@ func TestLayoutMatchesObjects(t *testing.T) {
 		"fp_backends": {nil, reflect.TypeFor[Backend]()},
 		"fp_rev_nat":  {nil, reflect.TypeFor[RevNat]()},
 		"fp_affinity": {reflect.TypeFor[AffinityKey](), reflect.TypeFor[AffinityValue]()},
+		"fp_config":   {nil, reflect.TypeFor[Config]()},
 	}
 	for obj, load := range map[string]func() (*ebpf.CollectionSpec, error){
 		"tc_lb": bpfobj.LoadTclb, "sock_lb": bpfobj.LoadSocklb,

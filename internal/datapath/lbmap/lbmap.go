@@ -67,6 +67,11 @@ const (
 	ServiceNodePort     uint16 = 1 << 1
 	ServiceExternalIP   uint16 = 1 << 2
 	ServiceLoadBalancer uint16 = 1 << 3
+	// ServiceExtLocal is externalTrafficPolicy: Local: traffic arriving on
+	// an external interface keeps its source address (no masquerade). The
+	// control plane gives such a frontend's EXTERNAL entry only node-local
+	// backends, and an INTERNAL entry with all of them.
+	ServiceExtLocal uint16 = 1 << 4
 )
 
 // ServiceValue mirrors struct fp_svc_val.
@@ -125,6 +130,14 @@ type AffinityValue struct {
 	Slot      uint16
 	_         uint16
 	LastUsed  uint64 // CLOCK_BOOTTIME nanoseconds
+}
+
+// Config mirrors struct fp_config, the node-wide settings (one entry, key 0).
+type Config struct {
+	MasqAddr    Addr   // source of masqueraded flows; not IPv4-mapped: none
+	SnatPortMin uint16 // masquerade ports, inclusive
+	SnatPortMax uint16
+	_           uint32
 }
 
 // Maps is the set of load-balancer maps a reconciler writes.

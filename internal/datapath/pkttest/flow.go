@@ -1,6 +1,9 @@
 package pkttest
 
-import "net/netip"
+import (
+	"encoding/binary"
+	"net/netip"
+)
 
 // Flow is one direction of a conversation: who sends to whom.
 type Flow struct {
@@ -79,4 +82,19 @@ func QuoteN(packet []byte, n int) []byte {
 		n = len(packet)
 	}
 	return append([]byte(nil), packet[:n]...)
+}
+
+// Forwarded returns a copy of an ethernet/IPv4 frame as a router sends it
+// on: MACs dst and src, the TTL one less and the header checksum computed
+// afresh (not updated incrementally, so it checks code that does).
+func Forwarded(frame []byte, dst, src MAC) []byte {
+	out := append([]byte(nil), frame...)
+	copy(out[0:6], dst[:])
+	copy(out[6:12], src[:])
+	ip := out[EthLen:]
+	hl := int(ip[0]&0x0f) * 4
+	ip[8]--
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:12], Checksum(ip[:hl]))
+	return out
 }

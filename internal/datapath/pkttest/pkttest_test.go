@@ -95,3 +95,23 @@ func TestParseRejectsTruncation(t *testing.T) {
 		}
 	}
 }
+
+func TestForwardedDecrementsTTLAndKeepsTheHeaderValid(t *testing.T) {
+	f := Flow{Src: netip.MustParseAddrPort("10.0.0.2:1000"), Dst: netip.MustParseAddrPort("10.0.1.5:80")}
+	in := TCPFrame(f, SYN, []byte("x"))
+	dst, src := MAC{2, 0, 0, 0, 0, 9}, MAC{2, 0, 0, 0, 0, 8}
+	out := Forwarded(in, dst, src)
+	p, err := Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.DstMAC != dst || p.SrcMAC != src || p.IP.TTL != 63 || p.Flow() != f {
+		t.Errorf("forwarded: MACs %v -> %v, TTL %d, flow %v", p.SrcMAC, p.DstMAC, p.IP.TTL, p.Flow())
+	}
+	if err := VerifyChecksums(out); err != nil {
+		t.Error(err)
+	}
+	if q, _ := Parse(in); q.IP.TTL != 64 {
+		t.Errorf("the input frame changed: TTL %d", q.IP.TTL)
+	}
+}

@@ -350,13 +350,19 @@ func (s *servers) serveUDP(name string, pc *net.UDPConn) {
 // backendIDs) into the maps, as the service reconciler would.
 func (e *env) setService(vip netip.AddrPort, proto uint8, revNatID uint32, backends ...string) {
 	e.t.Helper()
+	e.setServiceIn(lbmap.ScopeExternal, vip, proto, revNatID, backends...)
+}
+
+// setServiceIn is setService for the entry set of scope.
+func (e *env) setServiceIn(scope uint8, vip netip.AddrPort, proto uint8, revNatID uint32, backends ...string) {
+	e.t.Helper()
 	port := uint16(backendTCPPort)
 	if proto == lbmap.ProtoUDP {
 		port = backendUDPPort
 	}
 	var bids []uint32
 	var bes []lbmap.Backend
-	keys := []lbmap.ServiceKey{{Addr: lbmap.AddrFrom(vip.Addr()), Port: vip.Port(), Proto: proto}}
+	keys := []lbmap.ServiceKey{{Addr: lbmap.AddrFrom(vip.Addr()), Port: vip.Port(), Proto: proto, Scope: scope}}
 	vals := []lbmap.ServiceValue{{Count: uint16(len(backends)), RevNatID: revNatID}}
 	for i, name := range backends {
 		id, ok := backendIDs[name]
@@ -385,7 +391,13 @@ func (e *env) setService(vip netip.AddrPort, proto uint8, revNatID uint32, backe
 // deleteService removes the service entry (slot 0) of vip.
 func (e *env) deleteService(vip netip.AddrPort, proto uint8) {
 	e.t.Helper()
-	key := lbmap.ServiceKey{Addr: lbmap.AddrFrom(vip.Addr()), Port: vip.Port(), Proto: proto}
+	e.deleteServiceIn(lbmap.ScopeExternal, vip, proto)
+}
+
+// deleteServiceIn removes the service entry (slot 0) of vip in scope.
+func (e *env) deleteServiceIn(scope uint8, vip netip.AddrPort, proto uint8) {
+	e.t.Helper()
+	key := lbmap.ServiceKey{Addr: lbmap.AddrFrom(vip.Addr()), Port: vip.Port(), Proto: proto, Scope: scope}
 	if err := e.lb.Services.Delete([]lbmap.ServiceKey{key}); err != nil {
 		e.t.Fatal(err)
 	}

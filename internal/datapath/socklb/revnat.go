@@ -16,6 +16,7 @@ type RevNatKey struct {
 type RevNatValue struct {
 	Addr     lbmap.Addr
 	Port     uint16
-	_        uint16
+	Scope    uint8 // of the service entry used (lbmap.Scope*)
+	_        uint8
 	RevNatID uint32
 }

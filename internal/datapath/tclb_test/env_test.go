@@ -17,6 +17,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/pkttest"
+	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
 )
 
@@ -39,12 +40,15 @@ const (
 	metricDropBackendGone
 	metricSockConnect
 	metricSockNoBackend
+	metricDropSNATNoPort
+	metricDropNoRoute
 	metricMax
 )
 
 var metricNames = [metricMax]string{
 	"FORWARD_NEW", "FORWARD_CT", "REPLY_REVNAT", "ICMP_ERR_REVNAT", "DROP_NO_BACKEND",
 	"DROP_CT_FULL", "DROP_MALFORMED", "DROP_BACKEND_GONE", "SOCK_CONNECT", "SOCK_NO_BACKEND",
+	"DROP_SNAT_NO_PORT", "DROP_NO_ROUTE",
 }
 
 // bpffsRoot is where the tests pin, each in a directory of its own.
@@ -61,6 +65,10 @@ type env struct {
 	revNat   *bpfmap.Kernel[uint32, lbmap.RevNat]
 	ct       *bpfmap.Kernel[ctmap.Key, ctmap.Entry]
 	affinity *bpfmap.Kernel[lbmap.AffinityKey, lbmap.AffinityValue]
+	config   *ebpf.Map
+	// ns, when set, is the network namespace runs happen in: its routes
+	// and neighbours are what the program's FIB lookups see.
+	ns *nettopo.NS
 }
 
 func newEnv(t *testing.T) *env {
@@ -114,6 +122,7 @@ func newEnvWith(t *testing.T, edit func(*ebpf.CollectionSpec)) *env {
 		revNat:   bpfmap.NewKernel[uint32, lbmap.RevNat](objs.FpRevNat, "fp_rev_nat"),
 		ct:       bpfmap.NewKernel[ctmap.Key, ctmap.Entry](objs.FpCt, "fp_ct"),
 		affinity: bpfmap.NewKernel[lbmap.AffinityKey, lbmap.AffinityValue](objs.FpAffinity, "fp_affinity"),
+		config:   objs.FpConfig,
 	}
 }
 
@@ -132,7 +141,17 @@ func (e *env) run(frame []byte) (uint32, []byte) {
 	e.t.Helper()
 	out := make([]byte, len(frame)+256)
 	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Repeat: 1}
-	ret, err := e.prog.Run(opts)
+	var ret uint32
+	var err error
+	if e.ns == nil {
+		ret, err = e.prog.Run(opts)
+	} else {
+		// A test run's packet comes from the caller's namespace's loopback.
+		err = e.ns.Do(func() (err error) {
+			ret, err = e.prog.Run(opts)
+			return err
+		})
+	}
 	if err != nil {
 		e.t.Fatalf("run fp_tc_lb: %v", err)
 	}
@@ -167,10 +186,16 @@ func (e *env) setService(vip netip.AddrPort, proto uint8, revNatID uint32, bes .
 // timeout taken from svc; its count is len(bes).
 func (e *env) setServiceValue(vip netip.AddrPort, proto uint8, svc lbmap.ServiceValue, bes ...backend) {
 	e.t.Helper()
+	e.setServiceIn(lbmap.ScopeExternal, vip, proto, svc, bes...)
+}
+
+// setServiceIn is setServiceValue for the entry set of scope.
+func (e *env) setServiceIn(scope uint8, vip netip.AddrPort, proto uint8, svc lbmap.ServiceValue, bes ...backend) {
+	e.t.Helper()
 	revNatID := svc.RevNatID
 	svc.Count = uint16(len(bes))
 	key := func(slot uint16) lbmap.ServiceKey {
-		return lbmap.ServiceKey{Addr: lbmap.AddrFrom(vip.Addr()), Port: vip.Port(), Proto: proto, Scope: lbmap.ScopeExternal, Slot: slot}
+		return lbmap.ServiceKey{Addr: lbmap.AddrFrom(vip.Addr()), Port: vip.Port(), Proto: proto, Scope: scope, Slot: slot}
 	}
 	keys := []lbmap.ServiceKey{key(0)}
 	vals := []lbmap.ServiceValue{svc}

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Service entry lookup by scope, shared by tc_lb and sock_lb. */
+#ifndef FASTPATH_SERVICE_H
+#define FASTPATH_SERVICE_H
+
+#include "maps.h"
+
+/*
+ * fp_svc_lookup returns the service entry (slot 0) for sk's address, port
+ * and protocol, as Cilium does: traffic from inside the cluster (internal)
+ * gets the INTERNAL entry where the control plane wrote one and the EXTERNAL
+ * one otherwise; traffic from outside gets EXTERNAL only. sk is left with
+ * slot 0 and the scope found, so slot lookups through sk read the same
+ * entry set. An INTERNAL entry without backends is an answer, not a miss:
+ * internalTrafficPolicy: Local without local endpoints rejects.
+ */
+static __always_inline struct fp_svc_val *fp_svc_lookup(struct fp_svc_key *sk, int internal)
+{
+	struct fp_svc_val *svc;
+
+	sk->slot = 0;
+	sk->pad = 0;
+	if (internal) {
+		sk->scope = FP_SCOPE_INTERNAL;
+		svc = bpf_map_lookup_elem(&fp_services, sk);
+		if (svc)
+			return svc;
+	}
+	sk->scope = FP_SCOPE_EXTERNAL;
+	return bpf_map_lookup_elem(&fp_services, sk);
+}
+
+#endif /* FASTPATH_SERVICE_H */

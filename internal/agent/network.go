@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/fastpath-net/fastpath/internal/datapath"
+)
+
+// Network is how the node meets the outside world: which interfaces face
+// it, and the source NAT of traffic that must come back through this node.
+type Network struct {
+	// ExternalInterfaces face outside the cluster: NodePort, LoadBalancer
+	// and externalIPs traffic arrives there (datapath.RoleExternal).
+	ExternalInterfaces []string
+	// Masquerade is the node's source NAT. An invalid IP means the first
+	// IPv4 address of the external interfaces, else of the interfaces.
+	Masquerade datapath.Masquerade
+}
+
+// datapathConfig is what the datapath is loaded with.
+func datapathConfig(cfg Config) (datapath.Config, error) {
+	masq, err := masquerade(cfg)
+	if err != nil {
+		return datapath.Config{}, err
+	}
+	return datapath.Config{PinDir: cfg.PinDir, Sizes: cfg.Sizes, TC: cfg.TC, Masquerade: masq}, nil
+}
+
+// masquerade returns cfg's masquerade settings with the address filled in
+// when none was given: the node's address on the external interfaces, where
+// kube-proxy's MASQUERADE would take it from, else on the others.
+func masquerade(cfg Config) (datapath.Masquerade, error) {
+	m := cfg.Network.Masquerade
+	ifaces := append(append([]string{}, cfg.Network.ExternalInterfaces...), cfg.Interfaces...)
+	if m.IP.IsValid() || len(ifaces) == 0 {
+		return m, nil
+	}
+	ip, err := datapath.FirstIPv4(cfg.NetNS, ifaces...)
+	if err != nil {
+		return m, fmt.Errorf("masquerade address (give --masquerade-ip): %w", err)
+	}
+	cfg.Log.Info("masquerading with the node's address", "address", ip.String())
+	m.IP = ip
+	return m, nil
+}
+
+// attachExternal attaches the external-role load balancer.
+func (a *Agent) attachExternal() error {
+	for _, name := range a.cfg.Network.ExternalInterfaces {
+		ifc := datapath.Iface{NetNS: a.cfg.NetNS, Name: name}
+		mode, err := a.dp.AttachTCRole(ifc, datapath.RoleExternal)
+		if err != nil {
+			return err
+		}
+		a.log.Info("attached per-packet load balancer", "interface", ifc.String(), "role", "external", "mode", string(mode))
+	}
+	return nil
+}
