@@ -11,6 +11,7 @@ packages=(
 	bpftool=7.1.0+6.1.192-3        # debugging the lab's datapath
 	iproute2=6.1.0-3               # ip netns, used by the lab and tests
 	iperf3=3.12-1+deb12u2          # throughput benchmarks
+	iptables=1.8.9-2               # test/conformance: real kube-proxy (iptables mode), only inside fp- netns
 )
 
 missing=()

@@ -326,6 +326,9 @@ func serviceValue(spec FrontendSpec, revNat uint32, count int) lbmap.ServiceValu
 		v.Flags |= lbmap.ServiceAffinity
 		v.AffinityTimeout = uint32(spec.AffinityTimeout / time.Second)
 	}
+	if spec.ExtLocal {
+		v.Flags |= lbmap.ServiceExtLocal
+	}
 	return v
 }
 

@@ -174,7 +174,7 @@ func (t *Table) release(key lbmap.ServiceKey, name ServiceName) {
 }
 
 func sameSpec(a, b FrontendSpec) bool {
-	return a.Frontend == b.Frontend && a.AffinityTimeout == b.AffinityTimeout &&
+	return a.Frontend == b.Frontend && a.AffinityTimeout == b.AffinityTimeout && a.ExtLocal == b.ExtLocal &&
 		slices.Equal(a.Backends, b.Backends)
 }
 

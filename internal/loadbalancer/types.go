@@ -143,6 +143,10 @@ type FrontendSpec struct {
 	// AffinityTimeout is zero for no session affinity, otherwise a whole
 	// number of seconds (the map holds seconds in 32 bits).
 	AffinityTimeout time.Duration
+	// ExtLocal is externalTrafficPolicy: Local: traffic from outside the
+	// node keeps its source address (no masquerade), and Backends holds
+	// only this node's endpoints.
+	ExtLocal bool
 }
 
 // Service is everything one service wants programmed.

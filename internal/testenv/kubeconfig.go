@@ -47,3 +47,11 @@ func writeKubeconfig(path, server string, caPEM []byte, u User) error {
 func (e *Env) WriteKubeconfig(path string, u User) error {
 	return writeKubeconfig(path, e.Host, e.CAData, u)
 }
+
+// WriteKubeconfigFor is WriteKubeconfig with another server URL: for a
+// process in a network namespace that cannot use the forwarder (it listens
+// in the caller's namespace) and reaches the apiserver over a link into
+// NetnsPath() instead, at https://ADDR:APIServerPort.
+func (e *Env) WriteKubeconfigFor(path, server string, u User) error {
+	return writeKubeconfig(path, server, e.CAData, u)
+}

@@ -101,6 +101,11 @@ const (
 	etcdClientURL = "http://127.0.0.1:2379"
 	etcdPeerURL   = "http://127.0.0.1:2380"
 	apiserverAddr = "127.0.0.1:6443"
+	// APIServerPort is the apiserver's port inside the env's namespace. It
+	// listens on every address there, so a namespace joined to the env's by
+	// a link of its own reaches it at https://<env-side address>:6443 (give
+	// that address in Options.ExtraSANs; see WriteKubeconfigFor).
+	APIServerPort = 6443
 )
 
 // Start runs a control plane and returns when it is ready: /readyz answers

@@ -150,6 +150,7 @@ var flagBits = []struct {
 	{lbmap.ServiceNodePort, "nodeport"},
 	{lbmap.ServiceExternalIP, "externalip"},
 	{lbmap.ServiceLoadBalancer, "loadbalancer"},
+	{lbmap.ServiceExtLocal, "ext-local"},
 }
 
 func flagNames(flags uint16) string {

@@ -1,0 +1,135 @@
+package k8s
+
+import (
+	"cmp"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/fastpath-net/fastpath/internal/k8s/svctranslate"
+	"github.com/fastpath-net/fastpath/internal/loadbalancer"
+)
+
+// take empties the dirty set and returns it with the node facts to
+// translate against. Events after this mark Services dirty again, so
+// nothing is lost between taking and reading the caches.
+func (w *Watcher) take() ([]loadbalancer.ServiceName, svctranslate.Node) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	names := make([]loadbalancer.ServiceName, 0, len(w.dirty))
+	for n := range w.dirty {
+		names = append(names, n)
+	}
+	if len(w.dirty) > 64 { // a cleared map keeps its size; see Table.resetDirty
+		w.dirty = map[loadbalancer.ServiceName]struct{}{}
+	} else {
+		clear(w.dirty)
+	}
+	slices.SortFunc(names, compareNames)
+	return names, w.node
+}
+
+// fullUpdate translates every Service in the caches: the first state after
+// a start, which replaces whatever the receiver held.
+func (w *Watcher) fullUpdate() Update {
+	_, node := w.take()
+	svcs, err := w.services.List(labels.Everything())
+	if err != nil { // a cache List does not fail; keep going with nothing
+		w.log.Error("listing services from the cache", "error", err)
+	}
+	slices.SortFunc(svcs, func(a, b *corev1.Service) int {
+		return compareNames(svctranslate.NameOf(a), svctranslate.NameOf(b))
+	})
+	u := Update{Full: true}
+	w.delivered = make(map[loadbalancer.ServiceName]loadbalancer.Service, len(svcs))
+	for _, svc := range svcs {
+		if res, ok := w.translate(svc, node); ok {
+			w.delivered[res.Service.Name] = res.Service
+			u.Upserted = append(u.Upserted, res.Service)
+		}
+	}
+	return u
+}
+
+// batch translates the dirty Services and returns what changed since the
+// last delivery.
+func (w *Watcher) batch() Update {
+	names, node := w.take()
+	var u Update
+	for _, name := range names {
+		svc, programmed := w.current(name, node)
+		old, had := w.delivered[name]
+		switch {
+		case programmed && had && sameService(old, svc):
+			// Nothing this node programs changed (a status or label update).
+		case programmed:
+			w.delivered[name] = svc
+			u.Upserted = append(u.Upserted, svc)
+		case had:
+			delete(w.delivered, name)
+			u.Deleted = append(u.Deleted, name)
+		}
+	}
+	return u
+}
+
+// current translates the named Service as the caches hold it now; false
+// when it is gone or programs nothing.
+func (w *Watcher) current(name loadbalancer.ServiceName, node svctranslate.Node) (loadbalancer.Service, bool) {
+	svc, err := w.services.Services(name.Namespace).Get(name.Name)
+	if err != nil { // a cache lister fails only with NotFound
+		w.forget(name)
+		return loadbalancer.Service{}, false
+	}
+	res, ok := w.translate(svc, node)
+	return res.Service, ok
+}
+
+// translate runs svctranslate for one Service, records which node facts it
+// depends on, and reports its problems. ok is false when nothing of it is
+// programmed.
+func (w *Watcher) translate(svc *corev1.Service, node svctranslate.Node) (svctranslate.Result, bool) {
+	name := svctranslate.NameOf(svc)
+	if w.translated != nil {
+		w.translated(name)
+	}
+	res := svctranslate.Translate(svc, w.slicesOf(name), node)
+	w.mu.Lock()
+	setMember(w.addrUsers, name, res.UsesNodeAddresses)
+	setMember(w.zoneUsers, name, res.UsesZone)
+	w.mu.Unlock()
+	w.rep.problems(name, res)
+	if res.Skipped != "" {
+		w.log.Debug("service not programmed", "service", name.String(), "reason", res.Skipped)
+		return res, false
+	}
+	return res, true
+}
+
+// forget drops everything kept about a deleted Service.
+func (w *Watcher) forget(name loadbalancer.ServiceName) {
+	w.mu.Lock()
+	delete(w.addrUsers, name)
+	delete(w.zoneUsers, name)
+	w.mu.Unlock()
+	w.rep.forget(name)
+}
+
+func setMember(set map[loadbalancer.ServiceName]struct{}, name loadbalancer.ServiceName, in bool) {
+	if in {
+		set[name] = struct{}{}
+	} else {
+		delete(set, name)
+	}
+}
+
+func sameService(a, b loadbalancer.Service) bool {
+	return a.Name == b.Name && slices.EqualFunc(a.Frontends, b.Frontends, func(x, y loadbalancer.FrontendSpec) bool {
+		return x.Frontend == y.Frontend && x.AffinityTimeout == y.AffinityTimeout && slices.Equal(x.Backends, y.Backends)
+	})
+}
+
+func compareNames(a, b loadbalancer.ServiceName) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}

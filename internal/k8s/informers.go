@@ -1,0 +1,191 @@
+package k8s
+
+import (
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/fastpath-net/fastpath/internal/k8s/svctranslate"
+	"github.com/fastpath-net/fastpath/internal/loadbalancer"
+)
+
+// proxySelector is kube-proxy's informer selector: no Service another proxy
+// owns, no slice of a headless Service.
+const proxySelector = "!" + svctranslate.LabelServiceProxyName + ",!" + svctranslate.LabelHeadless
+
+// byService indexes EndpointSlices by "namespace/service-name".
+const byService = "service"
+
+func (w *Watcher) setupInformers() error {
+	// No periodic informer resync: it would re-deliver every object and
+	// recompute every Service. The agent's own periodic map Resync repairs
+	// drift in the maps.
+	w.factory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = proxySelector }),
+		informers.WithTransform(stripManagedFields))
+	svcInf := w.factory.Core().V1().Services()
+	sliceInf := w.factory.Discovery().V1().EndpointSlices().Informer()
+	if err := sliceInf.AddIndexers(cache.Indexers{byService: sliceServiceKey}); err != nil {
+		return err
+	}
+	w.services, w.slices = svcInf.Lister(), sliceInf.GetIndexer()
+	nodeSelector := fields.OneTermEqualSelector("metadata.name", w.cfg.NodeName).String()
+	w.nodeFactory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }),
+		informers.WithTransform(stripManagedFields))
+	nodeInf := w.nodeFactory.Core().V1().Nodes().Informer()
+	for _, reg := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{svcInf.Informer(), handler(w.onService)},
+		{sliceInf, cache.ResourceEventHandlerFuncs{AddFunc: w.onSlice, UpdateFunc: w.onSliceUpdate, DeleteFunc: w.onSlice}},
+		{nodeInf, cache.ResourceEventHandlerFuncs{AddFunc: w.onNode, UpdateFunc: func(_, n any) { w.onNode(n) }, DeleteFunc: func(any) { w.setNode(nil) }}},
+	} {
+		r, err := reg.inf.AddEventHandler(reg.h)
+		if err != nil {
+			return err
+		}
+		// The registration's HasSynced also waits until the handler has
+		// seen every object of the initial list, so the node's facts are
+		// in place before the first full update.
+		w.synced = append(w.synced, r.HasSynced)
+	}
+	return nil
+}
+
+// handler calls f with the object of every add, update and delete.
+func handler(f func(any)) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, n any) { f(n) }, DeleteFunc: f}
+}
+
+// stripManagedFields drops what the translation never reads and the caches
+// would otherwise hold for every object: managedFields are often the larger
+// part of a Service.
+func stripManagedFields(obj any) (any, error) {
+	if m, err := meta.Accessor(obj); err == nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// unwrap returns the object of a delete event, which is a tombstone when
+// the watch missed the deletion.
+func unwrap(obj any) any {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return t.Obj
+	}
+	return obj
+}
+
+func (w *Watcher) onService(obj any) {
+	if svc, ok := unwrap(obj).(*corev1.Service); ok {
+		w.markDirty(svctranslate.NameOf(svc))
+	}
+}
+
+func (w *Watcher) onSlice(obj any) {
+	if name, ok := sliceService(unwrap(obj)); ok {
+		w.markDirty(name)
+	}
+}
+
+// onSliceUpdate marks both Services when the label moved a slice between
+// them.
+func (w *Watcher) onSliceUpdate(old, cur any) {
+	w.onSlice(old)
+	w.onSlice(cur)
+}
+
+func sliceService(obj any) (loadbalancer.ServiceName, bool) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
+		return loadbalancer.ServiceName{}, false
+	}
+	return loadbalancer.ServiceName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]}, true
+}
+
+func sliceServiceKey(obj any) ([]string, error) {
+	if name, ok := sliceService(obj); ok {
+		return []string{name.String()}, nil
+	}
+	return nil, nil
+}
+
+// slicesOf returns the Service's slices from the cache.
+func (w *Watcher) slicesOf(name loadbalancer.ServiceName) []*discoveryv1.EndpointSlice {
+	objs, err := w.slices.ByIndex(byService, name.String())
+	if err != nil {
+		w.log.Error("endpointslice index", "service", name.String(), "error", err)
+		return nil
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (w *Watcher) onNode(obj any) {
+	if n, ok := unwrap(obj).(*corev1.Node); ok {
+		w.setNode(n)
+	}
+}
+
+// setNode takes this node's new facts and marks dirty only the Services
+// whose translation used what changed: addresses for NodePorts, the zone for
+// topology hints.
+func (w *Watcher) setNode(obj *corev1.Node) {
+	n := svctranslate.NodeFromObject(w.cfg.NodeName, obj, w.cfg.NodePortCIDRs)
+	w.mu.Lock()
+	old := w.node
+	w.node = n
+	if obj != nil && !w.nodeSeen {
+		w.log.Info("node found", "node", n.Name, "zone", n.Zone, "addresses", fmt.Sprint(n.Addresses))
+	}
+	w.nodeSeen = obj != nil
+	marked := 0
+	if !slices.Equal(old.Addresses, n.Addresses) {
+		marked += markAll(w.dirty, w.addrUsers)
+	}
+	if old.Zone != n.Zone {
+		marked += markAll(w.dirty, w.zoneUsers)
+	}
+	w.mu.Unlock()
+	if marked > 0 {
+		w.log.Info("node changed; recomputing the services that depend on it", "node", n.Name,
+			"zone", n.Zone, "addresses", fmt.Sprint(n.Addresses), "services", marked)
+		w.wake()
+	}
+}
+
+func markAll(dirty, users map[loadbalancer.ServiceName]struct{}) int {
+	for name := range users {
+		dirty[name] = struct{}{}
+	}
+	return len(users)
+}
+
+func (w *Watcher) markDirty(name loadbalancer.ServiceName) {
+	w.mu.Lock()
+	w.dirty[name] = struct{}{}
+	w.mu.Unlock()
+	w.wake()
+}
+
+// wake tells the worker there is work; a pending wake-up is enough.
+func (w *Watcher) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}

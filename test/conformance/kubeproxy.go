@@ -1,0 +1,175 @@
+package conformance
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/testenv"
+)
+
+// kubeProxy is the reference: the real kube-proxy v1.37 in iptables mode,
+// running inside the node namespace (never in the root namespace: it is
+// forked from a thread that entered the node's namespace, and Start checks
+// /proc/PID/ns/net before the first case). Its rules live in that namespace
+// and vanish with it.
+type kubeProxy struct {
+	bin    string
+	topo   *Topology
+	thread *nodeThread
+	proc   *child
+}
+
+func newKubeProxy() (*kubeProxy, error) {
+	bin, err := testenv.Binary("kube-proxy")
+	if err != nil {
+		return nil, err
+	}
+	return &kubeProxy{bin: bin}, nil
+}
+
+func (k *kubeProxy) Name() string { return "kube-proxy" }
+
+func (k *kubeProxy) Start(ctx context.Context, env *testenv.Env, topo *Topology, dir string) error {
+	k.topo = topo
+	kubeconfig := filepath.Join(dir, "kube-proxy.kubeconfig")
+	// The server is the control-plane end of the node's own link: the
+	// testenv forwarder listens in the root namespace, out of reach here.
+	if err := env.WriteKubeconfigFor(kubeconfig, topo.APIServerURL, env.KubeProxy); err != nil {
+		return err
+	}
+	var err error
+	if k.thread, err = newNodeThread(topo.Node); err != nil {
+		return err
+	}
+	args := []string{
+		"--kubeconfig=" + kubeconfig,
+		"--hostname-override=" + nodeName,
+		"--proxy-mode=iptables",
+		"--cluster-cidr=" + clusterCIDR,
+		// NodePorts on the Node's address facing the external client only,
+		// the same set fastpath is given.
+		"--nodeport-addresses=" + nodePortCIDR,
+		// Both servers bind inside the node namespace.
+		"--metrics-bind-address=127.0.0.1:10249",
+		"--healthz-bind-address=127.0.0.1:10256",
+		// Leave every global and conntrack setting alone: the node
+		// namespace is a test's, and nf_conntrack_max is the machine's.
+		"--conntrack-max-per-core=0",
+		"--conntrack-tcp-timeout-established=0",
+		"--conntrack-tcp-timeout-close-wait=0",
+		"--iptables-localhost-nodeports=false",
+		"--oom-score-adj=0",
+		// kube-proxy's default is 1s between syncs; a shorter one only
+		// shortens the waits, the rules are the same.
+		"--iptables-min-sync-period=100ms",
+		"--v=2",
+	}
+	if k.proc, err = k.thread.start(dir, "kube-proxy", k.bin, args); err != nil {
+		return err
+	}
+	same, err := sameNetns(k.proc.pid(), topo.Node)
+	if err != nil || !same {
+		k.Stop()
+		return fmt.Errorf("SAFETY: kube-proxy (pid %d) is not in the node namespace %s (err %v); stopped it", k.proc.pid(), topo.Node.Name, err)
+	}
+	return nil
+}
+
+// natRules is `iptables-save -t nat` inside the node namespace.
+func (k *kubeProxy) natRules() (string, error) {
+	if err := k.proc.running(); err != nil {
+		return "", fmt.Errorf("%w\n%s", err, k.proc.tail(30))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := k.thread.run(ctx, "iptables-save", "-t", "nat")
+	return string(out), err
+}
+
+func (k *kubeProxy) HasMarker(vip string, port int) (bool, error) {
+	rules, err := k.natRules()
+	if err != nil {
+		return false, err
+	}
+	// The service rule for the marker's current port and the DNAT to the
+	// marker endpoint's current port: the first comes from the Service
+	// watch, the second from the EndpointSlice watch.
+	svc := fmt.Sprintf("-d %s/32 -p tcp -m comment --comment \"%s/%s:m cluster IP\" -m tcp --dport %d ", vip, namespace, markerName, port)
+	dnat := fmt.Sprintf("--to-destination %s:%d", markerIPStr, port)
+	return strings.Contains(rules, svc) && strings.Contains(rules, dnat), nil
+}
+
+var (
+	// -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "..." -m tcp --dport 80 -j KUBE-SVC-...
+	svcRule = regexp.MustCompile(`^-A KUBE-SERVICES -d (\S+)/32 -p (\w+) .*--dport (\d+) `)
+	// -A KUBE-NODEPORTS -p tcp -m comment --comment "..." -m tcp --dport 30001 -j KUBE-EXT-...
+	nodePortRule = regexp.MustCompile(`^-A KUBE-NODEPORTS -p (\w+) .*--dport (\d+) `)
+)
+
+func (k *kubeProxy) Frontends() ([]string, error) {
+	rules, err := k.natRules()
+	if err != nil {
+		return nil, err
+	}
+	// Services without endpoints are REJECTed in the filter table.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	filter, err := k.thread.run(ctx, "iptables-save", "-t", "filter")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(rules + string(filter)))
+	for sc.Scan() {
+		line := sc.Text()
+		if m := svcRule.FindStringSubmatch(line); m != nil {
+			out = append(out, fmt.Sprintf("%s:%s/%s", m[1], m[3], strings.ToUpper(m[2])))
+		}
+		// NodePorts: only on the Node's address (--nodeport-addresses).
+		if m := nodePortRule.FindStringSubmatch(line); m != nil {
+			out = append(out, fmt.Sprintf("%s:%s/%s", nodeIPStr, m[2], strings.ToUpper(m[1])))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func (k *kubeProxy) Logs() string {
+	if k.proc == nil {
+		return "(not started)"
+	}
+	return k.proc.tail(40)
+}
+
+// Rules is the whole ruleset in the node namespace, for failure logs.
+func (k *kubeProxy) Rules() string {
+	if k.thread == nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := k.thread.run(ctx, "iptables-save")
+	if err != nil {
+		return err.Error()
+	}
+	return string(bytes.TrimSpace(out))
+}
+
+func (k *kubeProxy) Stop() error {
+	if k.proc != nil {
+		k.proc.stop(5 * time.Second)
+	}
+	if k.thread != nil {
+		k.thread.close()
+		k.thread = nil
+	}
+	// Its rules are in the node namespace, which the topology deletes.
+	return nil
+}
