@@ -303,7 +303,7 @@ func (p probe) one() probe { p.oneOf = true; return p }
 //     source address (as with Cilium); kube-proxy masquerades it.
 func agentDifference(p probe) *fpDiff {
 	switch {
-	case strings.Contains(p.to.desc, "NodeIP:nodePort"):
+	case strings.Contains(p.to.desc, "NodeIP:nodePort") && p.proto != "sctp": // SCTP probes only see the request arrive
 		return &fpDiff{kind: "gap", why: whyNodePortMartian, want: []string{Timeout}}
 	case p.from == "client" && slices.Equal(p.src, []string{"node"}) &&
 		(strings.HasPrefix(p.to.desc, "LB-IP") || strings.HasPrefix(p.to.desc, "externalIP")):
