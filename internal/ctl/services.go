@@ -96,37 +96,9 @@ func scopeName(s uint8) string {
 }
 
 // BackendStateName names a backend state as fastpathctl prints it.
-func BackendStateName(s uint8) string {
-	switch s {
-	case lbmap.BackendActive:
-		return "active"
-	case lbmap.BackendTerminating:
-		return "terminating"
-	case lbmap.BackendQuarantined:
-		return "quarantined"
-	}
-	return fmt.Sprintf("state-%d", s)
-}
+func BackendStateName(s uint8) string { return lbmap.StateName(s) }
 
-func flagNames(f uint16) []string {
-	names := []struct {
-		bit  uint16
-		name string
-	}{
-		{lbmap.ServiceAffinity, "affinity"},
-		{lbmap.ServiceNodePort, "nodeport"},
-		{lbmap.ServiceExternalIP, "externalip"},
-		{lbmap.ServiceLoadBalancer, "loadbalancer"},
-		{lbmap.ServiceExtLocal, "ext-local"},
-	}
-	var out []string
-	for _, n := range names {
-		if f&n.bit != 0 {
-			out = append(out, n.name)
-		}
-	}
-	return out
-}
+func flagNames(f uint16) []string { return lbmap.FlagNames(f) }
 
 // FormatServices renders rows as the `service list` table.
 func FormatServices(rows []ServiceRow) string {

@@ -142,42 +142,15 @@ func serviceValue(slot uint16, v lbmap.ServiceValue) string {
 	return strings.Join(f, " ")
 }
 
-var flagBits = []struct {
-	bit  uint16
-	name string
-}{
-	{lbmap.ServiceAffinity, "affinity"},
-	{lbmap.ServiceNodePort, "nodeport"},
-	{lbmap.ServiceExternalIP, "externalip"},
-	{lbmap.ServiceLoadBalancer, "loadbalancer"},
-	{lbmap.ServiceExtLocal, "ext-local"},
-}
-
 func flagNames(flags uint16) string {
-	var names []string
-	for _, fb := range flagBits {
-		if flags&fb.bit != 0 {
-			names = append(names, fb.name)
-			flags &^= fb.bit
-		}
-	}
-	if flags != 0 {
-		names = append(names, fmt.Sprintf("0x%x", flags))
-	}
+	names := lbmap.FlagNames(flags)
 	if len(names) == 0 {
 		return "-"
 	}
 	return strings.Join(names, "|")
 }
 
-var stateNames = []string{lbmap.BackendActive: "active", lbmap.BackendTerminating: "terminating", lbmap.BackendQuarantined: "quarantined"}
-
-func stateName(s uint8) string {
-	if int(s) < len(stateNames) {
-		return stateNames[s]
-	}
-	return fmt.Sprintf("state-%d", s)
-}
+func stateName(s uint8) string { return lbmap.StateName(s) }
 
 // Parse reads lines in the form String writes. Blank lines and lines
 // starting with # are skipped.
@@ -301,9 +274,9 @@ func parseFlags(s string) (uint16, error) {
 	var flags uint16
 next:
 	for _, name := range strings.Split(s, "|") {
-		for _, fb := range flagBits {
-			if name == fb.name {
-				flags |= fb.bit
+		for _, fb := range lbmap.ServiceFlagNames {
+			if name == fb.Name {
+				flags |= fb.Bit
 				continue next
 			}
 		}
@@ -327,7 +300,7 @@ func parseBackend(s string) (lbmap.Backend, error) {
 		return v, err
 	}
 	v.Addr, v.Port, v.Proto = a, port, proto
-	if i := slices.Index(stateNames, state); i >= 0 {
+	if i := slices.Index(lbmap.BackendStateNames, state); i >= 0 {
 		v.State = uint8(i)
 		return v, nil
 	}
