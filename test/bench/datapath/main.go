@@ -1,0 +1,692 @@
+// Command datapath measures fastpath's datapath against its performance
+// budget and writes the results to docs/benchmarks (datapath.md, .csv).
+//
+//	make bench-datapath       # go run ./test/bench/datapath -out docs/benchmarks
+//	go run ./test/bench/datapath -quick -out /tmp/bench
+//
+// It measures, in one run and for each number of services N:
+//
+//   - new connections per second (connect, 16-byte request, 64-byte reply,
+//     close) and request latency on kept-alive connections, with 1 and 2
+//     load-generator workers, for four client paths: "tc" (client namespace
+//     -> VIP through the per-packet load balancer on the node), "sock" (a
+//     process in a cgroup with the socket load balancer, in the node
+//     namespace -> VIP), and the direct paths without a service, "direct"
+//     (client namespace -> backend) and "direct-node" (the socket-LB client,
+//     same cgroup and namespace -> backend). Every connection picks one of
+//     the N services at random.
+//   - the time the reconciler takes to apply one changed service with 50,000
+//     services in the real kernel maps, and a raw map update for comparison;
+//   - the agent's memory and start-up time, and the maps' memory.
+//
+// It asserts nothing: it measures and reports, next to the budget targets.
+// Everything it creates lives in fp- network namespaces, a cgroup v2 subtree
+// and a bpffs directory named fp-bench-*, and is removed at the end, also on
+// failure and on Ctrl-C.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fastpath-net/fastpath/internal/ctl"
+	"github.com/fastpath-net/fastpath/internal/servicefile"
+)
+
+type config struct {
+	Out         string        // directory for datapath.md and datapath.csv
+	Ns          []int         // numbers of services
+	Workers     []int         // load-generator worker counts
+	Duration    time.Duration // measured window of a new-connection point
+	LatDuration time.Duration // measured window of a latency point
+	Warmup      time.Duration // load before each window, not counted
+	Reps        int           // repetitions of every point; the median is reported
+	Pool        int           // kept-alive connections per worker
+	UpdateN     int           // services in the maps for the update benchmark; 0: the largest N
+	UpdateOps   int           // changes timed per kind
+	AgentBin    string        // prebuilt fastpath-agent; "": build one
+	Command     string        // how the run was started, for the report
+	ID          string        // names everything the run creates fp-bench-<ID>; "": random
+	WaitIdle    time.Duration // wait at most this long for a quiet machine before measuring; 0: do not check
+	Log         io.Writer     // progress
+}
+
+func defaultConfig() config {
+	return config{
+		Out:         "docs/benchmarks",
+		Ns:          []int{1, 1000, 10000, 50000},
+		Workers:     []int{1, 2},
+		Duration:    time.Second,
+		LatDuration: 500 * time.Millisecond,
+		Warmup:      200 * time.Millisecond,
+		Reps:        5,
+		Pool:        32,
+		UpdateOps:   1000,
+		WaitIdle:    time.Minute,
+		Log:         os.Stderr,
+	}
+}
+
+func main() {
+	if loadgenChild() {
+		os.Exit(loadgenMain())
+	}
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-datapath:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-datapath:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("bench-datapath", flag.ContinueOnError)
+	fs.StringVar(&cfg.Out, "out", cfg.Out, "directory for datapath.md and datapath.csv")
+	ns := fs.String("n", "1,1000,10000,50000", "numbers of services, comma-separated")
+	workers := fs.String("workers", "1,2", "load-generator worker counts, comma-separated")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window of each new-connection point")
+	fs.DurationVar(&cfg.LatDuration, "latency-duration", cfg.LatDuration, "measured window of each kept-alive latency point")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "load before each window, not counted")
+	fs.IntVar(&cfg.Reps, "reps", cfg.Reps, "repetitions of every point (the median is reported)")
+	fs.IntVar(&cfg.Pool, "pool", cfg.Pool, "kept-alive connections per worker")
+	fs.IntVar(&cfg.UpdateN, "update-n", 0, "services in the maps while timing updates (0: the largest -n)")
+	fs.IntVar(&cfg.UpdateOps, "update-ops", cfg.UpdateOps, "changes timed per kind of update")
+	fs.DurationVar(&cfg.WaitIdle, "wait-idle", cfg.WaitIdle, "wait at most this long for other processes to leave the CPUs before measuring (0: do not check)")
+	fs.StringVar(&cfg.AgentBin, "agent", "", "prebuilt fastpath-agent binary (default: go build one into a temp dir)")
+	quick := fs.Bool("quick", false, "short run: 0.5s windows, one repetition, 200 updates (flags given explicitly win)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *quick {
+		for name, apply := range map[string]func(){
+			"duration":         func() { cfg.Duration = 500 * time.Millisecond },
+			"latency-duration": func() { cfg.LatDuration = 300 * time.Millisecond },
+			"warmup":           func() { cfg.Warmup = 100 * time.Millisecond },
+			"reps":             func() { cfg.Reps = 1 },
+			"update-ops":       func() { cfg.UpdateOps = 200 },
+		} {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	var err error
+	if cfg.Ns, err = intList(*ns, 1, 200000); err != nil {
+		return cfg, fmt.Errorf("-n: %w", err)
+	}
+	if cfg.Workers, err = intList(*workers, 1, 64); err != nil {
+		return cfg, fmt.Errorf("-workers: %w", err)
+	}
+	cfg.Command = "go run ./test/bench/datapath " + strings.Join(args, " ")
+	return cfg, cfg.validate()
+}
+
+func (c *config) validate() error {
+	switch {
+	case len(c.Ns) == 0 || len(c.Workers) == 0:
+		return errors.New("need at least one -n and one -workers value")
+	case c.Duration <= 0 || c.LatDuration <= 0 || c.Warmup < 0:
+		return errors.New("durations must be positive")
+	case c.Duration > 10*time.Minute || c.LatDuration > 10*time.Minute:
+		return errors.New("durations above 10 minutes are surely a mistake")
+	case c.Reps < 1 || c.Reps > 100:
+		return errors.New("-reps: 1..100")
+	case c.Pool < 1 || c.Pool > 1024:
+		return errors.New("-pool: 1..1024")
+	case c.UpdateOps < 1 || c.UpdateOps > 1000000:
+		return errors.New("-update-ops: 1..1000000")
+	case c.Out == "":
+		return errors.New("-out is required")
+	}
+	return nil
+}
+
+func intList(s string, lo, hi int) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(strings.ReplaceAll(f, "_", ""))
+		if f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v < lo || v > hi {
+			return nil, fmt.Errorf("%q: want whole numbers %d..%d", f, lo, hi)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// modeSpec is one client path.
+type modeSpec struct {
+	Name   string
+	Where  string // the client's namespace: "client", "direct" or "node"
+	Cgroup bool   // client process in the benchmark's cgroup (socket LB)
+	VIP    bool   // connects to the service VIP (else to its backend)
+	Base   string // the direct mode it is compared with
+	Desc   string
+}
+
+var modes = []modeSpec{
+	{Name: "direct", Where: "direct", Desc: "a client netns like the tc client's (own veth to the node, TC program on it) -> backend IP:port, no service; baseline of tc"},
+	{Name: "tc", Where: "client", VIP: true, Base: "direct", Desc: "client netns -> VIP:80, per-packet LB at TC ingress of the node"},
+	{Name: "direct-node", Where: "node", Cgroup: true, Desc: "node netns, process in the socket-LB cgroup -> backend IP:port, no service; baseline of sock"},
+	{Name: "sock", Where: "node", Cgroup: true, VIP: true, Base: "direct-node", Desc: "node netns, process in the socket-LB cgroup -> VIP:80, socket LB at connect()"},
+}
+
+// point is one measurement: one load-generator run.
+type point struct {
+	N        int
+	Mode     string
+	Kind     string
+	Workers  int
+	Rep      int
+	Rate     float64 // ops/s
+	P50, P99 float64 // µs
+	Ops      uint64
+	Errors   uint64
+	ErrKinds map[string]uint64
+	Stuck    int
+	// CPU in % of one core over the window (client) or the child's whole
+	// life (server = the harness process, agent).
+	ClientUser, ClientSys float64 // seconds
+	ClientCPU             float64
+	ServerCPU             float64
+	AgentCPU              float64
+	ForwardNew            uint64 // flows the TC load balancer DNATed during the run
+	SockConnect           uint64 // connects the socket load balancer translated
+	Drops                 uint64 // drop_* during the run
+	// Machine-wide, in % of all CPUs, over the child's whole life.
+	MachineBusy, Softirq, Steal float64
+	// Kernel TCP counters over the run (tcpCounters), all namespaces.
+	SynRetrans, PAWSTimewait, TWRecycled uint64
+	// OtherCPU is machine busy time not used by client, servers or agent,
+	// in % of one core: other processes, or kernel work outside them.
+	OtherCPU float64
+	Err      string // the run failed; no numbers
+}
+
+// nResult is what one N costs the agent.
+type nResult struct {
+	N          int
+	FileBytes  int64
+	Parse      time.Duration // servicefile.Parse of the file, in this process
+	ParseAlloc uint64        // bytes allocated by that parse
+	Ready      time.Duration // agent exec -> "datapath programmed"
+	Took       time.Duration // the agent's own "took" for that first sync
+	RSS, HWM   uint64        // agent VmRSS, VmHWM once programmed
+	RSSAfter   uint64        // agent VmRSS after the traffic
+	MapMem     uint64        // kernel memlock accounting over all maps, once programmed
+	MapMemEnd  uint64        // the same after the traffic (ct filled)
+	Maps       []ctl.MapStatus
+	Counters   map[string]uint64 // datapath counters over all traffic of this N
+	// AgentWarnings are the agent's WARN and ERROR log lines (at most 10).
+	AgentWarnings []string
+}
+
+type machine struct {
+	CPU, Kernel, GoVersion string
+	NumCPU                 int
+	MemTotal               string
+}
+
+type results struct {
+	Cfg        config
+	Start, End time.Time
+	LoadStart  string // /proc/loadavg when the run started
+	LoadEnd    string
+	// The machine's busy share (all CPUs) in the last sample before the
+	// measurements, and how long the run waited for it; -1: not checked.
+	QuietBusy float64
+	Waited    time.Duration
+	Machine   machine
+	Points    []point
+	PerN      []nResult
+	Update    *updateResult
+	UpdatePin string
+}
+
+// run measures everything and writes the report. Everything it creates is
+// removed before it returns.
+func run(ctx context.Context, cfg config) (err error) {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (BPF, network namespaces, cgroups)")
+	}
+	res := &results{Cfg: cfg, Start: time.Now(), Machine: describeMachine(), LoadStart: loadAvg()}
+	logf(cfg, "fastpath datapath benchmark: N=%v workers=%v window %s (latency %s) warm-up %s, %d rep(s); about %s",
+		cfg.Ns, cfg.Workers, cfg.Duration, cfg.LatDuration, cfg.Warmup, cfg.Reps, estimate(cfg).Round(time.Second))
+
+	env, err := newEnv(cfg.Log, cfg.ID)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := env.close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
+		}
+	}()
+	bin := cfg.AgentBin
+	if bin == "" {
+		t := time.Now()
+		if bin, err = buildAgent(ctx, env.tmp); err != nil {
+			return err
+		}
+		logf(cfg, "built fastpath-agent in %s", time.Since(t).Round(time.Millisecond))
+	}
+	if res.QuietBusy, res.Waited, err = waitQuiet(ctx, cfg); err != nil {
+		return err
+	}
+	for _, n := range cfg.Ns {
+		nr, pts, err := benchN(ctx, cfg, env, bin, n)
+		if err != nil {
+			return fmt.Errorf("at %d services: %w", n, err)
+		}
+		res.PerN = append(res.PerN, *nr)
+		res.Points = append(res.Points, pts...)
+	}
+
+	updN := cfg.UpdateN
+	if updN == 0 {
+		updN = slices.Max(cfg.Ns)
+	}
+	logf(cfg, "map updates: %d services, %d changes of each kind", updN, cfg.UpdateOps)
+	pin := filepath.Join(env.pinRoot, "update")
+	res.Update, err = benchUpdates(ctx, pin, updN, cfg.UpdateOps, env.backends)
+	if uerr := env.detach(pin); uerr != nil {
+		err = errors.Join(err, uerr)
+	}
+	if err != nil {
+		return fmt.Errorf("update latency: %w", err)
+	}
+	for _, o := range res.Update.Ops {
+		logf(cfg, "  %-18s median %6.1fµs p99 %6.1fµs", o.Name, us(o.quantile(0.5)), us(o.quantile(0.99)))
+	}
+	res.End, res.LoadEnd = time.Now(), loadAvg()
+	if err := writeReport(cfg.Out, res); err != nil {
+		return err
+	}
+	logf(cfg, "wrote %s and %s (%s)", filepath.Join(cfg.Out, "datapath.md"), filepath.Join(cfg.Out, "datapath.csv"),
+		res.End.Sub(res.Start).Round(time.Second))
+	return nil
+}
+
+// quietBusy is the busy share of all CPUs below which the machine counts as
+// quiet: the benchmark shares it with nobody else.
+const quietBusy = 20.0
+
+// waitQuiet samples the machine's CPU use for 3 s at a time until it is
+// quiet or cfg.WaitIdle has passed. It never fails the run for a busy
+// machine: the report shows what the machine was doing.
+func waitQuiet(ctx context.Context, cfg config) (busy float64, waited time.Duration, err error) {
+	if cfg.WaitIdle <= 0 {
+		return -1, 0, nil
+	}
+	start := time.Now()
+	for {
+		a, err := readCPUStat()
+		if err != nil {
+			return -1, 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return -1, 0, ctx.Err()
+		case <-time.After(3 * time.Second):
+		}
+		b, err := readCPUStat()
+		if err != nil {
+			return -1, 0, err
+		}
+		busy, _, _ = busyPct(a, b)
+		waited = time.Since(start)
+		if busy <= quietBusy {
+			logf(cfg, "machine quiet: %.0f %% of all CPUs busy", busy)
+			return busy, waited, nil
+		}
+		if waited >= cfg.WaitIdle {
+			logf(cfg, "machine still %.0f %% busy after waiting %s: measuring anyway (see \"other CPU\" in the report)", busy, waited.Round(time.Second))
+			return busy, waited, nil
+		}
+		logf(cfg, "machine %.0f %% busy with other work; waiting for it to calm down (at most %s more)", busy, (cfg.WaitIdle - waited).Round(time.Second))
+	}
+}
+
+// estimate is the expected wall time of the traffic part.
+func estimate(cfg config) time.Duration {
+	per := time.Duration(len(modes)*len(cfg.Workers)*cfg.Reps) * (cfg.Duration + cfg.LatDuration + 2*cfg.Warmup + 100*time.Millisecond)
+	return time.Duration(len(cfg.Ns)) * (per + 5*time.Second)
+}
+
+// benchN programs n services with a fresh agent and measures every mode.
+func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (nr *nResult, pts []point, err error) {
+	nr = &nResult{N: n}
+	file := filepath.Join(env.tmp, fmt.Sprintf("services-%d.yaml", n))
+	if nr.FileBytes, err = writeServices(file, n, env.backends); err != nil {
+		return nil, nil, err
+	}
+	if err := timeParse(file, n, nr); err != nil {
+		return nil, nil, err
+	}
+
+	// No program of an earlier agent may still be attached.
+	if left, err := env.attachedTCX(); err != nil || left != 0 {
+		return nil, nil, fmt.Errorf("node interfaces still carry %d TC programs before the agent starts (%v)", left, err)
+	}
+	pin := filepath.Join(env.pinRoot, fmt.Sprintf("n%d", n))
+	agent, err := env.startAgent(bin, pin, file)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		err = errors.Join(err, agent.stop(), env.detach(pin))
+	}()
+	limit := 60*time.Second + time.Duration(n)*2*time.Millisecond
+	if nr.Ready, nr.Took, err = agent.waitProgrammed(ctx, n, limit); err != nil {
+		return nil, nil, err
+	}
+	if nr.RSS, nr.HWM, err = procMem(agent.pid()); err != nil {
+		return nil, nil, err
+	}
+	st, err := mapStatus(pin)
+	if err != nil {
+		return nil, nil, err
+	}
+	nr.MapMem = st.MapMemoryBytes
+	logf(cfg, "N=%d: file %s parsed in %s; agent programmed in %s (sync %s), RSS %s (peak %s), maps %s",
+		n, mib(uint64(nr.FileBytes)), nr.Parse.Round(time.Millisecond), nr.Ready.Round(time.Millisecond),
+		nr.Took.Round(time.Millisecond), mib(nr.RSS), mib(nr.HWM), mib(nr.MapMem))
+
+	ctr, err := openCounters(pin)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer ctr.close()
+	startCounters, err := ctr.read()
+	if err != nil {
+		return nil, nil, err
+	}
+	targets := map[bool][]string{true: vipTargets(n), false: directTargets(n, env.backends)}
+
+	// Every mode must carry traffic before anything is measured.
+	for _, m := range modes {
+		p, err := runPoint(ctx, cfg, env, agent, ctr, n, m, kindConn, 1, 0, targets[m.VIP], 100*time.Millisecond, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("probe of mode %s: %w", m.Name, err)
+		}
+		if p.Err != "" {
+			return nil, nil, fmt.Errorf("probe of mode %s: %s", m.Name, p.Err)
+		}
+		if p.Ops == 0 || p.Errors > 0 {
+			return nil, nil, fmt.Errorf("probe of mode %s: %d connections, %d errors %v", m.Name, p.Ops, p.Errors, p.ErrKinds)
+		}
+		// Each mode must take the path it claims: tc through the TC load
+		// balancer, sock through the socket one (and then no per-packet
+		// NAT), the direct modes through neither.
+		var ok bool
+		switch {
+		case m.VIP && m.Cgroup:
+			ok = p.SockConnect >= p.Ops && p.ForwardNew == 0
+		case m.VIP:
+			ok = p.ForwardNew >= p.Ops && p.SockConnect == 0
+		default:
+			ok = p.ForwardNew == 0 && p.SockConnect == 0
+		}
+		if !ok {
+			return nil, nil, fmt.Errorf("probe of mode %s: %d connections, but the datapath counted %d TC-balanced flows and %d socket-balanced connects",
+				m.Name, p.Ops, p.ForwardNew, p.SockConnect)
+		}
+	}
+
+	// Modes are interleaved within each repetition, and rotated between
+	// repetitions, so drift hits every mode alike.
+	for rep := 1; rep <= cfg.Reps; rep++ {
+		for _, kind := range []string{kindConn, kindLatency} {
+			dur := cfg.Duration
+			if kind == kindLatency {
+				dur = cfg.LatDuration
+			}
+			for _, w := range cfg.Workers {
+				for j := range modes {
+					m := modes[(j+rep-1)%len(modes)]
+					p, err := runPoint(ctx, cfg, env, agent, ctr, n, m, kind, w, rep, targets[m.VIP], dur, cfg.Warmup)
+					if err != nil {
+						return nil, nil, fmt.Errorf("%s %s workers=%d rep %d: %w", m.Name, kind, w, rep, err)
+					}
+					pts = append(pts, *p)
+					if p.Err != "" {
+						logf(cfg, "N=%-6d %-11s %-7s w=%d rep %d: FAILED: %s", n, m.Name, kind, w, rep, p.Err)
+						continue
+					}
+					logf(cfg, "N=%-6d %-11s %-7s w=%d rep %d: %8.0f/s p50 %6.1fµs p99 %7.1fµs  client %3.0f%% (user %2.0f%%) server %3.0f%% agent %2.0f%% other %3.0f%% synretrans %d paws-tw %d%s",
+						n, m.Name, kind, w, rep, p.Rate, p.P50, p.P99, p.ClientCPU,
+						100*p.ClientUser/dur.Seconds(), p.ServerCPU, p.AgentCPU, p.OtherCPU, p.SynRetrans, p.PAWSTimewait, errNote(p))
+				}
+			}
+		}
+	}
+
+	endCounters, err := ctr.read()
+	if err != nil {
+		return nil, nil, err
+	}
+	nr.Counters = diffCounters(endCounters, startCounters)
+	if nr.RSSAfter, _, err = procMem(agent.pid()); err != nil {
+		return nil, nil, err
+	}
+	if st, err = mapStatus(pin); err != nil {
+		return nil, nil, err
+	}
+	nr.MapMemEnd, nr.Maps = st.MapMemoryBytes, st.Maps
+	for _, l := range strings.Split(agent.log.String(), "\n") {
+		if (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) && len(nr.AgentWarnings) < 10 {
+			nr.AgentWarnings = append(nr.AgentWarnings, l)
+		}
+	}
+	return nr, pts, nil
+}
+
+func errNote(p *point) string {
+	if p.Errors == 0 && p.Stuck == 0 && p.Drops == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  ERRORS %d %v stuck %d drops %d", p.Errors, p.ErrKinds, p.Stuck, p.Drops)
+}
+
+// timeParse parses the services file in this process, as the agent will,
+// and records time and allocation.
+func timeParse(file string, n int, nr *nResult) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	t := time.Now()
+	svcs, err := servicefile.Parse(data)
+	nr.Parse = time.Since(t)
+	runtime.ReadMemStats(&m1)
+	nr.ParseAlloc = m1.TotalAlloc - m0.TotalAlloc
+	if err != nil {
+		return fmt.Errorf("generated services file does not parse: %w", err)
+	}
+	if len(svcs) != n {
+		return fmt.Errorf("generated services file holds %d services, want %d", len(svcs), n)
+	}
+	svcs = nil
+	runtime.GC()
+	return nil
+}
+
+// runPoint runs the load generator once and gathers what the others used
+// meanwhile.
+func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, ctr *counterReader,
+	n int, m modeSpec, kind string, workers, rep int, targets []string, dur, warmup time.Duration) (*point, error) {
+	var ns string
+	switch m.Where {
+	case "client":
+		ns = env.client.NS.Path()
+	case "direct":
+		ns = env.direct.NS.Path()
+	case "node":
+		ns = env.star.Node.Path()
+	default:
+		return nil, fmt.Errorf("mode %s: unknown client namespace %q", m.Name, m.Where)
+	}
+	spec := loadSpec{loadRequest: loadRequest{
+		NetNS: ns, Targets: targets, Kind: kind, Workers: workers,
+		Duration: dur, Warmup: warmup, Pool: cfg.Pool, Seed: rand.Uint64(),
+	}}
+	if m.Cgroup {
+		spec.Cgroup = env.cgroup
+	}
+	c0, err := ctr.read()
+	if err != nil {
+		return nil, err
+	}
+	a0, err := procCPU(agent.pid())
+	if err != nil {
+		return nil, err
+	}
+	tcp0, err := env.tcpStats()
+	if err != nil {
+		return nil, err
+	}
+	var ru0, ru1 unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+	cs0, err := readCPUStat()
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	res, err := runLoad(ctx, spec)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return &point{N: n, Mode: m.Name, Kind: kind, Workers: workers, Rep: rep, Err: err.Error()}, nil
+	}
+	wall := time.Since(t0).Seconds()
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+	cs1, err := readCPUStat()
+	if err != nil {
+		return nil, err
+	}
+	a1, err := procCPU(agent.pid())
+	if err != nil {
+		return nil, fmt.Errorf("agent gone: %w", err)
+	}
+	c1, err := ctr.read()
+	if err != nil {
+		return nil, err
+	}
+	tcp1, err := env.tcpStats()
+	if err != nil {
+		return nil, err
+	}
+	dt := diffCounters(tcp1, tcp0)
+	dc := diffCounters(c1, c0)
+	p := &point{
+		N: n, Mode: m.Name, Kind: kind, Workers: workers, Rep: rep,
+		Rate: res.rate(), P50: float64(res.P50) / 1e3, P99: float64(res.P99) / 1e3,
+		Ops: res.Ops, Errors: res.Errors, ErrKinds: res.ErrKinds, Stuck: res.Stuck,
+		ClientUser: res.UserSec, ClientSys: res.SysSec, ClientCPU: res.cpuPct(),
+		ServerCPU:  100 * (tvSec(ru1.Utime) + tvSec(ru1.Stime) - tvSec(ru0.Utime) - tvSec(ru0.Stime)) / wall,
+		AgentCPU:   100 * (a1 - a0).Seconds() / wall,
+		ForwardNew: dc["forward_new"], SockConnect: dc["sock_connect"],
+		SynRetrans: dt["TCPSynRetrans"], PAWSTimewait: dt["PAWSTimewait"], TWRecycled: dt["TWRecycled"],
+	}
+	p.MachineBusy, p.Softirq, p.Steal = busyPct(cs0, cs1)
+	// The client's CPU is over its window only; scale it to the child's life
+	// the way the others are measured.
+	clientLife := 100 * (res.UserSec + res.SysSec) / wall
+	p.OtherCPU = max(0, p.MachineBusy*float64(runtime.NumCPU())-clientLife-p.ServerCPU-p.AgentCPU)
+	for k, v := range dc {
+		if strings.HasPrefix(k, "drop_") {
+			p.Drops += v
+		}
+	}
+	return p, nil
+}
+
+func describeMachine() machine {
+	m := machine{CPU: "unknown", NumCPU: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		if l := firstLine(string(b), "model name"); l != "" {
+			if _, v, ok := strings.Cut(l, ":"); ok {
+				m.CPU = strings.TrimSpace(v)
+			}
+		}
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if l := firstLine(string(b), "MemTotal"); l != "" {
+			f := strings.Fields(l)
+			if len(f) >= 2 {
+				if kb, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+					m.MemTotal = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+				}
+			}
+		}
+	}
+	return m
+}
+
+// loadAvg is the 1, 5 and 15 minute load average.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func logf(cfg config, format string, args ...any) {
+	fmt.Fprintf(cfg.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/testpriv"
+)
+
+// TestMain lets the test binary act as the load generator, which the
+// harness starts as a child process of itself.
+func TestMain(m *testing.M) {
+	if loadgenChild() {
+		os.Exit(loadgenMain())
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs the whole harness in-process with tiny settings and checks
+// that it produces well-formed output with every mode in it. It checks no
+// performance number: a benchmark is not a test. It takes about 10 s when
+// the build cache holds the agent's packages (make test builds first); the
+// harness builds fastpath-agent from this tree, so a cold cache adds the
+// compile time.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the datapath benchmark harness end to end (root, BPF, namespaces)")
+	}
+	testpriv.Require(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		testpriv.Unavailable(t, "the go command is needed to build fastpath-agent")
+	}
+	out := t.TempDir()
+	cfg := defaultConfig()
+	cfg.Out = out
+	cfg.Ns = []int{10}
+	cfg.Workers = []int{1, 2}
+	cfg.Duration = 300 * time.Millisecond
+	cfg.LatDuration = 150 * time.Millisecond
+	cfg.Warmup = 30 * time.Millisecond
+	cfg.Reps = 1
+	cfg.Pool = 4
+	cfg.UpdateOps = 20
+	cfg.Command = "go test ./test/bench/datapath -run TestSmoke"
+	cfg.Log = testWriter{t}
+	cfg.ID = randomID()
+	cfg.WaitIdle = 0
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := run(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("harness ran in %s", time.Since(start).Round(time.Millisecond))
+
+	rates := readRates(t, filepath.Join(out, "datapath.csv"))
+	for _, m := range modes {
+		for _, kind := range []string{kindConn, kindLatency} {
+			for _, w := range cfg.Workers {
+				key := m.Name + "/" + kind + "/" + strconv.Itoa(w)
+				r, ok := rates[key]
+				if !ok {
+					t.Errorf("datapath.csv has no rate for %s", key)
+				} else if r <= 0 {
+					t.Errorf("datapath.csv: rate of %s is %v, want > 0", key, r)
+				}
+			}
+		}
+	}
+
+	md, err := os.ReadFile(filepath.Join(out, "datapath.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Budget", "## New connections", "## Requests on kept-alive connections",
+		"## Map updates", "## Agent start-up and memory", "| target | measured | status |", "reconciler add", "raw map update"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("datapath.md lacks %q", want)
+		}
+	}
+	for _, m := range modes {
+		if !strings.Contains(string(md), "| "+m.Name+" |") {
+			t.Errorf("datapath.md has no row for mode %s", m.Name)
+		}
+	}
+	if t.Failed() {
+		t.Logf("datapath.md:\n%s", md)
+	}
+	assertCleanedUp(t, "fp-bench-"+cfg.ID)
+}
+
+// readRates returns the traffic rates of datapath.csv by mode/kind/workers,
+// checking that every row has the header's shape and a number.
+func readRates(t *testing.T, path string) map[string]float64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatalf("datapath.csv is not well-formed CSV: %v", err)
+	}
+	if len(rows) < 2 || strings.Join(rows[0], ",") != strings.Join(csvHeader, ",") {
+		t.Fatalf("datapath.csv: header %v, want %v", rows[0], csvHeader)
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	rates := map[string]float64{}
+	sections := map[string]bool{}
+	for i, r := range rows[1:] {
+		v, err := strconv.ParseFloat(r[col["value"]], 64)
+		if err != nil {
+			t.Fatalf("datapath.csv row %d: value %q is not a number", i+2, r[col["value"]])
+		}
+		sections[r[col["section"]]] = true
+		if r[col["section"]] == "traffic" && r[col["metric"]] == "rate" {
+			rates[r[col["mode"]]+"/"+r[col["kind"]]+"/"+r[col["workers"]]] = v
+		}
+	}
+	for _, s := range []string{"traffic", "agent", "update"} {
+		if !sections[s] {
+			t.Errorf("datapath.csv has no %s rows", s)
+		}
+	}
+	return rates
+}
+
+// assertCleanedUp checks that no namespace, pin directory or cgroup of the
+// run (names starting with prefix) is left behind.
+func assertCleanedUp(t *testing.T, prefix string) {
+	t.Helper()
+	for _, dir := range []string{"/run/netns", bpfRoot, cgroupRoot} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) {
+				t.Errorf("left behind: %s", filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
