@@ -16,6 +16,14 @@
  * cookie: every socket of a pod is one client, whatever its source address
  * will be, as in Cilium. Each connect() and each unconnected sendto() is a
  * new connection: it follows and refreshes the memory.
+ *
+ * The reverse-translation entries (fp_sock_revnat) are keyed by socket
+ * cookie and backend. A connected socket's entry is deleted when the socket
+ * is released (fp_sock_release): one TCP connect() writes one, and without
+ * that a busy client would keep the LRU map full, evicting the entries of
+ * long-lived UDP sockets, whose replies would then show the backend. The
+ * entries of unconnected sockets (sendto() to VIPs, one per backend) cannot
+ * be found at release and are left to the LRU.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -26,9 +34,11 @@
 #include "affinity.h"
 #include "service.h"
 
-/* Return values of cgroup sock_addr programs. */
+/* Return values of cgroup sock_addr and sock programs. */
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
+
+#define FP_AF_INET 2
 
 static __always_inline void metric_inc(__u32 idx)
 {
@@ -217,6 +227,28 @@ SEC("cgroup/getpeername4")
 int fp_sock_getpeername4(struct bpf_sock_addr *ctx)
 {
 	xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+/*
+ * fp_sock_release deletes the reverse-translation entry of a connected IPv4
+ * TCP or UDP socket as it is released (close() of its last reference; the
+ * hook runs before the protocol's close, so the socket still names its
+ * peer): the key is its cookie and the peer it is connected to, which for a
+ * translated socket is the backend. A socket that was never translated has
+ * no entry: the delete finds nothing. Release programs must return 1.
+ */
+SEC("cgroup/sock_release")
+int fp_sock_release(struct bpf_sock *sk)
+{
+	struct fp_sock_rev_nat_key key = {};
+
+	if (sk->family != FP_AF_INET || !proto_handled(sk->protocol) || !sk->dst_port)
+		return SYS_PROCEED;
+	key.cookie = bpf_get_socket_cookie(sk);
+	addr_set_v4(&key.addr, sk->dst_ip4);
+	key.port = bpf_ntohs(sk->dst_port);
+	bpf_map_delete_elem(&fp_sock_revnat, &key);
 	return SYS_PROCEED;
 }
 

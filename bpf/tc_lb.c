@@ -5,11 +5,15 @@
  *
  * For each packet, in order:
  *   1. a reply of a balanced flow (REPLY ct entry): source back to VIP:port;
+ *      an entry left over from a flow that is no more is deleted instead,
+ *      and the packet taken as if it had not been there (ct.h);
  *   2. a packet of a balanced flow (FORWARD ct entry): destination to the
  *      backend recorded at the flow's first packet, present or not;
  *   3. the first packet to a service: pick a backend slot at random, or the
  *      client's previous one for a service with session affinity
  *      (affinity.h), record both ct entries, destination to the backend;
+ *      when another flow holds the resulting tuple at the backend, the
+ *      source port too (a port of its own, ct.h);
  *   4. a service without backends: ICMP port unreachable back to the client;
  * and ICMP errors about balanced flows are translated like their flows.
  * Everything else passes untouched.
@@ -35,11 +39,22 @@
  *     and ICMP that is not an error about a balanced flow pass untouched.
  *   - A packet that cannot be rewritten half-way (a helper fails, which
  *     means memory pressure) is dropped and counted as malformed too.
+ *   - A new flow whose tuple at the backend another flow holds (a live
+ *     one, or a closed one in the backend's TIME_WAIT) gets a source port
+ *     of its own rather than the backend's PAWS drop of its SYN or the
+ *     other flow's replies; with no port free it is dropped
+ *     (DROP_SNAT_NO_PORT) and the client's retransmission tries again.
  *   - "Not ours" is TC_ACT_OK, which under TCX is TCX_PASS: programs
  *     attached after this one on the same hook do not run. Chaining would
  *     need TCX_NEXT (-1) there instead.
  *
- * Not handled here: ICMP errors the node itself sends about a DNATed packet
+ * Not handled here: direct (not balanced) connections are not tracked. One
+ * that reuses a closed flow's tuple while the backend holds it in TIME_WAIT
+ * may see its SYN refused by PAWS; the backend's challenge ACK then matches
+ * the closed flow's REPLY entry and is translated like that flow's late
+ * packets, so the client retries after its RTO instead of at once. Its
+ * SYN-ACK is never translated (ct.h, stale entries).
+ * ICMP errors the node itself sends about a DNATed packet
  * (frag needed towards the backend, TTL exceeded) leave through egress,
  * which this program does not see, so the client gets them untranslated.
  * A masqueraded packet too large for the interface towards its backend is
@@ -63,10 +78,14 @@
 /* Not a verdict: the stage did not match, try the next one. */
 #define FP_NEXT (-100)
 /* Not verdicts of fp_new: the flow's ct entries could not be written
- * (FP_FOLLOW), or a masqueraded flow's are, and its packet is still to be
- * sent (FP_MASQ_NEW); see fp_forward. */
+ * (FP_FOLLOW), or a flow with SNAT has them, and its packet is still to be
+ * sent (FP_CREATED); see fp_forward. */
 #define FP_FOLLOW (-101)
-#define FP_MASQ_NEW (-102)
+#define FP_CREATED (-102)
+/* Not verdicts either, within fp_new: the flow is to be only DNATed
+ * (FP_DNAT), or its tuple at the backend is another flow's (FP_CLASH). */
+#define FP_DNAT (-103)
+#define FP_CLASH (-104)
 
 /*
  * The role of the interface this instance is attached to (FP_ROLE_*). The
@@ -102,13 +121,13 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 
 	fp_ct_key_v4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, FP_CT_REPLY);
 	e = bpf_map_lookup_elem(&fp_ct, &key);
-	if (!e)
+	if (!e || fp_ct_reply_stale(&key, e, p))
 		return FP_NEXT;
 	/* The service is gone: leave the reply alone and let the entry age out. */
 	rn = bpf_map_lookup_elem(&fp_rev_nat, &e->rev_nat_id);
 	if (!rn || !fp_addr_is_v4(&rn->addr))
 		return TC_ACT_OK;
-	/* Masqueraded: the destination goes back to the client too. */
+	/* SNAT: the destination goes back to the client (its port at least). */
 	if ((e->flags & FP_CT_F_SNAT) &&
 	    (!fp_addr_is_v4(&e->snat_addr) ||
 	     fp_nat(skb, p, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0))
@@ -147,14 +166,20 @@ static __always_inline int fp_established_masq(struct __sk_buff *skb, const stru
 	return fp_send(skb, p, &nh);
 }
 
-/* fp_established sends a packet of a tracked flow to the flow's backend. */
+/*
+ * fp_established sends a packet of a tracked flow to the flow's backend,
+ * from the port of its own when its tuple clashed (ct.h).
+ */
 static __always_inline int fp_established(struct __sk_buff *skb, const struct fp_pkt *p,
 					  struct fp_ct_entry *e, __u32 metric)
 {
 	if (!fp_addr_is_v4(&e->nat_addr))
 		return fp_drop(p, FP_METRIC_DROP_BACKEND_GONE);
-	if (e->flags & FP_CT_F_SNAT)
+	if (fp_ct_masq(e->flags))
 		return fp_established_masq(skb, p, e, metric);
+	if ((e->flags & FP_CT_F_SNAT_PORT) &&
+	    fp_nat_port(skb, p, FP_SRC, p->sport, bpf_htons(e->snat_port)) < 0)
+		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	if (fp_nat(skb, p, FP_DST, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, 0);
@@ -252,20 +277,18 @@ static __always_inline const struct fp_config *fp_masq_config(const struct fp_pk
 }
 
 /*
- * fp_new_masq records a new masqueraded flow. The FIB is asked first: a
- * flow whose packets cannot leave is not recorded, and a backend the FIB
- * does not forward to (a host-network backend on this node, or one without
- * any route) is only DNATed (FP_NEXT) and left to the stack, like
- * kube-proxy, whose MASQUERADE in POSTROUTING never sees locally delivered
- * packets. It returns FP_MASQ_NEW once the entries are written: fp_forward
- * then sends the packet as any of the flow's, after this function's stack
- * is free again (the 512 bytes of BPF stack are the limit of this program),
- * at the price of a second FIB lookup for a flow's first packet. FP_FOLLOW
- * with *err set when the entries are not written.
+ * fp_masq_route says whether new flow c of p, to be masqueraded, can be. The
+ * FIB is asked first: a flow whose packets cannot leave is not recorded, and
+ * a backend the FIB does not forward to (a host-network backend on this
+ * node, or one without any route) is only DNATed (FP_DNAT) and left to the
+ * stack, like kube-proxy, whose MASQUERADE in POSTROUTING never sees locally
+ * delivered packets. FP_NEXT: masquerade; otherwise a verdict. fp_forward
+ * sends the packet once the entries are written, after this function's
+ * stack is free again (the 512 bytes of BPF stack are the limit of this
+ * program), at the price of a second FIB lookup for a flow's first packet.
  */
-static __always_inline int fp_new_masq(struct __sk_buff *skb, const struct fp_pkt *p,
-				       const struct fp_choice *c,
-				       const struct fp_config *cfg, __u64 flag, long *err)
+static __always_inline int fp_masq_route(struct __sk_buff *skb, const struct fp_pkt *p,
+					 const struct fp_choice *c, const struct fp_config *cfg)
 {
 	struct fp_nexthop nh;
 	int rc;
@@ -274,21 +297,23 @@ static __always_inline int fp_new_masq(struct __sk_buff *skb, const struct fp_pk
 		return TC_ACT_OK;
 	rc = fp_fib(skb, p, cfg->masq_addr.w[3], c->addr, bpf_htons(c->port), &nh);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
-		return FP_NEXT;
+		return FP_DNAT;
 	if (!fp_fib_ok(rc))
 		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
-	*err = fp_ct_create_snat(p, c, cfg, flag);
-	if (*err)
-		return FP_FOLLOW;
-	fp_remember(p, c);
-	return FP_MASQ_NEW;
+	return FP_NEXT;
 }
 
-/* fp_new_dnat starts a flow that is only DNATed; FP_FOLLOW as fp_new_masq. */
+/*
+ * fp_new_dnat starts a flow that is only DNATed. It returns a verdict,
+ * FP_FOLLOW with *err set when the entries are not written, or FP_CLASH
+ * when another flow holds the flow's tuple at the backend (fp_ct_create).
+ */
 static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pkt *p,
 				       const struct fp_choice *c, __u64 flag, long *err)
 {
 	*err = fp_ct_create(p, c, flag);
+	if (*err == -EADDRINUSE)
+		return FP_CLASH;
 	if (*err)
 		return FP_FOLLOW;
 	/* Only once the flow is ours: a CPU that lost the race above follows
@@ -302,8 +327,19 @@ static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pk
 
 /*
  * fp_new balances the first packet of a flow (or of a reopened one, whose
- * old FORWARD entry is old). It returns a verdict, FP_MASQ_NEW, or
- * FP_FOLLOW with *err set (fp_new_masq).
+ * old FORWARD entry is old). Three kinds of flow come out of it:
+ *   - masqueraded (fp_masq_config, fp_masq_route);
+ *   - only DNATed (fp_new_dnat);
+ *   - DNATed with a source port of its own, when another flow holds the
+ *     only-DNATed flow's tuple at the backend (FP_CLASH, ct.h): from the
+ *     masquerade range, the client's address kept. Without a free port the
+ *     packet is dropped (FP_FOLLOW with -EADDRNOTAVAIL), rather than sent
+ *     with a tuple whose SYN the backend would drop, or that would take
+ *     another flow's replies.
+ * The two kinds with SNAT share one inlined fp_ct_create_snat: the
+ * verifier's work grows with every copy. It returns a verdict, FP_CREATED
+ * once a flow with SNAT has its entries (fp_forward sends the packet), or
+ * FP_FOLLOW with *err set.
  */
 static __always_inline int fp_new(struct __sk_buff *skb, const struct fp_pkt *p,
 				  const struct fp_ct_entry *old, long *err)
@@ -311,6 +347,8 @@ static __always_inline int fp_new(struct __sk_buff *skb, const struct fp_pkt *p,
 	const struct fp_config *cfg;
 	struct fp_choice c = {};
 	__u64 flag = BPF_NOEXIST;
+	__u16 snat_flags = 0;
+	__be32 saddr;
 	int ret;
 
 	if (old) {
@@ -321,19 +359,36 @@ static __always_inline int fp_new(struct __sk_buff *skb, const struct fp_pkt *p,
 	if (ret != FP_NEXT)
 		return ret;
 	cfg = fp_masq_config(p, &c);
-	if (cfg) {
-		ret = fp_new_masq(skb, p, &c, cfg, flag, err);
-		if (ret != FP_NEXT)
+	ret = cfg ? fp_masq_route(skb, p, &c, cfg) : FP_DNAT;
+	if (ret == FP_DNAT) {
+		ret = fp_new_dnat(skb, p, &c, flag, err);
+		if (ret != FP_CLASH)
 			return ret;
+		cfg = fp_config_get();
+		if (!cfg) {
+			*err = -EADDRNOTAVAIL;
+			return FP_FOLLOW;
+		}
+		saddr = p->saddr;
+		snat_flags = FP_CT_F_SNAT_PORT;
+	} else if (ret == FP_NEXT) {
+		saddr = cfg->masq_addr.w[3];
+	} else {
+		return ret;
 	}
-	return fp_new_dnat(skb, p, &c, flag, err);
+	*err = fp_ct_create_snat(p, &c, cfg, saddr, flag, snat_flags);
+	if (*err)
+		return FP_FOLLOW;
+	fp_remember(p, &c);
+	return FP_CREATED;
 }
 
 /*
  * fp_forward handles a packet that is not a reply: tracked flow or new one.
  * A new flow whose FORWARD entry another CPU wrote first (-EEXIST) follows
- * that CPU's choice. A new masqueraded flow's first packet is sent like its
- * later ones, by fp_established, which is inlined at this one place only.
+ * that CPU's choice. A new flow with SNAT (masqueraded, or with a port of
+ * its own) has its first packet sent like its later ones, by
+ * fp_established, which is inlined at this one place only.
  */
 static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt *p)
 {
@@ -348,9 +403,9 @@ static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt
 		if (ret == FP_FOLLOW && err != -EEXIST)
 			return fp_drop(p, err == -EADDRNOTAVAIL ? FP_METRIC_DROP_SNAT_NO_PORT
 							       : FP_METRIC_DROP_CT_FULL);
-		if (ret != FP_FOLLOW && ret != FP_MASQ_NEW)
+		if (ret != FP_FOLLOW && ret != FP_CREATED)
 			return ret;
-		if (ret == FP_MASQ_NEW)
+		if (ret == FP_CREATED)
 			metric = FP_METRIC_FORWARD_NEW;
 		e = fp_ct_fwd_entry(p);
 		if (!e)
@@ -389,9 +444,10 @@ static __always_inline int fp_icmp_to_backend_masq(struct __sk_buff *skb, const 
  * from the backend's side and quotes a client -> backend packet (REPLY entry
  * of the swapped quote: back to the VIP), or it comes from the client's side
  * and quotes a VIP -> client reply (FORWARD entry of the swapped quote: on to
- * the backend, so PMTU discovery works for backends too). For a masqueraded
- * flow the quote's other end (and the outer address that is the same host)
- * is translated between masquerade address and client as well.
+ * the backend, so PMTU discovery works for backends too). For a flow with
+ * SNAT the quote's other end (and the outer address that is the same host)
+ * is translated between masquerade address (or port of its own) and client
+ * as well.
  */
 static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p)
 {
@@ -423,9 +479,11 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 	e = bpf_map_lookup_elem(&fp_ct, &key);
 	if (!e || !fp_addr_is_v4(&e->nat_addr))
 		return TC_ACT_OK;
-	if (e->flags & FP_CT_F_SNAT)
+	if (fp_ct_masq(e->flags))
 		return fp_icmp_to_backend_masq(skb, p, &in, e);
-	if (fp_icmp_xlate(skb, p, &in, FP_SRC, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0)
+	if (fp_icmp_xlate(skb, p, &in, FP_SRC, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0 ||
+	    ((e->flags & FP_CT_F_SNAT_PORT) &&
+	     fp_icmp_xlate(skb, p, &in, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0))
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_metric_add(FP_METRIC_FORWARD_CT, p->len);
 	return TC_ACT_OK;

@@ -10,6 +10,25 @@
  * Each entry ages on the packets of its own direction. The agent's GC must
  * delete the two as a pair, only once both have expired, or replies of a
  * quiet direction lose their reverse NAT.
+ *
+ * Tuple clashes. Services share backends, so client:p -> VIP-a and a later
+ * client:p -> VIP-b can both become client:p -> backend:bp, which the
+ * backend may still hold, in TIME_WAIT after the first flow or even open.
+ * The client's TCP timestamps are offset per destination address, so the
+ * backend drops the second SYN as old (PAWS), and the client only gets
+ * through after a retransmission; both flows would also want one REPLY
+ * entry. So a new flow whose REPLY key is held by another flow's live entry
+ * gets a source port of its own, like Linux NAT resolves such clashes: its
+ * address stays the client's, the port comes from the masquerade range
+ * (FP_CT_F_SNAT | FP_CT_F_SNAT_PORT, fp_ct_clash, snat.h). To see the
+ * backend's TIME_WAIT, the REPLY entry of a closed flow stays for that long
+ * (FP_CT_LIFETIME_TCP_TIME_WAIT, fp_ct_lifetime) as a tombstone.
+ *
+ * Stale entries. A REPLY entry that outlived its flow must not translate
+ * the packets of a new, direct connection that reuses the tuple: a SYN-ACK,
+ * or any packet on an expired entry, is reverse-NATed only while the flow
+ * is open (fp_ct_twin_state); otherwise the pair is deleted and the packet
+ * passes as if it had never been there (fp_ct_reply_stale).
  */
 #ifndef FASTPATH_CT_H
 #define FASTPATH_CT_H
@@ -52,18 +71,34 @@ static __always_inline __u16 fp_ct_flags(__u16 flags, const struct fp_pkt *p)
 	return flags;
 }
 
+/* fp_ct_masq says whether a flow is masqueraded: SNAT of address and port. */
+static __always_inline int fp_ct_masq(__u16 flags)
+{
+	return (flags & (FP_CT_F_SNAT | FP_CT_F_SNAT_PORT)) == FP_CT_F_SNAT;
+}
+
 /*
  * fp_ct_lifetime says how long an entry lives after this packet. A SYN from
  * either side means the handshake is not done yet. A closing entry never gets
  * the long lifetime back; a reused tuple starts over with a SYN, which
  * re-balances (fp_ct_reopen).
+ *
+ * A closing REPLY entry (the only kind with FP_CT_F_SEEN_REPLY) is the
+ * backend's tuple and stays through its TIME_WAIT, so that fp_ct_clash sees
+ * it; its FORWARD twin needs no such wait. A masqueraded flow's REPLY entry
+ * is what holds its port, and 60 s instead of 10 would cut the new flows a
+ * backend can take from the masquerade range sixfold (4,536 ports by
+ * default: 75 a second): it keeps the short lifetime, as before.
  */
 static __always_inline __u64 fp_ct_lifetime(const struct fp_pkt *p, __u16 flags)
 {
 	if (p->proto != IPPROTO_TCP)
 		return FP_CT_LIFETIME_NONTCP * FP_NSEC_PER_SEC;
-	if (flags & FP_CT_F_CLOSING)
+	if (flags & FP_CT_F_CLOSING) {
+		if ((flags & FP_CT_F_SEEN_REPLY) && !fp_ct_masq(flags))
+			return FP_CT_LIFETIME_TCP_TIME_WAIT * FP_NSEC_PER_SEC;
 		return FP_CT_LIFETIME_TCP_CLOSE * FP_NSEC_PER_SEC;
+	}
 	if (p->tcp_flags & FP_TCP_SYN)
 		return FP_CT_LIFETIME_TCP_SYN * FP_NSEC_PER_SEC;
 	return FP_CT_LIFETIME_TCP * FP_NSEC_PER_SEC;
@@ -124,22 +159,145 @@ static __always_inline struct fp_ct_entry *fp_ct_fwd_entry(const struct fp_pkt *
 	return bpf_map_lookup_elem(&fp_ct, &key);
 }
 
+/* What fp_ct_twin_state finds of a REPLY entry's flow. */
+#define FP_TWIN_NONE 0 /* no FORWARD entry that is this REPLY entry's */
+#define FP_TWIN_DONE 1 /* its FORWARD entry, of a flow that is no more */
+#define FP_TWIN_OPEN 2 /* its FORWARD entry, of an open flow */
+
 /*
- * fp_ct_create writes both entries of a new flow. FORWARD goes in with
- * fwd_flag: BPF_NOEXIST normally, so that when two CPUs balance the first
- * packets of one flow at once, the loser gets -EEXIST and follows the
- * winner's backend; BPF_ANY when it replaces a reopened flow's entry. REPLY
- * is overwritten: a new flow owns the backend's view of the tuple. If REPLY
- * cannot be written, FORWARD is removed again, as a flow whose replies would
- * not be reverse-NATed is worse than a dropped first packet. One key buffer
- * serves both directions, for stack's sake.
+ * fp_ct_twin_state looks at the flow of REPLY entry r, found at key: its
+ * FORWARD entry (the twin) must exist and name r's tuple (the same backend
+ * and translation: a tuple balanced again since leaves r over), and the
+ * flow is open while that entry has not expired and the flow has not
+ * closed in both directions. The agent's GC keeps an expired entry on the
+ * same grounds (ctmap.GC). key is left holding the FORWARD key.
+ * A global function, verified once for its two callers (inlined, it would
+ * cost 2,000 to 3,000 more verified instructions); its 16 bytes of stack
+ * add to the main frame's 384 only on its own call chain, far from 512.
+ */
+__attribute__((noinline)) int fp_ct_twin_state(struct fp_ct_key *key, const struct fp_ct_entry *r)
+{
+	struct fp_ct_entry *f;
+	__u32 baddr, daddr;
+	__u16 bport, dport;
+
+	/* Arguments of global functions may be NULL as far as the verifier knows. */
+	if (!key || !r)
+		return FP_TWIN_NONE;
+	baddr = key->saddr.w[3];
+	bport = key->sport;
+	daddr = key->daddr.w[3];
+	dport = key->dport;
+	if (r->flags & FP_CT_F_SNAT) {
+		key->saddr = r->snat_addr;
+		key->sport = r->snat_port;
+	} else {
+		key->saddr = key->daddr;
+		key->sport = dport;
+	}
+	key->daddr = r->nat_addr;
+	key->dport = r->nat_port;
+	key->dir = FP_CT_FORWARD;
+	f = bpf_map_lookup_elem(&fp_ct, key);
+	if (!f || f->nat_addr.w[3] != baddr || f->nat_port != bport ||
+	    ((f->flags ^ r->flags) & (FP_CT_F_SNAT | FP_CT_F_SNAT_PORT)))
+		return FP_TWIN_NONE;
+	if ((f->flags & FP_CT_F_SNAT) && (f->snat_addr.w[3] != daddr || f->snat_port != dport))
+		return FP_TWIN_NONE;
+	if (f->expires < bpf_ktime_get_boot_ns() || (r->flags & f->flags & FP_CT_F_CLOSING))
+		return FP_TWIN_DONE;
+	return FP_TWIN_OPEN;
+}
+
+static __always_inline int fp_tcp_syn_ack(const struct fp_pkt *p)
+{
+	return p->proto == IPPROTO_TCP &&
+	       (p->tcp_flags & (FP_TCP_SYN | FP_TCP_ACK)) == (FP_TCP_SYN | FP_TCP_ACK);
+}
+
+/*
+ * fp_ct_reply_stale decides whether REPLY entry e, found at key for packet p
+ * (a packet from the backend's side), is left over from a flow that is no
+ * more. Live entries cost nothing: only an expired entry or a SYN-ACK makes
+ * it look at the flow. An expired entry still translates while its flow is
+ * open (a direction can be quiet). A SYN-ACK answers a new SYN: one on a
+ * flow that closed, or whose FORWARD entry is gone or balanced elsewhere,
+ * belongs to a new connection that reuses the tuple (a direct one: a flow
+ * through the VIP would have written fresh entries), as nf_conntrack lets a
+ * SYN end a TIME_WAIT entry. A stale
+ * entry is deleted with its FORWARD twin, when that is still its own, and
+ * 1 returned: the packet goes on as if there had been no entry. key is
+ * scratch.
+ */
+static __always_inline int fp_ct_reply_stale(struct fp_ct_key *key, const struct fp_ct_entry *e,
+					     const struct fp_pkt *p)
+{
+	int twin;
+
+	if (e->expires >= bpf_ktime_get_boot_ns() && !fp_tcp_syn_ack(p))
+		return 0;
+	twin = fp_ct_twin_state(key, e);
+	if (twin == FP_TWIN_OPEN)
+		return 0;
+	if (twin == FP_TWIN_DONE)
+		bpf_map_delete_elem(&fp_ct, key);
+	fp_ct_key_v4(key, p->saddr, p->daddr, p->sport, p->dport, p->proto, FP_CT_REPLY);
+	bpf_map_delete_elem(&fp_ct, key);
+	return 1;
+}
+
+/*
+ * fp_ct_clash says whether REPLY entry r, found at key, the REPLY key that
+ * new flow p would have, belongs to another flow that still holds the
+ * tuple: a flow to another destination (or a translated one), whose entry
+ * is alive (a closed flow's for the backend's TIME_WAIT, fp_ct_lifetime) or
+ * whose flow is open (fp_ct_twin_state). An entry of p's own tuple from
+ * before (reopened, or its FORWARD entry lost) is no clash: the client's
+ * timestamps towards the same destination only grow, and the backend
+ * accepts the reuse. key is scratch.
+ */
+static __always_inline int fp_ct_clash(struct fp_ct_key *key, const struct fp_ct_entry *r,
+				       const struct fp_pkt *p)
+{
+	if (!(r->flags & FP_CT_F_SNAT) && r->nat_addr.w[3] == p->daddr &&
+	    r->nat_port == bpf_ntohs(p->dport))
+		return 0;
+	if (r->expires >= bpf_ktime_get_boot_ns())
+		return 1;
+	return fp_ct_twin_state(key, r) == FP_TWIN_OPEN;
+}
+
+/*
+ * fp_ct_create writes both entries of a new flow, or returns -EADDRINUSE
+ * without writing anything when the REPLY key is another flow's
+ * (fp_ct_clash): the caller then gives the flow a port of its own
+ * (fp_ct_create_snat). FORWARD goes in with fwd_flag: BPF_NOEXIST normally,
+ * so that when two CPUs balance the first packets of one flow at once, the
+ * loser gets -EEXIST and follows the winner's backend; BPF_ANY when it
+ * replaces a reopened flow's entry. REPLY overwrites only an entry of this
+ * tuple or a dead one, and otherwise goes in with BPF_NOEXIST, so a clash
+ * that another CPU creates meanwhile is a clash too. If REPLY cannot be
+ * written, FORWARD is removed again, as a flow whose replies would not be
+ * reverse-NATed is worse than a dropped first packet. One key buffer serves
+ * both directions, for stack's sake.
  */
 static __always_inline int fp_ct_create(const struct fp_pkt *p, const struct fp_choice *c,
 					__u64 fwd_flag)
 {
 	struct fp_ct_entry e = {};
 	struct fp_ct_key key;
+	struct fp_ct_entry *old;
+	__u64 rep_flag = BPF_NOEXIST;
 	long err;
+
+	fp_ct_key_v4(&key, c->addr, p->saddr, bpf_htons(c->port), p->sport, p->proto,
+		     FP_CT_REPLY);
+	old = bpf_map_lookup_elem(&fp_ct, &key);
+	if (old) {
+		if (fp_ct_clash(&key, old, p))
+			return -EADDRINUSE;
+		rep_flag = BPF_ANY;
+	}
 
 	fp_addr_set_v4(&e.nat_addr, c->addr);
 	e.nat_port = c->port;
@@ -161,24 +319,26 @@ static __always_inline int fp_ct_create(const struct fp_pkt *p, const struct fp_
 	e.flags = 0;
 	e.packets = 0;
 	e.bytes = 0;
-	err = bpf_map_update_elem(&fp_ct, &key, &e, BPF_ANY);
+	err = bpf_map_update_elem(&fp_ct, &key, &e, rep_flag);
 	if (err) {
 		fp_ct_key_fwd(&key, p);
 		bpf_map_delete_elem(&fp_ct, &key);
 	}
-	return err;
+	return err == -EEXIST ? -EADDRINUSE : err;
 }
 
 /*
  * fp_ct_forget_snat deletes the REPLY entry of a masqueraded FORWARD entry
  * that is about to be replaced (a reopened tuple), so its port is free at
- * once instead of when the GC finds both expired.
+ * once instead of when the GC finds both expired. The REPLY entry of a flow
+ * with a port of its own for a clash stays: it is the backend's TIME_WAIT
+ * tuple, which the port must not be given out again into.
  */
 static __always_inline void fp_ct_forget_snat(const struct fp_ct_entry *e, __u8 proto)
 {
 	struct fp_ct_key rkey;
 
-	if (!(e->flags & FP_CT_F_SNAT))
+	if (!fp_ct_masq(e->flags))
 		return;
 	fp_ct_key_v4(&rkey, e->nat_addr.w[3], e->snat_addr.w[3], bpf_htons(e->nat_port),
 		     bpf_htons(e->snat_port), proto, FP_CT_REPLY);

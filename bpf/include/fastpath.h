@@ -97,7 +97,10 @@ struct fp_rev_nat {
  * A masqueraded flow (FP_CT_F_SNAT) also has its source translated to the
  * node's masquerade address and a port of its own. Its REPLY key is then
  * backend -> masquerade address:port, and snat_addr/snat_port hold the other
- * side of that translation in both entries (see the fields).
+ * side of that translation in both entries (see the fields). A flow whose
+ * backend tuple clashed with another flow's (FP_CT_F_SNAT | FP_CT_F_SNAT_PORT)
+ * is the same with the client's own address in place of the masquerade
+ * address: only its source port changes.
  */
 struct fp_ct_key {
 	union fp_addr saddr;
@@ -120,25 +123,39 @@ struct fp_ct_entry {
 	__u32 backend_id;
 	__u16 snat_port;         /* FP_CT_F_SNAT only, see snat_addr */
 	__u16 pad;
-	union fp_addr snat_addr; /* FP_CT_F_SNAT: FORWARD: the masquerade address
-				  * the source becomes; REPLY: the client's
-				  * address the destination goes back to */
+	union fp_addr snat_addr; /* FP_CT_F_SNAT: FORWARD: the address the
+				  * source becomes (masquerade address, or the
+				  * client's own with FP_CT_F_SNAT_PORT); REPLY:
+				  * the client's address the destination goes
+				  * back to */
 	__u64 expires;           /* bpf_ktime_get_boot_ns() deadline */
 	__u64 packets;
 	__u64 bytes;
 };
 
-#define FP_CT_F_SEEN_REPLY (1 << 0)
-#define FP_CT_F_CLOSING (1 << 1) /* FIN or RST seen */
-#define FP_CT_F_SNAT (1 << 2)    /* masqueraded flow */
+#define FP_CT_F_SEEN_REPLY (1 << 0) /* REPLY entries only: a reply went through */
+#define FP_CT_F_CLOSING (1 << 1)    /* FIN or RST seen */
+#define FP_CT_F_SNAT (1 << 2)       /* source translated: snat_addr/port are set */
+/* With FP_CT_F_SNAT: only the source port is translated, the address stays
+ * the client's (snat_addr). The flow's tuple at the backend clashed with
+ * another flow's (ct.h); its packets go to the stack like plain DNAT ones.
+ * FP_CT_F_SNAT alone is a masqueraded flow (snat.h). */
+#define FP_CT_F_SNAT_PORT (1 << 3)
 
 #define FP_NSEC_PER_SEC 1000000000ULL
 
-/* Lifetimes follow Cilium's defaults, in seconds. */
+/* Lifetimes follow Cilium's defaults, in seconds, but for TIME_WAIT. */
 #define FP_CT_LIFETIME_TCP 21600
 #define FP_CT_LIFETIME_TCP_SYN 60
 #define FP_CT_LIFETIME_TCP_CLOSE 10
 #define FP_CT_LIFETIME_NONTCP 60
+/*
+ * The REPLY entry of a closing TCP flow that is not masqueraded outlives the
+ * close by the backend's TIME_WAIT (Linux: 60 s, TCP_TIMEWAIT_LEN): as long
+ * as the backend may hold the tuple, a new flow that would reuse it gets
+ * another source port instead (ct.h, fp_ct_clash).
+ */
+#define FP_CT_LIFETIME_TCP_TIME_WAIT 60
 
 /*
  * sock_rev_nat: what a socket-LB'd socket was translated from, so recvmsg and
@@ -209,7 +226,7 @@ enum fp_metric_index {
 	FP_METRIC_DROP_BACKEND_GONE, /* slot names a backend that is absent */
 	FP_METRIC_SOCK_CONNECT,      /* socket LB translated a connect/sendmsg */
 	FP_METRIC_SOCK_NO_BACKEND,   /* socket LB refused: no backend */
-	FP_METRIC_DROP_SNAT_NO_PORT, /* masquerade: no free port found */
+	FP_METRIC_DROP_SNAT_NO_PORT, /* masquerade or tuple clash: no free port found */
 	FP_METRIC_DROP_NO_ROUTE,     /* masqueraded packet: no route/neighbour/MTU */
 	FP_METRIC_MAX,
 };

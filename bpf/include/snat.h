@@ -11,6 +11,12 @@
  * of the flow's own from the configured range, which lies outside the
  * node's ephemeral ports so local sockets never collide with it.
  *
+ * The same port search serves flows whose tuple at the backend clashed with
+ * another flow's (ct.h): they keep the client's address and get a port of
+ * that range, which lies outside the client's ephemeral ports too when it
+ * runs Linux with the default range (32768-60999). Such a flow is not
+ * masqueraded: its source is no local address, so it goes to the stack.
+ *
  * A masqueraded packet cannot be handed to the stack: its source is now a
  * local address, which IPv4 input drops as a martian (fib_validate_source,
  * unless accept_local is set). So it leaves straight from here, through the
@@ -53,7 +59,9 @@ static __always_inline const struct fp_config *fp_config_get(void)
  * random start spreads flows over the range, the bound caps the map
  * operations of one packet, and a range no larger than the bound is searched
  * in full (which also makes exhaustion testable). As in Linux NAT, a port is
- * unique per backend address, port and protocol, not per node.
+ * unique per backend address, port and protocol and source address (the
+ * key's daddr), not per node. Port 0 is no port: a range starting there
+ * (an fp_config never written) has none.
  * A global function, verified once on its own: inlined, its loop counters
  * would be spilled on the caller's frame, the deepest of this program, and
  * as a static subprogram it would be verified again for every caller state
@@ -70,7 +78,7 @@ __attribute__((noinline)) int fp_snat_port(struct fp_ct_key *key, const struct f
 		return -EINVAL;
 	min = cfg->snat_port_min;
 	max = cfg->snat_port_max;
-	if (max < min)
+	if (min == 0 || max < min)
 		return -EADDRNOTAVAIL;
 	span = max - min + 1;
 	off = bpf_get_prandom_u32() % span;
@@ -86,26 +94,30 @@ __attribute__((noinline)) int fp_snat_port(struct fp_ct_key *key, const struct f
 }
 
 /*
- * fp_ct_create_snat writes both entries of a new masqueraded flow: REPLY
- * first, as its key is what must be unique (fp_snat_port), then FORWARD
- * with fwd_flag as in fp_ct_create; if that fails, REPLY is removed again.
- * FORWARD counts no packet yet: the first one is sent and counted like the
- * flow's later ones. Returns 0, -EADDRNOTAVAIL when no port was free, or a
- * map error (-EEXIST: another CPU balanced the flow first).
+ * fp_ct_create_snat writes both entries of a new flow whose source becomes
+ * saddr and a port of cfg's range: a masqueraded one (saddr the masquerade
+ * address, flags 0) or one with a port of its own for a clash (saddr the
+ * client's, flags FP_CT_F_SNAT_PORT). REPLY goes first, as its key is what
+ * must be unique (fp_snat_port), then FORWARD with fwd_flag as in
+ * fp_ct_create; if that fails, REPLY is removed again. FORWARD counts no
+ * packet yet: the first one is sent and counted like the flow's later ones.
+ * Returns 0, -EADDRNOTAVAIL when no port was free, or a map error (-EEXIST:
+ * another CPU balanced the flow first).
  */
 static __always_inline int fp_ct_create_snat(const struct fp_pkt *p, const struct fp_choice *c,
-					     const struct fp_config *cfg, __u64 fwd_flag)
+					     const struct fp_config *cfg, __be32 saddr,
+					     __u64 fwd_flag, __u16 flags)
 {
 	struct fp_ct_entry e = {};
 	struct fp_ct_key key;
 	int port;
 	long err;
 
-	fp_ct_key_v4(&key, c->addr, cfg->masq_addr.w[3], bpf_htons(c->port), 0, p->proto,
-		     FP_CT_REPLY);
+	flags |= FP_CT_F_SNAT;
+	fp_ct_key_v4(&key, c->addr, saddr, bpf_htons(c->port), 0, p->proto, FP_CT_REPLY);
 	fp_addr_set_v4(&e.nat_addr, p->daddr);
 	e.nat_port = bpf_ntohs(p->dport);
-	e.flags = FP_CT_F_SNAT;
+	e.flags = flags;
 	e.rev_nat_id = c->rev_nat_id;
 	e.backend_id = c->backend_id;
 	fp_addr_set_v4(&e.snat_addr, p->saddr);
@@ -117,14 +129,14 @@ static __always_inline int fp_ct_create_snat(const struct fp_pkt *p, const struc
 
 	fp_addr_set_v4(&e.nat_addr, c->addr);
 	e.nat_port = c->port;
-	e.flags = fp_ct_flags(0, p) | FP_CT_F_SNAT;
-	e.snat_addr = cfg->masq_addr;
+	e.flags = fp_ct_flags(0, p) | flags;
+	fp_addr_set_v4(&e.snat_addr, saddr);
 	e.snat_port = port;
 	fp_ct_key_fwd(&key, p);
 	err = bpf_map_update_elem(&fp_ct, &key, &e, fwd_flag);
 	if (err) {
-		fp_ct_key_v4(&key, c->addr, cfg->masq_addr.w[3], bpf_htons(c->port),
-			     bpf_htons(port), p->proto, FP_CT_REPLY);
+		fp_ct_key_v4(&key, c->addr, saddr, bpf_htons(c->port), bpf_htons(port), p->proto,
+			     FP_CT_REPLY);
 		bpf_map_delete_elem(&fp_ct, &key);
 	}
 	return err;

@@ -169,6 +169,7 @@ const (
 	SocklbProgFpSockConnect4     = "fp_sock_connect4"
 	SocklbProgFpSockGetpeername4 = "fp_sock_getpeername4"
 	SocklbProgFpSockRecvmsg4     = "fp_sock_recvmsg4"
+	SocklbProgFpSockRelease      = "fp_sock_release"
 	SocklbProgFpSockSendmsg4     = "fp_sock_sendmsg4"
 )
 
@@ -217,6 +218,7 @@ type SocklbProgramSpecs struct {
 	FpSockConnect4     *ebpf.ProgramSpec `ebpf:"fp_sock_connect4"`
 	FpSockGetpeername4 *ebpf.ProgramSpec `ebpf:"fp_sock_getpeername4"`
 	FpSockRecvmsg4     *ebpf.ProgramSpec `ebpf:"fp_sock_recvmsg4"`
+	FpSockRelease      *ebpf.ProgramSpec `ebpf:"fp_sock_release"`
 	FpSockSendmsg4     *ebpf.ProgramSpec `ebpf:"fp_sock_sendmsg4"`
 }
 
@@ -296,6 +298,7 @@ type SocklbPrograms struct {
 	FpSockConnect4     *ebpf.Program `ebpf:"fp_sock_connect4"`
 	FpSockGetpeername4 *ebpf.Program `ebpf:"fp_sock_getpeername4"`
 	FpSockRecvmsg4     *ebpf.Program `ebpf:"fp_sock_recvmsg4"`
+	FpSockRelease      *ebpf.Program `ebpf:"fp_sock_release"`
 	FpSockSendmsg4     *ebpf.Program `ebpf:"fp_sock_sendmsg4"`
 }
 
@@ -304,6 +307,7 @@ func (p *SocklbPrograms) Close() error {
 		p.FpSockConnect4,
 		p.FpSockGetpeername4,
 		p.FpSockRecvmsg4,
+		p.FpSockRelease,
 		p.FpSockSendmsg4,
 	)
 }

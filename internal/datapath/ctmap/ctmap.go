@@ -17,9 +17,13 @@ const (
 
 // Entry flags (FP_CT_F_*).
 const (
-	SeenReply uint16 = 1 << 0
+	SeenReply uint16 = 1 << 0 // reply entries only: a reply went through
 	Closing   uint16 = 1 << 1
-	SNAT      uint16 = 1 << 2 // masqueraded flow: SnatAddr/SnatPort are set
+	SNAT      uint16 = 1 << 2 // source translated: SnatAddr/SnatPort are set
+	// SNATPort, with SNAT: only the source port is translated, the address
+	// is the client's own. The flow's tuple at the backend clashed with
+	// another flow's. SNAT alone is a masqueraded flow.
+	SNATPort uint16 = 1 << 3
 )
 
 // Key mirrors struct fp_ct_key.
@@ -51,9 +55,10 @@ type Entry struct {
 	BackendID uint32
 	SnatPort  uint16
 	_         uint16
-	// SnatAddr, with SnatPort, is set on masqueraded flows (Flags&SNAT):
-	// FORWARD: the masquerade address the source becomes; REPLY: the
-	// client the destination goes back to.
+	// SnatAddr, with SnatPort, is set on flows with Flags&SNAT: FORWARD:
+	// the address the source becomes (the masquerade address, or with
+	// SNATPort the client's own); REPLY: the client the destination goes
+	// back to.
 	SnatAddr lbmap.Addr
 	Expires  uint64 // CLOCK_BOOTTIME nanoseconds
 	Packets  uint64

@@ -10,9 +10,10 @@ import (
 
 // Twin returns the key of the other direction of the same flow. A FORWARD
 // entry's NAT address is the backend; a REPLY entry's is the frontend. In a
-// masqueraded flow, the client's side of the REPLY key is the masquerade
-// address (the FORWARD entry's SNAT address), and the REPLY entry's SNAT
-// address is the client.
+// flow with SNAT, the client's side of the REPLY key is the FORWARD entry's
+// SNAT address and port (the masquerade address, or the client's own
+// address with a port of its own), and the REPLY entry's SNAT address and
+// port are the client.
 func Twin(k Key, e Entry) Key {
 	snat := e.Flags&SNAT != 0
 	if k.Dir == Forward {
@@ -29,10 +30,18 @@ func Twin(k Key, e Entry) Key {
 	return f
 }
 
-// GC deletes the flows whose both directions expired before now
-// (CLOCK_BOOTTIME ns) and returns how many entries it deleted. Each
-// direction ages only on its own packets, so a flow that is quiet one way
-// (a UDP stream, a download) must not lose that direction alone.
+// GC deletes the expired entries (before now, CLOCK_BOOTTIME ns) of flows
+// that are no more and returns how many it deleted. Each direction ages
+// only on its own packets, so a flow that is quiet one way (a UDP stream, a
+// download) must not lose that direction alone: an expired entry stays
+// while its flow is open, which is what the datapath asks too
+// (fp_ct_twin_state in bpf/include/ct.h): its twin exists, is its own (the
+// twin's twin is the entry: a tuple balanced again since leaves the old
+// reply entry over), has not expired, and the flow has not closed in both
+// directions. The last rule lets a closed flow's forward entry go after its
+// short close lifetime while the reply entry stays through the backend's
+// TIME_WAIT, the tombstone that makes the datapath give a new flow that
+// would reuse the backend's tuple a port of its own.
 func GC(m bpfmap.Map[Key, Entry], now uint64) (int, error) {
 	all, err := m.All()
 	if err != nil {
@@ -40,10 +49,7 @@ func GC(m bpfmap.Map[Key, Entry], now uint64) (int, error) {
 	}
 	var expired []Key
 	for k, v := range all {
-		if v.Expires >= now {
-			continue
-		}
-		if twin, ok := all[Twin(k, v)]; ok && twin.Expires >= now {
+		if v.Expires >= now || flowOpen(k, v, all, now) {
 			continue
 		}
 		expired = append(expired, k)
@@ -60,4 +66,11 @@ func Now() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
 	return uint64(ts.Nano())
+}
+
+// flowOpen reports whether the flow of entry v at k is open, as GC explains.
+func flowOpen(k Key, v Entry, all map[Key]Entry, now uint64) bool {
+	tk := Twin(k, v)
+	twin, ok := all[tk]
+	return ok && Twin(tk, twin) == k && twin.Expires >= now && v.Flags&twin.Flags&Closing == 0
 }

@@ -24,12 +24,16 @@ type hook struct {
 
 // hooks in attach order: the reverse translations go first, so that at no
 // moment can a socket be sent to a backend whose replies would not be
-// translated back. Detach walks the list backwards for the same reason.
+// translated back, then the release hook that deletes a connected socket's
+// reverse-translation entry, so that no connect() writes one that nothing
+// deletes. Detach walks the list backwards for the same reasons.
 var hooks = []hook{
 	{"fp_sock_recvmsg4", ebpf.AttachCGroupUDP4Recvmsg,
 		func(p *bpfobj.SocklbPrograms) *ebpf.Program { return p.FpSockRecvmsg4 }},
 	{"fp_sock_getpeername4", ebpf.AttachCgroupInet4GetPeername,
 		func(p *bpfobj.SocklbPrograms) *ebpf.Program { return p.FpSockGetpeername4 }},
+	{"fp_sock_release", ebpf.AttachCgroupInetSockRelease,
+		func(p *bpfobj.SocklbPrograms) *ebpf.Program { return p.FpSockRelease }},
 	{"fp_sock_sendmsg4", ebpf.AttachCGroupUDP4Sendmsg,
 		func(p *bpfobj.SocklbPrograms) *ebpf.Program { return p.FpSockSendmsg4 }},
 	{"fp_sock_connect4", ebpf.AttachCGroupInet4Connect,
@@ -45,7 +49,7 @@ func PinNames() []string {
 	return names
 }
 
-// Attach attaches the four socket-LB programs of objs to the cgroup v2
+// Attach attaches the five socket-LB programs of objs to the cgroup v2
 // directory cgroupPath and pins their links in pinDir (created if missing;
 // one pinDir per cgroup).
 //

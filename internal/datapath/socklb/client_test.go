@@ -38,12 +38,8 @@ func TestHelperClient(t *testing.T) {
 	if err := netns.Set(ns); err != nil {
 		t.Fatalf("enter netns: %v", err)
 	}
-	var held *net.TCPConn
-	defer func() {
-		if held != nil {
-			held.Close()
-		}
-	}()
+	var held held
+	defer held.close()
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var req request
@@ -58,25 +54,106 @@ func TestHelperClient(t *testing.T) {
 	}
 }
 
-func serve(req request, held **net.TCPConn) result {
+// held are the sockets a client keeps open between requests.
+type held struct {
+	tcp *net.TCPConn
+	udp *net.UDPConn
+}
+
+func (h *held) close() {
+	if h.tcp != nil {
+		h.tcp.Close()
+		h.tcp = nil
+	}
+	if h.udp != nil {
+		h.udp.Close()
+		h.udp = nil
+	}
+}
+
+func serve(req request, held *held) result {
 	switch req.Op {
 	case "tcp":
-		return dialTCP(req.Addr, held)
+		return dialTCP(req.Addr, &held.tcp)
 	case "peer":
-		if *held == nil {
+		if held.tcp == nil {
 			return result{Err: "no TCP connection held"}
 		}
-		peer, err := peerOf(*held)
+		peer, err := peerOf(held.tcp)
 		if err != nil {
 			return errResult(err)
 		}
 		return result{Peer: peer}
+	case "close":
+		held.close()
+		return result{}
+	case "tcpmany":
+		return dialTCPMany(req.Addr, req.N)
 	case "udp":
 		return sendUDP(req.Addr)
 	case "udpconn":
 		return connectUDP(req.Addr)
+	case "udphold":
+		return holdUDP(req.Addr, &held.udp)
+	case "udpask":
+		if held.udp == nil {
+			return result{Err: "no UDP socket held"}
+		}
+		return askUDP(held.udp, result{})
 	}
 	return result{Err: "unknown op " + req.Op}
+}
+
+// dialTCPMany makes n connections one after the other, each connected,
+// read from (the backend's name), asked getpeername and closed. It fails
+// at the first connection that does not show addr as its peer; Body is how
+// many there were.
+func dialTCPMany(addr string, n int) result {
+	for i := range n {
+		var c *net.TCPConn
+		r := dialTCP(addr, &c)
+		if c != nil {
+			c.Close()
+		}
+		if r.Errno != "" {
+			r.Err = fmt.Sprintf("connection %d: %s", i, r.Err)
+			return r
+		}
+		if r.Peer != addr {
+			return result{Errno: "OTHER", Err: fmt.Sprintf("connection %d: peer %s, want %s", i, r.Peer, addr)}
+		}
+	}
+	return result{Body: fmt.Sprint(n)}
+}
+
+// holdUDP connects a UDP socket, keeps it for later "udpask" requests and
+// asks once.
+func holdUDP(addr string, held **net.UDPConn) result {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return errResult(err)
+	}
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return errResult(err)
+	}
+	if *held != nil {
+		(*held).Close()
+	}
+	*held = c
+	peer, err := peerOf(c)
+	if err != nil {
+		return errResult(err)
+	}
+	return askUDP(c, result{Peer: peer})
+}
+
+// askUDP sends on a connected socket and reads the answer with recvfrom().
+func askUDP(c *net.UDPConn, res result) result {
+	if _, err := c.Write([]byte("hello")); err != nil {
+		return errResult(err)
+	}
+	return readUDP(c, res)
 }
 
 // dialTCP connects, reads the backend's name and keeps the connection open
@@ -136,10 +213,7 @@ func connectUDP(addr string) result {
 	if err != nil {
 		return errResult(err)
 	}
-	if _, err := c.Write([]byte("hello")); err != nil {
-		return errResult(err)
-	}
-	return readUDP(c, result{Peer: peer})
+	return askUDP(c, result{Peer: peer})
 }
 
 // readUDP uses recvfrom() with an address, which is what runs recvmsg4.

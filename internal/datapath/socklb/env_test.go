@@ -432,8 +432,9 @@ const (
 
 // request and result are the line protocol between test and client.
 type request struct {
-	Op   string // tcp, peer, udp, udpconn
+	Op   string // tcp, peer, close, tcpmany, udp, udpconn, udphold, udpask
 	Addr string
+	N    int // tcpmany: how many connections
 }
 
 type result struct {
@@ -492,7 +493,13 @@ func (e *env) startClient(cgroupPath string) *client {
 
 func (c *client) do(op, addr string) result {
 	c.t.Helper()
-	line, err := json.Marshal(request{Op: op, Addr: addr})
+	return c.doReq(request{Op: op, Addr: addr})
+}
+
+func (c *client) doReq(req request) result {
+	c.t.Helper()
+	op, addr := req.Op, req.Addr
+	line, err := json.Marshal(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}

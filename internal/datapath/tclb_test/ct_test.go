@@ -11,10 +11,11 @@ import (
 
 // Lifetimes in seconds, as in bpf/include/fastpath.h.
 const (
-	lifeTCP      = 21600
-	lifeTCPSyn   = 60
-	lifeTCPClose = 10
-	lifeNonTCP   = 60
+	lifeTCP         = 21600
+	lifeTCPSyn      = 60
+	lifeTCPClose    = 10
+	lifeTCPTimeWait = 60
+	lifeNonTCP      = 60
 )
 
 // step runs one packet and checks the expiry and counters of the ct entry it
@@ -62,7 +63,11 @@ func TestCTLifetimesFollowTheTCPHandshakeAndClose(t *testing.T) {
 		{"fin", pkttest.TCPFrame(c, fin|ack, nil), fwd, lifeTCPClose, ctmap.Closing, 3},
 		// Closing sticks: later packets do not bring the long lifetime back.
 		{"ack after fin", pkttest.TCPFrame(c, ack, nil), fwd, lifeTCPClose, ctmap.Closing, 4},
-		{"reply rst", pkttest.TCPFrame(b, rst|ack, nil), rep, lifeTCPClose, ctmap.SeenReply | ctmap.Closing, 3},
+		// The REPLY entry of a closed flow is the backend's tuple: it stays
+		// through the backend's TIME_WAIT (a tombstone for clashes).
+		{"reply fin", pkttest.TCPFrame(b, fin|ack, nil), rep, lifeTCPTimeWait, ctmap.SeenReply | ctmap.Closing, 3},
+		{"reply ack after fin", pkttest.TCPFrame(b, ack, nil), rep, lifeTCPTimeWait, ctmap.SeenReply | ctmap.Closing, 4},
+		{"reply rst", pkttest.TCPFrame(b, rst|ack, nil), rep, lifeTCPTimeWait, ctmap.SeenReply | ctmap.Closing, 5},
 	})
 	// The REPLY entry is created with the FORWARD one, on the first packet.
 	e.ctEntry(rep)

@@ -336,3 +336,19 @@ func TestICMPErrorsAboutMasqueradedFlows(t *testing.T) {
 	wantFrame(t, out, pkttest.Forwarded(want, neighMAC, mac))
 	e.wantMetrics(map[int]uint64{metricForwardNew: 1, metricICMPErrRevNat: 2, metricReplyRevNat: 1, metricForwardCT: 1})
 }
+
+// A masqueraded flow's REPLY entry holds its port: it keeps the short close
+// lifetime instead of lasting through the backend's TIME_WAIT, so the range
+// serves as many new flows a second as before.
+func TestMasqueradedFlowsReplyEntryKeepsTheShortCloseLifetime(t *testing.T) {
+	e, _ := masqEnv(t, roleExternal, portMin, portMax)
+	e.setService(vip, tcp, revNatID, be1)
+	port := sent(t, e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actRedirect), portMin, portMax)
+	back := pkttest.Flow{Src: be1.addr, Dst: masq(port)}
+	before := bootNow(t)
+	e.mustRun(pkttest.TCPFrame(back, fin|ack, nil), actOK)
+	rep := e.ctEntry(ctKey(back, tcp, ctmap.Reply))
+	if rep.Flags != ctmap.SNAT|ctmap.SeenReply|ctmap.Closing || rep.Expires > bootNow(t)+lifeTCPClose*second || rep.Expires < before+lifeTCPClose*second {
+		t.Errorf("REPLY entry %+v expires in %.1fs, want %ds", rep, float64(int64(rep.Expires-before))/1e9, lifeTCPClose)
+	}
+}
