@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/datapath"
@@ -149,6 +150,10 @@ func (a *Agent) loop(ctx context.Context) error {
 			return nil
 		case svcs := <-updates:
 			ok = a.apply(svcs, !a.haveState)
+			// Parsing a large file churns far more memory than the
+			// tables keep; hand it back now rather than when the runtime
+			// gets round to it, so RSS reflects what the agent holds.
+			debug.FreeOSMemory()
 		case u := <-kubeUpdates:
 			ok = a.applyKube(u)
 		case <-retry.C():

@@ -3,7 +3,6 @@ package servicefile
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 )
@@ -140,10 +139,15 @@ func (o *object) list(name string) ([]any, bool) {
 
 // done reports the fields nobody asked for, in name order.
 func (o *object) done() {
-	for _, name := range slices.Sorted(maps.Keys(o.m)) {
+	var unknown []string
+	for name := range o.m {
 		if !o.used[name] {
-			o.errorf(name, "unknown field")
+			unknown = append(unknown, name)
 		}
+	}
+	slices.Sort(unknown)
+	for _, name := range unknown {
+		o.errorf(name, "unknown field")
 	}
 }
 

@@ -53,10 +53,26 @@ const (
 // and wrong types are errors, as are duplicate service names and two
 // services using one VIP, port and protocol. An empty file is an error too:
 // a half-written file must not read as "no services"; write `services: []`.
+//
+// A file of the usual shape (a `services:` block list, or JSON) is read one
+// service at a time, so the memory it takes grows with the services kept,
+// not with copies of the whole file; other files are read whole, with the
+// same result.
 func Parse(data []byte) ([]loadbalancer.Service, error) {
 	if len(data) > MaxFileSize {
 		return nil, &Error{Problems: []string{fmt.Sprintf("file is %d bytes, more than the limit of %d", len(data), MaxFileSize)}}
 	}
+	if svcs, ok, err := parseEntries(data); ok {
+		return svcs, err
+	}
+	return parseWhole(data)
+}
+
+// parseWhole is Parse for any file: it converts the whole document to JSON
+// and decodes that into a generic tree before checking it, so it holds
+// several copies of the file at once. parseEntries gives the same answer
+// one service at a time for the files it can split.
+func parseWhole(data []byte) ([]loadbalancer.Service, error) {
 	if err := singleDocument(data); err != nil {
 		return nil, &Error{Problems: []string{err.Error()}}
 	}
@@ -112,23 +128,39 @@ func parseDoc(p *problems, doc any) []loadbalancer.Service {
 	}
 	items, _ := top.list("services")
 	top.done()
-	var out []loadbalancer.Service
-	names := map[loadbalancer.ServiceName]string{}
-	vips := map[loadbalancer.L4Addr]string{}
+	c := newCollector(p)
 	for i, item := range items {
-		svc, at, ok := parseService(p, i, item)
-		if !ok {
-			continue
-		}
-		if first, dup := names[svc.Name]; dup {
-			p.add(at, "", "same namespace and name as %s", first)
-			continue
-		}
-		names[svc.Name] = at
-		checkVIPs(p, at, svc, vips)
-		out = append(out, svc)
+		c.add(i, item)
 	}
-	return out
+	return c.out
+}
+
+// collector checks the entries of `services` one at a time, in order, and
+// keeps the good ones.
+type collector struct {
+	p     *problems
+	out   []loadbalancer.Service
+	names map[loadbalancer.ServiceName]string
+	vips  map[loadbalancer.L4Addr]string
+}
+
+func newCollector(p *problems) *collector {
+	return &collector{p: p, names: map[loadbalancer.ServiceName]string{}, vips: map[loadbalancer.L4Addr]string{}}
+}
+
+// add checks services[i], decoded as a generic JSON value.
+func (c *collector) add(i int, item any) {
+	svc, at, ok := parseService(c.p, i, item)
+	if !ok {
+		return
+	}
+	if first, dup := c.names[svc.Name]; dup {
+		c.p.add(at, "", "same namespace and name as %s", first)
+		return
+	}
+	c.names[svc.Name] = at
+	checkVIPs(c.p, at, svc, c.vips)
+	c.out = append(c.out, svc)
 }
 
 // checkVIPs reports frontends another service of the file uses already.

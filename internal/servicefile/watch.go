@@ -1,6 +1,7 @@
 package servicefile
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -117,11 +118,16 @@ func (w *watcher) readFile() ([]byte, error) {
 		return nil, fmt.Errorf("services file: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
+	// Room for the whole file at once, as its size is now (it may change):
+	// growing a buffer as it fills costs twice the file or more.
+	var buf bytes.Buffer
+	if fi, err := f.Stat(); err == nil && fi.Size() <= MaxFileSize {
+		buf.Grow(int(fi.Size()) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1)); err != nil {
 		return nil, fmt.Errorf("services file %s: %w", w.path, err)
 	}
-	return data, nil
+	return buf.Bytes(), nil
 }
 
 // fail reports err unless it was the last thing reported, and forgets the

@@ -312,7 +312,19 @@ func run(ctx context.Context, cfg config) (err error) {
 	if res.QuietBusy, res.Waited, err = waitQuiet(ctx, cfg); err != nil {
 		return err
 	}
-	for _, n := range cfg.Ns {
+	for i, n := range cfg.Ns {
+		if i > 0 {
+			// Each N starts a fresh agent with fresh maps, which knows
+			// nothing of the previous N's closed flows while the backends
+			// still hold them in TIME_WAIT: wait that out, or the first
+			// seconds of this N measure the previous one's leftovers.
+			logf(cfg, "waiting %s for the backends' TIME_WAIT to expire", timeWait)
+			select {
+			case <-time.After(timeWait):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		nr, pts, err := benchN(ctx, cfg, env, bin, n)
 		if err != nil {
 			return fmt.Errorf("at %d services: %w", n, err)
@@ -391,6 +403,9 @@ func estimate(cfg config) time.Duration {
 	per := time.Duration(len(modes)*len(cfg.Workers)*cfg.Reps) * (cfg.Duration + cfg.LatDuration + 2*cfg.Warmup + 100*time.Millisecond)
 	return time.Duration(len(cfg.Ns)) * (per + 5*time.Second)
 }
+
+// timeWait is Linux's TCP TIME_WAIT (TCP_TIMEWAIT_LEN), plus a margin.
+const timeWait = 62 * time.Second
 
 // benchN programs n services with a fresh agent and measures every mode.
 func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (nr *nResult, pts []point, err error) {
