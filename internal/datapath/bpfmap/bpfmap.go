@@ -22,6 +22,9 @@ type Map[K comparable, V any] interface {
 	Lookup(key K) (V, bool, error)
 	// All returns every entry. Meant for restore and inspection, not hot paths.
 	All() (map[K]V, error)
+	// Range calls fn for every entry until fn returns false, holding no
+	// copy of the map: for walks of large maps (ct GC) that keep little.
+	Range(fn func(K, V) bool) error
 	// MaxEntries is the capacity the map was created with.
 	MaxEntries() int
 	// Name identifies the map in errors and status output.

@@ -58,6 +58,16 @@ func (f *Fake[K, V]) Lookup(key K) (V, bool, error) {
 	return v, ok, nil
 }
 
+func (f *Fake[K, V]) Range(fn func(K, V) bool) error {
+	all, _ := f.All() // fn may write to the map, so walk a copy
+	for k, v := range all {
+		if !fn(k, v) {
+			return nil
+		}
+	}
+	return nil
+}
+
 func (f *Fake[K, V]) All() (map[K]V, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

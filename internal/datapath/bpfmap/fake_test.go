@@ -26,3 +26,17 @@ func TestFakeCapacity(t *testing.T) {
 		t.Errorf("MaxEntries = %d, want 3", f.MaxEntries())
 	}
 }
+
+func TestFakeRangeStopsWhenAsked(t *testing.T) {
+	f := NewFake[int, int]("m", 8)
+	if err := f.Update([]int{1, 2, 3}, []int{10, 20, 30}); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	if err := f.Range(func(int, int) bool { seen++; return seen < 2 }); err != nil {
+		t.Fatal(err)
+	}
+	if seen != 2 {
+		t.Fatalf("Range visited %d entries after fn returned false at the 2nd; want 2", seen)
+	}
+}

@@ -86,14 +86,29 @@ func (k *Kernel[K, V]) Lookup(key K) (V, bool, error) {
 // per entry (next key, lookup): at 150,000 entries that is ~40 calls
 // instead of 300,000.
 func (k *Kernel[K, V]) All() (map[K]V, error) {
+	out := make(map[K]V)
+	err := k.Range(func(key K, val V) bool {
+		out[key] = val
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Range walks the map in batches where the kernel can, one entry at a
+// time otherwise. Entries written or deleted during the walk may or may not
+// be seen, as with any BPF map iteration.
+func (k *Kernel[K, V]) Range(fn func(K, V) bool) error {
 	if k.batchLookupUsable() {
-		out, err := k.allBatch()
+		err := k.rangeBatch(fn)
 		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return out, err
+			return err
 		}
 		k.noBatchLookup.Store(true)
 	}
-	return k.allIterate()
+	return k.rangeIterate(fn)
 }
 
 // allChunk bounds one BatchLookup: 160 KiB of buffers for the services
@@ -110,28 +125,32 @@ func (k *Kernel[K, V]) batchLookupUsable() bool {
 	return !k.iterOnly && !k.noBatchLookup.Load()
 }
 
-// allBatch walks the map with a batch cursor. A hash map hands out whole
+// rangeBatch walks the map with a batch cursor. A hash map hands out whole
 // buckets, and answers ENOSPC, cursor unmoved, when the next bucket does
 // not fit the buffer: then the buffer doubles and the call is repeated.
-func (k *Kernel[K, V]) allBatch() (map[K]V, error) {
+func (k *Kernel[K, V]) rangeBatch(fn func(K, V) bool) error {
 	n := k.firstChunk()
 	keys, vals := make([]K, n), make([]V, n)
-	out := make(map[K]V)
 	var cursor ebpf.MapBatchCursor
 	for {
 		got, err := k.m.BatchLookup(&cursor, keys, vals, nil)
 		for i := range got {
-			out[keys[i]] = vals[i]
+			if !fn(keys[i], vals[i]) {
+				return nil
+			}
 		}
 		switch {
 		case errors.Is(err, ebpf.ErrKeyNotExist): // the end, maybe with entries
-			return out, nil
+			return nil
 		case errors.Is(err, unix.ENOSPC) && got == 0 && len(keys) < k.MaxEntries():
 			keys, vals = make([]K, 2*len(keys)), make([]V, 2*len(vals))
 		case errors.Is(err, ebpf.ErrNotSupported):
-			return nil, err // All falls back
+			if got > 0 { // cannot fall back half-way: the caller saw entries
+				return fmt.Errorf("map %s: batch lookup stopped: %w", k.name, err)
+			}
+			return err // Range falls back
 		case err != nil:
-			return nil, fmt.Errorf("map %s: batch lookup: %w", k.name, err)
+			return fmt.Errorf("map %s: batch lookup: %w", k.name, err)
 		}
 	}
 }
@@ -146,18 +165,19 @@ func (k *Kernel[K, V]) firstChunk() int {
 	return max(1, min(n, k.MaxEntries()))
 }
 
-func (k *Kernel[K, V]) allIterate() (map[K]V, error) {
-	out := make(map[K]V)
+func (k *Kernel[K, V]) rangeIterate(fn func(K, V) bool) error {
 	var key K
 	var val V
 	it := k.m.Iterate()
 	for it.Next(&key, &val) {
-		out[key] = val
+		if !fn(key, val) {
+			return nil
+		}
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("map %s: iterate: %w", k.name, err)
+		return fmt.Errorf("map %s: iterate: %w", k.name, err)
 	}
-	return out, nil
+	return nil
 }
 
 func (k *Kernel[K, V]) MaxEntries() int { return int(k.m.MaxEntries()) }

@@ -42,17 +42,33 @@ func Twin(k Key, e Entry) Key {
 // short close lifetime while the reply entry stays through the backend's
 // TIME_WAIT, the tombstone that makes the datapath give a new flow that
 // would reuse the backend's tuple a port of its own.
+//
+// It keeps only the expired entries in memory, not a copy of the map: the
+// ct map is the largest the agent reads, and GC runs every few seconds.
 func GC(m bpfmap.Map[Key, Entry], now uint64) (int, error) {
-	all, err := m.All()
+	type entry struct {
+		k Key
+		v Entry
+	}
+	var candidates []entry
+	err := m.Range(func(k Key, v Entry) bool {
+		if v.Expires < now {
+			candidates = append(candidates, entry{k, v})
+		}
+		return true
+	})
 	if err != nil {
 		return 0, err
 	}
+	lookup := func(k Key) (Entry, bool) {
+		v, ok, err := m.Lookup(k)
+		return v, ok && err == nil
+	}
 	var expired []Key
-	for k, v := range all {
-		if v.Expires >= now || flowOpen(k, v, all, now) {
-			continue
+	for _, c := range candidates {
+		if !flowOpen(c.k, c.v, lookup, now) {
+			expired = append(expired, c.k)
 		}
-		expired = append(expired, k)
 	}
 	if err := m.Delete(expired); err != nil {
 		return 0, fmt.Errorf("ct gc: %w", err)
@@ -69,8 +85,8 @@ func Now() uint64 {
 }
 
 // flowOpen reports whether the flow of entry v at k is open, as GC explains.
-func flowOpen(k Key, v Entry, all map[Key]Entry, now uint64) bool {
+func flowOpen(k Key, v Entry, lookup func(Key) (Entry, bool), now uint64) bool {
 	tk := Twin(k, v)
-	twin, ok := all[tk]
+	twin, ok := lookup(tk)
 	return ok && Twin(tk, twin) == k && twin.Expires >= now && v.Flags&twin.Flags&Closing == 0
 }
