@@ -229,10 +229,11 @@ func TestEntriesSameAsWholeRandom(t *testing.T) {
 			taken++
 		}
 	}
-	// Most files come out valid or with problems found after parsing, and
-	// those it takes; make sure this test keeps testing something.
+	// About a fifth of the random files take the entry-by-entry path (22.8 %
+	// of the full run, 19.7 % of the -short one with this seed); make sure
+	// the test keeps testing that path, with room for generator changes.
 	t.Logf("%d of %d files taken entry by entry", taken, rounds)
-	if taken < rounds/5 {
+	if taken < rounds/10 {
 		t.Errorf("only %d of %d files taken entry by entry", taken, rounds)
 	}
 }
