@@ -30,6 +30,7 @@
 #include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "addr.h"
 #include "maps.h"
 #include "affinity.h"
 #include "service.h"
@@ -47,19 +48,6 @@ static __always_inline void metric_inc(__u32 idx)
 	/* Programs of this type can be preempted on the same CPU. */
 	if (m)
 		__sync_fetch_and_add(&m->packets, 1);
-}
-
-static __always_inline void addr_set_v4(union fp_addr *a, __u32 ip4)
-{
-	a->w[0] = 0;
-	a->w[1] = 0;
-	a->w[2] = bpf_htonl(0x0000ffff);
-	a->w[3] = ip4;
-}
-
-static __always_inline int addr_is_v4(const union fp_addr *a)
-{
-	return a->w[0] == 0 && a->w[1] == 0 && a->w[2] == bpf_htonl(0x0000ffff);
 }
 
 static __always_inline int proto_handled(__u32 proto)
@@ -110,7 +98,7 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 	if (!proto_handled(proto))
 		return SYS_PROCEED;
 
-	addr_set_v4(&key.addr, ip4);
+	fp_addr_set_v4(&key.addr, ip4);
 	key.port = port;
 	key.proto = (__u8)proto;
 	svc = fp_svc_lookup(&key, 1);
@@ -132,7 +120,7 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 	if (!slot)
 		goto gone;
 	be = bpf_map_lookup_elem(&fp_backends, &slot->backend_id);
-	if (!be || !addr_is_v4(&be->addr))
+	if (!be || !fp_addr_is_v4(&be->addr))
 		goto gone;
 
 	slot_nr = key.slot;
@@ -179,7 +167,7 @@ static __always_inline int xlate_rev(struct bpf_sock_addr *ctx)
 		return SYS_PROCEED;
 
 	key.cookie = bpf_get_socket_cookie(ctx);
-	addr_set_v4(&key.addr, ctx->user_ip4);
+	fp_addr_set_v4(&key.addr, ctx->user_ip4);
 	key.port = bpf_ntohs((__u16)ctx->user_port);
 	rev = bpf_map_lookup_elem(&fp_sock_revnat, &key);
 	if (!rev)
@@ -246,7 +234,7 @@ int fp_sock_release(struct bpf_sock *sk)
 	if (sk->family != FP_AF_INET || !proto_handled(sk->protocol) || !sk->dst_port)
 		return SYS_PROCEED;
 	key.cookie = bpf_get_socket_cookie(sk);
-	addr_set_v4(&key.addr, sk->dst_ip4);
+	fp_addr_set_v4(&key.addr, sk->dst_ip4);
 	key.port = bpf_ntohs(sk->dst_port);
 	bpf_map_delete_elem(&fp_sock_revnat, &key);
 	return SYS_PROCEED;

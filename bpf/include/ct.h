@@ -34,21 +34,9 @@
 #define FASTPATH_CT_H
 
 #include <linux/errno.h>
+#include "addr.h"
 #include "maps.h"
 #include "pkt.h"
-
-static __always_inline void fp_addr_set_v4(union fp_addr *a, __be32 ip)
-{
-	a->w[0] = 0;
-	a->w[1] = 0;
-	a->w[2] = bpf_htonl(0x0000ffff);
-	a->w[3] = ip;
-}
-
-static __always_inline int fp_addr_is_v4(const union fp_addr *a)
-{
-	return a->w[0] == 0 && a->w[1] == 0 && a->w[2] == bpf_htonl(0x0000ffff);
-}
 
 /* fp_ct_key_v4 fills a key; ports come in network order, keys hold host order. */
 static __always_inline void fp_ct_key_v4(struct fp_ct_key *k, __be32 saddr, __be32 daddr,
