@@ -43,37 +43,56 @@ func Twin(k Key, e Entry) Key {
 // TIME_WAIT, the tombstone that makes the datapath give a new flow that
 // would reuse the backend's tuple a port of its own.
 //
-// It keeps only the expired entries in memory, not a copy of the map: the
-// ct map is the largest the agent reads, and GC runs every few seconds.
+// It holds at most gcChunk keys, never a copy of the map: the ct map is
+// the largest the agent reads and GC runs every few seconds, so gathering
+// every expired entry first (100,000+ at a few thousand connections a
+// second with TIME_WAIT tombstones) grew the agent's heap by tens of MiB a
+// pass. Each entry is judged as the walk reaches it and the dead ones are
+// deleted in chunks behind the walk. Deleting a visited entry does not
+// change a verdict still to come: a flow whose twin is gone is closed, the
+// same verdict the expired twin would have given.
 func GC(m bpfmap.Map[Key, Entry], now uint64) (int, error) {
-	type entry struct {
-		k Key
-		v Entry
-	}
-	var candidates []entry
-	err := m.Range(func(k Key, v Entry) bool {
-		if v.Expires < now {
-			candidates = append(candidates, entry{k, v})
-		}
-		return true
-	})
-	if err != nil {
-		return 0, err
-	}
+	return gc(m, now, gcChunk)
+}
+
+// gcChunk bounds the keys GC holds; one Delete call per chunk.
+const gcChunk = 1024
+
+func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (int, error) {
 	lookup := func(k Key) (Entry, bool) {
 		v, ok, err := m.Lookup(k)
 		return v, ok && err == nil
 	}
-	var expired []Key
-	for _, c := range candidates {
-		if !flowOpen(c.k, c.v, lookup, now) {
-			expired = append(expired, c.k)
+	pending := make([]Key, 0, chunk)
+	deleted := 0
+	var delErr error
+	flush := func() bool {
+		if delErr = m.Delete(pending); delErr != nil {
+			return false
 		}
+		deleted += len(pending)
+		pending = pending[:0]
+		return true
 	}
-	if err := m.Delete(expired); err != nil {
-		return 0, fmt.Errorf("ct gc: %w", err)
+	err := m.Range(func(k Key, v Entry) bool {
+		// Flushing before k joins pending keeps k, the key a one-by-one
+		// walk asks the kernel for the successor of, in the map: deleting
+		// it would make the walk start over from the first key.
+		if len(pending) >= chunk && !flush() {
+			return false
+		}
+		if v.Expires < now && !flowOpen(k, v, lookup, now) {
+			pending = append(pending, k)
+		}
+		return true
+	})
+	if err == nil && delErr == nil {
+		flush()
 	}
-	return len(expired), nil
+	if delErr != nil {
+		return deleted, fmt.Errorf("ct gc: %w", delErr)
+	}
+	return deleted, err
 }
 
 // Now is CLOCK_BOOTTIME in nanoseconds, the clock the datapath stamps
