@@ -15,6 +15,8 @@
  *      when another flow holds the resulting tuple at the backend, the
  *      source port too (a port of its own, ct.h);
  *   4. a service without backends: ICMP port unreachable back to the client;
+ *      a new flow from outside a frontend's loadBalancerSourceRanges is
+ *      dropped before either (FP_SVC_F_SOURCE_RANGES, service.h);
  * and ICMP errors about balanced flows are translated like their flows.
  * Everything else passes untouched.
  *
@@ -112,12 +114,36 @@ static __always_inline int fp_send(struct __sk_buff *skb, const struct fp_pkt *p
 	return ret;
 }
 
+/*
+ * fp_reply_nodeport sends a reverse-NATed reply of a NodePort flow, whose
+ * source (saddr) is now one of the node's own addresses, to daddr where the
+ * FIB says: the stack would drop it as a martian (fib_validate_source). A
+ * destination the FIB does not forward to (the node itself) is left to the
+ * stack, as before; one it cannot reach is dropped and counted.
+ */
+static __always_inline int fp_reply_nodeport(struct __sk_buff *skb, const struct fp_pkt *p,
+					     __be32 saddr, __be32 daddr)
+{
+	struct fp_nexthop nh;
+	int rc;
+
+	if (p->ttl <= 1)
+		return TC_ACT_OK;
+	rc = fp_fib(skb, p, saddr, daddr, p->dport, &nh);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return TC_ACT_OK;
+	if (!fp_fib_ok(rc))
+		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
+	return fp_send(skb, p, &nh);
+}
+
 /* fp_reply reverse-NATs a reply of a balanced flow: backend -> client. */
 static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *p)
 {
 	struct fp_ct_key key;
 	struct fp_ct_entry *e;
 	struct fp_rev_nat *rn;
+	__be32 daddr = p->daddr;
 
 	fp_ct_key_v4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, FP_CT_REPLY);
 	e = bpf_map_lookup_elem(&fp_ct, &key);
@@ -128,14 +154,18 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 	if (!rn || !fp_addr_is_v4(&rn->addr))
 		return TC_ACT_OK;
 	/* SNAT: the destination goes back to the client (its port at least). */
-	if ((e->flags & FP_CT_F_SNAT) &&
-	    (!fp_addr_is_v4(&e->snat_addr) ||
-	     fp_nat(skb, p, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0))
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+	if (e->flags & FP_CT_F_SNAT) {
+		if (!fp_addr_is_v4(&e->snat_addr) ||
+		    fp_nat(skb, p, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0)
+			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		daddr = e->snat_addr.w[3];
+	}
 	if (fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
 	fp_metric_add(FP_METRIC_REPLY_REVNAT, p->len);
+	if (e->flags & FP_CT_F_NODEPORT)
+		return fp_reply_nodeport(skb, p, rn->addr.w[3], daddr);
 	return TC_ACT_OK;
 }
 
@@ -217,6 +247,9 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 	svc = fp_svc_lookup(&sk, fp_iface_role == FP_ROLE_INTERNAL);
 	if (!svc)
 		return TC_ACT_OK;
+	/* Outside loadBalancerSourceRanges: dropped, as kube-proxy does. */
+	if (!fp_source_allowed(svc, p->saddr))
+		return fp_drop(p, FP_METRIC_DROP_SOURCE_RANGE);
 	if (svc->count == 0) {
 		fp_metric_add(FP_METRIC_DROP_NO_BACKEND, p->len);
 		return fp_reject(skb, p);

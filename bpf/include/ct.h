@@ -128,6 +128,12 @@ struct fp_choice {
 	__u8 affinity;   /* the service has session affinity: remember the choice */
 };
 
+/* fp_ct_svc_flags are the ct flags a new flow gets from its service. */
+static __always_inline __u16 fp_ct_svc_flags(const struct fp_choice *c)
+{
+	return (c->svc_flags & FP_SVC_F_NODEPORT) ? FP_CT_F_NODEPORT : 0;
+}
+
 /* fp_ct_key_fwd fills the FORWARD key of p's flow. */
 static __always_inline void fp_ct_key_fwd(struct fp_ct_key *k, const struct fp_pkt *p)
 {
@@ -289,7 +295,7 @@ static __always_inline int fp_ct_create(const struct fp_pkt *p, const struct fp_
 
 	fp_addr_set_v4(&e.nat_addr, c->addr);
 	e.nat_port = c->port;
-	e.flags = fp_ct_flags(0, p);
+	e.flags = fp_ct_flags(fp_ct_svc_flags(c), p);
 	e.rev_nat_id = c->rev_nat_id;
 	e.backend_id = c->backend_id;
 	e.expires = bpf_ktime_get_boot_ns() + fp_ct_lifetime(p, e.flags);
@@ -304,7 +310,7 @@ static __always_inline int fp_ct_create(const struct fp_pkt *p, const struct fp_
 		     FP_CT_REPLY);
 	fp_addr_set_v4(&e.nat_addr, p->daddr);
 	e.nat_port = bpf_ntohs(p->dport);
-	e.flags = 0;
+	e.flags = fp_ct_svc_flags(c);
 	e.packets = 0;
 	e.bytes = 0;
 	err = bpf_map_update_elem(&fp_ct, &key, &e, rep_flag);

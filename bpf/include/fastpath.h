@@ -14,8 +14,10 @@
 #include <linux/types.h>
 
 /* 2: fp_ct_entry grew the SNAT fields, fp_sock_rev_nat the scope, fp_config
- * is new, and fp_metrics has two more counters. */
-#define FP_MAP_LAYOUT_VERSION 2
+ * is new, and fp_metrics has two more counters.
+ * 3: fp_source_ranges is new, with FP_SVC_F_SOURCE_RANGES and
+ * FP_CT_F_NODEPORT, and fp_metrics has one more counter. */
+#define FP_MAP_LAYOUT_VERSION 3
 
 union fp_addr {
 	__u8 b[16];
@@ -58,6 +60,9 @@ struct fp_svc_val {
  * source address (no masquerade); the control plane gives the EXTERNAL entry
  * only node-local backends. */
 #define FP_SVC_F_EXT_LOCAL (1 << 4)
+/* loadBalancerSourceRanges: new flows are taken only from sources that
+ * fp_source_ranges holds for the entry's rev_nat_id; others are dropped. */
+#define FP_SVC_F_SOURCE_RANGES (1 << 5)
 
 /*
  * The role of the interface a tc_lb instance is attached to; a load-time
@@ -141,6 +146,11 @@ struct fp_ct_entry {
  * another flow's (ct.h); its packets go to the stack like plain DNAT ones.
  * FP_CT_F_SNAT alone is a masqueraded flow (snat.h). */
 #define FP_CT_F_SNAT_PORT (1 << 3)
+/* Both entries of a flow to a NodePort frontend. Its replies get one of the
+ * node's own addresses as source, which the stack would drop as a martian
+ * (fib_validate_source): they leave through a FIB lookup and a redirect,
+ * like masqueraded requests (snat.h). */
+#define FP_CT_F_NODEPORT (1 << 4)
 
 #define FP_NSEC_PER_SEC 1000000000ULL
 
@@ -209,6 +219,17 @@ struct fp_affinity_val {
 	__u64 last_used; /* bpf_ktime_get_boot_ns() of the last new connection */
 };
 
+/*
+ * source_ranges: loadBalancerSourceRanges, an LPM trie. The prefix length
+ * counts the 32 bits of rev_nat_id too, so one lookup with the full length
+ * (32 + 128) finds whether a source lies in any range of that frontend.
+ */
+struct fp_source_range_key {
+	__u32 prefix_len; /* 32 + the range's bits in IPv4-mapped form (96 + n) */
+	__u32 rev_nat_id;
+	union fp_addr addr;
+};
+
 /* metrics: per-CPU counters indexed by FP_METRIC_*. */
 struct fp_metric {
 	__u64 packets;
@@ -228,6 +249,7 @@ enum fp_metric_index {
 	FP_METRIC_SOCK_NO_BACKEND,   /* socket LB refused: no backend */
 	FP_METRIC_DROP_SNAT_NO_PORT, /* masquerade or tuple clash: no free port found */
 	FP_METRIC_DROP_NO_ROUTE,     /* masqueraded packet: no route/neighbour/MTU */
+	FP_METRIC_DROP_SOURCE_RANGE, /* source outside loadBalancerSourceRanges */
 	FP_METRIC_MAX,
 };
 

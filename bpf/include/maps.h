@@ -64,6 +64,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_affinity SEC(".maps");
 
+/* Value unused: presence of a prefix is the answer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct fp_source_range_key);
+	__type(value, __u8);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_source_ranges SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);

@@ -3,6 +3,7 @@
 #ifndef FASTPATH_SERVICE_H
 #define FASTPATH_SERVICE_H
 
+#include "addr.h"
 #include "maps.h"
 
 /*
@@ -28,6 +29,26 @@ static __always_inline struct fp_svc_val *fp_svc_lookup(struct fp_svc_key *sk, i
 	}
 	sk->scope = FP_SCOPE_EXTERNAL;
 	return bpf_map_lookup_elem(&fp_services, sk);
+}
+
+/*
+ * fp_source_allowed says whether a new flow from saddr may use service entry
+ * svc: always, unless the entry has loadBalancerSourceRanges
+ * (FP_SVC_F_SOURCE_RANGES); then only when saddr lies in one of the ranges
+ * fp_source_ranges holds for the entry's frontend (its rev_nat_id). The
+ * control plane adds the node's own cases (kube-proxy's allowFromNode) as
+ * ranges, and writes no flag for a /0 range.
+ */
+static __always_inline int fp_source_allowed(const struct fp_svc_val *svc, __be32 saddr)
+{
+	struct fp_source_range_key k;
+
+	if (!(svc->flags & FP_SVC_F_SOURCE_RANGES))
+		return 1;
+	k.prefix_len = 32 + 128;
+	k.rev_nat_id = svc->rev_nat_id;
+	fp_addr_set_v4(&k.addr, saddr);
+	return bpf_map_lookup_elem(&fp_source_ranges, &k) != NULL;
 }
 
 #endif /* FASTPATH_SERVICE_H */

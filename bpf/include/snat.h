@@ -113,7 +113,7 @@ static __always_inline int fp_ct_create_snat(const struct fp_pkt *p, const struc
 	int port;
 	long err;
 
-	flags |= FP_CT_F_SNAT;
+	flags |= FP_CT_F_SNAT | fp_ct_svc_flags(c);
 	fp_ct_key_v4(&key, c->addr, saddr, bpf_htons(c->port), 0, p->proto, FP_CT_REPLY);
 	fp_addr_set_v4(&e.nat_addr, p->daddr);
 	e.nat_port = bpf_ntohs(p->dport);

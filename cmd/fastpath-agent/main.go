@@ -69,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.IntVar(&cfg.Sizes.RevNat, "revnat-max", datapath.DefaultSizes.RevNat, "reverse-NAT map entries (one per frontend)")
 	fs.IntVar(&cfg.Sizes.SockRevNat, "sock-revnat-max", datapath.DefaultSizes.SockRevNat, "socket reverse-NAT map entries")
 	fs.IntVar(&cfg.Sizes.Affinity, "affinity-max", datapath.DefaultSizes.Affinity, "session-affinity map entries (one per client and ClientIP-affinity frontend; LRU)")
+	fs.IntVar(&cfg.Sizes.SourceRanges, "source-ranges-max", datapath.DefaultSizes.SourceRanges, "loadBalancerSourceRanges map entries (one per range and LoadBalancer frontend)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err
@@ -106,7 +107,7 @@ func validate(cfg agent.Config) error {
 	for name, v := range map[string]int{
 		"--ct-max": cfg.Sizes.CT, "--services-max": cfg.Sizes.Services, "--backends-max": cfg.Sizes.Backends,
 		"--revnat-max": cfg.Sizes.RevNat, "--sock-revnat-max": cfg.Sizes.SockRevNat,
-		"--affinity-max": cfg.Sizes.Affinity,
+		"--affinity-max": cfg.Sizes.Affinity, "--source-ranges-max": cfg.Sizes.SourceRanges,
 	} {
 		if v < 1 {
 			return fmt.Errorf("%s=%d: must be at least 1", name, v)

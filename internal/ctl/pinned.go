@@ -27,7 +27,7 @@ type Pinned struct {
 }
 
 // MapNames are the maps fastpathctl knows, in display order.
-var MapNames = []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_ct", "fp_sock_revnat", "fp_affinity", "fp_config", "fp_metrics"}
+var MapNames = []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_ct", "fp_sock_revnat", "fp_affinity", "fp_source_ranges", "fp_config", "fp_metrics"}
 
 // Open opens the maps pinned under dir/maps.
 func Open(dir string) (*Pinned, error) {
@@ -47,6 +47,8 @@ func Open(dir string) (*Pinned, error) {
 		Services: bpfmap.NewKernel[lbmap.ServiceKey, lbmap.ServiceValue](p.raw["fp_services"], "fp_services"),
 		Backends: bpfmap.NewKernel[uint32, lbmap.Backend](p.raw["fp_backends"], "fp_backends"),
 		RevNat:   bpfmap.NewKernel[uint32, lbmap.RevNat](p.raw["fp_rev_nat"], "fp_rev_nat"),
+
+		SourceRanges: bpfmap.NewKernel[lbmap.SourceRangeKey, uint8](p.raw["fp_source_ranges"], "fp_source_ranges"),
 	}
 	p.CT = bpfmap.NewKernel[ctmap.Key, ctmap.Entry](p.raw["fp_ct"], "fp_ct")
 	p.Affinity = bpfmap.NewKernel[lbmap.AffinityKey, lbmap.AffinityValue](p.raw["fp_affinity"], "fp_affinity")

@@ -83,12 +83,15 @@ type Sizes struct {
 	CT         int // two entries per load-balanced connection
 	SockRevNat int
 	Affinity   int // session affinity: one per client and frontend with ClientIP affinity
+	// SourceRanges: loadBalancerSourceRanges prefixes, one per prefix and
+	// LoadBalancer frontend (plus its ingress IPs when a range holds the node).
+	SourceRanges int
 }
 
 // DefaultSizes fit a cluster of about 50,000 services with one or two
 // backends each, and 128k concurrent load-balanced connections. Affinity is
 // an LRU: when full, the clients idle longest lose their memory first.
-var DefaultSizes = Sizes{Services: 262144, Backends: 131072, RevNat: 131072, CT: 262144, SockRevNat: 65536, Affinity: 65536}
+var DefaultSizes = Sizes{Services: 262144, Backends: 131072, RevNat: 131072, CT: 262144, SockRevNat: 65536, Affinity: 65536, SourceRanges: 16384}
 
 func (s Sizes) withDefaults() Sizes {
 	pick := func(v, d int) int {
@@ -104,6 +107,8 @@ func (s Sizes) withDefaults() Sizes {
 		CT:         pick(s.CT, DefaultSizes.CT),
 		SockRevNat: pick(s.SockRevNat, DefaultSizes.SockRevNat),
 		Affinity:   pick(s.Affinity, DefaultSizes.Affinity),
+
+		SourceRanges: pick(s.SourceRanges, DefaultSizes.SourceRanges),
 	}
 }
 
@@ -157,6 +162,8 @@ func Load(cfg Config) (*Datapath, error) {
 		Services: bpfmap.NewKernel[lbmap.ServiceKey, lbmap.ServiceValue](d.tc.FpServices, "fp_services"),
 		Backends: bpfmap.NewKernel[uint32, lbmap.Backend](d.tc.FpBackends, "fp_backends"),
 		RevNat:   bpfmap.NewKernel[uint32, lbmap.RevNat](d.tc.FpRevNat, "fp_rev_nat"),
+
+		SourceRanges: bpfmap.NewKernel[lbmap.SourceRangeKey, uint8](d.tc.FpSourceRanges, "fp_source_ranges"),
 	}
 	d.CT = bpfmap.NewKernel[ctmap.Key, ctmap.Entry](d.tc.FpCt, "fp_ct")
 	d.Metrics = d.tc.FpMetrics
@@ -209,6 +216,8 @@ func setSizes(cs *ebpf.CollectionSpec, s Sizes) {
 		"fp_ct":          s.CT,
 		"fp_sock_revnat": s.SockRevNat,
 		"fp_affinity":    s.Affinity,
+
+		"fp_source_ranges": s.SourceRanges,
 	} {
 		if m, ok := cs.Maps[name]; ok {
 			m.MaxEntries = uint32(n)

@@ -81,6 +81,10 @@ type frontendState struct {
 	slots      []uint32          // slots[i] is slot i+1's backend ID; 0 absent
 	stray      map[uint16]uint32 // slots above len(slots) that exist; nil normally
 
+	// ranges are the fp_source_ranges keys the map holds, or may hold
+	// after a failed write, for this frontend (its rev-NAT ID).
+	ranges []lbmap.SourceRangeKey
+
 	held  []*backendEntry // IDs this frontend holds a reference on
 	wants []want          // desired backends as last planned, for state counts
 }

@@ -3,6 +3,7 @@ package loadbalancer
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -59,6 +60,9 @@ type Reconciler struct {
 
 	pendingBackends []*backendEntry
 	pendingRevNat   []uint32
+	// pendingRanges are source-range keys to delete, before any rev-NAT
+	// ID is freed: a reused ID must not find another frontend's ranges.
+	pendingRanges []lbmap.SourceRangeKey
 
 	mark    uint64 // epoch for backendEntry.mark
 	applyNo uint64 // epoch for backendEntry.touched
@@ -83,6 +87,7 @@ func (r *Reconciler) reset() {
 	r.revNatIDs = newIDAlloc()
 	r.pendingBackends = nil
 	r.pendingRevNat = nil
+	r.pendingRanges = nil
 }
 
 // Restore reads the maps, as an earlier agent left them, and adopts what
@@ -228,6 +233,11 @@ type planned struct {
 	start, end int // its slot IDs in batch.ids
 	val        lbmap.ServiceValue
 
+	// ranges are its desired source-range keys; st.ranges[rangesLen:] are
+	// the keys plan added, for unplan.
+	ranges    []lbmap.SourceRangeKey
+	rangesLen int
+
 	// Where its writes are, for undo: slot writes in batch.slotKeys, and
 	// whether slot 0 is in batch.svcKeys.
 	slotStart, slotEnd int
@@ -254,6 +264,7 @@ type batch struct {
 	backendEnts []*backendEntry
 	revKeys     []uint32
 	revVals     []lbmap.RevNat
+	rangeKeys   []lbmap.SourceRangeKey
 	slotKeys    []lbmap.ServiceKey
 	slotVals    []lbmap.ServiceValue
 	svcKeys     []lbmap.ServiceKey
@@ -278,6 +289,7 @@ func (b *batch) reset() {
 	b.planned, b.ids, b.touched = b.planned[:0], b.ids[:0], b.touched[:0]
 	b.backendKeys, b.backendVals, b.backendEnts = b.backendKeys[:0], b.backendVals[:0], b.backendEnts[:0]
 	b.revKeys, b.revVals = b.revKeys[:0], b.revVals[:0]
+	b.rangeKeys = b.rangeKeys[:0]
 	b.slotKeys, b.slotVals = b.slotKeys[:0], b.slotVals[:0]
 	b.svcKeys, b.svcVals = b.svcKeys[:0], b.svcVals[:0]
 	b.svcDels, b.slotDels = b.svcDels[:0], b.slotDels[:0]
@@ -308,6 +320,7 @@ func (r *Reconciler) plan(c *change) error {
 	if err := r.planRevNat(st); err != nil {
 		return err
 	}
+	r.planRanges(p, c.spec.SourceRanges)
 	p.start = len(r.b.ids)
 	if err := r.planBackendRefs(st, c.spec.Backends); err != nil {
 		return err
@@ -329,7 +342,30 @@ func serviceValue(spec FrontendSpec, revNat uint32, count int) lbmap.ServiceValu
 	if spec.ExtLocal {
 		v.Flags |= lbmap.ServiceExtLocal
 	}
+	if len(spec.SourceRanges) > 0 {
+		v.Flags |= lbmap.ServiceSourceRanges
+	}
 	return v
+}
+
+// planRanges lists the source-range keys p's frontend needs and the map
+// lacks. They are written before slot 0, so the datapath never sees the
+// flag without its ranges; st.ranges takes them at once, as the map may
+// hold them from now on, and commit queues the ones no longer wanted.
+func (r *Reconciler) planRanges(p *planned, ranges []netip.Prefix) {
+	st := p.st
+	p.ranges = nil
+	for _, pfx := range ranges {
+		k := lbmap.SourceRangeKeyOf(st.revNat, pfx)
+		if slices.Contains(p.ranges, k) {
+			continue
+		}
+		p.ranges = append(p.ranges, k)
+		if !slices.Contains(st.ranges, k) {
+			st.ranges = append(st.ranges, k)
+			r.b.rangeKeys = append(r.b.rangeKeys, k)
+		}
+	}
 }
 
 func (r *Reconciler) planRevNat(st *frontendState) error {
@@ -483,6 +519,7 @@ type step int
 
 const (
 	stepBackends step = iota + 1
+	stepRanges
 	stepRevNat
 	stepSlots
 	stepServices // slot 0 of every frontend that is not removed
@@ -495,6 +532,11 @@ func (r *Reconciler) writeMake() (step, error) {
 	if len(b.backendKeys) > 0 {
 		if err := r.maps.Backends.Update(b.backendKeys, b.backendVals); err != nil {
 			return stepBackends, err
+		}
+	}
+	if len(b.rangeKeys) > 0 {
+		if err := r.updateRanges(b.rangeKeys); err != nil {
+			return stepRanges, err
 		}
 	}
 	if len(b.revKeys) > 0 {
@@ -561,6 +603,8 @@ func (r *Reconciler) commit() {
 	for _, p := range r.b.planned {
 		st := p.st
 		if p.remove {
+			r.pendingRanges = append(r.pendingRanges, st.ranges...)
+			st.ranges = nil
 			for _, e := range st.held {
 				r.release(e)
 			}
@@ -587,8 +631,34 @@ func (r *Reconciler) commit() {
 		st.held = kept
 		st.slots = append(st.slots[:0], ids...)
 		st.stray = nil
+		r.commitRanges(st, p.ranges)
 		st.svc, st.svcPresent, st.known, st.revKnown = p.val, true, true, true
 	}
+}
+
+// commitRanges queues the keys st may have in the map that it no longer
+// wants; slot 0 no longer needs them.
+func (r *Reconciler) commitRanges(st *frontendState, want []lbmap.SourceRangeKey) {
+	if len(st.ranges) == len(want) {
+		return // st.ranges holds every wanted key, so it is exactly want
+	}
+	for _, k := range st.ranges {
+		if !slices.Contains(want, k) {
+			r.pendingRanges = append(r.pendingRanges, k)
+		}
+	}
+	st.ranges = append(st.ranges[:0], want...)
+}
+
+func (r *Reconciler) updateRanges(keys []lbmap.SourceRangeKey) error {
+	if r.maps.SourceRanges == nil {
+		return errors.New("loadBalancerSourceRanges: no source-range map")
+	}
+	ones := make([]uint8, len(keys))
+	for i := range ones {
+		ones[i] = 1
+	}
+	return r.maps.SourceRanges.Update(keys, ones)
 }
 
 func (r *Reconciler) release(e *backendEntry) {
@@ -635,6 +705,14 @@ func (r *Reconciler) collect() error {
 			r.backendIDs.put(e.id)
 		}
 		r.pendingBackends = r.pendingBackends[:0]
+	}
+	if len(r.pendingRanges) > 0 {
+		if r.maps.SourceRanges == nil {
+			r.pendingRanges = r.pendingRanges[:0]
+		} else if err := r.maps.SourceRanges.Delete(r.pendingRanges); err != nil {
+			return fmt.Errorf("deleting %d source ranges of changed frontends: %w", len(r.pendingRanges), err)
+		}
+		r.pendingRanges = r.pendingRanges[:0]
 	}
 	if len(r.pendingRevNat) > 0 {
 		if err := r.maps.RevNat.Delete(r.pendingRevNat); err != nil {

@@ -1,6 +1,8 @@
 package loadbalancer
 
 import (
+	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -12,6 +14,7 @@ type contents struct {
 	services map[lbmap.ServiceKey]lbmap.ServiceValue
 	backends map[uint32]lbmap.Backend
 	revNat   map[uint32]lbmap.RevNat
+	ranges   map[lbmap.SourceRangeKey]uint8
 }
 
 func (r *Reconciler) read() (contents, error) {
@@ -26,6 +29,11 @@ func (r *Reconciler) read() (contents, error) {
 	if c.revNat, err = r.maps.RevNat.All(); err != nil {
 		return c, fmt.Errorf("reading map %s: %w", r.maps.RevNat.Name(), err)
 	}
+	if r.maps.SourceRanges != nil {
+		if c.ranges, err = r.maps.SourceRanges.All(); err != nil {
+			return c, fmt.Errorf("reading map %s: %w", r.maps.SourceRanges.Name(), err)
+		}
+	}
 	return c, nil
 }
 
@@ -39,6 +47,7 @@ func (r *Reconciler) adopt(c contents) {
 	for _, st := range r.fes {
 		st.known, st.svc, st.svcPresent, st.revKnown = true, lbmap.ServiceValue{}, false, false
 		st.slots, st.stray = st.slots[:0], nil
+		st.ranges = st.ranges[:0]
 	}
 	for _, e := range r.byID {
 		e.known = false
@@ -46,6 +55,35 @@ func (r *Reconciler) adopt(c contents) {
 	r.adoptBackends(c.backends)
 	r.adoptServices(c.services)
 	r.adoptRevNat(c.revNat)
+	r.adoptRanges(c.ranges)
+}
+
+// adoptRanges gives each source-range key to the frontend of its rev-NAT
+// ID; keys of no frontend are queued for deletion.
+func (r *Reconciler) adoptRanges(m map[lbmap.SourceRangeKey]uint8) {
+	if len(m) == 0 {
+		return
+	}
+	byRev := make(map[uint32]*frontendState, len(r.fes))
+	for _, st := range r.fes {
+		if st.revNat != 0 {
+			byRev[st.revNat] = st
+		}
+	}
+	keys := make([]lbmap.SourceRangeKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b lbmap.SourceRangeKey) int {
+		return cmp.Or(cmp.Compare(a.RevNatID, b.RevNatID), bytes.Compare(a.Addr[:], b.Addr[:]), cmp.Compare(a.PrefixLen, b.PrefixLen))
+	})
+	for _, k := range keys {
+		if st := byRev[k.RevNatID]; st != nil {
+			st.ranges = append(st.ranges, k)
+		} else {
+			r.pendingRanges = append(r.pendingRanges, k)
+		}
+	}
 }
 
 func (r *Reconciler) adoptBackends(m map[uint32]lbmap.Backend) {

@@ -15,7 +15,7 @@ func (r *Reconciler) snapshot(st *frontendState, remove, created bool) *planned 
 	r.b.planned = append(r.b.planned, planned{
 		st: st, remove: remove, created: created,
 		owner: st.owner, revNat: st.revNat, revKnown: st.revKnown,
-		heldLen: len(st.held), wantStart: ws, wantEnd: len(r.b.oldWants),
+		heldLen: len(st.held), wantStart: ws, wantEnd: len(r.b.oldWants), rangesLen: len(st.ranges),
 	})
 	return &r.b.planned[len(r.b.planned)-1]
 }
@@ -43,6 +43,12 @@ func (r *Reconciler) unplanOne(p *planned) {
 	}
 	clear(st.held[p.heldLen:])
 	st.held = st.held[:p.heldLen]
+	// Keys plan added may have been written: delete them, before the
+	// rev-NAT ID they name can be freed.
+	if len(st.ranges) > p.rangesLen {
+		r.pendingRanges = append(r.pendingRanges, st.ranges[p.rangesLen:]...)
+		st.ranges = st.ranges[:p.rangesLen]
+	}
 	if st.revNat != p.revNat {
 		r.queueRevNat(st.revNat)
 	}

@@ -147,6 +147,9 @@ type FrontendSpec struct {
 	// node keeps its source address (no masquerade), and Backends holds
 	// only this node's endpoints.
 	ExtLocal bool
+	// SourceRanges are loadBalancerSourceRanges: when not empty, new flows
+	// are taken only from sources inside one of them (IPv4 prefixes).
+	SourceRanges []netip.Prefix
 }
 
 // Service is everything one service wants programmed.

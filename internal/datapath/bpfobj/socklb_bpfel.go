@@ -132,6 +132,16 @@ type SocklbFpSockRevNatKey struct {
 	Pad  [3]uint16
 }
 
+type SocklbFpSourceRangeKey struct {
+	_         structs.HostLayout
+	PrefixLen uint32
+	RevNatId  uint32
+	Addr      struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+}
+
 type SocklbFpSvcKey struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -166,6 +176,7 @@ const (
 	SocklbMapFpRevNat            = "fp_rev_nat"
 	SocklbMapFpServices          = "fp_services"
 	SocklbMapFpSockRevnat        = "fp_sock_revnat"
+	SocklbMapFpSourceRanges      = "fp_source_ranges"
 	SocklbProgFpSockConnect4     = "fp_sock_connect4"
 	SocklbProgFpSockGetpeername4 = "fp_sock_getpeername4"
 	SocklbProgFpSockRecvmsg4     = "fp_sock_recvmsg4"
@@ -226,14 +237,15 @@ type SocklbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SocklbMapSpecs struct {
-	FpAffinity   *ebpf.MapSpec `ebpf:"fp_affinity"`
-	FpBackends   *ebpf.MapSpec `ebpf:"fp_backends"`
-	FpConfig     *ebpf.MapSpec `ebpf:"fp_config"`
-	FpCt         *ebpf.MapSpec `ebpf:"fp_ct"`
-	FpMetrics    *ebpf.MapSpec `ebpf:"fp_metrics"`
-	FpRevNat     *ebpf.MapSpec `ebpf:"fp_rev_nat"`
-	FpServices   *ebpf.MapSpec `ebpf:"fp_services"`
-	FpSockRevnat *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
+	FpAffinity     *ebpf.MapSpec `ebpf:"fp_affinity"`
+	FpBackends     *ebpf.MapSpec `ebpf:"fp_backends"`
+	FpConfig       *ebpf.MapSpec `ebpf:"fp_config"`
+	FpCt           *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpMetrics      *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpRevNat       *ebpf.MapSpec `ebpf:"fp_rev_nat"`
+	FpServices     *ebpf.MapSpec `ebpf:"fp_services"`
+	FpSockRevnat   *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
+	FpSourceRanges *ebpf.MapSpec `ebpf:"fp_source_ranges"`
 }
 
 // SocklbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -262,14 +274,15 @@ func (o *SocklbObjects) Close() error {
 //
 // It can be passed to LoadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SocklbMaps struct {
-	FpAffinity   *ebpf.Map `ebpf:"fp_affinity"`
-	FpBackends   *ebpf.Map `ebpf:"fp_backends"`
-	FpConfig     *ebpf.Map `ebpf:"fp_config"`
-	FpCt         *ebpf.Map `ebpf:"fp_ct"`
-	FpMetrics    *ebpf.Map `ebpf:"fp_metrics"`
-	FpRevNat     *ebpf.Map `ebpf:"fp_rev_nat"`
-	FpServices   *ebpf.Map `ebpf:"fp_services"`
-	FpSockRevnat *ebpf.Map `ebpf:"fp_sock_revnat"`
+	FpAffinity     *ebpf.Map `ebpf:"fp_affinity"`
+	FpBackends     *ebpf.Map `ebpf:"fp_backends"`
+	FpConfig       *ebpf.Map `ebpf:"fp_config"`
+	FpCt           *ebpf.Map `ebpf:"fp_ct"`
+	FpMetrics      *ebpf.Map `ebpf:"fp_metrics"`
+	FpRevNat       *ebpf.Map `ebpf:"fp_rev_nat"`
+	FpServices     *ebpf.Map `ebpf:"fp_services"`
+	FpSockRevnat   *ebpf.Map `ebpf:"fp_sock_revnat"`
+	FpSourceRanges *ebpf.Map `ebpf:"fp_source_ranges"`
 }
 
 func (m *SocklbMaps) Close() error {
@@ -282,6 +295,7 @@ func (m *SocklbMaps) Close() error {
 		m.FpRevNat,
 		m.FpServices,
 		m.FpSockRevnat,
+		m.FpSourceRanges,
 	)
 }
 

@@ -132,6 +132,16 @@ type TclbFpSockRevNatKey struct {
 	Pad  [3]uint16
 }
 
+type TclbFpSourceRangeKey struct {
+	_         structs.HostLayout
+	PrefixLen uint32
+	RevNatId  uint32
+	Addr      struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+}
+
 type TclbFpSvcKey struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -158,16 +168,17 @@ type TclbFpSvcVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TclbMapFpAffinity   = "fp_affinity"
-	TclbMapFpBackends   = "fp_backends"
-	TclbMapFpConfig     = "fp_config"
-	TclbMapFpCt         = "fp_ct"
-	TclbMapFpMetrics    = "fp_metrics"
-	TclbMapFpRevNat     = "fp_rev_nat"
-	TclbMapFpServices   = "fp_services"
-	TclbMapFpSockRevnat = "fp_sock_revnat"
-	TclbProgFpTcLb      = "fp_tc_lb"
-	TclbVarFpIfaceRole  = "fp_iface_role"
+	TclbMapFpAffinity     = "fp_affinity"
+	TclbMapFpBackends     = "fp_backends"
+	TclbMapFpConfig       = "fp_config"
+	TclbMapFpCt           = "fp_ct"
+	TclbMapFpMetrics      = "fp_metrics"
+	TclbMapFpRevNat       = "fp_rev_nat"
+	TclbMapFpServices     = "fp_services"
+	TclbMapFpSockRevnat   = "fp_sock_revnat"
+	TclbMapFpSourceRanges = "fp_source_ranges"
+	TclbProgFpTcLb        = "fp_tc_lb"
+	TclbVarFpIfaceRole    = "fp_iface_role"
 )
 
 // LoadTclb returns the embedded CollectionSpec for Tclb.
@@ -219,14 +230,15 @@ type TclbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TclbMapSpecs struct {
-	FpAffinity   *ebpf.MapSpec `ebpf:"fp_affinity"`
-	FpBackends   *ebpf.MapSpec `ebpf:"fp_backends"`
-	FpConfig     *ebpf.MapSpec `ebpf:"fp_config"`
-	FpCt         *ebpf.MapSpec `ebpf:"fp_ct"`
-	FpMetrics    *ebpf.MapSpec `ebpf:"fp_metrics"`
-	FpRevNat     *ebpf.MapSpec `ebpf:"fp_rev_nat"`
-	FpServices   *ebpf.MapSpec `ebpf:"fp_services"`
-	FpSockRevnat *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
+	FpAffinity     *ebpf.MapSpec `ebpf:"fp_affinity"`
+	FpBackends     *ebpf.MapSpec `ebpf:"fp_backends"`
+	FpConfig       *ebpf.MapSpec `ebpf:"fp_config"`
+	FpCt           *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpMetrics      *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpRevNat       *ebpf.MapSpec `ebpf:"fp_rev_nat"`
+	FpServices     *ebpf.MapSpec `ebpf:"fp_services"`
+	FpSockRevnat   *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
+	FpSourceRanges *ebpf.MapSpec `ebpf:"fp_source_ranges"`
 }
 
 // TclbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -256,14 +268,15 @@ func (o *TclbObjects) Close() error {
 //
 // It can be passed to LoadTclbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TclbMaps struct {
-	FpAffinity   *ebpf.Map `ebpf:"fp_affinity"`
-	FpBackends   *ebpf.Map `ebpf:"fp_backends"`
-	FpConfig     *ebpf.Map `ebpf:"fp_config"`
-	FpCt         *ebpf.Map `ebpf:"fp_ct"`
-	FpMetrics    *ebpf.Map `ebpf:"fp_metrics"`
-	FpRevNat     *ebpf.Map `ebpf:"fp_rev_nat"`
-	FpServices   *ebpf.Map `ebpf:"fp_services"`
-	FpSockRevnat *ebpf.Map `ebpf:"fp_sock_revnat"`
+	FpAffinity     *ebpf.Map `ebpf:"fp_affinity"`
+	FpBackends     *ebpf.Map `ebpf:"fp_backends"`
+	FpConfig       *ebpf.Map `ebpf:"fp_config"`
+	FpCt           *ebpf.Map `ebpf:"fp_ct"`
+	FpMetrics      *ebpf.Map `ebpf:"fp_metrics"`
+	FpRevNat       *ebpf.Map `ebpf:"fp_rev_nat"`
+	FpServices     *ebpf.Map `ebpf:"fp_services"`
+	FpSockRevnat   *ebpf.Map `ebpf:"fp_sock_revnat"`
+	FpSourceRanges *ebpf.Map `ebpf:"fp_source_ranges"`
 }
 
 func (m *TclbMaps) Close() error {
@@ -276,6 +289,7 @@ func (m *TclbMaps) Close() error {
 		m.FpRevNat,
 		m.FpServices,
 		m.FpSockRevnat,
+		m.FpSourceRanges,
 	)
 }
 

@@ -24,6 +24,9 @@ const (
 	// is the client's own. The flow's tuple at the backend clashed with
 	// another flow's. SNAT alone is a masqueraded flow.
 	SNATPort uint16 = 1 << 3
+	// NodePort marks a flow to a NodePort frontend: its replies leave
+	// through a FIB lookup and a redirect, their source being the node's.
+	NodePort uint16 = 1 << 4
 )
 
 // Key mirrors struct fp_ct_key.

@@ -72,6 +72,9 @@ const (
 	// control plane gives such a frontend's EXTERNAL entry only node-local
 	// backends, and an INTERNAL entry with all of them.
 	ServiceExtLocal uint16 = 1 << 4
+	// ServiceSourceRanges is loadBalancerSourceRanges: new flows only from
+	// sources SourceRanges holds for the entry's rev-NAT ID.
+	ServiceSourceRanges uint16 = 1 << 5
 )
 
 // ServiceValue mirrors struct fp_svc_val.
@@ -140,11 +143,40 @@ type Config struct {
 	_           uint32
 }
 
+// SourceRangeKey mirrors struct fp_source_range_key, a key of the LPM trie
+// fp_source_ranges: one loadBalancerSourceRanges prefix of one frontend.
+// PrefixLen counts RevNatID's 32 bits too.
+type SourceRangeKey struct {
+	PrefixLen uint32
+	RevNatID  uint32
+	Addr      Addr
+}
+
+// SourceRangeKeyOf is the key of prefix p (IPv4) for frontend revNat.
+func SourceRangeKeyOf(revNat uint32, p netip.Prefix) SourceRangeKey {
+	p = p.Masked()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96 // the IPv4-mapped form's ::ffff: prefix
+	}
+	return SourceRangeKey{PrefixLen: uint32(32 + bits), RevNatID: revNat, Addr: AddrFrom(p.Addr())}
+}
+
+func (k SourceRangeKey) String() string {
+	bits := int(k.PrefixLen) - 32
+	if k.Addr.IP().Is4() {
+		bits -= 96
+	}
+	return fmt.Sprintf("revnat %d %s/%d", k.RevNatID, k.Addr, bits)
+}
+
 // Maps is the set of load-balancer maps a reconciler writes.
 type Maps struct {
 	Services bpfmap.Map[ServiceKey, ServiceValue]
 	Backends bpfmap.Map[uint32, Backend]
 	RevNat   bpfmap.Map[uint32, RevNat]
+	// SourceRanges is an LPM trie; the value is unused (always 1).
+	SourceRanges bpfmap.Map[SourceRangeKey, uint8]
 }
 
 // NewFakeMaps returns in-memory maps of the given capacity, for tests.
@@ -152,5 +184,6 @@ func NewFakeMaps(capacity int) (Maps, *bpfmap.Fake[ServiceKey, ServiceValue], *b
 	s := bpfmap.NewFake[ServiceKey, ServiceValue]("fp_services", capacity)
 	b := bpfmap.NewFake[uint32, Backend]("fp_backends", capacity)
 	r := bpfmap.NewFake[uint32, RevNat]("fp_rev_nat", capacity)
-	return Maps{Services: s, Backends: b, RevNat: r}, s, b, r
+	sr := bpfmap.NewFake[SourceRangeKey, uint8]("fp_source_ranges", capacity)
+	return Maps{Services: s, Backends: b, RevNat: r, SourceRanges: sr}, s, b, r
 }

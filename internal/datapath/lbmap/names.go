@@ -13,6 +13,7 @@ var ServiceFlagNames = []struct {
 	{ServiceExternalIP, "externalip"},
 	{ServiceLoadBalancer, "loadbalancer"},
 	{ServiceExtLocal, "ext-local"},
+	{ServiceSourceRanges, "source-ranges"},
 }
 
 // FlagNames names the flags set in f; bits without a name come last, in hex.

@@ -42,13 +42,14 @@ const (
 	metricSockNoBackend
 	metricDropSNATNoPort
 	metricDropNoRoute
+	metricDropSourceRange
 	metricMax
 )
 
 var metricNames = [metricMax]string{
 	"FORWARD_NEW", "FORWARD_CT", "REPLY_REVNAT", "ICMP_ERR_REVNAT", "DROP_NO_BACKEND",
 	"DROP_CT_FULL", "DROP_MALFORMED", "DROP_BACKEND_GONE", "SOCK_CONNECT", "SOCK_NO_BACKEND",
-	"DROP_SNAT_NO_PORT", "DROP_NO_ROUTE",
+	"DROP_SNAT_NO_PORT", "DROP_NO_ROUTE", "DROP_SOURCE_RANGE",
 }
 
 // bpffsRoot is where the tests pin, each in a directory of its own.

@@ -89,10 +89,16 @@ func (t *translation) add(v vip, port uint16, proto loadbalancer.Proto, scope lo
 		return
 	}
 	t.seen[key] = where
-	t.res.Service.Frontends = append(t.res.Service.Frontends, loadbalancer.FrontendSpec{
+	spec := loadbalancer.FrontendSpec{
 		Frontend: fe, Backends: bes, AffinityTimeout: t.affinity,
 		ExtLocal: t.etpLocal && v.typ != loadbalancer.ClusterIP && scope == loadbalancer.ScopeExternal,
-	})
+	}
+	// Only the load-balancer IPs are filtered, as in kube-proxy: NodePort,
+	// ClusterIP and externalIPs of the same Service accept every source.
+	if v.typ == loadbalancer.LoadBalancer {
+		spec.SourceRanges = t.sourceRanges
+	}
+	t.res.Service.Frontends = append(t.res.Service.Frontends, spec)
 }
 
 func protoOf(p corev1.Protocol) (loadbalancer.Proto, bool) {

@@ -113,6 +113,9 @@ func writeResult(b *strings.Builder, res svctranslate.Result) {
 		if fe.AffinityTimeout != 0 {
 			fmt.Fprintf(b, " affinity=%s", fe.AffinityTimeout)
 		}
+		if len(fe.SourceRanges) > 0 {
+			fmt.Fprintf(b, " sourceRanges=%v", fe.SourceRanges)
+		}
 		b.WriteString(" ->")
 		for _, be := range fe.Backends {
 			fmt.Fprintf(b, " %s(%s)", be.L4Addr, be.State)

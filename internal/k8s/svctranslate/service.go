@@ -3,6 +3,8 @@ package svctranslate
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,9 +70,59 @@ func (t *translation) readPolicies() {
 	t.itpLocal = spec.InternalTrafficPolicy != nil && *spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 	t.affinity = t.readAffinity()
 	t.readHealthCheck()
-	if len(spec.LoadBalancerSourceRanges) > 0 {
-		t.problem("spec.loadBalancerSourceRanges", "not enforced by fastpath yet: the load-balancer frontends accept every source")
+}
+
+// readSourceRanges reads spec.loadBalancerSourceRanges as kube-proxy does:
+// IPv4 ranges (IPv6 ones belong to the other family's proxier), invalid ones
+// reported and left out; a /0 range, or no valid IPv4 range at all, means
+// no filter. When a range holds one of the node's addresses, the
+// load-balancer IPs themselves are allowed as sources too (kube-proxy's
+// allowFromNode): a node that has the VIP as a local address reaches it
+// with the VIP as its source. Call after readVIPs.
+func (t *translation) readSourceRanges() {
+	spec := &t.svc.Spec
+	if len(spec.LoadBalancerSourceRanges) == 0 {
+		return
 	}
+	// The node's addresses decide allowFromNode: recompute on their change.
+	t.res.UsesNodeAddresses = true
+	var ranges []netip.Prefix
+	allowAll, allowFromNode := false, false
+	for i, s := range spec.LoadBalancerSourceRanges {
+		field := fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i)
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		switch {
+		case err != nil:
+			t.problem(field, "%q is not a CIDR; left out, the other ranges still apply", s)
+			continue
+		case !p.Addr().Is4():
+			t.note(field, "IPv6 range %s does not apply to IPv4 frontends", p)
+			continue
+		}
+		p = p.Masked()
+		if p.Bits() == 0 {
+			allowAll = true
+		}
+		for _, a := range t.node.Addresses {
+			if p.Contains(a.Unmap()) {
+				allowFromNode = true
+			}
+		}
+		if !slices.Contains(ranges, p) {
+			ranges = append(ranges, p)
+		}
+	}
+	if allowAll || len(ranges) == 0 {
+		return
+	}
+	if allowFromNode {
+		for _, v := range t.external {
+			if p := netip.PrefixFrom(v.addr, 32); v.typ == loadbalancer.LoadBalancer && !slices.Contains(ranges, p) {
+				ranges = append(ranges, p)
+			}
+		}
+	}
+	t.sourceRanges = ranges
 }
 
 // readHealthCheck reports the port a load balancer probes to find the nodes

@@ -111,6 +111,7 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, node No
 	}
 	t.readPolicies()
 	t.readVIPs()
+	t.readSourceRanges()
 	eps := t.collect(slices)
 	t.seen = map[feKey]string{}
 	for i := range svc.Spec.Ports {
@@ -129,7 +130,9 @@ type translation struct {
 	affinity           time.Duration
 	clusterIPs         []vip
 	external           []vip // externalIPs then load-balancer IPs
-	seen               map[feKey]string
+	// sourceRanges filter the load-balancer frontends; nil: no filter.
+	sourceRanges []netip.Prefix
+	seen         map[feKey]string
 }
 
 func (t *translation) problem(field, format string, args ...any) {

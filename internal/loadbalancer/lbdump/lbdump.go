@@ -6,6 +6,7 @@
 //	services: 10.96.0.10:80/TCP slot 1 -> backend=1
 //	backends: 1 -> 10.0.1.2:8080/TCP active
 //	revnat: 1 -> 10.96.0.10:80
+//	ranges: 1 -> 203.0.113.0/24
 package lbdump
 
 import (
@@ -26,6 +27,8 @@ type Contents struct {
 	Services map[lbmap.ServiceKey]lbmap.ServiceValue
 	Backends map[uint32]lbmap.Backend
 	RevNat   map[uint32]lbmap.RevNat
+	// Ranges is fp_source_ranges; nil when the maps have none.
+	Ranges map[lbmap.SourceRangeKey]uint8
 }
 
 // Read returns what the maps hold.
@@ -38,7 +41,12 @@ func Read(m lbmap.Maps) (Contents, error) {
 	if c.Backends, err = m.Backends.All(); err != nil {
 		return c, err
 	}
-	c.RevNat, err = m.RevNat.All()
+	if c.RevNat, err = m.RevNat.All(); err != nil {
+		return c, err
+	}
+	if m.SourceRanges != nil {
+		c.Ranges, err = m.SourceRanges.All()
+	}
 	return c, err
 }
 
@@ -53,7 +61,17 @@ func (c Contents) Write(m lbmap.Maps) error {
 		return err
 	}
 	rk, rv := split(c.RevNat)
-	return m.RevNat.Update(rk, rv)
+	if err := m.RevNat.Update(rk, rv); err != nil {
+		return err
+	}
+	if len(c.Ranges) == 0 {
+		return nil
+	}
+	if m.SourceRanges == nil {
+		return fmt.Errorf("no source-range map for %d ranges", len(c.Ranges))
+	}
+	gk, gv := split(c.Ranges)
+	return m.SourceRanges.Update(gk, gv)
 }
 
 // Delete removes the keys of c from the maps; values are ignored.
@@ -64,7 +82,13 @@ func (c Contents) Delete(m lbmap.Maps) error {
 	if err := m.Backends.Delete(slices.Collect(maps.Keys(c.Backends))); err != nil {
 		return err
 	}
-	return m.RevNat.Delete(slices.Collect(maps.Keys(c.RevNat)))
+	if err := m.RevNat.Delete(slices.Collect(maps.Keys(c.RevNat))); err != nil {
+		return err
+	}
+	if m.SourceRanges == nil {
+		return nil
+	}
+	return m.SourceRanges.Delete(slices.Collect(maps.Keys(c.Ranges)))
 }
 
 func split[K comparable, V any](m map[K]V) ([]K, []V) {
@@ -93,7 +117,28 @@ func (c Contents) String() string {
 		v := c.RevNat[id]
 		fmt.Fprintf(&b, "revnat: %d -> %s\n", id, netip.AddrPortFrom(v.Addr.IP(), v.Port))
 	}
+	ranges := slices.SortedFunc(maps.Keys(c.Ranges), func(a, b lbmap.SourceRangeKey) int {
+		return cmp.Or(cmp.Compare(a.RevNatID, b.RevNatID), bytes.Compare(a.Addr[:], b.Addr[:]), cmp.Compare(a.PrefixLen, b.PrefixLen))
+	})
+	for _, k := range ranges {
+		fmt.Fprintf(&b, "ranges: %d -> %s\n", k.RevNatID, rangePrefix(k))
+	}
 	return b.String()
+}
+
+// rangePrefix shows a source-range key's prefix, without the bits of the
+// rev-NAT ID and of the IPv4-mapped form.
+func rangePrefix(k lbmap.SourceRangeKey) string {
+	bits := int(k.PrefixLen) - 32
+	a := k.Addr.IP()
+	if a.Is4() {
+		bits -= 96
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return fmt.Sprintf("%s/bits-%d", a, k.PrefixLen)
+	}
+	return p.String()
 }
 
 func compareKeys(a, b lbmap.ServiceKey) int {
@@ -159,6 +204,7 @@ func Parse(text string) (Contents, error) {
 		Services: map[lbmap.ServiceKey]lbmap.ServiceValue{},
 		Backends: map[uint32]lbmap.Backend{},
 		RevNat:   map[uint32]lbmap.RevNat{},
+		Ranges:   map[lbmap.SourceRangeKey]uint8{},
 	}
 	for i, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
@@ -202,6 +248,14 @@ func (c Contents) parseLine(line string) error {
 		}
 		ap, err := netip.ParseAddrPort(val)
 		c.RevNat[uint32(id)] = lbmap.RevNat{Addr: lbmap.AddrFrom(ap.Addr()), Port: ap.Port()}
+		return err
+	case "ranges":
+		id, err := parseUint(key, 32)
+		if err != nil {
+			return err
+		}
+		p, err := netip.ParsePrefix(val)
+		c.Ranges[lbmap.SourceRangeKeyOf(uint32(id), p)] = 1
 		return err
 	}
 	return fmt.Errorf("unknown map %q", kind)
