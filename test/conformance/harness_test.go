@@ -295,29 +295,20 @@ func (p probe) one() probe { p.oneOf = true; return p }
 
 // agentDifference is what the fastpath agent does differently from
 // kube-proxy across many cases at once; nil when it should agree.
-//   - gap: a NodePort on the node's own address times out. The reply, whose
-//     source becomes the node's address again, goes up the stack, which
-//     drops a packet from one of its own addresses as a martian; it must be
-//     redirected with a FIB lookup as masqueraded requests already are.
-//   - deliberate: a pod reaching a LoadBalancer IP or externalIP keeps its
-//     source address (as with Cilium); kube-proxy masquerades it.
+//   - deliberate: a pod reaching a LoadBalancer IP, externalIP or NodePort
+//     keeps its source address (as with Cilium); kube-proxy masquerades it.
 func agentDifference(p probe) *fpDiff {
 	switch {
-	case strings.Contains(p.to.desc, "NodeIP:nodePort") && p.proto != "sctp": // SCTP probes only see the request arrive
-		return &fpDiff{kind: "gap", why: whyNodePortMartian, want: []string{Timeout}}
 	case p.from == "client" && slices.Equal(p.src, []string{"node"}) &&
-		(strings.HasPrefix(p.to.desc, "LB-IP") || strings.HasPrefix(p.to.desc, "externalIP")):
+		(strings.HasPrefix(p.to.desc, "LB-IP") || strings.HasPrefix(p.to.desc, "externalIP") ||
+			strings.Contains(p.to.desc, "NodeIP:nodePort")):
 		return &fpDiff{kind: "deliberate", why: whyPodToExternalKeepsSource, src: []string{"client"}}
 	}
 	return nil
 }
 
-const (
-	whyNodePortMartian = "replies of NodePort flows on the node's own address are dropped by the stack " +
-		"as martians (they need a FIB redirect); tracked for the next datapath change"
-	whyPodToExternalKeepsSource = "fastpath does not masquerade a pod's traffic to a LoadBalancer IP or " +
-		"externalIP: the backend sees the pod's address"
-)
+const whyPodToExternalKeepsSource = "fastpath does not masquerade a pod's traffic to a LoadBalancer IP, " +
+	"externalIP or NodePort: the backend sees the pod's address"
 
 // fastpathDiffers records fastpath's documented difference.
 func (p probe) fastpathDiffers(kind, why string, want []string, src []string) probe {

@@ -133,6 +133,9 @@ func (s snapshot) predict(p probe, addr string) observed {
 		} else {
 			o.results = []string{Timeout}
 		}
+	case !sourceAllowed(fe, p.from):
+		// Outside loadBalancerSourceRanges: dropped.
+		o.results = []string{Timeout}
 	case len(fe.Backends) == 0:
 		o.results = []string{Refused}
 	default:
@@ -150,6 +153,23 @@ func (s snapshot) predict(p probe, addr string) observed {
 		}
 	}
 	return o
+}
+
+// sourceAllowed says whether frontend fe takes new flows from host from.
+func sourceAllowed(fe *loadbalancer.FrontendSpec, from string) bool {
+	if len(fe.SourceRanges) == 0 {
+		return true
+	}
+	src := extIP
+	if from != "ext" {
+		src = podAddr(from)
+	}
+	for _, r := range fe.SourceRanges {
+		if r.Contains(src) {
+			return true
+		}
+	}
+	return false
 }
 
 // hostOf names the server at ap, as the servers answer: "be1:8080".

@@ -66,6 +66,7 @@ type env struct {
 	revNat   *bpfmap.Kernel[uint32, lbmap.RevNat]
 	ct       *bpfmap.Kernel[ctmap.Key, ctmap.Entry]
 	affinity *bpfmap.Kernel[lbmap.AffinityKey, lbmap.AffinityValue]
+	ranges   *bpfmap.Kernel[lbmap.SourceRangeKey, uint8]
 	config   *ebpf.Map
 	// ns, when set, is the network namespace runs happen in: its routes
 	// and neighbours are what the program's FIB lookups see.
@@ -123,6 +124,7 @@ func newEnvWith(t *testing.T, edit func(*ebpf.CollectionSpec)) *env {
 		revNat:   bpfmap.NewKernel[uint32, lbmap.RevNat](objs.FpRevNat, "fp_rev_nat"),
 		ct:       bpfmap.NewKernel[ctmap.Key, ctmap.Entry](objs.FpCt, "fp_ct"),
 		affinity: bpfmap.NewKernel[lbmap.AffinityKey, lbmap.AffinityValue](objs.FpAffinity, "fp_affinity"),
+		ranges:   bpfmap.NewKernel[lbmap.SourceRangeKey, uint8](objs.FpSourceRanges, "fp_source_ranges"),
 		config:   objs.FpConfig,
 	}
 }
