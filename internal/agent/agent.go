@@ -89,7 +89,7 @@ func start(cfg Config) (*Agent, error) {
 		log:   cfg.Log,
 		dp:    dp,
 		table: loadbalancer.NewTable(),
-		rec:   loadbalancer.NewReconciler(dp.LB, loadbalancer.ReconcilerOptions{}),
+		rec:   loadbalancer.NewReconciler(dp.LB, loadbalancer.ReconcilerOptions{TrackGoneUDP: true}),
 		known: map[loadbalancer.ServiceName]bool{},
 	}
 	// Adopt what a previous agent programmed before touching anything, so
@@ -225,6 +225,9 @@ func (a *Agent) sync(full bool) bool {
 	} else {
 		err = a.rec.Sync(a.table)
 	}
+	// Also after a partial failure: what was written may have removed
+	// UDP backends.
+	a.flushGoneUDP()
 	if err != nil {
 		a.log.Error("programming the datapath failed; will retry", "error", err)
 		return false

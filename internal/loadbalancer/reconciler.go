@@ -11,9 +11,13 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 )
 
-// ReconcilerOptions configures a Reconciler. The zero value is ready to use;
-// there is nothing to tune yet.
-type ReconcilerOptions struct{}
+// ReconcilerOptions configures a Reconciler. The zero value is ready to use.
+type ReconcilerOptions struct {
+	// TrackGoneUDP makes the reconciler remember the UDP backends that
+	// leave frontends, for TakeGoneUDP; whoever sets it must call that
+	// after each sync.
+	TrackGoneUDP bool
+}
 
 // Reconciler makes the load-balancer maps hold what a Table wants, writing
 // only what differs. Use one Reconciler per Table and per set of maps.
@@ -47,6 +51,7 @@ type ReconcilerOptions struct{}
 // unknown, to be rewritten whole by the retry.
 type Reconciler struct {
 	maps lbmap.Maps
+	opts ReconcilerOptions
 
 	mu    sync.Mutex
 	fes   map[lbmap.ServiceKey]*frontendState
@@ -63,6 +68,8 @@ type Reconciler struct {
 	// pendingRanges are source-range keys to delete, before any rev-NAT
 	// ID is freed: a reused ID must not find another frontend's ranges.
 	pendingRanges []lbmap.SourceRangeKey
+	// gone are UDP backends that left a frontend since TakeGoneUDP.
+	gone []GoneBackend
 
 	mark    uint64 // epoch for backendEntry.mark
 	applyNo uint64 // epoch for backendEntry.touched
@@ -73,7 +80,7 @@ type Reconciler struct {
 // NewReconciler returns a reconciler that believes the maps are empty; call
 // Restore first when they may hold an earlier agent's state.
 func NewReconciler(maps lbmap.Maps, opts ReconcilerOptions) *Reconciler {
-	r := &Reconciler{maps: maps}
+	r := &Reconciler{maps: maps, opts: opts}
 	r.reset()
 	return r
 }
@@ -602,6 +609,7 @@ func (r *Reconciler) commit() {
 	}
 	for _, p := range r.b.planned {
 		st := p.st
+		r.noteGoneUDP(st, r.b.oldWants[p.wantStart:p.wantEnd])
 		if p.remove {
 			r.pendingRanges = append(r.pendingRanges, st.ranges...)
 			st.ranges = nil
