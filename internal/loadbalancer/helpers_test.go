@@ -30,6 +30,7 @@ type fakes struct {
 	svc  *bpfmap.Fake[lbmap.ServiceKey, lbmap.ServiceValue]
 	be   *bpfmap.Fake[uint32, lbmap.Backend]
 	rev  *bpfmap.Fake[uint32, lbmap.RevNat]
+	rng  *bpfmap.Fake[lbmap.SourceRangeKey, uint8]
 }
 
 func newFakes(capacity int) *fakes {
@@ -43,8 +44,9 @@ func newFakesSized(services, backends, revNat int) *fakes {
 		svc: bpfmap.NewFake[lbmap.ServiceKey, lbmap.ServiceValue]("fp_services", services),
 		be:  bpfmap.NewFake[uint32, lbmap.Backend]("fp_backends", backends),
 		rev: bpfmap.NewFake[uint32, lbmap.RevNat]("fp_rev_nat", revNat),
+		rng: bpfmap.NewFake[lbmap.SourceRangeKey, uint8]("fp_source_ranges", revNat),
 	}
-	f.maps = lbmap.Maps{Services: f.svc, Backends: f.be, RevNat: f.rev}
+	f.maps = lbmap.Maps{Services: f.svc, Backends: f.be, RevNat: f.rev, SourceRanges: f.rng}
 	return f
 }
 

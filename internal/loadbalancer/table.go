@@ -175,7 +175,7 @@ func (t *Table) release(key lbmap.ServiceKey, name ServiceName) {
 
 func sameSpec(a, b FrontendSpec) bool {
 	return a.Frontend == b.Frontend && a.AffinityTimeout == b.AffinityTimeout && a.ExtLocal == b.ExtLocal &&
-		slices.Equal(a.Backends, b.Backends)
+		slices.Equal(a.Backends, b.Backends) && slices.Equal(a.SourceRanges, b.SourceRanges)
 }
 
 // change is one frontend as the reconciler must make it: present with its

@@ -98,6 +98,11 @@ func checkFrontend(p *problems, at string, fe FrontendSpec) {
 	if fe.Type > LoadBalancer {
 		p.add("%s: type %s is unknown", at, fe.Type)
 	}
+	for i, r := range fe.SourceRanges {
+		if !r.IsValid() || !r.Addr().Is4() {
+			p.add("%s: sourceRanges[%d] %s is not an IPv4 prefix", at, i, r)
+		}
+	}
 	t := fe.AffinityTimeout
 	if t < 0 || t%time.Second != 0 || t > math.MaxUint32*time.Second {
 		p.add("%s: affinity timeout %s is not a whole number of seconds from 0 to %d", at, t, uint32(math.MaxUint32))
