@@ -38,11 +38,17 @@ const (
 	RemoteNode ID = 6
 	// KubeAPIServer is the apiserver's addresses when outside the pod network.
 	KubeAPIServer ID = 7
+	// WorldIPv4 and WorldIPv6 are World split by family (the ipcache's
+	// 0.0.0.0/0 and ::/0), so an IPv4 ipBlock of 0.0.0.0/0 does not also
+	// allow the IPv6 world.
+	WorldIPv4 ID = 9
+	WorldIPv6 ID = 10
 )
 
 var reservedNames = map[ID]string{
 	Unknown: "unknown", Host: "host", World: "world", Unmanaged: "unmanaged",
 	Health: "health", Init: "init", RemoteNode: "remote-node", KubeAPIServer: "kube-apiserver",
+	WorldIPv4: "world-ipv4", WorldIPv6: "world-ipv6",
 }
 
 // Ranges. Cluster identities fit 16 bits so a policy key stays small; CIDR

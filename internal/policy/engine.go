@@ -1,0 +1,468 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/fastpath-net/fastpath/internal/identity"
+)
+
+// Stats count the work done, so tests can prove that a change costs what
+// depends on it and not the cluster.
+type Stats struct {
+	EndpointComputations int // endpoints recomputed
+	SelectorMatches      int // (selector, identity) pairs evaluated
+	PolicyCompilations   int
+}
+
+// Engine holds the cluster's namespaces, pods and policies and the desired
+// policy of every endpoint. Not safe for concurrent use: one goroutine
+// feeds it events and calls Changes.
+type Engine struct {
+	identityOf func(identity.Labels) identity.ID
+	node       string
+
+	namespaces map[string]*nsState
+	pods       map[PodName]*podState
+	idents     map[identity.ID]*identState
+	policies   map[string]*compiled
+	byNS       map[string]map[string]*compiled
+	selectors  map[string]*selState
+	cidrs      map[netip.Prefix]*cidrState
+	freeLocal  []identity.ID
+	nextLocal  identity.ID
+
+	endpoints    map[PodName]*EndpointPolicy
+	epSelectors  map[PodName][]string
+	epProblems   map[PodName][]Problem
+	ipBlockUsers map[PodName]bool
+	namedUsers   map[PodName]bool
+	dirty        map[PodName]bool
+
+	ipOwners map[netip.Addr][]PodName
+	ipcache  map[netip.Prefix]identity.ID
+	ipDirty  map[netip.Prefix]bool
+
+	Stats Stats
+}
+
+type nsState struct {
+	labels map[string]string
+	pods   map[PodName]bool
+}
+
+type podState struct {
+	name   PodName
+	labels labels.Set
+	ips    []netip.Addr
+	ports  []corev1.ContainerPort
+	node   string
+	id     identity.ID
+}
+
+type identState struct {
+	labels        identity.Labels
+	podSet, nsSet labels.Set
+	pods          map[PodName]bool
+}
+
+type selState struct {
+	sel   *selector
+	refs  int
+	ids   map[identity.ID]bool
+	users map[PodName]bool
+}
+
+type cidrState struct {
+	id   identity.ID
+	refs int
+}
+
+// NewEngine computes endpoints for the pods of node ("" = every pod, as
+// `fastpathctl policy trace` wants), numbering identities with identityOf.
+func NewEngine(identityOf func(identity.Labels) identity.ID, node string) *Engine {
+	e := &Engine{
+		identityOf: identityOf, node: node,
+		namespaces: map[string]*nsState{}, pods: map[PodName]*podState{},
+		idents: map[identity.ID]*identState{}, policies: map[string]*compiled{},
+		byNS: map[string]map[string]*compiled{}, selectors: map[string]*selState{},
+		cidrs: map[netip.Prefix]*cidrState{}, nextLocal: identity.MinLocal,
+		endpoints: map[PodName]*EndpointPolicy{}, epSelectors: map[PodName][]string{},
+		epProblems: map[PodName][]Problem{}, ipBlockUsers: map[PodName]bool{},
+		namedUsers: map[PodName]bool{}, dirty: map[PodName]bool{},
+		ipOwners: map[netip.Addr][]PodName{}, ipcache: map[netip.Prefix]identity.ID{},
+		ipDirty: map[netip.Prefix]bool{},
+	}
+	e.setIPCache(netip.MustParsePrefix("0.0.0.0/0"), identity.WorldIPv4)
+	e.setIPCache(netip.MustParsePrefix("::/0"), identity.WorldIPv6)
+	return e
+}
+
+// UpsertNamespace records a namespace; a label change re-identifies its pods.
+func (e *Engine) UpsertNamespace(ns *corev1.Namespace) {
+	st := e.ns(ns.Name)
+	if labels.Equals(st.labels, ns.Labels) {
+		return
+	}
+	st.labels = ns.Labels
+	for _, name := range sortedPods(st.pods) {
+		e.reidentify(e.pods[name])
+	}
+}
+
+// DeleteNamespace forgets a namespace's labels (its pods go by their own
+// deletions).
+func (e *Engine) DeleteNamespace(name string) {
+	if st, ok := e.namespaces[name]; ok {
+		st.labels = nil
+		for _, n := range sortedPods(st.pods) {
+			e.reidentify(e.pods[n])
+		}
+	}
+}
+
+func (e *Engine) ns(name string) *nsState {
+	st, ok := e.namespaces[name]
+	if !ok {
+		st = &nsState{pods: map[PodName]bool{}}
+		e.namespaces[name] = st
+	}
+	return st
+}
+
+// UpsertPod records a pod. Host-network and finished pods are no endpoints
+// and have no identity of their own.
+func (e *Engine) UpsertPod(p *corev1.Pod) {
+	name := PodName{p.Namespace, p.Name}
+	if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		e.DeletePod(name)
+		return
+	}
+	st := &podState{name: name, labels: labels.Set(p.Labels), node: p.Spec.NodeName}
+	for _, ip := range p.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			st.ips = append(st.ips, a.Unmap())
+		}
+	}
+	if len(st.ips) == 0 && p.Status.PodIP != "" {
+		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
+			st.ips = append(st.ips, a.Unmap())
+		}
+	}
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name != "" {
+				st.ports = append(st.ports, cp)
+			}
+		}
+	}
+	old := e.pods[name]
+	if old != nil && labels.Equals(old.labels, st.labels) && slices.Equal(old.ips, st.ips) &&
+		slices.Equal(old.ports, st.ports) && old.node == st.node {
+		return // status noise: nothing policy depends on changed
+	}
+	e.ns(name.Namespace).pods[name] = true
+	e.pods[name] = st
+	st.id = e.attach(name)
+	if old != nil && old.id != st.id {
+		e.detach(name, old.id)
+	}
+	e.podChanged(old, st)
+}
+
+// DeletePod forgets a pod.
+func (e *Engine) DeletePod(name PodName) {
+	old, ok := e.pods[name]
+	if !ok {
+		return
+	}
+	delete(e.pods, name)
+	delete(e.namespaces[name.Namespace].pods, name)
+	e.detach(name, old.id)
+	e.podChanged(old, nil)
+}
+
+// reidentify recomputes a pod's identity after its namespace's labels
+// changed.
+func (e *Engine) reidentify(st *podState) {
+	old := *st
+	st.id = e.attach(st.name)
+	if old.id != st.id {
+		e.detach(st.name, old.id)
+		e.podChanged(&old, st)
+	}
+}
+
+func (e *Engine) podLabels(name PodName) identity.Labels {
+	st := e.pods[name]
+	return identity.ForPod(name.Namespace, e.ns(name.Namespace).labels, st.labels)
+}
+
+// attach adds a pod to the identity of its labels, creating the identity
+// (and matching it against every selector) when it is new.
+func (e *Engine) attach(name PodName) identity.ID {
+	l := e.podLabels(name)
+	id := e.identityOf(l)
+	is, ok := e.idents[id]
+	if !ok {
+		is = &identState{labels: l, pods: map[PodName]bool{}, podSet: labels.Set{}, nsSet: labels.Set{}}
+		for k, v := range l {
+			if k == identity.NamespaceKey {
+				continue
+			}
+			if nk, ok := strings.CutPrefix(k, identity.NamespaceLabelKey); ok {
+				is.nsSet[nk] = v
+			} else if pk, ok := strings.CutPrefix(k, identity.SourcePrefix); ok {
+				is.podSet[pk] = v
+			}
+		}
+		e.idents[id] = is
+		for _, key := range sortedKeys(e.selectors) {
+			e.matchSelector(e.selectors[key], id, is)
+		}
+	}
+	is.pods[name] = true
+	return id
+}
+
+func (e *Engine) detach(name PodName, id identity.ID) {
+	is, ok := e.idents[id]
+	if !ok {
+		return
+	}
+	delete(is.pods, name)
+	if len(is.pods) > 0 {
+		return
+	}
+	delete(e.idents, id)
+	for _, s := range e.selectors {
+		if s.ids[id] {
+			delete(s.ids, id)
+			e.markAll(s.users)
+		}
+	}
+}
+
+func (e *Engine) matchSelector(s *selState, id identity.ID, is *identState) {
+	e.Stats.SelectorMatches++
+	if s.sel.matches(is.labels, is.podSet, is.nsSet) {
+		s.ids[id] = true
+		e.markAll(s.users)
+	}
+}
+
+// podChanged marks what depends on a pod: the pod itself, endpoints whose
+// ipBlocks or egress named ports look at pods' addresses and ports, and
+// the ipcache. Selector users were marked by attach/detach.
+func (e *Engine) podChanged(old, cur *podState) {
+	var name PodName
+	if cur != nil {
+		name = cur.name
+	} else {
+		name = old.name
+	}
+	if cur != nil && e.isEndpoint(cur) {
+		e.dirty[name] = true
+	} else if _, ok := e.endpoints[name]; ok {
+		e.dirty[name] = true
+	}
+	var oldIPs, newIPs []netip.Addr
+	var oldID, newID identity.ID
+	var oldPorts, newPorts []corev1.ContainerPort
+	if old != nil {
+		oldIPs, oldID, oldPorts = old.ips, old.id, old.ports
+	}
+	if cur != nil {
+		newIPs, newID, newPorts = cur.ips, cur.id, cur.ports
+	}
+	if oldID != newID || !slices.Equal(oldIPs, newIPs) {
+		e.markAll(e.ipBlockUsers)
+	}
+	if (len(oldPorts) > 0 || len(newPorts) > 0) && (oldID != newID || !slices.Equal(oldPorts, newPorts)) {
+		e.markAll(e.namedUsers)
+	}
+	for _, a := range oldIPs {
+		e.ipOwners[a] = slices.DeleteFunc(e.ipOwners[a], func(n PodName) bool { return n == name })
+		e.refreshIP(a)
+	}
+	for _, a := range newIPs {
+		if !slices.Contains(e.ipOwners[a], name) {
+			e.ipOwners[a] = append(e.ipOwners[a], name)
+		}
+		e.refreshIP(a)
+	}
+}
+
+func (e *Engine) isEndpoint(st *podState) bool { return e.node == "" || st.node == e.node }
+
+func (e *Engine) markAll(set map[PodName]bool) {
+	for n := range set {
+		e.dirty[n] = true
+	}
+}
+
+// UpsertPolicy records a NetworkPolicy and marks the endpoints it selected
+// before or selects now.
+func (e *Engine) UpsertPolicy(np *networkingv1.NetworkPolicy) {
+	e.Stats.PolicyCompilations++
+	c := compile(np)
+	key := c.name
+	old := e.policies[key]
+	e.policies[key] = c
+	if e.byNS[c.ns] == nil {
+		e.byNS[c.ns] = map[string]*compiled{}
+	}
+	e.byNS[c.ns][np.Name] = c
+	e.register(c)
+	if old != nil {
+		e.markSelected(old)
+		e.unregister(old)
+	}
+	e.markSelected(c)
+}
+
+// DeletePolicy forgets a NetworkPolicy.
+func (e *Engine) DeletePolicy(ns, name string) {
+	key := ns + "/" + name
+	old, ok := e.policies[key]
+	if !ok {
+		return
+	}
+	delete(e.policies, key)
+	delete(e.byNS[ns], name)
+	e.markSelected(old)
+	e.unregister(old)
+}
+
+func (e *Engine) markSelected(c *compiled) {
+	for n := range e.namespaces[c.ns].podsOrNil() {
+		if c.selects(e.pods[n].labels) {
+			e.dirty[n] = true
+		}
+	}
+}
+
+func (st *nsState) podsOrNil() map[PodName]bool {
+	if st == nil {
+		return nil
+	}
+	return st.pods
+}
+
+// register takes references on the policy's selectors and CIDRs.
+func (e *Engine) register(c *compiled) {
+	for d := range 2 {
+		for _, r := range c.rules[d] {
+			for _, p := range r.peers {
+				switch {
+				case p.sel != nil:
+					s, ok := e.selectors[p.sel.key]
+					if !ok {
+						s = &selState{sel: p.sel, ids: map[identity.ID]bool{}, users: map[PodName]bool{}}
+						e.selectors[p.sel.key] = s
+						for _, id := range sortedIDs(e.idents) {
+							e.matchSelector(s, id, e.idents[id])
+						}
+					}
+					s.refs++
+				case p.block != nil:
+					e.refCIDR(p.block.cidr, 1)
+					for _, x := range p.block.except {
+						e.refCIDR(x, 1)
+					}
+				}
+			}
+		}
+	}
+}
+
+func (e *Engine) unregister(c *compiled) {
+	for d := range 2 {
+		for _, r := range c.rules[d] {
+			for _, p := range r.peers {
+				switch {
+				case p.sel != nil:
+					s := e.selectors[p.sel.key]
+					if s.refs--; s.refs == 0 {
+						delete(e.selectors, p.sel.key)
+					}
+				case p.block != nil:
+					e.refCIDR(p.block.cidr, -1)
+					for _, x := range p.block.except {
+						e.refCIDR(x, -1)
+					}
+				}
+			}
+		}
+	}
+}
+
+// refCIDR counts references to a prefix; a prefix gets a node-local CIDR
+// identity while referenced. /0 is the world identity and needs none. A
+// change of the set of prefixes changes what every ipBlock allows.
+func (e *Engine) refCIDR(p netip.Prefix, delta int) {
+	if p.Bits() == 0 {
+		return
+	}
+	st, ok := e.cidrs[p]
+	switch {
+	case !ok && delta > 0:
+		st = &cidrState{id: e.allocLocal()}
+		e.cidrs[p] = st
+		e.markAll(e.ipBlockUsers)
+		e.refreshPrefix(p)
+	case !ok:
+		return
+	}
+	st.refs += delta
+	if st.refs <= 0 {
+		delete(e.cidrs, p)
+		e.freeLocal = append(e.freeLocal, st.id)
+		e.markAll(e.ipBlockUsers)
+		e.refreshPrefix(p)
+	}
+}
+
+func (e *Engine) allocLocal() identity.ID {
+	if n := len(e.freeLocal); n > 0 {
+		slices.Sort(e.freeLocal)
+		id := e.freeLocal[0]
+		e.freeLocal = e.freeLocal[1:]
+		return id
+	}
+	e.nextLocal++
+	return e.nextLocal - 1
+}
+
+func sortedPods(m map[PodName]bool) []PodName {
+	out := make([]PodName, 0, len(m))
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+func sortedIDs[V any](m map[identity.ID]V) []identity.ID {
+	out := make([]identity.ID, 0, len(m))
+	for id := range m {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

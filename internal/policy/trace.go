@@ -1,0 +1,85 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/fastpath-net/fastpath/internal/identity"
+)
+
+// Verdict answers whether a connection between two pods is allowed, and
+// which rules or which default deny decided, per direction. It is computed
+// from the same EndpointPolicy entries the datapath's maps are written
+// from, with the datapath's lookup (Key.Matches).
+type Verdict struct {
+	From, To        PodName
+	FromID, ToID    identity.ID
+	Proto           Proto
+	Port            uint16
+	Allowed         bool
+	Egress, Ingress Side
+}
+
+// Side is the decision at one endpoint.
+type Side struct {
+	Endpoint  PodName
+	Dir       Direction
+	Peer      identity.ID
+	Enforced  bool
+	Allowed   bool
+	Rules     []RuleRef // the rules allowing it
+	Selecting []string  // the policies enforcing the direction
+}
+
+// Trace decides a connection from one pod to another on proto/port. Both
+// pods must be endpoints of the Engine (node "") and Changes must have run.
+func (e *Engine) Trace(from, to PodName, proto Proto, port uint16) (Verdict, error) {
+	v := Verdict{From: from, To: to, Proto: proto, Port: port}
+	src, ok := e.endpoints[from]
+	if !ok {
+		return v, fmt.Errorf("pod %s: not found (or host network, or finished)", from)
+	}
+	dst, ok := e.endpoints[to]
+	if !ok {
+		return v, fmt.Errorf("pod %s: not found (or host network, or finished)", to)
+	}
+	v.FromID, v.ToID = src.Identity, dst.Identity
+	v.Egress = side(src, Egress, dst.Identity, proto, port)
+	v.Ingress = side(dst, Ingress, src.Identity, proto, port)
+	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
+	return v, nil
+}
+
+func side(ep *EndpointPolicy, d Direction, peer identity.ID, proto Proto, port uint16) Side {
+	rules, enforced := ep.Lookup(d, peer, proto, port)
+	slices.SortFunc(rules, func(a, b RuleRef) int { return strings.Compare(a.String(), b.String()) })
+	rules = slices.Compact(rules)
+	return Side{Endpoint: ep.Pod, Dir: d, Peer: peer, Enforced: enforced, Allowed: !enforced || len(rules) > 0,
+		Rules: rules, Selecting: ep.Selecting[d]}
+}
+
+func (v Verdict) String() string {
+	word := "DENIED"
+	if v.Allowed {
+		word = "ALLOWED"
+	}
+	return fmt.Sprintf("%s (identity %s) -> %s (identity %s) %s/%d: %s\n  %s\n  %s\n",
+		v.From, v.FromID, v.To, v.ToID, v.Proto, v.Port, word, v.Egress.explain(v.Proto, v.Port), v.Ingress.explain(v.Proto, v.Port))
+}
+
+func (s Side) explain(proto Proto, port uint16) string {
+	head := fmt.Sprintf("%s of %s: ", s.Dir, s.Endpoint)
+	switch {
+	case !s.Enforced:
+		return head + "allowed: no policy selects the pod for " + s.Dir.String()
+	case s.Allowed:
+		refs := make([]string, len(s.Rules))
+		for i, r := range s.Rules {
+			refs[i] = r.String()
+		}
+		return head + "allowed by " + strings.Join(refs, ", ")
+	}
+	return fmt.Sprintf("%sdenied: enforced by %s, and no rule allows identity %s on %s/%d",
+		head, strings.Join(s.Selecting, ", "), s.Peer, proto, port)
+}
