@@ -23,6 +23,8 @@ Commands:
   affinity list  session-affinity memories (client -> backend) and whether they apply
   status         maps, their fill and memory, attachments, datapath counters
   uninstall      remove every pin (detaches TCX and cgroup programs)
+  policy trace --from NS/POD --to NS/POD --port PORT/PROTO [--kubeconfig F]
+                 would NetworkPolicy allow it, and which rule or default deny decided
 
 Flags:
 `
@@ -68,6 +70,9 @@ func dispatch(cmd []string, dir, output string, w io.Writer) error {
 	key := cmd[0]
 	if len(cmd) > 1 {
 		key += " " + cmd[1]
+	}
+	if key == "policy trace" {
+		return policyTrace(cmd[2:], output, w)
 	}
 	if key == "uninstall" {
 		return datapath.Uninstall(dir)

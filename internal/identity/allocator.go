@@ -98,7 +98,7 @@ func (a *Allocator) Allocate(ctx context.Context, l Labels) (ID, error) {
 		if err != nil {
 			return 0, fmt.Errorf("get FastpathIdentity %d: %w", id, err)
 		}
-		o, err := parseObject(u)
+		o, err := ParseObject(u)
 		if err != nil {
 			continue
 		}
@@ -136,7 +136,7 @@ func (a *Allocator) Lookup(ctx context.Context, l Labels) (Object, bool, error) 
 	}
 	var found []Object
 	for i := range list.Items {
-		o, err := parseObject(&list.Items[i])
+		o, err := ParseObject(&list.Items[i])
 		if err == nil && !o.Deleting && o.Labels.Equal(l) {
 			found = append(found, o)
 		}

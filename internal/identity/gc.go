@@ -58,7 +58,7 @@ func (g *GC) Sweep(ctx context.Context) ([]ID, error) {
 	objs := make([]Object, 0, len(list.Items))
 	lowest := map[string]ID{}
 	for i := range list.Items {
-		o, err := parseObject(&list.Items[i])
+		o, err := ParseObject(&list.Items[i])
 		if err != nil || o.Deleting {
 			continue
 		}

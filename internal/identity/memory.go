@@ -5,14 +5,18 @@ package identity
 // For tests and for tools that compute from a snapshot.
 type Memory struct {
 	byLabels map[string]ID
+	used     map[ID]bool
 	next     ID
 }
 
 // NewMemory numbers new label sets from start.
-func NewMemory(start ID) *Memory { return &Memory{byLabels: map[string]ID{}, next: start} }
+func NewMemory(start ID) *Memory { return &Memory{byLabels: map[string]ID{}, used: map[ID]bool{}, next: start} }
 
 // Set records an existing identity.
-func (m *Memory) Set(l Labels, id ID) { m.byLabels[l.String()] = id }
+func (m *Memory) Set(l Labels, id ID) {
+	m.byLabels[l.String()] = id
+	m.used[id] = true
+}
 
 // Identity returns l's identity, numbering it if new.
 func (m *Memory) Identity(l Labels) ID {
@@ -20,19 +24,9 @@ func (m *Memory) Identity(l Labels) ID {
 	if id, ok := m.byLabels[k]; ok {
 		return id
 	}
-	for m.taken(m.next) {
+	for m.used[m.next] {
 		m.next++
 	}
-	m.byLabels[k] = m.next
-	m.next++
-	return m.byLabels[k]
-}
-
-func (m *Memory) taken(id ID) bool {
-	for _, v := range m.byLabels {
-		if v == id {
-			return true
-		}
-	}
-	return false
+	m.Set(l, m.next)
+	return m.next
 }

@@ -47,7 +47,8 @@ func newObject(id ID, l Labels) *unstructured.Unstructured {
 	return u
 }
 
-func parseObject(u *unstructured.Unstructured) (Object, error) {
+// ParseObject reads a FastpathIdentity, refusing a name outside the cluster range.
+func ParseObject(u *unstructured.Unstructured) (Object, error) {
 	n, err := strconv.ParseUint(u.GetName(), 10, 32)
 	if err != nil || !ID(n).IsCluster() {
 		return Object{}, fmt.Errorf("FastpathIdentity %q: metadata.name is not an identity number in %d-%d", u.GetName(), MinCluster, MaxCluster)

@@ -19,6 +19,9 @@ type Verdict struct {
 	Port            uint16
 	Allowed         bool
 	Egress, Ingress Side
+	// Problems of the policies of both namespaces (filled by callers that
+	// want them shown): a fail-closed part may be why a packet is denied.
+	Problems []string `json:",omitempty"`
 }
 
 // Side is the decision at one endpoint.
@@ -64,8 +67,12 @@ func (v Verdict) String() string {
 	if v.Allowed {
 		word = "ALLOWED"
 	}
-	return fmt.Sprintf("%s (identity %s) -> %s (identity %s) %s/%d: %s\n  %s\n  %s\n",
+	s := fmt.Sprintf("%s (identity %s) -> %s (identity %s) %s/%d: %s\n  %s\n  %s\n",
 		v.From, v.FromID, v.To, v.ToID, v.Proto, v.Port, word, v.Egress.explain(v.Proto, v.Port), v.Ingress.explain(v.Proto, v.Port))
+	for _, p := range v.Problems {
+		s += "  not enforceable (fail closed): " + p + "\n"
+	}
+	return s
 }
 
 func (s Side) explain(proto Proto, port uint16) string {

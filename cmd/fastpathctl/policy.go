@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/fastpath-net/fastpath/internal/k8s"
+	"github.com/fastpath-net/fastpath/internal/policy"
+)
+
+// policyTrace answers `policy trace` from a snapshot of the cluster,
+// computed by internal/policy, the code the agent programs the maps from.
+func policyTrace(args []string, output string, w io.Writer) error {
+	fs := flag.NewFlagSet("policy trace", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	from := fs.String("from", "", "source pod, namespace/name")
+	to := fs.String("to", "", "destination pod, namespace/name")
+	portFlag := fs.String("port", "", "destination port and protocol, e.g. 80/tcp (protocol defaults to tcp)")
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (env KUBECONFIG; in a pod: its service account)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("policy trace: %w", err)
+	}
+	src, err := policy.ParsePodName(*from)
+	if err != nil {
+		return fmt.Errorf("policy trace: --from %w", err)
+	}
+	dst, err := policy.ParsePodName(*to)
+	if err != nil {
+		return fmt.Errorf("policy trace: --to %w", err)
+	}
+	proto, port, err := parsePort(*portFlag)
+	if err != nil {
+		return fmt.Errorf("policy trace: --port %w", err)
+	}
+	cfg, err := k8s.RESTConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "fastpathctl"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	eng, err := policy.LoadCluster(ctx, cs, dyn)
+	if err != nil {
+		return err
+	}
+	v, err := eng.Trace(src, dst, proto, port)
+	if err != nil {
+		return err
+	}
+	for _, p := range eng.Problems() {
+		if p.Policy != "" && (strings.HasPrefix(p.Policy, src.Namespace+"/") || strings.HasPrefix(p.Policy, dst.Namespace+"/")) {
+			v.Problems = append(v.Problems, p.String())
+		}
+	}
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	_, err = io.WriteString(w, v.String())
+	return err
+}
+
+func parsePort(s string) (policy.Proto, uint16, error) {
+	portS, protoS, ok := strings.Cut(s, "/")
+	if !ok {
+		protoS = "tcp"
+	}
+	proto, err := policy.ParseProto(protoS)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, err := strconv.ParseUint(portS, 10, 16)
+	if err != nil || n == 0 {
+		return 0, 0, fmt.Errorf("%q: want PORT/PROTO with PORT in 1-65535", s)
+	}
+	return proto, uint16(n), nil
+}
