@@ -56,6 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.StringVar(&cfg.NetNS, "netns", "", "network namespace (path or name under /run/netns) whose interfaces get the datapath; empty: the agent's own")
 	ifaces := fs.String("interfaces", "", "comma-separated interfaces whose ingress gets the per-packet load balancer")
 	network := addNetworkFlags(fs)
+	cni := addCNIFlags(fs)
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory whose processes get socket load balancing; empty: off")
 	fs.StringVar(&cfg.ServicesFile, "services-file", "", "YAML/JSON file of services (standalone mode); re-read when it changes")
 	fs.DurationVar(&cfg.PollInterval, "services-file-poll", time.Second, "how often the services file is checked for changes")
@@ -88,6 +89,9 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 		cfg.Interfaces = strings.Split(*ifaces, ",")
 	}
 	if cfg.Network, err = network.network(cfg.Interfaces); err != nil {
+		return cfg, 0, err
+	}
+	if cfg.CNI, err = cni.cni(); err != nil {
 		return cfg, 0, err
 	}
 	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {

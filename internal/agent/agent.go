@@ -34,6 +34,7 @@ type Config struct {
 	Sizes        datapath.Sizes
 	Log          *slog.Logger
 	Network      Network // external interfaces and masquerade (network.go)
+	CNI          *CNI    // the CNI API for fastpath-cni (cni.go); nil: off
 }
 
 // Agent is a running node agent.
@@ -69,6 +70,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer a.dp.Close()
 	a.kube = kube
+	if cfg.CNI != nil {
+		if err := a.startCNI(ctx); err != nil {
+			return err
+		}
+	}
 	return a.loop(ctx)
 }
 

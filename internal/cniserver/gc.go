@@ -1,0 +1,134 @@
+package cniserver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/fastpath-net/fastpath/internal/cniapi"
+	"github.com/fastpath-net/fastpath/internal/endpoint"
+	"github.com/fastpath-net/fastpath/internal/ipam"
+	"github.com/fastpath-net/fastpath/internal/podnet"
+)
+
+// Check verifies that the pod's network is as ADD left it: the record, the
+// address lease, both veth ends with their addresses, and prevResult's
+// addresses (if given) equal to the record's.
+func (h *Handler) Check(req *cniapi.Request) (*cniapi.Response, *cniapi.Error) {
+	if e := validate(req, true); e != nil {
+		return nil, e
+	}
+	h.gc.RLock()
+	defer h.gc.RUnlock()
+	k := keyOf(req)
+	defer h.lockKey(k)()
+	ep, ok := h.cfg.Endpoints.Get(k)
+	if !ok {
+		return nil, cniapi.Errorf(cniapi.CodeUnknownContainer, "no attachment "+k.String(), "ADD it first")
+	}
+	fail := func(format string, args ...any) (*cniapi.Response, *cniapi.Error) {
+		return nil, cniapi.Errorf(cniapi.CodeCheckFailed, fmt.Sprintf("endpoint %d: ", ep.ID)+fmt.Sprintf(format, args...), "")
+	}
+	if ep.NetNS != req.NetNS {
+		return fail("attached in netns %s, CHECK names %s", ep.NetNS, req.NetNS)
+	}
+	leased := map[string]bool{}
+	for _, l := range h.cfg.IPAM.Leases() {
+		if l.Owner == ownerOf(k) {
+			leased[l.Addr.String()] = true
+		}
+	}
+	for _, ip := range ep.IPs {
+		if !leased[ip.String()] {
+			return fail("address %s is not leased to it", ip)
+		}
+	}
+	if err := podnet.Check(podnet.Attachment{NodeNS: h.cfg.NodeNS, PodNS: ep.NetNS, HostIface: ep.Interface, IfName: ep.IfName, IPs: ep.IPs, MTU: ep.MTU}); err != nil {
+		return fail("%v", err)
+	}
+	if len(req.PrevResult) > 0 {
+		prev, err := current.NewResult(req.PrevResult)
+		if err != nil {
+			return nil, cniapi.Errorf(cniapi.CodeDecodingFailure, "cannot decode prevResult", err.Error())
+		}
+		r, err := current.GetResult(prev)
+		if err != nil {
+			return nil, cniapi.Errorf(cniapi.CodeDecodingFailure, "cannot decode prevResult", err.Error())
+		}
+		var got []string
+		for _, ipc := range r.IPs {
+			got = append(got, ipc.Address.IP.String())
+		}
+		var want []string
+		for _, ip := range ep.IPs {
+			want = append(want, ip.String())
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			return fail("prevResult has addresses %v, the endpoint %v", got, want)
+		}
+	}
+	return &cniapi.Response{}, nil
+}
+
+// GC removes every attachment of the request's network that the runtime no
+// longer lists as valid: records, veths and leases, including those of
+// ADDs that never finished. Host veths of fastpath that no record and no
+// valid attachment explains go too.
+func (h *Handler) GC(req *cniapi.Request) (*cniapi.Response, *cniapi.Error) {
+	if req.Network == "" {
+		return nil, cniapi.Errorf(cniapi.CodeInvalidNetworkConfig, "network configuration has no name", "")
+	}
+	h.gc.Lock()
+	defer h.gc.Unlock()
+	valid := map[endpoint.Key]bool{}
+	for _, a := range req.Valid {
+		valid[endpoint.Key{Network: req.Network, ContainerID: a.ContainerID, IfName: a.IfName}] = true
+	}
+	var errs []error
+	explained := map[string]bool{}
+	removed := 0
+	for _, ep := range h.cfg.Endpoints.List() {
+		if ep.Network != req.Network || valid[ep.Key] {
+			explained[ep.Interface] = true
+			continue
+		}
+		if err := h.remove(ep.Key); err != nil {
+			errs = append(errs, err)
+			explained[ep.Interface] = true
+		}
+		removed++
+	}
+	freed, err := h.cfg.IPAM.GC(req.Network, func(o ipam.Owner) bool {
+		return valid[endpoint.Key{Network: o.Network, ContainerID: o.ContainerID, IfName: o.IfName}]
+	})
+	errs = append(errs, err)
+	for k := range valid {
+		explained[hostIface(k)] = true
+	}
+	hosts, err := podnet.HostIfaces(h.cfg.NodeNS)
+	errs = append(errs, err)
+	var orphans []string
+	for _, host := range hosts {
+		if explained[host] {
+			continue
+		}
+		if err := h.teardown(host); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		orphans = append(orphans, host)
+	}
+	h.cfg.Log.Info("cni gc", "network", req.Network, "valid", len(req.Valid), "endpoints_removed", removed,
+		"leases_released", len(freed), "orphan_veths_removed", len(orphans))
+	if err := errors.Join(errs...); err != nil {
+		return nil, cniapi.Errorf(cniapi.CodeInternal, "garbage collection was incomplete", err.Error())
+	}
+	return &cniapi.Response{}, nil
+}
+
+// marshalConf is json.MarshalIndent, for the conflist.
+func marshalConf(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }

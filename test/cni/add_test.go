@@ -1,0 +1,139 @@
+package cni
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+)
+
+// TestAddCheckDel attaches two pods through libcni, checks their plumbing,
+// pod-to-pod traffic and a Service load-balanced by the tc_lb attached to
+// the client pod's host veth, then detaches them and finds nothing left.
+func TestAddCheckDel(t *testing.T) {
+	n := newNode(t, "10.244.7.0/24")
+	n.startAgent()
+	if err := n.status(); err != nil {
+		t.Fatalf("STATUS with the agent running: %v", err)
+	}
+	client, server := n.newPod("client"), n.newPod("server")
+	rc, rs := rt(client, "c-"+n.id+"-client"), rt(server, "c-"+n.id+"-server")
+	resC, resS := n.mustAdd(rc), n.mustAdd(rs)
+	ipC, ipS := resultIP(t, resC), resultIP(t, resS)
+	if !netip.MustParsePrefix("10.244.7.0/24").Contains(ipC) || ipC == ipS {
+		t.Fatalf("addresses %s and %s: want two different ones from 10.244.7.0/24", ipC, ipS)
+	}
+	if len(resC.IPs) != 1 || resC.IPs[0].Gateway.String() != "169.254.1.1" || resC.IPs[0].Address.Mask.String() != "ffffffff" {
+		t.Fatalf("result IPs %v: want one /32 with gateway 169.254.1.1", resC.IPs)
+	}
+	checkPodSide(t, client, ipC)
+	host := resC.Interfaces[0].Name
+	pins, _ := datapath.AttachedTC(n.pinDir)
+	if !contains(pins, "fp-cni-"+n.id+"-node-"+host) {
+		t.Fatalf("no tc_lb pinned for host veth %s (pins %v)", host, pins)
+	}
+	for _, r := range []*libcni.RuntimeConf{rc, rs} {
+		if err := n.check(r); err != nil {
+			t.Fatalf("CHECK %s: %v", r.ContainerID, err)
+		}
+	}
+
+	w, err := nettopo.StartWhoami(server, "server", ipS.String()+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if got, err := nettopo.AskTCP(client, ipS.String()+":8080", 3*time.Second); err != nil || got != "server" {
+		t.Fatalf("pod to pod: %q, %v", got, err)
+	}
+	// The Service's only backend is the server pod: the client reaches it
+	// through the VIP only if tc_lb on the client's host veth translates.
+	n.writeServices(fmt.Sprintf(`services:
+  - name: web
+    namespace: demo
+    clusterIP: 10.96.0.10
+    ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+    backends: [{address: %s}]
+`, ipS))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := nettopo.AskTCP(client, "10.96.0.10:80", time.Second)
+		if err == nil && got == "server" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod to Service: %q, %v", got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	for _, r := range []*libcni.RuntimeConf{rc, rs} {
+		if err := n.del(r); err != nil {
+			t.Fatalf("DEL %s: %v", r.ContainerID, err)
+		}
+	}
+	n.assertClean()
+	if _, err := client.Netlink().LinkByName("eth0"); err == nil {
+		t.Fatalf("eth0 still in the client pod after DEL")
+	}
+}
+
+// resultIP is the one address of an ADD result.
+func resultIP(t *testing.T, r *current.Result) netip.Addr {
+	t.Helper()
+	if len(r.IPs) != 1 {
+		t.Fatalf("result has %d addresses, want 1: %v", len(r.IPs), r)
+	}
+	ip, ok := netip.AddrFromSlice(r.IPs[0].Address.IP)
+	if !ok {
+		t.Fatalf("result address %v", r.IPs[0].Address)
+	}
+	return ip.Unmap()
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPodSide verifies the pod's interface: the /32, the default route via
+// the link-local gateway, and the permanent neighbour entry for it.
+func checkPodSide(t *testing.T, pod *nettopo.NS, ip netip.Addr) {
+	t.Helper()
+	h := pod.Netlink()
+	l, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, _ := h.AddrList(l, netlink.FAMILY_V4)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != ip.String()+"/32" {
+		t.Fatalf("pod addresses %v, want %s/32", addrs, ip)
+	}
+	routes, _ := h.RouteList(l, netlink.FAMILY_V4)
+	var def bool
+	for _, r := range routes {
+		def = def || (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.String() == "169.254.1.1"
+	}
+	if !def {
+		t.Fatalf("pod routes %v: no default via 169.254.1.1", routes)
+	}
+	neighs, _ := h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+	var perm bool
+	for _, nb := range neighs {
+		perm = perm || nb.IP.String() == "169.254.1.1" && nb.State == netlink.NUD_PERMANENT
+	}
+	if !perm {
+		t.Fatalf("pod neighbours %v: no permanent entry for 169.254.1.1", neighs)
+	}
+}
