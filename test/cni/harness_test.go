@@ -328,3 +328,10 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// withNetNS is r with another network namespace path.
+func withNetNS(r *libcni.RuntimeConf, path string) *libcni.RuntimeConf {
+	c := *r
+	c.NetNS = path
+	return &c
+}
