@@ -3,6 +3,7 @@ package k8s
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -14,7 +15,7 @@ import (
 // take empties the dirty set and returns it with the node facts to
 // translate against. Events after this mark Services dirty again, so
 // nothing is lost between taking and reading the caches.
-func (w *Watcher) take() ([]loadbalancer.ServiceName, svctranslate.Node) {
+func (w *Watcher) take() ([]loadbalancer.ServiceName, svctranslate.Node, map[loadbalancer.ServiceName][]time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	names := make([]loadbalancer.ServiceName, 0, len(w.dirty))
@@ -27,13 +28,17 @@ func (w *Watcher) take() ([]loadbalancer.ServiceName, svctranslate.Node) {
 		clear(w.dirty)
 	}
 	slices.SortFunc(names, compareNames)
-	return names, w.node
+	return names, w.node, w.takeTriggers(names)
 }
 
 // fullUpdate translates every Service in the caches: the first state after
 // a start, which replaces whatever the receiver held.
 func (w *Watcher) fullUpdate() Update {
-	_, node := w.take()
+	_, node, _ := w.take()
+	w.mu.Lock()
+	triggers := w.triggers // every slice change since the start
+	w.triggers = map[loadbalancer.ServiceName][]time.Time{}
+	w.mu.Unlock()
 	svcs, err := w.services.List(labels.Everything())
 	if err != nil { // a cache List does not fail; keep going with nothing
 		w.log.Error("listing services from the cache", "error", err)
@@ -41,34 +46,44 @@ func (w *Watcher) fullUpdate() Update {
 	slices.SortFunc(svcs, func(a, b *corev1.Service) int {
 		return compareNames(svctranslate.NameOf(a), svctranslate.NameOf(b))
 	})
-	u := Update{Full: true}
+	u := Update{Full: true, HealthChecks: map[loadbalancer.ServiceName]HealthCheck{}}
 	w.delivered = make(map[loadbalancer.ServiceName]loadbalancer.Service, len(svcs))
+	clear(w.healthDone)
 	for _, svc := range svcs {
-		if res, ok := w.translate(svc, node); ok {
-			w.delivered[res.Service.Name] = res.Service
-			u.Upserted = append(u.Upserted, res.Service)
+		if res, hc, ok := w.translate(svc, node); ok {
+			w.deliver(&u, res.Service, hc, triggers)
 		}
 	}
 	return u
 }
 
+// deliver adds svc to u and remembers it as delivered.
+func (w *Watcher) deliver(u *Update, svc loadbalancer.Service, hc HealthCheck, triggers map[loadbalancer.ServiceName][]time.Time) {
+	w.delivered[svc.Name] = svc
+	w.healthDone[svc.Name] = hc
+	u.Upserted = append(u.Upserted, svc)
+	u.HealthChecks[svc.Name] = hc
+	u.TriggerTimes = append(u.TriggerTimes, triggers[svc.Name]...)
+}
+
 // batch translates the dirty Services and returns what changed since the
 // last delivery.
 func (w *Watcher) batch() Update {
-	names, node := w.take()
-	var u Update
+	names, node, triggers := w.take()
+	u := Update{HealthChecks: map[loadbalancer.ServiceName]HealthCheck{}}
 	for _, name := range names {
-		svc, programmed := w.current(name, node)
+		svc, hc, programmed := w.current(name, node)
 		old, had := w.delivered[name]
 		switch {
-		case programmed && had && sameService(old, svc):
+		case programmed && had && sameService(old, svc) && w.healthDone[name] == hc:
 			// Nothing this node programs changed (a status or label update).
 		case programmed:
-			w.delivered[name] = svc
-			u.Upserted = append(u.Upserted, svc)
+			w.deliver(&u, svc, hc, triggers)
 		case had:
 			delete(w.delivered, name)
+			delete(w.healthDone, name)
 			u.Deleted = append(u.Deleted, name)
+			u.TriggerTimes = append(u.TriggerTimes, triggers[name]...)
 		}
 	}
 	return u
@@ -76,25 +91,26 @@ func (w *Watcher) batch() Update {
 
 // current translates the named Service as the caches hold it now; false
 // when it is gone or programs nothing.
-func (w *Watcher) current(name loadbalancer.ServiceName, node svctranslate.Node) (loadbalancer.Service, bool) {
+func (w *Watcher) current(name loadbalancer.ServiceName, node svctranslate.Node) (loadbalancer.Service, HealthCheck, bool) {
 	svc, err := w.services.Services(name.Namespace).Get(name.Name)
 	if err != nil { // a cache lister fails only with NotFound
 		w.forget(name)
-		return loadbalancer.Service{}, false
+		return loadbalancer.Service{}, HealthCheck{}, false
 	}
-	res, ok := w.translate(svc, node)
-	return res.Service, ok
+	res, hc, ok := w.translate(svc, node)
+	return res.Service, hc, ok
 }
 
 // translate runs svctranslate for one Service, records which node facts it
 // depends on, and reports its problems. ok is false when nothing of it is
 // programmed.
-func (w *Watcher) translate(svc *corev1.Service, node svctranslate.Node) (svctranslate.Result, bool) {
+func (w *Watcher) translate(svc *corev1.Service, node svctranslate.Node) (svctranslate.Result, HealthCheck, bool) {
 	name := svctranslate.NameOf(svc)
 	if w.translated != nil {
 		w.translated(name)
 	}
-	res := svctranslate.Translate(svc, w.slicesOf(name), node)
+	eps := w.slicesOf(name)
+	res := svctranslate.Translate(svc, eps, node)
 	w.mu.Lock()
 	setMember(w.addrUsers, name, res.UsesNodeAddresses)
 	setMember(w.zoneUsers, name, res.UsesZone)
@@ -102,9 +118,9 @@ func (w *Watcher) translate(svc *corev1.Service, node svctranslate.Node) (svctra
 	w.rep.problems(name, res)
 	if res.Skipped != "" {
 		w.log.Debug("service not programmed", "service", name.String(), "reason", res.Skipped)
-		return res, false
+		return res, HealthCheck{}, false
 	}
-	return res, true
+	return res, healthCheckOf(res, eps, node.Name), true
 }
 
 // forget drops everything kept about a deleted Service.

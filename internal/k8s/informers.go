@@ -46,7 +46,11 @@ func (w *Watcher) setupInformers() error {
 		h   cache.ResourceEventHandler
 	}{
 		{svcInf.Informer(), handler(w.onService)},
-		{sliceInf, cache.ResourceEventHandlerFuncs{AddFunc: w.onSlice, UpdateFunc: w.onSliceUpdate, DeleteFunc: w.onSlice}},
+		{sliceInf, cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { w.noteSlice(obj, triggerRecord) },
+			UpdateFunc: w.onSliceUpdate,
+			DeleteFunc: func(obj any) { w.noteSlice(unwrap(obj), triggerDrop) },
+		}},
 		{nodeInf, cache.ResourceEventHandlerFuncs{AddFunc: w.onNode, UpdateFunc: func(_, n any) { w.onNode(n) }, DeleteFunc: func(any) { w.setNode(nil) }}},
 	} {
 		r, err := reg.inf.AddEventHandler(reg.h)
@@ -91,17 +95,17 @@ func (w *Watcher) onService(obj any) {
 	}
 }
 
-func (w *Watcher) onSlice(obj any) {
-	if name, ok := sliceService(unwrap(obj)); ok {
-		w.markDirty(name)
-	}
-}
-
 // onSliceUpdate marks both Services when the label moved a slice between
 // them.
 func (w *Watcher) onSliceUpdate(old, cur any) {
-	w.onSlice(old)
-	w.onSlice(cur)
+	if name, ok := sliceService(old); ok {
+		w.markDirty(name)
+	}
+	act := triggerRecord
+	if !endpointsChanged(old, cur) {
+		act = triggerIgnore
+	}
+	w.noteSlice(cur, act)
 }
 
 func sliceService(obj any) (loadbalancer.ServiceName, bool) {
@@ -146,6 +150,7 @@ func (w *Watcher) onNode(obj any) {
 // topology hints.
 func (w *Watcher) setNode(obj *corev1.Node) {
 	n := svctranslate.NodeFromObject(w.cfg.NodeName, obj, w.cfg.NodePortCIDRs)
+	w.eligible.Store(nodeEligible(obj))
 	w.mu.Lock()
 	old := w.node
 	w.node = n

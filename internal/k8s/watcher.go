@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -66,6 +67,13 @@ type Update struct {
 	Full     bool
 	Upserted []loadbalancer.Service
 	Deleted  []loadbalancer.ServiceName
+	// HealthChecks holds an entry for every Service in Upserted (NodePort
+	// 0 when it has none); Deleted Services have none any more.
+	HealthChecks map[loadbalancer.ServiceName]HealthCheck
+	// TriggerTimes are the EndpointSlice change times (trigger.go) this
+	// batch programs: once it is in the datapath, now minus each is one
+	// network-programming latency.
+	TriggerTimes []time.Time
 }
 
 // Watcher is the Kubernetes source. Create it with New and start it with Run.
@@ -85,11 +93,16 @@ type Watcher struct {
 	nodeSeen  bool
 	addrUsers map[loadbalancer.ServiceName]struct{} // last translation had nodePorts
 	zoneUsers map[loadbalancer.ServiceName]struct{} // last translation saw zone hints
+	triggers  map[loadbalancer.ServiceName][]time.Time
 	kick      chan struct{}
+
+	started  time.Time   // trigger times before it are ignored
+	eligible atomic.Bool // this node's Node exists, is not being deleted nor drained by the autoscaler
 
 	// Owned by the worker goroutine.
 	delivered  map[loadbalancer.ServiceName]loadbalancer.Service
-	translated func(loadbalancer.ServiceName) // test hook: called per translation
+	healthDone map[loadbalancer.ServiceName]HealthCheck // delivered health checks
+	translated func(loadbalancer.ServiceName)           // test hook: called per translation
 
 	rep *reporter
 }
@@ -103,15 +116,18 @@ func New(cfg Config) (*Watcher, error) {
 		cfg.MinInterval = DefaultMinInterval
 	}
 	w := &Watcher{
-		cfg:       cfg,
-		log:       cfg.Log,
-		dirty:     map[loadbalancer.ServiceName]struct{}{},
-		node:      svctranslate.NodeFromObject(cfg.NodeName, nil, cfg.NodePortCIDRs),
-		addrUsers: map[loadbalancer.ServiceName]struct{}{},
-		zoneUsers: map[loadbalancer.ServiceName]struct{}{},
-		kick:      make(chan struct{}, 1),
-		delivered: map[loadbalancer.ServiceName]loadbalancer.Service{},
-		rep:       newReporter(cfg.Log),
+		cfg:        cfg,
+		log:        cfg.Log,
+		dirty:      map[loadbalancer.ServiceName]struct{}{},
+		node:       svctranslate.NodeFromObject(cfg.NodeName, nil, cfg.NodePortCIDRs),
+		addrUsers:  map[loadbalancer.ServiceName]struct{}{},
+		zoneUsers:  map[loadbalancer.ServiceName]struct{}{},
+		triggers:   map[loadbalancer.ServiceName][]time.Time{},
+		kick:       make(chan struct{}, 1),
+		started:    time.Now(),
+		delivered:  map[loadbalancer.ServiceName]loadbalancer.Service{},
+		healthDone: map[loadbalancer.ServiceName]HealthCheck{},
+		rep:        newReporter(cfg.Log),
 	}
 	if err := w.setupInformers(); err != nil {
 		return nil, err
