@@ -1,8 +1,6 @@
 package loadbalancer
 
 import (
-	"bytes"
-	"cmp"
 	"fmt"
 	"slices"
 
@@ -74,9 +72,7 @@ func (r *Reconciler) adoptRanges(m map[lbmap.SourceRangeKey]uint8) {
 	for k := range m {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b lbmap.SourceRangeKey) int {
-		return cmp.Or(cmp.Compare(a.RevNatID, b.RevNatID), bytes.Compare(a.Addr[:], b.Addr[:]), cmp.Compare(a.PrefixLen, b.PrefixLen))
-	})
+	slices.SortFunc(keys, lbmap.CompareSourceRangeKeys)
 	for _, k := range keys {
 		if st := byRev[k.RevNatID]; st != nil {
 			st.ranges = append(st.ranges, k)

@@ -4,6 +4,8 @@
 package lbmap
 
 import (
+	"bytes"
+	"cmp"
 	"fmt"
 	"net/netip"
 
@@ -160,6 +162,11 @@ func SourceRangeKeyOf(revNat uint32, p netip.Prefix) SourceRangeKey {
 		bits += 96 // the IPv4-mapped form's ::ffff: prefix
 	}
 	return SourceRangeKey{PrefixLen: uint32(32 + bits), RevNatID: revNat, Addr: AddrFrom(p.Addr())}
+}
+
+// CompareSourceRangeKeys orders keys by rev-NAT ID, address, length.
+func CompareSourceRangeKeys(a, b SourceRangeKey) int {
+	return cmp.Or(cmp.Compare(a.RevNatID, b.RevNatID), bytes.Compare(a.Addr[:], b.Addr[:]), cmp.Compare(a.PrefixLen, b.PrefixLen))
 }
 
 func (k SourceRangeKey) String() string {

@@ -117,9 +117,7 @@ func (c Contents) String() string {
 		v := c.RevNat[id]
 		fmt.Fprintf(&b, "revnat: %d -> %s\n", id, netip.AddrPortFrom(v.Addr.IP(), v.Port))
 	}
-	ranges := slices.SortedFunc(maps.Keys(c.Ranges), func(a, b lbmap.SourceRangeKey) int {
-		return cmp.Or(cmp.Compare(a.RevNatID, b.RevNatID), bytes.Compare(a.Addr[:], b.Addr[:]), cmp.Compare(a.PrefixLen, b.PrefixLen))
-	})
+	ranges := slices.SortedFunc(maps.Keys(c.Ranges), lbmap.CompareSourceRangeKeys)
 	for _, k := range ranges {
 		fmt.Fprintf(&b, "ranges: %d -> %s\n", k.RevNatID, rangePrefix(k))
 	}
