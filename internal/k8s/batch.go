@@ -141,9 +141,7 @@ func setMember(set map[loadbalancer.ServiceName]struct{}, name loadbalancer.Serv
 }
 
 func sameService(a, b loadbalancer.Service) bool {
-	return a.Name == b.Name && slices.EqualFunc(a.Frontends, b.Frontends, func(x, y loadbalancer.FrontendSpec) bool {
-		return x.Frontend == y.Frontend && x.AffinityTimeout == y.AffinityTimeout && slices.Equal(x.Backends, y.Backends)
-	})
+	return a.Name == b.Name && slices.EqualFunc(a.Frontends, b.Frontends, loadbalancer.FrontendSpec.Equal)
 }
 
 func compareNames(a, b loadbalancer.ServiceName) int {

@@ -140,7 +140,7 @@ func (t *Table) claim(key lbmap.ServiceKey, name ServiceName, old map[lbmap.Serv
 		t.dirty[key] = struct{}{}
 	case owner == name:
 		prev, had := old[key]
-		if !had || !sameSpec(prev, t.services[name][key]) {
+		if !had || !prev.Equal(t.services[name][key]) {
 			t.dirty[key] = struct{}{}
 		}
 	default:
@@ -173,7 +173,10 @@ func (t *Table) release(key lbmap.ServiceKey, name ServiceName) {
 	}
 }
 
-func sameSpec(a, b FrontendSpec) bool {
+// Equal says whether two specs program the same entries. Every field
+// counts: a source that skips "unchanged" services must use this, or a
+// change to a field it forgot never reaches the maps.
+func (a FrontendSpec) Equal(b FrontendSpec) bool {
 	return a.Frontend == b.Frontend && a.AffinityTimeout == b.AffinityTimeout && a.ExtLocal == b.ExtLocal &&
 		slices.Equal(a.Backends, b.Backends) && slices.Equal(a.SourceRanges, b.SourceRanges)
 }
