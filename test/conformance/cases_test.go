@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -336,6 +337,20 @@ var cases = []testCase{
 			probes: []probe{tcp("client", cip("web", 80), Refused)}},
 		{name: "back", apply: apply(webSlice("a", eps("be4")...)),
 			probes: []probe{tcp("client", cip("web", 80), "be4").source("client")}},
+	}},
+
+	// kube-proxy deletes the conntrack entries of UDP flows to an endpoint
+	// that left; without that, a client that keeps its source port would
+	// stay on be1 (it still answers) for as long as it sends. kube-proxy
+	// deletes them after it has written the rules the harness waits for,
+	// so the flow is probed again one step (and two seconds) later.
+	{name: "udp-endpoint-removal-moves-flow", steps: []step{
+		{name: "be1", apply: apply(service("dns", withPorts(udpPort("dns", 53, 8080))),
+			endpointSlice("dns", "a", ports(udpSP("dns", 8080)), eps("be1")...)),
+			probes: []probe{udp("client", cip("dns", 53), "be1").fromPort(41053).source("client")}},
+		{name: "be2", apply: apply(endpointSlice("dns", "a", ports(udpSP("dns", 8080)), eps("be2")...))},
+		{name: "settled", apply: func(*caseCtx) { time.Sleep(2 * time.Second) },
+			probes: []probe{udp("client", cip("dns", 53), "be2").fromPort(41053).source("client")}},
 	}},
 
 	{name: "endpoint-becomes-not-ready", steps: []step{

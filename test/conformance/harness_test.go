@@ -251,6 +251,7 @@ type probe struct {
 	want  []string // the exact set of outcomes: "be1:8080", refused, timeout...
 	oneOf bool     // session affinity: one outcome, a member of want
 	src   []string // the set of sources the backends saw: client, node (nil: not checked)
+	sport int      // UDP: every attempt from this source port (one flow); 0: a fresh port each
 	fp    *fpDiff  // fastpath's documented difference, if any
 }
 
@@ -289,6 +290,10 @@ func sorted(s []string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// fromPort makes every attempt of a UDP probe use source port sport, so
+// they are one flow, and a later step's probe from the same port continues it.
+func (p probe) fromPort(sport int) probe { p.sport = sport; return p }
 
 // one asserts session affinity: every attempt reaches the same backend.
 func (p probe) one() probe { p.oneOf = true; return p }
@@ -627,7 +632,7 @@ func probeSide(s *side, p probe, addr string, n int) observed {
 	if p.proto == "sctp" {
 		attempts, err = probeSCTP(host.NS, s.topo.sctp, addr, n, maxTimeouts, probeTimeout)
 	} else {
-		attempts, err = probeN(host.NS, p.proto, addr, n, maxTimeouts, probeTimeout)
+		attempts, err = probeN(host.NS, p.proto, addr, p.sport, n, maxTimeouts, probeTimeout)
 	}
 	if err != nil {
 		o.err = err

@@ -89,15 +89,16 @@ type attempt struct {
 
 // probeN makes n connections (TCP) or exchanges (UDP, a connected socket
 // per exchange so ICMP errors surface) from inside ns to addr, each with a
-// fresh source port, and returns every outcome. After maxTimeouts timeouts
+// fresh source port (UDP: sport, when not 0, for all of them: one flow),
+// and returns every outcome. After maxTimeouts timeouts
 // it stops early: the outcome set is already known to hold "timeout", and
 // a broken side must not cost a second per attempt.
-func probeN(ns *nettopo.NS, proto, addr string, n, maxTimeouts int, timeout time.Duration) ([]attempt, error) {
+func probeN(ns *nettopo.NS, proto, addr string, sport, n, maxTimeouts int, timeout time.Duration) ([]attempt, error) {
 	out := make([]attempt, 0, n)
 	err := ns.Do(func() error {
 		timeouts := 0
 		for range n {
-			a := probeOnce(proto, addr, timeout)
+			a := probeOnce(proto, addr, sport, timeout)
 			out = append(out, a)
 			if a.Result == Timeout {
 				if timeouts++; timeouts >= maxTimeouts {
@@ -110,7 +111,7 @@ func probeN(ns *nettopo.NS, proto, addr string, n, maxTimeouts int, timeout time
 	return out, err
 }
 
-func probeOnce(proto, addr string, timeout time.Duration) attempt {
+func probeOnce(proto, addr string, sport int, timeout time.Duration) attempt {
 	switch proto {
 	case "tcp":
 		c, err := net.DialTimeout("tcp4", addr, timeout)
@@ -125,7 +126,11 @@ func probeOnce(proto, addr string, timeout time.Duration) attempt {
 		}
 		return parseAnswer(line)
 	case "udp":
-		c, err := net.DialTimeout("udp4", addr, timeout)
+		d := net.Dialer{Timeout: timeout}
+		if sport != 0 {
+			d.LocalAddr = &net.UDPAddr{Port: sport}
+		}
+		c, err := d.Dial("udp4", addr)
 		if err != nil {
 			return attempt{Result: classify(err)}
 		}
