@@ -505,6 +505,11 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 		     fp_icmp_xlate(skb, p, &in, FP_SRC, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0))
 			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 		fp_metric_add(FP_METRIC_ICMP_ERR_REVNAT, p->len);
+		/* From the backend itself, its source is now the node's NodePort
+		 * address: sent like the flow's replies (fp_reply_nodeport). */
+		if ((e->flags & FP_CT_F_NODEPORT) && p->saddr == in.daddr)
+			return fp_reply_nodeport(skb, p, rn->addr.w[3],
+						 (e->flags & FP_CT_F_SNAT) ? e->snat_addr.w[3] : p->daddr);
 		return TC_ACT_OK;
 	}
 

@@ -52,3 +52,38 @@ func TestNodePortRepliesAreRedirected(t *testing.T) {
 		pkttest.TCPFrame(other.Reverse(), syn|ack, nil))
 	e.wantMetrics(map[int]uint64{metricForwardNew: 3, metricReplyRevNat: 3})
 }
+
+// A backend's ICMP error about a NodePort flow gets the NodePort address as
+// its source too, and leaves the same way; one from a router in between
+// keeps its source and goes to the stack. (The quoted UDP checksum stays as
+// the backend quoted it, so frames are compared field by field.)
+func TestNodePortICMPErrorFromBackendIsRedirected(t *testing.T) {
+	e, mac := masqEnv(t, roleExternal, portMin, portMax)
+	np := netip.AddrPortFrom(masqIP, 30053)
+	e.setServiceValue(np, udp, lbmap.ServiceValue{RevNatID: revNatID, Flags: lbmap.ServiceNodePort | lbmap.ServiceExtLocal}, be1)
+	dnated := e.mustRun(pkttest.UDPFrame(to(np), []byte("query")), actOK)
+
+	check := func(out []byte, src netip.Addr, ttl uint8, macs *[2]pkttest.MAC) {
+		t.Helper()
+		if err := pkttest.VerifyChecksums(out); err != nil {
+			t.Error(err)
+		}
+		p, err := pkttest.Parse(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := p.Quote
+		if p.IP.Src != src || p.IP.Dst != client.Addr() || p.IP.TTL != ttl || q == nil ||
+			q.IP.Src != client.Addr() || q.SrcPort != client.Port() || q.IP.Dst != np.Addr() || q.DstPort != np.Port() {
+			t.Errorf("outer %v -> %v ttl %d, quote %+v", p.IP.Src, p.IP.Dst, p.IP.TTL, q)
+		}
+		if macs != nil && (p.DstMAC != macs[0] || p.SrcMAC != macs[1]) {
+			t.Errorf("MACs %v <- %v, want %v <- %v", p.DstMAC, p.SrcMAC, macs[0], macs[1])
+		}
+	}
+	in := pkttest.ICMPErrorFrame(be1.addr.Addr(), client.Addr(), pkttest.ICMPDestUnreach, pkttest.ICMPCodePortUnr, 0, ipOf(dnated))
+	check(e.mustRun(in, actRedirect), masqIP, 63, &[2]pkttest.MAC{neighMAC, mac})
+	in = pkttest.ICMPErrorFrame(router, client.Addr(), pkttest.ICMPDestUnreach, pkttest.ICMPCodePortUnr, 0, ipOf(dnated))
+	check(e.mustRun(in, actOK), router, 64, nil)
+	e.wantMetrics(map[int]uint64{metricForwardNew: 1, metricICMPErrRevNat: 2})
+}

@@ -14,11 +14,11 @@ import (
 // The verifier's work is a proxy for how close the program is to its
 // limits. A change that multiplies it (a loop or a select that makes the
 // verifier fork, as the first SCTP CRC update did: >1M instructions) should
-// fail here, not on a customer's kernel. Today: about 30,500 (internal
-// role) and 33,800 (external), with the NodePort reply redirect and the
+// fail here, not on a customer's kernel. Today: about 30,700 (internal
+// role) and 34,900 (external), with the NodePort reply redirect and the
 // loadBalancerSourceRanges lookup (25,900 and 28,800 before them), tuple
-// clashes and stale reply entries (22,900 before those, 10,700 before masquerading and scopes, 9,300 before
-// session affinity); the port search of masquerading is a global function,
+// clashes and stale reply entries (22,900 before those, 10,700 before
+// masquerading and scopes, 9,300 before session affinity); the port search of masquerading is a global function,
 // verified once (snat.h), or it alone would be 20,000 more, and so is the
 // look at a reply entry's flow (fp_ct_twin_state, ct.h). The stack is
 // nearer its limit than the instructions: 384 bytes in the main frame, and
