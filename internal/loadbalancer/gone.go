@@ -19,26 +19,22 @@ type GoneBackend struct {
 }
 
 // noteGoneUDP records, for a UDP frontend being committed, the backends
-// of its last plan (old) that its new plan no longer has.
+// of its last plan (old) that its new plan no longer has. Linear in both:
+// the new backends are marked with a fresh epoch first.
 func (r *Reconciler) noteGoneUDP(st *frontendState, old []want) {
-	if !r.opts.TrackGoneUDP || st.key.Proto != lbmap.ProtoUDP {
+	if !r.opts.TrackGoneUDP || st.key.Proto != lbmap.ProtoUDP || len(old) == 0 {
 		return
+	}
+	r.mark++
+	for _, w := range st.wants {
+		w.e.mark = r.mark
 	}
 	fe := netip.AddrPortFrom(st.key.Addr.IP(), st.key.Port)
 	for _, w := range old {
-		if !wantsBackend(st.wants, w.e) {
+		if w.e.mark != r.mark {
 			r.gone = append(r.gone, GoneBackend{Frontend: fe, Backend: netip.AddrPortFrom(w.e.key.addr.IP(), w.e.key.port)})
 		}
 	}
-}
-
-func wantsBackend(ws []want, e *backendEntry) bool {
-	for _, w := range ws {
-		if w.e == e {
-			return true
-		}
-	}
-	return false
 }
 
 // TakeGoneUDP returns the UDP backends that left a frontend since the last
