@@ -42,14 +42,7 @@ func TestICMPErrorAboutAUDPFlowIsReverseNATed(t *testing.T) {
 	e.setService(vip, udp, revNatID, be1)
 	dnated := e.mustRun(pkttest.UDPFrame(toVIP, []byte("query")), actOK)
 	in := pkttest.ICMPErrorFrame(be1.addr.Addr(), client.Addr(), pkttest.ICMPDestUnreach, pkttest.ICMPCodePortUnr, 0, ipOf(dnated))
-	out := e.mustRun(in, actOK)
-	if err := pkttest.VerifyChecksums(out); err != nil {
-		t.Error(err)
-	}
-	p, err := pkttest.Parse(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := parseChecked(t, e.mustRun(in, actOK))
 	q := p.Quote
 	if p.IP.Src != vip.Addr() || q.IP.Src != client.Addr() || q.IP.Dst != vip.Addr() ||
 		q.SrcPort != client.Port() || q.DstPort != vip.Port() {
@@ -60,6 +53,19 @@ func TestICMPErrorAboutAUDPFlowIsReverseNATed(t *testing.T) {
 		t.Errorf("quoted header %x, want the client's %x", q.IP.Header, orig[:pkttest.IPv4Len])
 	}
 	e.wantMetrics(map[int]uint64{metricForwardNew: 1, metricICMPErrRevNat: 1})
+}
+
+// parseChecked parses a frame the program sent, after checking its checksums.
+func parseChecked(t *testing.T, frame []byte) pkttest.Packet {
+	t.Helper()
+	if err := pkttest.VerifyChecksums(frame); err != nil {
+		t.Error(err)
+	}
+	p, err := pkttest.Parse(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // The client reports about a reply it got from the VIP (say, frag needed on

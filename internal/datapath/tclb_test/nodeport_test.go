@@ -65,13 +65,7 @@ func TestNodePortICMPErrorFromBackendIsRedirected(t *testing.T) {
 
 	check := func(out []byte, src netip.Addr, ttl uint8, macs *[2]pkttest.MAC) {
 		t.Helper()
-		if err := pkttest.VerifyChecksums(out); err != nil {
-			t.Error(err)
-		}
-		p, err := pkttest.Parse(out)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := parseChecked(t, out)
 		q := p.Quote
 		if p.IP.Src != src || p.IP.Dst != client.Addr() || p.IP.TTL != ttl || q == nil ||
 			q.IP.Src != client.Addr() || q.SrcPort != client.Port() || q.IP.Dst != np.Addr() || q.DstPort != np.Port() {
