@@ -227,8 +227,10 @@ func testGC(t *testing.T, dyn dynamic.Interface) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gc.InUse = func(identity.Labels) bool { return false }
-	sweep()
+	gc.InUse = func(x identity.Labels) bool { return !x.Equal(l) }
+	if d := sweep(); len(d) != 0 {
+		t.Fatalf("first look at %d deleted %v", id, d)
+	}
 	clk.t = clk.t.Add(2 * time.Minute)
 	name := id.String()
 	if err := dyn.Resource(identity.GVR).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
@@ -238,8 +240,8 @@ func testGC(t *testing.T, dyn dynamic.Interface) {
 		name, identity.HashLabel, l.Hash())); err != nil {
 		t.Fatal(err)
 	}
-	// The re-created object is young in real time; the sweep judges it from
-	// scratch (new UID), so it survives however old the clock says it is.
+	// The sweep judges the re-created object from scratch (new UID), so it
+	// survives although the old one had been unused for the grace period.
 	if d := sweep(); len(d) != 0 {
 		t.Fatalf("sweep deleted the re-created identity: %v", d)
 	}
