@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * NetworkPolicy enforcement: map layouts, maps and the per-packet check
+ * (docs/policy-datapath.md). Kept apart from fastpath.h/maps.h while tc_lb
+ * and the CNI change those; the Go twins are internal/datapath/policymap,
+ * checked against this object's BTF. Fold into fastpath.h/maps.h when
+ * tc_lb starts calling fp_policy_check.
+ */
+#ifndef FASTPATH_POLICY_H
+#define FASTPATH_POLICY_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "fastpath.h"
+#include "addr.h"
+#include "pkt.h"
+
+/* Reserved identities (internal/identity). */
+#define FP_ID_ANY 0
+#define FP_ID_WORLD_V4 9
+
+/* Direction as seen from the endpoint. */
+#define FP_DIR_INGRESS 0
+#define FP_DIR_EGRESS 1
+
+/* ipcache: longest prefix of the peer address -> identity. prefixlen counts
+ * bits of addr (IPv4-mapped: an IPv4 /n is 96 + n). */
+struct fp_ipcache_key {
+	__u32 prefixlen;
+	union fp_addr addr;
+};
+
+struct fp_ipcache_val {
+	__u32 identity;
+	__u32 flags;
+};
+
+/* endpoints: host-veth ifindex -> the pod behind it. */
+struct fp_endpoint {
+	__u16 id;
+	__u16 flags; /* FP_EP_F_* */
+	__u32 identity;
+};
+
+#define FP_EP_F_ENFORCE_INGRESS (1 << 0)
+#define FP_EP_F_ENFORCE_EGRESS (1 << 1)
+
+/* policy: LPM on {identity, endpoint, dir, proto, port}. prefixlen 56 =
+ * every protocol, 64 = every port of proto, 80 = one port; between 64 and
+ * 80 an aligned port block. port is big-endian so its blocks are prefixes. */
+struct fp_policy_key {
+	__u32 prefixlen;
+	__u32 identity;
+	__u16 endpoint;
+	__u8 dir;
+	__u8 proto;
+	__be16 port;
+	__u16 pad;
+};
+
+#define FP_POLICY_PREFIX_ANY_PROTO 56
+#define FP_POLICY_PREFIX_FULL 80
+
+struct fp_policy_val {
+	__u32 cookie; /* the rule, in the agent's table */
+};
+
+/* policy ct: flows an endpoint let through, both directions of each. */
+struct fp_pct_key {
+	union fp_addr saddr;
+	union fp_addr daddr;
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u8 proto;
+	__u8 dir; /* FP_CT_FORWARD, FP_CT_REPLY */
+	__u16 endpoint;
+};
+
+struct fp_pct_val {
+	__u64 expires; /* bpf_ktime_get_ns */
+	__u32 cookie;
+	__u32 flags;
+};
+
+/* One record of the verdict ring buffer. */
+struct fp_verdict {
+	__u64 ts_ns;
+	union fp_addr saddr;
+	union fp_addr daddr;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u16 sport;
+	__u16 dport;
+	__u16 endpoint;
+	__u8 proto;
+	__u8 dir;
+	__u8 verdict; /* FP_VERDICT_* */
+	__u8 reason;  /* FP_REASON_* */
+	__u16 pad;
+	__u32 cookie;
+};
+
+#define FP_VERDICT_DROP 0
+#define FP_VERDICT_ALLOW 1
+
+enum fp_reason {
+	FP_REASON_POLICY_ALLOWED = 0,
+	FP_REASON_POLICY_DENIED,
+	FP_REASON_CT_FULL,
+	FP_REASON_RELATED_ALLOWED,
+};
+
+/* policy config: sampling of allow events (1 in allow_sample; 0 = none). */
+struct fp_policy_cfg {
+	__u32 allow_sample;
+	__u32 pad;
+};
+
+/* Lifetimes of policy ct entries, refreshed by every packet. Closing is
+ * left to the LRU and to these timeouts (docs/policy-datapath.md). */
+#define FP_PCT_LIFETIME_TCP (6ULL * 3600 * 1000000000)
+#define FP_PCT_LIFETIME_OTHER (60ULL * 1000000000)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct fp_ipcache_key);
+	__type(value, struct fp_ipcache_val);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct fp_endpoint);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct fp_policy_key);
+	__type(value, struct fp_policy_val);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct fp_pct_key);
+	__type(value, struct fp_pct_val);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_policy_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct fp_policy_cfg);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_policy_config SEC(".maps");
+
+/* The flow one packet belongs to, as policy sees it. */
+struct fp_pflow {
+	__be32 saddr;
+	__be32 daddr;
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u8 proto;
+};
+
+static __always_inline __u32 fp_ipcache_identity(__be32 ip)
+{
+	struct fp_ipcache_key k = {.prefixlen = 128};
+	struct fp_ipcache_val *v;
+
+	fp_addr_set_v4(&k.addr, ip);
+	v = bpf_map_lookup_elem(&fp_ipcache, &k);
+	return v ? v->identity : FP_ID_WORLD_V4;
+}
+
+static __always_inline void fp_pct_key_set(struct fp_pct_key *k, const struct fp_pflow *f, __u8 dir, __u16 ep)
+{
+	fp_addr_set_v4(&k->saddr, f->saddr);
+	fp_addr_set_v4(&k->daddr, f->daddr);
+	k->sport = f->sport;
+	k->dport = f->dport;
+	k->proto = f->proto;
+	k->dir = dir;
+	k->endpoint = ep;
+}
+
+/* fp_pct_hit: the flow (either direction) is one the endpoint let through;
+ * a live entry is refreshed. */
+static __always_inline int fp_pct_hit(const struct fp_pflow *f, __u16 ep)
+{
+	struct fp_pct_key k = {};
+	struct fp_pct_val *v;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 life = f->proto == IPPROTO_TCP ? FP_PCT_LIFETIME_TCP : FP_PCT_LIFETIME_OTHER;
+
+	fp_pct_key_set(&k, f, FP_CT_FORWARD, ep);
+	v = bpf_map_lookup_elem(&fp_policy_ct, &k);
+	if (!v || v->expires < now) {
+		k.dir = FP_CT_REPLY;
+		v = bpf_map_lookup_elem(&fp_policy_ct, &k);
+	}
+	if (!v || v->expires < now)
+		return 0;
+	v->expires = now + life;
+	return 1;
+}
+
+static __always_inline int fp_pct_create(const struct fp_pflow *f, __u16 ep, __u32 cookie)
+{
+	struct fp_pct_key k = {};
+	struct fp_pflow r = {.saddr = f->daddr, .daddr = f->saddr, .sport = f->dport, .dport = f->sport, .proto = f->proto};
+	struct fp_pct_val v = {.cookie = cookie};
+
+	v.expires = bpf_ktime_get_ns() + (f->proto == IPPROTO_TCP ? FP_PCT_LIFETIME_TCP : FP_PCT_LIFETIME_OTHER);
+	fp_pct_key_set(&k, &r, FP_CT_REPLY, ep);
+	if (bpf_map_update_elem(&fp_policy_ct, &k, &v, BPF_ANY) < 0)
+		return -1;
+	fp_pct_key_set(&k, f, FP_CT_FORWARD, ep);
+	return bpf_map_update_elem(&fp_policy_ct, &k, &v, BPF_ANY);
+}
+
+/* fp_policy_lookup: the rule allowing identity to reach the endpoint's
+ * port, or NULL. Exact identity first, then the any-identity entries. */
+static __always_inline struct fp_policy_val *fp_policy_lookup(__u32 identity, __u16 ep, __u8 dir, __u8 proto, __u16 port)
+{
+	struct fp_policy_key k = {
+		.prefixlen = FP_POLICY_PREFIX_FULL,
+		.identity = identity,
+		.endpoint = ep,
+		.dir = dir,
+		.proto = proto,
+		.port = bpf_htons(port),
+	};
+	struct fp_policy_val *v = bpf_map_lookup_elem(&fp_policy, &k);
+
+	if (v)
+		return v;
+	k.identity = FP_ID_ANY;
+	return bpf_map_lookup_elem(&fp_policy, &k);
+}
+
+static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_id, __u32 dst_id, __u16 ep,
+					    __u8 dir, __u8 verdict, __u8 reason, __u32 cookie)
+{
+	struct fp_verdict *e;
+
+	if (verdict == FP_VERDICT_ALLOW) {
+		__u32 zero = 0;
+		struct fp_policy_cfg *cfg = bpf_map_lookup_elem(&fp_policy_config, &zero);
+
+		if (!cfg || !cfg->allow_sample || bpf_get_prandom_u32() % cfg->allow_sample)
+			return;
+	}
+	e = bpf_ringbuf_reserve(&fp_verdicts, sizeof(*e), 0);
+	if (!e)
+		return; /* a full ring loses the record; the reader counts gaps */
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	fp_addr_set_v4(&e->saddr, f->saddr);
+	fp_addr_set_v4(&e->daddr, f->daddr);
+	e->src_identity = src_id;
+	e->dst_identity = dst_id;
+	e->sport = f->sport;
+	e->dport = f->dport;
+	e->endpoint = ep;
+	e->proto = f->proto;
+	e->dir = dir;
+	e->verdict = verdict;
+	e->reason = reason;
+	e->cookie = cookie;
+	bpf_ringbuf_submit(e, 0);
+}
+
+#endif /* FASTPATH_POLICY_H */
