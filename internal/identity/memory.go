@@ -10,7 +10,9 @@ type Memory struct {
 }
 
 // NewMemory numbers new label sets from start.
-func NewMemory(start ID) *Memory { return &Memory{byLabels: map[string]ID{}, used: map[ID]bool{}, next: start} }
+func NewMemory(start ID) *Memory {
+	return &Memory{byLabels: map[string]ID{}, used: map[ID]bool{}, next: start}
+}
 
 // Set records an existing identity.
 func (m *Memory) Set(l Labels, id ID) {
