@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -319,10 +320,10 @@ func (e *Engine) UpsertPolicy(np *networkingv1.NetworkPolicy) {
 		e.byNS[c.ns] = map[string]*compiled{}
 	}
 	e.byNS[c.ns][np.Name] = c
-	e.register(c)
+	e.register(c, 1)
 	if old != nil {
 		e.markSelected(old)
-		e.unregister(old)
+		e.register(old, -1)
 	}
 	e.markSelected(c)
 }
@@ -337,7 +338,7 @@ func (e *Engine) DeletePolicy(ns, name string) {
 	delete(e.policies, key)
 	delete(e.byNS[ns], name)
 	e.markSelected(old)
-	e.unregister(old)
+	e.register(old, -1)
 }
 
 func (e *Engine) markSelected(c *compiled) {
@@ -355,26 +356,19 @@ func (st *nsState) podsOrNil() map[PodName]bool {
 	return st.pods
 }
 
-// register takes references on the policy's selectors and CIDRs.
-func (e *Engine) register(c *compiled) {
+// register takes references on the policy's selectors and CIDRs (delta
+// 1), or drops them (delta -1).
+func (e *Engine) register(c *compiled, delta int) {
 	for d := range 2 {
 		for _, r := range c.rules[d] {
 			for _, p := range r.peers {
 				switch {
 				case p.sel != nil:
-					s, ok := e.selectors[p.sel.key]
-					if !ok {
-						s = &selState{sel: p.sel, ids: map[identity.ID]bool{}, users: map[PodName]bool{}}
-						e.selectors[p.sel.key] = s
-						for _, id := range sortedIDs(e.idents) {
-							e.matchSelector(s, id, e.idents[id])
-						}
-					}
-					s.refs++
+					e.refSelector(p.sel, delta)
 				case p.block != nil:
-					e.refCIDR(p.block.cidr, 1)
+					e.refCIDR(p.block.cidr, delta)
 					for _, x := range p.block.except {
-						e.refCIDR(x, 1)
+						e.refCIDR(x, delta)
 					}
 				}
 			}
@@ -382,24 +376,19 @@ func (e *Engine) register(c *compiled) {
 	}
 }
 
-func (e *Engine) unregister(c *compiled) {
-	for d := range 2 {
-		for _, r := range c.rules[d] {
-			for _, p := range r.peers {
-				switch {
-				case p.sel != nil:
-					s := e.selectors[p.sel.key]
-					if s.refs--; s.refs == 0 {
-						delete(e.selectors, p.sel.key)
-					}
-				case p.block != nil:
-					e.refCIDR(p.block.cidr, -1)
-					for _, x := range p.block.except {
-						e.refCIDR(x, -1)
-					}
-				}
-			}
+// refSelector counts references to a selector; a new one is matched
+// against every identity once, and keeps its set current from then on.
+func (e *Engine) refSelector(sel *selector, delta int) {
+	s, ok := e.selectors[sel.key]
+	if !ok {
+		s = &selState{sel: sel, ids: map[identity.ID]bool{}, users: map[PodName]bool{}}
+		e.selectors[sel.key] = s
+		for _, id := range sortedIDs(e.idents) {
+			e.matchSelector(s, id, e.idents[id])
 		}
+	}
+	if s.refs += delta; s.refs <= 0 {
+		delete(e.selectors, sel.key)
 	}
 }
 
@@ -449,20 +438,6 @@ func sortedPods(m map[PodName]bool) []PodName {
 	return out
 }
 
-func sortedIDs[V any](m map[identity.ID]V) []identity.ID {
-	out := make([]identity.ID, 0, len(m))
-	for id := range m {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
-}
+func sortedIDs[V any](m map[identity.ID]V) []identity.ID { return slices.Sorted(maps.Keys(m)) }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
