@@ -1,11 +1,8 @@
 package policy_test
 
 import (
-	"bufio"
-	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,13 +10,10 @@ import (
 	"testing"
 
 	"golang.org/x/tools/txtar"
-	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
 
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/policy"
+	"github.com/fastpath-net/fastpath/internal/policy/policytest"
 )
 
 var update = flag.Bool("update", false, "rewrite the want sections of testdata/*.txtar")
@@ -60,31 +54,25 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-type world struct {
-	ns   map[string]*corev1.Namespace
-	pods map[string]*corev1.Pod
-	pols map[string]*networkingv1.NetworkPolicy
-}
-
 func runGolden(t *testing.T, ar *txtar.Archive) (updated bool) {
 	comment := string(ar.Comment)
 	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	w := &world{ns: map[string]*corev1.Namespace{}, pods: map[string]*corev1.Pod{}, pols: map[string]*networkingv1.NetworkPolicy{}}
+	w := policytest.NewWorld()
 	if strings.Contains(comment, "base") {
 		base, err := os.ReadFile("testdata/base.yaml")
 		if err != nil {
 			t.Fatal(err)
 		}
-		apply(t, eng, w, base)
+		must(t, w.Apply(eng, base))
 	}
 	var traceOut string
 	for i := range ar.Files {
 		f := &ar.Files[i]
 		switch f.Name {
 		case "apply":
-			apply(t, eng, w, f.Data)
+			must(t, w.Apply(eng, f.Data))
 		case "delete":
-			del(t, eng, w, f.Data)
+			must(t, w.Delete(eng, f.Data))
 		case "want":
 			eng.Changes()
 			got := eng.Render()
@@ -116,77 +104,6 @@ func runGolden(t *testing.T, ar *txtar.Archive) (updated bool) {
 	return updated
 }
 
-func apply(t *testing.T, eng *policy.Engine, w *world, data []byte) {
-	t.Helper()
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		var meta struct{ Kind string }
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			t.Fatal(err)
-		}
-		switch meta.Kind {
-		case "":
-			continue
-		case "Namespace":
-			var ns corev1.Namespace
-			mustUnmarshal(t, doc, &ns)
-			if ns.Labels == nil {
-				ns.Labels = map[string]string{}
-			}
-			ns.Labels["kubernetes.io/metadata.name"] = ns.Name // as the apiserver does
-			w.ns[ns.Name] = &ns
-			eng.UpsertNamespace(&ns)
-		case "Pod":
-			var p corev1.Pod
-			mustUnmarshal(t, doc, &p)
-			w.pods[p.Namespace+"/"+p.Name] = &p
-			eng.UpsertPod(&p)
-		case "NetworkPolicy":
-			var np networkingv1.NetworkPolicy
-			mustUnmarshal(t, doc, &np)
-			w.pols[np.Namespace+"/"+np.Name] = &np
-			eng.UpsertPolicy(&np)
-		default:
-			t.Fatalf("kind %q", meta.Kind)
-		}
-	}
-}
-
-func mustUnmarshal(t *testing.T, doc []byte, v any) {
-	t.Helper()
-	if err := yaml.UnmarshalStrict(doc, v); err != nil {
-		t.Fatalf("%v in\n%s", err, doc)
-	}
-}
-
-func del(t *testing.T, eng *policy.Engine, w *world, data []byte) {
-	t.Helper()
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		kind, name, _ := strings.Cut(line, " ")
-		ns, n, _ := strings.Cut(name, "/")
-		switch kind {
-		case "namespace":
-			delete(w.ns, name)
-			eng.DeleteNamespace(name)
-		case "pod":
-			delete(w.pods, name)
-			eng.DeletePod(policy.PodName{Namespace: ns, Name: n})
-		case "networkpolicy":
-			delete(w.pols, name)
-			eng.DeletePolicy(ns, n)
-		default:
-			t.Fatalf("delete %q", line)
-		}
-	}
-}
-
 func traces(t *testing.T, eng *policy.Engine, data []byte) string {
 	t.Helper()
 	var b strings.Builder
@@ -213,40 +130,27 @@ func traces(t *testing.T, eng *policy.Engine, data []byte) string {
 	return b.String()
 }
 
-// checkMatrix compares Engine.Trace with the oracle on every pod pair.
-func checkMatrix(t *testing.T, eng *policy.Engine, w *world, step int) {
+// checkMatrix compares Engine.Trace with the oracle on every probe.
+func checkMatrix(t *testing.T, eng *policy.Engine, w *policytest.World, step int) {
 	t.Helper()
-	names := sortedNames(w.pods)
 	bad := 0
-	for _, from := range names {
-		for _, to := range names {
-			if from == to {
-				continue
-			}
-			for _, proto := range []policy.Proto{policy.TCP, policy.UDP, policy.SCTP} {
-				for _, port := range []uint16{80, 81} {
-					fp, _ := policy.ParsePodName(from)
-					tp, _ := policy.ParsePodName(to)
-					v, err := eng.Trace(fp, tp, proto, port)
-					if err != nil {
-						t.Fatalf("trace: %v", err)
-					}
-					want := oracle(w, w.pods[from], w.pods[to], proto, port)
-					if v.Allowed != want && bad < 10 {
-						bad++
-						t.Errorf("step %d: %s -> %s %s/%d: engine allowed=%v, oracle %v\n%s", step, from, to, proto, port, v.Allowed, want, v)
-					}
-				}
-			}
+	for _, pr := range w.Matrix() {
+		fp, _ := policy.ParsePodName(pr.From)
+		tp, _ := policy.ParsePodName(pr.To)
+		v, err := eng.Trace(fp, tp, pr.Proto, pr.Port)
+		if err != nil {
+			t.Fatalf("trace: %v", err)
+		}
+		if want := w.Oracle(pr); v.Allowed != want && bad < 10 {
+			bad++
+			t.Errorf("step %d: %s -> %s %s/%d: engine allowed=%v, oracle %v\n%s", step, pr.From, pr.To, pr.Proto, pr.Port, v.Allowed, want, v)
 		}
 	}
 }
 
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
-	sortStrings(out)
-	return out
 }

@@ -7,11 +7,11 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/policy"
+	"github.com/fastpath-net/fastpath/internal/policy/policytest"
 )
 
 const incrementalPolicies = `
@@ -40,17 +40,17 @@ spec:
 // an identity, and nothing else, however many other pods exist.
 func TestIncremental(t *testing.T) {
 	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	w := &world{ns: map[string]*corev1.Namespace{}, pods: map[string]*corev1.Pod{}, pols: map[string]*networkingv1.NetworkPolicy{}}
+	w := policytest.NewWorld()
 	base, err := os.ReadFile("testdata/base.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	apply(t, eng, w, base)
-	apply(t, eng, w, []byte(incrementalPolicies))
+	must(t, w.Apply(eng, base))
+	must(t, w.Apply(eng, []byte(incrementalPolicies)))
 	// 300 bystanders with labels of their own.
 	for i := range 300 {
 		p := pod("w", fmt.Sprint("p", i), map[string]string{"app": fmt.Sprint("app", i)}, fmt.Sprintf("10.1.%d.%d", i/250, i%250+1))
-		w.pods["w/"+p.Name] = p
+		w.Pods["w/"+p.Name] = p
 		eng.UpsertPod(p)
 	}
 	eng.Changes()
@@ -58,9 +58,9 @@ func TestIncremental(t *testing.T) {
 	relabel := func(ns, name string, l map[string]string) (policy.ChangeSet, policy.Stats) {
 		t.Helper()
 		before := eng.Stats
-		p := w.pods[ns+"/"+name].DeepCopy()
+		p := w.Pods[ns+"/"+name].DeepCopy()
 		p.Labels = l
-		w.pods[ns+"/"+name] = p
+		w.Pods[ns+"/"+name] = p
 		eng.UpsertPod(p)
 		cs := eng.Changes()
 		after := eng.Stats
@@ -118,7 +118,7 @@ func TestIncremental(t *testing.T) {
 	// 5. A namespace label change re-identifies its 3 pods; y's selector
 	// loses x's identities, so y's endpoints follow: 3 + 3.
 	before := eng.Stats.EndpointComputations
-	ns := w.ns["x"].DeepCopy()
+	ns := w.NS["x"].DeepCopy()
 	ns.Labels["ns"] = "x2"
 	eng.UpsertNamespace(ns)
 	eng.Changes()
