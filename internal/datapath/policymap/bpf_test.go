@@ -260,6 +260,18 @@ func TestIPCacheLongestPrefix(t *testing.T) {
 	}
 }
 
+func sctp(src, dst netip.Addr, sport, dport uint16) []byte {
+	return pkttest.SCTPFrame(pkttest.Flow{Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport)}, make([]byte, 16), false)
+}
+
+func podAddr(eng *policy.Engine, n policy.PodName) (netip.Addr, bool) {
+	_, ips, ok := eng.PodIdentity(n)
+	if !ok || len(ips) == 0 {
+		return netip.Addr{}, false
+	}
+	return ips[0], true
+}
+
 func tcpPacket(src, dst netip.Addr, sport, dport uint16) []byte {
 	return pkttest.TCPSegment(pkttest.Flow{Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport)}, pkttest.SYN, nil)
 }
