@@ -32,6 +32,7 @@ type Engine struct {
 	namespaces map[string]*nsState
 	pods       map[PodName]*podState
 	idents     map[identity.ID]*identState
+	waiting    map[string]map[PodName]bool // label set -> pods without an identity yet
 	policies   map[string]*compiled
 	byNS       map[string]map[string]*compiled
 	selectors  map[string]*selState
@@ -65,6 +66,9 @@ type podState struct {
 	ports  []corev1.ContainerPort
 	node   string
 	id     identity.ID
+	// waitKey is the label set (canonical) of a pod whose identity is
+	// not known yet; "" otherwise.
+	waitKey string
 }
 
 type identState struct {
@@ -86,12 +90,13 @@ type cidrState struct {
 }
 
 // NewEngine computes endpoints for the pods of node ("" = every pod, as
-// `fastpathctl policy trace` wants), numbering identities with identityOf.
+// `fastpathctl policy trace` wants), numbering identities with identityOf,
+// which returns identity.Unknown for a label set it cannot resolve yet.
 func NewEngine(identityOf func(identity.Labels) identity.ID, node string) *Engine {
 	e := &Engine{
 		identityOf: identityOf, node: node,
 		namespaces: map[string]*nsState{}, pods: map[PodName]*podState{},
-		idents: map[identity.ID]*identState{}, policies: map[string]*compiled{},
+		idents: map[identity.ID]*identState{}, waiting: map[string]map[PodName]bool{}, policies: map[string]*compiled{},
 		byNS: map[string]map[string]*compiled{}, selectors: map[string]*selState{},
 		cidrs: map[netip.Prefix]*cidrState{}, nextLocal: identity.MinLocal,
 		endpoints: map[PodName]*EndpointPolicy{}, epSelectors: map[PodName][]string{},
@@ -170,9 +175,9 @@ func (e *Engine) UpsertPod(p *corev1.Pod) {
 	}
 	e.ns(name.Namespace).pods[name] = true
 	e.pods[name] = st
-	st.id = e.attach(name)
-	if old != nil && old.id != st.id {
-		e.detach(name, old.id)
+	e.attach(st)
+	if old != nil && (old.id != st.id || old.waitKey != st.waitKey) {
+		e.detach(old)
 	}
 	e.podChanged(old, st)
 }
@@ -185,18 +190,29 @@ func (e *Engine) DeletePod(name PodName) {
 	}
 	delete(e.pods, name)
 	delete(e.namespaces[name.Namespace].pods, name)
-	e.detach(name, old.id)
+	e.detach(old)
 	e.podChanged(old, nil)
 }
 
 // reidentify recomputes a pod's identity after its namespace's labels
-// changed.
+// changed or its identity became known.
 func (e *Engine) reidentify(st *podState) {
 	old := *st
-	st.id = e.attach(st.name)
+	e.attach(st)
+	if old.id != st.id || old.waitKey != st.waitKey {
+		e.detach(&old)
+	}
 	if old.id != st.id {
-		e.detach(st.name, old.id)
 		e.podChanged(&old, st)
+	}
+}
+
+// IdentityKnown tells the Engine that the identity of label set l can now
+// be resolved (its FastpathIdentity appeared): the pods waiting for it
+// join it.
+func (e *Engine) IdentityKnown(l identity.Labels) {
+	for _, n := range sortedPods(e.waiting[l.String()]) {
+		e.reidentify(e.pods[n])
 	}
 }
 
@@ -206,10 +222,24 @@ func (e *Engine) podLabels(name PodName) identity.Labels {
 }
 
 // attach adds a pod to the identity of its labels, creating the identity
-// (and matching it against every selector) when it is new.
-func (e *Engine) attach(name PodName) identity.ID {
+// (and matching it against every selector) when it is new. A label set
+// identityOf cannot resolve yet (Unknown: allocated on another node, its
+// object not seen yet) leaves the pod waiting: in no selector and not in
+// the ipcache, so its traffic is judged as its address's CIDR or the
+// world (fail closed) until IdentityKnown.
+func (e *Engine) attach(st *podState) {
+	name := st.name
 	l := e.podLabels(name)
 	id := e.identityOf(l)
+	st.id, st.waitKey = id, ""
+	if id == identity.Unknown {
+		st.waitKey = l.String()
+		if e.waiting[st.waitKey] == nil {
+			e.waiting[st.waitKey] = map[PodName]bool{}
+		}
+		e.waiting[st.waitKey][name] = true
+		return
+	}
 	is, ok := e.idents[id]
 	if !ok {
 		is = &identState{labels: l, pods: map[PodName]bool{}, podSet: labels.Set{}, nsSet: labels.Set{}}
@@ -229,10 +259,20 @@ func (e *Engine) attach(name PodName) identity.ID {
 		}
 	}
 	is.pods[name] = true
-	return id
 }
 
-func (e *Engine) detach(name PodName, id identity.ID) {
+// detach takes a pod (as it was) out of its identity or its wait.
+func (e *Engine) detach(old *podState) {
+	name, id := old.name, old.id
+	if old.waitKey != "" {
+		if w := e.waiting[old.waitKey]; w != nil {
+			delete(w, name)
+			if len(w) == 0 {
+				delete(e.waiting, old.waitKey)
+			}
+		}
+		return
+	}
 	is, ok := e.idents[id]
 	if !ok {
 		return

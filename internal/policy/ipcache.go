@@ -78,8 +78,12 @@ func (e *Engine) delIPCache(p netip.Prefix) {
 func (e *Engine) refreshIP(a netip.Addr) {
 	p := netip.PrefixFrom(a, a.BitLen())
 	owners := e.ipOwners[a]
+	// Pods waiting for their identity do not claim their address yet.
+	known := slices.DeleteFunc(slices.Clone(owners), func(n PodName) bool { return e.pods[n].id == identity.Unknown })
 	if len(owners) == 0 {
 		delete(e.ipOwners, a)
+	}
+	if len(known) == 0 {
 		if c, ok := e.cidrs[p]; ok {
 			e.setIPCache(p, c.id)
 		} else {
@@ -87,7 +91,7 @@ func (e *Engine) refreshIP(a netip.Addr) {
 		}
 		return
 	}
-	first := slices.MinFunc(owners, func(x, y PodName) int {
+	first := slices.MinFunc(known, func(x, y PodName) int {
 		if x.String() < y.String() {
 			return -1
 		}
