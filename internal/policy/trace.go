@@ -90,3 +90,26 @@ func (s Side) explain(proto Proto, port uint16) string {
 	return fmt.Sprintf("%sdenied: enforced by %s, and no rule allows identity %s on %s/%d",
 		head, strings.Join(s.Selecting, ", "), s.Peer, proto, port)
 }
+
+// Explain says in words why the endpoint's direction treats a packet from
+// or to identity peer on proto/port as it does: the rules allowing it, or
+// the policies enforcing a default deny. It is how a verdict event of the
+// datapath (endpoint, direction, peer identity, port) becomes readable.
+func (e *Engine) Explain(pod PodName, d Direction, peer identity.ID, proto Proto, port uint16) string {
+	ep, ok := e.endpoints[pod]
+	if !ok {
+		return fmt.Sprintf("%s: no such endpoint", pod)
+	}
+	s := side(ep, d, peer, proto, port)
+	return strings.Replace(s.explain(proto, port), "identity "+peer.String(), "identity "+e.DescribeIdentity(peer), 1)
+}
+
+// DescribeIdentity names an identity for people: number, namespace and
+// pod labels, or its CIDR, or its reserved name.
+func (e *Engine) DescribeIdentity(id identity.ID) string {
+	d := e.describe(id)
+	if num, rest, ok := strings.Cut(d, " "); ok {
+		return num + " (" + rest + ")"
+	}
+	return d
+}

@@ -121,5 +121,32 @@ func checkKernel(t *testing.T, eng *policy.Engine, w *policytest.World, step int
 			bad++
 			t.Errorf("step %d: %s -> %s %s/%d: kernel allowed=%v, oracle %v", step, pr.From, pr.To, pr.Proto, pr.Port, allowed, want)
 		}
+		if !allowed {
+			checkDropRecord(t, p, eng, pr, addrs, eps)
+		}
+	}
+}
+
+// checkDropRecord reads the drop's verdict record and checks that it names
+// the endpoint, identities and port the Engine has, and that the Engine
+// explains it by the policies enforcing that direction.
+func checkDropRecord(t *testing.T, p *pe, eng *policy.Engine, pr policytest.Probe, addrs map[string]policy.PodName, eps map[string]policymap.Endpoint) {
+	t.Helper()
+	v := p.next()
+	from, to := addrs[pr.From], addrs[pr.To]
+	fromID, _, _ := eng.PodIdentity(from)
+	toID, _, _ := eng.PodIdentity(to)
+	pod, want := from, eps[pr.From]
+	if v.Dir == policymap.DirIngress {
+		pod, want = to, eps[pr.To]
+	}
+	if v.Verdict != policymap.VerdictDrop || v.Endpoint != want.ID || v.SrcIdentity != uint32(fromID) ||
+		v.DstIdentity != uint32(toID) || v.Dport != pr.Port || v.Proto != uint8(pr.Proto) {
+		t.Fatalf("%v: record %+v, want endpoint %d identities %d -> %d", pr, v, want.ID, fromID, toID)
+	}
+	ep, _ := eng.Endpoint(pod)
+	why := eng.Explain(pod, policy.Direction(v.Dir), v.Peer(), policy.Proto(v.Proto), v.Dport)
+	if !strings.Contains(why, "denied: enforced by "+strings.Join(ep.Selecting[v.Dir], ", ")) || !strings.Contains(why, "no rule allows identity "+v.Peer().String()+" (") {
+		t.Fatalf("%v: explanation %q", pr, why)
 	}
 }
