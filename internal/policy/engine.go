@@ -33,6 +33,7 @@ type Engine struct {
 	pods       map[PodName]*podState
 	idents     map[identity.ID]*identState
 	waiting    map[string]map[PodName]bool // label set -> pods without an identity yet
+	byLabels   map[string]identity.ID
 	policies   map[string]*compiled
 	byNS       map[string]map[string]*compiled
 	selectors  map[string]*selState
@@ -96,7 +97,7 @@ func NewEngine(identityOf func(identity.Labels) identity.ID, node string) *Engin
 	e := &Engine{
 		identityOf: identityOf, node: node,
 		namespaces: map[string]*nsState{}, pods: map[PodName]*podState{},
-		idents: map[identity.ID]*identState{}, waiting: map[string]map[PodName]bool{}, policies: map[string]*compiled{},
+		idents: map[identity.ID]*identState{}, waiting: map[string]map[PodName]bool{}, byLabels: map[string]identity.ID{}, policies: map[string]*compiled{},
 		byNS: map[string]map[string]*compiled{}, selectors: map[string]*selState{},
 		cidrs: map[netip.Prefix]*cidrState{}, nextLocal: identity.MinLocal,
 		endpoints: map[PodName]*EndpointPolicy{}, epSelectors: map[PodName][]string{},
@@ -207,6 +208,18 @@ func (e *Engine) reidentify(st *podState) {
 	}
 }
 
+// LabelsInUse reports whether a pod of the cluster has label set l, known
+// or still waiting for its number: identity.GC's InUse. Call it on the
+// Engine's goroutine.
+func (e *Engine) LabelsInUse(l identity.Labels) bool {
+	k := l.String()
+	if len(e.waiting[k]) > 0 {
+		return true
+	}
+	id, ok := e.byLabels[k]
+	return ok && len(e.idents[id].pods) > 0
+}
+
 // IdentityKnown tells the Engine that the identity of label set l can now
 // be resolved (its FastpathIdentity appeared): the pods waiting for it
 // join it.
@@ -254,6 +267,7 @@ func (e *Engine) attach(st *podState) {
 			}
 		}
 		e.idents[id] = is
+		e.byLabels[l.String()] = id
 		for _, key := range sortedKeys(e.selectors) {
 			e.matchSelector(e.selectors[key], id, is)
 		}
@@ -282,6 +296,7 @@ func (e *Engine) detach(old *podState) {
 		return
 	}
 	delete(e.idents, id)
+	delete(e.byLabels, is.labels.String())
 	for _, s := range e.selectors {
 		if s.ids[id] {
 			delete(s.ids, id)

@@ -57,6 +57,10 @@ spec:
 	if _, ok := eng.IPCache()[addr]; ok {
 		t.Errorf("waiting pod's address in the ipcache: %v", cs.IPCache)
 	}
+	newLabels := identity.ForPod("x", w.NS["x"].Labels, p.Labels)
+	if !eng.LabelsInUse(newLabels) {
+		t.Error("a waiting pod's label set is not in use: the GC would delete its identity")
+	}
 	ep, _ := eng.Endpoint(ya)
 	if len(ep.Entries) != 0 {
 		t.Errorf("y/a allows %v before x/c's identity is known", ep.Entries)
@@ -79,5 +83,12 @@ spec:
 	}
 	if n := eng.Stats.EndpointComputations - before; n != 2 {
 		t.Errorf("%d computations, want 2 (x/c and y/a)", n)
+	}
+	if !eng.LabelsInUse(newLabels) {
+		t.Error("x/c's label set not in use")
+	}
+	old := identity.ForPod("x", w.NS["x"].Labels, map[string]string{"pod": "c"})
+	if eng.LabelsInUse(old) {
+		t.Error("x/c's former label set still in use")
 	}
 }
