@@ -9,7 +9,10 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 
+	"github.com/fastpath-net/fastpath/internal/identity"
+	"github.com/fastpath-net/fastpath/internal/identity/identitytest"
 	"github.com/fastpath-net/fastpath/internal/testenv"
 )
 
@@ -44,6 +47,21 @@ func TestPolicyTrace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The agents numbered the client's label set 4711: trace shows that
+	// number, not one of its own.
+	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	identitytest.InstallCRD(t, dyn)
+	nsObj, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alloc := &identity.Allocator{Client: dyn, Start: func(identity.Labels) identity.ID { return 4711 }}
+	if id, err := alloc.Allocate(ctx, identity.ForPod(ns, nsObj.Labels, map[string]string{"role": "client"})); err != nil || id != 4711 {
+		t.Fatalf("allocate: %d %v", id, err)
+	}
 	tcp := corev1.ProtocolTCP
 	port := intstr.FromInt32(80)
 	for _, np := range []*networkingv1.NetworkPolicy{
@@ -69,7 +87,7 @@ func TestPolicyTrace(t *testing.T) {
 		from, port string
 		want       []string
 	}{
-		{"client", "80/tcp", []string{"ALLOWED", "ingress of fp-trace/server: allowed by fp-trace/allow-client spec.ingress[0]", "egress of fp-trace/client: allowed: no policy selects"}},
+		{"client", "80/tcp", []string{"ALLOWED", "fp-trace/client (identity 4711)", "ingress of fp-trace/server: allowed by fp-trace/allow-client spec.ingress[0]", "egress of fp-trace/client: allowed: no policy selects"}},
 		{"client", "80/udp", []string{"DENIED", "denied: enforced by fp-trace/allow-client, fp-trace/deny-all, and no rule allows identity"}},
 		{"other", "80", []string{"DENIED", "on tcp/80"}},
 	} {

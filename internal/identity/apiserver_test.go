@@ -11,14 +11,11 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/fastpath-net/fastpath/internal/identity"
 )
-
-func identityGVR() schema.GroupVersionResource { return identity.GVR }
 
 // TestOnAPIServer shares one real apiserver among the CRD, allocator and
 // GC cases (a start costs seconds on this machine).
