@@ -15,9 +15,11 @@
  *      when only /0 matches or nothing does) and the destination port are
  *      looked up in fp_policy, exact identity first, then any identity. A
  *      hit records the flow and passes; a miss drops, with a verdict event.
- * Everything else (no endpoint, direction not enforced, not IPv4,
- * malformed, later fragments) is not policy's business and goes on
- * (TCX_NEXT), so programs after this one still run.
+ * A packet in a direction that is open, of an endpoint whose other
+ * direction is enforced, is recorded in fp_policy_ct and passes, so the
+ * replies pass the enforced direction. Everything else (no endpoint,
+ * nothing enforced, not IPv4, malformed, later fragments) is not policy's
+ * business and goes on (TCX_NEXT), so programs after this one still run.
  *
  * Verdict events go to the fp_verdicts ring: every drop, allows sampled
  * 1 in fp_policy_config.allow_sample.
@@ -85,7 +87,7 @@ int fp_tc_policy(struct __sk_buff *skb)
 	if (res == FP_PARSE_MALFORMED || (res == FP_PARSE_PASS && p.proto == 0))
 		return FP_TCX_NEXT;
 	ep = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
-	if (!ep || !(ep->flags & flag))
+	if (!ep || !(ep->flags & (FP_EP_F_ENFORCE_INGRESS | FP_EP_F_ENFORCE_EGRESS)))
 		return FP_TCX_NEXT;
 
 	f.saddr = p.saddr;
@@ -93,6 +95,14 @@ int fp_tc_policy(struct __sk_buff *skb)
 	f.sport = bpf_ntohs(p.sport);
 	f.dport = bpf_ntohs(p.dport);
 	f.proto = p.proto;
+	if (!(ep->flags & flag)) {
+		/* This direction is open but the other is enforced: record the
+		 * flow, or the other direction's hook would judge its replies as
+		 * new flows (an egress policy must not cut replies to clients). */
+		if (!fp_pct_hit(&f, ep->id))
+			fp_pct_create(&f, ep->id, 0);
+		return FP_TCX_NEXT;
+	}
 	if (p.proto == IPPROTO_ICMP && res == FP_PARSE_OK && fp_icmp_is_error(p.icmp_type) &&
 	    fp_inner_flow(skb, &p, &inner) == 0 && fp_pct_hit(&inner, ep->id))
 		return FP_TCX_NEXT;

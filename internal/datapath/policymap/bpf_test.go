@@ -231,6 +231,16 @@ func TestPolicyProgram(t *testing.T) {
 	p.expect(p.egress, udp(pod, remote, 5354, 53), tcShot, "egress to the world")
 	p.next()
 
+	// Only egress enforced: a client's connection in passes the open
+	// ingress and is recorded, so the pod's replies pass the enforced
+	// egress; a connection the pod opens itself does not.
+	p.setEndpoint(policymap.EnforceEgress)
+	p.expect(p.ingress, tcp(other, pod, 3000, 22, pkttest.SYN), tcxNext, "ingress open")
+	p.expect(p.egress, tcp(pod, other, 22, 3000, pkttest.SYN|pkttest.ACK), tcxNext, "reply through enforced egress")
+	p.expect(p.egress, tcp(pod, other, 22, 3001, pkttest.SYN), tcShot, "new egress flow")
+	p.next()
+	p.setEndpoint(policymap.EnforceEgress | policymap.EnforceIngress)
+
 	// Sampled allows: 1 in 1 writes a record with the rule's cookie.
 	if err := p.config.Put(uint32(0), [2]uint32{1, 0}); err != nil {
 		t.Fatal(err)
