@@ -140,9 +140,14 @@ func (p *pe) next() policymap.Verdict {
 	if err != nil {
 		p.t.Fatalf("verdict ring: %v", err)
 	}
+	return decode(p.t, rec.RawSample)
+}
+
+func decode(t *testing.T, raw []byte) policymap.Verdict {
+	t.Helper()
 	var v policymap.Verdict
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.LittleEndian, &v); err != nil {
-		p.t.Fatal(err)
+	if err := binary.Read(bytes.NewReader(raw), binary.LittleEndian, &v); err != nil {
+		t.Fatal(err)
 	}
 	return v
 }
