@@ -1,7 +1,6 @@
 package policy_test
 
 import (
-	"os"
 	"testing"
 
 	"github.com/fastpath-net/fastpath/internal/identity"
@@ -12,14 +11,7 @@ import (
 // TestExplain: a verdict event's fields become a sentence naming the
 // enforcing policies and the peer's labels, or the allowing rule.
 func TestExplain(t *testing.T) {
-	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	w := policytest.NewWorld()
-	base, err := os.ReadFile("testdata/base.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, w.Apply(eng, base))
-	must(t, w.Apply(eng, []byte(`
+	eng, _, err := policytest.NewBase(identity.NewMemory(identity.MinCluster).Identity, `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {namespace: "x", name: allow-b}
@@ -28,7 +20,8 @@ spec:
   ingress:
   - from: [{podSelector: {matchLabels: {pod: b}}}]
     ports: [{port: 80}]
-`)))
+`)
+	must(t, err)
 	eng.Changes()
 	xa := policy.PodName{Namespace: "x", Name: "a"}
 	yb, _, _ := eng.PodIdentity(policy.PodName{Namespace: "y", Name: "b"})

@@ -3,7 +3,6 @@ package policy_test
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,14 +38,8 @@ spec:
 // change recomputes the pod and the endpoints whose selectors gain or lose
 // an identity, and nothing else, however many other pods exist.
 func TestIncremental(t *testing.T) {
-	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	w := policytest.NewWorld()
-	base, err := os.ReadFile("testdata/base.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, w.Apply(eng, base))
-	must(t, w.Apply(eng, []byte(incrementalPolicies)))
+	eng, w, err := policytest.NewBase(identity.NewMemory(identity.MinCluster).Identity, incrementalPolicies)
+	must(t, err)
 	// 300 bystanders with labels of their own.
 	for i := range 300 {
 		p := pod("w", fmt.Sprint("p", i), map[string]string{"app": fmt.Sprint("app", i)}, fmt.Sprintf("10.1.%d.%d", i/250, i%250+1))

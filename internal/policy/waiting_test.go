@@ -2,7 +2,6 @@ package policy_test
 
 import (
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/fastpath-net/fastpath/internal/identity"
@@ -17,19 +16,12 @@ import (
 func TestUnknownIdentity(t *testing.T) {
 	mem := identity.NewMemory(identity.MinCluster)
 	var hidden string // label set the resolver pretends not to know
-	eng := policy.NewEngine(func(l identity.Labels) identity.ID {
+	eng, w, err := policytest.NewBase(func(l identity.Labels) identity.ID {
 		if l.String() == hidden {
 			return identity.Unknown
 		}
 		return mem.Identity(l)
-	}, "")
-	w := policytest.NewWorld()
-	base, err := os.ReadFile("testdata/base.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, w.Apply(eng, base))
-	must(t, w.Apply(eng, []byte(`
+	}, `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {namespace: "y", name: from-x}
@@ -39,7 +31,8 @@ spec:
   - from:
     - namespaceSelector: {matchLabels: {ns: "x"}}
       podSelector: {matchLabels: {role: new}}
-`)))
+`)
+	must(t, err)
 	eng.Changes()
 
 	// x/c is relabelled to a label set only another node has allocated.

@@ -2,7 +2,6 @@ package policymap_test
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -211,14 +210,8 @@ func prefixes(log, want []string) bool {
 
 func baseEngine(t *testing.T, extra string) (*policy.Engine, *policytest.World) {
 	t.Helper()
-	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	w := policytest.NewWorld()
-	base, err := os.ReadFile("../../policy/testdata/base.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, w.Apply(eng, base))
-	must(t, w.Apply(eng, []byte(extra)))
+	eng, w, err := policytest.NewBase(identity.NewMemory(identity.MinCluster).Identity, extra)
+	must(t, err)
 	return eng, w
 }
 

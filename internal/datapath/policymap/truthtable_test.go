@@ -1,7 +1,6 @@
 package policymap_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,7 +25,7 @@ func TestTruthTable(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no golden cases: %v", err)
 	}
-	base, err := os.ReadFile("../../policy/testdata/base.yaml")
+	base, err := policytest.BaseYAML()
 	if err != nil {
 		t.Fatal(err)
 	}

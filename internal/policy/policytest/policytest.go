@@ -12,6 +12,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -22,6 +25,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
 
@@ -289,4 +293,29 @@ func portsMatch(ports []networkingv1.NetworkPolicyPort, target *corev1.Pod, prot
 		}
 	}
 	return false
+}
+
+// BaseYAML is testdata/base.yaml of internal/policy: the upstream e2e
+// topology (namespaces x, y, z with pods a, b, c each).
+func BaseYAML() ([]byte, error) {
+	_, file, _, _ := runtime.Caller(0)
+	return os.ReadFile(filepath.Join(filepath.Dir(file), "..", "testdata", "base.yaml"))
+}
+
+// NewBase returns an Engine (every pod an endpoint) and World holding the
+// base topology and then the YAML in extra.
+func NewBase(identityOf func(identity.Labels) identity.ID, extra string) (*policy.Engine, *World, error) {
+	eng := policy.NewEngine(identityOf, "")
+	w := NewWorld()
+	base, err := BaseYAML()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := w.Apply(eng, base); err != nil {
+		return nil, nil, err
+	}
+	if err := w.Apply(eng, []byte(extra)); err != nil {
+		return nil, nil, err
+	}
+	return eng, w, nil
 }
