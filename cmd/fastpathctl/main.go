@@ -25,6 +25,8 @@ Commands:
   uninstall      remove every pin (detaches TCX and cgroup programs)
   policy trace --from NS/POD --to NS/POD --port PORT/PROTO [--kubeconfig F]
                  would NetworkPolicy allow it, and which rule or default deny decided
+  policy monitor [--drops] [--endpoint ID] [--identity ID] [-n N]
+                 stream the datapath's policy verdicts (drops, sampled allows)
 
 Flags:
 `
@@ -73,6 +75,9 @@ func dispatch(cmd []string, dir, output string, w io.Writer) error {
 	}
 	if key == "policy trace" {
 		return policyTrace(cmd[2:], output, w)
+	}
+	if key == "policy monitor" {
+		return policyMonitor(cmd[2:], dir, output, w)
 	}
 	if key == "uninstall" {
 		return datapath.Uninstall(dir)

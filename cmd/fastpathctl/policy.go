@@ -7,13 +7,20 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
+	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
@@ -93,4 +100,45 @@ func parsePort(s string) (policy.Proto, uint16, error) {
 		return 0, 0, fmt.Errorf("%q: want PORT/PROTO with PORT in 1-65535", s)
 	}
 	return proto, uint16(n), nil
+}
+
+// policyMonitor streams the verdict ring pinned under dir until
+// interrupted or -n records were shown.
+func policyMonitor(args []string, dir, output string, w io.Writer) error {
+	fs := flag.NewFlagSet("policy monitor", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	drops := fs.Bool("drops", false, "drops only")
+	ep := fs.Uint("endpoint", 0, "only this endpoint id")
+	id := fs.Uint("identity", 0, "only records with this source or destination identity")
+	count := fs.Int("n", 0, "stop after this many records (0: until interrupted)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("policy monitor: %w", err)
+	}
+	if *ep > 65535 {
+		return fmt.Errorf("policy monitor: --endpoint %d: want 0-65535", *ep)
+	}
+	path := filepath.Join(dir, "maps", policymap.VerdictsMap)
+	// Not read-only: a ring reader advances the consumer position, so
+	// records shown here are consumed (one monitor at a time sees them).
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return fmt.Errorf("policy monitor: no verdict ring at %s (is the policy datapath loaded?): %w", path, err)
+	}
+	defer m.Close()
+	r, err := ringbuf.NewReader(m)
+	if err != nil {
+		return fmt.Errorf("policy monitor: %w", err)
+	}
+	defer r.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	enc := json.NewEncoder(w)
+	f := policymap.Filter{Endpoint: uint16(*ep), Identity: identity.ID(*id), DropsOnly: *drops}
+	return policymap.Stream(ctx, r, f, *count, func(v policymap.Verdict) error {
+		if output == "json" {
+			return enc.Encode(v)
+		}
+		_, err := fmt.Fprintln(w, v)
+		return err
+	})
 }

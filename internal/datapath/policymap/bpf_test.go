@@ -1,8 +1,6 @@
 package policymap_test
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"net/netip"
 	"os"
@@ -145,8 +143,8 @@ func (p *pe) next() policymap.Verdict {
 
 func decode(t *testing.T, raw []byte) policymap.Verdict {
 	t.Helper()
-	var v policymap.Verdict
-	if err := binary.Read(bytes.NewReader(raw), binary.LittleEndian, &v); err != nil {
+	v, err := policymap.DecodeVerdict(raw)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return v

@@ -5,7 +5,9 @@ package policymap
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"unsafe"
 
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/policy"
@@ -173,4 +175,14 @@ func (v Verdict) Peer() identity.ID {
 		return identity.ID(v.DstIdentity)
 	}
 	return identity.ID(v.SrcIdentity)
+}
+
+// DecodeVerdict reads one ring record.
+func DecodeVerdict(raw []byte) (Verdict, error) {
+	var v Verdict
+	if len(raw) < int(unsafe.Sizeof(v)) {
+		return v, fmt.Errorf("verdict record of %d bytes, want %d", len(raw), unsafe.Sizeof(v))
+	}
+	_, err := binary.Decode(raw, binary.NativeEndian, &v)
+	return v, err
 }
