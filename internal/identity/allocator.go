@@ -157,3 +157,25 @@ func (a *Allocator) touch(ctx context.Context, o Object) {
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, LastUsedAnnotation, ts)
 	_, _ = a.res().Patch(ctx, strconv.FormatUint(uint64(o.ID), 10), types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 }
+
+// Restore brings back an identity this agent's endpoints use after it was
+// deleted (a GC on another node judged it unused, its pods not yet in that
+// node's cache for the whole grace period). It re-creates the same number
+// when free, so the datapath keeps its entries; if another label set took
+// the number meanwhile, it allocates anew and the caller re-identifies.
+func (a *Allocator) Restore(ctx context.Context, id ID, l Labels) (ID, error) {
+	if err := l.Validate(); err != nil {
+		return 0, err
+	}
+	if o, ok, err := a.Lookup(ctx, l); err != nil || ok {
+		return o.ID, err
+	}
+	created, err := a.res().Create(ctx, newObject(id, l), metav1.CreateOptions{})
+	switch {
+	case err == nil:
+		return a.settle(ctx, l, id, created.GetUID())
+	case apierrors.IsAlreadyExists(err):
+		return a.Allocate(ctx, l)
+	}
+	return 0, fmt.Errorf("re-create FastpathIdentity %d: %w", id, err)
+}

@@ -24,6 +24,7 @@ func TestOnAPIServer(t *testing.T) {
 	t.Run("CRDValidation", func(t *testing.T) { testCRDValidation(t, dyn) })
 	t.Run("AllocatorRace", func(t *testing.T) { testAllocatorRace(t, dyn) })
 	t.Run("GC", func(t *testing.T) { testGC(t, dyn) })
+	t.Run("Restore", func(t *testing.T) { testRestore(t, dyn) })
 }
 
 func testCRDValidation(t *testing.T, dyn dynamic.Interface) {
@@ -251,6 +252,45 @@ func testGC(t *testing.T, dyn dynamic.Interface) {
 	err = dyn.Resource(identity.GVR).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &stale}})
 	if !apierrors.IsConflict(err) {
 		t.Errorf("delete with a stale resourceVersion: %v, want Conflict", err)
+	}
+	cleanup(t, dyn)
+}
+
+// testRestore: an identity deleted under an agent's feet comes back with
+// its number; if the number was taken by other labels meanwhile, the
+// agent gets a new one.
+func testRestore(t *testing.T, dyn dynamic.Interface) {
+	ctx := t.Context()
+	alloc := &identity.Allocator{Client: dyn}
+	l := labelSet(200)
+	id, err := alloc.Allocate(ctx, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dyn.Resource(identity.GVR).Delete(ctx, id.String(), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := alloc.Restore(ctx, id, l); err != nil || got != id {
+		t.Fatalf("restore: %d %v, want %d", got, err, id)
+	}
+	if o, ok, err := alloc.Lookup(ctx, l); err != nil || !ok || o.ID != id {
+		t.Fatalf("after restore: %+v %v %v", o, ok, err)
+	}
+	// Restoring what exists is a no-op.
+	if got, err := alloc.Restore(ctx, id, l); err != nil || got != id {
+		t.Fatalf("restore of a live identity: %d %v", got, err)
+	}
+	// The number taken by another label set meanwhile: a new number.
+	if err := dyn.Resource(identity.GVR).Delete(ctx, id.String(), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	thief := &identity.Allocator{Client: dyn, Start: func(identity.Labels) identity.ID { return id }}
+	if got, err := thief.Allocate(ctx, labelSet(201)); err != nil || got != id {
+		t.Fatalf("thief: %d %v", got, err)
+	}
+	got, err := alloc.Restore(ctx, id, l)
+	if err != nil || got == id || !got.IsCluster() {
+		t.Fatalf("restore of a taken number: %d %v", got, err)
 	}
 	cleanup(t, dyn)
 }

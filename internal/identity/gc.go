@@ -26,7 +26,8 @@ import (
 //     allocator's touch changes its resourceVersion), is not deleted.
 //
 // An agent whose identity was deleted anyway (its pod invisible to another
-// agent for longer than Grace) sees the deletion and allocates again.
+// agent for longer than Grace) sees the deletion in its informer and calls
+// Allocator.Restore, which re-creates the same number when it is free.
 type GC struct {
 	Client dynamic.Interface
 	Grace  time.Duration
