@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,20 +31,19 @@ import (
 func policyTrace(args []string, output string, w io.Writer) error {
 	fs := flag.NewFlagSet("policy trace", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	from := fs.String("from", "", "source pod, namespace/name")
-	to := fs.String("to", "", "destination pod, namespace/name")
+	from := fs.String("from", "", "source: pod (namespace/name) or IP address")
+	to := fs.String("to", "", "destination: pod (namespace/name) or IP address")
 	portFlag := fs.String("port", "", "destination port and protocol, e.g. 80/tcp (protocol defaults to tcp)")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (env KUBECONFIG; in a pod: its service account)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("policy trace: %w", err)
 	}
-	src, err := policy.ParsePodName(*from)
-	if err != nil {
-		return fmt.Errorf("policy trace: --from %w", err)
-	}
-	dst, err := policy.ParsePodName(*to)
-	if err != nil {
-		return fmt.Errorf("policy trace: --to %w", err)
+	for flagName, v := range map[string]string{"--from": *from, "--to": *to} {
+		if _, err := netip.ParseAddr(v); err != nil {
+			if _, err := policy.ParsePodName(v); err != nil {
+				return fmt.Errorf("policy trace: %s %q: want namespace/pod or an IP address", flagName, v)
+			}
+		}
 	}
 	proto, port, err := parsePort(*portFlag)
 	if err != nil {
@@ -68,13 +68,16 @@ func policyTrace(args []string, output string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	v, err := eng.Trace(src, dst, proto, port)
+	v, err := eng.TraceEnds(*from, *to, proto, port)
 	if err != nil {
 		return err
 	}
 	for _, p := range eng.Problems() {
-		if p.Policy != "" && (strings.HasPrefix(p.Policy, src.Namespace+"/") || strings.HasPrefix(p.Policy, dst.Namespace+"/")) {
-			v.Problems = append(v.Problems, p.String())
+		for _, side := range []policy.Side{v.Egress, v.Ingress} {
+			if side.Endpoint.Namespace != "" && strings.HasPrefix(p.Policy, side.Endpoint.Namespace+"/") {
+				v.Problems = append(v.Problems, p.String())
+				break
+			}
 		}
 	}
 	if output == "json" {

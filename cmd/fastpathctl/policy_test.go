@@ -101,6 +101,13 @@ func TestPolicyTrace(t *testing.T) {
 			}
 		}
 	}
+	// An address outside the pods is the world; the server's address is
+	// the server.
+	if code, out, errOut := trace("--from", "198.51.100.7", "--to", "10.44.0.1", "--port", "80"); code != 0 ||
+		!strings.Contains(out, "198.51.100.7 (identity world-ipv4) -> 10.44.0.1 (identity") || !strings.Contains(out, "DENIED") ||
+		!strings.Contains(out, "egress: not a pod of this cluster") {
+		t.Errorf("trace by address: exit %d\n%s%s", code, out, errOut)
+	}
 	var out, errOut bytes.Buffer
 	if code := run([]string{"-o", "json", "policy", "trace", "--kubeconfig", env.KubeconfigPath, "--from", ns + "/client", "--to", ns + "/server", "--port", "80/tcp"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), `"Allowed": true`) {
 		t.Errorf("-o json: exit %d, %s %s", code, out.String(), errOut.String())
@@ -108,6 +115,7 @@ func TestPolicyTrace(t *testing.T) {
 	for _, bad := range [][]string{
 		{"--from", ns + "/client", "--to", ns + "/server", "--port", "80/icmp"},
 		{"--from", "client", "--to", ns + "/server", "--port", "80"},
+		{"--from", "10.0.0.300", "--to", ns + "/server", "--port", "80"},
 		{"--from", ns + "/client", "--to", ns + "/nope", "--port", "80"},
 	} {
 		code, _, errOut := trace(bad...)

@@ -26,7 +26,7 @@ var update = flag.Bool("update", false, "rewrite the want sections of testdata/*
 //	apply       Kubernetes YAML (Namespace, Pod, NetworkPolicy), upserted
 //	delete      lines "namespace N", "pod NS/N", "networkpolicy NS/N"
 //	want        Engine.Render() after Changes must read as this
-//	trace       lines "NS/FROM NS/TO PORT/PROTO"
+//	trace       lines "FROM TO PORT/PROTO", each end NS/POD or an address
 //	want-trace  the traces' output
 //
 // After every want, unless "no-oracle", the reachability matrix (every pod
@@ -112,15 +112,13 @@ func traces(t *testing.T, eng *policy.Engine, data []byte) string {
 		if len(f) != 3 {
 			t.Fatalf("trace %q", line)
 		}
-		from, _ := policy.ParsePodName(f[0])
-		to, _ := policy.ParsePodName(f[1])
 		portS, protoS, _ := strings.Cut(f[2], "/")
 		port, _ := strconv.Atoi(portS)
 		proto, err := policy.ParseProto(protoS)
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := eng.Trace(from, to, proto, uint16(port))
+		v, err := eng.TraceEnds(f[0], f[1], proto, uint16(port))
 		if err != nil {
 			fmt.Fprintf(&b, "%s: error: %v\n", line, err)
 			continue

@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/fastpath-net/fastpath/internal/identity"
 )
@@ -91,12 +92,7 @@ func (e *Engine) refreshIP(a netip.Addr) {
 		}
 		return
 	}
-	first := slices.MinFunc(known, func(x, y PodName) int {
-		if x.String() < y.String() {
-			return -1
-		}
-		return 1
-	})
+	first := slices.MinFunc(known, comparePods)
 	e.setIPCache(p, e.pods[first].id)
 }
 
@@ -125,3 +121,5 @@ func (e *Engine) ipcacheDelta() IPCacheDelta {
 	sortPrefixes(d.Delete)
 	return d
 }
+
+func comparePods(x, y PodName) int { return strings.Compare(x.String(), y.String()) }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -13,7 +14,7 @@ import (
 // from the same EndpointPolicy entries the datapath's maps are written
 // from, with the datapath's lookup (Key.Matches).
 type Verdict struct {
-	From, To        PodName
+	From, To        string // namespace/pod, or an address outside the pods
 	FromID, ToID    identity.ID
 	Proto           Proto
 	Port            uint16
@@ -24,7 +25,9 @@ type Verdict struct {
 	Problems []string `json:",omitempty"`
 }
 
-// Side is the decision at one endpoint.
+// Side is the decision at one endpoint. A side that is no endpoint (an
+// address outside the pods) has an empty Endpoint and allows: no policy
+// of this cluster applies there.
 type Side struct {
 	Endpoint  PodName
 	Dir       Direction
@@ -38,20 +41,69 @@ type Side struct {
 // Trace decides a connection from one pod to another on proto/port. Both
 // pods must be endpoints of the Engine (node "") and Changes must have run.
 func (e *Engine) Trace(from, to PodName, proto Proto, port uint16) (Verdict, error) {
+	return e.TraceEnds(from.String(), to.String(), proto, port)
+}
+
+// TraceEnds is Trace where either end may also be an address: a pod's
+// address stands for the pod, any other address for the identity the
+// ipcache gives it (a CIDR identity or the world), with no policy of its
+// own.
+func (e *Engine) TraceEnds(from, to string, proto Proto, port uint16) (Verdict, error) {
 	v := Verdict{From: from, To: to, Proto: proto, Port: port}
-	src, ok := e.endpoints[from]
-	if !ok {
-		return v, fmt.Errorf("pod %s: not found (or host network, or finished)", from)
+	src, srcID, err := e.end(from)
+	if err != nil {
+		return v, err
 	}
-	dst, ok := e.endpoints[to]
-	if !ok {
-		return v, fmt.Errorf("pod %s: not found (or host network, or finished)", to)
+	dst, dstID, err := e.end(to)
+	if err != nil {
+		return v, err
 	}
-	v.FromID, v.ToID = src.Identity, dst.Identity
-	v.Egress = side(src, Egress, dst.Identity, proto, port)
-	v.Ingress = side(dst, Ingress, src.Identity, proto, port)
+	v.FromID, v.ToID = srcID, dstID
+	v.Egress = Side{Dir: Egress, Peer: dstID, Allowed: true}
+	if src != nil {
+		v.Egress = side(src, Egress, dstID, proto, port)
+	}
+	v.Ingress = Side{Dir: Ingress, Peer: srcID, Allowed: true}
+	if dst != nil {
+		v.Ingress = side(dst, Ingress, srcID, proto, port)
+	}
 	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
 	return v, nil
+}
+
+// end resolves one end of a trace: a pod (namespace/name), a pod's
+// address, or another address.
+func (e *Engine) end(s string) (*EndpointPolicy, identity.ID, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		if owners := e.ipOwners[a]; len(owners) > 0 {
+			if ep, ok := e.endpoints[slices.MinFunc(owners, comparePods)]; ok {
+				return ep, ep.Identity, nil
+			}
+		}
+		return nil, e.lookupIPCache(a), nil
+	}
+	n, err := ParsePodName(s)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%q: want namespace/pod or an IP address", s)
+	}
+	ep, ok := e.endpoints[n]
+	if !ok {
+		return nil, 0, fmt.Errorf("pod %s: not found (or host network, or finished)", n)
+	}
+	return ep, ep.Identity, nil
+}
+
+// lookupIPCache is the datapath's longest-prefix match over the desired
+// ipcache (a scan: for tools, not for packets).
+func (e *Engine) lookupIPCache(a netip.Addr) identity.ID {
+	best, bits := identity.World, -1
+	for p, id := range e.ipcache {
+		if p.Contains(a) && p.Bits() > bits {
+			best, bits = id, p.Bits()
+		}
+	}
+	return best
 }
 
 func side(ep *EndpointPolicy, d Direction, peer identity.ID, proto Proto, port uint16) Side {
@@ -76,6 +128,9 @@ func (v Verdict) String() string {
 }
 
 func (s Side) explain(proto Proto, port uint16) string {
+	if s.Endpoint == (PodName{}) {
+		return fmt.Sprintf("%s: not a pod of this cluster, no policy applies", s.Dir)
+	}
 	head := fmt.Sprintf("%s of %s: ", s.Dir, s.Endpoint)
 	switch {
 	case !s.Enforced:
