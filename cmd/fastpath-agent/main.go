@@ -72,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.IntVar(&cfg.Sizes.Affinity, "affinity-max", datapath.DefaultSizes.Affinity, "session-affinity map entries (one per client and ClientIP-affinity frontend; LRU)")
 	fs.IntVar(&cfg.Sizes.SourceRanges, "source-ranges-max", datapath.DefaultSizes.SourceRanges, "loadBalancerSourceRanges map entries (one per range and LoadBalancer frontend)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	addOpsFlags(fs, &cfg.Ops)
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err
 	}
@@ -120,7 +121,8 @@ func validate(cfg agent.Config) error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"--services-file-poll", cfg.PollInterval}, {"--ct-gc-interval", cfg.GCInterval}, {"--resync-period", cfg.ResyncPeriod}} {
+	}{{"--services-file-poll", cfg.PollInterval}, {"--ct-gc-interval", cfg.GCInterval}, {"--resync-period", cfg.ResyncPeriod},
+		{"--healthz-timeout", cfg.Ops.HealthTimeout}} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s=%s: must be positive", d.name, d.v)
 		}

@@ -35,6 +35,7 @@ type Config struct {
 	Log          *slog.Logger
 	Network      Network // external interfaces and masquerade (network.go)
 	CNI          *CNI    // the CNI API for fastpath-cni (cni.go); nil: off
+	Ops          Ops     // metrics, health and pprof endpoints (ops.go)
 }
 
 // Agent is a running node agent.
@@ -52,6 +53,7 @@ type Agent struct {
 	// a full resync would delete every service still being served.
 	haveState bool
 	kube      *k8s.Watcher // nil unless Kubernetes is the source
+	ops       *ops
 }
 
 // Run starts the agent and blocks until ctx ends. On return the datapath
@@ -75,6 +77,8 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	a.ops = a.startOps(ctx)
+	defer a.ops.close()
 	return a.loop(ctx)
 }
 
@@ -155,12 +159,14 @@ func (a *Agent) loop(ctx context.Context) error {
 			a.log.Info("stopping; the datapath stays pinned and keeps serving")
 			return nil
 		case svcs := <-updates:
+			a.ops.proxy.QueuedUpdate()
 			ok = a.apply(svcs, !a.haveState)
 			// Parsing a large file churns far more memory than the
 			// tables keep; hand it back now rather than when the runtime
 			// gets round to it, so RSS reflects what the agent holds.
 			debug.FreeOSMemory()
 		case u := <-kubeUpdates:
+			a.ops.received(u)
 			ok = a.applyKube(u)
 		case <-retry.C():
 			ok = a.sync(false)
@@ -234,6 +240,7 @@ func (a *Agent) sync(full bool) bool {
 	// Also after a partial failure: what was written may have removed
 	// UDP backends.
 	a.flushGoneUDP()
+	a.ops.synced(full, time.Since(start), err == nil)
 	if err != nil {
 		a.log.Error("programming the datapath failed; will retry", "error", err)
 		return false

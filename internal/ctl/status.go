@@ -52,7 +52,7 @@ var CounterNames = []string{
 func ReadStatus(p *Pinned) (*Status, error) {
 	st := &Status{PinDir: p.Dir, Counters: map[string]uint64{}}
 	for _, name := range MapNames {
-		ms, err := mapStatus(name, p.raw[name])
+		ms, err := ReadMapStatus(name, p.raw[name])
 		if err != nil {
 			return nil, err
 		}
@@ -80,7 +80,9 @@ func ReadStatus(p *Pinned) (*Status, error) {
 	return st, nil
 }
 
-func mapStatus(name string, m *ebpf.Map) (MapStatus, error) {
+// ReadMapStatus reads the fill (by walking the map; arrays are always
+// full) and the kernel's memlock accounting of one map.
+func ReadMapStatus(name string, m *ebpf.Map) (MapStatus, error) {
 	info, err := m.Info()
 	if err != nil {
 		return MapStatus{}, fmt.Errorf("map %s: info: %w", name, err)

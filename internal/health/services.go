@@ -1,0 +1,153 @@
+package health
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Check is one Service's health check: the node port it is served on and
+// the count it reports.
+type Check struct {
+	Port           uint16
+	LocalEndpoints int
+}
+
+// Name is a Service's namespace and name.
+type Name struct{ Namespace, Name string }
+
+func (n Name) String() string { return n.Namespace + "/" + n.Name }
+
+// ListenFunc opens the listeners of one health-check port: one per node
+// address kube-proxy would listen on (all addresses, or those inside
+// --nodeport-addresses), inside the node's namespace.
+type ListenFunc func(port uint16) ([]net.Listener, error)
+
+// Services runs the healthCheckNodePort servers (kube-proxy's
+// ServiceHealthServer): a Service's port answers 200 while this node has a
+// ready local endpoint for it and the proxy is healthy, 503 otherwise, so
+// an external load balancer sends traffic only to nodes that keep the
+// client's source address and can serve it.
+type Services struct {
+	listen ListenFunc
+	proxy  *Proxy
+	log    *slog.Logger
+
+	mu   sync.RWMutex
+	svcs map[Name]*instance
+}
+
+type instance struct {
+	port      uint16
+	servers   []*http.Server
+	endpoints int
+}
+
+// NewServices returns a server set with nothing open.
+func NewServices(listen ListenFunc, proxy *Proxy, log *slog.Logger) *Services {
+	return &Services{listen: listen, proxy: proxy, log: log, svcs: map[Name]*instance{}}
+}
+
+// Sync makes the open servers those of checks: servers of Services gone
+// or moved to another port close, new ones open, and counts are updated.
+// A port that cannot be opened is logged and retried at the next Sync (as
+// kube-proxy does at its next sync); the others are served regardless.
+func (s *Services) Sync(checks map[Name]Check) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, inst := range s.svcs {
+		if c, ok := checks[name]; !ok || c.Port != inst.port {
+			s.log.Info("closing health check", "service", name.String(), "port", inst.port)
+			inst.close()
+			delete(s.svcs, name)
+		}
+	}
+	var errs []error
+	for _, name := range slices.SortedFunc(maps.Keys(checks), compareNames) {
+		c := checks[name]
+		if inst := s.svcs[name]; inst != nil {
+			inst.endpoints = c.LocalEndpoints
+			continue
+		}
+		inst, err := s.open(name, c.Port)
+		if err != nil {
+			err = fmt.Errorf("health check of service %s on port %d: %w", name, c.Port, err)
+			s.log.Error("cannot serve health check", "service", name.String(), "port", c.Port, "error", err)
+			errs = append(errs, err)
+			continue
+		}
+		inst.endpoints = c.LocalEndpoints
+		s.svcs[name] = inst
+		s.log.Info("serving health check", "service", name.String(), "port", c.Port)
+	}
+	return errors.Join(errs...)
+}
+
+func compareNames(a, b Name) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+func (s *Services) open(name Name, port uint16) (*instance, error) {
+	ls, err := s.listen(port)
+	if err != nil {
+		return nil, err
+	}
+	inst := &instance{port: port}
+	for _, l := range ls {
+		srv := &http.Server{Handler: s.handler(name), ReadHeaderTimeout: 10 * time.Second}
+		inst.servers = append(inst.servers, srv)
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("health check server stopped", "service", name.String(), "address", l.Addr().String(), "error", err)
+			}
+		}()
+	}
+	return inst, nil
+}
+
+func (inst *instance) close() {
+	for _, srv := range inst.servers {
+		_ = srv.Close()
+	}
+}
+
+// Close stops every server.
+func (s *Services) Close() {
+	_ = s.Sync(nil)
+}
+
+// handler answers exactly as kube-proxy's hcHandler: the JSON is written
+// with fmt, tabs and all, and a request to a server being closed gets an
+// empty 200.
+func (s *Services) handler(name Name) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.RLock()
+		inst := s.svcs[name]
+		var count int
+		if inst != nil {
+			count = inst.endpoints
+		}
+		s.mu.RUnlock()
+		if inst == nil {
+			return
+		}
+		healthy := s.proxy.Health().Healthy
+		setJSONHeaders(w.Header())
+		w.Header().Set("X-Load-Balancing-Endpoint-Weight", strconv.Itoa(count))
+		if count != 0 && healthy {
+			w.WriteHeader(http.StatusOK)
+		} else {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintf(w, "{\n\t\"service\": {\n\t\t\"namespace\": %q,\n\t\t\"name\": %q\n\t},\n\t\"localEndpoints\": %d,\n\t\"serviceProxyHealthy\": %v\n}",
+			name.Namespace, name.Name, count, healthy)
+	})
+}

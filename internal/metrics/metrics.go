@@ -1,0 +1,150 @@
+// Package metrics is the agent's Prometheus registry: control-plane
+// latencies and counts the agent observes, and datapath counters and map
+// fill read from the pinned BPF maps at every scrape (datapath.go). Names
+// follow the Prometheus conventions: fastpath_ prefix, base units
+// (seconds, bytes), _total for counters.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// IPv4 is the ip_family label value of everything fastpath programs today.
+const IPv4 = "IPv4"
+
+// Sync modes, the mode label of the sync metrics.
+const (
+	SyncPartial = "partial" // the changed frontends only
+	SyncFull    = "full"    // compare every map entry with the desired state
+)
+
+// programmingBuckets are kube-proxy's buckets for
+// network_programming_duration_seconds (pkg/proxy/metrics), so dashboards
+// and SLO queries written for kube-proxy read fastpath's the same way:
+// 0.25s, 0.5s, 1..59s, 60..115s by 5s, 120..300s by 30s.
+func programmingBuckets() []float64 {
+	b := prometheus.LinearBuckets(0.25, 0.25, 2)
+	b = append(b, prometheus.LinearBuckets(1, 1, 59)...)
+	b = append(b, prometheus.LinearBuckets(60, 5, 12)...)
+	return append(b, prometheus.LinearBuckets(120, 30, 7)...)
+}
+
+// Metrics holds the agent's collectors. The zero value is not usable; a
+// nil *Metrics is, and records nothing (the agent without --metrics-addr).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	programming *prometheus.HistogramVec
+	syncTime    *prometheus.HistogramVec
+	syncErrors  *prometheus.CounterVec
+}
+
+// New returns a registry with the Go runtime and process collectors and
+// the agent's own metrics.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		programming: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fastpath_network_programming_duration_seconds",
+			Help: "Time from an EndpointSlice change (its endpoints.kubernetes.io/last-change-trigger-time) " +
+				"until the datapath serves it; kube-proxy's network_programming_duration_seconds.",
+			Buckets: programmingBuckets(),
+		}, []string{"ip_family"}),
+		syncTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fastpath_sync_duration_seconds",
+			Help: "Time to write desired-state changes into the BPF maps, by mode (partial: changed frontends, full: everything compared).",
+			// 50us to ~6.5s: a partial sync of one Service takes tens of
+			// microseconds, a full one at 50,000 Services seconds.
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+		}, []string{"mode"}),
+		syncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastpath_sync_errors_total",
+			Help: "Syncs that left some frontends unprogrammed (retried with backoff), by mode.",
+		}, []string{"mode"}),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.programming, m.syncTime, m.syncErrors,
+	)
+	// Export the series before the first observation, so a scrape shows
+	// them (at zero) and rate() works from the first sample.
+	m.programming.WithLabelValues(IPv4)
+	for _, mode := range []string{SyncPartial, SyncFull} {
+		m.syncTime.WithLabelValues(mode)
+		m.syncErrors.WithLabelValues(mode)
+	}
+	return m
+}
+
+// ObserveSync records one sync of the maps.
+func (m *Metrics) ObserveSync(mode string, took time.Duration, failed bool) {
+	if m == nil {
+		return
+	}
+	m.syncTime.WithLabelValues(mode).Observe(took.Seconds())
+	if failed {
+		m.syncErrors.WithLabelValues(mode).Inc()
+	}
+}
+
+// ObserveProgrammed records the programming latency of each trigger time,
+// now being when the datapath started serving the change.
+func (m *Metrics) ObserveProgrammed(triggers []time.Time, now time.Time) {
+	if m == nil {
+		return
+	}
+	h := m.programming.WithLabelValues(IPv4)
+	for _, t := range triggers {
+		h.Observe(now.Sub(t).Seconds())
+	}
+}
+
+// Programmed are the agent's counts, read at every scrape.
+type Programmed struct {
+	Services  int // Services in the desired state
+	Frontends int // frontends in the service map
+	Backends  int // backends in the backend map
+	Pending   int // frontends changed and not yet programmed (retried)
+}
+
+// SetProgrammedFunc exports fastpath_{services,frontends,backends}_programmed
+// and fastpath_frontends_pending from f, called once per scrape.
+func (m *Metrics) SetProgrammedFunc(f func() Programmed) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(&programmedCollector{f: f})
+}
+
+var (
+	descServices = prometheus.NewDesc("fastpath_services_programmed",
+		"Services in the desired state; all their frontends are in the datapath unless fastpath_frontends_pending > 0.", nil, nil)
+	descFrontends = prometheus.NewDesc("fastpath_frontends_programmed",
+		"Frontends (address, port, protocol, scope) in the service map.", nil, nil)
+	descBackends = prometheus.NewDesc("fastpath_backends_programmed",
+		"Backends in the backend map.", nil, nil)
+	descPending = prometheus.NewDesc("fastpath_frontends_pending",
+		"Frontends changed in the desired state and not programmed yet (a failed sync is retried with backoff).", nil, nil)
+)
+
+// programmedCollector reads the four counts with one call.
+type programmedCollector struct{ f func() Programmed }
+
+func (c *programmedCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descServices
+	ch <- descFrontends
+	ch <- descBackends
+	ch <- descPending
+}
+
+func (c *programmedCollector) Collect(ch chan<- prometheus.Metric) {
+	p := c.f()
+	ch <- prometheus.MustNewConstMetric(descServices, prometheus.GaugeValue, float64(p.Services))
+	ch <- prometheus.MustNewConstMetric(descFrontends, prometheus.GaugeValue, float64(p.Frontends))
+	ch <- prometheus.MustNewConstMetric(descBackends, prometheus.GaugeValue, float64(p.Backends))
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(p.Pending))
+}

@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/internal/testenv"
+)
+
+// TestMetricsAndHealthFollowAServiceChange runs the real agent against a
+// real apiserver and reads its /metrics, /healthz and a healthCheckNodePort
+// the way Prometheus, the kubelet and a cloud load balancer would: over
+// HTTP, inside the node namespace where the agent must have opened them.
+// Every value checked must move with a real Service change.
+func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
+	l := newLab(t, "be1", "be2")
+	env := testenv.StartForTest(t, testenv.Options{})
+	kubeconfig := t.TempDir() + "/kube-proxy.kubeconfig"
+	if err := env.WriteKubeconfig(kubeconfig, env.KubeProxy); err != nil {
+		t.Fatal(err)
+	}
+	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
+	cs := env.Clientset
+	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
+	l.startAgent()
+	node := l.star.Node
+	before := waitScrape(t, node, `fastpath_services_programmed`, func(v float64) bool { return v >= 1 }) // the kubernetes Service
+
+	// A Service and a slice whose trigger time is now, as the
+	// EndpointSlice controller would write it.
+	svc, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: k8sNS},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slice := webSlice(l.backendAddr("be1"), l.backendAddr("be2"))
+	slice.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: time.Now().UTC().Format(time.RFC3339Nano)}
+	if _, err := cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l.waitBackends(svc.Spec.ClusterIP+":80/TCP", l.backendAddr("be1")+":8080", l.backendAddr("be2")+":8080")
+	askVIP(t, l.client(), svc.Spec.ClusterIP+":80", 10)
+	after := waitScrape(t, node, `fastpath_network_programming_duration_seconds_count{ip_family="IPv4"}`,
+		func(v float64) bool {
+			return v > before[`fastpath_network_programming_duration_seconds_count{ip_family="IPv4"}`]
+		})
+
+	for _, c := range []struct {
+		series string
+		delta  float64 // exact change; 0: must grow
+	}{
+		{`fastpath_services_programmed`, 1},
+		{`fastpath_backends_programmed`, 2},
+		{`fastpath_frontends_programmed`, 1},
+		{`fastpath_network_programming_duration_seconds_count{ip_family="IPv4"}`, 1},
+		{`fastpath_sync_duration_seconds_count{mode="partial"}`, 0},
+		{`fastpath_bpf_map_entries{map="fp_backends"}`, 2},
+		{`fastpath_bpf_map_entries{map="fp_ct"}`, 0},
+		{`fastpath_datapath_packets_total{outcome="forward_new"}`, 10},
+		{`fastpath_datapath_packets_total{outcome="reply_revnat"}`, 0},
+	} {
+		b, okB := before[c.series]
+		a, okA := after[c.series]
+		switch {
+		case !okB || !okA:
+			t.Errorf("%s missing from /metrics (before: %v, after: %v)", c.series, okB, okA)
+		case c.delta == 0 && a <= b:
+			t.Errorf("%s: %v before the Service, %v after; want it to grow", c.series, b, a)
+		case c.delta != 0 && a-b != c.delta:
+			t.Errorf("%s: %v before the Service, %v after; want +%v", c.series, b, a, c.delta)
+		}
+	}
+	for _, series := range []string{
+		`fastpath_bpf_map_memory_bytes{map="fp_ct"}`, `fastpath_bpf_map_max_entries{map="fp_ct"}`,
+		`fastpath_bpf_map_fill_ratio{map="fp_services"}`, `fastpath_datapath_drops_total{reason="no_backend"}`,
+		`fastpath_sync_errors_total{mode="partial"}`, `fastpath_network_programming_duration_seconds_bucket{ip_family="IPv4",le="0.25"}`,
+	} {
+		if _, ok := after[series]; !ok {
+			t.Errorf("%s missing from /metrics", series)
+		}
+	}
+	if sum := after[`fastpath_network_programming_duration_seconds_sum{ip_family="IPv4"}`]; sum <= 0 {
+		t.Errorf("programming latency sum %v; want the time from the trigger to the map update", sum)
+	}
+
+	checkProxyHealth(t, node)
+	checkHealthCheckNodePort(t, l, cs, node)
+}
+
+// checkProxyHealth: /healthz and /livez answer 200 with kube-proxy's JSON.
+func checkProxyHealth(t *testing.T, node *nettopo.NS) {
+	t.Helper()
+	for _, path := range []string{"/healthz", "/livez"} {
+		code, hdr, body := get(t, node, "http://127.0.0.1:10256"+path)
+		var st struct {
+			NodeEligible *bool
+			Healthy      bool
+			Status       map[string]struct{ Healthy bool }
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatalf("%s: %v in %q", path, err, body)
+		}
+		if code != http.StatusOK || !st.Healthy || !st.Status["IPv4"].Healthy || hdr.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %v %s; want 200, healthy, application/json", path, code, hdr, body)
+		}
+		if eligible := st.NodeEligible != nil && *st.NodeEligible; eligible != (path == "/healthz") {
+			t.Errorf("%s: nodeEligible %v in %s; /healthz says true for an existing Node, /livez leaves it out", path, st.NodeEligible, body)
+		}
+	}
+}
+
+// checkHealthCheckNodePort: a LoadBalancer Service with
+// externalTrafficPolicy Local gets its health-check port, which answers
+// 200 with one local ready endpoint, 503 with none, and closes with the
+// Service.
+func checkHealthCheckNodePort(t *testing.T, l *lab, cs kubernetes.Interface, node *nettopo.NS) {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "lb", Namespace: k8sNS},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/", svc.Spec.HealthCheckNodePort)
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "lb-1", Namespace: k8sNS, Labels: map[string]string{discoveryv1.LabelServiceName: "lb"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{l.backendAddr("be1")}, NodeName: ptr.To(l.kube.nodeName), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
+			{Addresses: []string{l.backendAddr("be2")}, NodeName: ptr.To("another-node"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
+		},
+	}
+	if s, err = cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), s, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := func(code int, local int) {
+		t.Helper()
+		body := fmt.Sprintf("{\n\t\"service\": {\n\t\t\"namespace\": %q,\n\t\t\"name\": \"lb\"\n\t},\n\t\"localEndpoints\": %d,\n\t\"serviceProxyHealthy\": true\n}", k8sNS, local)
+		var last string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			c, hdr, b, err := tryGet(node, url)
+			if err == nil && c == code && b == body && hdr.Get("X-Load-Balancing-Endpoint-Weight") == strconv.Itoa(local) {
+				return
+			}
+			last = fmt.Sprintf("%d %v %q (err %v)", c, hdr, b, err)
+		}
+		t.Fatalf("health check %s: %s; want %d with localEndpoints %d\nagent log:\n%s", url, last, code, local, l.agentLog)
+	}
+	want(http.StatusOK, 1)
+	s.Endpoints[0].Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}
+	if _, err := cs.DiscoveryV1().EndpointSlices(k8sNS).Update(t.Context(), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want(http.StatusServiceUnavailable, 0)
+	if err := cs.CoreV1().Services(k8sNS).Delete(t.Context(), "lb", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, _, _, err := tryGet(node, url); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health check %s still answers after the Service was deleted", url)
+		}
+	}
+}
+
+// metricSet maps a series (name{labels} as exposed) to its value.
+type metricSet map[string]float64
+
+func scrapeMetrics(t *testing.T, node *nettopo.NS) metricSet {
+	t.Helper()
+	code, _, body := get(t, node, "http://127.0.0.1:10249/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d\n%s", code, body)
+	}
+	out := metricSet{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("/metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// waitScrape scrapes until series satisfies ok (10s at most) and returns
+// that scrape.
+func waitScrape(t *testing.T, node *nettopo.NS, series string, ok func(float64) bool) metricSet {
+	t.Helper()
+	var last metricSet
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, _, _, err := tryGet(node, "http://127.0.0.1:10249/metrics"); err != nil {
+			continue // not listening yet
+		}
+		last = scrapeMetrics(t, node)
+		if v, found := last[series]; found && ok(v) {
+			return last
+		}
+	}
+	t.Fatalf("%s never reached the expected value; last %v", series, last[series])
+	return nil
+}
+
+func get(t *testing.T, node *nettopo.NS, url string) (int, http.Header, string) {
+	t.Helper()
+	code, hdr, body, err := tryGet(node, url)
+	if err != nil {
+		t.Fatalf("GET %s from the node namespace: %v", url, err)
+	}
+	return code, hdr, body
+}
+
+func tryGet(node *nettopo.NS, url string) (int, http.Header, string, error) {
+	resp, err := node.HTTPClient(timeout).Get(url)
+	if err != nil {
+		return 0, nil, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b), err
+}
