@@ -67,6 +67,7 @@ func TestConformance(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { h.runCase(t, i+1, tc) })
 	}
+	t.Run("health-endpoints", h.compareHealth) // health_test.go
 }
 
 func setup(t *testing.T) *harness {
