@@ -73,7 +73,11 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.IntVar(&cfg.Sizes.SourceRanges, "source-ranges-max", datapath.DefaultSizes.SourceRanges, "loadBalancerSourceRanges map entries (one per range and LoadBalancer frontend)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	addOpsFlags(fs, &cfg.Ops)
+	configDir := fs.String("config-dir", "", "directory with one file per flag, named after it (a mounted ConfigMap); flags on the command line win")
 	if err := fs.Parse(args); err != nil {
+		return cfg, 0, err
+	}
+	if err := applyConfigDir(fs, *configDir); err != nil {
 		return cfg, 0, err
 	}
 	if fs.NArg() > 0 {

@@ -14,9 +14,9 @@ import (
 func addOpsFlags(fs *flag.FlagSet, o *agent.Ops) {
 	o.MetricsAddr, o.HealthzAddr = "127.0.0.1:10249", "0.0.0.0:10256"
 	o.HealthTimeout = agent.DefaultHealthTimeout
-	fs.Var((*addrFlag)(&o.MetricsAddr), "metrics-addr", "IP:PORT of the Prometheus /metrics endpoint, inside --netns; empty: off")
-	fs.Var((*addrFlag)(&o.HealthzAddr), "healthz-addr", "IP:PORT of /healthz and /livez (kube-proxy's answers), inside --netns; empty: off")
-	fs.Var((*addrFlag)(&o.PprofAddr), "pprof-addr", "IP:PORT of Go's /debug/pprof/ profiles, inside --netns; empty: off. Keep it on loopback")
+	fs.Var((*addrFlag)(&o.MetricsAddr), "metrics-addr", "`IP:PORT` of the Prometheus /metrics endpoint, inside --netns; empty: off")
+	fs.Var((*addrFlag)(&o.HealthzAddr), "healthz-addr", "`IP:PORT` of /healthz and /livez (kube-proxy's answers), inside --netns; empty: off")
+	fs.Var((*addrFlag)(&o.PprofAddr), "pprof-addr", "`IP:PORT` of Go's /debug/pprof/ profiles, inside --netns; empty: off. Keep it on loopback")
 	fs.DurationVar(&o.HealthTimeout, "healthz-timeout", o.HealthTimeout,
 		"/healthz and the health-check node ports fail when a received change waits longer than this for the datapath")
 }
