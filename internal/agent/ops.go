@@ -15,7 +15,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/health"
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/metrics"
-	"github.com/fastpath-net/fastpath/internal/nslisten"
+	"github.com/fastpath-net/fastpath/internal/netnsrun"
 )
 
 // Ops configures the agent's operational endpoints, all opened inside
@@ -86,7 +86,7 @@ func (a *Agent) startOps(ctx context.Context) *ops {
 // serve runs one HTTP server until ctx ends, (re)trying to listen every 5s.
 func (a *Agent) serve(ctx context.Context, what, addr string, h http.Handler) {
 	for {
-		l, err := nslisten.Listen(a.cfg.NetNS, "tcp", addr)
+		l, err := netnsrun.Listen(a.cfg.NetNS, "tcp", addr)
 		if err == nil {
 			a.log.Info("serving "+what, "address", l.Addr().String(), "netns", a.cfg.NetNS)
 			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
@@ -116,7 +116,7 @@ func (a *Agent) healthCheckListener() health.ListenFunc {
 	}
 	return func(port uint16) ([]net.Listener, error) {
 		var out []net.Listener
-		err := nslisten.Do(a.cfg.NetNS, func() error {
+		err := netnsrun.Do(a.cfg.NetNS, func() error {
 			addrs, err := listenAddrs(cidrs)
 			if err != nil {
 				return err

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -14,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/fastpath-net/fastpath/internal/netnsrun"
 )
 
 // TCMode selects how the per-packet program is attached.
@@ -115,7 +116,8 @@ func (d *Datapath) attachTCX(ifc Iface, prog *ebpf.Program) error {
 		// again: drop it and attach afresh.
 		_ = l.Unpin()
 	}
-	return inNetNS(ifc.NetNS, func() error {
+	// The kernel resolves a TCX link's ifindex in the caller's namespace.
+	return netnsrun.Do(ifc.NetNS, func() error {
 		iface, err := netlink.LinkByName(ifc.Name)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", ifc, err)
@@ -254,29 +256,4 @@ func netlinkAt(nsPath string) (*netlink.Handle, error) {
 	}
 	defer ns.Close()
 	return netlink.NewHandleAt(ns)
-}
-
-// inNetNS runs fn on a thread inside the namespace at nsPath. The kernel
-// resolves a TCX link's ifindex in the caller's namespace, hence the switch.
-func inNetNS(nsPath string, fn func() error) error {
-	if nsPath == "" {
-		return fn()
-	}
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return fmt.Errorf("netns %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is never unlocked, so it dies with the goroutine and no
-		// other goroutine ever runs in the foreign namespace.
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", nsPath, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }

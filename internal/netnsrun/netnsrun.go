@@ -1,4 +1,6 @@
-// Package nslisten opens listening sockets inside a network namespace.
+// Package netnsrun runs code on a thread inside a network namespace, for
+// the steps the kernel resolves in the caller's namespace: opening a socket
+// (listeners of the agent's HTTP servers), attaching a TCX link by ifindex.
 //
 // A socket belongs to the namespace of the thread that created it, for
 // life; accept and the connections it yields then work from any thread. So
@@ -6,7 +8,7 @@
 // their sockets on a thread that entered --netns and serve them from
 // ordinary goroutines: they answer on the node's interfaces, never on the
 // namespace the agent process runs in.
-package nslisten
+package netnsrun
 
 import (
 	"fmt"
