@@ -14,6 +14,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/health"
 	"github.com/fastpath-net/fastpath/internal/k8s"
+	"github.com/fastpath-net/fastpath/internal/loadbalancer"
 	"github.com/fastpath-net/fastpath/internal/metrics"
 	"github.com/fastpath-net/fastpath/internal/netnsrun"
 )
@@ -60,6 +61,11 @@ func (a *Agent) startOps(ctx context.Context) *ops {
 	o.proxy = health.NewProxy(orDefault(cfg.HealthTimeout, DefaultHealthTimeout), eligible)
 	o.proxy.Updated() // starting counts as healthy, as kube-proxy's SyncLoop says
 	o.services = health.NewServices(a.healthCheckListener(), o.proxy, a.log.With("component", "health-check"))
+	if a.kube != nil {
+		o.services.OnListenError = func(n health.Name, port uint16, err error) {
+			a.kube.ReportHealthCheckError(loadbalancer.ServiceName{Namespace: n.Namespace, Name: n.Name}, port, err)
+		}
+	}
 	if cfg.MetricsAddr != "" {
 		o.metrics = metrics.New()
 		o.metrics.AddDatapath(a.dp.PinDir(), a.log)

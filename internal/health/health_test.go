@@ -1,11 +1,14 @@
 package health
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 )
@@ -107,5 +110,38 @@ func TestServiceHealthAnswers(t *testing.T) {
 	_ = s.Sync(nil)
 	if c, _, b := serve(h, "/"); c != 200 || b != "" {
 		t.Errorf("closed health check answered %d %q", c, b)
+	}
+}
+
+// TestServiceHealthListenFailure: a port that cannot be opened is reported
+// once while it keeps failing, again when the Service moves to another
+// port, and served once it opens.
+func TestServiceHealthListenFailure(t *testing.T) {
+	eligible := true
+	p, _ := newTestProxy(&eligible)
+	busy := true
+	s := NewServices(func(uint16) ([]net.Listener, error) {
+		if busy {
+			return nil, errors.New("address already in use")
+		}
+		return nil, nil
+	}, p, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var reports []string
+	s.OnListenError = func(n Name, port uint16, err error) { reports = append(reports, fmt.Sprintf("%s:%d", n, port)) }
+	name := Name{Namespace: "ns", Name: "lb"}
+	for _, port := range []uint16{32000, 32000, 32001} {
+		if err := s.Sync(map[Name]Check{name: {Port: port, LocalEndpoints: 1}}); err == nil {
+			t.Fatalf("Sync with port %d busy: no error", port)
+		}
+	}
+	if want := []string{"ns/lb:32000", "ns/lb:32001"}; !slices.Equal(reports, want) {
+		t.Errorf("reports %v, want %v", reports, want)
+	}
+	busy = false
+	if err := s.Sync(map[Name]Check{name: {Port: 32001, LocalEndpoints: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _, _ := serve(s.handler(name), "/"); c != 200 {
+		t.Errorf("after the port opened: %d, want 200", c)
 	}
 }

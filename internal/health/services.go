@@ -40,9 +40,14 @@ type Services struct {
 	listen ListenFunc
 	proxy  *Proxy
 	log    *slog.Logger
+	// OnListenError, when set, hears once about each port a Service's
+	// health check cannot open (kube-proxy sends a Warning Event); set it
+	// before the first Sync.
+	OnListenError func(Name, uint16, error)
 
-	mu   sync.RWMutex
-	svcs map[Name]*instance
+	mu     sync.RWMutex
+	svcs   map[Name]*instance
+	failed map[Name]uint16 // the port that last failed to open, reported once
 }
 
 type instance struct {
@@ -53,16 +58,22 @@ type instance struct {
 
 // NewServices returns a server set with nothing open.
 func NewServices(listen ListenFunc, proxy *Proxy, log *slog.Logger) *Services {
-	return &Services{listen: listen, proxy: proxy, log: log, svcs: map[Name]*instance{}}
+	return &Services{listen: listen, proxy: proxy, log: log, svcs: map[Name]*instance{}, failed: map[Name]uint16{}}
 }
 
 // Sync makes the open servers those of checks: servers of Services gone
 // or moved to another port close, new ones open, and counts are updated.
-// A port that cannot be opened is logged and retried at the next Sync (as
-// kube-proxy does at its next sync); the others are served regardless.
+// A port that cannot be opened is reported once (log line, OnListenError)
+// and retried at every Sync, as kube-proxy does; the others are served
+// regardless.
 func (s *Services) Sync(checks map[Name]Check) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for name := range s.failed {
+		if c, ok := checks[name]; !ok || c.Port != s.failed[name] {
+			delete(s.failed, name)
+		}
+	}
 	for name, inst := range s.svcs {
 		if c, ok := checks[name]; !ok || c.Port != inst.port {
 			s.log.Info("closing health check", "service", name.String(), "port", inst.port)
@@ -79,11 +90,17 @@ func (s *Services) Sync(checks map[Name]Check) error {
 		}
 		inst, err := s.open(name, c.Port)
 		if err != nil {
-			err = fmt.Errorf("health check of service %s on port %d: %w", name, c.Port, err)
-			s.log.Error("cannot serve health check", "service", name.String(), "port", c.Port, "error", err)
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("health check of service %s on port %d: %w", name, c.Port, err))
+			if _, reported := s.failed[name]; !reported {
+				s.failed[name] = c.Port
+				s.log.Error("cannot serve health check; retrying at every sync", "service", name.String(), "port", c.Port, "error", err)
+				if s.OnListenError != nil {
+					s.OnListenError(name, c.Port, err)
+				}
+			}
 			continue
 		}
+		delete(s.failed, name)
 		inst.endpoints = c.LocalEndpoints
 		s.svcs[name] = inst
 		s.log.Info("serving health check", "service", name.String(), "port", c.Port)

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -133,4 +134,14 @@ func (r *reporter) forget(name loadbalancer.ServiceName) {
 	delete(r.shown, name)
 	delete(r.progErr, name)
 	r.mu.Unlock()
+}
+
+// event sends a Warning Event about obj, when a recorder is set.
+func (r *reporter) event(obj runtime.Object, reason, msg string) {
+	r.mu.Lock()
+	rec := r.rec
+	r.mu.Unlock()
+	if rec != nil {
+		rec.Event(obj, corev1.EventTypeWarning, reason, msg)
+	}
 }

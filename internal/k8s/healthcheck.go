@@ -1,12 +1,14 @@
 package k8s
 
 import (
+	"fmt"
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/fastpath-net/fastpath/internal/k8s/svctranslate"
+	"github.com/fastpath-net/fastpath/internal/loadbalancer"
 )
 
 // HealthCheck is what the healthCheckNodePort server of one Service needs
@@ -76,3 +78,18 @@ func nodeEligible(n *corev1.Node) bool {
 // neither being deleted nor tainted for deletion by the cluster autoscaler
 // (false until the watcher has seen it).
 func (w *Watcher) NodeEligible() bool { return w.eligible.Load() }
+
+// ReasonHealthCheckFailed is kube-proxy's Event reason for a
+// healthCheckNodePort this node cannot open.
+const ReasonHealthCheckFailed = "FailedToStartServiceHealthcheck"
+
+// ReportHealthCheckError reports a health-check port that cannot be opened
+// as kube-proxy does: a Warning Event on the Service with the same reason
+// and message, and a log line.
+func (w *Watcher) ReportHealthCheckError(name loadbalancer.ServiceName, port uint16, err error) {
+	msg := fmt.Sprintf("node %s failed to start healthcheck %q on port %d: %v", w.cfg.NodeName, name.String(), port, err)
+	w.log.Warn("cannot serve health check", "kind", "Service", "object", name.String(), "port", port, "error", err)
+	if svc, gerr := w.services.Services(name.Namespace).Get(name.Name); gerr == nil {
+		w.rep.event(svc, ReasonHealthCheckFailed, msg)
+	}
+}

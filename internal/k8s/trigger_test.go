@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -92,5 +93,16 @@ func TestHealthCheckCounts(t *testing.T) {
 	}
 	if !h.w.NodeEligible() {
 		t.Fatal("NodeEligible is false with the Node present")
+	}
+}
+
+// TestHealthCheckErrorEvent: kube-proxy's reason and message.
+func TestHealthCheckErrorEvent(t *testing.T) {
+	h := newHarness(t, localLB(32000), node("192.168.1.10", ""))
+	h.next()
+	h.w.ReportHealthCheckError(name("lb"), 32000, errors.New("listen tcp4 0.0.0.0:32000: bind: address already in use"))
+	want := `Warning FailedToStartServiceHealthcheck node node-a failed to start healthcheck "demo/lb" on port 32000: listen tcp4 0.0.0.0:32000: bind: address already in use`
+	if got := h.event(); got != want {
+		t.Fatalf("event %q\nwant %q", got, want)
 	}
 }
