@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,6 +39,7 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
 	cs := env.Clientset
 	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
+	l.extra = []string{"--pprof-addr", "127.0.0.1:6060"}
 	l.startAgent()
 	node := l.star.Node
 	before := waitScrape(t, node, `fastpath_services_programmed`, func(v float64) bool { return v >= 1 }) // the kubernetes Service
@@ -103,6 +106,48 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 
 	checkProxyHealth(t, node)
 	checkHealthCheckNodePort(t, l, cs, node)
+	if code, _, body := get(t, node, "http://127.0.0.1:6060/debug/pprof/cmdline"); code != http.StatusOK || !strings.Contains(body, "fastpath-agent") {
+		t.Errorf("--pprof-addr: /debug/pprof/cmdline answered %d %q", code, body)
+	}
+	checkNoRootListener(t, l.agent.Process.Pid)
+}
+
+// checkNoRootListener fails when the agent holds a listening TCP socket of
+// the root namespace (the test's own): every listener belongs in --netns.
+func checkNoRootListener(t *testing.T, pid int) {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if inode, ok := strings.CutPrefix(target, "socket:["); err == nil && ok {
+			inodes[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	if len(inodes) == 0 {
+		t.Fatal("the agent holds no sockets at all; the check would prove nothing")
+	}
+	// This thread's tables: /proc/self/net is the main thread's namespace,
+	// which the runtime leaves wherever a locked goroutine that entered a
+	// namespace on it ended (nettopo.NS.Do never returns its threads).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for _, table := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local rem st ... inode is the 10th field; 0A is LISTEN.
+			if len(f) > 9 && f[3] == "0A" && inodes[f[9]] {
+				t.Errorf("the agent listens in the root namespace: %s %s", table, line)
+			}
+		}
+	}
 }
 
 // checkProxyHealth: /healthz and /livez answer 200 with kube-proxy's JSON.
