@@ -95,14 +95,11 @@ func ReadMapStatus(name string, m *ebpf.Map) (MapStatus, error) {
 		ms.Entries = ms.MaxEntries
 		return ms, nil
 	}
-	var k, v []byte
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		ms.Entries++
+	n, err := countEntries(m)
+	if err != nil {
+		return MapStatus{}, fmt.Errorf("map %s: %w", name, err)
 	}
-	if err := it.Err(); err != nil {
-		return MapStatus{}, fmt.Errorf("map %s: iterate: %w", name, err)
-	}
+	ms.Entries = n
 	return ms, nil
 }
 
