@@ -240,7 +240,7 @@ func (a *Agent) sync(full bool) bool {
 	// Also after a partial failure: what was written may have removed
 	// UDP backends.
 	a.flushGoneUDP()
-	a.ops.synced(full, time.Since(start), err == nil)
+	a.ops.synced(full, time.Since(start), err)
 	if err != nil {
 		a.log.Error("programming the datapath failed; will retry", "error", err)
 		return false

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/health"
@@ -46,6 +48,11 @@ type ops struct {
 	services *health.Services
 	checks   map[health.Name]health.Check // Services with a health-check node port
 	triggers []time.Time                  // trigger times of changes not yet programmed
+	// report, when set, puts a Service's sync failure on the Service (an
+	// Event); failed are the Services it was told about, cleared once a
+	// sync succeeds.
+	report func(loadbalancer.ServiceName, error)
+	failed map[loadbalancer.ServiceName]bool
 }
 
 // startOps opens the endpoints of cfg.Ops. A listener that cannot open
@@ -53,7 +60,7 @@ type ops struct {
 // with a log line, as kube-proxy does, rather than stopping the agent.
 func (a *Agent) startOps(ctx context.Context) *ops {
 	cfg := a.cfg.Ops
-	o := &ops{log: a.log, checks: map[health.Name]health.Check{}}
+	o := &ops{log: a.log, checks: map[health.Name]health.Check{}, failed: map[loadbalancer.ServiceName]bool{}}
 	eligible := func() bool { return true } // a services file has no Node to check
 	if a.kube != nil {
 		eligible = a.kube.NodeEligible
@@ -62,6 +69,7 @@ func (a *Agent) startOps(ctx context.Context) *ops {
 	o.proxy.Updated() // starting counts as healthy, as kube-proxy's SyncLoop says
 	o.services = health.NewServices(a.healthCheckListener(), o.proxy, a.log.With("component", "health-check"))
 	if a.kube != nil {
+		o.report = a.kube.ReportProgramError
 		o.services.OnListenError = func(n health.Name, port uint16, err error) {
 			a.kube.ReportHealthCheckError(loadbalancer.ServiceName{Namespace: n.Namespace, Name: n.Name}, port, err)
 		}
@@ -206,13 +214,14 @@ func (o *ops) received(u k8s.Update) {
 
 // synced records one sync of the maps; after a successful one everything
 // received is being served.
-func (o *ops) synced(full bool, took time.Duration, ok bool) {
+func (o *ops) synced(full bool, took time.Duration, err error) {
 	mode := metrics.SyncPartial
 	if full {
 		mode = metrics.SyncFull
 	}
-	o.metrics.ObserveSync(mode, took, !ok)
-	if !ok {
+	o.metrics.ObserveSync(mode, took, err != nil)
+	o.reportFailures(err)
+	if err != nil {
 		return
 	}
 	o.proxy.Updated()
@@ -225,3 +234,45 @@ func (o *ops) synced(full bool, took time.Duration, ok bool) {
 }
 
 func (o *ops) close() { o.services.Close() }
+
+// reportFailures tells each Service whose frontends a sync could not
+// write (a full map) why, in one message per Service so a retry failing
+// the same way is not reported again; and clears the Services that failed
+// before and are programmed now.
+func (o *ops) reportFailures(err error) {
+	if o.report == nil {
+		return
+	}
+	msgs := map[loadbalancer.ServiceName][]string{}
+	for _, fe := range frontendErrors(err) {
+		if fe.Service != (loadbalancer.ServiceName{}) {
+			msgs[fe.Service] = append(msgs[fe.Service], fe.Error())
+		}
+	}
+	for name := range o.failed {
+		if _, still := msgs[name]; !still {
+			o.report(name, nil)
+			delete(o.failed, name)
+		}
+	}
+	for name, m := range msgs {
+		slices.Sort(m)
+		o.report(name, errors.New(strings.Join(m, "; ")))
+		o.failed[name] = true
+	}
+}
+
+// frontendErrors finds the FrontendErrors of a Sync's error: one per
+// failed frontend, joined.
+func frontendErrors(err error) []*loadbalancer.FrontendError {
+	if fe, ok := err.(*loadbalancer.FrontendError); ok {
+		return []*loadbalancer.FrontendError{fe}
+	}
+	var out []*loadbalancer.FrontendError
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, frontendErrors(e)...)
+		}
+	}
+	return out
+}

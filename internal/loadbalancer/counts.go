@@ -1,5 +1,7 @@
 package loadbalancer
 
+import "fmt"
+
 // Counts are how many frontends and backends the maps hold, as the
 // reconciler knows them: what /metrics reports as programmed.
 type Counts struct {
@@ -19,3 +21,18 @@ func (r *Reconciler) Counts() Counts {
 	}
 	return Counts{Frontends: n, Backends: len(r.byID)}
 }
+
+// FrontendError is one frontend a Sync could not program, with the
+// Service that owns it (zero for a frontend found in the maps and owned by
+// no source), so the error can be reported on that Service.
+type FrontendError struct {
+	Service  ServiceName
+	Frontend string
+	Err      error
+}
+
+func (e *FrontendError) Error() string {
+	return fmt.Sprintf("service %s: frontend %s: %v", ownerName(e.Service), e.Frontend, e.Err)
+}
+
+func (e *FrontendError) Unwrap() error { return e.Err }

@@ -198,7 +198,7 @@ func (r *Reconciler) applyEach(t *Table, changes []change) []error {
 		if st := r.fes[c.key]; !c.present && st != nil {
 			owner = st.owner
 		}
-		errs = append(errs, fmt.Errorf("service %s: frontend %s: %w", ownerName(owner), frontendName(c.key), err))
+		errs = append(errs, &FrontendError{Service: owner, Frontend: frontendName(c.key), Err: err})
 		t.markDirty(c.key)
 	}
 	return errs
