@@ -293,3 +293,62 @@ func tryGet(node *nettopo.NS, url string) (int, http.Header, string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(b), err
 }
+
+// TestFullServiceMapIsEventedOnTheService: with a service map too small
+// for every Service, the real agent programs what fits and puts a Warning
+// Event naming the full map on the Service that did not fit; /metrics
+// counts the failed syncs and the pending frontends.
+func TestFullServiceMapIsEventedOnTheService(t *testing.T) {
+	l := newLab(t, "be1", "be2")
+	env := testenv.StartForTest(t, testenv.Options{})
+	kubeconfig := t.TempDir() + "/kube-proxy.kubeconfig"
+	if err := env.WriteKubeconfig(kubeconfig, env.KubeProxy); err != nil {
+		t.Fatal(err)
+	}
+	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
+	cs := env.Clientset
+	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
+	// The kubernetes Service takes 2 entries (frontend, one backend slot);
+	// web with two backends needs 3 more.
+	l.extra = []string{"--services-max", "4"}
+	l.startAgent()
+	if _, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: k8sNS},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), webSlice(l.backendAddr("be1"), l.backendAddr("be2")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		evs, err := cs.CoreV1().Events(k8sNS).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, e := range evs.Items {
+			last = fmt.Sprintf("%s %s %s: %s", e.Type, e.Reason, e.InvolvedObject.Name, e.Message)
+			if e.Reason == "FastpathCannotProgram" && e.InvolvedObject.Name == "web" && e.Type == corev1.EventTypeWarning &&
+				strings.Contains(e.Message, "map is full") && strings.Contains(e.Message, "service fp-e2e/web") {
+				found = true
+			}
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no FastpathCannotProgram Event on web naming the full map; last event: %s\nagent log:\n%s", last, l.agentLog)
+		}
+	}
+	m := waitScrape(t, l.star.Node, `fastpath_frontends_pending`, func(v float64) bool { return v >= 1 })
+	if m[`fastpath_sync_errors_total{mode="full"}`]+m[`fastpath_sync_errors_total{mode="partial"}`] < 1 {
+		t.Errorf("fastpath_sync_errors_total: full %v, partial %v; want failed syncs counted",
+			m[`fastpath_sync_errors_total{mode="full"}`], m[`fastpath_sync_errors_total{mode="partial"}`])
+	}
+	if got := m[`fastpath_bpf_map_fill_ratio{map="fp_services"}`]; got <= 0.25 {
+		t.Errorf("fp_services fill ratio %v; want the kubernetes Service's entries in a map of 4", got)
+	}
+}
