@@ -26,6 +26,11 @@
 // Kubernetes flags) every "fastpath" subtest fails, unless
 // FASTPATH_CONFORMANCE_KUBEPROXY_ONLY=1 turns that into a loud skip.
 //
+// Health (health_test.go): after the table, both sides' /healthz, /livez
+// and healthCheckNodePort answers are compared byte for byte (status,
+// headers but Date, body; times normalized), with kube-proxy's IPv6
+// proxier entry the one stated difference.
+//
 // Waiting: after each step the harness moves a marker Service to a new port
 // and waits until every side shows it (bounded); each watch delivers in
 // order, so a side showing the marker has handled the step.
