@@ -24,8 +24,8 @@
  * Verdict events go to the fp_verdicts ring: every drop, allows sampled
  * 1 in fp_policy_config.allow_sample.
  *
- * Not handled yet: IPv6; ct entries are never closed early (TCP FIN/RST),
- * they age out by LRU and lifetime; drops are not rate-limited.
+ * Not handled yet: IPv6; drop records are not rate-limited (a full ring
+ * loses records and counts them in fp_policy_metrics).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -99,14 +99,14 @@ int fp_tc_policy(struct __sk_buff *skb)
 		/* This direction is open but the other is enforced: record the
 		 * flow, or the other direction's hook would judge its replies as
 		 * new flows (an egress policy must not cut replies to clients). */
-		if (!fp_pct_hit(&f, ep->id))
+		if (!fp_pct_hit(&f, ep->id, p.tcp_flags))
 			fp_pct_create(&f, ep->id, 0);
 		return FP_TCX_NEXT;
 	}
 	if (p.proto == IPPROTO_ICMP && res == FP_PARSE_OK && fp_icmp_is_error(p.icmp_type) &&
-	    fp_inner_flow(skb, &p, &inner) == 0 && fp_pct_hit(&inner, ep->id))
+	    fp_inner_flow(skb, &p, &inner) == 0 && fp_pct_hit(&inner, ep->id, 0))
 		return FP_TCX_NEXT;
-	if (fp_pct_hit(&f, ep->id))
+	if (fp_pct_hit(&f, ep->id, p.tcp_flags))
 		return FP_TCX_NEXT;
 
 	peer_id = fp_ipcache_identity(dir == FP_DIR_EGRESS ? f.daddr : f.saddr);
@@ -114,6 +114,7 @@ int fp_tc_policy(struct __sk_buff *skb)
 	dst_id = dir == FP_DIR_EGRESS ? peer_id : ep->identity;
 	rule = fp_policy_lookup(peer_id, ep->id, dir, f.proto, f.dport);
 	if (!rule) {
+		fp_pmetric_inc(FP_PMETRIC_DROPPED);
 		fp_verdict_emit(&f, src_id, dst_id, ep->id, dir, FP_VERDICT_DROP, FP_REASON_POLICY_DENIED, 0);
 		return TC_ACT_SHOT;
 	}

@@ -117,10 +117,20 @@ struct fp_policy_cfg {
 	__u32 pad;
 };
 
-/* Lifetimes of policy ct entries, refreshed by every packet. Closing is
- * left to the LRU and to these timeouts (docs/policy-datapath.md). */
+/* Lifetimes of policy ct entries, refreshed by every packet. A TCP FIN or
+ * RST marks both entries of a flow closing: they keep the short lifetime
+ * from then on, so closed flows leave the LRU room soon. */
 #define FP_PCT_LIFETIME_TCP (6ULL * 3600 * 1000000000)
 #define FP_PCT_LIFETIME_OTHER (60ULL * 1000000000)
+#define FP_PCT_LIFETIME_CLOSING (10ULL * 1000000000)
+#define FP_PCT_F_CLOSING (1 << 0)
+
+/* Per-CPU counters of the policy program (fp_policy_metrics). */
+enum fp_policy_metric {
+	FP_PMETRIC_RING_LOST = 0, /* a verdict record did not fit the ring */
+	FP_PMETRIC_DROPPED,       /* packets dropped by policy */
+	FP_PMETRIC_MAX,
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -164,6 +174,22 @@ struct {
 } fp_verdicts SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, FP_PMETRIC_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_policy_metrics SEC(".maps");
+
+static __always_inline void fp_pmetric_inc(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&fp_policy_metrics, &idx);
+
+	if (c)
+		(*c)++;
+}
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct fp_policy_cfg);
@@ -201,14 +227,39 @@ static __always_inline void fp_pct_key_set(struct fp_pct_key *k, const struct fp
 	k->endpoint = ep;
 }
 
+static __always_inline __u64 fp_pct_lifetime(__u8 proto, __u32 flags)
+{
+	if (flags & FP_PCT_F_CLOSING)
+		return FP_PCT_LIFETIME_CLOSING;
+	return proto == IPPROTO_TCP ? FP_PCT_LIFETIME_TCP : FP_PCT_LIFETIME_OTHER;
+}
+
+/* fp_pct_close marks the twin entry (the other direction) closing too. */
+static __always_inline void fp_pct_close_twin(const struct fp_pct_key *k, __u64 now)
+{
+	struct fp_pct_key t = *k;
+	struct fp_pct_val *v;
+
+	t.saddr = k->daddr;
+	t.daddr = k->saddr;
+	t.sport = k->dport;
+	t.dport = k->sport;
+	t.dir = k->dir == FP_CT_FORWARD ? FP_CT_REPLY : FP_CT_FORWARD;
+	v = bpf_map_lookup_elem(&fp_policy_ct, &t);
+	if (v && !(v->flags & FP_PCT_F_CLOSING)) {
+		v->flags |= FP_PCT_F_CLOSING;
+		if (v->expires > now + FP_PCT_LIFETIME_CLOSING)
+			v->expires = now + FP_PCT_LIFETIME_CLOSING;
+	}
+}
+
 /* fp_pct_hit: the flow (either direction) is one the endpoint let through;
- * a live entry is refreshed. */
-static __always_inline int fp_pct_hit(const struct fp_pflow *f, __u16 ep)
+ * a live entry is refreshed, and a FIN or RST (tcp_flags) closes it. */
+static __always_inline int fp_pct_hit(const struct fp_pflow *f, __u16 ep, __u8 tcp_flags)
 {
 	struct fp_pct_key k = {};
 	struct fp_pct_val *v;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 life = f->proto == IPPROTO_TCP ? FP_PCT_LIFETIME_TCP : FP_PCT_LIFETIME_OTHER;
 
 	fp_pct_key_set(&k, f, FP_CT_FORWARD, ep);
 	v = bpf_map_lookup_elem(&fp_policy_ct, &k);
@@ -218,7 +269,11 @@ static __always_inline int fp_pct_hit(const struct fp_pflow *f, __u16 ep)
 	}
 	if (!v || v->expires < now)
 		return 0;
-	v->expires = now + life;
+	if (f->proto == IPPROTO_TCP && (tcp_flags & (FP_TCP_FIN | FP_TCP_RST)) && !(v->flags & FP_PCT_F_CLOSING)) {
+		v->flags |= FP_PCT_F_CLOSING;
+		fp_pct_close_twin(&k, now);
+	}
+	v->expires = now + fp_pct_lifetime(f->proto, v->flags);
 	return 1;
 }
 
@@ -228,7 +283,7 @@ static __always_inline int fp_pct_create(const struct fp_pflow *f, __u16 ep, __u
 	struct fp_pflow r = {.saddr = f->daddr, .daddr = f->saddr, .sport = f->dport, .dport = f->sport, .proto = f->proto};
 	struct fp_pct_val v = {.cookie = cookie};
 
-	v.expires = bpf_ktime_get_ns() + (f->proto == IPPROTO_TCP ? FP_PCT_LIFETIME_TCP : FP_PCT_LIFETIME_OTHER);
+	v.expires = bpf_ktime_get_ns() + fp_pct_lifetime(f->proto, 0);
 	fp_pct_key_set(&k, &r, FP_CT_REPLY, ep);
 	if (bpf_map_update_elem(&fp_policy_ct, &k, &v, BPF_ANY) < 0)
 		return -1;
@@ -269,8 +324,10 @@ static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_
 			return;
 	}
 	e = bpf_ringbuf_reserve(&fp_verdicts, sizeof(*e), 0);
-	if (!e)
-		return; /* a full ring loses the record; the reader counts gaps */
+	if (!e) {
+		fp_pmetric_inc(FP_PMETRIC_RING_LOST);
+		return;
+	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	fp_addr_set_v4(&e->saddr, f->saddr);

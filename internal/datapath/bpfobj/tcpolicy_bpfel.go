@@ -114,6 +114,7 @@ const (
 	TcpolicyMapFpPolicy        = "fp_policy"
 	TcpolicyMapFpPolicyConfig  = "fp_policy_config"
 	TcpolicyMapFpPolicyCt      = "fp_policy_ct"
+	TcpolicyMapFpPolicyMetrics = "fp_policy_metrics"
 	TcpolicyMapFpVerdicts      = "fp_verdicts"
 	TcpolicyProgFpTcPolicy     = "fp_tc_policy"
 	TcpolicyVarFpPolicyDir     = "fp_policy_dir"
@@ -169,12 +170,13 @@ type TcpolicyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpolicyMapSpecs struct {
-	FpEndpoints    *ebpf.MapSpec `ebpf:"fp_endpoints"`
-	FpIpcache      *ebpf.MapSpec `ebpf:"fp_ipcache"`
-	FpPolicy       *ebpf.MapSpec `ebpf:"fp_policy"`
-	FpPolicyConfig *ebpf.MapSpec `ebpf:"fp_policy_config"`
-	FpPolicyCt     *ebpf.MapSpec `ebpf:"fp_policy_ct"`
-	FpVerdicts     *ebpf.MapSpec `ebpf:"fp_verdicts"`
+	FpEndpoints     *ebpf.MapSpec `ebpf:"fp_endpoints"`
+	FpIpcache       *ebpf.MapSpec `ebpf:"fp_ipcache"`
+	FpPolicy        *ebpf.MapSpec `ebpf:"fp_policy"`
+	FpPolicyConfig  *ebpf.MapSpec `ebpf:"fp_policy_config"`
+	FpPolicyCt      *ebpf.MapSpec `ebpf:"fp_policy_ct"`
+	FpPolicyMetrics *ebpf.MapSpec `ebpf:"fp_policy_metrics"`
+	FpVerdicts      *ebpf.MapSpec `ebpf:"fp_verdicts"`
 }
 
 // TcpolicyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -205,12 +207,13 @@ func (o *TcpolicyObjects) Close() error {
 //
 // It can be passed to LoadTcpolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpolicyMaps struct {
-	FpEndpoints    *ebpf.Map `ebpf:"fp_endpoints"`
-	FpIpcache      *ebpf.Map `ebpf:"fp_ipcache"`
-	FpPolicy       *ebpf.Map `ebpf:"fp_policy"`
-	FpPolicyConfig *ebpf.Map `ebpf:"fp_policy_config"`
-	FpPolicyCt     *ebpf.Map `ebpf:"fp_policy_ct"`
-	FpVerdicts     *ebpf.Map `ebpf:"fp_verdicts"`
+	FpEndpoints     *ebpf.Map `ebpf:"fp_endpoints"`
+	FpIpcache       *ebpf.Map `ebpf:"fp_ipcache"`
+	FpPolicy        *ebpf.Map `ebpf:"fp_policy"`
+	FpPolicyConfig  *ebpf.Map `ebpf:"fp_policy_config"`
+	FpPolicyCt      *ebpf.Map `ebpf:"fp_policy_ct"`
+	FpPolicyMetrics *ebpf.Map `ebpf:"fp_policy_metrics"`
+	FpVerdicts      *ebpf.Map `ebpf:"fp_verdicts"`
 }
 
 func (m *TcpolicyMaps) Close() error {
@@ -220,6 +223,7 @@ func (m *TcpolicyMaps) Close() error {
 		m.FpPolicy,
 		m.FpPolicyConfig,
 		m.FpPolicyCt,
+		m.FpPolicyMetrics,
 		m.FpVerdicts,
 	)
 }

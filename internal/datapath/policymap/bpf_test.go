@@ -36,7 +36,7 @@ type pe struct {
 	egress, ingress  *ebpf.Program
 	ipcache, eps     *ebpf.Map
 	pol, ct, verdict *ebpf.Map
-	config           *ebpf.Map
+	config, metrics  *ebpf.Map
 	ring             *ringbuf.Reader
 }
 
@@ -84,7 +84,7 @@ func newPE(t *testing.T) *pe {
 	}
 	t.Cleanup(func() { r.Close() })
 	p := &pe{t: t, egress: eg.FpTcPolicy, ingress: in.FpTcPolicy, ipcache: eg.FpIpcache, eps: eg.FpEndpoints,
-		pol: eg.FpPolicy, ct: eg.FpPolicyCt, verdict: eg.FpVerdicts, config: eg.FpPolicyConfig, ring: r}
+		pol: eg.FpPolicy, ct: eg.FpPolicyCt, verdict: eg.FpVerdicts, config: eg.FpPolicyConfig, metrics: eg.FpPolicyMetrics, ring: r}
 	// World for everything not more specific, as the Engine writes it.
 	p.setIPCache("0.0.0.0/0", identity.WorldIPv4)
 	return p

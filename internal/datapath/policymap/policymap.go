@@ -21,7 +21,18 @@ const (
 	PolicyCTMap  = "fp_policy_ct"
 	VerdictsMap  = "fp_verdicts"
 	ConfigMap    = "fp_policy_config"
+	MetricsMap   = "fp_policy_metrics"
 )
+
+// Indexes of fp_policy_metrics (enum fp_policy_metric), per-CPU u64.
+const (
+	MetricRingLost = 0 // verdict records lost to a full ring
+	MetricDropped  = 1 // packets dropped by policy
+)
+
+// CTClosing is FP_PCT_F_CLOSING: a FIN or RST was seen; the entry keeps
+// the short closing lifetime.
+const CTClosing = 1 << 0
 
 // Directions (FP_DIR_*) equal policy.Ingress and policy.Egress.
 const (
