@@ -24,8 +24,9 @@
  * Verdict events go to the fp_verdicts ring: every drop, allows sampled
  * 1 in fp_policy_config.allow_sample.
  *
- * Not handled yet: IPv6; drop records are not rate-limited (a full ring
- * loses records and counts them in fp_policy_metrics).
+ * Drop records are limited per CPU to fp_policy_config.drops_per_sec; a
+ * record over the limit or not fitting the ring is counted, not written.
+ * Not handled yet: IPv6.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>

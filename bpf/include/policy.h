@@ -111,10 +111,17 @@ enum fp_reason {
 	FP_REASON_RELATED_ALLOWED,
 };
 
-/* policy config: sampling of allow events (1 in allow_sample; 0 = none). */
+/* policy config: sampling of allow events (1 in allow_sample; 0 = none)
+ * and a per-CPU budget of drop events per second (0 = no limit). */
 struct fp_policy_cfg {
 	__u32 allow_sample;
-	__u32 pad;
+	__u32 drops_per_sec;
+};
+
+/* Per-CPU token bucket of drop events (fp_policy_rl). */
+struct fp_policy_bucket {
+	__u64 tokens;
+	__u64 last_ns;
 };
 
 /* Lifetimes of policy ct entries, refreshed by every packet. A TCP FIN or
@@ -129,6 +136,7 @@ struct fp_policy_cfg {
 enum fp_policy_metric {
 	FP_PMETRIC_RING_LOST = 0, /* a verdict record did not fit the ring */
 	FP_PMETRIC_DROPPED,       /* packets dropped by policy */
+	FP_PMETRIC_RATE_LIMITED,  /* drop records not written: over drops_per_sec */
 	FP_PMETRIC_MAX,
 };
 
@@ -196,6 +204,43 @@ struct {
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_policy_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct fp_policy_bucket);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_policy_rl SEC(".maps");
+
+/* fp_drop_budget takes a token for one drop record: a burst of
+ * drops_per_sec, refilled at drops_per_sec per second, per CPU. */
+static __always_inline int fp_drop_budget(const struct fp_policy_cfg *cfg)
+{
+	__u32 zero = 0;
+	struct fp_policy_bucket *b;
+	__u64 now, add;
+
+	if (!cfg || !cfg->drops_per_sec)
+		return 1;
+	b = bpf_map_lookup_elem(&fp_policy_rl, &zero);
+	if (!b)
+		return 1;
+	now = bpf_ktime_get_ns();
+	if (b->last_ns == 0) {
+		b->tokens = cfg->drops_per_sec;
+	} else if (now > b->last_ns) {
+		add = (now - b->last_ns) * cfg->drops_per_sec / 1000000000ULL;
+		b->tokens = b->tokens + add > cfg->drops_per_sec ? cfg->drops_per_sec : b->tokens + add;
+		if (!add)
+			now = b->last_ns; /* keep the fraction for the next packet */
+	}
+	b->last_ns = now;
+	if (!b->tokens)
+		return 0;
+	b->tokens--;
+	return 1;
+}
 
 /* The flow one packet belongs to, as policy sees it. */
 struct fp_pflow {
@@ -315,13 +360,15 @@ static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_
 					    __u8 dir, __u8 verdict, __u8 reason, __u32 cookie)
 {
 	struct fp_verdict *e;
+	__u32 zero = 0;
+	struct fp_policy_cfg *cfg = bpf_map_lookup_elem(&fp_policy_config, &zero);
 
 	if (verdict == FP_VERDICT_ALLOW) {
-		__u32 zero = 0;
-		struct fp_policy_cfg *cfg = bpf_map_lookup_elem(&fp_policy_config, &zero);
-
 		if (!cfg || !cfg->allow_sample || bpf_get_prandom_u32() % cfg->allow_sample)
 			return;
+	} else if (!fp_drop_budget(cfg)) {
+		fp_pmetric_inc(FP_PMETRIC_RATE_LIMITED);
+		return;
 	}
 	e = bpf_ringbuf_reserve(&fp_verdicts, sizeof(*e), 0);
 	if (!e) {

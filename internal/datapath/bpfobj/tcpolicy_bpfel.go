@@ -59,10 +59,16 @@ type TcpolicyFpPctVal struct {
 	Flags   uint32
 }
 
+type TcpolicyFpPolicyBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	LastNs uint64
+}
+
 type TcpolicyFpPolicyCfg struct {
 	_           structs.HostLayout
 	AllowSample uint32
-	Pad         uint32
+	DropsPerSec uint32
 }
 
 type TcpolicyFpPolicyKey struct {
@@ -115,6 +121,7 @@ const (
 	TcpolicyMapFpPolicyConfig  = "fp_policy_config"
 	TcpolicyMapFpPolicyCt      = "fp_policy_ct"
 	TcpolicyMapFpPolicyMetrics = "fp_policy_metrics"
+	TcpolicyMapFpPolicyRl      = "fp_policy_rl"
 	TcpolicyMapFpVerdicts      = "fp_verdicts"
 	TcpolicyProgFpTcPolicy     = "fp_tc_policy"
 	TcpolicyVarFpPolicyDir     = "fp_policy_dir"
@@ -176,6 +183,7 @@ type TcpolicyMapSpecs struct {
 	FpPolicyConfig  *ebpf.MapSpec `ebpf:"fp_policy_config"`
 	FpPolicyCt      *ebpf.MapSpec `ebpf:"fp_policy_ct"`
 	FpPolicyMetrics *ebpf.MapSpec `ebpf:"fp_policy_metrics"`
+	FpPolicyRl      *ebpf.MapSpec `ebpf:"fp_policy_rl"`
 	FpVerdicts      *ebpf.MapSpec `ebpf:"fp_verdicts"`
 }
 
@@ -213,6 +221,7 @@ type TcpolicyMaps struct {
 	FpPolicyConfig  *ebpf.Map `ebpf:"fp_policy_config"`
 	FpPolicyCt      *ebpf.Map `ebpf:"fp_policy_ct"`
 	FpPolicyMetrics *ebpf.Map `ebpf:"fp_policy_metrics"`
+	FpPolicyRl      *ebpf.Map `ebpf:"fp_policy_rl"`
 	FpVerdicts      *ebpf.Map `ebpf:"fp_verdicts"`
 }
 
@@ -224,6 +233,7 @@ func (m *TcpolicyMaps) Close() error {
 		m.FpPolicyConfig,
 		m.FpPolicyCt,
 		m.FpPolicyMetrics,
+		m.FpPolicyRl,
 		m.FpVerdicts,
 	)
 }

@@ -245,7 +245,7 @@ func TestPolicyProgram(t *testing.T) {
 	p.setEndpoint(policymap.EnforceEgress | policymap.EnforceIngress)
 
 	// Sampled allows: 1 in 1 writes a record with the rule's cookie.
-	if err := p.config.Put(uint32(0), [2]uint32{1, 0}); err != nil {
+	if err := p.config.Put(uint32(0), policymap.PolicyConfig{AllowSample: 1}); err != nil {
 		t.Fatal(err)
 	}
 	p.expect(p.egress, tcp(pod, peer, 1100, 81, pkttest.SYN), tcxNext, "allowed, sampled")

@@ -1,6 +1,7 @@
 package policymap_test
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -54,15 +55,53 @@ func TestCTClose(t *testing.T) {
 	}
 
 	p.expect(p.egress, tcp(pod, peer, 1001, 81, pkttest.SYN), tcShot, "denied")
-	var perCPU []uint64
-	if err := p.metrics.Lookup(uint32(policymap.MetricDropped), &perCPU); err != nil {
+	if n := p.counter(policymap.MetricDropped); n != 1 {
+		t.Errorf("dropped counter %d, want 1", n)
+	}
+}
+
+// TestDropBudget: with a budget of 2 drop records per second per CPU, a
+// burst of 5 drops writes 2 records and counts 3 as rate-limited; every
+// packet is still dropped.
+func TestDropBudget(t *testing.T) {
+	p := newPE(t)
+	// The budget is per CPU: run every packet on one CPU, or a thread
+	// moving between CPUs would find a fresh bucket. Never unlocked: the
+	// pinned thread exits with the test's goroutine instead of returning
+	// to the scheduler with its affinity.
+	runtime.LockOSThread()
+	var one unix.CPUSet
+	one.Set(0)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
 		t.Fatal(err)
+	}
+	p.setEndpoint(policymap.EnforceEgress)
+	if err := p.config.Put(uint32(0), policymap.PolicyConfig{DropsPerSec: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		p.expect(p.egress, tcp(pod, peer, uint16(2000+i), 80, pkttest.SYN), tcShot, "denied")
+	}
+	p.next()
+	p.next()
+	p.noRecord()
+	if n := p.counter(policymap.MetricRateLimited); n != 3 {
+		t.Errorf("rate-limited counter %d, want 3", n)
+	}
+	if n := p.counter(policymap.MetricDropped); n != 5 {
+		t.Errorf("dropped counter %d, want 5", n)
+	}
+}
+
+func (p *pe) counter(idx uint32) uint64 {
+	p.t.Helper()
+	var perCPU []uint64
+	if err := p.metrics.Lookup(idx, &perCPU); err != nil {
+		p.t.Fatal(err)
 	}
 	var sum uint64
 	for _, c := range perCPU {
 		sum += c
 	}
-	if sum != 1 {
-		t.Errorf("dropped counter %d, want 1", sum)
-	}
+	return sum
 }

@@ -25,6 +25,7 @@ func TestLayoutMatchesObject(t *testing.T) {
 		{EndpointsMap, reflect.TypeFor[uint32](), reflect.TypeFor[Endpoint]()},
 		{PolicyMap, reflect.TypeFor[PolicyKey](), reflect.TypeFor[PolicyValue]()},
 		{PolicyCTMap, reflect.TypeFor[CTKey](), reflect.TypeFor[CTValue]()},
+		{ConfigMap, reflect.TypeFor[uint32](), reflect.TypeFor[PolicyConfig]()},
 	} {
 		m, ok := spec.Maps[c.m]
 		if !ok {

@@ -17,7 +17,7 @@ func TestStream(t *testing.T) {
 	p := newPE(t)
 	p.setIPCache("10.0.2.2/32", 400)
 	p.setEndpoint(policymap.EnforceEgress)
-	if err := p.config.Put(uint32(0), [2]uint32{1, 0}); err != nil { // every allow
+	if err := p.config.Put(uint32(0), policymap.PolicyConfig{AllowSample: 1}); err != nil { // every allow
 		t.Fatal(err)
 	}
 	p.allow(policy.Key{Identity: 400, Dir: policy.Egress, Proto: policy.TCP, Port: 443, EndPort: 443}, 3)

@@ -28,7 +28,16 @@ const (
 const (
 	MetricRingLost = 0 // verdict records lost to a full ring
 	MetricDropped  = 1 // packets dropped by policy
+	// MetricRateLimited counts drop records not written: over the
+	// per-CPU budget PolicyConfig.DropsPerSec.
+	MetricRateLimited = 2
 )
+
+// PolicyConfig is struct fp_policy_cfg, the one value of fp_policy_config.
+type PolicyConfig struct {
+	AllowSample uint32 // write 1 in AllowSample allow records; 0: none
+	DropsPerSec uint32 // per CPU; 0: no limit
+}
 
 // CTClosing is FP_PCT_F_CLOSING: a FIN or RST was seen; the entry keeps
 // the short closing lifetime.
