@@ -256,7 +256,9 @@ func (a *Agent) sync(full bool) bool {
 }
 
 func (a *Agent) collectGarbage() {
+	start := time.Now()
 	n, err := ctmap.GC(a.dp.CT, ctmap.Now())
+	a.ops.metrics.ObserveGC(n, time.Since(start), err != nil)
 	if err != nil {
 		a.log.Error("conntrack gc", "error", err)
 		return

@@ -40,6 +40,9 @@ type Metrics struct {
 	programming *prometheus.HistogramVec
 	syncTime    *prometheus.HistogramVec
 	syncErrors  *prometheus.CounterVec
+	gcTime      prometheus.Histogram
+	gcDeleted   prometheus.Counter
+	gcErrors    prometheus.Counter
 }
 
 // New returns a registry with the Go runtime and process collectors and
@@ -64,11 +67,25 @@ func New() *Metrics {
 			Name: "fastpath_sync_errors_total",
 			Help: "Syncs that left some frontends unprogrammed (retried with backoff), by mode.",
 		}, []string{"mode"}),
+		gcTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "fastpath_conntrack_gc_duration_seconds",
+			Help: "Time of one conntrack garbage-collection walk of fp_ct.",
+			// 1ms to ~33s: a walk costs about a microsecond per entry.
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		gcDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fastpath_conntrack_gc_deleted_total",
+			Help: "Expired conntrack entries removed by garbage collection (LRU evictions of a full map are not counted here).",
+		}),
+		gcErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fastpath_conntrack_gc_errors_total",
+			Help: "Conntrack garbage-collection walks that failed (see the agent's log).",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.programming, m.syncTime, m.syncErrors,
+		m.programming, m.syncTime, m.syncErrors, m.gcTime, m.gcDeleted, m.gcErrors,
 	)
 	// Export the series before the first observation, so a scrape shows
 	// them (at zero) and rate() works from the first sample.
@@ -88,6 +105,18 @@ func (m *Metrics) ObserveSync(mode string, took time.Duration, failed bool) {
 	m.syncTime.WithLabelValues(mode).Observe(took.Seconds())
 	if failed {
 		m.syncErrors.WithLabelValues(mode).Inc()
+	}
+}
+
+// ObserveGC records one conntrack garbage-collection walk.
+func (m *Metrics) ObserveGC(deleted int, took time.Duration, failed bool) {
+	if m == nil {
+		return
+	}
+	m.gcTime.Observe(took.Seconds())
+	m.gcDeleted.Add(float64(deleted))
+	if failed {
+		m.gcErrors.Inc()
 	}
 }
 

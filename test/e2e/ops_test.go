@@ -39,7 +39,7 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
 	cs := env.Clientset
 	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
-	l.extra = []string{"--pprof-addr", "127.0.0.1:6060"}
+	l.extra = []string{"--pprof-addr", "127.0.0.1:6060", "--ct-gc-interval", "100ms"}
 	l.startAgent()
 	node := l.star.Node
 	before := waitScrape(t, node, `fastpath_services_programmed`, func(v float64) bool { return v >= 1 }) // the kubernetes Service
@@ -79,6 +79,7 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 		{`fastpath_bpf_map_entries{map="fp_ct"}`, 0},
 		{`fastpath_datapath_packets_total{outcome="forward_new"}`, 10},
 		{`fastpath_datapath_packets_total{outcome="reply_revnat"}`, 0},
+		{`fastpath_conntrack_gc_duration_seconds_count`, 0},
 	} {
 		b, okB := before[c.series]
 		a, okA := after[c.series]
@@ -95,6 +96,7 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 		`fastpath_bpf_map_memory_bytes{map="fp_ct"}`, `fastpath_bpf_map_max_entries{map="fp_ct"}`,
 		`fastpath_bpf_map_fill_ratio{map="fp_services"}`, `fastpath_datapath_drops_total{reason="no_backend"}`,
 		`fastpath_sync_errors_total{mode="partial"}`, `fastpath_network_programming_duration_seconds_bucket{ip_family="IPv4",le="0.25"}`,
+		`fastpath_conntrack_gc_deleted_total`, `fastpath_conntrack_gc_errors_total`,
 	} {
 		if _, ok := after[series]; !ok {
 			t.Errorf("%s missing from /metrics", series)
