@@ -299,7 +299,8 @@ func tryGet(node *nettopo.NS, url string) (int, http.Header, string, error) {
 // TestFullServiceMapIsEventedOnTheService: with a service map too small
 // for every Service, the real agent programs what fits and puts a Warning
 // Event naming the full map on the Service that did not fit; /metrics
-// counts the failed syncs and the pending frontends.
+// counts the failed syncs and the pending frontends, and /healthz and
+// /livez fail once the change has waited longer than --healthz-timeout.
 func TestFullServiceMapIsEventedOnTheService(t *testing.T) {
 	l := newLab(t, "be1", "be2")
 	env := testenv.StartForTest(t, testenv.Options{})
@@ -312,7 +313,7 @@ func TestFullServiceMapIsEventedOnTheService(t *testing.T) {
 	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
 	// The kubernetes Service takes 2 entries (frontend, one backend slot);
 	// web with two backends needs 3 more.
-	l.extra = []string{"--services-max", "4"}
+	l.extra = []string{"--services-max", "4", "--healthz-timeout", "1s"}
 	l.startAgent()
 	if _, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: k8sNS},
@@ -352,5 +353,12 @@ func TestFullServiceMapIsEventedOnTheService(t *testing.T) {
 	}
 	if got := m[`fastpath_bpf_map_fill_ratio{map="fp_services"}`]; got <= 0.25 {
 		t.Errorf("fp_services fill ratio %v; want the kubernetes Service's entries in a map of 4", got)
+	}
+	time.Sleep(1500 * time.Millisecond) // past --healthz-timeout, with web still waiting
+	for _, path := range []string{"/healthz", "/livez"} {
+		if code, _, body := get(t, l.star.Node, "http://127.0.0.1:10256"+path); code != http.StatusServiceUnavailable ||
+			!strings.Contains(body, `"healthy":false`) {
+			t.Errorf("%s with a change unprogrammed for longer than --healthz-timeout: %d %s; want 503, unhealthy", path, code, body)
+		}
 	}
 }
