@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -115,33 +117,46 @@ func TestServiceHealthAnswers(t *testing.T) {
 
 // TestServiceHealthListenFailure: a port that cannot be opened is reported
 // once while it keeps failing, again when the Service moves to another
-// port, and served once it opens.
+// port, and served by a retry once it is free, without another Sync.
 func TestServiceHealthListenFailure(t *testing.T) {
 	eligible := true
 	p, _ := newTestProxy(&eligible)
-	busy := true
+	var busy atomic.Bool
+	busy.Store(true)
 	s := NewServices(func(uint16) ([]net.Listener, error) {
-		if busy {
+		if busy.Load() {
 			return nil, errors.New("address already in use")
 		}
 		return nil, nil
 	}, p, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer s.Close()
+	s.RetryEvery = 10 * time.Millisecond
+	var mu sync.Mutex
 	var reports []string
-	s.OnListenError = func(n Name, port uint16, err error) { reports = append(reports, fmt.Sprintf("%s:%d", n, port)) }
+	s.OnListenError = func(n Name, port uint16, err error) {
+		mu.Lock()
+		reports = append(reports, fmt.Sprintf("%s:%d", n, port))
+		mu.Unlock()
+	}
 	name := Name{Namespace: "ns", Name: "lb"}
 	for _, port := range []uint16{32000, 32000, 32001} {
 		if err := s.Sync(map[Name]Check{name: {Port: port, LocalEndpoints: 1}}); err == nil {
 			t.Fatalf("Sync with port %d busy: no error", port)
 		}
 	}
+	time.Sleep(50 * time.Millisecond) // retries fail too, and are not reported again
+	mu.Lock()
 	if want := []string{"ns/lb:32000", "ns/lb:32001"}; !slices.Equal(reports, want) {
 		t.Errorf("reports %v, want %v", reports, want)
 	}
-	busy = false
-	if err := s.Sync(map[Name]Check{name: {Port: 32001, LocalEndpoints: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if c, _, _ := serve(s.handler(name), "/"); c != 200 {
-		t.Errorf("after the port opened: %d, want 200", c)
+	mu.Unlock()
+	busy.Store(false)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if c, _, _ := serve(s.handler(name), "/"); c == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the freed port was never served")
+		}
 	}
 }

@@ -45,9 +45,16 @@ type Services struct {
 	// before the first Sync.
 	OnListenError func(Name, uint16, error)
 
+	// RetryEvery is how often ports that failed to open are tried again
+	// between Syncs (a freed port should not wait for the next change).
+	RetryEvery time.Duration
+
 	mu     sync.RWMutex
 	svcs   map[Name]*instance
 	failed map[Name]uint16 // the port that last failed to open, reported once
+	last   map[Name]Check  // the last Sync's checks, for retries
+	retry  *time.Timer     // pending retry while failed is not empty
+	closed bool
 }
 
 type instance struct {
@@ -58,17 +65,35 @@ type instance struct {
 
 // NewServices returns a server set with nothing open.
 func NewServices(listen ListenFunc, proxy *Proxy, log *slog.Logger) *Services {
-	return &Services{listen: listen, proxy: proxy, log: log, svcs: map[Name]*instance{}, failed: map[Name]uint16{}}
+	return &Services{listen: listen, proxy: proxy, log: log, RetryEvery: 5 * time.Second,
+		svcs: map[Name]*instance{}, failed: map[Name]uint16{}}
 }
 
 // Sync makes the open servers those of checks: servers of Services gone
 // or moved to another port close, new ones open, and counts are updated.
 // A port that cannot be opened is reported once (log line, OnListenError)
-// and retried at every Sync, as kube-proxy does; the others are served
+// and retried at every Sync and every RetryEvery; the others are served
 // regardless.
 func (s *Services) Sync(checks map[Name]Check) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.last = maps.Clone(checks)
+	return s.sync()
+}
+
+// retryFailed runs a Sync of the last checks, for the ports that failed.
+func (s *Services) retryFailed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retry = nil
+	if !s.closed {
+		_ = s.sync()
+	}
+}
+
+// sync makes the servers those of s.last; the caller holds s.mu.
+func (s *Services) sync() error {
+	checks := s.last
 	for name := range s.failed {
 		if c, ok := checks[name]; !ok || c.Port != s.failed[name] {
 			delete(s.failed, name)
@@ -93,7 +118,7 @@ func (s *Services) Sync(checks map[Name]Check) error {
 			errs = append(errs, fmt.Errorf("health check of service %s on port %d: %w", name, c.Port, err))
 			if _, reported := s.failed[name]; !reported {
 				s.failed[name] = c.Port
-				s.log.Error("cannot serve health check; retrying at every sync", "service", name.String(), "port", c.Port, "error", err)
+				s.log.Error("cannot serve health check; retrying", "service", name.String(), "port", c.Port, "error", err)
 				if s.OnListenError != nil {
 					s.OnListenError(name, c.Port, err)
 				}
@@ -104,6 +129,9 @@ func (s *Services) Sync(checks map[Name]Check) error {
 		inst.endpoints = c.LocalEndpoints
 		s.svcs[name] = inst
 		s.log.Info("serving health check", "service", name.String(), "port", c.Port)
+	}
+	if len(s.failed) > 0 && s.retry == nil && s.RetryEvery > 0 {
+		s.retry = time.AfterFunc(s.RetryEvery, s.retryFailed)
 	}
 	return errors.Join(errs...)
 }
@@ -139,6 +167,12 @@ func (inst *instance) close() {
 // Close stops every server.
 func (s *Services) Close() {
 	_ = s.Sync(nil)
+	s.mu.Lock()
+	s.closed = true
+	if s.retry != nil {
+		s.retry.Stop()
+	}
+	s.mu.Unlock()
 }
 
 // handler answers exactly as kube-proxy's hcHandler: the JSON is written

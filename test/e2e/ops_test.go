@@ -362,3 +362,76 @@ func TestFullServiceMapIsEventedOnTheService(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthCheckPortInUseIsEvented: a healthCheckNodePort something else
+// holds gets kube-proxy's Warning Event on the Service; once it is free,
+// the agent serves it without waiting for a change.
+func TestHealthCheckPortInUseIsEvented(t *testing.T) {
+	l := newLab(t, "be1")
+	env := testenv.StartForTest(t, testenv.Options{})
+	kubeconfig := t.TempDir() + "/kube-proxy.kubeconfig"
+	if err := env.WriteKubeconfig(kubeconfig, env.KubeProxy); err != nil {
+		t.Fatal(err)
+	}
+	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
+	cs := env.Clientset
+	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
+	const port = 32555
+	blocker, err := l.star.Node.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close()
+	l.startAgent()
+	if _, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "lb", Namespace: k8sNS},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+			HealthCheckNodePort: port,
+			Ports:               []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "lb-1", Namespace: k8sNS, Labels: map[string]string{discoveryv1.LabelServiceName: "lb"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{l.backendAddr("be1")}, NodeName: ptr.To(l.kube.nodeName),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), s, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`node e2e-node failed to start healthcheck "%s/lb" on port %d: `, k8sNS, port)
+	var last string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		evs, err := cs.CoreV1().Events(k8sNS).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, e := range evs.Items {
+			last = e.Reason + ": " + e.Message
+			found = found || (e.Reason == "FailedToStartServiceHealthcheck" && e.Type == corev1.EventTypeWarning &&
+				strings.HasPrefix(e.Message, want) && strings.Contains(e.Message, "address already in use"))
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no FailedToStartServiceHealthcheck Event %q...; last event %q\nagent log:\n%s", want, last, l.agentLog)
+		}
+	}
+	// Freed, it is served by the agent's retry (every 5s), with no change
+	// in the cluster.
+	blocker.Close()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code, _, body, err := tryGet(l.star.Node, url)
+		if err == nil && code == http.StatusOK && strings.Contains(body, `"localEndpoints": 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health check %s after the port was freed: %d %q %v", url, code, body, err)
+		}
+	}
+}
