@@ -1,12 +1,10 @@
 package deploy
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -226,20 +224,36 @@ func checkAccess(t *testing.T, cs kubernetes.Interface) {
 	}
 }
 
+// agentLog is the agent's output file.
+type agentLog string
+
+func (l agentLog) String() string {
+	b, err := os.ReadFile(string(l))
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
 // runAgent builds and starts the real agent in the root namespace, its
 // datapath and listeners inside the node namespace, and stops it at the end.
-func runAgent(t *testing.T, kubeconfig, pinDir string, star *nettopo.Star) *syncBuffer {
+func runAgent(t *testing.T, kubeconfig, pinDir string, star *nettopo.Star) agentLog {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fastpath-agent")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/fastpath-agent").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	log := &syncBuffer{}
+	log := agentLog(filepath.Join(t.TempDir(), "agent.log"))
+	out, err := os.Create(string(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close() // the child has its own copy
 	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--node-name", nodeName,
 		"--bpffs-dir", pinDir, "--netns", star.Node.Path(), "--interfaces", strings.Join(star.NodeInterfaces(), ","),
 		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
 		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +274,7 @@ func runAgent(t *testing.T, kubeconfig, pinDir string, star *nettopo.Star) *sync
 	return log
 }
 
-func waitFor(t *testing.T, log *syncBuffer, what string, ok func() bool) {
+func waitFor(t *testing.T, log agentLog, what string, ok func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if ok() {
@@ -268,21 +282,4 @@ func waitFor(t *testing.T, log *syncBuffer, what string, ok func() bool) {
 		}
 	}
 	t.Fatalf("%s: not within 20s\nagent log:\n%s", what, log)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

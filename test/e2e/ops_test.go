@@ -30,30 +30,15 @@ import (
 // HTTP, inside the node namespace where the agent must have opened them.
 // Every value checked must move with a real Service change.
 func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
-	l := newLab(t, "be1", "be2")
-	env := testenv.StartForTest(t, testenv.Options{})
-	kubeconfig := t.TempDir() + "/kube-proxy.kubeconfig"
-	if err := env.WriteKubeconfig(kubeconfig, env.KubeProxy); err != nil {
-		t.Fatal(err)
-	}
-	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
-	cs := env.Clientset
-	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
+	l, cs := newKubeLab(t, "be1", "be2")
 	l.extra = []string{"--pprof-addr", "127.0.0.1:6060", "--ct-gc-interval", "100ms"}
 	l.startAgent()
 	node := l.star.Node
-	before := waitScrape(t, node, `fastpath_services_programmed`, func(v float64) bool { return v >= 1 }) // the kubernetes Service
+	before := waitScrape(t, node, `fastpath_frontends_programmed`, func(v float64) bool { return v >= 1 }) // the kubernetes Service, synced
 
 	// A Service and a slice whose trigger time is now, as the
 	// EndpointSlice controller would write it.
-	svc, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: k8sNS},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
-			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := createOpsService(t, cs, "web", nil)
 	slice := webSlice(l.backendAddr("be1"), l.backendAddr("be2"))
 	slice.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: time.Now().UTC().Format(time.RFC3339Nano)}
 	if _, err := cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), slice, metav1.CreateOptions{}); err != nil {
@@ -79,7 +64,6 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 		{`fastpath_bpf_map_entries{map="fp_ct"}`, 0},
 		{`fastpath_datapath_packets_total{outcome="forward_new"}`, 10},
 		{`fastpath_datapath_packets_total{outcome="reply_revnat"}`, 0},
-		{`fastpath_conntrack_gc_duration_seconds_count`, 0},
 	} {
 		b, okB := before[c.series]
 		a, okA := after[c.series]
@@ -102,6 +86,9 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 			t.Errorf("%s missing from /metrics", series)
 		}
 	}
+	// GC walks every 100ms (--ct-gc-interval): the count grows, scrape after scrape.
+	gc := `fastpath_conntrack_gc_duration_seconds_count`
+	waitScrape(t, node, gc, func(v float64) bool { return v > after[gc] })
 	if sum := after[`fastpath_network_programming_duration_seconds_sum{ip_family="IPv4"}`]; sum <= 0 {
 		t.Errorf("programming latency sum %v; want the time from the trigger to the map update", sum)
 	}
@@ -180,14 +167,7 @@ func checkProxyHealth(t *testing.T, node *nettopo.NS) {
 // Service.
 func checkHealthCheckNodePort(t *testing.T, l *lab, cs kubernetes.Interface, node *nettopo.NS) {
 	t.Helper()
-	svc, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "lb", Namespace: k8sNS},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := createOpsService(t, cs, "lb", localLB(0))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", svc.Spec.HealthCheckNodePort)
 	s := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: "lb-1", Namespace: k8sNS, Labels: map[string]string{discoveryv1.LabelServiceName: "lb"}},
@@ -198,7 +178,8 @@ func checkHealthCheckNodePort(t *testing.T, l *lab, cs kubernetes.Interface, nod
 			{Addresses: []string{l.backendAddr("be2")}, NodeName: ptr.To("another-node"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
 		},
 	}
-	if s, err = cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), s, metav1.CreateOptions{}); err != nil {
+	s, err := cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), s, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	want := func(code int, local int) {
@@ -302,50 +283,19 @@ func tryGet(node *nettopo.NS, url string) (int, http.Header, string, error) {
 // counts the failed syncs and the pending frontends, and /healthz and
 // /livez fail once the change has waited longer than --healthz-timeout.
 func TestFullServiceMapIsEventedOnTheService(t *testing.T) {
-	l := newLab(t, "be1", "be2")
-	env := testenv.StartForTest(t, testenv.Options{})
-	kubeconfig := t.TempDir() + "/kube-proxy.kubeconfig"
-	if err := env.WriteKubeconfig(kubeconfig, env.KubeProxy); err != nil {
-		t.Fatal(err)
-	}
-	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
-	cs := env.Clientset
-	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
+	l, cs := newKubeLab(t, "be1", "be2")
 	// The kubernetes Service takes 2 entries (frontend, one backend slot);
 	// web with two backends needs 3 more.
 	l.extra = []string{"--services-max", "4", "--healthz-timeout", "1s"}
 	l.startAgent()
-	if _, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: k8sNS},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
-			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createOpsService(t, cs, "web", nil)
 	if _, err := cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), webSlice(l.backendAddr("be1"), l.backendAddr("be2")), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var last string
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		evs, err := cs.CoreV1().Events(k8sNS).List(t.Context(), metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		found := false
-		for _, e := range evs.Items {
-			last = fmt.Sprintf("%s %s %s: %s", e.Type, e.Reason, e.InvolvedObject.Name, e.Message)
-			if e.Reason == "FastpathCannotProgram" && e.InvolvedObject.Name == "web" && e.Type == corev1.EventTypeWarning &&
-				strings.Contains(e.Message, "map is full") && strings.Contains(e.Message, "service fp-e2e/web") {
-				found = true
-			}
-		}
-		if found {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no FastpathCannotProgram Event on web naming the full map; last event: %s\nagent log:\n%s", last, l.agentLog)
-		}
-	}
+	waitEvent(t, l, cs, "a FastpathCannotProgram Warning on web naming the full map", func(e corev1.Event) bool {
+		return e.Reason == "FastpathCannotProgram" && e.InvolvedObject.Name == "web" &&
+			strings.Contains(e.Message, "map is full") && strings.Contains(e.Message, "service fp-e2e/web")
+	})
 	m := waitScrape(t, l.star.Node, `fastpath_frontends_pending`, func(v float64) bool { return v >= 1 })
 	if m[`fastpath_sync_errors_total{mode="full"}`]+m[`fastpath_sync_errors_total{mode="partial"}`] < 1 {
 		t.Errorf("fastpath_sync_errors_total: full %v, partial %v; want failed syncs counted",
@@ -367,15 +317,7 @@ func TestFullServiceMapIsEventedOnTheService(t *testing.T) {
 // holds gets kube-proxy's Warning Event on the Service; once it is free,
 // the agent serves it without waiting for a change.
 func TestHealthCheckPortInUseIsEvented(t *testing.T) {
-	l := newLab(t, "be1")
-	env := testenv.StartForTest(t, testenv.Options{})
-	kubeconfig := t.TempDir() + "/kube-proxy.kubeconfig"
-	if err := env.WriteKubeconfig(kubeconfig, env.KubeProxy); err != nil {
-		t.Fatal(err)
-	}
-	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
-	cs := env.Clientset
-	createNodeAndNamespace(t, cs, l.kube.nodeName, l.star.Host("client").NodeIP.String())
+	l, cs := newKubeLab(t, "be1")
 	const port = 32555
 	blocker, err := l.star.Node.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
 	if err != nil {
@@ -383,14 +325,7 @@ func TestHealthCheckPortInUseIsEvented(t *testing.T) {
 	}
 	defer blocker.Close()
 	l.startAgent()
-	if _, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "lb", Namespace: k8sNS},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
-			HealthCheckNodePort: port,
-			Ports:               []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createOpsService(t, cs, "lb", localLB(port))
 	s := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: "lb-1", Namespace: k8sNS, Labels: map[string]string{discoveryv1.LabelServiceName: "lb"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
@@ -402,25 +337,10 @@ func TestHealthCheckPortInUseIsEvented(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf(`node e2e-node failed to start healthcheck "%s/lb" on port %d: `, k8sNS, port)
-	var last string
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		evs, err := cs.CoreV1().Events(k8sNS).List(t.Context(), metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		found := false
-		for _, e := range evs.Items {
-			last = e.Reason + ": " + e.Message
-			found = found || (e.Reason == "FailedToStartServiceHealthcheck" && e.Type == corev1.EventTypeWarning &&
-				strings.HasPrefix(e.Message, want) && strings.Contains(e.Message, "address already in use"))
-		}
-		if found {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no FailedToStartServiceHealthcheck Event %q...; last event %q\nagent log:\n%s", want, last, l.agentLog)
-		}
-	}
+	waitEvent(t, l, cs, "FailedToStartServiceHealthcheck "+want+"...", func(e corev1.Event) bool {
+		return e.Reason == "FailedToStartServiceHealthcheck" && strings.HasPrefix(e.Message, want) &&
+			strings.Contains(e.Message, "address already in use")
+	})
 	// Freed, it is served by the agent's retry (every 5s), with no change
 	// in the cluster.
 	blocker.Close()
@@ -434,4 +354,65 @@ func TestHealthCheckPortInUseIsEvented(t *testing.T) {
 			t.Fatalf("health check %s after the port was freed: %d %q %v", url, code, body, err)
 		}
 	}
+}
+
+// newKubeLab is newLab with a real control plane: the agent (not started
+// yet) watches it as system:kube-proxy, for Node e2e-node, whose address is
+// the node's on the client link, and namespace fp-e2e exists.
+func newKubeLab(t *testing.T, backends ...string) (*lab, kubernetes.Interface) {
+	t.Helper()
+	l := newLab(t, backends...)
+	env := testenv.StartForTest(t, testenv.Options{})
+	kubeconfig := t.TempDir() + "/kube-proxy.kubeconfig"
+	if err := env.WriteKubeconfig(kubeconfig, env.KubeProxy); err != nil {
+		t.Fatal(err)
+	}
+	l.kube = &kubeSource{kubeconfig: kubeconfig, nodeName: "e2e-node"}
+	createNodeAndNamespace(t, env.Clientset, l.kube.nodeName, l.star.Host("client").NodeIP.String())
+	return l, env.Clientset
+}
+
+// localLB makes a Service a LoadBalancer with externalTrafficPolicy Local
+// and the given healthCheckNodePort (0: the apiserver picks one).
+func localLB(hcPort int32) func(*corev1.ServiceSpec) {
+	return func(s *corev1.ServiceSpec) {
+		s.Type, s.ExternalTrafficPolicy = corev1.ServiceTypeLoadBalancer, corev1.ServiceExternalTrafficPolicyLocal
+		s.HealthCheckNodePort = hcPort
+	}
+}
+
+// createOpsService creates a Service with port 80 to 8080 in fp-e2e.
+func createOpsService(t *testing.T, cs kubernetes.Interface, name string, mod func(*corev1.ServiceSpec)) *corev1.Service {
+	t.Helper()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: k8sNS},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
+	if mod != nil {
+		mod(&svc.Spec)
+	}
+	svc, err := cs.CoreV1().Services(k8sNS).Create(t.Context(), svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// waitEvent waits (20s at most) for a Warning Event in fp-e2e that match
+// accepts.
+func waitEvent(t *testing.T, l *lab, cs kubernetes.Interface, what string, match func(corev1.Event) bool) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		evs, err := cs.CoreV1().Events(k8sNS).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Items {
+			last = fmt.Sprintf("%s %s %s: %s", e.Type, e.Reason, e.InvolvedObject.Name, e.Message)
+			if e.Type == corev1.EventTypeWarning && match(e) {
+				return
+			}
+		}
+	}
+	t.Fatalf("no Event: %s; last event: %s\nagent log:\n%s", what, last, l.agentLog)
 }
