@@ -22,6 +22,7 @@ Commands:
   ct list        connection-tracking entries of load-balanced flows
   affinity list  session-affinity memories (client -> backend) and whether they apply
   status         maps, their fill and memory, attachments, datapath counters
+  endpoint list  pods the CNI attached: endpoint ID, pod, addresses, host veth, netns
   uninstall      remove every pin (detaches TCX and cgroup programs)
   policy trace --from NS/POD --to NS/POD --port PORT/PROTO [--kubeconfig F]
                  would NetworkPolicy allow it, and which rule or default deny decided
@@ -40,6 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	dir := fs.String("bpffs-dir", envOr("FASTPATH_BPFFS_DIR", datapath.DefaultPinDir), "bpffs directory the agent pins under (env FASTPATH_BPFFS_DIR)")
 	output := fs.String("o", "text", "output format: text or json")
+	stateDir := fs.String("cni-state-dir", envOr("FASTPATH_CNI_STATE_DIR", "/var/lib/fastpath/cni"), "the agent's --cni-state-dir, for endpoint list (env FASTPATH_CNI_STATE_DIR)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -53,7 +55,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	err := dispatch(cmd, *dir, *output, stdout)
+	var err error
+	if len(cmd) == 2 && (cmd[0] == "endpoint" || cmd[0] == "endpoints") && cmd[1] == "list" {
+		err = endpointList(*stateDir, *output, stdout)
+	} else {
+		err = dispatch(cmd, *dir, *output, stdout)
+	}
 	if errors.Is(err, errUsage) {
 		fmt.Fprintf(stderr, "fastpathctl: %v\n", err)
 		fs.Usage()
@@ -101,12 +108,27 @@ func dispatch(cmd []string, dir, output string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return write(w, output, v, text)
+}
+
+// write prints v as JSON or text.
+func write(w io.Writer, output string, v any, text func() string) error {
 	if output == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	_, err = io.WriteString(w, text())
+	_, err := io.WriteString(w, text())
+	return err
+}
+
+// endpointList reads the CNI's endpoint records: files, not pinned maps,
+// so it needs no bpffs and works while the agent is down.
+func endpointList(stateDir, output string, w io.Writer) error {
+	eps, err := ctl.Endpoints(stateDir)
+	if werr := write(w, output, eps, func() string { return ctl.FormatEndpoints(eps) }); werr != nil {
+		return werr
+	}
 	return err
 }
 

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fastpath-net/fastpath/internal/cniserver"
+	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/endpoint"
 	"github.com/fastpath-net/fastpath/internal/ipam"
 	"github.com/fastpath-net/fastpath/internal/k8s"
@@ -34,7 +35,7 @@ func (a *Agent) startCNI(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	eps, err := endpoint.Open(filepath.Join(c.StateDir, "endpoints"))
+	eps, err := endpoint.Open(endpoint.Dir(c.StateDir))
 	if err != nil {
 		// Unreadable records are logged, not fatal: their leases still
 		// hold the addresses, and GC removes what the runtime disowns.
@@ -49,6 +50,7 @@ func (a *Agent) startCNI(ctx context.Context) error {
 	} else {
 		return fmt.Errorf("CNI needs the node's pod CIDR: give --pod-cidr, or --kubeconfig to read Node.spec.podCIDRs")
 	}
+	a.reattachPods(eps)
 	h := cniserver.New(cniserver.Config{
 		NodeNS: a.cfg.NetNS, MTU: c.MTU, IPAM: alloc, Endpoints: eps, Datapath: a.dp,
 		Log: a.log.With("component", "cni"),
@@ -70,6 +72,18 @@ func (a *Agent) startCNI(ctx context.Context) error {
 		a.log.Info("installed CNI configuration", "path", path)
 	}
 	return nil
+}
+
+// reattachPods puts this agent's tc_lb on the host veth of every endpoint a
+// previous agent attached: the pinned links still run the old program, which
+// an upgrade must replace. Pods whose veth is gone are left to DEL and GC.
+func (a *Agent) reattachPods(eps *endpoint.Store) {
+	for _, ep := range eps.List() {
+		ifc := datapath.Iface{NetNS: a.cfg.NetNS, Name: ep.Interface}
+		if _, err := a.dp.AttachTC(ifc); err != nil {
+			a.log.Warn("cni: cannot re-attach the load balancer to a pod", "endpoint", ep.ID, "interface", ep.Interface, "error", err)
+		}
+	}
 }
 
 // podCIDRsFromNode waits until the Node has spec.podCIDRs (the

@@ -233,3 +233,7 @@ func writeFile(path string, data []byte) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// Dir is where the agent keeps endpoint records under its CNI state
+// directory.
+func Dir(stateDir string) string { return filepath.Join(stateDir, "endpoints") }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -286,7 +287,7 @@ func (n *node) leftovers() []string {
 	for _, l := range alloc.Leases() {
 		out = append(out, "lease "+l.Addr.String()+" of "+l.Owner.String())
 	}
-	eps, err := endpoint.Load(filepath.Join(n.stateDir(), "endpoints"))
+	eps, err := endpoint.Load(endpoint.Dir(n.stateDir()))
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -335,3 +336,5 @@ func withNetNS(r *libcni.RuntimeConf, path string) *libcni.RuntimeConf {
 	c.NetNS = path
 	return &c
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
