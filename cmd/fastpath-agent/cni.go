@@ -6,12 +6,13 @@ import (
 	"strings"
 
 	"github.com/fastpath-net/fastpath/internal/agent"
+	"github.com/fastpath-net/fastpath/internal/datapath"
 )
 
 // cniFlags are the flags of agent.CNI.
 type cniFlags struct {
-	socket, stateDir, confDir, podCIDR, chained *string
-	mtu                                         *int
+	socket, stateDir, confDir, podCIDR, chained, tc *string
+	mtu                                             *int
 }
 
 func addCNIFlags(fs *flag.FlagSet) cniFlags {
@@ -23,7 +24,10 @@ func addCNIFlags(fs *flag.FlagSet) cniFlags {
 		podCIDR: fs.String("pod-cidr", "", "comma-separated pod CIDRs of this node, at most one per family (standalone); "+
 			"default: the Node's spec.podCIDRs"),
 		chained: fs.String("cni-chained-plugins", "", "comma-separated plugins the conflist runs after fastpath-cni (portmap, bandwidth, ...)"),
-		mtu:     fs.Int("cni-mtu", 0, "MTU of pod interfaces; 0: 1500 (subtract the encapsulation overhead when pods talk through a tunnel)"),
+		tc: fs.String("cni-tc-mode", "auto", "how tc_lb attaches to pod veths: auto (clsact, or tcx when bandwidth is chained), tcx or clsact. "+
+			"A TCX attach holds the RTNL lock for an RCU grace period, which serialises concurrent pod setups; "+
+			"clsact takes the ingress qdisc that bandwidth's egress shaping needs"),
+		mtu: fs.Int("cni-mtu", 0, "MTU of pod interfaces; 0: 1500 (subtract the encapsulation overhead when pods talk through a tunnel)"),
 	}
 }
 
@@ -45,7 +49,11 @@ func (f cniFlags) cni() (*agent.CNI, error) {
 	if *f.stateDir == "" {
 		return nil, fmt.Errorf("--cni-state-dir: must not be empty with --cni-socket")
 	}
-	c := &agent.CNI{Socket: *f.socket, StateDir: *f.stateDir, ConfDir: *f.confDir, PodCIDRs: cidrs, MTU: *f.mtu}
+	tc, err := datapath.ParseTCMode(*f.tc)
+	if err != nil {
+		return nil, fmt.Errorf("--cni-tc-mode: %w", err)
+	}
+	c := &agent.CNI{Socket: *f.socket, StateDir: *f.stateDir, ConfDir: *f.confDir, PodCIDRs: cidrs, MTU: *f.mtu, TC: tc}
 	if *f.chained != "" {
 		c.Chained = strings.Split(*f.chained, ",")
 	}

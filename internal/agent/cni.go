@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +25,20 @@ type CNI struct {
 	PodCIDRs []netip.Prefix // the node's pod CIDRs; empty: Node.spec.podCIDRs
 	MTU      int            // pod MTU; 0: 1500
 	Chained  []string       // plugins the conflist runs after fastpath-cni
+	// TC is how tc_lb attaches to pod veths; auto: clsact, or TCX when
+	// bandwidth is chained (see cniserver.Config.TC for why).
+	TC datapath.TCMode
+}
+
+// podTCMode resolves CNI.TC.
+func (c *CNI) podTCMode() datapath.TCMode {
+	if c.TC != datapath.TCAuto {
+		return c.TC
+	}
+	if slices.Contains(c.Chained, "bandwidth") {
+		return datapath.TCX
+	}
+	return datapath.TCClsact
 }
 
 // startCNI opens the state, serves the API and installs the conflist once
@@ -52,7 +67,7 @@ func (a *Agent) startCNI(ctx context.Context) error {
 	}
 	a.reattachPods(eps)
 	h := cniserver.New(cniserver.Config{
-		NodeNS: a.cfg.NetNS, MTU: c.MTU, IPAM: alloc, Endpoints: eps, Datapath: a.dp,
+		NodeNS: a.cfg.NetNS, MTU: c.MTU, IPAM: alloc, Endpoints: eps, Datapath: a.dp, TC: c.podTCMode(),
 		Log: a.log.With("component", "cni"),
 	})
 	ln, err := cniserver.Listen(c.Socket)
@@ -76,11 +91,12 @@ func (a *Agent) startCNI(ctx context.Context) error {
 
 // reattachPods puts this agent's tc_lb on the host veth of every endpoint a
 // previous agent attached: the pinned links still run the old program, which
-// an upgrade must replace. Pods whose veth is gone are left to DEL and GC.
+// an upgrade must replace. Each keeps its attach mode (a second mode would
+// run the program twice). Pods whose veth is gone are left to DEL and GC.
 func (a *Agent) reattachPods(eps *endpoint.Store) {
 	for _, ep := range eps.List() {
 		ifc := datapath.Iface{NetNS: a.cfg.NetNS, Name: ep.Interface}
-		if _, err := a.dp.AttachTC(ifc); err != nil {
+		if _, err := a.dp.AttachTCMode(ifc, datapath.RoleInternal, datapath.TCMode(ep.TC)); err != nil {
 			a.log.Warn("cni: cannot re-attach the load balancer to a pod", "endpoint", ep.ID, "interface", ep.Interface, "error", err)
 		}
 	}

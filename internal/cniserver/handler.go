@@ -23,7 +23,7 @@ import (
 
 // Datapath attaches the per-pod programs; *datapath.Datapath is one.
 type Datapath interface {
-	AttachTC(datapath.Iface) (datapath.TCMode, error)
+	AttachTCMode(datapath.Iface, datapath.IfaceRole, datapath.TCMode) (datapath.TCMode, error)
 	DetachTC(datapath.Iface) error
 }
 
@@ -34,7 +34,14 @@ type Config struct {
 	IPAM      *ipam.Allocator
 	Endpoints *endpoint.Store
 	Datapath  Datapath
-	Log       *slog.Logger
+	// TC is how tc_lb is attached to pod veths. A TCX attach waits for an
+	// RCU grace period while holding the RTNL lock, so concurrent ADDs
+	// queue behind each other (1.3 s for 100 ADDs 10 at a time, against
+	// 0.33 s with clsact); but clsact takes the ingress qdisc slot that the
+	// bandwidth plugin needs for egress shaping. The agent picks clsact
+	// unless bandwidth is chained (agent.CNI.TC).
+	TC  datapath.TCMode
+	Log *slog.Logger
 }
 
 // DefaultMTU is the pod MTU without an overlay.
@@ -180,10 +187,12 @@ func (h *Handler) plumb(req *cniapi.Request, k endpoint.Key, ips []netip.Addr, p
 		}
 	}
 	if h.cfg.Datapath != nil {
-		if _, err := h.cfg.Datapath.AttachTC(h.iface(host)); err != nil {
+		mode, err := h.cfg.Datapath.AttachTCMode(h.iface(host), datapath.RoleInternal, h.cfg.TC)
+		if err != nil {
 			undo()
 			return ep, cniapi.Errorf(cniapi.CodeInternal, "attaching the load balancer to "+host+" failed", err.Error())
 		}
+		ep.TC = string(mode)
 	}
 	if ep.ID, err = h.cfg.Endpoints.Put(ep); err != nil {
 		undo()

@@ -84,8 +84,14 @@ func (d *Datapath) AttachTC(ifc Iface) (TCMode, error) {
 // replaced atomically, whatever its role was, so packets never see the
 // interface without a program.
 func (d *Datapath) AttachTCRole(ifc Iface, role IfaceRole) (TCMode, error) {
+	return d.AttachTCMode(ifc, role, d.cfg.TC)
+}
+
+// AttachTCMode is AttachTCRole with the attach mode chosen by the caller
+// instead of the datapath's configuration: the CNI attaches pod veths in a
+// mode of its own (see cniserver.Config.TC).
+func (d *Datapath) AttachTCMode(ifc Iface, role IfaceRole, mode TCMode) (TCMode, error) {
 	prog := d.TCProgramFor(role)
-	mode := d.cfg.TC
 	if mode == TCAuto || mode == TCX {
 		err := d.attachTCX(ifc, prog)
 		if err == nil {

@@ -48,6 +48,7 @@ type Endpoint struct {
 	MAC       string       `json:"mac"`       // the pod interface's address
 	IPs       []netip.Addr `json:"ips"`
 	MTU       int          `json:"mtu"`
+	TC        string       `json:"tc,omitempty"` // how tc_lb is attached to Interface: tcx or clsact
 	Pod       Pod          `json:"pod"`
 	// Labels and Identity are placeholders for the policy engine, which
 	// fills them from the Pod object.
@@ -140,44 +141,53 @@ func (s *Store) List() []Endpoint {
 }
 
 // Put stores ep, giving it a free ID when it has none, and returns the ID.
-// The record is on disk when Put returns.
+// The record is on disk when Put returns. The ID is reserved under the
+// lock and the file written outside it, so concurrent ADDs do not queue
+// behind each other's fsync. One key must not be Put and Deleted at once.
 func (s *Store) Put(ep Endpoint) (uint16, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	fresh := ep.ID == 0
 	if fresh {
 		id, ok := s.freeID()
 		if !ok {
+			s.mu.Unlock()
 			return 0, ErrNoIDs
 		}
 		ep.ID = id
+		s.ids[id] = ep.Key
+		s.next = id + 1
 	}
+	s.mu.Unlock()
 	data, err := json.MarshalIndent(ep, "", "  ")
-	if err != nil {
-		return 0, err
+	if err == nil {
+		err = writeFile(s.path(ep.Key), data)
 	}
-	if err := writeFile(s.path(ep.Key), data); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if fresh {
+			delete(s.ids, ep.ID)
+		}
 		return 0, fmt.Errorf("endpoint %s: %w", ep.Key, err)
 	}
 	s.byKey[ep.Key] = &ep
 	s.ids[ep.ID] = ep.Key
-	if fresh {
-		s.next = ep.ID + 1
-	}
 	return ep.ID, nil
 }
 
 // Delete removes the record of k, if any.
 func (s *Store) Delete(k Key) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	ep, ok := s.byKey[k]
+	s.mu.Unlock()
 	if !ok {
 		return nil
 	}
 	if err := os.Remove(s.path(k)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("endpoint %s: %w", k, err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	delete(s.byKey, k)
 	delete(s.ids, ep.ID)
 	return nil

@@ -132,29 +132,58 @@ func (a *Allocator) Ranges() []netip.Prefix {
 // Allocate leases one address per range to owner and returns them. An owner
 // that already holds leases (a retried ADD after a crash) gets them back.
 // On any failure nothing new stays leased.
+//
+// Addresses are reserved under the lock and their files written outside
+// it, so concurrent ADDs wait for each other's fsync only in the kernel.
+// Callers must not allocate for and release the same owner at once.
 func (a *Allocator) Allocate(owner Owner) ([]netip.Addr, error) {
+	got, fresh, err := a.reserve(owner)
+	if err != nil {
+		return nil, err
+	}
+	for i, l := range fresh {
+		if err := a.write(l); err != nil {
+			for _, w := range fresh[:i] {
+				// Best effort: a file left behind still only holds an address.
+				_ = os.Remove(filepath.Join(a.dir, w.Addr.String()))
+			}
+			a.mu.Lock()
+			for _, l := range fresh {
+				delete(a.leases, l.Addr)
+			}
+			a.mu.Unlock()
+			return nil, err
+		}
+	}
+	return got, nil
+}
+
+// reserve picks owner's addresses and marks the new ones leased in memory.
+func (a *Allocator) reserve(owner Owner) (got []netip.Addr, fresh []Lease, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.ranges) == 0 {
-		return nil, ErrNoRange
+		return nil, nil, ErrNoRange
 	}
-	var got []netip.Addr
 	for _, r := range a.ranges {
 		if addr, ok := a.heldIn(owner, r); ok {
 			got = append(got, addr)
 			continue
 		}
-		addr, err := a.allocateIn(r, owner)
+		addr, err := a.free(r)
 		if err != nil {
-			for _, g := range got {
-				// Best effort: a file left behind still only holds an address.
-				_ = a.release(g)
+			for _, l := range fresh {
+				delete(a.leases, l.Addr)
 			}
-			return nil, err
+			return nil, nil, err
 		}
+		l := Lease{Addr: addr, Owner: owner, Since: time.Now().UTC()}
+		a.leases[addr] = l
+		a.cursor[r] = addr
+		fresh = append(fresh, l)
 		got = append(got, addr)
 	}
-	return got, nil
+	return got, fresh, nil
 }
 
 func (a *Allocator) heldIn(owner Owner, r netip.Prefix) (netip.Addr, bool) {
@@ -166,7 +195,8 @@ func (a *Allocator) heldIn(owner Owner, r netip.Prefix) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-func (a *Allocator) allocateIn(r netip.Prefix, owner Owner) (netip.Addr, error) {
+// free finds an unleased address of r, searching from after the cursor.
+func (a *Allocator) free(r netip.Prefix) (netip.Addr, error) {
 	first, last := bounds(r)
 	start := first
 	if c, ok := a.cursor[r]; ok && r.Contains(c) && c.Less(last) {
@@ -175,12 +205,6 @@ func (a *Allocator) allocateIn(r netip.Prefix, owner Owner) (netip.Addr, error) 
 	addr := start
 	for {
 		if _, taken := a.leases[addr]; !taken {
-			l := Lease{Addr: addr, Owner: owner, Since: time.Now().UTC()}
-			if err := a.write(l); err != nil {
-				return netip.Addr{}, err
-			}
-			a.leases[addr] = l
-			a.cursor[r] = addr
 			return addr, nil
 		}
 		if addr == last {
@@ -225,53 +249,58 @@ func (a *Allocator) write(l Lease) error {
 // Release frees every address owner holds and returns them. Releasing
 // nothing is not an error (DEL of an unknown container).
 func (a *Allocator) Release(owner Owner) ([]netip.Addr, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var freed []netip.Addr
-	var errs []error
-	for addr, l := range a.leases {
-		if l.Owner != owner || l.Unreadable {
-			continue
-		}
-		if err := a.release(addr); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		freed = append(freed, addr)
-	}
-	slices.SortFunc(freed, netip.Addr.Compare)
-	return freed, errors.Join(errs...)
+	return a.releaseWhere(func(l Lease) bool { return !l.Unreadable && l.Owner == owner })
 }
 
-func (a *Allocator) release(addr netip.Addr) error {
-	err := os.Remove(filepath.Join(a.dir, addr.String()))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("release %s: %w", addr, err)
+// releaseWhere removes the leases match selects: each file first, then the
+// address becomes free in memory, so a new lease never meets an old file.
+func (a *Allocator) releaseWhere(match func(Lease) bool) ([]netip.Addr, error) {
+	a.mu.Lock()
+	var picked []netip.Addr
+	for addr, l := range a.leases {
+		if match(l) {
+			picked = append(picked, addr)
+		}
 	}
-	delete(a.leases, addr)
-	return syncDir(a.dir)
+	a.mu.Unlock()
+	slices.SortFunc(picked, netip.Addr.Compare)
+	var freed []netip.Addr
+	var errs []error
+	for _, addr := range picked {
+		err := os.Remove(filepath.Join(a.dir, addr.String()))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("release %s: %w", addr, err))
+			continue
+		}
+		a.mu.Lock()
+		delete(a.leases, addr)
+		a.mu.Unlock()
+		freed = append(freed, addr)
+	}
+	if len(freed) > 0 {
+		errs = append(errs, syncDir(a.dir))
+	}
+	return freed, errors.Join(errs...)
 }
 
 // GC releases the leases of network whose owner keep rejects, and
 // unreadable leases (no ADD that wrote them ever succeeded), and returns
 // what it released.
 func (a *Allocator) GC(network string, keep func(Owner) bool) ([]Lease, error) {
+	before := map[netip.Addr]Lease{}
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	var freed []Lease
-	var errs []error
 	for addr, l := range a.leases {
-		if !l.Unreadable && (l.Owner.Network != network || keep(l.Owner)) {
-			continue
-		}
-		if err := a.release(addr); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		freed = append(freed, l)
+		before[addr] = l
 	}
-	slices.SortFunc(freed, func(x, y Lease) int { return x.Addr.Compare(y.Addr) })
-	return freed, errors.Join(errs...)
+	a.mu.Unlock()
+	freed, err := a.releaseWhere(func(l Lease) bool {
+		return l.Unreadable || (l.Owner.Network == network && !keep(l.Owner))
+	})
+	out := make([]Lease, 0, len(freed))
+	for _, addr := range freed {
+		out = append(out, before[addr])
+	}
+	return out, err
 }
 
 // Leases returns every lease, ordered by address.

@@ -3,6 +3,8 @@ package cni
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,10 +36,8 @@ func TestAddCheckDel(t *testing.T) {
 		t.Fatalf("result IPs %v: want one /32 with gateway 169.254.1.1", resC.IPs)
 	}
 	checkPodSide(t, client, ipC)
-	host := resC.Interfaces[0].Name
-	pins, _ := datapath.AttachedTC(n.pinDir)
-	if !contains(pins, "fp-cni-"+n.id+"-node-"+host) {
-		t.Fatalf("no tc_lb pinned for host veth %s (pins %v)", host, pins)
+	if mode := n.tcMode(t, resC.Interfaces[0].Name); mode != "clsact" {
+		t.Fatalf("tc_lb on the client's host veth: %q, want clsact (the default without bandwidth)", mode)
 	}
 	for _, r := range []*libcni.RuntimeConf{rc, rs} {
 		if err := n.check(r); err != nil {
@@ -98,13 +98,32 @@ func resultIP(t *testing.T, r *current.Result) netip.Addr {
 	return ip.Unmap()
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
+// tcMode says how tc_lb is attached to the host veth: "tcx" (a pinned
+// link), "clsact" (fastpath's filter), "" (not at all).
+func (n *node) tcMode(t *testing.T, host string) string {
+	t.Helper()
+	pins, err := datapath.AttachedTC(n.pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(pins, filepath.Base(n.ns.Path())+"-"+host) {
+		return "tcx"
+	}
+	h := n.ns.Netlink()
+	l, err := h.LinkByName(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filters, err := h.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == "fastpath_tc_lb" {
+			return "clsact"
 		}
 	}
-	return false
+	return ""
 }
 
 // checkPodSide verifies the pod's interface: the /32, the default route via

@@ -48,6 +48,9 @@ func TestChainedPortmapBandwidth(t *testing.T) {
 	}
 
 	host := resS.Interfaces[0].Name
+	if mode := n.tcMode(t, host); mode != "tcx" {
+		t.Fatalf("tc_lb on the host veth: %q, want tcx (clsact would take the ingress qdisc bandwidth needs)", mode)
+	}
 	qdiscs := n.qdiscTypes(t, host)
 	if !strings.Contains(qdiscs, "tbf") {
 		t.Fatalf("host veth %s qdiscs %s: no tbf from bandwidth", host, qdiscs)
