@@ -7,7 +7,7 @@ STATICCHECK_VERSION := v0.8.2
 # kube-apiservers and real packets, and timing-sensitive checks stay stable.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
-.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath clean
+.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni clean
 
 all: build
 
@@ -51,6 +51,10 @@ bench: bench-datapath
 # Measures; asserts nothing. Results go to docs/benchmarks/.
 bench-datapath: build
 	$(GO) run ./test/bench/datapath -out docs/benchmarks
+
+# CNI ADD latency of 100 pods, 10 at a time (as root). Writes docs/benchmarks/cni.md.
+bench-cni:
+	$(GO) run ./test/bench/cni -out docs/benchmarks
 
 clean:
 	rm -rf $(BIN)

@@ -44,8 +44,9 @@ func main() {
 	out := flag.String("out", "docs/benchmarks", "directory for cni.md")
 	pods := flag.Int("pods", 100, "pods to create")
 	par := flag.Int("parallel", 10, "ADDs in flight at once")
+	reps := flag.Int("reps", 3, "runs of each mode, interleaved (the machine is shared: every run is reported)")
 	flag.Parse()
-	if err := run(*out, *pods, *par); err != nil {
+	if err := run(*out, *pods, *par, *reps); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-cni:", err)
 		os.Exit(1)
 	}
@@ -59,7 +60,15 @@ type bench struct {
 	pods             []*nettopo.NS
 }
 
-func run(out string, pods, par int) error {
+// result is one attach mode's measurements.
+type result struct {
+	mode               string
+	wall               time.Duration
+	add, del, agentAdd []time.Duration
+	addExec, addAgent  time.Duration // CPU per pod: plugin processes, agent
+}
+
+func run(out string, pods, par, reps int) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces, BPF)")
 	}
@@ -84,32 +93,53 @@ func run(out string, pods, par int) error {
 		b.pods = append(b.pods, p)
 	}
 	load := loadavg()
-	agentCPU0 := procCPU(b.agent.Process.Pid)
-	children0 := childrenCPU()
-	start := time.Now()
-	add, err := b.each(par, func(c *libcni.CNIConfig, l *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-		_, err := c.AddNetworkList(context.Background(), l, rt)
-		return err
-	})
-	if err != nil {
-		return err
+	var results []result
+	for rep := range reps {
+		for _, mode := range []string{"clsact", "tcx"} {
+			r, err := b.measure(mode, par)
+			if err != nil {
+				return fmt.Errorf("%s: %w", mode, err)
+			}
+			r.mode = fmt.Sprintf("%s #%d", mode, rep+1)
+			results = append(results, r)
+		}
 	}
-	wall := time.Since(start)
-	addExecCPU := (childrenCPU() - children0) / time.Duration(pods)
-	addAgentCPU := (procCPU(b.agent.Process.Pid) - agentCPU0) / time.Duration(pods)
-	del, err := b.each(par, func(c *libcni.CNIConfig, l *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-		return c.DelNetworkList(context.Background(), l, rt)
-	})
-	if err != nil {
-		return err
-	}
-	agentAdd := b.agentTimes(cniapi.PathAdd)
-	md := report(pods, par, load, wall, add, del, agentAdd, empty, plugin, addExecCPU, addAgentCPU)
+	md := report(pods, par, load, results, empty, plugin)
 	fmt.Print(md)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(out, "cni.md"), []byte(md), 0o644)
+}
+
+// measure starts an agent attaching pods in mode, adds every pod, deletes
+// them again and stops the agent.
+func (b *bench) measure(mode string, par int) (result, error) {
+	r := result{mode: mode}
+	if err := b.startAgent(mode); err != nil {
+		return r, err
+	}
+	defer b.stopAgent()
+	agentCPU0 := procCPU(b.agent.Process.Pid)
+	children0 := childrenCPU()
+	start := time.Now()
+	var err error
+	r.add, err = b.each(par, func(c *libcni.CNIConfig, l *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+		_, err := c.AddNetworkList(context.Background(), l, rt)
+		return err
+	})
+	if err != nil {
+		return r, err
+	}
+	r.wall = time.Since(start)
+	n := time.Duration(len(b.pods))
+	r.addExec = (childrenCPU() - children0) / n
+	r.addAgent = (procCPU(b.agent.Process.Pid) - agentCPU0) / n
+	r.del, err = b.each(par, func(c *libcni.CNIConfig, l *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+		return c.DelNetworkList(context.Background(), l, rt)
+	})
+	r.agentAdd = b.agentTimes(cniapi.PathAdd)
+	return r, err
 }
 
 func (b *bench) setup() error {
@@ -135,14 +165,16 @@ func (b *bench) setup() error {
 	if b.node, err = nettopo.NewNS("fp-bench-cni-node"); err != nil {
 		return err
 	}
-	services := filepath.Join(b.dir, "services.yaml")
-	if err := os.WriteFile(services, []byte("services: []\n"), 0o644); err != nil {
-		return err
-	}
+	return os.WriteFile(filepath.Join(b.dir, "services.yaml"), []byte("services: []\n"), 0o644)
+}
+
+func (b *bench) startAgent(mode string) error {
+	b.log = syncBuffer{}
+	_ = os.Remove(b.conflist())
 	b.agent = exec.Command(filepath.Join(b.bin, "fastpath-agent"),
-		"--bpffs-dir", b.pinDir, "--netns", b.node.Path(), "--services-file", services,
+		"--bpffs-dir", b.pinDir, "--netns", b.node.Path(), "--services-file", filepath.Join(b.dir, "services.yaml"),
 		"--cni-socket", filepath.Join(b.dir, "cni.sock"), "--cni-state-dir", filepath.Join(b.dir, "state"),
-		"--cni-conf-dir", filepath.Join(b.dir, "net.d"), "--pod-cidr", "10.244.0.0/22",
+		"--cni-conf-dir", filepath.Join(b.dir, "net.d"), "--pod-cidr", "10.244.0.0/22", "--cni-tc-mode", mode,
 		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
 		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug")
 	b.agent.Stderr = &b.log
@@ -155,7 +187,15 @@ func (b *bench) setup() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("agent did not install its conflist")
+	return fmt.Errorf("agent did not install its conflist:\n%s", b.log.String())
+}
+
+func (b *bench) stopAgent() {
+	if b.agent != nil && b.agent.Process != nil {
+		_ = b.agent.Process.Signal(syscall.SIGTERM)
+		_ = b.agent.Wait()
+	}
+	b.agent = nil
 }
 
 func (b *bench) conflist() string { return filepath.Join(b.dir, "net.d", cniserver.ConflistName) }
@@ -208,10 +248,7 @@ func (b *bench) each(par int, fn func(*libcni.CNIConfig, *libcni.NetworkConfigLi
 }
 
 func (b *bench) close() {
-	if b.agent != nil && b.agent.Process != nil {
-		_ = b.agent.Process.Signal(syscall.SIGTERM)
-		_ = b.agent.Wait()
-	}
+	b.stopAgent()
 	for _, p := range b.pods {
 		_ = p.Delete()
 	}
@@ -324,24 +361,36 @@ func pct(d []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
-func report(pods, par int, load string, wall time.Duration, add, del, agentAdd, empty, plugin []time.Duration, addExec, addAgent time.Duration) string {
+func report(pods, par int, load string, results []result, empty, plugin []time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# CNI benchmark\n\n")
 	fmt.Fprintf(&b, "`make bench-cni` (test/bench/cni): %d pods, %d ADDs in flight, through libcni and the real\n", pods, par)
-	fmt.Fprintf(&b, "fastpath-cni with the conflist the agent installs. ADD returns when the pod's veth, /32, routes and\n")
-	fmt.Fprintf(&b, "tc_lb are in place (\"ADD to ready\"). Measured %s on %d CPUs, load average at start %s.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), load)
-	fmt.Fprintf(&b, "| | p50 | p90 | p99 | max | budget |\n|---|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| ADD latency | %s | %s | %s | %s | p50 < 50 ms, p99 < 200 ms |\n", ms(pct(add, .5)), ms(pct(add, .9)), ms(pct(add, .99)), ms(pct(add, 1)))
-	fmt.Fprintf(&b, "| DEL latency | %s | %s | %s | %s | |\n", ms(pct(del, .5)), ms(pct(del, .9)), ms(pct(del, .99)), ms(pct(del, 1)))
-	fmt.Fprintf(&b, "| agent's part of ADD | %s | %s | %s | %s | |\n\n", ms(pct(agentAdd, .5)), ms(pct(agentAdd, .9)), ms(pct(agentAdd, .99)), ms(pct(agentAdd, 1)))
-	fmt.Fprintf(&b, "The agent's part is the time its API handler took (from its debug log); the rest of an ADD is\n")
-	fmt.Fprintf(&b, "libcni, the plugin's exec and start-up, and waiting for a CPU.\n\n")
-	fmt.Fprintf(&b, "All %d ADDs took %s of wall time.\n\n", pods, ms(wall))
-	fmt.Fprintf(&b, "CPU (user+system) per exec, 50 sequential runs, p50 / p90:\n\n")
+	fmt.Fprintf(&b, "fastpath-cni with the conflist the agent installs, run from threads in the node's namespace. ADD\n")
+	fmt.Fprintf(&b, "returns when the pod's veth, /32, routes and tc_lb are in place (\"ADD to ready\"). Measured %s\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "on %d CPUs shared with other work, load average at start %s. Budget: ADD p50 < 50 ms, p99 < 200 ms.\n\n",
+		runtime.NumCPU(), load)
+	fmt.Fprintf(&b, "tc_lb attach mode on pod veths: clsact is the default; tcx is used when bandwidth is chained\n")
+	fmt.Fprintf(&b, "(`--cni-tc-mode`). A TCX attach waits for an RCU grace period while holding RTNL, which\n")
+	fmt.Fprintf(&b, "serialises concurrent pod setups.\n\n")
+	fmt.Fprintf(&b, "| mode, run | | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		row := func(name string, d []time.Duration) {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.mode, name, ms(pct(d, .5)), ms(pct(d, .9)), ms(pct(d, .99)), ms(pct(d, 1)))
+		}
+		row("ADD", r.add)
+		row("agent's part of ADD", r.agentAdd)
+		row("DEL", r.del)
+	}
+	fmt.Fprintf(&b, "\nThe agent's part is its API handler's time (from its debug log); the rest of an ADD is libcni,\n")
+	fmt.Fprintf(&b, "the plugin's exec and start-up, and waiting for a CPU.\n\n")
+	fmt.Fprintf(&b, "| mode, run | wall time of all ADDs | CPU per ADD: plugin processes | CPU per ADD: agent |\n|---|---|---|---|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.mode, ms(r.wall), ms(r.addExec), ms(r.addAgent))
+	}
+	fmt.Fprintf(&b, "\n(agent CPU from /proc at 10 ms resolution.) CPU (user+system) of one exec, 50 sequential runs:\n\n")
 	fmt.Fprintf(&b, "| program | p50 | p90 |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| empty Go program | %s | %s |\n", ms(pct(empty, .5)), ms(pct(empty, .9)))
-	fmt.Fprintf(&b, "| fastpath-cni VERSION | %s | %s |\n\n", ms(pct(plugin, .5)), ms(pct(plugin, .9)))
-	fmt.Fprintf(&b, "During the ADDs, per pod: plugin processes %s of CPU, agent %s (10 ms resolution).\n", ms(addExec), ms(addAgent))
+	fmt.Fprintf(&b, "| fastpath-cni VERSION | %s | %s |\n", ms(pct(plugin, .5)), ms(pct(plugin, .9)))
 	return b.String()
 }
