@@ -40,6 +40,9 @@ type node struct {
 	podCIDR  string
 	chained  string
 	services string // the agent's services file
+	// kubeconfig and nodeName, when set, make the agent take services and
+	// the pod CIDR from Kubernetes instead of the file and podCIDR.
+	kubeconfig, nodeName string
 	agent    *exec.Cmd
 	log      *syncBuffer
 	pods     []*nettopo.NS
@@ -92,12 +95,15 @@ func (n *node) startAgent() {
 	n.t.Helper()
 	args := []string{
 		"--bpffs-dir", n.pinDir, "--netns", n.ns.Path(),
-		"--services-file", n.services, "--services-file-poll", "50ms",
 		"--cni-socket", n.socket(), "--cni-state-dir", n.stateDir(), "--cni-conf-dir", n.confDir(),
-		"--pod-cidr", n.podCIDR,
 		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024",
 		"--revnat-max", "1024", "--sock-revnat-max", "1024", "--affinity-max", "1024",
 		"--log-level", "debug",
+	}
+	if n.kubeconfig != "" {
+		args = append(args, "--kubeconfig", n.kubeconfig, "--node-name", n.nodeName)
+	} else {
+		args = append(args, "--services-file", n.services, "--services-file-poll", "50ms", "--pod-cidr", n.podCIDR)
 	}
 	if n.chained != "" {
 		args = append(args, "--cni-chained-plugins", n.chained)
