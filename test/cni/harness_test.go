@@ -43,9 +43,9 @@ type node struct {
 	// kubeconfig and nodeName, when set, make the agent take services and
 	// the pod CIDR from Kubernetes instead of the file and podCIDR.
 	kubeconfig, nodeName string
-	agent    *exec.Cmd
-	log      *syncBuffer
-	pods     []*nettopo.NS
+	agent                *exec.Cmd
+	log                  *syncBuffer
+	pods                 []*nettopo.NS
 }
 
 func newNode(t *testing.T, podCIDR string) *node {
