@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fastpath-net/fastpath/internal/statefile"
 )
 
 // Key names an endpoint the way CNI does.
@@ -160,7 +162,7 @@ func (s *Store) Put(ep Endpoint) (uint16, error) {
 	s.mu.Unlock()
 	data, err := json.MarshalIndent(ep, "", "  ")
 	if err == nil {
-		err = writeFile(s.path(ep.Key), data)
+		err = statefile.Replace(s.path(ep.Key), data, 0o644)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,35 +215,6 @@ func (s *Store) freeID() (uint16, bool) {
 func (s *Store) path(k Key) string {
 	h := sha256.Sum256([]byte(k.Network + "\x00" + k.ContainerID + "\x00" + k.IfName))
 	return filepath.Join(s.dir, hex.EncodeToString(h[:16])+".json")
-}
-
-// writeFile replaces path atomically and durably.
-func writeFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Dir is where the agent keeps endpoint records under its CNI state

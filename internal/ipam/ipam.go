@@ -22,6 +22,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/fastpath-net/fastpath/internal/statefile"
 )
 
 // Owner is who holds a lease: one interface of one container on one network.
@@ -224,23 +226,7 @@ func (a *Allocator) write(l Lease) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(a.dir, l.Addr.String())
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("lease %s: %w", l.Addr, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = syncDir(a.dir)
-	}
-	if err != nil {
-		_ = os.Remove(path)
+	if err := statefile.Create(filepath.Join(a.dir, l.Addr.String()), data, 0o600); err != nil {
 		return fmt.Errorf("lease %s: %w", l.Addr, err)
 	}
 	return nil
@@ -278,7 +264,7 @@ func (a *Allocator) releaseWhere(match func(Lease) bool) ([]netip.Addr, error) {
 		freed = append(freed, addr)
 	}
 	if len(freed) > 0 {
-		errs = append(errs, syncDir(a.dir))
+		errs = append(errs, statefile.SyncDir(a.dir))
 	}
 	return freed, errors.Join(errs...)
 }
@@ -354,13 +340,4 @@ func size(r netip.Prefix) int {
 		return n - 1
 	}
 	return n
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

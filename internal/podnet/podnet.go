@@ -24,6 +24,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/fastpath-net/fastpath/internal/netnsh"
 )
 
 // Gateways are the pod's default gateways per family: link-local, never a
@@ -75,7 +77,7 @@ func Setup(a Attachment) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %s (%v)", ErrNoNetNS, a.PodNS, err)
 	}
 	defer podNS.Close()
-	node, err := handleAt(a.NodeNS)
+	node, err := netnsh.Netlink(a.NodeNS)
 	if err != nil {
 		return Result{}, err
 	}
@@ -251,7 +253,7 @@ func enableForwarding(nodeNS string, host netlink.Link, ips []netip.Addr) error 
 // Teardown deletes the host veth (and with it the pod end, its addresses,
 // routes and neighbours on both sides). A missing veth is not an error.
 func Teardown(nodeNS, hostIface string) error {
-	node, err := handleAt(nodeNS)
+	node, err := netnsh.Netlink(nodeNS)
 	if err != nil {
 		return err
 	}
@@ -272,7 +274,7 @@ func Teardown(nodeNS, hostIface string) error {
 
 // HostIfaces lists the host veths fastpath created in the node namespace.
 func HostIfaces(nodeNS string) ([]string, error) {
-	node, err := handleAt(nodeNS)
+	node, err := netnsh.Netlink(nodeNS)
 	if err != nil {
 		return nil, err
 	}
@@ -290,18 +292,6 @@ func HostIfaces(nodeNS string) ([]string, error) {
 	return out, nil
 }
 
-func handleAt(nsPath string) (*netlink.Handle, error) {
-	if nsPath == "" {
-		return netlink.NewHandle()
-	}
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return nil, fmt.Errorf("node netns %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	return netlink.NewHandleAt(ns)
-}
-
 // Check reports how the plumbing of a differs from what Setup makes.
 func Check(a Attachment) error {
 	podNS, err := netns.GetFromPath(a.PodNS)
@@ -309,7 +299,7 @@ func Check(a Attachment) error {
 		return fmt.Errorf("%w: %s (%v)", ErrNoNetNS, a.PodNS, err)
 	}
 	defer podNS.Close()
-	node, err := handleAt(a.NodeNS)
+	node, err := netnsh.Netlink(a.NodeNS)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package cni
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +25,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/podnet"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
+	"github.com/fastpath-net/fastpath/test/internal/syncbuf"
 )
 
 // node is one "node": an fp- network namespace, the real agent attached
@@ -44,14 +43,14 @@ type node struct {
 	// the pod CIDR from Kubernetes instead of the file and podCIDR.
 	kubeconfig, nodeName string
 	agent                *exec.Cmd
-	log                  *syncBuffer
+	log                  *syncbuf.Buffer
 	pods                 []*nettopo.NS
 }
 
 func newNode(t *testing.T, podCIDR string) *node {
 	t.Helper()
 	testpriv.Require(t)
-	n := &node{t: t, id: randomID(), podCIDR: podCIDR, log: &syncBuffer{}}
+	n := &node{t: t, id: randomID(), podCIDR: podCIDR, log: &syncbuf.Buffer{}}
 	var err error
 	if n.pinDir, err = os.MkdirTemp("/sys/fs/bpf", "fp-cni-test-"); err != nil {
 		testpriv.Unavailable(t, "cannot create a directory on bpffs /sys/fs/bpf: "+err.Error())
@@ -317,23 +316,6 @@ func (n *node) assertClean() {
 	if left := n.leftovers(); len(left) > 0 {
 		n.t.Fatalf("left behind: %v", left)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // withNetNS is r with another network namespace path.

@@ -38,6 +38,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/podnet"
+	"github.com/fastpath-net/fastpath/test/internal/syncbuf"
 )
 
 func main() {
@@ -56,7 +57,7 @@ type bench struct {
 	dir, bin, pinDir string
 	node             *nettopo.NS
 	agent            *exec.Cmd
-	log              syncBuffer // the agent's log: its own time per request
+	log              syncbuf.Buffer // the agent's log: its own time per request
 	pods             []*nettopo.NS
 }
 
@@ -169,7 +170,7 @@ func (b *bench) setup() error {
 }
 
 func (b *bench) startAgent(mode string) error {
-	b.log = syncBuffer{}
+	b.log.Reset()
 	_ = os.Remove(b.conflist())
 	b.agent = exec.Command(filepath.Join(b.bin, "fastpath-agent"),
 		"--bpffs-dir", b.pinDir, "--netns", b.node.Path(), "--services-file", filepath.Join(b.dir, "services.yaml"),
@@ -286,23 +287,6 @@ func (b *bench) agentTimes(path string) []time.Duration {
 	}
 	slices.Sort(out)
 	return out
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // execCPU runs path n times one after the other and returns the user+system
