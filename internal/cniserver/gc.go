@@ -67,6 +67,7 @@ func (h *Handler) Check(req *cniapi.Request) (*cniapi.Response, *cniapi.Error) {
 			want = append(want, ip.String())
 		}
 		slices.Sort(got)
+		slices.Sort(want)
 		if !slices.Equal(got, want) {
 			return fail("prevResult has addresses %v, the endpoint %v", got, want)
 		}

@@ -156,3 +156,39 @@ func checkPodSide(t *testing.T, pod *nettopo.NS, ip netip.Addr) {
 		t.Fatalf("pod neighbours %v: no permanent entry for 169.254.1.1", neighs)
 	}
 }
+
+// TestDualStack: with an IPv4 and an IPv6 pod CIDR, a pod gets one address
+// of each, its routes via both link-local gateways, and pod-to-pod traffic
+// works over IPv6 too; DEL leaves nothing.
+func TestDualStack(t *testing.T) {
+	n := newNode(t, "10.244.31.0/24,fd00:31::/120")
+	n.startAgent()
+	// IPv6 forwarding is a per-namespace switch: the node's, not the CNI's.
+	if err := n.ns.Sysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
+		t.Fatal(err)
+	}
+	a, b := n.newPod("a"), n.newPod("b")
+	ra, rb := rt(a, "c-"+n.id+"-a"), rt(b, "c-"+n.id+"-b")
+	resA, resB := n.mustAdd(ra), n.mustAdd(rb)
+	if len(resA.IPs) != 2 || resA.IPs[1].Address.IP.To4() != nil || resA.IPs[1].Gateway.String() != "fe80::1" {
+		t.Fatalf("result IPs %v: want an IPv4 and an IPv6 address, the latter with gateway fe80::1", resA.IPs)
+	}
+	v6B := resB.IPs[1].Address.IP.String()
+	w, err := nettopo.StartWhoami(b, "b", "["+v6B+"]:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if got, err := nettopo.AskTCP(a, "["+v6B+"]:8080", 3*time.Second); err != nil || got != "b" {
+		t.Fatalf("pod to pod over IPv6: %q, %v", got, err)
+	}
+	for _, r := range []*libcni.RuntimeConf{ra, rb} {
+		if err := n.check(r); err != nil {
+			t.Fatalf("CHECK %s: %v", r.ContainerID, err)
+		}
+		if err := n.del(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.assertClean()
+}
