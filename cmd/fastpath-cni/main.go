@@ -1,14 +1,22 @@
-// Command fastpath-cni is fastpath's CNI plugin (spec 1.1.0). The container
-// runtime executes it with the configuration the agent installs
-// (--cni-conf-dir, file 10-fastpath.conflist); it forwards each verb to the
-// agent over the unix socket named in that configuration.
+// Command fastpath-cni is fastpath's CNI plugin (spec 1.1.0: ADD, DEL,
+// CHECK, STATUS, GC, VERSION). It is a thin client of the fastpath agent on
+// the same node: each verb is one request on the agent's unix socket
+// (internal/cniapi), and the agent does the work (docs/architecture.md,
+// "Pod networking").
 //
-// How to run it by hand or from a test (what the lab does):
+// How a runtime, the lab or a test uses it:
 //
-//	fastpath-agent ... --cni-socket /run/fastpath/cni.sock --cni-conf-dir /etc/cni/net.d \
-//	    --pod-cidr 10.244.1.0/24        # or --kubeconfig: Node.spec.podCIDRs
-//	# then libcni with that conflist and CNI_PATH holding fastpath-cni,
-//	# run from a thread in the node's network namespace (host veths go there).
+//	fastpath-agent --netns <node netns> --cni-socket /run/fastpath/cni.sock \
+//	    --cni-conf-dir /etc/cni/net.d --cni-state-dir /var/lib/fastpath/cni \
+//	    --pod-cidr 10.244.1.0/24            # or --kubeconfig + --node-name: Node.spec.podCIDRs
+//	    [--cni-mtu 1450] [--cni-chained-plugins portmap,bandwidth] ...
+//
+// The agent writes <conf dir>/10-fastpath.conflist once its API answers.
+// Run libcni (or any runtime) with that conflist and CNI_PATH holding
+// fastpath-cni (and the chained plugins), from a thread or process in the
+// node's network namespace: host veths, portmap rules and bandwidth's ifb
+// are made in the namespace the plugins run in. `fastpathctl endpoint list`
+// shows the attached pods.
 package main
 
 import (
