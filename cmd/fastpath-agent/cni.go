@@ -31,8 +31,9 @@ func addCNIFlags(fs *flag.FlagSet) cniFlags {
 	}
 }
 
-// cni returns the CNI configuration, or nil when --cni-socket is not given.
-func (f cniFlags) cni() (*agent.CNI, error) {
+// cni returns the CNI configuration, or nil when --cni-socket is not given;
+// kube says whether Kubernetes is the source (the pod CIDR's other origin).
+func (f cniFlags) cni(kube bool) (*agent.CNI, error) {
 	if *f.socket == "" {
 		if *f.podCIDR != "" || *f.chained != "" || *f.mtu != 0 {
 			return nil, fmt.Errorf("--pod-cidr, --cni-chained-plugins and --cni-mtu need --cni-socket")
@@ -42,6 +43,9 @@ func (f cniFlags) cni() (*agent.CNI, error) {
 	cidrs, err := parseCIDRs(*f.podCIDR)
 	if err != nil {
 		return nil, fmt.Errorf("--pod-cidr: %w", err)
+	}
+	if len(cidrs) == 0 && !kube {
+		return nil, fmt.Errorf("--cni-socket needs the node's pod CIDR: give --pod-cidr, or use Kubernetes (Node.spec.podCIDRs)")
 	}
 	if *f.mtu != 0 && (*f.mtu < 576 || *f.mtu > 65535) {
 		return nil, fmt.Errorf("--cni-mtu=%d: want 576-65535, or 0 for 1500", *f.mtu)

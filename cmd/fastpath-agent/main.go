@@ -96,7 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	if cfg.Network, err = network.network(cfg.Interfaces); err != nil {
 		return cfg, 0, err
 	}
-	if cfg.CNI, err = cni.cni(); err != nil {
+	if cfg.CNI, err = cni.cni(cfg.Kubernetes != nil); err != nil {
 		return cfg, 0, err
 	}
 	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {
