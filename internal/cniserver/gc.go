@@ -15,8 +15,9 @@ import (
 )
 
 // Check verifies that the pod's network is as ADD left it: the record, the
-// address lease, both veth ends with their addresses, and prevResult's
-// addresses (if given) equal to the record's.
+// address lease, both veth ends with their addresses, tc_lb on the host
+// veth in the recorded mode, and prevResult's addresses (if given) equal to
+// the record's.
 func (h *Handler) Check(req *cniapi.Request) (*cniapi.Response, *cniapi.Error) {
 	if e := validate(req, true); e != nil {
 		return nil, e
@@ -48,6 +49,15 @@ func (h *Handler) Check(req *cniapi.Request) (*cniapi.Response, *cniapi.Error) {
 	}
 	if err := podnet.Check(podnet.Attachment{NodeNS: h.cfg.NodeNS, PodNS: ep.NetNS, HostIface: ep.Interface, IfName: ep.IfName, IPs: ep.IPs, MTU: ep.MTU}); err != nil {
 		return fail("%v", err)
+	}
+	if h.cfg.Datapath != nil {
+		mode, err := h.cfg.Datapath.TCAttachment(h.iface(ep.Interface))
+		if err != nil {
+			return fail("load balancer on %s: %v", ep.Interface, err)
+		}
+		if string(mode) != ep.TC {
+			return fail("load balancer on %s attached as %q, want %q", ep.Interface, mode, ep.TC)
+		}
 	}
 	if len(req.PrevResult) > 0 {
 		prev, err := current.NewResult(req.PrevResult)

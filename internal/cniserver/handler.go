@@ -25,6 +25,7 @@ import (
 type Datapath interface {
 	AttachTCMode(datapath.Iface, datapath.IfaceRole, datapath.TCMode) (datapath.TCMode, error)
 	DetachTC(datapath.Iface) error
+	TCAttachment(datapath.Iface) (datapath.TCMode, error)
 }
 
 // Config is what the handler works with.

@@ -206,6 +206,40 @@ func DetachTC(pinDir string, ifc Iface) error {
 	return errors.Join(errs...)
 }
 
+// TCAttachment reports how fastpath's program is attached at the ingress of
+// ifc; "" when it is not.
+func (d *Datapath) TCAttachment(ifc Iface) (TCMode, error) {
+	return TCAttachment(d.cfg.PinDir, ifc)
+}
+
+// TCAttachment reports how fastpath's program is attached at the ingress of
+// ifc, from the pins in pinDir (TCX) and the interface's filters (clsact);
+// "" when it is not.
+func TCAttachment(pinDir string, ifc Iface) (TCMode, error) {
+	if _, err := os.Stat(filepath.Join(pinDir, "links", ifc.pinName())); err == nil {
+		return TCX, nil
+	}
+	h, err := netnsh.Netlink(ifc.NetNS)
+	if err != nil {
+		return "", err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifc.Name)
+	if err != nil {
+		return "", fmt.Errorf("interface %s: %w", ifc, err)
+	}
+	filters, err := h.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return "", fmt.Errorf("filters of %s: %w", ifc, err)
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == clsactHandle && bf.Priority == clsactPriority {
+			return TCClsact, nil
+		}
+	}
+	return "", nil
+}
+
 // FirstIPv4 returns the first global unicast IPv4 address found on the
 // interfaces, in order, in the namespace at nsPath ("" = own): the default
 // masquerade address. Backends must route it back to this node, which holds

@@ -3,8 +3,6 @@ package cni
 import (
 	"fmt"
 	"net/netip"
-	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -74,6 +72,13 @@ func TestAddCheckDel(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// CHECK notices what ADD made going missing: here the server's tc_lb.
+	hostS := datapath.Iface{NetNS: n.ns.Path(), Name: resS.Interfaces[0].Name}
+	if err := datapath.DetachTC(n.pinDir, hostS); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, n.check(rs), 103, "load balancer on "+hostS.Name)
+
 	for _, r := range []*libcni.RuntimeConf{rc, rs} {
 		if err := n.del(r); err != nil {
 			t.Fatalf("DEL %s: %v", r.ContainerID, err)
@@ -98,32 +103,14 @@ func resultIP(t *testing.T, r *current.Result) netip.Addr {
 	return ip.Unmap()
 }
 
-// tcMode says how tc_lb is attached to the host veth: "tcx" (a pinned
-// link), "clsact" (fastpath's filter), "" (not at all).
+// tcMode says how tc_lb is attached to the host veth: tcx, clsact or "".
 func (n *node) tcMode(t *testing.T, host string) string {
 	t.Helper()
-	pins, err := datapath.AttachedTC(n.pinDir)
+	mode, err := datapath.TCAttachment(n.pinDir, datapath.Iface{NetNS: n.ns.Path(), Name: host})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(pins, filepath.Base(n.ns.Path())+"-"+host) {
-		return "tcx"
-	}
-	h := n.ns.Netlink()
-	l, err := h.LinkByName(host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	filters, err := h.FilterList(l, netlink.HANDLE_MIN_INGRESS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range filters {
-		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == "fastpath_tc_lb" {
-			return "clsact"
-		}
-	}
-	return ""
+	return string(mode)
 }
 
 // checkPodSide verifies the pod's interface: the /32, the default route via
