@@ -145,7 +145,7 @@ func (d *Datapath) attachTCX(ifc Iface, prog *ebpf.Program) error {
 }
 
 func (d *Datapath) attachClsact(ifc Iface, prog *ebpf.Program) error {
-	h, err := netlinkAt(ifc.NetNS)
+	h, err := NetlinkAt(ifc.NetNS)
 	if err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func DetachTC(pinDir string, ifc Iface) error {
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		errs = append(errs, l.Unpin(), l.Close())
 	}
-	h, err := netlinkAt(ifc.NetNS)
+	h, err := NetlinkAt(ifc.NetNS)
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
@@ -206,46 +206,12 @@ func DetachTC(pinDir string, ifc Iface) error {
 	return errors.Join(errs...)
 }
 
-// TCAttachment reports how fastpath's program is attached at the ingress of
-// ifc; "" when it is not.
-func (d *Datapath) TCAttachment(ifc Iface) (TCMode, error) {
-	return TCAttachment(d.cfg.PinDir, ifc)
-}
-
-// TCAttachment reports how fastpath's program is attached at the ingress of
-// ifc, from the pins in pinDir (TCX) and the interface's filters (clsact);
-// "" when it is not.
-func TCAttachment(pinDir string, ifc Iface) (TCMode, error) {
-	if _, err := os.Stat(filepath.Join(pinDir, "links", ifc.pinName())); err == nil {
-		return TCX, nil
-	}
-	h, err := netnsh.Netlink(ifc.NetNS)
-	if err != nil {
-		return "", err
-	}
-	defer h.Close()
-	l, err := h.LinkByName(ifc.Name)
-	if err != nil {
-		return "", fmt.Errorf("interface %s: %w", ifc, err)
-	}
-	filters, err := h.FilterList(l, netlink.HANDLE_MIN_INGRESS)
-	if err != nil {
-		return "", fmt.Errorf("filters of %s: %w", ifc, err)
-	}
-	for _, f := range filters {
-		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == clsactHandle && bf.Priority == clsactPriority {
-			return TCClsact, nil
-		}
-	}
-	return "", nil
-}
-
 // FirstIPv4 returns the first global unicast IPv4 address found on the
 // interfaces, in order, in the namespace at nsPath ("" = own): the default
 // masquerade address. Backends must route it back to this node, which holds
 // for an address of the node's own interfaces.
 func FirstIPv4(nsPath string, ifaces ...string) (netip.Addr, error) {
-	h, err := netlinkAt(nsPath)
+	h, err := NetlinkAt(nsPath)
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -286,7 +252,9 @@ func AttachedTC(pinDir string) ([]string, error) {
 	return out, nil
 }
 
-func netlinkAt(nsPath string) (*netlink.Handle, error) {
+// NetlinkAt returns a netlink handle bound to the namespace at nsPath ("" =
+// the caller's).
+func NetlinkAt(nsPath string) (*netlink.Handle, error) {
 	if nsPath == "" {
 		return netlink.NewHandle()
 	}
@@ -296,4 +264,38 @@ func netlinkAt(nsPath string) (*netlink.Handle, error) {
 	}
 	defer ns.Close()
 	return netlink.NewHandleAt(ns)
+}
+
+// TCAttachment reports how fastpath's program is attached at the ingress of
+// ifc; "" when it is not.
+func (d *Datapath) TCAttachment(ifc Iface) (TCMode, error) {
+	return TCAttachment(d.cfg.PinDir, ifc)
+}
+
+// TCAttachment reports how fastpath's program is attached at the ingress of
+// ifc, from the pins in pinDir (TCX) and the interface's filters (clsact);
+// "" when it is not.
+func TCAttachment(pinDir string, ifc Iface) (TCMode, error) {
+	if _, err := os.Stat(filepath.Join(pinDir, "links", ifc.pinName())); err == nil {
+		return TCX, nil
+	}
+	h, err := NetlinkAt(ifc.NetNS)
+	if err != nil {
+		return "", err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifc.Name)
+	if err != nil {
+		return "", fmt.Errorf("interface %s: %w", ifc, err)
+	}
+	filters, err := h.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return "", fmt.Errorf("filters of %s: %w", ifc, err)
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == clsactHandle && bf.Priority == clsactPriority {
+			return TCClsact, nil
+		}
+	}
+	return "", nil
 }

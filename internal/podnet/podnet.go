@@ -25,7 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/fastpath-net/fastpath/internal/netnsh"
+	"github.com/fastpath-net/fastpath/internal/datapath"
 )
 
 // Gateways are the pod's default gateways per family: link-local, never a
@@ -77,7 +77,7 @@ func Setup(a Attachment) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %s (%v)", ErrNoNetNS, a.PodNS, err)
 	}
 	defer podNS.Close()
-	node, err := netnsh.Netlink(a.NodeNS)
+	node, err := datapath.NetlinkAt(a.NodeNS)
 	if err != nil {
 		return Result{}, err
 	}
@@ -253,7 +253,7 @@ func enableForwarding(nodeNS string, host netlink.Link, ips []netip.Addr) error 
 // Teardown deletes the host veth (and with it the pod end, its addresses,
 // routes and neighbours on both sides). A missing veth is not an error.
 func Teardown(nodeNS, hostIface string) error {
-	node, err := netnsh.Netlink(nodeNS)
+	node, err := datapath.NetlinkAt(nodeNS)
 	if err != nil {
 		return err
 	}
@@ -274,7 +274,7 @@ func Teardown(nodeNS, hostIface string) error {
 
 // HostIfaces lists the host veths fastpath created in the node namespace.
 func HostIfaces(nodeNS string) ([]string, error) {
-	node, err := netnsh.Netlink(nodeNS)
+	node, err := datapath.NetlinkAt(nodeNS)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +299,7 @@ func Check(a Attachment) error {
 		return fmt.Errorf("%w: %s (%v)", ErrNoNetNS, a.PodNS, err)
 	}
 	defer podNS.Close()
-	node, err := netnsh.Netlink(a.NodeNS)
+	node, err := datapath.NetlinkAt(a.NodeNS)
 	if err != nil {
 		return err
 	}
