@@ -1,6 +1,7 @@
 package cniserver
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -46,7 +47,7 @@ func (c Conflist) Bytes() ([]byte, error) {
 		}
 		plugins = append(plugins, entry)
 	}
-	return marshalConf(map[string]any{"cniVersion": "1.1.0", "name": name, "plugins": plugins})
+	return json.MarshalIndent(map[string]any{"cniVersion": "1.1.0", "name": name, "plugins": plugins}, "", "  ")
 }
 
 // Install writes the conflist into dir atomically and returns its path.
