@@ -1,9 +1,11 @@
 package endpoint
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -52,5 +54,34 @@ func TestUnreadableRecordReported(t *testing.T) {
 	}
 	if _, err := s.Put(Endpoint{Key: key("a")}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConcurrentPut: IDs stay unique under parallel Puts (run with -race).
+func TestConcurrentPut(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Put(Endpoint{Key: key(fmt.Sprint(i))}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	ids := map[uint16]bool{}
+	for _, ep := range s.List() {
+		if ids[ep.ID] {
+			t.Fatalf("id %d twice", ep.ID)
+		}
+		ids[ep.ID] = true
+	}
+	if len(ids) != 30 {
+		t.Fatalf("%d endpoints", len(ids))
 	}
 }

@@ -2,9 +2,11 @@ package ipam
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -145,5 +147,41 @@ func TestSetRangesRejects(t *testing.T) {
 	}
 	if _, err := a.Allocate(owner("x")); !errors.Is(err, ErrNoRange) {
 		t.Fatalf("without ranges: %v, want ErrNoRange", err)
+	}
+}
+
+// TestConcurrentAllocate: parallel allocations and releases never hand
+// out one address twice (run with -race).
+func TestConcurrentAllocate(t *testing.T) {
+	a := open(t, t.TempDir(), "10.0.0.0/26") // 62 usable
+	var wg sync.WaitGroup
+	got := make([][]netip.Addr, 40)
+	errs := make([]error, 40)
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = a.Allocate(owner(fmt.Sprint(i)))
+			if i%4 == 0 && errs[i] == nil {
+				_, errs[i] = a.Release(owner(fmt.Sprint(i)))
+				got[i] = nil
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Addr]int{}
+	for i, g := range got {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		for _, addr := range g {
+			if j, dup := seen[addr]; dup {
+				t.Fatalf("%s handed to %d and %d", addr, j, i)
+			}
+			seen[addr] = i
+		}
+	}
+	if l := a.Leases(); len(l) != 30 {
+		t.Fatalf("%d leases, want 30", len(l))
 	}
 }
