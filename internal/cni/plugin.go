@@ -11,8 +11,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/ns"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -104,6 +106,13 @@ func Add(args *skel.CmdArgs) error {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
 		return err
+	}
+	// skel makes this check only after Add returns, when the agent would
+	// already have moved a veth end into the node's own namespace.
+	if o := strings.ToLower(args.NetnsOverride); o != "1" && o != "true" {
+		if same, e := ns.CheckNetNS(args.Netns); e == nil && same {
+			return types.NewError(types.ErrInvalidNetNS, "CNI_NETNS "+args.Netns+" is the namespace the plugin runs in (the node's), not a pod's", "")
+		}
 	}
 	resp, err := call(conf, cniapi.PathAdd, request(args, conf), types.ErrTryAgainLater)
 	if err != nil {

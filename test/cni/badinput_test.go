@@ -103,6 +103,11 @@ func TestBadInput(t *testing.T) {
 		e := n.execPlugin(t, "ADD", cid, "", n.pluginConf(t, nil))
 		wantTypesCode(t, e, types.ErrInvalidEnvironmentVariables, "CNI_NETNS")
 	})
+	t.Run("netns of the node itself", func(t *testing.T) {
+		e := n.execPlugin(t, "ADD", cid, n.ns.Path(), n.pluginConf(t, nil))
+		wantTypesCode(t, e, types.ErrInvalidNetNS, "not a pod's")
+		n.assertClean()
+	})
 	t.Run("duplicate ADD", func(t *testing.T) {
 		r := rt(pod, cid)
 		first := n.mustAdd(r)
