@@ -187,8 +187,9 @@ func wantTypesCode(t *testing.T, e *types.Error, code uint, msgPart string) {
 	wantCode(t, e, int(code), msgPart)
 }
 
-// TestAgentDown: without an agent, ADD asks the runtime to try again and
-// STATUS reports the plugin not available; both name the socket.
+// TestAgentDown: without an agent (stopped, or killed with its socket file
+// left behind), ADD asks the runtime to try again and STATUS reports the
+// plugin not available; both name the socket.
 func TestAgentDown(t *testing.T) {
 	n := newNode(t, "10.244.10.0/24")
 	n.startAgent()
@@ -205,4 +206,10 @@ func TestAgentDown(t *testing.T) {
 	if err := n.status(); err != nil {
 		t.Fatalf("STATUS after the agent came back: %v", err)
 	}
+	// Killed, the agent leaves its socket file behind: nobody answers.
+	n.killAgent()
+	_, err = n.add(rt(pod, "c-"+n.id+"-down"))
+	wantCode(t, err, 11, "fastpath agent is not running")
+	wantCode(t, n.status(), 50, "fastpath agent is not running")
+	n.assertClean()
 }
