@@ -37,12 +37,15 @@ const (
 // namespace.
 type nsThread struct {
 	name string
+	// joined: the namespace existed before (a detached env's); the thread
+	// enters it instead of creating it, and close leaves it.
+	joined bool
 	work chan func()
 	done chan struct{}
 }
 
-func newNSThread(name string) (*nsThread, error) {
-	t := &nsThread{name: name, work: make(chan func()), done: make(chan struct{})}
+func newNSThread(name string, join bool) (*nsThread, error) {
+	t := &nsThread{name: name, joined: join, work: make(chan func()), done: make(chan struct{})}
 	ready := make(chan error, 1)
 	go t.loop(ready)
 	if err := <-ready; err != nil {
@@ -54,6 +57,19 @@ func newNSThread(name string) (*nsThread, error) {
 func (t *nsThread) loop(ready chan<- error) {
 	defer close(t.done)
 	runtime.LockOSThread()
+	if t.joined {
+		ns, err := netns.GetFromName(t.name)
+		if err == nil {
+			err = netns.Set(ns)
+			ns.Close()
+		}
+		if err != nil {
+			ready <- fmt.Errorf("netns %s: %w", t.name, err)
+			return
+		}
+		t.serve(ready)
+		return
+	}
 	ns, err := netns.NewNamed(t.name)
 	if err == nil {
 		ns.Close()
@@ -68,6 +84,10 @@ func (t *nsThread) loop(ready chan<- error) {
 		ready <- fmt.Errorf("netns %s: %w", t.name, err)
 		return
 	}
+	t.serve(ready)
+}
+
+func (t *nsThread) serve(ready chan<- error) {
 	ready <- nil
 	for f := range t.work {
 		f()
@@ -113,6 +133,9 @@ func (t *nsThread) dial(addr string) (c net.Conn, err error) {
 func (t *nsThread) close() error {
 	close(t.work)
 	<-t.done
+	if t.joined {
+		return nil
+	}
 	return deleteNetns(t.name)
 }
 

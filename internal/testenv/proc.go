@@ -24,6 +24,12 @@ type proc struct {
 // process group so Stop can kill it with anything it forked, without
 // touching any other process.
 func (t *nsThread) startProc(dir, name, bin string, args []string) (*proc, error) {
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if t.joined {
+		// A detached env's children outlive us: no death signal, and a
+		// session of their own so a terminal's signals miss them.
+		attr = &syscall.SysProcAttr{Setsid: true}
+	}
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -34,7 +40,7 @@ func (t *nsThread) startProc(dir, name, bin string, args []string) (*proc, error
 	cmd.Dir = dir
 	cmd.Env = childEnv()
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = attr
 	t.do(func() { err = cmd.Start() })
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -67,6 +67,17 @@ type Options struct {
 	BinDir string
 	// TempDir is where the env's directory goes; default os.TempDir().
 	TempDir string
+	// ExtraControllerManagerArgs are appended to kube-controller-manager's flags.
+	ExtraControllerManagerArgs []string
+	// Detached is for control planes that outlive the process that started
+	// them (the lab): the children run in NetNS (an existing namespace, which
+	// Stop leaves alone, and whose addresses the caller sets up, including
+	// AdvertiseAddress), keep their files in Dir (created if missing, kept
+	// by Stop), have no parent-death signal and lead sessions of their own.
+	// The caller ends them by PID (Env.PIDs); Stop is only for a failed start.
+	Detached bool
+	NetNS    string
+	Dir      string
 	// StartTimeout bounds readiness; default 60s.
 	StartTimeout time.Duration
 }
@@ -154,6 +165,9 @@ func (o *Options) fill() error {
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 60 * time.Second
 	}
+	if o.Detached && (o.NetNS == "" || o.Dir == "") {
+		return errors.New("a detached control plane needs NetNS and Dir")
+	}
 	if ip := net.ParseIP(o.AdvertiseAddress); ip == nil || ip.To4() == nil {
 		return fmt.Errorf("AdvertiseAddress %q: want an IPv4 address", o.AdvertiseAddress)
 	}
@@ -183,7 +197,11 @@ func newEnv(opts Options, bins map[string]string) (*Env, error) {
 	collectLeftovers(opts.TempDir)
 	name := envName()
 	dir := filepath.Join(opts.TempDir, name)
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	mkdir := os.Mkdir
+	if opts.Detached {
+		name, dir, mkdir = opts.NetNS, opts.Dir, os.MkdirAll
+	}
+	if err := mkdir(dir, 0o700); err != nil {
 		return nil, err
 	}
 	svc := netip.MustParsePrefix(opts.ServiceClusterIPRange).Masked()
@@ -239,11 +257,13 @@ func (e *Env) start(ctx context.Context) error {
 // forwarder: everything before the first child.
 func (e *Env) prepare() error {
 	var err error
-	if e.ns, err = newNSThread(e.Name); err != nil {
+	if e.ns, err = newNSThread(e.Name, e.opts.Detached); err != nil {
 		return err
 	}
-	if err := e.ns.addLoopbackAddr(e.AdvertiseAddress); err != nil {
-		return fmt.Errorf("advertise address: %w", err)
+	if !e.opts.Detached {
+		if err := e.ns.addLoopbackAddr(e.AdvertiseAddress); err != nil {
+			return fmt.Errorf("advertise address: %w", err)
+		}
 	}
 	firstIP := e.ServiceCIDR.Addr().Next()
 	sans := append([]string{e.AdvertiseAddress.String()}, e.opts.ExtraSANs...)
@@ -330,6 +350,7 @@ func (e *Env) startControllerManager() error {
 		"--service-account-private-key-file=" + e.pki.saKey,
 		"--service-cluster-ip-range=" + e.ServiceCIDR.String(),
 	}
+	args = append(args, e.opts.ExtraControllerManagerArgs...)
 	if e.opts.ClusterCIDR != "" {
 		args = append(args, "--allocate-node-cidrs=true", "--cluster-cidr="+e.opts.ClusterCIDR,
 			fmt.Sprintf("--node-cidr-mask-size=%d", e.opts.NodeCIDRMaskSize))
@@ -450,6 +471,8 @@ func (e *Env) stop() error {
 	if e.ns != nil {
 		errs = append(errs, e.ns.close())
 	}
-	errs = append(errs, os.RemoveAll(e.Dir))
+	if !e.opts.Detached {
+		errs = append(errs, os.RemoveAll(e.Dir))
+	}
 	return errors.Join(errs...)
 }
