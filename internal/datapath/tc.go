@@ -112,7 +112,27 @@ func (d *Datapath) linkPin(ifc Iface) string {
 }
 
 func (d *Datapath) attachTCX(ifc Iface, prog *ebpf.Program) error {
-	pin := d.linkPin(ifc)
+	return attachTCXPinned(d.linkPin(ifc), ifc, prog, ebpf.AttachTCXIngress)
+}
+
+// AttachEgress attaches prog at the TCX egress of ifc, pinned under
+// pinDir/links (name tc-egress-<netns>-<ifname>); an earlier attachment
+// with that pin is replaced atomically. Egress programs (the tunnel's) are
+// TCX only.
+func AttachEgress(pinDir string, ifc Iface, prog *ebpf.Program) error {
+	if err := attachTCXPinned(EgressPin(pinDir, ifc), ifc, prog, ebpf.AttachTCXEgress); err != nil {
+		return fmt.Errorf("attach tcx egress to %s: %w", ifc, err)
+	}
+	return nil
+}
+
+// EgressPin is where AttachEgress pins the link of ifc; removing the pin
+// detaches the program.
+func EgressPin(pinDir string, ifc Iface) string {
+	return filepath.Join(pinDir, "links", strings.Replace(ifc.pinName(), "tc-ingress-", "tc-egress-", 1))
+}
+
+func attachTCXPinned(pin string, ifc Iface, prog *ebpf.Program, at ebpf.AttachType) error {
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		defer l.Close()
 		if err := l.Update(prog); err == nil {
@@ -131,7 +151,7 @@ func (d *Datapath) attachTCX(ifc Iface, prog *ebpf.Program) error {
 		l, err := link.AttachTCX(link.TCXOptions{
 			Interface: iface.Attrs().Index,
 			Program:   prog,
-			Attach:    ebpf.AttachTCXIngress,
+			Attach:    at,
 		})
 		if err != nil {
 			return err

@@ -5,3 +5,4 @@ package bpfobj
 
 //go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror -I../../../bpf/include -I/usr/include/x86_64-linux-gnu" -target bpfel -go-package bpfobj Tclb ../../../bpf/tc_lb.c
 //go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror -I../../../bpf/include -I/usr/include/x86_64-linux-gnu" -target bpfel -go-package bpfobj Socklb ../../../bpf/sock_lb.c
+//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror -I../../../bpf/include -I/usr/include/x86_64-linux-gnu" -target bpfel -go-package bpfobj Tctunnel ../../../bpf/tc_tunnel.c
