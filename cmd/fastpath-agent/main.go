@@ -20,6 +20,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/agent"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/k8s"
+	"github.com/fastpath-net/fastpath/internal/routing"
 )
 
 func main() {
@@ -71,6 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.IntVar(&cfg.Sizes.SockRevNat, "sock-revnat-max", datapath.DefaultSizes.SockRevNat, "socket reverse-NAT map entries")
 	fs.IntVar(&cfg.Sizes.Affinity, "affinity-max", datapath.DefaultSizes.Affinity, "session-affinity map entries (one per client and ClientIP-affinity frontend; LRU)")
 	fs.IntVar(&cfg.Sizes.SourceRanges, "source-ranges-max", datapath.DefaultSizes.SourceRanges, "loadBalancerSourceRanges map entries (one per range and LoadBalancer frontend)")
+	routingMode := fs.String("routing-mode", "", "pod traffic to other nodes: native (routes via the nodes' InternalIPs) or vxlan "+
+		"(tunnel over the first --external-interfaces); empty: off. Needs the Kubernetes source")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	addOpsFlags(fs, &cfg.Ops)
 	configDir := fs.String("config-dir", "", "directory with one file per flag, named after it (a mounted ConfigMap); flags on the command line win")
@@ -98,6 +101,13 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	}
 	if cfg.CNI, err = cni.cni(cfg.Kubernetes != nil); err != nil {
 		return cfg, 0, err
+	}
+	if *routingMode != "" {
+		mode, err := routing.ParseMode(*routingMode)
+		if err != nil {
+			return cfg, 0, fmt.Errorf("--routing-mode: %w", err)
+		}
+		cfg.Routing = &agent.Routing{Mode: mode}
 	}
 	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {
 		cfg.NetNS = "/run/netns/" + cfg.NetNS

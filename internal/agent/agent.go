@@ -33,9 +33,10 @@ type Config struct {
 	TC           datapath.TCMode // tcx, clsact or auto
 	Sizes        datapath.Sizes
 	Log          *slog.Logger
-	Network      Network // external interfaces and masquerade (network.go)
-	CNI          *CNI    // the CNI API for fastpath-cni (cni.go); nil: off
-	Ops          Ops     // metrics, health and pprof endpoints (ops.go)
+	Network      Network  // external interfaces and masquerade (network.go)
+	CNI          *CNI     // the CNI API for fastpath-cni (cni.go); nil: off
+	Routing      *Routing // pod traffic to other nodes (routing.go); nil: off
+	Ops          Ops      // metrics, health and pprof endpoints (ops.go)
 }
 
 // Agent is a running node agent.
@@ -66,6 +67,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	route, err := startRouting(&cfg)
+	if err != nil {
+		return err
+	}
 	a, err := start(cfg)
 	if err != nil {
 		return err
@@ -79,6 +84,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.ops = a.startOps(ctx)
 	defer a.ops.close()
+	if route != nil {
+		go route(ctx)
+	}
 	return a.loop(ctx)
 }
 

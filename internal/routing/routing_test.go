@@ -15,7 +15,7 @@ import (
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-func ip(s string) netip.Addr     { return netip.MustParseAddr(s) }
+func ip(s string) netip.Addr    { return netip.MustParseAddr(s) }
 
 func TestDesiredSkipsSelfAndUnroutableNodes(t *testing.T) {
 	nodes := []Node{

@@ -40,8 +40,8 @@ type nsThread struct {
 	// joined: the namespace existed before (a detached env's); the thread
 	// enters it instead of creating it, and close leaves it.
 	joined bool
-	work chan func()
-	done chan struct{}
+	work   chan func()
+	done   chan struct{}
 }
 
 func newNSThread(name string, join bool) (*nsThread, error) {
