@@ -74,6 +74,7 @@
 #include "affinity.h"
 #include "service.h"
 #include "snat.h"
+#include "egress.h"
 #include "icmp.h"
 #include "reject.h"
 
@@ -149,10 +150,15 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 	e = bpf_map_lookup_elem(&fp_ct, &key);
 	if (!e || fp_ct_reply_stale(&key, e, p))
 		return FP_NEXT;
-	/* The service is gone: leave the reply alone and let the entry age out. */
-	rn = bpf_map_lookup_elem(&fp_rev_nat, &e->rev_nat_id);
-	if (!rn || !fp_addr_is_v4(&rn->addr))
-		return TC_ACT_OK;
+	/* The service is gone: leave the reply alone and let the entry age out.
+	 * No frontend at all (rev_nat_id 0): a masqueraded egress flow, whose
+	 * replies only go back to the pod (egress.h). */
+	rn = NULL;
+	if (e->rev_nat_id) {
+		rn = bpf_map_lookup_elem(&fp_rev_nat, &e->rev_nat_id);
+		if (!rn || !fp_addr_is_v4(&rn->addr))
+			return TC_ACT_OK;
+	}
 	/* SNAT: the destination goes back to the client (its port at least). */
 	if (e->flags & FP_CT_F_SNAT) {
 		if (!fp_addr_is_v4(&e->snat_addr) ||
@@ -160,11 +166,11 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 		daddr = e->snat_addr.w[3];
 	}
-	if (fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0)
+	if (rn && fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
 	fp_metric_add(FP_METRIC_REPLY_REVNAT, p->len);
-	if (e->flags & FP_CT_F_NODEPORT)
+	if (rn && (e->flags & FP_CT_F_NODEPORT))
 		return fp_reply_nodeport(skb, p, rn->addr.w[3], daddr);
 	return TC_ACT_OK;
 }
@@ -245,8 +251,12 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 	sk.port = bpf_ntohs(p->dport);
 	sk.proto = p->proto;
 	svc = fp_svc_lookup(&sk, fp_iface_role == FP_ROLE_INTERNAL);
-	if (!svc)
+	if (!svc) {
+		/* A pod's flow leaving the cluster is masqueraded (egress.h). */
+		if (fp_iface_role == FP_ROLE_INTERNAL && fp_egress_pick(p, c))
+			return FP_NEXT;
 		return TC_ACT_OK;
+	}
 	/* Outside loadBalancerSourceRanges: dropped, as kube-proxy does. */
 	if (!fp_source_allowed(svc, p->saddr))
 		return fp_drop(p, FP_METRIC_DROP_SOURCE_RANGE);
@@ -300,7 +310,7 @@ static __always_inline const struct fp_config *fp_masq_config(const struct fp_pk
 {
 	const struct fp_config *cfg;
 
-	if (c->addr != p->saddr &&
+	if (!c->egress && c->addr != p->saddr &&
 	    (fp_iface_role != FP_ROLE_EXTERNAL || (c->svc_flags & FP_SVC_F_EXT_LOCAL)))
 		return NULL;
 	cfg = fp_config_get();
@@ -393,6 +403,9 @@ static __always_inline int fp_new(struct __sk_buff *skb, const struct fp_pkt *p,
 		return ret;
 	cfg = fp_masq_config(p, &c);
 	ret = cfg ? fp_masq_route(skb, p, &c, cfg) : FP_DNAT;
+	/* Egress to a local or unroutable address: the stack's business. */
+	if (ret == FP_DNAT && c.egress)
+		return TC_ACT_OK;
 	if (ret == FP_DNAT) {
 		ret = fp_new_dnat(skb, p, &c, flag, err);
 		if (ret != FP_CLASH)

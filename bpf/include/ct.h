@@ -126,6 +126,7 @@ struct fp_choice {
 	__u32 rev_nat_id;
 	__u16 svc_flags; /* the service entry's FP_SVC_F_* */
 	__u8 affinity;   /* the service has session affinity: remember the choice */
+	__u8 egress;     /* no service: a pod's flow leaving the cluster (egress.h) */
 };
 
 /* fp_ct_svc_flags are the ct flags a new flow gets from its service. */

@@ -195,8 +195,11 @@ struct fp_config {
 	union fp_addr masq_addr; /* source of masqueraded flows; not IPv4: none */
 	__u16 snat_port_min;     /* masquerade ports, inclusive, host order; */
 	__u16 snat_port_max;     /* outside the node's ephemeral port range */
-	__u32 pad;
+	__u32 flags;             /* FP_CONFIG_F_* */
 };
+
+/* Masquerade pod traffic leaving the cluster CIDR (fp_no_masq, egress.h). */
+#define FP_CONFIG_F_EGRESS_MASQ (1 << 0)
 
 /*
  * affinity: sessionAffinity ClientIP. Which backend a client last got from a

@@ -90,4 +90,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_metrics SEC(".maps");
 
+/* --- cross-node routing: begin --- */
+/* The cluster's own addresses (--cluster-cidr): pod traffic to anything
+ * else is masqueraded (egress.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct fp_cidr_key);
+	__type(value, __u8);
+	__uint(max_entries, 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_no_masq SEC(".maps");
+/* --- cross-node routing: end --- */
+
 #endif /* FASTPATH_MAPS_H */

@@ -14,7 +14,7 @@ import (
 
 // networkFlags are the flags of agent.Network.
 type networkFlags struct {
-	external, masqIP, ports *string
+	external, masqIP, ports, clusterCIDR *string
 }
 
 func addNetworkFlags(fs *flag.FlagSet) networkFlags {
@@ -22,6 +22,8 @@ func addNetworkFlags(fs *flag.FlagSet) networkFlags {
 		external: fs.String("external-interfaces", "", "comma-separated interfaces facing outside the cluster (NodePort/LoadBalancer/externalIPs traffic): "+
 			"they see only external service entries, and their traffic is masqueraded unless externalTrafficPolicy is Local"),
 		masqIP: fs.String("masquerade-ip", "", "IPv4 address masqueraded flows get as source; empty: the first IPv4 of the external interfaces, else of --interfaces"),
+		clusterCIDR: fs.String("cluster-cidr", "", "comma-separated CIDRs of the cluster's pods: pod TCP/UDP traffic to addresses outside them "+
+			"is masqueraded to the node's address; empty: no such masquerade"),
 		ports: fs.String("snat-ports", fmt.Sprintf("%d-%d", datapath.DefaultSNATPorts[0], datapath.DefaultSNATPorts[1]),
 			"port range of masqueraded flows, MIN-MAX; keep it outside net.ipv4.ip_local_port_range"),
 	}
@@ -46,6 +48,16 @@ func (f networkFlags) network(internal []string) (agent.Network, error) {
 		}
 		n.Masquerade.IP = ip
 	}
+	cidrs, err := parseCIDRs(*f.clusterCIDR)
+	if err != nil {
+		return n, fmt.Errorf("--cluster-cidr: %w", err)
+	}
+	for _, p := range cidrs {
+		if !p.Addr().Is4() {
+			return n, fmt.Errorf("--cluster-cidr %s: only IPv4 is supported", p)
+		}
+	}
+	n.Masquerade.ClusterCIDRs = cidrs
 	lo, hi, ok := strings.Cut(*f.ports, "-")
 	min, err1 := strconv.ParseUint(lo, 10, 16)
 	max, err2 := strconv.ParseUint(hi, 10, 16)

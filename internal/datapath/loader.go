@@ -42,6 +42,10 @@ type Masquerade struct {
 	// (net.ipv4.ip_local_port_range, 32768-60999 by default), which local
 	// sockets use with the same address. Zero: DefaultSNATPorts.
 	PortMin, PortMax uint16
+	// ClusterCIDRs (--cluster-cidr): TCP and UDP flows from pods (internal
+	// interfaces) with a source inside them to a destination outside them
+	// are masqueraded too (bpf/include/egress.h). Empty: no such masquerade.
+	ClusterCIDRs []netip.Prefix
 }
 
 // DefaultSNATPorts is the masquerade port range: above Linux's default
@@ -242,8 +246,48 @@ func (d *Datapath) SetMasquerade(m Masquerade) error {
 	if err != nil {
 		return err
 	}
+	// The CIDRs before the flag: the datapath never masquerades with a
+	// half-written list.
+	if err := d.setClusterCIDRs(m.ClusterCIDRs); err != nil {
+		return err
+	}
 	if err := d.tc.FpConfig.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write fp_config: %w", err)
+	}
+	return nil
+}
+
+// setClusterCIDRs makes fp_no_masq hold exactly cidrs.
+func (d *Datapath) setClusterCIDRs(cidrs []netip.Prefix) error {
+	m := bpfmap.NewKernel[lbmap.CIDRKey, uint8](d.tc.FpNoMasq, "fp_no_masq")
+	have, err := m.All()
+	if err != nil {
+		return err
+	}
+	want := map[lbmap.CIDRKey]bool{}
+	var keys []lbmap.CIDRKey
+	var vals []uint8
+	for _, p := range cidrs {
+		if !p.Addr().Is4() {
+			return fmt.Errorf("cluster CIDR %s: only IPv4 is supported", p)
+		}
+		k := lbmap.CIDRKeyFrom(p)
+		want[k] = true
+		keys, vals = append(keys, k), append(vals, 1)
+	}
+	var gone []lbmap.CIDRKey
+	for k := range have {
+		if !want[k] {
+			gone = append(gone, k)
+		}
+	}
+	if len(keys) > 0 {
+		if err := m.Update(keys, vals); err != nil {
+			return err
+		}
+	}
+	if len(gone) > 0 {
+		return m.Delete(gone)
 	}
 	return nil
 }
@@ -262,6 +306,9 @@ func (m Masquerade) config() (lbmap.Config, error) {
 			return lbmap.Config{}, fmt.Errorf("masquerade address %s: only IPv4 is supported", m.IP)
 		}
 		v.MasqAddr = lbmap.AddrFrom(m.IP.Unmap())
+	}
+	if len(m.ClusterCIDRs) > 0 {
+		v.Flags |= lbmap.ConfigEgressMasq
 	}
 	return v, nil
 }

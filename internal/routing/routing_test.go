@@ -127,6 +127,11 @@ func TestTunnelLayoutMatchesObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := spec.Maps["fp_tunnel_map"]
+	tclb, err := bpfobj.LoadTclb()
+	if err != nil {
+		t.Fatal(err)
+	}
 	layoutcheck.Struct(t, "tc_tunnel", m.Key, reflect.TypeFor[TunnelKey]())
+	layoutcheck.Struct(t, "tc_lb", tclb.Maps["fp_no_masq"].Key, reflect.TypeFor[TunnelKey]())
 	layoutcheck.Struct(t, "tc_tunnel", m.Value, reflect.TypeFor[TunnelEndpoint]())
 }

@@ -33,22 +33,13 @@ var deviceMAC = net.HardwareAddr{0x02, 0xfa, 0x57, 0x00, 0x00, 0x01}
 
 // TunnelKey and TunnelEndpoint are the Go twins of struct fp_cidr_key and
 // struct fp_tunnel_endpoint (bpf/include/fastpath.h).
-type TunnelKey struct {
-	Prefixlen uint32
-	Addr      lbmap.Addr
-}
+type TunnelKey = lbmap.CIDRKey
 
 type TunnelEndpoint struct {
 	Node lbmap.Addr
 }
 
-func tunnelKey(p netip.Prefix) TunnelKey {
-	bits := p.Bits()
-	if p.Addr().Is4() {
-		bits += 96
-	}
-	return TunnelKey{Prefixlen: uint32(bits), Addr: lbmap.AddrFrom(p.Masked().Addr())}
-}
+func tunnelKey(p netip.Prefix) TunnelKey { return lbmap.CIDRKeyFrom(p) }
 
 // syncTunnelMap makes m hold exactly the routes.
 func syncTunnelMap(m bpfmap.Map[TunnelKey, TunnelEndpoint], routes []Route) error {

@@ -44,6 +44,15 @@ type SocklbFpBackend struct {
 	Pad   uint32
 }
 
+type SocklbFpCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+}
+
 type SocklbFpConfig struct {
 	_        structs.HostLayout
 	MasqAddr struct {
@@ -52,7 +61,7 @@ type SocklbFpConfig struct {
 	}
 	SnatPortMin uint16
 	SnatPortMax uint16
-	Pad         uint32
+	Flags       uint32
 }
 
 type SocklbFpCtEntry struct {
@@ -173,6 +182,7 @@ const (
 	SocklbMapFpConfig            = "fp_config"
 	SocklbMapFpCt                = "fp_ct"
 	SocklbMapFpMetrics           = "fp_metrics"
+	SocklbMapFpNoMasq            = "fp_no_masq"
 	SocklbMapFpRevNat            = "fp_rev_nat"
 	SocklbMapFpServices          = "fp_services"
 	SocklbMapFpSockRevnat        = "fp_sock_revnat"
@@ -242,6 +252,7 @@ type SocklbMapSpecs struct {
 	FpConfig       *ebpf.MapSpec `ebpf:"fp_config"`
 	FpCt           *ebpf.MapSpec `ebpf:"fp_ct"`
 	FpMetrics      *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpNoMasq       *ebpf.MapSpec `ebpf:"fp_no_masq"`
 	FpRevNat       *ebpf.MapSpec `ebpf:"fp_rev_nat"`
 	FpServices     *ebpf.MapSpec `ebpf:"fp_services"`
 	FpSockRevnat   *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
@@ -279,6 +290,7 @@ type SocklbMaps struct {
 	FpConfig       *ebpf.Map `ebpf:"fp_config"`
 	FpCt           *ebpf.Map `ebpf:"fp_ct"`
 	FpMetrics      *ebpf.Map `ebpf:"fp_metrics"`
+	FpNoMasq       *ebpf.Map `ebpf:"fp_no_masq"`
 	FpRevNat       *ebpf.Map `ebpf:"fp_rev_nat"`
 	FpServices     *ebpf.Map `ebpf:"fp_services"`
 	FpSockRevnat   *ebpf.Map `ebpf:"fp_sock_revnat"`
@@ -292,6 +304,7 @@ func (m *SocklbMaps) Close() error {
 		m.FpConfig,
 		m.FpCt,
 		m.FpMetrics,
+		m.FpNoMasq,
 		m.FpRevNat,
 		m.FpServices,
 		m.FpSockRevnat,

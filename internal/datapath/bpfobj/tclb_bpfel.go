@@ -44,6 +44,15 @@ type TclbFpBackend struct {
 	Pad   uint32
 }
 
+type TclbFpCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+}
+
 type TclbFpConfig struct {
 	_        structs.HostLayout
 	MasqAddr struct {
@@ -52,7 +61,7 @@ type TclbFpConfig struct {
 	}
 	SnatPortMin uint16
 	SnatPortMax uint16
-	Pad         uint32
+	Flags       uint32
 }
 
 type TclbFpCtEntry struct {
@@ -173,6 +182,7 @@ const (
 	TclbMapFpConfig       = "fp_config"
 	TclbMapFpCt           = "fp_ct"
 	TclbMapFpMetrics      = "fp_metrics"
+	TclbMapFpNoMasq       = "fp_no_masq"
 	TclbMapFpRevNat       = "fp_rev_nat"
 	TclbMapFpServices     = "fp_services"
 	TclbMapFpSockRevnat   = "fp_sock_revnat"
@@ -235,6 +245,7 @@ type TclbMapSpecs struct {
 	FpConfig       *ebpf.MapSpec `ebpf:"fp_config"`
 	FpCt           *ebpf.MapSpec `ebpf:"fp_ct"`
 	FpMetrics      *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpNoMasq       *ebpf.MapSpec `ebpf:"fp_no_masq"`
 	FpRevNat       *ebpf.MapSpec `ebpf:"fp_rev_nat"`
 	FpServices     *ebpf.MapSpec `ebpf:"fp_services"`
 	FpSockRevnat   *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
@@ -273,6 +284,7 @@ type TclbMaps struct {
 	FpConfig       *ebpf.Map `ebpf:"fp_config"`
 	FpCt           *ebpf.Map `ebpf:"fp_ct"`
 	FpMetrics      *ebpf.Map `ebpf:"fp_metrics"`
+	FpNoMasq       *ebpf.Map `ebpf:"fp_no_masq"`
 	FpRevNat       *ebpf.Map `ebpf:"fp_rev_nat"`
 	FpServices     *ebpf.Map `ebpf:"fp_services"`
 	FpSockRevnat   *ebpf.Map `ebpf:"fp_sock_revnat"`
@@ -286,6 +298,7 @@ func (m *TclbMaps) Close() error {
 		m.FpConfig,
 		m.FpCt,
 		m.FpMetrics,
+		m.FpNoMasq,
 		m.FpRevNat,
 		m.FpServices,
 		m.FpSockRevnat,

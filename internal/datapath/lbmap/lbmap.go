@@ -142,7 +142,27 @@ type Config struct {
 	MasqAddr    Addr   // source of masqueraded flows; not IPv4-mapped: none
 	SnatPortMin uint16 // masquerade ports, inclusive
 	SnatPortMax uint16
-	_           uint32
+	Flags       uint32 // ConfigEgressMasq
+}
+
+// ConfigEgressMasq is FP_CONFIG_F_EGRESS_MASQ: pod traffic leaving the
+// cluster CIDRs (the fp_no_masq map) is masqueraded.
+const ConfigEgressMasq = 1 << 0
+
+// CIDRKey is struct fp_cidr_key, the key of the LPM maps (fp_no_masq,
+// fp_tunnel_map): an IPv4 prefix /n is stored IPv4-mapped with 96 + n bits.
+type CIDRKey struct {
+	Prefixlen uint32
+	Addr      Addr
+}
+
+// CIDRKeyFrom returns p's key.
+func CIDRKeyFrom(p netip.Prefix) CIDRKey {
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	return CIDRKey{Prefixlen: uint32(bits), Addr: AddrFrom(p.Masked().Addr())}
 }
 
 // SourceRangeKey mirrors struct fp_source_range_key, a key of the LPM trie
