@@ -3,15 +3,17 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/fastpath-net/fastpath/internal/lab"
+	"github.com/fastpath-net/fastpath/internal/routing"
 )
 
-const usage = `usage: fastpath-lab up | down | serve --netns PATH --name NAME --addr IP | probe --netns PATH --addr IP:PORT`
+const usage = `usage: fastpath-lab up [--nodes N] [--routing-mode native|vxlan] | down | serve --netns PATH --name NAME --addr IP`
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -31,22 +33,18 @@ func run(args []string) error {
 	nsPath := fs.String("netns", "", "network namespace path")
 	name := fs.String("name", "", "backend name")
 	addr := fs.String("addr", "", "address")
+	nodes := fs.Int("nodes", 2, "number of nodes")
+	mode := fs.String("routing-mode", "native", "how pods reach other nodes: native or vxlan")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	switch args[0] {
 	case "up":
-		return lab.Up(binDir(), os.Stdout)
+		return lab.Up(context.Background(), lab.Options{Nodes: *nodes, RoutingMode: routing.Mode(*mode), Bin: binDir()}, os.Stdout)
 	case "down":
 		return lab.Down(os.Stdout)
 	case "serve":
 		return lab.Serve(*nsPath, *name, *addr)
-	case "probe":
-		out, err := lab.Probe(*nsPath, *addr)
-		if err == nil {
-			fmt.Println(out)
-		}
-		return err
 	}
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 }

@@ -12,21 +12,27 @@ import (
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
-// Down stops the lab's processes (by the PIDs it recorded), and removes its
-// pins, cgroup and namespaces. It is safe to run when nothing is up.
+// Down stops the lab's processes (by the PIDs it recorded, agents first),
+// and removes its pins, namespaces and state. It is safe to run when
+// nothing is up.
 func Down(out io.Writer) error {
 	var errs []error
 	if st, err := loadState(); err == nil {
-		for name, pid := range st.Processes {
-			if err := stop(pid); err != nil {
-				errs = append(errs, fmt.Errorf("stop %s (pid %d): %w", name, pid, err))
+		for _, pass := range []func(string) bool{
+			func(n string) bool { return strings.HasPrefix(n, "agent-") },
+			func(n string) bool { return !isControlPlane(n) },
+			func(string) bool { return true },
+		} {
+			for name, p := range st.Processes {
+				if pass(name) {
+					if err := stop(p); err != nil {
+						errs = append(errs, fmt.Errorf("stop %s (pid %d): %w", name, p.PID, err))
+					}
+				}
 			}
 		}
 	}
 	errs = append(errs, datapath.Uninstall(PinDir))
-	if err := os.Remove(CgroupDir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove cgroup %s: %w", CgroupDir, err))
-	}
 	for _, ns := range labNamespaces() {
 		errs = append(errs, nettopo.DeleteNS(ns))
 	}
@@ -38,6 +44,10 @@ func Down(out io.Writer) error {
 	}
 	fmt.Fprintln(out, "lab is down")
 	return nil
+}
+
+func isControlPlane(name string) bool {
+	return name == "etcd" || name == "kube-apiserver" || name == "kube-controller-manager"
 }
 
 // labNamespaces lists the existing namespaces that belong to the lab.

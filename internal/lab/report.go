@@ -1,19 +1,15 @@
 package lab
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
+	"net/netip"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
@@ -28,38 +24,32 @@ type check struct {
 }
 
 // Report checks what works in the running lab and prints a table and the
-// commands to explore it. It fails if any check fails.
-func Report(bin string, st *State, out io.Writer) error {
-	client, err := nettopo.OpenNS(Base + "-client")
+// commands to explore it. It fails if any check fails. Every probe is sent
+// from a lab namespace (a pod or the external client), never from the root
+// namespace.
+func Report(ctx context.Context, bin string, st *State, out io.Writer) error {
+	checks, err := runChecks(ctx, st)
 	if err != nil {
 		return err
 	}
-	defer client.Release()
-	waitProgrammed(client)
-	checks := []check{
-		checkTCP(client),
-		checkHTTP(client),
-		checkUDP(client),
-		checkRefused(client),
-		checkSocketLB(bin),
-	}
 	failed := 0
-	fmt.Fprintf(out, "\nfastpath lab: 1 node, client, backends %s\n\n", strings.Join(Backends, ", "))
+	fmt.Fprintf(out, "\nfastpath lab: %d nodes, %s routing, pods %s\n\n", st.Nodes, st.RoutingMode, podList(st.Nodes))
 	for _, c := range checks {
-		verdict := "ok  "
-		detail := c.detail
+		verdict, detail := "ok  ", c.detail
 		if c.err != nil {
 			verdict, detail = "FAIL", c.err.Error()
 			failed++
 		}
-		fmt.Fprintf(out, "  %s  %-52s %s\n", verdict, c.name, detail)
+		fmt.Fprintf(out, "  %s  %-58s %s\n", verdict, c.name, detail)
 	}
-	fmt.Fprintf(out, "\nExplore:\n")
-	fmt.Fprintf(out, "  %s --bpffs-dir %s service list\n", filepath.Join(bin, "fastpathctl"), PinDir)
-	fmt.Fprintf(out, "  %s --bpffs-dir %s ct list\n", filepath.Join(bin, "fastpathctl"), PinDir)
-	fmt.Fprintf(out, "  %s --bpffs-dir %s status\n", filepath.Join(bin, "fastpathctl"), PinDir)
-	fmt.Fprintf(out, "  ip netns exec %s-client curl -s http://%s/\n", Base, VIP)
-	fmt.Fprintf(out, "  edit %s/services.yaml (the agent applies changes within a second)\n", StateDir)
+	ctl := filepath.Join(bin, "fastpathctl")
+	kubectl := "kubectl"
+	fmt.Fprintf(out, "\nExplore (the apiserver listens on the lab's underlay, so kubectl runs in the external client's namespace):\n")
+	fmt.Fprintf(out, "  ip netns exec %s %s --kubeconfig %s/%s get pods,svc,endpointslices -o wide\n", extNSName(), kubectl, StateDir, adminConfig)
+	fmt.Fprintf(out, "  %s --bpffs-dir %s/node1 service list        (also: ct list, status)\n", ctl, PinDir)
+	fmt.Fprintf(out, "  ip netns exec %s curl -s http://%s:%d/        (NodePort from outside)\n", extNSName(), nodeIP(1), NodePort)
+	fmt.Fprintf(out, "  ip netns exec %s curl -s http://%s/            (LoadBalancer IP)\n", extNSName(), LBIP)
+	fmt.Fprintf(out, "  ip netns exec %s ip route                      (routes to other nodes' pods, proto 250)\n", nodeNSName(1))
 	fmt.Fprintf(out, "  logs: %s/*.log        tear down: make lab-down\n", StateDir)
 	if failed > 0 {
 		return fmt.Errorf("%d of %d lab checks failed", failed, len(checks))
@@ -67,133 +57,180 @@ func Report(bin string, st *State, out io.Writer) error {
 	return nil
 }
 
-// waitProgrammed gives a freshly started agent a few seconds to program
-// the demo services before the checks run.
-func waitProgrammed(client *nettopo.NS) {
-	deadline := time.Now().Add(10 * time.Second)
+func podList(nodes int) string {
+	var parts []string
+	for _, p := range demoPods(nodes) {
+		parts = append(parts, fmt.Sprintf("%s@%s", p.name, nodeName(p.node)))
+	}
+	return strings.Join(parts, " ")
+}
+
+func findPod(pods []pod, name string) pod {
+	for _, p := range pods {
+		if p.name == name {
+			return p
+		}
+	}
+	return pod{}
+}
+
+func runChecks(ctx context.Context, st *State) ([]check, error) {
+	cs, ext, err := client()
+	if err != nil {
+		return nil, err
+	}
+	defer ext.Release()
+	vip, err := clusterIP(ctx, cs, "web")
+	if err != nil {
+		return nil, fmt.Errorf("web service: %w", err)
+	}
+	pods := demoPods(st.Nodes)
+	cl, err := nettopo.OpenNS(podNSName("client"))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Release()
+	whoami := func(ip netip.Addr) string { return net.JoinHostPort(ip.String(), fmt.Sprint(webWhoami)) }
+	waitAnswer(cl, net.JoinHostPort(vip.String(), "7"))
+	web0 := findPod(pods, "web-0")
+	checks := []check{
+		checkReach(cl, "pod -> pod, same node (client -> web-0)", whoami(web0.ip), web0.name),
+	}
+	if st.Nodes > 1 {
+		web1 := findPod(pods, "web-1")
+		checks = append(checks, checkReach(cl, "pod -> pod, across nodes (client -> web-1 on node2)", whoami(web1.ip), web1.name))
+	}
+	checks = append(checks,
+		checkSpread(cl, fmt.Sprintf("pod -> ClusterIP %s:7/TCP, 30 connections", vip), net.JoinHostPort(vip.String(), "7")),
+		checkUDP(cl, net.JoinHostPort(vip.String(), "53")),
+	)
+	for i := 1; i <= st.Nodes; i++ {
+		checks = append(checks, checkHTTP(ext, fmt.Sprintf("external -> NodePort %s:%d (%s)", nodeIP(i), NodePort, nodeName(i)),
+			fmt.Sprintf("http://%s:%d/", nodeIP(i), NodePort)))
+	}
+	checks = append(checks,
+		checkHTTP(ext, fmt.Sprintf("external -> LoadBalancer IP %s:80", LBIP), fmt.Sprintf("http://%s/", LBIP)),
+		checkMasquerade(cl),
+	)
+	return checks, nil
+}
+
+// waitAnswer gives freshly started agents a few seconds to program the
+// Services and routes before the checks run.
+func waitAnswer(ns *nettopo.NS, addr string) {
+	deadline := time.Now().Add(agentTimeout)
 	for time.Now().Before(deadline) {
-		if _, err := nettopo.AskTCP(client, VIP+":7", 500*time.Millisecond); err == nil {
+		if _, err := nettopo.AskTCP(ns, addr, 500*time.Millisecond); err == nil {
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-func checkTCP(client *nettopo.NS) check {
-	c := check{name: "client -> ClusterIP " + VIP + ":7/TCP, 30 connections"}
+func checkReach(from *nettopo.NS, name, addr, want string) check {
+	c := check{name: name}
+	got, err := nettopo.AskTCP(from, addr, probeTimeout)
+	switch {
+	case err != nil:
+		c.err = err
+	case got != want:
+		c.err = fmt.Errorf("answered by %q, want %q", got, want)
+	default:
+		c.detail = "answered by " + got
+	}
+	return c
+}
+
+func checkSpread(from *nettopo.NS, name, addr string) check {
+	c := check{name: name}
 	seen := map[string]int{}
-	for i := 0; i < 30; i++ {
-		name, err := nettopo.AskTCP(client, VIP+":7", probeTimeout)
+	for range 30 {
+		got, err := nettopo.AskTCP(from, addr, probeTimeout)
 		if err != nil {
 			c.err = err
 			return c
 		}
-		seen[name]++
+		seen[got]++
 	}
-	if len(seen) != len(Backends) {
-		c.err = fmt.Errorf("reached %v, want all of %v", seen, Backends)
+	if len(seen) != 3 {
+		c.err = fmt.Errorf("reached %v, want all 3 web pods", seen)
 		return c
 	}
 	c.detail = "spread " + spread(seen)
 	return c
 }
 
-func checkHTTP(client *nettopo.NS) check {
-	c := check{name: "client -> http://" + VIP + "/ (HTTP)"}
-	hc := &http.Client{Timeout: probeTimeout, Transport: nsTransport(client)}
-	resp, err := hc.Get("http://" + VIP + "/")
-	if err != nil {
-		c.err = err
-		return c
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+func checkUDP(from *nettopo.NS, addr string) check {
+	c := check{name: "pod -> ClusterIP " + addr + "/UDP, reply from the VIP"}
+	name, src, err := nettopo.AskUDP(from, addr, probeTimeout)
 	switch {
 	case err != nil:
 		c.err = err
-	case resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "hello from"):
-		c.err = fmt.Errorf("answer %d %q, want 200 from a web backend", resp.StatusCode, body)
-	default:
-		c.detail = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	return c
-}
-
-// nsTransport dials from inside ns. http.Transport dials on goroutines of
-// its own, so wrapping Client.Get in ns.Do would dial from the root
-// namespace; the dialer itself must enter the namespace. No proxy either:
-// the VIP only exists in the lab.
-func nsTransport(ns *nettopo.NS) *http.Transport {
-	return &http.Transport{
-		Proxy:             nil,
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = ns.Do(func() error {
-				var d net.Dialer
-				conn, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		},
-	}
-}
-
-func checkUDP(client *nettopo.NS) check {
-	c := check{name: "client -> " + VIP + ":53/UDP, reply from the VIP"}
-	name, from, err := nettopo.AskUDP(client, VIP+":53", probeTimeout)
-	switch {
-	case err != nil:
-		c.err = err
-	case from != VIP+":53":
-		c.err = fmt.Errorf("reply came from %s, not the VIP", from)
+	case src != addr:
+		c.err = fmt.Errorf("reply came from %s, not the VIP", src)
 	default:
 		c.detail = "answered by " + name
 	}
 	return c
 }
 
-func checkRefused(client *nettopo.NS) check {
-	c := check{name: "client -> " + EmptyVIP + ":80 (no backends) is refused"}
-	err := client.Do(func() error {
-		conn, err := net.DialTimeout("tcp", EmptyVIP+":80", probeTimeout)
-		if err == nil {
-			conn.Close()
-		}
-		return err
-	})
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		c.detail = "connection refused, as kube-proxy's REJECT"
-	} else {
-		c.err = fmt.Errorf("got %v, want connection refused", err)
+func checkHTTP(from *nettopo.NS, name, url string) check {
+	c := check{name: name}
+	body, err := httpGet(from, url)
+	switch {
+	case err != nil:
+		c.err = err
+	case !strings.HasPrefix(body, "hello from web-"):
+		c.err = fmt.Errorf("answer %q, want one from a web pod", body)
+	default:
+		c.detail = body
 	}
 	return c
 }
 
-// checkSocketLB runs a probe process inside the node's cgroup and netns:
-// connect() is translated by the socket LB, and getpeername shows the VIP.
-func checkSocketLB(bin string) check {
-	c := check{name: "process on the node -> " + VIP + ":7 via socket LB"}
-	cg, err := os.Open(CgroupDir)
+// checkMasquerade: a pod's connection to an address outside the cluster
+// CIDR leaves with its node's address as source (the external server
+// reports what it sees), as the external network has no route to pods.
+func checkMasquerade(from *nettopo.NS) check {
+	c := check{name: fmt.Sprintf("pod -> external %s: masqueraded to the node", externalIP)}
+	body, err := httpGet(from, fmt.Sprintf("http://%s:%d/", externalIP, webHTTPPort))
 	if err != nil {
 		c.err = err
 		return c
 	}
-	defer cg.Close()
-	cmd := exec.Command(filepath.Join(bin, "fastpath-lab"), "probe", "--netns", "/run/netns/"+Base+"-node", "--addr", VIP+":7")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		c.err = fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	_, seen, _ := strings.Cut(body, "(you are ")
+	host, _, _ := net.SplitHostPort(strings.TrimSuffix(seen, ")"))
+	if host != nodeIP(1).String() {
+		c.err = fmt.Errorf("the server saw %q, want node1's %s", host, nodeIP(1))
 		return c
 	}
-	backend, peer, _ := strings.Cut(strings.TrimSpace(stdout.String()), " ")
-	if peer != VIP+":7" {
-		c.err = fmt.Errorf("peer is %q, want the VIP", peer)
-		return c
-	}
-	c.detail = "answered by " + backend + ", peer " + peer
+	c.detail = "seen as " + host
 	return c
+}
+
+func httpGet(from *nettopo.NS, url string) (string, error) {
+	hc := &http.Client{Timeout: probeTimeout, Transport: nsTransport(from)}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return strings.TrimSpace(string(body)), nil
+}
+
+// nsTransport dials from inside ns. http.Transport dials on goroutines of
+// its own, so wrapping Client.Get in ns.Do would dial from the root
+// namespace; the dialer itself must enter the namespace. No proxy either:
+// the addresses only exist in the lab.
+func nsTransport(ns *nettopo.NS) *http.Transport {
+	return &http.Transport{Proxy: nil, DisableKeepAlives: true, DialContext: nsDialer(ns)}
 }
 
 func spread(seen map[string]int) string {

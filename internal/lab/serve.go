@@ -1,18 +1,14 @@
 package lab
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os/signal"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
@@ -46,28 +42,4 @@ func Serve(nsPath, name, addr string) error {
 	defer stop()
 	<-ctx.Done()
 	return srv.Close()
-}
-
-// Probe connects to addr from inside the namespace at nsPath and prints the
-// answering backend and the peer address its socket reports.
-func Probe(nsPath, addr string) (string, error) {
-	runtime.LockOSThread()
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return "", err
-	}
-	if err := netns.Set(ns); err != nil {
-		return "", err
-	}
-	c, err := net.DialTimeout("tcp", addr, probeTimeout)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(probeTimeout))
-	name, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(name) + " " + c.RemoteAddr().String(), nil
 }

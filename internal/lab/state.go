@@ -1,14 +1,19 @@
-// Package lab brings up and tears down the local fastpath lab: fp- network
-// namespaces for a node, a client and web backends, the real agent on the
-// node, demo services, and checks of what works.
+// Package lab brings up and tears down the local fastpath lab behind
+// `make lab`: a real control plane (etcd, kube-apiserver,
+// kube-controller-manager) and N nodes as fp- network namespaces on an
+// underlay bridge, a fastpath-agent per node, demo pods and Services, and a
+// table of checks of what works. Everything it starts is recorded by PID in
+// StateDir, so `make lab-down` ends exactly that.
 package lab
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -16,23 +21,25 @@ import (
 
 // Fixed names, so `make lab-down` finds everything even without the state file.
 const (
-	Base      = "fp-lab"
-	StateDir  = "/run/fastpath-lab"
-	PinDir    = "/sys/fs/bpf/fastpath-lab"
-	CgroupDir = "/sys/fs/cgroup/unified/fp-lab"
-	VIP       = "10.96.0.10"
-	EmptyVIP  = "10.96.0.20"
+	Base     = "fp-lab"
+	StateDir = "/run/fastpath-lab"
+	PinDir   = "/sys/fs/bpf/fastpath-lab"
 )
 
-// Backends are the demo web pods.
-var Backends = []string{"web1", "web2", "web3"}
+// Proc is a process the lab started. Start is its start time in clock ticks
+// after boot (/proc/PID/stat field 22): with the PID it names the process
+// for sure, so a PID the kernel reused is never signalled.
+type Proc struct {
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start"`
+}
 
 // State is what `up` leaves behind for `down` and for a second `up`.
 type State struct {
-	Namespaces []string       `json:"namespaces"`
-	Processes  map[string]int `json:"processes"` // name -> PID
-	Interfaces []string       `json:"interfaces"`
-	Started    time.Time      `json:"started"`
+	Nodes       int             `json:"nodes"`
+	RoutingMode string          `json:"routingMode"`
+	Processes   map[string]Proc `json:"processes"` // name -> process
+	Started     time.Time       `json:"started"`
 }
 
 func statePath() string { return filepath.Join(StateDir, "state.json") }
@@ -57,26 +64,58 @@ func (st *State) save() error {
 	return os.WriteFile(statePath(), b, 0o644)
 }
 
-// alive reports whether pid still runs a fastpath binary we started; a
-// recycled PID that runs something else is never signalled.
-func alive(pid int) bool {
-	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && strings.Contains(string(cmd), "fastpath")
+// procStat returns a process's state letter and start time from
+// /proc/PID/stat. The command name (field 2) may hold spaces and
+// parentheses, so fields are counted after its closing parenthesis.
+func procStat(pid int) (state byte, start uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); field 22 (starttime) is f[19].
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return f[0][0], start, err
+}
+
+// procOf names a process just started.
+func procOf(pid int) (Proc, error) {
+	_, start, err := procStat(pid)
+	return Proc{PID: pid, Start: start}, err
+}
+
+// alive reports whether p still runs. It reads the start time, not
+// /proc/PID/cmdline: the command line is empty between fork and the new
+// image's first page, so a process just started would look dead. A zombie
+// (exited, not yet reaped) is dead.
+func alive(p Proc) bool {
+	state, start, err := procStat(p.PID)
+	return err == nil && start == p.Start && state != 'Z' && state != 'X'
 }
 
 // stop ends a process we started: SIGTERM, then SIGKILL after 5 seconds.
-func stop(pid int) error {
-	if !alive(pid) {
+func stop(p Proc) error {
+	if !alive(p) {
 		return nil
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
 	}
-	for i := 0; i < 50; i++ {
-		if !alive(pid) {
+	for range 50 {
+		if !alive(p) {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return syscall.Kill(pid, syscall.SIGKILL)
+	if !alive(p) {
+		return nil
+	}
+	return syscall.Kill(p.PID, syscall.SIGKILL)
 }

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,112 +12,187 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/internal/routing"
 )
 
-// Up builds the lab, or re-checks it when it is already up. bin is the
-// directory holding fastpath-agent, fastpathctl and fastpath-lab.
-func Up(bin string, out io.Writer) error {
-	if st, err := loadState(); err == nil && alive(st.Processes["agent"]) {
-		fmt.Fprintln(out, "lab is already up; checking it again")
-		return Report(bin, st, out)
+// Options are `fastpath-lab up`'s flags.
+type Options struct {
+	Nodes       int          // default 2
+	RoutingMode routing.Mode // default native
+	Bin         string       // directory of fastpath-agent, fastpathctl, fastpath-lab
+}
+
+func (o *Options) fill() error {
+	if o.Nodes == 0 {
+		o.Nodes = 2
 	}
-	if err := Down(out); err != nil { // leftovers of a lab that died
+	if o.Nodes < 1 || o.Nodes > 9 {
+		return fmt.Errorf("--nodes %d: want 1 to 9", o.Nodes)
+	}
+	if o.RoutingMode == "" {
+		o.RoutingMode = routing.ModeNative
+	}
+	_, err := routing.ParseMode(string(o.RoutingMode))
+	return err
+}
+
+// Up builds the lab, or re-checks it when it is already up.
+func Up(ctx context.Context, opts Options, out io.Writer) error {
+	if err := opts.fill(); err != nil {
 		return err
 	}
+	if st, err := loadState(); err == nil && allAlive(st) {
+		fmt.Fprintln(out, "lab is already up; checking it again")
+		return Report(ctx, opts.Bin, st, out)
+	}
+	if err := Down(io.Discard); err != nil { // leftovers of a lab that died
+		return err
+	}
+	start := time.Now()
 	if err := os.MkdirAll(StateDir, 0o755); err != nil {
 		return err
 	}
-	st := &State{Processes: map[string]int{}, Started: time.Now()}
-	star, err := nettopo.NewStarNamed(Base, append([]string{"client"}, Backends...)...)
+	st := &State{Nodes: opts.Nodes, RoutingMode: string(opts.RoutingMode), Processes: map[string]Proc{}, Started: start}
+	if err := st.save(); err != nil {
+		return err
+	}
+	if err := up(ctx, opts, st, out); err != nil {
+		return fmt.Errorf("%w\n(logs: %s/*.log; `make lab-down` removes what was started)", err, StateDir)
+	}
+	fmt.Fprintf(out, "lab up in %.1fs\n", time.Since(start).Seconds())
+	return Report(ctx, opts.Bin, st, out)
+}
+
+func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
+	fmt.Fprintf(out, "building %d nodes (%s routing) and a control plane in fp- namespaces...\n", opts.Nodes, opts.RoutingMode)
+	if err := buildUnderlay(opts.Nodes); err != nil {
+		return err
+	}
+	if err := startControlPlane(ctx, st); err != nil {
+		return err
+	}
+	cs, ext, err := client()
 	if err != nil {
 		return err
 	}
-	st.Namespaces = append(st.Namespaces, star.Node.Name)
-	for _, h := range star.Hosts {
-		st.Namespaces = append(st.Namespaces, h.NS.Name)
-	}
-	st.Interfaces = star.NodeInterfaces()
-	if err := st.save(); err != nil {
+	defer ext.Release()
+	if err := createNodes(ctx, cs, opts.Nodes); err != nil {
 		return err
 	}
-	if err := startServers(bin, star, st); err != nil {
+	mtu := 1500
+	if opts.RoutingMode == routing.ModeVXLAN {
+		mtu -= routing.VXLANOverhead
+	}
+	pods := demoPods(opts.Nodes)
+	for _, p := range pods {
+		if err := plumbPod(p, mtu); err != nil {
+			return err
+		}
+	}
+	if err := startAgents(opts, st, pods); err != nil {
 		return err
 	}
-	if err := writeServices(star); err != nil {
+	if err := startServers(opts.Bin, st, pods); err != nil {
 		return err
 	}
-	if err := startAgent(bin, star, st); err != nil {
+	for _, p := range pods {
+		if err := registerPod(ctx, cs, p); err != nil {
+			return err
+		}
+	}
+	if err := createServices(ctx, cs); err != nil {
 		return err
 	}
-	if err := st.save(); err != nil {
-		return err
-	}
-	return Report(bin, st, out)
+	return waitEndpoints(ctx, cs, 3)
 }
 
-func startServers(bin string, star *nettopo.Star, st *State) error {
-	for _, name := range Backends {
-		h := star.Host(name)
-		pid, err := spawn(filepath.Join(bin, "fastpath-lab"), name,
-			"serve", "--netns", h.NS.Path(), "--name", name, "--addr", h.Addr.String())
+// startAgents runs fastpath-agent for every node, inside the node's
+// namespace (its Kubernetes client reaches the apiserver over the underlay),
+// with the node's pod interfaces as internal and its uplink as external.
+func startAgents(opts Options, st *State, pods []pod) error {
+	for i := 1; i <= opts.Nodes; i++ {
+		var ifaces []string
+		for _, p := range pods {
+			if p.node == i {
+				ifaces = append(ifaces, p.hostIf)
+			}
+		}
+		ns, err := nettopo.OpenNS(nodeNSName(i))
 		if err != nil {
 			return err
 		}
-		st.Processes[name] = pid
+		err = spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i),
+			"--kubeconfig", filepath.Join(StateDir, adminConfig),
+			"--node-name", nodeName(i),
+			"--netns", ns.Path(),
+			"--bpffs-dir", filepath.Join(PinDir, nodeName(i)),
+			"--interfaces", strings.Join(ifaces, ","),
+			"--external-interfaces", uplink,
+			"--routing-mode", string(opts.RoutingMode),
+			"--cluster-cidr", ClusterCIDR.String())
+		ns.Release()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// writeServices writes the demo services: web on the VIP (HTTP on 80,
-// whoami on 7 over TCP and on 53 over UDP), and a service with no backends.
-func writeServices(star *nettopo.Star) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "services:\n  - name: web\n    namespace: demo\n    clusterIP: %s\n", VIP)
-	b.WriteString("    ports:\n")
-	b.WriteString("      - {name: http, port: 80, protocol: TCP, targetPort: 8000}\n")
-	b.WriteString("      - {name: whoami, port: 7, protocol: TCP, targetPort: 8080}\n")
-	b.WriteString("      - {name: whoami-udp, port: 53, protocol: UDP, targetPort: 8080}\n")
-	b.WriteString("    backends:\n")
-	for _, name := range Backends {
-		fmt.Fprintf(&b, "      - address: %s\n", star.Host(name).Addr)
+// startServers runs the web backends in their pods and a server on the
+// external client, which tells a pod the address its request came from.
+func startServers(bin string, st *State, pods []pod) error {
+	self := filepath.Join(bin, "fastpath-lab")
+	for _, p := range pods {
+		if p.app != "web" {
+			continue
+		}
+		if err := spawn(st, nil, self, p.name, "serve", "--netns", "/run/netns/"+podNSName(p.name),
+			"--name", p.name, "--addr", p.ip.String()); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintf(&b, "  - name: empty\n    namespace: demo\n    clusterIP: %s\n", EmptyVIP)
-	b.WriteString("    ports:\n      - {name: http, port: 80, protocol: TCP, targetPort: 8000}\n    backends: []\n")
-	return os.WriteFile(filepath.Join(StateDir, "services.yaml"), []byte(b.String()), 0o644)
+	return spawn(st, nil, self, "external", "serve", "--netns", "/run/netns/"+extNSName(),
+		"--name", "external", "--addr", externalIP.String())
 }
 
-func startAgent(bin string, star *nettopo.Star, st *State) error {
-	if err := os.MkdirAll(CgroupDir, 0o755); err != nil {
-		return fmt.Errorf("cgroup %s: %w", CgroupDir, err)
-	}
-	pid, err := spawn(filepath.Join(bin, "fastpath-agent"), "agent",
-		"--bpffs-dir", PinDir,
-		"--netns", star.Node.Path(),
-		"--interfaces", strings.Join(st.Interfaces, ","),
-		"--cgroup", CgroupDir,
-		"--services-file", filepath.Join(StateDir, "services.yaml"))
-	if err != nil {
-		return err
-	}
-	st.Processes["agent"] = pid
-	return nil
-}
-
-// spawn starts a long-lived process in its own session, logging to
-// StateDir/<name>.log, and returns its PID; it outlives `make lab`.
-func spawn(path, name string, args ...string) (int, error) {
+// spawn starts a long-lived process in its own session (in ns's network
+// namespace when ns is not nil), logging to StateDir/<name>.log, and records
+// it in st at once; it outlives `make lab`.
+func spawn(st *State, ns *nettopo.NS, path, name string, args ...string) error {
 	logf, err := os.OpenFile(filepath.Join(StateDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer logf.Close()
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start %s: %w", name, err)
+	if ns != nil {
+		err = ns.Start(cmd)
+	} else {
+		err = cmd.Start()
 	}
-	pid := cmd.Process.Pid
+	if err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p, err := procOf(cmd.Process.Pid)
 	_ = cmd.Process.Release()
-	return pid, nil
+	if err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	st.Processes[name] = p
+	return st.save()
+}
+
+// allAlive says whether every recorded process still runs.
+func allAlive(st *State) bool {
+	if len(st.Processes) == 0 {
+		return false
+	}
+	for _, p := range st.Processes {
+		if !alive(p) {
+			return false
+		}
+	}
+	return true
 }

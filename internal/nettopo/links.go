@@ -63,6 +63,8 @@ func (n *NS) AddRoute(dst netip.Prefix, gw netip.Addr, ifname string) error {
 	}
 	if gw.IsValid() {
 		r.Gw = gw.AsSlice()
+	} else {
+		r.Scope = netlink.SCOPE_LINK
 	}
 	if err := n.nl.RouteAdd(r); err != nil {
 		return fmt.Errorf("netns %s: route %s via %s dev %s: %w", n.Name, dst, gw, ifname, err)
@@ -82,4 +84,41 @@ func Veth(a *NS, aName string, b *NS, bName string) error {
 		return err
 	}
 	return b.LinkUp(bName)
+}
+
+// AddBridge creates a bridge in the namespace, up.
+func (n *NS) AddBridge(name string) error {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := n.nl.LinkAdd(br); err != nil {
+		return fmt.Errorf("netns %s: bridge %s: %w", n.Name, name, err)
+	}
+	return n.LinkUp(name)
+}
+
+// SetMaster makes ifname a port of the bridge.
+func (n *NS) SetMaster(ifname, bridge string) error {
+	l, err := n.nl.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("netns %s: link %s: %w", n.Name, ifname, err)
+	}
+	br, err := n.nl.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("netns %s: link %s: %w", n.Name, bridge, err)
+	}
+	if err := n.nl.LinkSetMaster(l, br); err != nil {
+		return fmt.Errorf("netns %s: %s into bridge %s: %w", n.Name, ifname, bridge, err)
+	}
+	return nil
+}
+
+// SetMTU sets an interface's MTU.
+func (n *NS) SetMTU(ifname string, mtu int) error {
+	l, err := n.nl.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("netns %s: link %s: %w", n.Name, ifname, err)
+	}
+	if err := n.nl.LinkSetMTU(l, mtu); err != nil {
+		return fmt.Errorf("netns %s: mtu %d on %s: %w", n.Name, mtu, ifname, err)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -169,4 +170,12 @@ func (n *NS) Release() {
 	if n.handle.IsOpen() {
 		n.handle.Close()
 	}
+}
+
+// Start starts cmd with the namespace as its network namespace (and nothing
+// else changed: the mount namespace stays, so /sys/fs/bpf stays visible,
+// unlike under `ip netns exec`). The child is forked from a thread inside
+// the namespace, which ends with Do.
+func (n *NS) Start(cmd *exec.Cmd) error {
+	return n.Do(cmd.Start)
 }

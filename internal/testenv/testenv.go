@@ -439,6 +439,15 @@ func (e *Env) PIDs() []int {
 	return pids
 }
 
+// ProcessIDs maps each child's name to its process ID.
+func (e *Env) ProcessIDs() map[string]int {
+	m := map[string]int{}
+	for _, p := range e.procs {
+		m[p.name] = p.pid()
+	}
+	return m
+}
+
 // NetnsPath is the env's network namespace, for `nsenter --net=PATH`.
 func (e *Env) NetnsPath() string { return filepath.Join(netnsDir, e.Name) }
 
