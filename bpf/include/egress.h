@@ -11,7 +11,10 @@
  * entries have rev_nat_id 0 (no frontend): a reply gets only its
  * destination translated back to the pod.
  *
- * Not masqueraded: ICMP (echo would need its id translated) and SCTP.
+ * Not masqueraded: ICMP (echo would need its id translated) and SCTP. Not
+ * told apart: a UDP reply a pod sends to a client outside the cluster that
+ * reached it untranslated and untracked (no Service on this node balanced
+ * it) is masqueraded like a new flow.
  */
 #ifndef FASTPATH_EGRESS_H
 #define FASTPATH_EGRESS_H
@@ -26,27 +29,47 @@
 #include "ct.h"
 #include "snat.h"
 
-static __always_inline int fp_in_cluster(__be32 addr)
+/*
+ * fp_no_masq's values: what an address inside the prefix is. A flow is
+ * masqueraded only from a pod (FP_NO_MASQ_CLUSTER, written from
+ * --cluster-cidr) to an address in no prefix. Node addresses
+ * (FP_NO_MASQ_NODE, written by the routing reconciler) are not masqueraded
+ * to: a pod's packet to another node's address is most often the reply of
+ * a NodePort flow that node masqueraded, which it must find untouched.
+ */
+#define FP_NO_MASQ_CLUSTER 1
+#define FP_NO_MASQ_NODE 2
+
+static __always_inline __u8 fp_no_masq_kind(__be32 addr)
 {
 	struct fp_cidr_key key = {.prefixlen = 128};
+	__u8 *kind;
 
 	fp_addr_set_v4(&key.addr, addr);
-	return bpf_map_lookup_elem(&fp_no_masq, &key) != NULL;
+	kind = bpf_map_lookup_elem(&fp_no_masq, &key);
+	return kind ? *kind : 0;
 }
 
 /*
  * fp_egress_pick fills c for p, a packet to no Service, when its flow must
- * be masqueraded, and returns whether it must.
+ * be masqueraded, and returns whether it must. Only a flow's first packet
+ * starts one: a TCP SYN without ACK (a SYN-ACK answers a connection from
+ * outside, which must leave as it came), or any UDP datagram. Later packets
+ * find the flow's ct entries before they get here.
  */
 static __always_inline int fp_egress_pick(const struct fp_pkt *p, struct fp_choice *c)
 {
 	const struct fp_config *cfg;
 
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+	if (p->proto == IPPROTO_TCP) {
+		if ((p->tcp_flags & (FP_TCP_SYN | FP_TCP_ACK)) != FP_TCP_SYN)
+			return 0;
+	} else if (p->proto != IPPROTO_UDP) {
 		return 0;
+	}
 	cfg = fp_config_get();
-	if (!cfg || !(cfg->flags & FP_CONFIG_F_EGRESS_MASQ) || !fp_in_cluster(p->saddr) ||
-	    fp_in_cluster(p->daddr))
+	if (!cfg || !(cfg->flags & FP_CONFIG_F_EGRESS_MASQ) ||
+	    fp_no_masq_kind(p->saddr) != FP_NO_MASQ_CLUSTER || fp_no_masq_kind(p->daddr) != 0)
 		return 0;
 	c->addr = p->daddr;
 	c->port = bpf_ntohs(p->dport);

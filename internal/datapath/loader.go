@@ -257,27 +257,41 @@ func (d *Datapath) SetMasquerade(m Masquerade) error {
 	return nil
 }
 
-// setClusterCIDRs makes fp_no_masq hold exactly cidrs.
+// setClusterCIDRs makes fp_no_masq's cluster entries exactly cidrs; entries
+// of other kinds (node addresses, written by internal/routing) stay.
 func (d *Datapath) setClusterCIDRs(cidrs []netip.Prefix) error {
-	m := bpfmap.NewKernel[lbmap.CIDRKey, uint8](d.tc.FpNoMasq, "fp_no_masq")
-	have, err := m.All()
-	if err != nil {
-		return err
-	}
-	want := map[lbmap.CIDRKey]bool{}
-	var keys []lbmap.CIDRKey
-	var vals []uint8
+	m := NoMasqMap(d.tc.FpNoMasq)
+	want := map[lbmap.CIDRKey]uint8{}
 	for _, p := range cidrs {
 		if !p.Addr().Is4() {
 			return fmt.Errorf("cluster CIDR %s: only IPv4 is supported", p)
 		}
-		k := lbmap.CIDRKeyFrom(p)
-		want[k] = true
-		keys, vals = append(keys, k), append(vals, 1)
+		want[lbmap.CIDRKeyFrom(p)] = lbmap.NoMasqCluster
 	}
-	var gone []lbmap.CIDRKey
-	for k := range have {
-		if !want[k] {
+	return SyncNoMasq(m, lbmap.NoMasqCluster, want)
+}
+
+// NoMasqMap is typed access to fp_no_masq.
+func NoMasqMap(m *ebpf.Map) bpfmap.Map[lbmap.CIDRKey, uint8] {
+	return bpfmap.NewKernel[lbmap.CIDRKey, uint8](m, "fp_no_masq")
+}
+
+// SyncNoMasq makes the entries of fp_no_masq of one kind exactly want (all
+// of that kind), leaving the other kind's entries alone.
+func SyncNoMasq(m bpfmap.Map[lbmap.CIDRKey, uint8], kind uint8, want map[lbmap.CIDRKey]uint8) error {
+	have, err := m.All()
+	if err != nil {
+		return err
+	}
+	var keys, gone []lbmap.CIDRKey
+	var vals []uint8
+	for k, v := range want {
+		if have[k] != v {
+			keys, vals = append(keys, k), append(vals, v)
+		}
+	}
+	for k, v := range have {
+		if _, ok := want[k]; !ok && v == kind {
 			gone = append(gone, k)
 		}
 	}

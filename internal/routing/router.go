@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 )
 
 // Config is one node's routing setup.
@@ -41,6 +45,7 @@ type Router struct {
 	mtu    int // the MTU pods must use
 	tunnel *tunnelObjects
 	tmap   bpfmap.Map[TunnelKey, TunnelEndpoint]
+	noMasq *ebpf.Map // fp_no_masq, opened at the first Sync
 }
 
 // New prepares the node for cfg.Mode: in vxlan mode it creates fp_vxlan and
@@ -117,11 +122,37 @@ func (r *Router) Sync(nodes []Node) error {
 			return fmt.Errorf("tunnel map: %w", err)
 		}
 	}
+	if err := r.syncNodeAddrs(nodes); err != nil {
+		return fmt.Errorf("node addresses in fp_no_masq: %w", err)
+	}
 	n, err := routeTable{nl: r.nl}.sync(want)
 	if n > 0 || err != nil {
 		r.log.Info("routes to other nodes' pods programmed", "mode", string(r.cfg.Mode), "routes", len(routes), "changed", n, "error", err)
 	}
 	return err
+}
+
+// syncNodeAddrs writes every node's address to fp_no_masq, so pods' packets
+// to nodes are never masqueraded (bpf/include/egress.h says why). The map
+// is the datapath's, pinned by the agent's load, which comes after New.
+func (r *Router) syncNodeAddrs(nodes []Node) error {
+	if r.noMasq == nil {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(r.cfg.PinDir, "maps", "fp_no_masq"), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // no load balancer here (tests of routing alone): nothing masquerades
+		}
+		if err != nil {
+			return err
+		}
+		r.noMasq = m
+	}
+	want := map[lbmap.CIDRKey]uint8{}
+	for _, n := range nodes {
+		if n.IP.IsValid() {
+			want[lbmap.CIDRKeyFrom(netip.PrefixFrom(n.IP, n.IP.BitLen()))] = lbmap.NoMasqNode
+		}
+	}
+	return datapath.SyncNoMasq(datapath.NoMasqMap(r.noMasq), lbmap.NoMasqNode, want)
 }
 
 // Run watches every Node and keeps the routes in step until ctx ends. The
@@ -184,6 +215,9 @@ func (r *Router) nodes(objs []*corev1.Node) []Node {
 func (r *Router) Close() {
 	if r.tunnel != nil {
 		_ = r.tunnel.Close()
+	}
+	if r.noMasq != nil {
+		_ = r.noMasq.Close()
 	}
 	if r.nl != nil {
 		r.nl.Close()

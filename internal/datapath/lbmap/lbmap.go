@@ -149,6 +149,12 @@ type Config struct {
 // cluster CIDRs (the fp_no_masq map) is masqueraded.
 const ConfigEgressMasq = 1 << 0
 
+// fp_no_masq's values (FP_NO_MASQ_* in bpf/include/egress.h).
+const (
+	NoMasqCluster = 1 // a cluster CIDR: pods, whose traffic out is masqueraded
+	NoMasqNode    = 2 // a node's address: not masqueraded to
+)
+
 // CIDRKey is struct fp_cidr_key, the key of the LPM maps (fp_no_masq,
 // fp_tunnel_map): an IPv4 prefix /n is stored IPv4-mapped with 96 + n bits.
 type CIDRKey struct {
