@@ -47,6 +47,10 @@ func startRouting(cfg *Config) (func(context.Context), error) {
 	if dev := r.Device(); dev != "" {
 		cfg.Interfaces = append(cfg.Interfaces, dev)
 	}
+	// Pods get the MTU the mode leaves them, unless told otherwise.
+	if cfg.CNI != nil && cfg.CNI.MTU == 0 {
+		cfg.CNI.MTU = r.PodMTU()
+	}
 	log.Info("cross-node routing", "mode", string(cfg.Routing.Mode), "pod-mtu", r.PodMTU())
 	return func(ctx context.Context) {
 		defer r.Close()

@@ -1,19 +1,27 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
 
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/fastpath-net/fastpath/internal/cniserver"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
-// pod is one demo pod: a network namespace on a node.
+// pod is one demo pod: a network namespace on a node, attached by
+// fastpath-cni.
 type pod struct {
-	name   string
-	app    string // "web" or "client"
-	node   int    // 1-based
-	ip     netip.Addr
-	hostIf string // the node-side interface
+	name string
+	app  string // "web" or "client"
+	node int    // 1-based
+	ip   netip.Addr
 }
 
 // demoPods places the web backends round-robin over the nodes and the
@@ -21,52 +29,77 @@ type pod struct {
 // node (web-0) and one on the other (web-1).
 func demoPods(nodes int) []pod {
 	var pods []pod
-	perNode := map[int]int{}
-	add := func(name, app string, node int) {
-		perNode[node]++
-		ip := podCIDR(node).Addr().As4()
-		ip[3] = byte(10 + perNode[node])
-		pods = append(pods, pod{name: name, app: app, node: node, ip: netip.AddrFrom4(ip), hostIf: "lxc-" + name})
-	}
 	for k := range 3 {
-		add(fmt.Sprintf("web-%d", k), "web", k%nodes+1)
+		pods = append(pods, pod{name: fmt.Sprintf("web-%d", k), app: "web", node: k%nodes + 1})
 	}
-	add("client", "client", 1)
-	return pods
+	return append(pods, pod{name: "client", app: "client", node: 1})
 }
 
-// gateway is every pod's default gateway, on the node's side of its veth
-// (as Calico's 169.254.1.1): the same address on every host veth, so the
-// pod's /32 needs no subnet of its own.
-var gateway = netip.MustParseAddr("169.254.1.1")
+// nodeDir holds a node's CNI socket, state, conflist and libcni cache.
+func nodeDir(i int) string { return filepath.Join(StateDir, nodeName(i)) }
 
-// plumbPod creates the pod's namespace and veth: the pod has its /32 and a
-// default route via the gateway; the node routes the /32 to the veth.
-func plumbPod(p pod, mtu int) error {
-	node, err := nettopo.OpenNS(nodeNSName(p.node))
-	if err != nil {
-		return err
+func cniSocket(i int) string  { return filepath.Join(nodeDir(i), "cni.sock") }
+func cniConfDir(i int) string { return filepath.Join(nodeDir(i), "net.d") }
+
+// waitConflist waits for node i's agent to install its conflist: the
+// agent writes it once its CNI API answers.
+func waitConflist(i int, timeout time.Duration) error {
+	path := filepath.Join(cniConfDir(i), cniserver.ConflistName)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	defer node.Release()
+	return fmt.Errorf("%s: the agent of %s did not install its conflist within %s (see %s/agent-%s.log)",
+		path, nodeName(i), timeout, StateDir, nodeName(i))
+}
+
+// addPod creates the pod's namespace and attaches it the way a container
+// runtime on the node would: libcni with the conflist the agent installed,
+// the plugins from bin, executed from a thread in the node's namespace. It
+// returns the pod with the address IPAM gave it.
+func addPod(ctx context.Context, bin string, p pod) (pod, error) {
+	list, err := libcni.ConfListFromFile(filepath.Join(cniConfDir(p.node), cniserver.ConflistName))
+	if err != nil {
+		return p, err
+	}
 	ns, err := nettopo.NewNS(podNSName(p.name))
 	if err != nil {
+		return p, err
+	}
+	ns.Release()
+	node, err := nettopo.OpenNS(nodeNSName(p.node))
+	if err != nil {
+		return p, err
+	}
+	defer node.Release()
+	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(nodeDir(p.node), "cni-cache"), nil)
+	rt := &libcni.RuntimeConf{
+		ContainerID: "lab-" + p.name,
+		NetNS:       "/run/netns/" + podNSName(p.name),
+		IfName:      "eth0",
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", namespace},
+			{"K8S_POD_NAME", p.name}, {"K8S_POD_INFRA_CONTAINER_ID", "lab-" + p.name}},
+	}
+	var res *current.Result
+	err = node.Do(func() error {
+		r, err := cni.AddNetworkList(ctx, list, rt)
+		if err != nil {
+			return err
+		}
+		res, err = current.NewResultFromResult(r)
 		return err
+	})
+	if err != nil {
+		return p, fmt.Errorf("CNI ADD of pod %s on %s: %w", p.name, nodeName(p.node), err)
 	}
-	defer ns.Release()
-	steps := []func() error{
-		func() error { return nettopo.Veth(ns, "eth0", node, p.hostIf) },
-		func() error { return ns.SetMTU("eth0", mtu) },
-		func() error { return node.SetMTU(p.hostIf, mtu) },
-		func() error { return ns.AddAddr("eth0", netip.PrefixFrom(p.ip, 32)) },
-		func() error { return ns.AddRoute(netip.PrefixFrom(gateway, 32), netip.Addr{}, "eth0") },
-		func() error { return ns.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), gateway, "eth0") },
-		func() error { return node.AddAddr(p.hostIf, netip.PrefixFrom(gateway, 32)) },
-		func() error { return node.AddRoute(netip.PrefixFrom(p.ip, 32), netip.Addr{}, p.hostIf) },
-	}
-	for _, s := range steps {
-		if err := s(); err != nil {
-			return fmt.Errorf("pod %s: %w", p.name, err)
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok && a.Unmap().Is4() {
+			p.ip = a.Unmap()
+			return p, nil
 		}
 	}
-	return nil
+	return p, fmt.Errorf("CNI ADD of pod %s: no IPv4 address in the result %v", p.name, res)
 }

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
@@ -84,7 +87,10 @@ func runChecks(ctx context.Context, st *State) ([]check, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web service: %w", err)
 	}
-	pods := demoPods(st.Nodes)
+	pods, err := podsWithIPs(ctx, cs, st.Nodes)
+	if err != nil {
+		return nil, err
+	}
 	cl, err := nettopo.OpenNS(podNSName("client"))
 	if err != nil {
 		return nil, err
@@ -113,6 +119,22 @@ func runChecks(ctx context.Context, st *State) ([]check, error) {
 		checkMasquerade(cl),
 	)
 	return checks, nil
+}
+
+// podsWithIPs returns the demo pods with the addresses their Pod objects
+// show (what the CNI gave them).
+func podsWithIPs(ctx context.Context, cs kubernetes.Interface, nodes int) ([]pod, error) {
+	pods := demoPods(nodes)
+	for k, p := range pods {
+		o, err := cs.CoreV1().Pods(namespace).Get(ctx, p.name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("pod %s: %w", p.name, err)
+		}
+		if pods[k].ip, err = netip.ParseAddr(o.Status.PodIP); err != nil {
+			return nil, fmt.Errorf("pod %s: status.podIP %q: %w", p.name, o.Status.PodIP, err)
+		}
+	}
+	return pods, nil
 }
 
 // waitAnswer gives freshly started agents a few seconds to program the

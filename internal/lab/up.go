@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -79,18 +78,19 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 	if err := createNodes(ctx, cs, opts.Nodes); err != nil {
 		return err
 	}
-	mtu := 1500
-	if opts.RoutingMode == routing.ModeVXLAN {
-		mtu -= routing.VXLANOverhead
+	if err := startAgents(opts, st); err != nil {
+		return err
 	}
-	pods := demoPods(opts.Nodes)
-	for _, p := range pods {
-		if err := plumbPod(p, mtu); err != nil {
+	for i := 1; i <= opts.Nodes; i++ {
+		if err := waitConflist(i, agentTimeout); err != nil {
 			return err
 		}
 	}
-	if err := startAgents(opts, st, pods); err != nil {
-		return err
+	pods := demoPods(opts.Nodes)
+	for k, p := range pods {
+		if pods[k], err = addPod(ctx, opts.Bin, p); err != nil {
+			return err
+		}
 	}
 	if err := startServers(opts.Bin, st, pods); err != nil {
 		return err
@@ -107,15 +107,14 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 }
 
 // startAgents runs fastpath-agent for every node, inside the node's
-// namespace (its Kubernetes client reaches the apiserver over the underlay),
-// with the node's pod interfaces as internal and its uplink as external.
-func startAgents(opts Options, st *State, pods []pod) error {
+// namespace (its Kubernetes client reaches the apiserver over the
+// underlay): Services from Kubernetes, the CNI API for the node's pods
+// (pod CIDR from its Node object), its uplink as external interface, routes
+// to the other nodes' pods, masquerade of pod traffic leaving the cluster.
+func startAgents(opts Options, st *State) error {
 	for i := 1; i <= opts.Nodes; i++ {
-		var ifaces []string
-		for _, p := range pods {
-			if p.node == i {
-				ifaces = append(ifaces, p.hostIf)
-			}
+		if err := os.MkdirAll(cniConfDir(i), 0o755); err != nil {
+			return err
 		}
 		ns, err := nettopo.OpenNS(nodeNSName(i))
 		if err != nil {
@@ -126,10 +125,12 @@ func startAgents(opts Options, st *State, pods []pod) error {
 			"--node-name", nodeName(i),
 			"--netns", ns.Path(),
 			"--bpffs-dir", filepath.Join(PinDir, nodeName(i)),
-			"--interfaces", strings.Join(ifaces, ","),
 			"--external-interfaces", uplink,
 			"--routing-mode", string(opts.RoutingMode),
-			"--cluster-cidr", ClusterCIDR.String())
+			"--cluster-cidr", ClusterCIDR.String(),
+			"--cni-socket", cniSocket(i),
+			"--cni-state-dir", filepath.Join(nodeDir(i), "cni"),
+			"--cni-conf-dir", cniConfDir(i))
 		ns.Release()
 		if err != nil {
 			return err
