@@ -19,8 +19,9 @@ import (
 	"time"
 )
 
-// Fixed names, so `make lab-down` finds everything even without the state file.
-const (
+// Fixed names, so `make lab-down` finds everything even without the state
+// file. Variables only so that TestLabUpDown can run beside a user's lab.
+var (
 	Base     = "fp-lab"
 	StateDir = "/run/fastpath-lab"
 	PinDir   = "/sys/fs/bpf/fastpath-lab"
