@@ -1,8 +1,6 @@
 package routing
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
@@ -17,49 +15,28 @@ import (
 	"github.com/fastpath-net/fastpath/internal/testpriv"
 )
 
-// twoNodes is two node namespaces on one underlay link, each with one pod
-// namespace behind a veth, and a Router per node.
+// twoNodes is a nettopo.Pair with a Router per node.
 type twoNodes struct {
-	nodes, pods [2]*nettopo.NS
-	routers     [2]*Router
-	desired     []Node
+	*nettopo.Pair
+	routers [2]*Router
+	desired []Node
 }
 
 func newTwoNodes(t *testing.T, mode Mode) *twoNodes {
 	t.Helper()
 	testpriv.Require(t)
-	id := make([]byte, 3)
-	_, _ = rand.Read(id)
-	tag := "fp-rt" + hex.EncodeToString(id)
-	tn := &twoNodes{}
-	for i := range 2 {
-		var err error
-		if tn.nodes[i], err = nettopo.NewNS(tag + "-n" + string(rune('1'+i))); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = tn.nodes[i].Delete() })
-		if tn.pods[i], err = nettopo.NewNS(tag + "-p" + string(rune('1'+i))); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = tn.pods[i].Delete() })
+	mtu := 1500
+	if mode == ModeVXLAN {
+		mtu -= VXLANOverhead
 	}
-	must(t, nettopo.Veth(tn.nodes[0], "eth0", tn.nodes[1], "eth0"))
-	for i := range 2 {
-		node, pod := tn.nodes[i], tn.pods[i]
-		nodeIP := netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
-		cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 0}), 24)
-		must(t, node.AddAddr("eth0", netip.PrefixFrom(nodeIP, 24)))
-		must(t, node.Sysctl("net/ipv4/ip_forward", "1"))
-		must(t, nettopo.Veth(pod, "eth0", node, "pod"))
-		must(t, node.AddAddr("pod", netip.PrefixFrom(cidr.Addr().Next(), 24)))
-		must(t, pod.AddAddr("eth0", netip.PrefixFrom(cidr.Addr().Next().Next(), 24)))
-		must(t, pod.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), cidr.Addr().Next(), "eth0"))
-		if mode == ModeVXLAN {
-			l, err := pod.Netlink().LinkByName("eth0")
-			must(t, err)
-			must(t, pod.Netlink().LinkSetMTU(l, 1500-VXLANOverhead))
-		}
-		tn.desired = append(tn.desired, Node{Name: node.Name, IP: nodeIP, PodCIDRs: []netip.Prefix{cidr}})
+	pair, err := nettopo.NewPair("rt", mtu)
+	if pair != nil {
+		t.Cleanup(func() { _ = pair.Close() })
+	}
+	must(t, err)
+	tn := &twoNodes{Pair: pair}
+	for i, node := range pair.Nodes {
+		tn.desired = append(tn.desired, Node{Name: node.Name, IP: nettopo.PairNodeIP(i), PodCIDRs: []netip.Prefix{nettopo.PairPodCIDR(i)}})
 		pinDir := "/sys/fs/bpf/" + node.Name
 		t.Cleanup(func() { _ = datapath.Uninstall(pinDir) })
 		r, err := New(Config{Mode: mode, NodeName: node.Name, NetNS: node.Path(), PinDir: pinDir, Underlay: "eth0",
@@ -83,7 +60,7 @@ func must(t *testing.T, err error) {
 func (tn *twoNodes) podTalk(t *testing.T) {
 	t.Helper()
 	dst := "10.244.2.2:7070"
-	l, err := tn.pods[1].Listen("tcp", dst)
+	l, err := tn.Pods[1].Listen("tcp", dst)
 	must(t, err)
 	defer l.Close()
 	got := make(chan int, 1)
@@ -98,7 +75,7 @@ func (tn *twoNodes) podTalk(t *testing.T) {
 		got <- int(n)
 	}()
 	payload := make([]byte, 256<<10)
-	err = tn.pods[0].Do(func() error {
+	err = tn.Pods[0].Do(func() error {
 		c, err := net.DialTimeout("tcp", dst, 3*time.Second)
 		if err != nil {
 			return err
@@ -127,7 +104,7 @@ func TestCrossNodePodTraffic(t *testing.T) {
 				must(t, r.Sync(tn.desired))
 			}
 			tn.podTalk(t)
-			routes, err := tn.nodes[0].Netlink().RouteListFiltered(netlink.FAMILY_V4,
+			routes, err := tn.Nodes[0].Netlink().RouteListFiltered(netlink.FAMILY_V4,
 				&netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 			must(t, err)
 			if len(routes) != 1 || routes[0].Dst.String() != "10.244.2.0/24" {
@@ -150,7 +127,7 @@ func TestCrossNodePodTraffic(t *testing.T) {
 func TestRestartReconcilesRoutes(t *testing.T) {
 	tn := newTwoNodes(t, ModeNative)
 	must(t, tn.routers[0].Sync(tn.desired))
-	nl := tn.nodes[0].Netlink()
+	nl := tn.Nodes[0].Netlink()
 	stale := pfx("10.244.9.0/24")
 	foreign := pfx("10.250.0.0/24")
 	for dst, proto := range map[netip.Prefix]netlink.RouteProtocol{stale: RouteProtocol, foreign: 4} {
