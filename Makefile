@@ -7,7 +7,7 @@ STATICCHECK_VERSION := v0.8.2
 # kube-apiservers and real packets, and timing-sensitive checks stay stable.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
-.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni clean
+.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode clean
 
 all: build
 
@@ -40,11 +40,17 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-lab: build
-	$(BIN)/fastpath-lab up
+# The lab: a real control plane and NODES nodes in fp- namespaces, pods through
+# fastpath-cni, demo Services, and a table of checks; it stays up.
+# ROUTING=native|vxlan. The first run builds the control plane (k8s-tools).
+NODES ?= 2
+ROUTING ?= native
+lab: build k8s-tools
+	$(BIN)/fastpath-lab up --nodes $(NODES) --routing-mode $(ROUTING)
 
-lab-down: build
-	$(BIN)/fastpath-lab down
+# Ends exactly the processes the lab recorded and removes its namespaces and pins.
+lab-down:
+	@if [ -x $(BIN)/fastpath-lab ]; then $(BIN)/fastpath-lab down; else $(GO) run ./cmd/fastpath-lab down; fi
 
 bench: bench-datapath
 
@@ -55,6 +61,10 @@ bench-datapath: build
 # CNI ADD latency of 100 pods, 10 at a time (as root). Writes docs/benchmarks/cni.md.
 bench-cni:
 	$(GO) run ./test/bench/cni -out docs/benchmarks
+
+# Pod-to-pod TCP across nodes: plain veth vs native vs vxlan (iperf3).
+bench-crossnode:
+	$(GO) run ./test/bench/crossnode -out docs/benchmarks
 
 clean:
 	rm -rf $(BIN)
