@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/fastpath-net/fastpath/internal/k8s"
 )
 
@@ -22,13 +24,9 @@ func newKubeWatcher(cfg Config) (*k8s.Watcher, error) {
 	if cfg.Kubernetes == nil {
 		return nil, nil
 	}
-	client, err := k8s.NewClient(cfg.Kubernetes.Kubeconfig)
+	client, log, err := kubeClient(cfg)
 	if err != nil {
 		return nil, err
-	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.Default()
 	}
 	return k8s.New(k8s.Config{
 		Client:        client,
@@ -36,6 +34,16 @@ func newKubeWatcher(cfg Config) (*k8s.Watcher, error) {
 		NodePortCIDRs: cfg.Kubernetes.NodePortCIDRs,
 		Log:           log.With("source", "kubernetes"),
 	})
+}
+
+// kubeClient builds a client of cfg's cluster, and the log to use.
+func kubeClient(cfg Config) (kubernetes.Interface, *slog.Logger, error) {
+	client, err := k8s.NewClient(cfg.Kubernetes.Kubeconfig)
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return client, log, err
 }
 
 // watchKube runs the watcher until ctx ends, handing its updates to the

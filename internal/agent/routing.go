@@ -3,9 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
-	"log/slog"
 
-	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/routing"
 )
 
@@ -29,13 +27,9 @@ func startRouting(cfg *Config) (func(context.Context), error) {
 	if len(cfg.Network.ExternalInterfaces) == 0 {
 		return nil, errors.New("cross-node routing: give the node's uplink in --external-interfaces")
 	}
-	client, err := k8s.NewClient(cfg.Kubernetes.Kubeconfig)
+	client, log, err := kubeClient(*cfg)
 	if err != nil {
 		return nil, err
-	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.Default()
 	}
 	r, err := routing.New(routing.Config{
 		Mode: cfg.Routing.Mode, NodeName: cfg.Kubernetes.NodeName, NetNS: cfg.NetNS, PinDir: cfg.PinDir,

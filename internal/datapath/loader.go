@@ -279,31 +279,7 @@ func NoMasqMap(m *ebpf.Map) bpfmap.Map[lbmap.CIDRKey, uint8] {
 // SyncNoMasq makes the entries of fp_no_masq of one kind exactly want (all
 // of that kind), leaving the other kind's entries alone.
 func SyncNoMasq(m bpfmap.Map[lbmap.CIDRKey, uint8], kind uint8, want map[lbmap.CIDRKey]uint8) error {
-	have, err := m.All()
-	if err != nil {
-		return err
-	}
-	var keys, gone []lbmap.CIDRKey
-	var vals []uint8
-	for k, v := range want {
-		if have[k] != v {
-			keys, vals = append(keys, k), append(vals, v)
-		}
-	}
-	for k, v := range have {
-		if _, ok := want[k]; !ok && v == kind {
-			gone = append(gone, k)
-		}
-	}
-	if len(keys) > 0 {
-		if err := m.Update(keys, vals); err != nil {
-			return err
-		}
-	}
-	if len(gone) > 0 {
-		return m.Delete(gone)
-	}
-	return nil
+	return bpfmap.Sync(m, want, func(_ lbmap.CIDRKey, v uint8) bool { return v == kind })
 }
 
 // config validates m and returns it as fp_config's entry.

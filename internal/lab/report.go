@@ -181,15 +181,20 @@ func checkReach(from *nettopo.NS, name, addr, want string) check {
 }
 
 func checkSpread(from *nettopo.NS, name, addr string) check {
+	return sample(name, 40, func() (string, error) { return nettopo.AskTCP(from, addr, probeTimeout) })
+}
+
+// sample asks n times who answers; every one of the three web pods must.
+func sample(name string, n int, ask func() (string, error)) check {
 	c := check{name: name}
 	seen := map[string]int{}
-	for range 40 {
-		got, err := nettopo.AskTCP(from, addr, probeTimeout)
+	for range n {
+		who, err := ask()
 		if err != nil {
 			c.err = err
 			return c
 		}
-		seen[got]++
+		seen[who]++
 	}
 	if len(seen) != 3 {
 		c.err = fmt.Errorf("reached %v, want all 3 web pods", seen)
@@ -213,31 +218,20 @@ func checkUDP(from *nettopo.NS, addr string) check {
 	return c
 }
 
-// checkHTTP GETs url n times; with n > 1 every web pod must answer, so
-// backends on other nodes (replies through the tunnel or the underlay) are
-// covered.
+// checkHTTP GETs url n times; every web pod must answer, so backends on
+// other nodes (replies through the tunnel or the underlay) are covered.
 func checkHTTP(from *nettopo.NS, name, url string, n int) check {
-	c := check{name: name}
-	seen := map[string]int{}
-	for range n {
+	return sample(name, n, func() (string, error) {
 		body, err := httpGet(from, url)
 		if err != nil {
-			c.err = err
-			return c
+			return "", err
 		}
 		who, _, _ := strings.Cut(strings.TrimPrefix(body, "hello from "), " ")
 		if !strings.HasPrefix(who, "web-") {
-			c.err = fmt.Errorf("answer %q, want one from a web pod", body)
-			return c
+			return "", fmt.Errorf("answer %q, want one from a web pod", body)
 		}
-		seen[who]++
-	}
-	if len(seen) != 3 {
-		c.err = fmt.Errorf("reached %v, want all 3 web pods", seen)
-		return c
-	}
-	c.detail = "spread " + spread(seen)
-	return c
+		return who, nil
+	})
 }
 
 // checkMasquerade: a pod's connection to an address outside the cluster

@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -58,7 +57,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Underlay == "" {
 		return nil, errors.New("routing: no underlay interface (give --external-interfaces)")
 	}
-	nl, err := netlinkAt(cfg.NetNS)
+	nl, err := datapath.NetlinkAt(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}
@@ -222,16 +221,4 @@ func (r *Router) Close() {
 	if r.nl != nil {
 		r.nl.Close()
 	}
-}
-
-func netlinkAt(nsPath string) (*netlink.Handle, error) {
-	if nsPath == "" {
-		return netlink.NewHandle()
-	}
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	return netlink.NewHandleAt(ns)
 }

@@ -43,35 +43,11 @@ func tunnelKey(p netip.Prefix) TunnelKey { return lbmap.CIDRKeyFrom(p) }
 
 // syncTunnelMap makes m hold exactly the routes.
 func syncTunnelMap(m bpfmap.Map[TunnelKey, TunnelEndpoint], routes []Route) error {
-	have, err := m.All()
-	if err != nil {
-		return err
-	}
-	var keys []TunnelKey
-	var vals []TunnelEndpoint
-	want := map[TunnelKey]bool{}
+	want := make(map[TunnelKey]TunnelEndpoint, len(routes))
 	for _, r := range routes {
-		k, v := tunnelKey(r.Dst), TunnelEndpoint{Node: lbmap.AddrFrom(r.Node)}
-		want[k] = true
-		if h, ok := have[k]; !ok || h != v {
-			keys, vals = append(keys, k), append(vals, v)
-		}
+		want[tunnelKey(r.Dst)] = TunnelEndpoint{Node: lbmap.AddrFrom(r.Node)}
 	}
-	var gone []TunnelKey
-	for k := range have {
-		if !want[k] {
-			gone = append(gone, k)
-		}
-	}
-	if len(keys) > 0 {
-		if err := m.Update(keys, vals); err != nil {
-			return err
-		}
-	}
-	if len(gone) > 0 {
-		return m.Delete(gone)
-	}
-	return nil
+	return bpfmap.Sync(m, want, nil)
 }
 
 // tunnelObjects is tc_tunnel with its map, which is pinned with the others.

@@ -43,3 +43,35 @@ func (e *KeyError[K]) Error() string {
 }
 
 func (e *KeyError[K]) Unwrap() error { return e.Err }
+
+// Sync makes the entries of m that owned accepts exactly want: it writes
+// the keys of want that are missing or differ and deletes owned entries not
+// in want, leaving entries others own alone. For small maps that several
+// writers share (nil owned: m is all the caller's).
+func Sync[K comparable, V comparable](m Map[K, V], want map[K]V, owned func(K, V) bool) error {
+	have, err := m.All()
+	if err != nil {
+		return err
+	}
+	var keys, gone []K
+	var vals []V
+	for k, v := range want {
+		if h, ok := have[k]; !ok || h != v {
+			keys, vals = append(keys, k), append(vals, v)
+		}
+	}
+	for k, v := range have {
+		if _, ok := want[k]; !ok && (owned == nil || owned(k, v)) {
+			gone = append(gone, k)
+		}
+	}
+	if len(keys) > 0 {
+		if err := m.Update(keys, vals); err != nil {
+			return err
+		}
+	}
+	if len(gone) > 0 {
+		return m.Delete(gone)
+	}
+	return nil
+}
