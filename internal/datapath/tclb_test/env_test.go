@@ -68,6 +68,7 @@ type env struct {
 	affinity *bpfmap.Kernel[lbmap.AffinityKey, lbmap.AffinityValue]
 	ranges   *bpfmap.Kernel[lbmap.SourceRangeKey, uint8]
 	config   *ebpf.Map
+	noMasq   *ebpf.Map
 	// ns, when set, is the network namespace runs happen in: its routes
 	// and neighbours are what the program's FIB lookups see.
 	ns *nettopo.NS
@@ -126,6 +127,7 @@ func newEnvWith(t *testing.T, edit func(*ebpf.CollectionSpec)) *env {
 		affinity: bpfmap.NewKernel[lbmap.AffinityKey, lbmap.AffinityValue](objs.FpAffinity, "fp_affinity"),
 		ranges:   bpfmap.NewKernel[lbmap.SourceRangeKey, uint8](objs.FpSourceRanges, "fp_source_ranges"),
 		config:   objs.FpConfig,
+		noMasq:   objs.FpNoMasq,
 	}
 }
 
