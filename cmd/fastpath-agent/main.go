@@ -108,6 +108,12 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 			return cfg, 0, fmt.Errorf("--routing-mode: %w", err)
 		}
 		cfg.Routing = &agent.Routing{Mode: mode}
+		switch {
+		case cfg.Kubernetes == nil:
+			return cfg, 0, fmt.Errorf("--routing-mode learns the other nodes from Kubernetes: give --kubeconfig")
+		case len(cfg.Network.ExternalInterfaces) == 0:
+			return cfg, 0, fmt.Errorf("--routing-mode: give the node's uplink in --external-interfaces")
+		}
 	}
 	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {
 		cfg.NetNS = "/run/netns/" + cfg.NetNS

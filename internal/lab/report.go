@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/internal/testenv"
 )
 
 const probeTimeout = 3 * time.Second
@@ -59,6 +60,9 @@ func Report(ctx context.Context, bin string, st *State, out io.Writer) error {
 	}
 	ctl := filepath.Join(bin, "fastpathctl")
 	kubectl := "kubectl"
+	if path, err := testenv.Binary("kubectl"); err == nil {
+		kubectl = path
+	}
 	fmt.Fprintf(out, "\nExplore (the apiserver listens on the lab's underlay, so kubectl runs in the external client's namespace):\n")
 	fmt.Fprintf(out, "  ip netns exec %s %s --kubeconfig %s/%s get pods,svc,endpointslices -o wide\n", extNSName(), kubectl, StateDir, adminConfig)
 	fmt.Fprintf(out, "  %s --bpffs-dir %s/node1 service list        (also: ct list, status)\n", ctl, PinDir)
