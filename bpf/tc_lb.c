@@ -150,15 +150,13 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 	e = bpf_map_lookup_elem(&fp_ct, &key);
 	if (!e || fp_ct_reply_stale(&key, e, p))
 		return FP_NEXT;
-	/* The service is gone: leave the reply alone and let the entry age out.
-	 * No frontend at all (rev_nat_id 0): a masqueraded egress flow, whose
-	 * replies only go back to the pod (egress.h). */
-	rn = NULL;
-	if (e->rev_nat_id) {
-		rn = bpf_map_lookup_elem(&fp_rev_nat, &e->rev_nat_id);
-		if (!rn || !fp_addr_is_v4(&rn->addr))
-			return TC_ACT_OK;
-	}
+	/* No frontend (rev_nat_id 0): a masqueraded egress flow (egress.h). */
+	if (!e->rev_nat_id)
+		return fp_egress_reply(skb, p, e);
+	/* The service is gone: leave the reply alone and let the entry age out. */
+	rn = bpf_map_lookup_elem(&fp_rev_nat, &e->rev_nat_id);
+	if (!rn || !fp_addr_is_v4(&rn->addr))
+		return TC_ACT_OK;
 	/* SNAT: the destination goes back to the client (its port at least). */
 	if (e->flags & FP_CT_F_SNAT) {
 		if (!fp_addr_is_v4(&e->snat_addr) ||
@@ -166,11 +164,11 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 		daddr = e->snat_addr.w[3];
 	}
-	if (rn && fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0)
+	if (fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0)
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
 	fp_metric_add(FP_METRIC_REPLY_REVNAT, p->len);
-	if (rn && (e->flags & FP_CT_F_NODEPORT))
+	if (e->flags & FP_CT_F_NODEPORT)
 		return fp_reply_nodeport(skb, p, rn->addr.w[3], daddr);
 	return TC_ACT_OK;
 }
@@ -251,12 +249,8 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 	sk.port = bpf_ntohs(p->dport);
 	sk.proto = p->proto;
 	svc = fp_svc_lookup(&sk, fp_iface_role == FP_ROLE_INTERNAL);
-	if (!svc) {
-		/* A pod's flow leaving the cluster is masqueraded (egress.h). */
-		if (fp_iface_role == FP_ROLE_INTERNAL && fp_egress_pick(p, c))
-			return FP_NEXT;
+	if (!svc)
 		return TC_ACT_OK;
-	}
 	/* Outside loadBalancerSourceRanges: dropped, as kube-proxy does. */
 	if (!fp_source_allowed(svc, p->saddr))
 		return fp_drop(p, FP_METRIC_DROP_SOURCE_RANGE);
@@ -399,6 +393,10 @@ static __always_inline int fp_new(struct __sk_buff *skb, const struct fp_pkt *p,
 		flag = BPF_ANY;
 	}
 	ret = fp_pick(skb, p, &c);
+	/* fp_pick passes (TC_ACT_OK) only packets to no service: a pod's flow
+	 * among them that leaves the cluster is masqueraded (egress.h). */
+	if (ret == TC_ACT_OK && fp_iface_role == FP_ROLE_INTERNAL && fp_egress_pick(p, &c))
+		ret = FP_NEXT;
 	if (ret != FP_NEXT)
 		return ret;
 	cfg = fp_masq_config(p, &c);

@@ -21,6 +21,7 @@
 
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "addr.h"
@@ -28,6 +29,8 @@
 #include "pkt.h"
 #include "ct.h"
 #include "snat.h"
+#include "metrics.h"
+#include "nat.h"
 
 /*
  * fp_no_masq's values: what an address inside the prefix is. A flow is
@@ -75,6 +78,24 @@ static __always_inline int fp_egress_pick(const struct fp_pkt *p, struct fp_choi
 	c->port = bpf_ntohs(p->dport);
 	c->egress = 1;
 	return 1;
+}
+
+/*
+ * fp_egress_reply translates a reply of a masqueraded egress flow (REPLY
+ * entry e, rev_nat_id 0): its destination goes back to the pod; its source,
+ * the outside address the pod talked to, stays.
+ */
+static __always_inline int fp_egress_reply(struct __sk_buff *skb, const struct fp_pkt *p,
+					   struct fp_ct_entry *e)
+{
+	if (!(e->flags & FP_CT_F_SNAT) || !fp_addr_is_v4(&e->snat_addr) ||
+	    fp_nat(skb, p, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0) {
+		fp_metric_add(FP_METRIC_DROP_MALFORMED, p->len);
+		return TC_ACT_SHOT;
+	}
+	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
+	fp_metric_add(FP_METRIC_REPLY_REVNAT, p->len);
+	return TC_ACT_OK;
 }
 
 #endif /* FASTPATH_EGRESS_H */
