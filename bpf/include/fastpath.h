@@ -84,6 +84,25 @@ struct fp_backend {
 #define FP_BACKEND_TERMINATING 1
 #define FP_BACKEND_QUARANTINED 2
 
+/* --- cross-node routing (internal/routing): begin --- */
+/*
+ * An LPM trie key over the 16-byte address form; an IPv4 prefix /n has
+ * prefixlen 96 + n (the IPv4-mapped bits count too).
+ */
+struct fp_cidr_key {
+	__u32 prefixlen;
+	union fp_addr addr;
+};
+
+/* tunnel map: a pod CIDR -> the underlay address of the node that has it. */
+struct fp_tunnel_endpoint {
+	union fp_addr node;
+};
+
+/* The VXLAN network identifier of fastpath's tunnel. */
+#define FP_TUNNEL_VNI 2
+/* --- cross-node routing: end --- */
+
 /* rev_nat: rev_nat_id -> the frontend replies must appear to come from. */
 struct fp_rev_nat {
 	union fp_addr addr;
@@ -232,25 +251,6 @@ struct fp_source_range_key {
 	__u32 rev_nat_id;
 	union fp_addr addr;
 };
-
-/* --- cross-node routing (internal/routing): begin --- */
-/*
- * An LPM trie key over the 16-byte address form; an IPv4 prefix /n has
- * prefixlen 96 + n (the IPv4-mapped bits count too).
- */
-struct fp_cidr_key {
-	__u32 prefixlen;
-	union fp_addr addr;
-};
-
-/* tunnel map: a pod CIDR -> the underlay address of the node that has it. */
-struct fp_tunnel_endpoint {
-	union fp_addr node;
-};
-
-/* The VXLAN network identifier of fastpath's tunnel. */
-#define FP_TUNNEL_VNI 2
-/* --- cross-node routing: end --- */
 
 /* metrics: per-CPU counters indexed by FP_METRIC_*. */
 struct fp_metric {

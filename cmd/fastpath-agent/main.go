@@ -62,6 +62,8 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.StringVar(&cfg.ServicesFile, "services-file", "", "YAML/JSON file of services (standalone mode); re-read when it changes")
 	fs.DurationVar(&cfg.PollInterval, "services-file-poll", time.Second, "how often the services file is checked for changes")
 	kube := addKubeFlags(fs)
+	routingMode := fs.String("routing-mode", "", "pod traffic to other nodes: native (routes via the nodes' InternalIPs) or vxlan "+
+		"(tunnel over the first --external-interfaces); empty: off. Needs the Kubernetes source")
 	fs.DurationVar(&cfg.GCInterval, "ct-gc-interval", 30*time.Second, "how often expired conntrack entries are removed")
 	fs.DurationVar(&cfg.ResyncPeriod, "resync-period", 5*time.Minute, "how often maps are compared with the desired state and repaired")
 	tc := fs.String("tc-mode", "auto", "how TC programs attach: auto (TCX, else clsact), tcx or clsact")
@@ -72,8 +74,6 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.IntVar(&cfg.Sizes.SockRevNat, "sock-revnat-max", datapath.DefaultSizes.SockRevNat, "socket reverse-NAT map entries")
 	fs.IntVar(&cfg.Sizes.Affinity, "affinity-max", datapath.DefaultSizes.Affinity, "session-affinity map entries (one per client and ClientIP-affinity frontend; LRU)")
 	fs.IntVar(&cfg.Sizes.SourceRanges, "source-ranges-max", datapath.DefaultSizes.SourceRanges, "loadBalancerSourceRanges map entries (one per range and LoadBalancer frontend)")
-	routingMode := fs.String("routing-mode", "", "pod traffic to other nodes: native (routes via the nodes' InternalIPs) or vxlan "+
-		"(tunnel over the first --external-interfaces); empty: off. Needs the Kubernetes source")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	addOpsFlags(fs, &cfg.Ops)
 	configDir := fs.String("config-dir", "", "directory with one file per flag, named after it (a mounted ConfigMap); flags on the command line win")
