@@ -5,12 +5,20 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/fastpath-net/fastpath/internal/nettopo"
 
 	"github.com/fastpath-net/fastpath/internal/routing"
 	"github.com/fastpath-net/fastpath/internal/testenv"
@@ -68,6 +76,7 @@ func upDown(t *testing.T, bin string, mode routing.Mode) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	restartAgent(t, st, Options{Nodes: 2, RoutingMode: mode, Bin: bin})
 	// A second up finds the lab running and checks it again.
 	out.Reset()
 	if err := Up(t.Context(), Options{Nodes: 2, RoutingMode: mode, Bin: bin}, &out); err != nil ||
@@ -90,6 +99,83 @@ func upDown(t *testing.T, bin string, mode routing.Mode) {
 			t.Errorf("%s still exists after down (%v)", dir, err)
 		}
 	}
+}
+
+// restartAgent stops node 1's agent, checks pods still talk across nodes
+// (the datapath and routes stay), damages node 1's routes (a stale route of
+// ours, the good one gone) and starts the agent again, which must put them
+// right.
+func restartAgent(t *testing.T, st *State, opts Options) {
+	t.Helper()
+	if err := stop(st.Processes["agent-node1"]); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := podsWithIPs(t.Context(), mustClient(t), opts.Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := nettopo.OpenNS(podNSName("client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Release()
+	web1 := findPod(pods, "web-1")
+	if c := checkReach(cl, "", net.JoinHostPort(web1.ip.String(), fmt.Sprint(webWhoami)), "web-1"); c.err != nil {
+		t.Errorf("agent stopped: client -> web-1 across nodes: %v", c.err)
+	}
+	node, err := nettopo.OpenNS(nodeNSName(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Release()
+	nl := node.Netlink()
+	stale := &netlink.Route{Dst: &net.IPNet{IP: net.IPv4(10, 244, 99, 0), Mask: net.CIDRMask(24, 32)},
+		Gw: nodeIP(2).AsSlice(), Protocol: routing.RouteProtocol}
+	good := &netlink.Route{Dst: &net.IPNet{IP: podCIDR(2).Addr().AsSlice(), Mask: net.CIDRMask(24, 32)},
+		Protocol: routing.RouteProtocol}
+	if err := nl.RouteAdd(stale); err != nil {
+		t.Fatal(err)
+	}
+	routes, _ := nl.RouteListFiltered(netlink.FAMILY_V4, good, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_DST)
+	for _, r := range routes {
+		if err := nl.RouteDel(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := startAgent(opts, st, 1); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 100 {
+		rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routing.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, r := range rs {
+			got = append(got, r.Dst.String())
+		}
+		if len(got) == 1 && got[0] == podCIDR(2).String() {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(got) != 1 || got[0] != podCIDR(2).String() {
+		t.Fatalf("node1's routes after the agent's restart: %v, want only %s", got, podCIDR(2))
+	}
+	if c := checkReach(cl, "", net.JoinHostPort(web1.ip.String(), fmt.Sprint(webWhoami)), "web-1"); c.err != nil {
+		t.Errorf("agent restarted: client -> web-1 across nodes: %v", c.err)
+	}
+}
+
+func mustClient(t *testing.T) *kubernetes.Clientset {
+	t.Helper()
+	cs, ext, err := client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ext.Release)
+	return cs
 }
 
 // logs returns the tails of the lab's logs, for a failed up.

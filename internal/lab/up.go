@@ -113,30 +113,34 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 // to the other nodes' pods, masquerade of pod traffic leaving the cluster.
 func startAgents(opts Options, st *State) error {
 	for i := 1; i <= opts.Nodes; i++ {
-		if err := os.MkdirAll(cniConfDir(i), 0o755); err != nil {
-			return err
-		}
-		ns, err := nettopo.OpenNS(nodeNSName(i))
-		if err != nil {
-			return err
-		}
-		err = spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i),
-			"--kubeconfig", filepath.Join(StateDir, adminConfig),
-			"--node-name", nodeName(i),
-			"--netns", ns.Path(),
-			"--bpffs-dir", filepath.Join(PinDir, nodeName(i)),
-			"--external-interfaces", uplink,
-			"--routing-mode", string(opts.RoutingMode),
-			"--cluster-cidr", ClusterCIDR.String(),
-			"--cni-socket", cniSocket(i),
-			"--cni-state-dir", filepath.Join(nodeDir(i), "cni"),
-			"--cni-conf-dir", cniConfDir(i))
-		ns.Release()
-		if err != nil {
+		if err := startAgent(opts, st, i); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// startAgent starts node i's agent; also how a test restarts one.
+func startAgent(opts Options, st *State, i int) error {
+	if err := os.MkdirAll(cniConfDir(i), 0o755); err != nil {
+		return err
+	}
+	ns, err := nettopo.OpenNS(nodeNSName(i))
+	if err != nil {
+		return err
+	}
+	defer ns.Release()
+	return spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i),
+		"--kubeconfig", filepath.Join(StateDir, adminConfig),
+		"--node-name", nodeName(i),
+		"--netns", ns.Path(),
+		"--bpffs-dir", filepath.Join(PinDir, nodeName(i)),
+		"--external-interfaces", uplink,
+		"--routing-mode", string(opts.RoutingMode),
+		"--cluster-cidr", ClusterCIDR.String(),
+		"--cni-socket", cniSocket(i),
+		"--cni-state-dir", filepath.Join(nodeDir(i), "cni"),
+		"--cni-conf-dir", cniConfDir(i))
 }
 
 // startServers runs the web backends in their pods and a server on the
