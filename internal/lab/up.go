@@ -41,7 +41,8 @@ func Up(ctx context.Context, opts Options, out io.Writer) error {
 		return err
 	}
 	if st, err := loadState(); err == nil && allAlive(st) {
-		fmt.Fprintln(out, "lab is already up; checking it again")
+		fmt.Fprintf(out, "lab is already up (%d nodes, %s routing; `make lab-down` first to change that); checking it again\n",
+			st.Nodes, st.RoutingMode)
 		return Report(ctx, opts.Bin, st, out)
 	}
 	if err := Down(io.Discard); err != nil { // leftovers of a lab that died
