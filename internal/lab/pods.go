@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -41,19 +40,36 @@ func nodeDir(i int) string { return filepath.Join(StateDir, nodeName(i)) }
 func cniSocket(i int) string  { return filepath.Join(nodeDir(i), "cni.sock") }
 func cniConfDir(i int) string { return filepath.Join(nodeDir(i), "net.d") }
 
-// waitConflist waits for node i's agent to install its conflist: the
-// agent writes it once its CNI API answers.
-func waitConflist(i int, timeout time.Duration) error {
+// waitCNIReady waits, as a runtime does before it starts pods, for node
+// i's agent to install its conflist (once its CNI API answers) and for the
+// network's STATUS to succeed (once the agent knows the node's pod CIDR).
+func waitCNIReady(ctx context.Context, bin string, i int, timeout time.Duration) error {
 	path := filepath.Join(cniConfDir(i), cniserver.ConflistName)
+	node, err := nettopo.OpenNS(nodeNSName(i))
+	if err != nil {
+		return err
+	}
+	defer node.Release()
+	cni := cniConfig(bin, i)
 	deadline := time.Now().Add(timeout)
+	err = fmt.Errorf("no conflist %s yet", path)
 	for time.Now().Before(deadline) {
-		if _, err := os.Stat(path); err == nil {
-			return nil
+		var list *libcni.NetworkConfigList
+		if list, err = libcni.ConfListFromFile(path); err == nil {
+			err = node.Do(func() error { return cni.GetStatusNetworkList(ctx, list) })
+			if err == nil {
+				return nil
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: the agent of %s did not install its conflist within %s (see %s/agent-%s.log)",
-		path, nodeName(i), timeout, StateDir, nodeName(i))
+	return fmt.Errorf("the CNI of %s is not ready after %s: %w (see %s/agent-%s.log)",
+		nodeName(i), timeout, err, StateDir, nodeName(i))
+}
+
+// cniConfig is how a runtime on node i finds the plugins: in bin.
+func cniConfig(bin string, i int) *libcni.CNIConfig {
+	return libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(nodeDir(i), "cni-cache"), nil)
 }
 
 // addPod creates the pod's namespace and attaches it the way a container
@@ -75,7 +91,7 @@ func addPod(ctx context.Context, bin string, p pod) (pod, error) {
 		return p, err
 	}
 	defer node.Release()
-	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(nodeDir(p.node), "cni-cache"), nil)
+	cni := cniConfig(bin, p.node)
 	rt := &libcni.RuntimeConf{
 		ContainerID: "lab-" + p.name,
 		NetNS:       "/run/netns/" + podNSName(p.name),

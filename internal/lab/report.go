@@ -116,7 +116,7 @@ func runChecks(ctx context.Context, st *State) ([]check, error) {
 	}
 	defer cl.Release()
 	whoami := func(ip netip.Addr) string { return net.JoinHostPort(ip.String(), fmt.Sprint(webWhoami)) }
-	waitAnswer(cl, net.JoinHostPort(vip.String(), "7"))
+	waitReady(cl, net.JoinHostPort(vip.String(), "7"), pods)
 	web0 := findPod(pods, "web-0")
 	checks := []check{
 		checkReach(cl, "pod -> pod, same node (client -> web-0)", whoami(web0.ip), web0.name),
@@ -158,15 +158,36 @@ func podsWithIPs(ctx context.Context, cs kubernetes.Interface, nodes int) ([]pod
 	return pods, nil
 }
 
-// waitAnswer gives freshly started agents a few seconds to program the
-// Services and routes before the checks run.
-func waitAnswer(ns *nettopo.NS, addr string) {
+// waitReady gives freshly started servers and agents time to listen and
+// to program the Services and routes before the checks run: each web pod
+// must answer on its own address from inside itself, then the client must
+// have reached all of them through addr (the whoami port of the VIP).
+func waitReady(cl *nettopo.NS, addr string, pods []pod) {
 	deadline := time.Now().Add(agentTimeout)
-	for time.Now().Before(deadline) {
-		if _, err := nettopo.AskTCP(ns, addr, 500*time.Millisecond); err == nil {
+	for _, p := range pods {
+		if p.app != "web" {
+			continue
+		}
+		ns, err := nettopo.OpenNS(podNSName(p.name))
+		if err != nil {
 			return
 		}
-		time.Sleep(200 * time.Millisecond)
+		self := net.JoinHostPort(p.ip.String(), fmt.Sprint(webWhoami))
+		for time.Now().Before(deadline) {
+			if _, err := nettopo.AskTCP(ns, self, 500*time.Millisecond); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		ns.Release()
+	}
+	seen := map[string]bool{}
+	for len(seen) < 3 && time.Now().Before(deadline) {
+		if who, err := nettopo.AskTCP(cl, addr, 500*time.Millisecond); err == nil {
+			seen[who] = true
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 }
 

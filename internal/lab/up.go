@@ -83,7 +83,7 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 		return err
 	}
 	for i := 1; i <= opts.Nodes; i++ {
-		if err := waitConflist(i, agentTimeout); err != nil {
+		if err := waitCNIReady(ctx, opts.Bin, i, agentTimeout); err != nil {
 			return err
 		}
 	}
