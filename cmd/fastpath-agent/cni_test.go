@@ -1,8 +1,6 @@
 package main
 
 import (
-	"io"
-	"strings"
 	"testing"
 
 	"github.com/fastpath-net/fastpath/internal/datapath"
@@ -28,15 +26,9 @@ func TestCNIFlags(t *testing.T) {
 		{name: "bad tc mode", args: append([]string{"--cni-socket", "/s", "--pod-cidr", "10.0.0.0/24", "--cni-tc-mode", "xdp"}, file...), wantErr: "--cni-tc-mode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, _, err := parseFlags(tc.args, io.Discard)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-				}
+			cfg, ok := parseWant(t, tc.args, tc.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if tc.name == "off" {
 				if cfg.CNI != nil {

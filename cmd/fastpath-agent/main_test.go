@@ -37,15 +37,9 @@ func TestSourceSelection(t *testing.T) {
 				host = "10.96.0.1"
 			}
 			t.Setenv("KUBERNETES_SERVICE_HOST", host)
-			cfg, _, err := parseFlags(tc.args, io.Discard)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-				}
+			cfg, ok := parseWant(t, tc.args, tc.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			checkKube(t, cfg.Kubernetes, tc.wantKube, tc.wantNode, tc.wantCIDRs)
 		})
@@ -79,4 +73,21 @@ func fmtPrefixes(k *agent.Kubernetes) string {
 		s = append(s, p.String())
 	}
 	return strings.Join(s, " ")
+}
+
+// parseWant parses args and checks the outcome: with wantErr, an error
+// containing it (ok false: nothing more to check); without, success.
+func parseWant(t *testing.T, args []string, wantErr string) (cfg agent.Config, ok bool) {
+	t.Helper()
+	cfg, _, err := parseFlags(args, io.Discard)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error %v, want one containing %q", err, wantErr)
+		}
+		return cfg, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, true
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"io"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -29,15 +27,9 @@ func TestNetworkFlags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("KUBERNETES_SERVICE_HOST", "")
-			cfg, _, err := parseFlags(append(append([]string{}, base...), tc.args...), io.Discard)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-				}
+			cfg, ok := parseWant(t, append(append([]string{}, base...), tc.args...), tc.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			n := cfg.Network
 			var ip netip.Addr

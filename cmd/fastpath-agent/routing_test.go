@@ -1,10 +1,8 @@
 package main
 
 import (
-	"io"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/fastpath-net/fastpath/internal/routing"
@@ -27,15 +25,9 @@ func TestRoutingAndClusterCIDRFlags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("KUBERNETES_SERVICE_HOST", "")
-			cfg, _, err := parseFlags(tc.args, io.Discard)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-				}
+			cfg, ok := parseWant(t, tc.args, tc.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if mode := cfg.Routing.Mode; mode != routing.Mode(tc.name) {
 				t.Errorf("mode %q, want %q", mode, tc.name)
