@@ -66,7 +66,7 @@ func upDown(t *testing.T, bin string, mode routing.Mode) {
 		t.Fatalf("up: %v\n%s\n%s", err, out.String(), logs())
 	}
 	t.Logf("%s", out.String())
-	wants := []string{"ok    pod -> pod, same node", "ok    pod -> pod, across nodes", "ok    pod -> ClusterIP",
+	wants := []string{"ok    pods attached by fastpath-cni", "ok    pod -> pod, same node", "ok    pod -> pod, across nodes", "ok    pod -> ClusterIP",
 		"ok    external -> LoadBalancer IP", "ok    pod -> external"}
 	if nodePortRedirect() {
 		wants = append(wants, "ok    external -> NodePort 192.168.50.11", "ok    external -> NodePort 192.168.50.12")

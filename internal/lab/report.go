@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/bpfobj"
+	"github.com/fastpath-net/fastpath/internal/endpoint"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
 )
@@ -123,6 +125,7 @@ func runChecks(ctx context.Context, st *State) ([]check, error) {
 	waitReady(cl, net.JoinHostPort(vip.String(), "7"), pods)
 	web0 := findPod(pods, "web-0")
 	checks := []check{
+		checkEndpoints(pods),
 		checkReach(cl, "pod -> pod, same node (client -> web-0)", whoami(web0.ip), web0.name),
 	}
 	if st.Nodes > 1 {
@@ -206,6 +209,36 @@ func waitReady(cl *nettopo.NS, addr string, pods []pod) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+}
+
+// checkEndpoints: every pod has the CNI's endpoint record on its node, with
+// the address its Pod object shows and the load balancer on its host veth
+// (what `fastpathctl endpoint list` shows).
+func checkEndpoints(pods []pod) check {
+	c := check{name: "pods attached by fastpath-cni, tc_lb on each pod veth"}
+	ids := map[string]uint16{}
+	for _, p := range pods {
+		eps, err := endpoint.Load(endpoint.Dir(filepath.Join(nodeDir(p.node), "cni")))
+		if err != nil {
+			c.err = err
+			return c
+		}
+		for _, ep := range eps {
+			if ep.Pod.Name == p.name && slices.Contains(ep.IPs, p.ip) && ep.TC != "" {
+				ids[p.name] = ep.ID
+			}
+		}
+		if _, ok := ids[p.name]; !ok {
+			c.err = fmt.Errorf("pod %s (%s) has no endpoint record with tc_lb on %s", p.name, p.ip, nodeName(p.node))
+			return c
+		}
+	}
+	var parts []string
+	for _, p := range pods {
+		parts = append(parts, fmt.Sprintf("%s=%d", p.name, ids[p.name]))
+	}
+	c.detail = "endpoint IDs " + strings.Join(parts, " ")
+	return c
 }
 
 func checkReach(from *nettopo.NS, name, addr, want string) check {
