@@ -12,6 +12,7 @@ packages=(
 	iproute2=6.1.0-3               # ip netns, used by the lab and tests
 	iperf3=3.12-1+deb12u2          # throughput benchmarks
 	iptables=1.8.9-2               # test/conformance: real kube-proxy (iptables mode), only inside fp- netns
+	nftables=1.0.6-2+deb12u2       # bench-control: real kube-proxy (nftables mode), only inside fp- netns
 )
 
 missing=()

@@ -17,6 +17,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/test/internal/nsproc"
 )
 
 // FastpathSideEnabled is the switch the lead flips once cmd/fastpath-agent
@@ -49,8 +50,8 @@ type fastpathAgent struct {
 	bin    string
 	topo   *Topology
 	pinDir string
-	proc   *child
-	thread *nodeThread
+	proc   *nsproc.Child
+	thread *nsproc.Thread
 }
 
 // buildAgent builds cmd/fastpath-agent into dir and checks that it has the
@@ -150,13 +151,13 @@ func (f *fastpathAgent) Start(ctx context.Context, env *testenv.Env, topo *Topol
 		"--revnat-max", "4096", "--sock-revnat-max", "1024",
 		"--log-level", "debug",
 	}
-	f.proc, f.thread, err = startRoot(dir, "fastpath-agent", f.bin, args)
+	f.proc, f.thread, err = nsproc.StartRoot(dir, "fastpath-agent", f.bin, args)
 	return err
 }
 
 func (f *fastpathAgent) rows() ([]ctl.ServiceRow, error) {
-	if err := f.proc.running(); err != nil {
-		return nil, fmt.Errorf("%w\n%s", err, f.proc.tail(30))
+	if err := f.proc.Running(); err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, f.proc.Tail(30))
 	}
 	p, err := ctl.Open(f.pinDir)
 	if err != nil {
@@ -198,15 +199,15 @@ func (f *fastpathAgent) Logs() string {
 	if f.proc == nil {
 		return "(not started)"
 	}
-	return f.proc.tail(40)
+	return f.proc.Tail(40)
 }
 
 func (f *fastpathAgent) Stop() error {
 	if f.proc != nil {
-		f.proc.stop(10 * time.Second)
+		f.proc.Stop(10 * time.Second)
 	}
 	if f.thread != nil {
-		f.thread.close()
+		f.thread.Close()
 		f.thread = nil
 	}
 	var errs []error

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/test/internal/kubeproxy"
+	"github.com/fastpath-net/fastpath/test/internal/nsproc"
 )
 
 // kubeProxy is the reference: the real kube-proxy v1.37 in iptables mode,
@@ -22,8 +24,8 @@ import (
 type kubeProxy struct {
 	bin    string
 	topo   *Topology
-	thread *nodeThread
-	proc   *child
+	thread *nsproc.Thread
+	proc   *nsproc.Child
 }
 
 func newKubeProxy() (*kubeProxy, error) {
@@ -45,51 +47,32 @@ func (k *kubeProxy) Start(ctx context.Context, env *testenv.Env, topo *Topology,
 		return err
 	}
 	var err error
-	if k.thread, err = newNodeThread(topo.Node); err != nil {
+	if k.thread, err = nsproc.NewThread(topo.Node); err != nil {
 		return err
 	}
-	args := []string{
-		"--kubeconfig=" + kubeconfig,
-		"--hostname-override=" + nodeName,
-		"--proxy-mode=iptables",
-		"--cluster-cidr=" + clusterCIDR,
+	k.proc, err = kubeproxy.Start(k.thread, topo.Node, dir, "kube-proxy", k.bin, kubeproxy.Config{
+		Kubeconfig:  kubeconfig,
+		NodeName:    nodeName,
+		Mode:        "iptables",
+		ClusterCIDR: clusterCIDR,
 		// NodePorts on the Node's address facing the external client only,
 		// the same set fastpath is given.
-		"--nodeport-addresses=" + nodePortCIDR,
-		// Both servers bind inside the node namespace.
-		"--metrics-bind-address=127.0.0.1:10249",
-		"--healthz-bind-address=127.0.0.1:10256",
-		// Leave every global and conntrack setting alone: the node
-		// namespace is a test's, and nf_conntrack_max is the machine's.
-		"--conntrack-max-per-core=0",
-		"--conntrack-tcp-timeout-established=0",
-		"--conntrack-tcp-timeout-close-wait=0",
-		"--iptables-localhost-nodeports=false",
-		"--oom-score-adj=0",
+		NodePortAddresses: nodePortCIDR,
 		// kube-proxy's default is 1s between syncs; a shorter one only
 		// shortens the waits, the rules are the same.
-		"--iptables-min-sync-period=100ms",
-		"--v=2",
-	}
-	if k.proc, err = k.thread.start(dir, "kube-proxy", k.bin, args); err != nil {
-		return err
-	}
-	same, err := sameNetns(k.proc.pid(), topo.Node)
-	if err != nil || !same {
-		k.Stop()
-		return fmt.Errorf("SAFETY: kube-proxy (pid %d) is not in the node namespace %s (err %v); stopped it", k.proc.pid(), topo.Node.Name, err)
-	}
-	return nil
+		MinSyncPeriod: 100 * time.Millisecond,
+	})
+	return err
 }
 
 // natRules is `iptables-save -t nat` inside the node namespace.
 func (k *kubeProxy) natRules() (string, error) {
-	if err := k.proc.running(); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, k.proc.tail(30))
+	if err := k.proc.Running(); err != nil {
+		return "", fmt.Errorf("%w\n%s", err, k.proc.Tail(30))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := k.thread.run(ctx, "iptables-save", "-t", "nat")
+	out, err := k.thread.Run(ctx, "iptables-save", "-t", "nat")
 	return string(out), err
 }
 
@@ -121,7 +104,7 @@ func (k *kubeProxy) Frontends() ([]string, error) {
 	// Services without endpoints are REJECTed in the filter table.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	filter, err := k.thread.run(ctx, "iptables-save", "-t", "filter")
+	filter, err := k.thread.Run(ctx, "iptables-save", "-t", "filter")
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +128,7 @@ func (k *kubeProxy) Logs() string {
 	if k.proc == nil {
 		return "(not started)"
 	}
-	return k.proc.tail(40)
+	return k.proc.Tail(40)
 }
 
 // Rules is the whole ruleset in the node namespace, for failure logs.
@@ -155,7 +138,7 @@ func (k *kubeProxy) Rules() string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := k.thread.run(ctx, "iptables-save")
+	out, err := k.thread.Run(ctx, "iptables-save")
 	if err != nil {
 		return err.Error()
 	}
@@ -164,10 +147,10 @@ func (k *kubeProxy) Rules() string {
 
 func (k *kubeProxy) Stop() error {
 	if k.proc != nil {
-		k.proc.stop(5 * time.Second)
+		k.proc.Stop(5 * time.Second)
 	}
 	if k.thread != nil {
-		k.thread.close()
+		k.thread.Close()
 		k.thread = nil
 	}
 	// Its rules are in the node namespace, which the topology deletes.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/test/internal/cplink"
 )
 
 // The address plan is the same in every contender's topology: the two
@@ -93,21 +94,9 @@ type Topology struct {
 // run remove what a killed run left behind.
 func nsPrefix() string { return fmt.Sprintf("%scf%d-", nettopo.Prefix, os.Getpid()) }
 
-// cpSubnet is the control-plane link's /30 for contender number n (1, 2).
-func cpSubnet(n int) (node, cp netip.Addr) {
-	return netip.AddrFrom4([4]byte{169, 254, byte(100 + n), 2}), netip.AddrFrom4([4]byte{169, 254, byte(100 + n), 1})
-}
-
 // cpSANs are the control-plane side addresses of every contender's link;
 // the apiserver's certificate must name them.
-func cpSANs() []string {
-	var out []string
-	for n := 1; n <= 2; n++ {
-		_, cp := cpSubnet(n)
-		out = append(out, cp.String())
-	}
-	return out
-}
+func cpSANs() []string { return cplink.SANs(2) }
 
 // NewTopology builds contender number n's node (n picks the control-plane
 // link's subnet). Everything lives in fp-cf<pid>-<tag>-* namespaces; Close
@@ -193,31 +182,14 @@ func (t *Topology) addHost(base, name string, addr netip.Prefix, gw netip.Addr) 
 	return h, nil
 }
 
-// linkControlPlane joins the node namespace to the testenv's namespace with
-// a veth pair on a /30 of its own. The apiserver listens on every address in
-// its namespace, so the node reaches it at the far end of the link with no
-// forwarder; the testenv's forwarder listens in the root namespace, which
-// the node namespace cannot reach. The far end sits in the testenv's
-// namespace and disappears with it.
+// linkControlPlane joins the node namespace to the testenv's namespace
+// (cplink), link number n.
 func (t *Topology) linkControlPlane(n int, env *testenv.Env) error {
-	cpNS, err := nettopo.OpenNS(env.Name)
+	l, err := cplink.Add(t.Node, env, n, t.Tag)
 	if err != nil {
 		return err
 	}
-	defer cpNS.Release()
-	nodeSide, cpSide := cpSubnet(n)
-	cpIf := "fpc-" + t.Tag
-	if err := nettopo.Veth(t.Node, "cp0", cpNS, cpIf); err != nil {
-		return err
-	}
-	if err := t.Node.AddAddr("cp0", netip.PrefixFrom(nodeSide, 30)); err != nil {
-		return err
-	}
-	if err := cpNS.AddAddr(cpIf, netip.PrefixFrom(cpSide, 30)); err != nil {
-		return err
-	}
-	t.CPLinkAddr = nodeSide
-	t.APIServerURL = fmt.Sprintf("https://%s:%d", cpSide, testenv.APIServerPort)
+	t.CPLinkAddr, t.APIServerURL = l.NodeAddr, l.APIServerURL
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
+	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 )
 
 // buildAgent builds cmd/fastpath-agent of this module into dir.
@@ -162,7 +162,7 @@ func (a *agentProc) waitProgrammed(ctx context.Context, n int, limit time.Durati
 			took, _ = time.ParseDuration(m[1])
 			break
 		}
-		if line := firstLine(a.log.String(), "level=ERROR"); line != "" {
+		if line := procstat.FirstLine(a.log.String(), "level=ERROR"); line != "" {
 			return 0, 0, fmt.Errorf("agent reported an error: %s", line)
 		}
 		if a.exited() {
@@ -262,71 +262,6 @@ func diffCounters(after, before map[string]uint64) map[string]uint64 {
 	return out
 }
 
-// procMem returns VmRSS and VmHWM of pid, in bytes.
-func procMem(pid int) (rss, hwm uint64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 || fields[2] != "kB" {
-			continue
-		}
-		v, err := strconv.ParseUint(fields[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch fields[0] {
-		case "VmRSS:":
-			rss = v << 10
-		case "VmHWM:":
-			hwm = v << 10
-		}
-	}
-	if rss == 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
-	}
-	return rss, hwm, sc.Err()
-}
-
-// procCPU returns the CPU time (user + system) pid has used.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses and may
-	// contain spaces: state is field 3, utime 14, stime 15.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	// USER_HZ is 100 on Linux.
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
-}
-
-func firstLine(s, substr string) string {
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, substr) {
-			return l
-		}
-	}
-	return ""
-}
-
 // syncBuffer is a bytes.Buffer safe for the agent's writes and our reads.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -353,7 +288,7 @@ func readCPUStat() (cpuStat, error) {
 	if err != nil {
 		return cpuStat{}, err
 	}
-	line := firstLine(string(b), "cpu ")
+	line := procstat.FirstLine(string(b), "cpu ")
 	f := strings.Fields(line)
 	if len(f) < 9 {
 		return cpuStat{}, fmt.Errorf("/proc/stat: unexpected cpu line %q", line)

@@ -46,6 +46,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/servicefile"
+	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 )
 
 type config struct {
@@ -254,12 +255,6 @@ type nResult struct {
 	AgentWarnings []string
 }
 
-type machine struct {
-	CPU, Kernel, GoVersion string
-	NumCPU                 int
-	MemTotal               string
-}
-
 type results struct {
 	Cfg        config
 	Start, End time.Time
@@ -288,7 +283,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (BPF, network namespaces, cgroups)")
 	}
-	res := &results{Cfg: cfg, Start: time.Now(), Machine: describeMachine(), LoadStart: loadAvg()}
+	res := &results{Cfg: cfg, Start: time.Now(), Machine: procstat.DescribeMachine(), LoadStart: procstat.LoadAvg()}
 	logf(cfg, "fastpath datapath benchmark: N=%v workers=%v window %s (latency %s) warm-up %s, %d rep(s); about %s",
 		cfg.Ns, cfg.Workers, cfg.Duration, cfg.LatDuration, cfg.Warmup, cfg.Reps, estimate(cfg).Round(time.Second))
 
@@ -349,7 +344,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	for _, o := range res.Update.Ops {
 		logf(cfg, "  %-18s median %6.1fµs p99 %6.1fµs", o.Name, us(o.quantile(0.5)), us(o.quantile(0.99)))
 	}
-	res.End, res.LoadEnd = time.Now(), loadAvg()
+	res.End, res.LoadEnd = time.Now(), procstat.LoadAvg()
 	if err := writeReport(cfg.Out, res); err != nil {
 		return err
 	}
@@ -434,7 +429,7 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 	if nr.Ready, nr.Took, err = agent.waitProgrammed(ctx, n, limit); err != nil {
 		return nil, nil, err
 	}
-	if nr.RSS, nr.HWM, err = procMem(agent.pid()); err != nil {
+	if nr.RSS, nr.HWM, err = procstat.Mem(agent.pid()); err != nil {
 		return nil, nil, err
 	}
 	st, err := mapStatus(pin)
@@ -520,7 +515,7 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 		return nil, nil, err
 	}
 	nr.Counters = diffCounters(endCounters, startCounters)
-	if nr.RSSAfter, _, err = procMem(agent.pid()); err != nil {
+	if nr.RSSAfter, _, err = procstat.Mem(agent.pid()); err != nil {
 		return nil, nil, err
 	}
 	if st, err = mapStatus(pin); err != nil {
@@ -594,7 +589,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	if err != nil {
 		return nil, err
 	}
-	a0, err := procCPU(agent.pid())
+	a0, err := procstat.CPU(agent.pid())
 	if err != nil {
 		return nil, err
 	}
@@ -622,7 +617,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	if err != nil {
 		return nil, err
 	}
-	a1, err := procCPU(agent.pid())
+	a1, err := procstat.CPU(agent.pid())
 	if err != nil {
 		return nil, fmt.Errorf("agent gone: %w", err)
 	}
@@ -642,7 +637,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 		Ops: res.Ops, Errors: res.Errors, ErrKinds: res.ErrKinds, Stuck: res.Stuck,
 		ClientUser: res.UserSec, ClientSys: res.SysSec, ClientCPU: res.cpuPct(),
 		ServerCPU:  100 * (tvSec(ru1.Utime) + tvSec(ru1.Stime) - tvSec(ru0.Utime) - tvSec(ru0.Stime)) / wall,
-		AgentCPU:   100 * (a1 - a0).Seconds() / wall,
+		AgentCPU:   100 * a1.Sub(a0).Self.Seconds() / wall,
 		ForwardNew: dc["forward_new"], SockConnect: dc["sock_connect"],
 		SynRetrans: dt["TCPSynRetrans"], PAWSTimewait: dt["PAWSTimewait"], TWRecycled: dt["TWRecycled"],
 	}
@@ -659,44 +654,8 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	return p, nil
 }
 
-func describeMachine() machine {
-	m := machine{CPU: "unknown", NumCPU: runtime.NumCPU(), GoVersion: runtime.Version()}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		if l := firstLine(string(b), "model name"); l != "" {
-			if _, v, ok := strings.Cut(l, ":"); ok {
-				m.CPU = strings.TrimSpace(v)
-			}
-		}
-	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		if l := firstLine(string(b), "MemTotal"); l != "" {
-			f := strings.Fields(l)
-			if len(f) >= 2 {
-				if kb, err := strconv.ParseUint(f[1], 10, 64); err == nil {
-					m.MemTotal = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
-				}
-			}
-		}
-	}
-	return m
-}
-
-// loadAvg is the 1, 5 and 15 minute load average.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
+// machine describes where the benchmark ran.
+type machine = procstat.Machine
 
 func logf(cfg config, format string, args ...any) {
 	fmt.Fprintf(cfg.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
