@@ -7,7 +7,7 @@ STATICCHECK_VERSION := v0.8.2
 # kube-apiservers and real packets, and timing-sensitive checks stay stable.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
-.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode clean
+.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode bench-control clean
 
 all: build
 
@@ -65,6 +65,11 @@ bench-cni:
 # Pod-to-pod TCP across nodes: plain veth vs native vs vxlan (iperf3).
 bench-crossnode:
 	$(GO) run ./test/bench/crossnode -out docs/benchmarks
+# fastpath vs the real kube-proxy (iptables, nftables) on one apiserver:
+# cold start, change latency, CPU per change, RSS (issue 3's budget).
+# BENCH_QUICK=1: N = 100, 1,000 and 20 changes (about 5 minutes).
+bench-control: build k8s-tools
+	$(GO) run ./test/bench/control -out docs/benchmarks -agent $(BIN)/fastpath-agent $(if $(BENCH_QUICK),-quick)
 
 clean:
 	rm -rf $(BIN)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -21,25 +20,6 @@ import (
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 )
-
-// buildAgent builds cmd/fastpath-agent of this module into dir.
-func buildAgent(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the fastpath module: run from the repository")
-	}
-	bin := filepath.Join(dir, "fastpath-agent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/fastpath-agent")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/fastpath-agent: %w\n%s", err, out)
-	}
-	return bin, nil
-}
 
 // vipOf is service i's ClusterIP: 10.96.0.2 onwards, inside 10.96.0.0/12.
 func vipOf(i int) netip.Addr {

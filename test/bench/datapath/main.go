@@ -46,6 +46,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/servicefile"
+	"github.com/fastpath-net/fastpath/test/bench/internal/agentbin"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 )
 
@@ -299,7 +300,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	bin := cfg.AgentBin
 	if bin == "" {
 		t := time.Now()
-		if bin, err = buildAgent(ctx, env.tmp); err != nil {
+		if bin, err = agentbin.Build(ctx, env.tmp); err != nil {
 			return err
 		}
 		logf(cfg, "built fastpath-agent in %s", time.Since(t).Round(time.Millisecond))

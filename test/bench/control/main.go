@@ -1,0 +1,210 @@
+// Command control measures fastpath's control path against issue 3's
+// budget, beside the real kube-proxy in iptables and nftables mode, all fed
+// by ONE real kube-apiserver (internal/testenv) in the same run, and writes
+// docs/benchmarks/control.md and control.csv.
+//
+//	make bench-control                   # N = 100, 1,000, 10,000; 50 changes each
+//	make bench-control BENCH_QUICK=1     # -quick: N = 100, 1,000; 20 changes
+//	go run ./test/bench/control -quick -out /tmp/bench   # as root
+//
+// For each N the Services (ClusterIP, port 80, no selector) and their
+// hand-made EndpointSlices (two endpoints each) are created once; then each
+// contender in turn gets a fresh node (fp- network namespaces: a router
+// with a client and two backends, linked to the control plane's namespace)
+// and a fresh process, and the benchmark measures:
+//
+//   - cold start: from exec until the proxy's log reports its first complete
+//     programming of all Services (fastpath: the first full "datapath
+//     programmed"; kube-proxy: the first "SyncProxyRules complete"), and
+//     until a sample of VIPs (the last Service created and four spread over
+//     the rest) answers through the node;
+//   - change latency: an EndpointSlice update moves one Service's endpoints
+//     to the other port; from the apiserver's answer to the update until a
+//     TCP probe from the client namespace through the VIP reaches a backend
+//     on the new port (probes 1 ms apart), median and p99;
+//   - CPU per change: utime+stime of the proxy and its reaped children
+//     (/proc/PID/stat) over the change window, divided by the changes, raw
+//     and net of its idle CPU rate measured just before;
+//   - RSS (VmRSS, VmHWM) after the cold start and at the end.
+//
+// It asserts nothing and never fails for a slow contender: a contender that
+// does not sync or see a change in time is reported as such. Everything
+// lives in fp-bc<pid>-* network namespaces and bpffs directories and the
+// testenv's fp-cp-* namespace, removed at the end, also on failure and on
+// Ctrl-C (a killed run's leftovers are removed by the next run).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	Out         string        // directory for control.md and control.csv
+	Ns          []int         // numbers of Services, ascending
+	Changes     int           // changes measured per contender and N
+	Gap         time.Duration // pause after a change was seen, before the next
+	Idle        time.Duration // window measuring a contender's idle CPU
+	ChangeLimit time.Duration // longest wait for one change to be seen
+	Contenders  []string
+	AgentBin    string // prebuilt fastpath-agent; "": go build one
+	Command     string // how the run was started, for the report
+	Log         io.Writer
+}
+
+func defaultConfig() config {
+	return config{
+		Out:         "docs/benchmarks",
+		Ns:          []int{100, 1000, 10000},
+		Changes:     50,
+		Gap:         time.Second,
+		Idle:        5 * time.Second,
+		ChangeLimit: 60 * time.Second,
+		Contenders:  contenderNames,
+		Log:         os.Stderr,
+	}
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-control:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-control:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("bench-control", flag.ContinueOnError)
+	fs.StringVar(&cfg.Out, "out", cfg.Out, "directory for control.md and control.csv")
+	ns := fs.String("n", "100,1000,10000", "numbers of Services, comma-separated")
+	fs.IntVar(&cfg.Changes, "changes", cfg.Changes, "changes measured per contender and N")
+	fs.DurationVar(&cfg.Gap, "gap", cfg.Gap, "pause between a change being seen and the next change (kube-proxy's default min sync period is 1s)")
+	fs.DurationVar(&cfg.Idle, "idle", cfg.Idle, "window measuring each contender's idle CPU before the changes")
+	fs.DurationVar(&cfg.ChangeLimit, "change-limit", cfg.ChangeLimit, "longest wait for one change to be seen")
+	contenders := fs.String("contenders", strings.Join(contenderNames, ","), "contenders, comma-separated: fastpath, iptables, nftables")
+	fs.StringVar(&cfg.AgentBin, "agent", "", "prebuilt fastpath-agent binary (default: go build one into a temp dir)")
+	quick := fs.Bool("quick", false, "short run: N = 100,1000, 20 changes, 2s idle window (flags given explicitly win)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *quick {
+		if !set["n"] {
+			*ns = "100,1000"
+		}
+		if !set["changes"] {
+			cfg.Changes = 20
+		}
+		if !set["idle"] {
+			cfg.Idle = 2 * time.Second
+		}
+	}
+	var err error
+	if cfg.Ns, err = intList(*ns, 1, 50000); err != nil {
+		return cfg, fmt.Errorf("-n: %w", err)
+	}
+	cfg.Contenders = nil
+	for _, c := range strings.Split(*contenders, ",") {
+		c = strings.TrimSpace(c)
+		if !isContender(c) {
+			return cfg, fmt.Errorf("-contenders: %q is not one of %s", c, strings.Join(contenderNames, ", "))
+		}
+		cfg.Contenders = append(cfg.Contenders, c)
+	}
+	cfg.Command = strings.TrimSpace("go run ./test/bench/control " + strings.Join(args, " "))
+	return cfg, cfg.validate()
+}
+
+func isContender(name string) bool {
+	for _, c := range contenderNames {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *config) validate() error {
+	switch {
+	case len(c.Ns) == 0 || len(c.Contenders) == 0:
+		return errors.New("need at least one -n and one contender")
+	case c.Changes < 1 || c.Changes > 10000:
+		return errors.New("-changes: 1..10000")
+	case c.Gap < 0 || c.Idle <= 0 || c.ChangeLimit <= 0:
+		return errors.New("-gap must not be negative, -idle and -change-limit must be positive")
+	case c.Idle > 10*time.Minute || c.Gap > 10*time.Minute || c.ChangeLimit > 10*time.Minute:
+		return errors.New("durations above 10 minutes are surely a mistake")
+	case c.Out == "":
+		return errors.New("-out is required")
+	}
+	for i := 1; i < len(c.Ns); i++ {
+		if c.Ns[i] <= c.Ns[i-1] {
+			return errors.New("-n: give the numbers in ascending order (objects are created once and only added)")
+		}
+	}
+	return nil
+}
+
+func intList(s string, lo, hi int) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(strings.ReplaceAll(f, "_", ""))
+		if f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v < lo || v > hi {
+			return nil, fmt.Errorf("%q: want whole numbers %d..%d", f, lo, hi)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// checkTools finds what kube-proxy execs inside its namespace.
+func checkTools(contenders []string) error {
+	need := map[string]string{}
+	for _, c := range contenders {
+		switch c {
+		case "iptables":
+			need["iptables-restore"], need["iptables-save"] = "iptables", "iptables"
+		case "nftables":
+			need["nft"] = "nftables"
+		}
+	}
+	for tool, pkg := range need {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: kube-proxy needs Debian's %s package (hack/install-deps.sh installs it)", tool, pkg)
+		}
+	}
+	return nil
+}
+
+func logf(cfg config, format string, args ...any) {
+	fmt.Fprintf(cfg.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/test/bench/internal/agentbin"
+	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/internal/cplink"
+)
+
+// result is one contender at one N.
+type result struct {
+	N         int
+	Contender string
+	Load      string // load average when its measurement began
+	// Cold start, from exec: the proxy's log says all is programmed, and
+	// every sampled VIP has answered through the node.
+	ColdStart, Answer time.Duration
+	Detail            syncDetail
+	RSS, HWM          uint64 // after the cold start
+	RSSEnd, HWMEnd    uint64 // after the changes
+	IdleRate          float64
+	Latencies         []time.Duration // seen changes only
+	Timeouts          int             // changes never seen within the limit
+	Early             int             // changes seen before the apiserver's answer to the update arrived (counted as 0)
+	Probes            int             // probes over all changes
+	Window            time.Duration   // wall time of the change window
+	CPU               procstat.CPUTime
+	CPURaw, CPUNet    time.Duration // per change
+	Err               string        // the measurement could not finish
+}
+
+type results struct {
+	Cfg        config
+	Start, End time.Time
+	LoadStart  string
+	LoadEnd    string
+	Machine    procstat.Machine
+	Created    map[int]time.Duration // creation time of the Services added for each N
+	Rows       []*result
+}
+
+// backendAddrs are be1 and be2 in every node (nettopo.Star numbers hosts
+// from 1: client, be1, be2).
+var backendAddrs = [2]netip.Addr{netip.MustParseAddr("10.250.2.2"), netip.MustParseAddr("10.250.3.2")}
+
+func run(ctx context.Context, cfg config) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces, BPF, a control plane)")
+	}
+	if err := checkTools(cfg.Contenders); err != nil {
+		return err
+	}
+	kpBin, err := testenv.Binary("kube-proxy")
+	if err != nil {
+		return fmt.Errorf("kube-proxy: %w (make k8s-tools, or FASTPATH_K8S_BIN)", err)
+	}
+	collectLeftovers()
+	tmp, err := os.MkdirTemp("", "fp-bench-control-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if cfg.AgentBin == "" {
+		if cfg.AgentBin, err = agentbin.Build(ctx, tmp); err != nil {
+			return err
+		}
+	}
+	res := &results{Cfg: cfg, Start: time.Now(), LoadStart: procstat.LoadAvg(), Machine: procstat.DescribeMachine(), Created: map[int]time.Duration{}}
+	logf(cfg, "control-path benchmark: N=%v, contenders %v, %d changes each, load %s", cfg.Ns, cfg.Contenders, cfg.Changes, res.LoadStart)
+
+	env, err := testenv.Start(ctx, testenv.Options{
+		ServiceClusterIPRange: "10.96.0.0/16",
+		ExtraSANs:             cplink.SANs(len(contenderNames)),
+		// The controller-manager is not needed: the slices are hand-made
+		// and the namespace goes with the control plane.
+		NoControllerManager: true,
+		StartTimeout:        3 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	defer func() { err = errors.Join(err, env.Stop()) }()
+	objs, err := newObjects(ctx, env.Clientset, backendAddrs)
+	if err != nil {
+		return err
+	}
+	for _, n := range cfg.Ns {
+		logf(cfg, "N=%d: creating Services and EndpointSlices", n)
+		took, err := objs.grow(ctx, n, func(f string, a ...any) { logf(cfg, f, a...) })
+		if err != nil {
+			return err
+		}
+		res.Created[n] = took
+		logf(cfg, "N=%d: objects ready (%s)", n, took.Round(time.Millisecond))
+		for _, name := range cfg.Contenders {
+			r, err := measure(ctx, cfg, env, objs, kpBin, tmp, name, n)
+			if err != nil {
+				return err // only cancellation and harness failures; contender failures are in r
+			}
+			res.Rows = append(res.Rows, r)
+			logResult(cfg, r)
+		}
+	}
+	res.End, res.LoadEnd = time.Now(), procstat.LoadAvg()
+	if err := writeReport(cfg.Out, res); err != nil {
+		return err
+	}
+	logf(cfg, "wrote %s and %s (%s)", filepath.Join(cfg.Out, "control.md"), filepath.Join(cfg.Out, "control.csv"), res.End.Sub(res.Start).Round(time.Second))
+	return nil
+}
+
+// shortNames keep interface names (fpc-<tag>) within 15 characters.
+var shortNames = map[string]string{"fastpath": "fp", "iptables": "ipt", "nftables": "nft"}
+
+// measure runs one contender at one N on a fresh node. A contender that
+// fails is recorded in the result; only cancellation and a broken harness
+// return an error.
+func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, kpBin, tmp, name string, n int) (*result, error) {
+	r := &result{N: n, Contender: name, Load: procstat.LoadAvg()}
+	tag := fmt.Sprintf("%s%d", shortNames[name], n)
+	dir := filepath.Join(tmp, tag)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	linkNo := 1
+	for i, c := range contenderNames {
+		if c == name {
+			linkNo = i + 1
+		}
+	}
+	nd, err := newNode(env, tag, linkNo, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer nd.close()
+	logf(cfg, "N=%d %s: starting (load %s)", n, name, r.Load)
+	p, err := startProxy(name, nd, env, cfg.AgentBin, kpBin)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		// What a stop leaves behind is inside the node's namespaces, which
+		// go next; say so, but keep measuring.
+		if err := p.stop(); err != nil {
+			logf(cfg, "N=%d %s: stop: %v", n, name, err)
+		}
+	}()
+	if err := coldStart(ctx, p, nd, objs, n, r); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.Err = err.Error()
+		logf(cfg, "N=%d %s: %v\n%s", n, name, err, p.proc().Tail(20))
+		return r, nil
+	}
+	pid := p.proc().PID()
+	if r.RSS, r.HWM, err = procstat.Mem(pid); err != nil {
+		r.Err = err.Error()
+		return r, nil
+	}
+	if err := changes(ctx, cfg, p, nd, objs, n, r); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.Err = err.Error()
+		logf(cfg, "N=%d %s: %v\n%s", n, name, err, p.proc().Tail(20))
+		return r, nil
+	}
+	if r.RSSEnd, r.HWMEnd, err = procstat.Mem(pid); err != nil {
+		r.Err = err.Error()
+	}
+	return r, nil
+}
+
+// sample picks the VIPs whose answers end the cold start: the last Service
+// created and four spread over the others.
+func sample(objs *objects, n int) []netip.Addr {
+	idx := map[int]bool{n - 1: true}
+	for k := 0; k < 4; k++ {
+		idx[k*n/4] = true
+	}
+	var out []netip.Addr
+	for i := range idx {
+		out = append(out, objs.vips[i])
+	}
+	return out
+}
+
+// coldLimit bounds a cold start: kube-proxy's iptables mode took 15.6 s
+// for its first sync of 10,000 Services here on a quiet machine.
+func coldLimit(n int) time.Duration { return 3*time.Minute + time.Duration(n)*30*time.Millisecond }
+
+func coldStart(ctx context.Context, p proxy, nd *node, objs *objects, n int, r *result) error {
+	c := p.proc()
+	vips := sample(objs, n)
+	answered := map[netip.Addr]bool{}
+	deadline := c.Started.Add(coldLimit(n))
+	var syncAt, answerAt time.Time
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.Running(); err != nil {
+			return err
+		}
+		if syncAt.IsZero() {
+			at, d, ok, err := p.synced(c.Log())
+			if err != nil {
+				return err
+			}
+			if ok {
+				syncAt, r.Detail = at, d
+			}
+		}
+		for _, vip := range vips {
+			if answered[vip] {
+				continue
+			}
+			if name, err := nd.prober.ask(vip); err == nil && name != "" {
+				answered[vip] = true
+				if len(answered) == len(vips) {
+					answerAt = time.Now()
+				}
+			}
+		}
+		if !syncAt.IsZero() && !answerAt.IsZero() {
+			r.ColdStart, r.Answer = syncAt.Sub(c.Started), answerAt.Sub(c.Started)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not programmed within %s (log says synced: %v; %d of %d sampled VIPs answered)",
+				coldLimit(n), !syncAt.IsZero(), len(answered), len(vips))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// changes measures the idle CPU, then cfg.Changes EndpointSlice changes.
+func changes(ctx context.Context, cfg config, p proxy, nd *node, objs *objects, n int, r *result) error {
+	pid := p.proc().PID()
+	c0, err := procstat.CPU(pid)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(cfg.Idle):
+	}
+	c1, err := procstat.CPU(pid)
+	if err != nil {
+		return err
+	}
+	r.IdleRate = c1.Sub(c0).Total().Seconds() / time.Since(t0).Seconds()
+
+	rng := rand.New(rand.NewPCG(uint64(n), uint64(len(r.Contender))))
+	picks := rng.Perm(n)
+	w0, err := procstat.CPU(pid)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for k := 0; k < cfg.Changes; k++ {
+		if k > 0 && cfg.Gap > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(cfg.Gap):
+			}
+		}
+		i := picks[k%len(picks)]
+		port, accepted, err := objs.flip(ctx, i)
+		if err != nil {
+			return err
+		}
+		seen, probes, err := nd.prober.waitPort(ctx, objs.vips[i], port, cfg.ChangeLimit)
+		r.Probes += probes
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r.Timeouts++
+			continue
+		}
+		// A probe can see the change before the apiserver's answer to the
+		// update arrives here: that counts as 0.
+		lat := seen.Sub(accepted)
+		if lat < 0 {
+			r.Early++
+		}
+		r.Latencies = append(r.Latencies, max(0, lat))
+		if err := p.proc().Running(); err != nil {
+			return err
+		}
+	}
+	r.Window = time.Since(start)
+	w1, err := procstat.CPU(pid)
+	if err != nil {
+		return err
+	}
+	r.CPU = w1.Sub(w0)
+	r.CPURaw, r.CPUNet = cpuPerChange(r.CPU.Total(), r.Window, cfg.Changes, r.IdleRate)
+	return nil
+}
+
+func logResult(cfg config, r *result) {
+	if r.Err != "" {
+		logf(cfg, "N=%-6d %-9s FAILED: %s", r.N, r.Contender, r.Err)
+		return
+	}
+	logf(cfg, "N=%-6d %-9s cold start %6s (answers %6s, sync %s, informers %s)  change p50 %6s p99 %6s (%d not seen, %d before the answer)  CPU/change %5.1fms (net %5.1fms, idle %.1fms/s)  RSS %s",
+		r.N, r.Contender, ms(r.ColdStart), ms(r.Answer), ms(r.Detail.Sync), ms(r.Detail.Informer),
+		ms(quantile(r.Latencies, 0.5)), ms(quantile(r.Latencies, 0.99)), r.Timeouts, r.Early,
+		msf(r.CPURaw), msf(r.CPUNet), 1000*r.IdleRate, mib(r.RSS))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", msf(d)) }
+
+func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
