@@ -43,6 +43,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -135,6 +136,15 @@ func parseFlags(args []string) (config, error) {
 			return cfg, fmt.Errorf("-contenders: %q is not one of %s", c, strings.Join(contenderNames, ", "))
 		}
 		cfg.Contenders = append(cfg.Contenders, c)
+	}
+	if cfg.AgentBin != "" {
+		// The agent runs with its own working directory.
+		if cfg.AgentBin, err = filepath.Abs(cfg.AgentBin); err != nil {
+			return cfg, fmt.Errorf("-agent: %w", err)
+		}
+		if _, err := os.Stat(cfg.AgentBin); err != nil {
+			return cfg, fmt.Errorf("-agent: %w", err)
+		}
 	}
 	cfg.Command = strings.TrimSpace("go run ./test/bench/control " + strings.Join(args, " "))
 	return cfg, cfg.validate()
