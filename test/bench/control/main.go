@@ -35,19 +35,17 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 )
 
 type config struct {
@@ -76,23 +74,7 @@ func defaultConfig() config {
 	}
 }
 
-func main() {
-	cfg, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-control:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-control:", err)
-		stop()
-		os.Exit(1)
-	}
-}
+func main() { benchmain.Main("bench-control", parseFlags, run) }
 
 func parseFlags(args []string) (config, error) {
 	cfg := defaultConfig()
@@ -112,21 +94,13 @@ func parseFlags(args []string) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *quick {
-		if !set["n"] {
-			*ns = "100,1000"
-		}
-		if !set["changes"] {
-			cfg.Changes = 20
-		}
-		if !set["idle"] {
-			cfg.Idle = 2 * time.Second
+		if err := benchmain.Preset(fs, map[string]string{"n": "100,1000", "changes": "20", "idle": "2s"}); err != nil {
+			return cfg, err
 		}
 	}
 	var err error
-	if cfg.Ns, err = intList(*ns, 1, 50000); err != nil {
+	if cfg.Ns, err = benchmain.IntList(*ns, 1, 50000); err != nil {
 		return cfg, fmt.Errorf("-n: %w", err)
 	}
 	cfg.Contenders = nil
@@ -178,22 +152,6 @@ func (c *config) validate() error {
 		}
 	}
 	return nil
-}
-
-func intList(s string, lo, hi int) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(strings.ReplaceAll(f, "_", ""))
-		if f == "" {
-			continue
-		}
-		v, err := strconv.Atoi(f)
-		if err != nil || v < lo || v > hi {
-			return nil, fmt.Errorf("%q: want whole numbers %d..%d", f, lo, hi)
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
 
 // checkTools finds what kube-proxy execs inside its namespace.

@@ -33,13 +33,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +44,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/servicefile"
 	"github.com/fastpath-net/fastpath/test/bench/internal/agentbin"
+	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 )
 
@@ -88,21 +86,7 @@ func main() {
 	if loadgenChild() {
 		os.Exit(loadgenMain())
 	}
-	cfg, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-datapath:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-datapath:", err)
-		stop()
-		os.Exit(1)
-	}
+	benchmain.Main("bench-datapath", parseFlags, run)
 }
 
 func parseFlags(args []string) (config, error) {
@@ -127,26 +111,19 @@ func parseFlags(args []string) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *quick {
-		for name, apply := range map[string]func(){
-			"duration":         func() { cfg.Duration = 500 * time.Millisecond },
-			"latency-duration": func() { cfg.LatDuration = 300 * time.Millisecond },
-			"warmup":           func() { cfg.Warmup = 100 * time.Millisecond },
-			"reps":             func() { cfg.Reps = 1 },
-			"update-ops":       func() { cfg.UpdateOps = 200 },
-		} {
-			if !set[name] {
-				apply()
-			}
+		err := benchmain.Preset(fs, map[string]string{
+			"duration": "500ms", "latency-duration": "300ms", "warmup": "100ms", "reps": "1", "update-ops": "200",
+		})
+		if err != nil {
+			return cfg, err
 		}
 	}
 	var err error
-	if cfg.Ns, err = intList(*ns, 1, 200000); err != nil {
+	if cfg.Ns, err = benchmain.IntList(*ns, 1, 200000); err != nil {
 		return cfg, fmt.Errorf("-n: %w", err)
 	}
-	if cfg.Workers, err = intList(*workers, 1, 64); err != nil {
+	if cfg.Workers, err = benchmain.IntList(*workers, 1, 64); err != nil {
 		return cfg, fmt.Errorf("-workers: %w", err)
 	}
 	cfg.Command = "go run ./test/bench/datapath " + strings.Join(args, " ")
@@ -171,22 +148,6 @@ func (c *config) validate() error {
 		return errors.New("-out is required")
 	}
 	return nil
-}
-
-func intList(s string, lo, hi int) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(strings.ReplaceAll(f, "_", ""))
-		if f == "" {
-			continue
-		}
-		v, err := strconv.Atoi(f)
-		if err != nil || v < lo || v > hi {
-			return nil, fmt.Errorf("%q: want whole numbers %d..%d", f, lo, hi)
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
 
 // modeSpec is one client path.
