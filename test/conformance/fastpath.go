@@ -17,6 +17,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/test/internal/agentbin"
 	"github.com/fastpath-net/fastpath/test/internal/nsproc"
 )
 
@@ -57,17 +58,11 @@ type fastpathAgent struct {
 // buildAgent builds cmd/fastpath-agent into dir and checks that it has the
 // Kubernetes source's flags. A binary without them yields errNotComparable.
 func buildAgent(dir string) (string, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "fastpath-agent")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/fastpath-agent")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build fastpath-agent: %w\n%s", err, out)
+	bin, err := agentbin.Build(ctx, dir)
+	if err != nil {
+		return "", err
 	}
 	var help bytes.Buffer
 	hc := exec.CommandContext(ctx, bin, "-help")
@@ -102,24 +97,6 @@ func collectPinLeftovers() {
 			continue
 		}
 		_ = datapath.Uninstall(d)
-	}
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
-			bytes.HasPrefix(data, []byte("module github.com/fastpath-net/fastpath\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("repository root not found above the working directory")
-		}
-		dir = parent
 	}
 }
 

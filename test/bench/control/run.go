@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/testenv"
-	"github.com/fastpath-net/fastpath/test/bench/internal/agentbin"
+	"github.com/fastpath-net/fastpath/test/internal/agentbin"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 	"github.com/fastpath-net/fastpath/test/internal/cplink"
 )

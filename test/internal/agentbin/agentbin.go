@@ -1,5 +1,5 @@
-// Package agentbin builds the fastpath-agent a benchmark runs, from the
-// module the benchmark is run in.
+// Package agentbin builds the fastpath-agent that a benchmark or the
+// conformance test runs, from the module they run in.
 package agentbin
 
 import (
