@@ -71,6 +71,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The informers' first list is the longest part of a cold start
+	// (seconds, with tens of thousands of Services) and needs nothing of
+	// the datapath: it runs while the programs load and attach. Its first
+	// update waits in the channel until the loop takes it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	kubeUpdates := make(chan k8s.Update)
+	if kube != nil {
+		go watchKube(ctx, kube, kubeUpdates, orDefaultLog(cfg.Log))
+	}
 	a, err := start(cfg)
 	if err != nil {
 		return err
@@ -87,18 +97,26 @@ func Run(ctx context.Context, cfg Config) error {
 	if route != nil {
 		go route(ctx)
 	}
-	return a.loop(ctx)
+	return a.loop(ctx, kubeUpdates)
 }
 
-func start(cfg Config) (*Agent, error) {
-	if cfg.Log == nil {
-		cfg.Log = slog.Default()
+func orDefaultLog(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
 	}
+	return l
+}
+
+// loadDatapath is datapath.Load; tests replace it.
+var loadDatapath = datapath.Load
+
+func start(cfg Config) (*Agent, error) {
+	cfg.Log = orDefaultLog(cfg.Log)
 	dpCfg, err := datapathConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	dp, err := datapath.Load(dpCfg)
+	dp, err := loadDatapath(dpCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -145,14 +163,12 @@ func (a *Agent) attach() error {
 	return nil
 }
 
-func (a *Agent) loop(ctx context.Context) error {
+// loop programs what the sources deliver until ctx ends; kubeUpdates
+// carries the Kubernetes source's batches (Run starts its watch).
+func (a *Agent) loop(ctx context.Context, kubeUpdates <-chan k8s.Update) error {
 	updates := make(chan []loadbalancer.Service, 1)
 	if a.cfg.ServicesFile != "" {
 		go watchFile(ctx, a.cfg.ServicesFile, a.cfg.PollInterval, updates, a.log)
-	}
-	kubeUpdates := make(chan k8s.Update)
-	if a.kube != nil {
-		go watchKube(ctx, a.kube, kubeUpdates, a.log)
 	}
 	gc := time.NewTicker(orDefault(a.cfg.GCInterval, 30*time.Second))
 	defer gc.Stop()

@@ -39,11 +39,7 @@ func newKubeWatcher(cfg Config) (*k8s.Watcher, error) {
 // kubeClient builds a client of cfg's cluster, and the log to use.
 func kubeClient(cfg Config) (kubernetes.Interface, *slog.Logger, error) {
 	client, err := k8s.NewClient(cfg.Kubernetes.Kubeconfig)
-	log := cfg.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	return client, log, err
+	return client, orDefaultLog(cfg.Log), err
 }
 
 // watchKube runs the watcher until ctx ends, handing its updates to the
