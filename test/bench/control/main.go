@@ -35,6 +35,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -171,6 +172,20 @@ func checkTools(contenders []string) error {
 		}
 	}
 	return nil
+}
+
+// toolVersions names the iptables (and its backend) and nft that kube-proxy
+// runs, for the report.
+func toolVersions(ctx context.Context) string {
+	var out []string
+	for _, cmd := range [][]string{{"iptables", "-V"}, {"nft", "-v"}} {
+		b, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).Output()
+		if err != nil {
+			continue
+		}
+		out = append(out, strings.TrimSpace(string(b)))
+	}
+	return strings.Join(out, ", ")
 }
 
 func logf(cfg config, format string, args ...any) {

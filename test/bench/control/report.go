@@ -74,7 +74,8 @@ func markdown(res *results) []byte {
 	p("hand-made EndpointSlice of 2 ready endpoints, created once (creation took %s) and watched by each", createdSummary(res))
 	p("contender in turn, each on a fresh node (fp- network namespaces: router, client, two backends; the proxy runs")
 	p("inside the node namespace and reads the apiserver as system:kube-proxy over a direct link). kube-proxy v1.37 runs")
-	p("with its default sync periods (min 1 s); fastpath-agent with its defaults. %d changes per contender and N, %s apart.", cfg.Changes, cfg.Gap)
+	p("with its default sync periods (min 1 s) and the machine's %s; fastpath-agent with its defaults.", orUnknown(res.Tools))
+	p("%d changes per contender and N, %s apart.", cfg.Changes, cfg.Gap)
 	p("")
 	p("## Budget (issue 3): fastpath at %d Services", budget.N)
 	p("")
@@ -175,6 +176,13 @@ func dash(d time.Duration) string {
 		return "–"
 	}
 	return fmtDur(d)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "iptables/nft (versions unknown)"
+	}
+	return s
 }
 
 func firstLineOf(s string) string {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/testenv"
-	"github.com/fastpath-net/fastpath/test/internal/agentbin"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/internal/agentbin"
 	"github.com/fastpath-net/fastpath/test/internal/cplink"
 )
 
@@ -46,6 +46,9 @@ type results struct {
 	Machine    procstat.Machine
 	Created    map[int]time.Duration // creation time of the Services added for each N
 	Rows       []*result
+	// Tools is what kube-proxy execs: iptables (legacy or nf_tables
+	// backend) and nft, with versions.
+	Tools string
 }
 
 // backendAddrs are be1 and be2 in every node (nettopo.Star numbers hosts
@@ -74,7 +77,8 @@ func run(ctx context.Context, cfg config) (err error) {
 			return err
 		}
 	}
-	res := &results{Cfg: cfg, Start: time.Now(), LoadStart: procstat.LoadAvg(), Machine: procstat.DescribeMachine(), Created: map[int]time.Duration{}}
+	res := &results{Cfg: cfg, Start: time.Now(), LoadStart: procstat.LoadAvg(), Machine: procstat.DescribeMachine(), Created: map[int]time.Duration{},
+		Tools: toolVersions(ctx)}
 	logf(cfg, "control-path benchmark: N=%v, contenders %v, %d changes each, load %s", cfg.Ns, cfg.Contenders, cfg.Changes, res.LoadStart)
 
 	env, err := testenv.Start(ctx, testenv.Options{
