@@ -3,13 +3,15 @@
 //
 //   - veth: the same namespaces, veths and routes with no fastpath at all
 //     (the routes to the other node's pod CIDR added by hand);
+//
 //   - native: fastpath's native routing (routes via the node's address) with
 //     the load balancer attached at every interface as the agent attaches it
 //     (pod veth and tunnel: internal; uplink: external) and egress masquerade on;
+//
 //   - vxlan: fastpath's tunnel (fp_vxlan, tc_tunnel), likewise with the load
 //     balancer, pod MTU 1450.
 //
-//	make bench-crossnode     # go run ./test/bench/crossnode -out docs/benchmarks
+//     make bench-crossnode     # go run ./test/bench/crossnode -out docs/benchmarks
 //
 // It asserts nothing. Everything lives in fp- namespaces and fp-bench-*
 // bpffs directories, removed at the end.
