@@ -33,12 +33,12 @@ type Request struct {
 type Reason string
 
 const (
-	ReasonNoPool           Reason = "NoPool"               // no enabled pool selects the Service for its family
-	ReasonNotInPool        Reason = "RequestedIPNotInPool" // the requested address is in no pool that may give it
-	ReasonInUse            Reason = "RequestedIPInUse"     // the requested address is held by a Service it cannot share with
-	ReasonExhausted        Reason = "PoolExhausted"        // every selecting pool is full
-	ReasonBadRequest       Reason = "InvalidRequest"       // annotations that cannot be read or disagree
-	ReasonAllocated        Reason = "Allocated"
+	ReasonNoPool     Reason = "NoPool"               // no enabled pool selects the Service for its family
+	ReasonNotInPool  Reason = "RequestedIPNotInPool" // the requested address is in no pool that may give it
+	ReasonInUse      Reason = "RequestedIPInUse"     // the requested address is held by a Service it cannot share with
+	ReasonExhausted  Reason = "PoolExhausted"        // every selecting pool is full
+	ReasonBadRequest Reason = "InvalidRequest"       // annotations that cannot be read or disagree
+	ReasonAllocated  Reason = "Allocated"
 )
 
 // Error is a failed allocation, with the cause for the Service's condition.

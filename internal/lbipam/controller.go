@@ -36,7 +36,7 @@ const (
 
 // Queue keys besides a Service's namespace/name (which cannot start with NUL).
 const (
-	poolsKey       = "\x00pools"       // reread the pools, revisit every Service
+	poolsKey       = "\x00pools"        // reread the pools, revisit every Service
 	poolsStatusKey = "\x00pools-status" // rewrite the pools' counts
 )
 

@@ -3,6 +3,7 @@ package lbipam
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -26,22 +27,39 @@ func DefaultElection(identity string) Election {
 }
 
 // RunLeaderElected runs run only while this instance holds the Lease, so
-// one allocator works at a time. It returns when ctx ends (the Lease is
-// released, so a standby takes over at once) or when leadership is lost
-// (the caller exits and restarts: its view may be stale).
+// one allocator works at a time. When ctx ends, run is stopped and has
+// returned before the Lease is released (a standby then takes over at
+// once, with no write of ours still in flight). When leadership is lost
+// instead, it returns too: the caller should exit, its view may be stale.
 func RunLeaderElected(ctx context.Context, client kubernetes.Interface, e Election, log *slog.Logger, run func(context.Context)) error {
 	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, e.Namespace, e.Name,
 		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: e.Identity})
 	if err != nil {
 		return err
 	}
+	var (
+		mu       sync.Mutex
+		stopping bool
+		running  sync.WaitGroup
+	)
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: lock, Name: e.Name, ReleaseOnCancel: true,
 		LeaseDuration: e.LeaseDuration, RenewDeadline: e.RenewDeadline, RetryPeriod: e.RetryPeriod,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
+			OnStartedLeading: func(lctx context.Context) {
+				mu.Lock()
+				if stopping {
+					mu.Unlock()
+					return
+				}
+				running.Add(1)
+				mu.Unlock()
+				defer running.Done()
+				rctx, cancel := context.WithCancel(lctx)
+				defer cancel()
+				defer context.AfterFunc(ctx, cancel)()
 				log.Info("lbipam: leading", "identity", e.Identity)
-				run(ctx)
+				run(rctx)
 			},
 			OnStoppedLeading: func() { log.Info("lbipam: not leading", "identity", e.Identity) },
 			OnNewLeader:      func(id string) { log.Info("lbipam: leader", "identity", id) },
@@ -50,6 +68,22 @@ func RunLeaderElected(ctx context.Context, client kubernetes.Interface, e Electi
 	if err != nil {
 		return err
 	}
-	le.Run(ctx)
+	// The elector's context ends only once run has returned: cancelling
+	// it releases the Lease.
+	leCtx, leCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer leCancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-leCtx.Done():
+			return
+		}
+		mu.Lock()
+		stopping = true
+		mu.Unlock()
+		running.Wait()
+		leCancel()
+	}()
+	le.Run(leCtx)
 	return nil
 }
