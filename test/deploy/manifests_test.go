@@ -16,6 +16,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
@@ -128,24 +129,39 @@ func (a *applier) apply(t *testing.T, obj *unstructured.Unstructured, dryRun boo
 func ptrTrue() *bool { b := true; return &b }
 
 // TestManifestsServerSideDryRun applies every manifest with
-// --dry-run=server semantics. A deliberately broken copy of the
-// DaemonSet must be refused, or the check would prove nothing.
+// --dry-run=server semantics, after installing deploy/crds for real so
+// that the example objects of our own kinds are checked by their schemas.
+// Deliberately broken copies of the DaemonSet and the example pool must
+// be refused, or the check would prove nothing.
 func TestManifestsServerSideDryRun(t *testing.T) {
 	env := testenv.StartForTest(t, testenv.Options{NoControllerManager: true})
 	a := newApplier(t, env)
-	var daemonSet *unstructured.Unstructured
-	for file, objs := range manifests(t) {
+	all := manifests(t)
+	installCRDs(t, env, all)
+	a.mapper.Reset()
+	var daemonSet, pool *unstructured.Unstructured
+	for file, objs := range all {
 		for _, obj := range objs {
 			if err := a.apply(t, obj, true); err != nil {
 				t.Errorf("%s: %s %s: server-side dry-run apply: %v", file, obj.GetKind(), obj.GetName(), err)
 			}
-			if obj.GetKind() == "DaemonSet" {
+			switch obj.GetKind() {
+			case "DaemonSet":
 				daemonSet = obj
+			case "FastpathLoadBalancerIPPool":
+				pool = obj
 			}
 		}
 	}
-	if daemonSet == nil {
-		t.Fatal("no DaemonSet under deploy/")
+	if daemonSet == nil || pool == nil {
+		t.Fatalf("no DaemonSet (%v) or FastpathLoadBalancerIPPool (%v) under deploy/", daemonSet != nil, pool != nil)
+	}
+	broken := pool.DeepCopy()
+	if err := unstructured.SetNestedSlice(broken.Object, []any{map[string]any{"start": "10.0.0.9", "stop": "10.0.0.1"}}, "spec", "blocks"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.apply(t, broken, true); err == nil || !strings.Contains(err.Error(), "spec.blocks[0].stop") {
+		t.Errorf("pool with stop < start: %v; want the apiserver to refuse it naming spec.blocks[0].stop", err)
 	}
 	for _, c := range []struct {
 		path  []string
@@ -161,6 +177,31 @@ func TestManifestsServerSideDryRun(t *testing.T) {
 		}
 		if err := a.apply(t, broken, true); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("DaemonSet with %s=%v: %v; want the apiserver to refuse it (%q)", strings.Join(c.path, "."), c.value, err, c.want)
+		}
+	}
+}
+
+// installCRDs creates every CustomResourceDefinition among objs and waits
+// until each serves.
+func installCRDs(t *testing.T, env *testenv.Env, all map[string][]*unstructured.Unstructured) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, objs := range all {
+		for _, obj := range objs {
+			if obj.GetKind() != "CustomResourceDefinition" {
+				continue
+			}
+			group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+			plural, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "plural")
+			versions, _, _ := unstructured.NestedSlice(obj.Object, "spec", "versions")
+			if len(versions) == 0 {
+				t.Fatalf("%s: CRD %s has no versions", file, obj.GetName())
+			}
+			version, _ := versions[0].(map[string]any)["name"].(string)
+			testenv.InstallCRD(t, dyn, filepath.Join(deployDir, file), schema.GroupVersionResource{Group: group, Version: version, Resource: plural})
 		}
 	}
 }

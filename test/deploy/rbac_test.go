@@ -239,20 +239,27 @@ func (l agentLog) String() string {
 // datapath and listeners inside the node namespace, and stops it at the end.
 func runAgent(t *testing.T, kubeconfig, pinDir string, star *nettopo.Star) agentLog {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fastpath-agent")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/fastpath-agent").CombinedOutput(); err != nil {
+	return runBinary(t, "fastpath-agent", "--kubeconfig", kubeconfig, "--node-name", nodeName,
+		"--bpffs-dir", pinDir, "--netns", star.Node.Path(), "--interfaces", strings.Join(star.NodeInterfaces(), ","),
+		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
+		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug")
+}
+
+// runBinary builds cmd/<name>, starts it with args and its output in a
+// log file, and stops it (SIGTERM, then SIGKILL after 10s) at the end.
+func runBinary(t *testing.T, name string, args ...string) agentLog {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/"+name).CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	log := agentLog(filepath.Join(t.TempDir(), "agent.log"))
+	log := agentLog(filepath.Join(t.TempDir(), name+".log"))
 	out, err := os.Create(string(log))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer out.Close() // the child has its own copy
-	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--node-name", nodeName,
-		"--bpffs-dir", pinDir, "--netns", star.Node.Path(), "--interfaces", strings.Join(star.NodeInterfaces(), ","),
-		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
-		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug")
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -268,7 +275,7 @@ func runAgent(t *testing.T, kubeconfig, pinDir string, star *nettopo.Star) agent
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("agent log:\n%s", log)
+			t.Logf("%s log:\n%s", name, log)
 		}
 	})
 	return log
