@@ -1,6 +1,7 @@
 package lbipam
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -110,14 +111,17 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 // adoptAll records every address already in a Service status, oldest
-// Service first (it wins a duplicate), before any new address is given.
+// Service first (it wins a duplicate, which only a writer other than the
+// leader can have made), before any new address is given.
 func (c *Controller) adoptAll() error {
 	svcs, err := c.services.List(labels.Everything())
 	if err != nil {
 		return err
 	}
+	// creationTimestamp has seconds: names order Services of one second.
 	slices.SortFunc(svcs, func(x, y *corev1.Service) int {
-		return x.CreationTimestamp.Compare(y.CreationTimestamp.Time)
+		return cmp.Or(x.CreationTimestamp.Compare(y.CreationTimestamp.Time),
+			cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
 	})
 	for _, svc := range svcs {
 		key := svc.Namespace + "/" + svc.Name
@@ -293,7 +297,12 @@ func equalStatus(a, b *corev1.ServiceStatus) bool {
 	}) {
 		return false
 	}
-	x, y := meta.FindStatusCondition(a.Conditions, ConditionType), meta.FindStatusCondition(b.Conditions, ConditionType)
+	return sameCondition(meta.FindStatusCondition(a.Conditions, ConditionType), meta.FindStatusCondition(b.Conditions, ConditionType))
+}
+
+// sameCondition ignores lastTransitionTime, which SetStatusCondition
+// keeps while the status stays.
+func sameCondition(x, y *metav1.Condition) bool {
 	if x == nil || y == nil {
 		return x == y
 	}

@@ -79,9 +79,8 @@ func sameStatus(a, b *poolStatus) bool {
 	if a.Used != b.Used || a.Available != b.Available || len(a.Conditions) != len(b.Conditions) {
 		return false
 	}
-	for _, x := range a.Conditions {
-		y := meta.FindStatusCondition(b.Conditions, x.Type)
-		if y == nil || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message || x.ObservedGeneration != y.ObservedGeneration {
+	for i := range a.Conditions {
+		if !sameCondition(&a.Conditions[i], meta.FindStatusCondition(b.Conditions, a.Conditions[i].Type)) {
 			return false
 		}
 	}
