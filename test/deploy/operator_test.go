@@ -5,15 +5,10 @@ import (
 	"strings"
 	"testing"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
 
 	"github.com/fastpath-net/fastpath/internal/lbipam"
 	"github.com/fastpath-net/fastpath/internal/testenv"
@@ -33,32 +28,11 @@ func TestOperatorRunsUnderItsRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.InstallCRD(t, dyn, filepath.Join(deployDir, "crds", "fastpathloadbalancerippools.yaml"), lbipam.PoolGVR)
-	a := newApplier(t, env)
-	for _, file := range []string{"operator/serviceaccount.yaml", "operator/rbac.yaml", "operator/pool.example.yaml"} {
-		objs, err := readObjects(filepath.Join(deployDir, file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, obj := range objs {
-			if err := a.apply(t, obj, false); err != nil {
-				t.Fatalf("%s: apply %s %s: %v", file, obj.GetKind(), obj.GetName(), err)
-			}
-		}
-	}
+	applyFiles(t, newApplier(t, env), "operator/serviceaccount.yaml", "operator/rbac.yaml", "operator/pool.example.yaml")
 	admin := env.Clientset
 	ctx := t.Context()
-	tr, err := admin.CoreV1().ServiceAccounts(saNamespace).CreateToken(ctx, "fastpath-operator", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "operator.kubeconfig")
-	writeTokenKubeconfig(t, kubeconfig, env, tr.Status.Token)
-	restCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkOperatorAccess(t, kubernetes.NewForConfigOrDie(restCfg))
+	kubeconfig := serviceAccountKubeconfig(t, env, "fastpath-operator")
+	checkAccess(t, kubeconfig, operatorAccess)
 
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -90,40 +64,23 @@ func TestOperatorRunsUnderItsRBAC(t *testing.T) {
 	}
 }
 
-// checkOperatorAccess: every call the operator makes is allowed, and a
-// sample of what it never does is not.
-func checkOperatorAccess(t *testing.T, cs kubernetes.Interface) {
-	t.Helper()
-	type ra = authorizationv1.ResourceAttributes
-	for _, c := range []struct {
-		attr ra
-		want bool
-	}{
-		{ra{Resource: "services", Verb: "list"}, true},
-		{ra{Resource: "services", Verb: "watch"}, true},
-		{ra{Resource: "services", Subresource: "status", Verb: "update", Namespace: operatorNS}, true},
-		{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Verb: "list"}, true},
-		{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Verb: "watch"}, true},
-		{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Subresource: "status", Verb: "update"}, true},
-		{ra{Resource: "events", Verb: "create", Namespace: operatorNS}, true},
-		{ra{Resource: "events", Verb: "patch", Namespace: operatorNS}, true},
-		{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "create", Namespace: saNamespace}, true},
-		{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "update", Namespace: saNamespace, Name: "fastpath-lbipam"}, true},
-		{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "update", Namespace: saNamespace, Name: "kube-controller-manager"}, false},
-		{ra{Resource: "services", Verb: "update", Namespace: operatorNS}, false},
-		{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Verb: "update"}, false},
-		{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Verb: "delete"}, false},
-		{ra{Resource: "secrets", Verb: "list"}, false},
-		{ra{Resource: "pods", Verb: "list"}, false},
-	} {
-		attr := c.attr
-		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(t.Context(),
-			&authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attr}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Status.Allowed != c.want {
-			t.Errorf("%s %s %s/%s %s (ns %q): allowed=%v, want %v", attr.Verb, attr.Group, attr.Resource, attr.Subresource, attr.Name, attr.Namespace, r.Status.Allowed, c.want)
-		}
-	}
+// operatorAccess: every call the operator makes, and a sample of what it
+// never does.
+var operatorAccess = []access{
+	{ra{Resource: "services", Verb: "list"}, true},
+	{ra{Resource: "services", Verb: "watch"}, true},
+	{ra{Resource: "services", Subresource: "status", Verb: "update", Namespace: operatorNS}, true},
+	{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Verb: "list"}, true},
+	{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Verb: "watch"}, true},
+	{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Subresource: "status", Verb: "update"}, true},
+	{ra{Resource: "events", Verb: "create", Namespace: operatorNS}, true},
+	{ra{Resource: "events", Verb: "patch", Namespace: operatorNS}, true},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "create", Namespace: saNamespace}, true},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "update", Namespace: saNamespace, Name: "fastpath-lbipam"}, true},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "update", Namespace: saNamespace, Name: "kube-controller-manager"}, false},
+	{ra{Resource: "services", Verb: "update", Namespace: operatorNS}, false},
+	{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Verb: "update"}, false},
+	{ra{Group: "fastpath.io", Resource: "fastpathloadbalancerippools", Verb: "delete"}, false},
+	{ra{Resource: "secrets", Verb: "list"}, false},
+	{ra{Resource: "pods", Verb: "list"}, false},
 }

@@ -44,32 +44,11 @@ const (
 func TestAgentRunsUnderItsRBAC(t *testing.T) {
 	testpriv.Require(t)
 	env := testenv.StartForTest(t, testenv.Options{})
-	a := newApplier(t, env)
-	for _, file := range []string{"agent/serviceaccount.yaml", "agent/rbac.yaml"} {
-		objs, err := readObjects(filepath.Join(deployDir, file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, obj := range objs {
-			if err := a.apply(t, obj, false); err != nil {
-				t.Fatalf("%s: apply %s %s: %v", file, obj.GetKind(), obj.GetName(), err)
-			}
-		}
-	}
+	applyFiles(t, newApplier(t, env), "agent/serviceaccount.yaml", "agent/rbac.yaml")
 	admin := env.Clientset
 	ctx := t.Context()
-	tr, err := admin.CoreV1().ServiceAccounts(saNamespace).CreateToken(ctx, saName, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "agent.kubeconfig")
-	writeTokenKubeconfig(t, kubeconfig, env, tr.Status.Token)
-	restCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkAccess(t, kubernetes.NewForConfigOrDie(restCfg))
+	kubeconfig := serviceAccountKubeconfig(t, env, saName)
+	checkAccess(t, kubeconfig, agentAccess)
 
 	// The node, its namespace of Services, a backend and a client.
 	star, err := nettopo.NewStar("dep", "client", "be1")
@@ -185,33 +164,74 @@ func writeTokenKubeconfig(t *testing.T, path string, env *testenv.Env, token str
 	}
 }
 
-// checkAccess asks the apiserver what the token may do: every call the
-// agent makes is allowed, and a sample of what it never does is not.
-func checkAccess(t *testing.T, cs kubernetes.Interface) {
+// applyFiles applies (for real) every object in the files under deploy/.
+func applyFiles(t *testing.T, a *applier, files ...string) {
 	t.Helper()
-	type ra = authorizationv1.ResourceAttributes
-	for _, c := range []struct {
-		attr ra
-		want bool
-	}{
-		{ra{Resource: "services", Verb: "list"}, true},
-		{ra{Resource: "services", Verb: "watch"}, true},
-		{ra{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "list"}, true},
-		{ra{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "watch"}, true},
-		{ra{Resource: "nodes", Verb: "list"}, true},
-		{ra{Resource: "nodes", Verb: "watch"}, true},
-		{ra{Resource: "events", Verb: "create", Namespace: appNS}, true},
-		{ra{Resource: "events", Verb: "patch", Namespace: appNS}, true},
-		{ra{Resource: "services", Verb: "update", Namespace: appNS}, false},
-		{ra{Resource: "services", Verb: "get", Namespace: appNS}, false},
-		{ra{Resource: "services", Subresource: "status", Verb: "patch", Namespace: appNS}, false},
-		{ra{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "delete", Namespace: appNS}, false},
-		{ra{Resource: "nodes", Verb: "patch"}, false},
-		{ra{Resource: "secrets", Verb: "list"}, false},
-		{ra{Resource: "pods", Verb: "list"}, false},
-		{ra{Resource: "configmaps", Verb: "get", Namespace: saNamespace}, false},
-		{ra{Resource: "events", Verb: "delete", Namespace: appNS}, false},
-	} {
+	for _, file := range files {
+		objs, err := readObjects(filepath.Join(deployDir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, obj := range objs {
+			if err := a.apply(t, obj, false); err != nil {
+				t.Fatalf("%s: apply %s %s: %v", file, obj.GetKind(), obj.GetName(), err)
+			}
+		}
+	}
+}
+
+// serviceAccountKubeconfig writes a kubeconfig with a token bound to the
+// ServiceAccount kube-system/name (TokenRequest, as the kubelet mounts it).
+func serviceAccountKubeconfig(t *testing.T, env *testenv.Env, name string) string {
+	t.Helper()
+	tr, err := env.Clientset.CoreV1().ServiceAccounts(saNamespace).CreateToken(t.Context(), name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name+".kubeconfig")
+	writeTokenKubeconfig(t, path, env, tr.Status.Token)
+	return path
+}
+
+// access is one SelfSubjectAccessReview and whether it must be allowed.
+type access struct {
+	attr authorizationv1.ResourceAttributes
+	want bool
+}
+
+type ra = authorizationv1.ResourceAttributes
+
+// agentAccess: every call the agent makes, and a sample of what it never does.
+var agentAccess = []access{
+	{ra{Resource: "services", Verb: "list"}, true},
+	{ra{Resource: "services", Verb: "watch"}, true},
+	{ra{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "list"}, true},
+	{ra{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "watch"}, true},
+	{ra{Resource: "nodes", Verb: "list"}, true},
+	{ra{Resource: "nodes", Verb: "watch"}, true},
+	{ra{Resource: "events", Verb: "create", Namespace: appNS}, true},
+	{ra{Resource: "events", Verb: "patch", Namespace: appNS}, true},
+	{ra{Resource: "services", Verb: "update", Namespace: appNS}, false},
+	{ra{Resource: "services", Verb: "get", Namespace: appNS}, false},
+	{ra{Resource: "services", Subresource: "status", Verb: "patch", Namespace: appNS}, false},
+	{ra{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "delete", Namespace: appNS}, false},
+	{ra{Resource: "nodes", Verb: "patch"}, false},
+	{ra{Resource: "secrets", Verb: "list"}, false},
+	{ra{Resource: "pods", Verb: "list"}, false},
+	{ra{Resource: "configmaps", Verb: "get", Namespace: saNamespace}, false},
+	{ra{Resource: "events", Verb: "delete", Namespace: appNS}, false},
+}
+
+// checkAccess asks the apiserver what the kubeconfig's token may do.
+func checkAccess(t *testing.T, kubeconfig string, rules []access) {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	for _, c := range rules {
 		attr := c.attr
 		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(t.Context(),
 			&authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attr}}, metav1.CreateOptions{})
@@ -219,7 +239,7 @@ func checkAccess(t *testing.T, cs kubernetes.Interface) {
 			t.Fatal(err)
 		}
 		if r.Status.Allowed != c.want {
-			t.Errorf("%s %s %s/%s (ns %q): allowed=%v, want %v", attr.Verb, attr.Group, attr.Resource, attr.Subresource, attr.Namespace, r.Status.Allowed, c.want)
+			t.Errorf("%s %s %s/%s %s (ns %q): allowed=%v, want %v", attr.Verb, attr.Group, attr.Resource, attr.Subresource, attr.Name, attr.Namespace, r.Status.Allowed, c.want)
 		}
 	}
 }
