@@ -19,13 +19,15 @@ import (
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/lbipam"
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stderr); err != nil {
+	err := run(os.Args[1:], os.Stderr)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "fastpath-operator:", err)
 		os.Exit(1)
 	}
@@ -35,7 +37,7 @@ type options struct {
 	kubeconfig  string
 	leaderElect bool
 	election    lbipam.Election
-	verbose     bool
+	logLevel    slog.Level
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -51,12 +53,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.election.LeaseDuration, "leader-elect-lease-duration", o.election.LeaseDuration, "how long a standby waits after the last renewal of a leader that vanished")
 	fs.DurationVar(&o.election.RenewDeadline, "leader-elect-renew-deadline", o.election.RenewDeadline, "how long the leader retries renewing before it stops allocating; below the lease duration")
 	fs.DurationVar(&o.election.RetryPeriod, "leader-elect-retry-period", o.election.RetryPeriod, "pause between tries to acquire or renew")
-	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := o.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", *logLevel, err)
 	}
 	e := o.election
 	switch {
@@ -73,11 +78,10 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	level := slog.LevelInfo
-	if o.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	// client-go (leader election, informers) logs through klog: into
+	// this log, in its format.
+	klog.SetSlogLogger(log)
 	cfg, err := k8s.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return err

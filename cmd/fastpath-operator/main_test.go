@@ -19,6 +19,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"--leader-elect-retry-period", "0s"}, "0 < retry period"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
 	} {
 		o, err := parseFlags(c.args, io.Discard)
 		switch {

@@ -37,7 +37,7 @@ func TestOperatorRunsUnderItsRBAC(t *testing.T) {
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	log := runBinary(t, "fastpath-operator", "--kubeconfig", kubeconfig, "--leader-elect-identity", "fp-deploy-operator", "-v")
+	log := runBinary(t, "fastpath-operator", "--kubeconfig", kubeconfig, "--leader-elect-identity", "fp-deploy-operator", "--log-level", "debug")
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: operatorNS},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
