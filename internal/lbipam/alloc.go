@@ -64,6 +64,7 @@ type Allocator struct {
 	byIP      map[netip.Addr][]*holder
 	foreign   map[netip.Addr]string // addresses of Services another controller serves -> one of them
 	foreignBy map[string][]netip.Addr
+	freed     uint64 // counts releases: a change tells a waiting Service to try again
 }
 
 // NewAllocator returns an allocator without pools.
@@ -247,6 +248,7 @@ func (a *Allocator) Release(key string) {
 		return
 	}
 	delete(a.bySvc, key)
+	a.freed++
 	rest := slices.DeleteFunc(a.byIP[h.ip], func(o *holder) bool { return o == h })
 	if len(rest) == 0 {
 		delete(a.byIP, h.ip)
@@ -262,6 +264,7 @@ func (a *Allocator) SetForeign(key string, ips []netip.Addr) {
 	for _, ip := range a.foreignBy[key] {
 		if a.foreign[ip] == key {
 			delete(a.foreign, ip)
+			a.freed++
 		}
 	}
 	delete(a.foreignBy, key)
@@ -272,6 +275,10 @@ func (a *Allocator) SetForeign(key string, ips []netip.Addr) {
 		}
 	}
 }
+
+// Freed counts the releases so far (of ours and of other controllers'
+// addresses); when it changes, a Service that found no address may find one.
+func (a *Allocator) Freed() uint64 { return a.freed }
 
 // Holds returns the address Service key holds.
 func (a *Allocator) Holds(key string) (netip.Addr, bool) {

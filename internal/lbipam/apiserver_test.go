@@ -23,6 +23,7 @@ func TestOnAPIServer(t *testing.T) {
 	t.Run("Sharing", func(t *testing.T) { testSharing(t, a) })
 	t.Run("DisableAndDelete", func(t *testing.T) { testDisableAndDelete(t, a) })
 	t.Run("Overlap", func(t *testing.T) { testOverlap(t, a) })
+	t.Run("OtherController", func(t *testing.T) { testOtherController(t, a) })
 	t.Run("Restart", func(t *testing.T) { testRestart(t, a) })
 	t.Run("LeaderElection", func(t *testing.T) { testLeaderElection(t, a) })
 }
@@ -238,4 +239,30 @@ func testOverlap(t *testing.T, a *api) {
 	if !strings.Contains(msg, "spec.blocks[0].stop") {
 		t.Errorf("Ready message %q does not name spec.blocks[0].stop", msg)
 	}
+}
+
+// testOtherController: a Service of another class (MetalLB) keeps the
+// address its controller wrote, which is never handed out by us and
+// counts as used; when it goes, a waiting Service gets it.
+func testOtherController(t *testing.T, a *api) {
+	ns := a.namespace(t, "fp-lbipam-other")
+	a.nsPool(t, "other", ns, "[{cidr: 10.18.0.0/31}]")
+	a.run(t)
+	a.svc(t, ns, "metallb", []int32{80}, func(s *corev1.Service) { s.Spec.LoadBalancerClass = ptr.To("metallb.io/metallb") })
+	s := a.get(t, ns, "metallb")
+	s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "10.18.0.0"}}
+	if _, err := a.cs.CoreV1().Services(ns).UpdateStatus(t.Context(), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// One informer delivers Service events in order: the controller sees
+	// the other controller's address before these Services.
+	a.svc(t, ns, "ours", []int32{80})
+	a.eventually(t, ns, map[string]string{"ours": "10.18.0.1"})
+	a.svc(t, ns, "ours2", []int32{80})
+	a.eventually(t, ns, map[string]string{"ours2": "-PoolExhausted", "metallb": "10.18.0.0 (no condition)"})
+	a.poolStatus(t, "other", 2, "Ready", "True")
+	if err := a.cs.CoreV1().Services(ns).Delete(t.Context(), "metallb", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a.eventually(t, ns, map[string]string{"ours2": "10.18.0.0"})
 }

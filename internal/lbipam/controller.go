@@ -51,6 +51,7 @@ type Controller struct {
 	rec    record.EventRecorder
 
 	alloc    *Allocator
+	waiting  map[string]bool // Services that got no address, retried when one is freed
 	services corelisters.ServiceLister
 	pools    cache.GenericLister
 	queue    workqueue.TypedRateLimitingInterface[string]
@@ -58,7 +59,7 @@ type Controller struct {
 
 // NewController returns a controller; Run starts it.
 func NewController(client kubernetes.Interface, dyn dynamic.Interface, log *slog.Logger) *Controller {
-	return &Controller{client: client, dyn: dyn, log: log, alloc: NewAllocator()}
+	return &Controller{client: client, dyn: dyn, log: log, alloc: NewAllocator(), waiting: map[string]bool{}}
 }
 
 // Run watches Services and pools and allocates until ctx ends. It first
@@ -89,7 +90,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	pools := func(any) { c.queue.Add(poolsKey) }
 	if _, err := poolInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: pools, UpdateFunc: func(_, n any) { pools(n) }, DeleteFunc: pools,
+		AddFunc: pools, DeleteFunc: pools,
+		UpdateFunc: func(o, n any) {
+			// Our own status writes change no generation: no full revisit.
+			if o.(*unstructured.Unstructured).GetGeneration() != n.(*unstructured.Unstructured).GetGeneration() {
+				pools(n)
+			}
+		},
 	}); err != nil {
 		return err
 	}
@@ -152,6 +159,7 @@ func (c *Controller) next(ctx context.Context) bool {
 	}
 	defer c.queue.Done(key)
 	var err error
+	freed := c.alloc.Freed()
 	switch key {
 	case poolsKey:
 		c.syncPools()
@@ -159,6 +167,12 @@ func (c *Controller) next(ctx context.Context) bool {
 		err = c.writePoolStatuses(ctx)
 	default:
 		err = c.syncService(ctx, key)
+	}
+	if c.alloc.Freed() != freed {
+		for k := range c.waiting {
+			c.queue.Add(k)
+		}
+		c.queue.Add(poolsStatusKey)
 	}
 	switch {
 	case err == nil:
@@ -240,7 +254,9 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 		ip, aerr = c.alloc.Ensure(req, statusIP(svc))
 		c.queue.Add(poolsStatusKey)
 	}
+	delete(c.waiting, key)
 	if aerr != nil {
+		c.waiting[key] = true
 		out.Status.LoadBalancer.Ingress = nil
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, string(aerr.Reason), aerr.Message
 	} else {
@@ -253,8 +269,10 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 	}
 	if changedCond {
 		if aerr != nil {
+			c.log.Info("lbipam: no address", "service", key, "reason", aerr.Reason, "message", aerr.Message)
 			c.rec.Event(svc, corev1.EventTypeWarning, string(aerr.Reason), aerr.Message)
 		} else {
+			c.log.Info("lbipam: allocated", "service", key, "address", cond.Message)
 			c.rec.Event(svc, corev1.EventTypeNormal, EventAllocated, cond.Message)
 		}
 	}
@@ -263,11 +281,12 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 
 // release frees key's address and reports whether it held one.
 func (c *Controller) release(key string) bool {
+	delete(c.waiting, key)
 	_, had := c.alloc.Holds(key)
 	c.alloc.Release(key)
 	c.alloc.SetForeign(key, nil)
 	if had {
-		c.queue.Add(poolsStatusKey)
+		c.log.Info("lbipam: released", "service", key)
 	}
 	return had
 }
