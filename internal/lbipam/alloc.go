@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -158,7 +159,7 @@ func (a *Allocator) Ensure(req Request, current netip.Addr) (netip.Addr, *Error)
 			}
 		}
 	}
-	selecting := false
+	var full []string
 	for _, p := range a.pools {
 		if !a.usable(p, &req) {
 			continue
@@ -167,16 +168,18 @@ func (a *Allocator) Ensure(req Request, current netip.Addr) (netip.Addr, *Error)
 			if b.From.Is6() != req.IPv6 {
 				continue
 			}
-			selecting = true
 			if ip, ok := a.free(b); ok {
 				return a.hold(req, ip), nil
 			}
+			if !slices.Contains(full, p.Name) {
+				full = append(full, p.Name)
+			}
 		}
 	}
-	if !selecting {
+	if len(full) == 0 {
 		return netip.Addr{}, &Error{ReasonNoPool, fmt.Sprintf("no enabled pool without conflict selects this Service for %s", family(req.IPv6))}
 	}
-	return netip.Addr{}, &Error{ReasonExhausted, "every pool that selects this Service is full"}
+	return netip.Addr{}, &Error{ReasonExhausted, fmt.Sprintf("every %s address of the pools that select this Service is held (%s)", family(req.IPv6), strings.Join(full, ", "))}
 }
 
 // Adopt makes req hold current, the address in its status, when it may

@@ -96,7 +96,7 @@ func testAllocateAndRelease(t *testing.T, a *api) {
 		}
 	}
 	loser := keyOf(got, "-PoolExhausted")
-	a.event(t, ns, loser, "PoolExhausted", "full")
+	a.event(t, ns, loser, "PoolExhausted", "held (alloc)")
 	a.poolStatus(t, "alloc", 4, "Conflict", "False")
 	a.eventually(t, ns, map[string]string{"other": "-", "cip": "-"})
 

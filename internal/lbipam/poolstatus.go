@@ -54,7 +54,7 @@ func (c *Controller) writePoolStatus(ctx context.Context, u *unstructured.Unstru
 	} else {
 		used, avail := c.alloc.Usage(p)
 		st.Used, st.Available = used, avail.String()
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: PoolReady, Status: metav1.ConditionTrue, Reason: "Valid", Message: "the pool is read", ObservedGeneration: gen})
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: PoolReady, Status: metav1.ConditionTrue, Reason: "Valid", Message: "blocks and serviceSelector are valid", ObservedGeneration: gen})
 		if other := c.alloc.Conflict(p.Name); other != "" {
 			meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: PoolConflict, Status: metav1.ConditionTrue, Reason: "Overlap",
 				Message: fmt.Sprintf("overlaps the older pool %s; this pool gives out no new address until the overlap is gone", other), ObservedGeneration: gen})
