@@ -105,7 +105,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer sf.Shutdown()
 	defer pf.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, poolInf.Informer().HasSynced) {
-		return ctx.Err()
+		return nil // stopped before it started: nothing to report
 	}
 	c.syncPools()
 	if err := c.adoptAll(); err != nil {

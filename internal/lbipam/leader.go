@@ -30,7 +30,7 @@ func DefaultElection(identity string) Election {
 // one allocator works at a time. When ctx ends, run is stopped and has
 // returned before the Lease is released (a standby then takes over at
 // once, with no write of ours still in flight). When leadership is lost
-// instead, it returns too: the caller should exit, its view may be stale.
+// instead, it returns too, once run has: the caller should exit.
 func RunLeaderElected(ctx context.Context, client kubernetes.Interface, e Election, log *slog.Logger, run func(context.Context)) error {
 	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, e.Namespace, e.Name,
 		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: e.Identity})
@@ -85,5 +85,11 @@ func RunLeaderElected(ctx context.Context, client kubernetes.Interface, e Electi
 		leCancel()
 	}()
 	le.Run(leCtx)
+	// Leadership lost: client-go cancelled run's context on its way out
+	// but does not wait for it.
+	mu.Lock()
+	stopping = true
+	mu.Unlock()
+	running.Wait()
 	return nil
 }

@@ -2,17 +2,23 @@ package lbipam_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/fastpath-net/fastpath/internal/lbipam"
 )
@@ -93,39 +99,19 @@ func (a *api) allocated(t *testing.T, ns string, names []string) map[string]stri
 
 // testLeaderElection: two controllers race for one Lease while Services
 // are created concurrently; the leader is stopped half way and the
-// standby takes over. Every Service ends with its own address: two
-// allocators working at once would give the same lowest free address to
-// different Services.
+// standby takes over. Then a third instance starts and the new leader is
+// cut off from the apiserver (no renewal, no release): once the Lease
+// expires the third takes over. Every Service ends with its own address:
+// two allocators working at once would give the same lowest free address
+// to different Services.
 func testLeaderElection(t *testing.T, a *api) {
 	ns := a.namespace(t, "fp-lbipam-le")
 	a.nsPool(t, "le", ns, "[{cidr: 10.17.0.0/26}]")
 	e := lbipam.Election{Namespace: "kube-system", Name: "fp-lbipam-test", LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 200 * time.Millisecond}
-	cancels := map[string]context.CancelFunc{}
-	var wg sync.WaitGroup
+	instances := map[string]*instance{}
 	for _, id := range []string{"one", "two"} {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancels[id] = cancel
-		e := e
-		e.Identity = id
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := lbipam.RunLeaderElected(ctx, a.cs, e, testLog(t), func(ctx context.Context) {
-				if err := lbipam.NewController(a.cs, a.dyn, testLog(t)).Run(ctx); err != nil {
-					t.Errorf("%s: %v", e.Identity, err)
-				}
-			})
-			if err != nil {
-				t.Errorf("%s: %v", e.Identity, err)
-			}
-		}()
+		instances[id] = a.startInstance(t, e, id)
 	}
-	t.Cleanup(func() {
-		for _, c := range cancels {
-			c()
-		}
-		wg.Wait()
-	})
 	create := func(from, to int) []string {
 		var names []string
 		var cw sync.WaitGroup
@@ -140,18 +126,67 @@ func testLeaderElection(t *testing.T, a *api) {
 		cw.Wait()
 		return names
 	}
-	first := create(0, 20)
+	names := create(0, 20)
 	leader := a.holder(t, e, "")
-	a.allocated(t, ns, first)
-	cancels[leader]()
-	second := create(20, 40)
+	a.allocated(t, ns, names)
+	instances[leader].cancel()
+	names = append(names, create(20, 40)...)
 	standby := a.holder(t, e, leader)
-	got := a.allocated(t, ns, append(first, second...))
-	if n := len(slices.Collect(maps.Values(got))); n != 40 {
-		t.Fatalf("%d addresses for 40 Services", n)
+	a.allocated(t, ns, names)
+
+	instances["three"] = a.startInstance(t, e, "three")
+	instances[standby].cut.Store(true)
+	names = append(names, create(40, 50)...)
+	third := a.holder(t, e, standby)
+	got := a.allocated(t, ns, names)
+	if n := len(slices.Compact(sortedValues(got))); n != 50 {
+		t.Fatalf("%d addresses for 50 Services", n)
 	}
-	t.Logf("leader %s stopped, %s took over; addresses %v", leader, standby, sortedValues(got)[:3])
+	t.Logf("leader %s stopped, %s took over, was cut off, %s took over", leader, standby, third)
 }
+
+// instance is one leader-elected controller with its own connection.
+type instance struct {
+	cancel context.CancelFunc
+	cut    *atomic.Bool // true: every request fails, as in a partition
+}
+
+func (a *api) startInstance(t *testing.T, e lbipam.Election, id string) *instance {
+	t.Helper()
+	in := &instance{cut: new(atomic.Bool)}
+	cfg := rest.CopyConfig(a.env.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if in.cut.Load() {
+				return nil, errors.New("cut off by the test")
+			}
+			return rt.RoundTrip(r)
+		})
+	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	dyn := dynamic.NewForConfigOrDie(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	in.cancel = func() { cancel(); <-done }
+	e.Identity = id
+	go func() {
+		defer close(done)
+		err := lbipam.RunLeaderElected(ctx, cs, e, testLog(t), func(ctx context.Context) {
+			if err := lbipam.NewController(cs, dyn, testLog(t)).Run(ctx); err != nil {
+				t.Errorf("%s: %v", id, err)
+			}
+		})
+		if err != nil {
+			t.Errorf("%s: %v", id, err)
+		}
+	}()
+	t.Cleanup(in.cancel)
+	return in
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // holder waits until the Lease is held by someone other than not and
 // returns who.
