@@ -195,6 +195,9 @@ func TestParseBlock(t *testing.T) {
 		{"", "10.0.0.1", "2001:db8::1", "same IP family"},
 		{"", "::ffff:10.0.0.1", "10.0.0.2", "start:"},
 		{"", "10.0.0.1", "x", "stop:"},
+		{"127.0.0.0/8", "", "", "cidr: 127.0.0.0/8 is not a routable"},
+		{"", "169.254.0.1", "169.254.0.9", "start: 169.254.0.1 is not a routable"},
+		{"", "10.0.0.1", "255.255.255.255", "stop: 255.255.255.255 is not"},
 	} {
 		b, err := parseBlock(c.cidr, c.start, c.stop)
 		got := b.From.String() + "-" + b.To.String()

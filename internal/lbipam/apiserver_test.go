@@ -35,6 +35,10 @@ func testCRDValidation(t *testing.T, a *api) {
 		{`blocks: [{start: "2001:db8:201::9", stop: "2001:db8:201::1"}]`, ""}, // order of IPv6: checked by the operator
 		{`blocks: [{cidr: 10.200.0.0/33}]`, "spec.blocks[0].cidr: Invalid value"},
 		{`blocks: [{cidr: 10.200.0.1/24}]`, "no host bits"},
+		{`blocks: [{cidr: 127.0.0.0/8}]`, `spec.blocks[0].cidr: Invalid value: "127.0.0.0/8": must be unicast addresses a network can route`},
+		{`blocks: [{cidr: 224.0.0.0/4}]`, "not loopback, link-local, multicast"},
+		{`blocks: [{start: 169.254.0.1, stop: 169.254.0.9}]`, "spec.blocks[0].start: Invalid value"},
+		{`blocks: [{start: 10.200.3.1, stop: "ff02::1"}]`, "spec.blocks[0].stop: Invalid value"},
 		{`blocks: [{cidr: 10.200.0.0/24}, {start: 10.200.1.9, stop: 10.200.1.1}]`, "spec.blocks[1].stop: Invalid value: stop must not be lower than start"},
 		{`blocks: [{start: 10.200.1.1, stop: "2001:db8::1"}]`, "spec.blocks[0].stop: Invalid value: stop must be of the same IP family"},
 		{`blocks: [{start: 10.200.1.1, stop: 10.200.1.300}]`, "spec.blocks[0].stop: Invalid value"},

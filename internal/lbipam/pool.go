@@ -119,6 +119,9 @@ func parseBlock(cidr, start, stop string) (Block, error) {
 		if err != nil || pfx.Addr().Is4In6() || pfx.Masked() != pfx {
 			return Block{}, fmt.Errorf("cidr: %q is not a CIDR without host bits", cidr)
 		}
+		if !pfx.Addr().IsGlobalUnicast() {
+			return Block{}, fmt.Errorf("cidr: %s is not a routable unicast network", cidr)
+		}
 		return Block{From: pfx.Addr(), To: lastAddr(pfx)}, nil
 	}
 	from, err1 := netip.ParseAddr(start)
@@ -128,6 +131,10 @@ func parseBlock(cidr, start, stop string) (Block, error) {
 		return Block{}, fmt.Errorf("start: %q is not an IP address", start)
 	case err2 != nil || to.Is4In6() || to.Zone() != "":
 		return Block{}, fmt.Errorf("stop: %q is not an IP address", stop)
+	case !from.IsGlobalUnicast():
+		return Block{}, fmt.Errorf("start: %s is not a routable unicast address", from)
+	case !to.IsGlobalUnicast():
+		return Block{}, fmt.Errorf("stop: %s is not a routable unicast address", to)
 	case from.BitLen() != to.BitLen():
 		return Block{}, fmt.Errorf("stop: %s is not of the same IP family as start %s", to, from)
 	case to.Less(from):
