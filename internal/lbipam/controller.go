@@ -143,10 +143,12 @@ func (c *Controller) adoptAll() error {
 	return nil
 }
 
-// foreignIPs are the addresses another controller gave a LoadBalancer
-// Service (a class not ours); they must never be handed out.
+// foreignIPs are the addresses in the status of a LoadBalancer Service
+// of another class: another controller's, or ours left behind when the
+// Service moved to that class (we do not take them away from it). Either
+// way they must not be handed out while they are there.
 func foreignIPs(svc *corev1.Service) []netip.Addr {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || Managed(svc) || hasOurCondition(svc) {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || Managed(svc) {
 		return nil
 	}
 	return statusIPs(svc)
