@@ -6,12 +6,10 @@
 package cni
 
 import (
-	"flag"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
 // bin holds fastpath-agent, fastpath-cni, fastpathctl, portmap and
@@ -19,33 +17,9 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		fmt.Println("test/cni: skipped in -short mode")
-		return 0
-	}
-	dir, err := os.MkdirTemp("", "fp-cni-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
 	// portmap and bandwidth come from go.mod's tool block, at the version
 	// pinned there: the plugins a node would really chain.
-	pkgs := []string{
-		"../../cmd/fastpath-agent", "../../cmd/fastpath-cni", "../../cmd/fastpathctl",
+	os.Exit(testbin.Main(m, &bin, "./cmd/fastpath-agent", "./cmd/fastpath-cni", "./cmd/fastpathctl",
 		"github.com/containernetworking/plugins/plugins/meta/portmap",
-		"github.com/containernetworking/plugins/plugins/meta/bandwidth",
-	}
-	out, err := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...).CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		return 1
-	}
-	bin, _ = filepath.Abs(dir)
-	return m.Run()
+		"github.com/containernetworking/plugins/plugins/meta/bandwidth"))
 }

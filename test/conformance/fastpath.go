@@ -17,8 +17,8 @@ import (
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/testenv"
-	"github.com/fastpath-net/fastpath/test/internal/agentbin"
 	"github.com/fastpath-net/fastpath/test/internal/nsproc"
+	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
 // FastpathSideEnabled is the switch the lead flips once cmd/fastpath-agent
@@ -60,7 +60,7 @@ type fastpathAgent struct {
 func buildAgent(dir string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin, err := agentbin.Build(ctx, dir)
+	bin, err := testbin.Build(ctx, dir)
 	if err != nil {
 		return "", err
 	}

@@ -3,40 +3,15 @@
 package e2e
 
 import (
-	"flag"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
 // bin holds the binaries built once for the whole package.
 var bin string
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		fmt.Println("e2e: skipped in -short mode")
-		return 0
-	}
-	dir, err := os.MkdirTemp("", "fp-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	for _, cmd := range []string{"fastpath-agent", "fastpathctl"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "../../cmd/"+cmd).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", cmd, err, out)
-			return 1
-		}
-	}
-	bin = dir
-	return m.Run()
+	os.Exit(testbin.Main(m, &bin, "./cmd/fastpath-agent", "./cmd/fastpathctl"))
 }

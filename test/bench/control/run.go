@@ -12,8 +12,8 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/testenv"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
-	"github.com/fastpath-net/fastpath/test/internal/agentbin"
 	"github.com/fastpath-net/fastpath/test/internal/cplink"
+	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
 // result is one contender at one N.
@@ -73,7 +73,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	defer os.RemoveAll(tmp)
 	if cfg.AgentBin == "" {
-		if cfg.AgentBin, err = agentbin.Build(ctx, tmp); err != nil {
+		if cfg.AgentBin, err = testbin.Build(ctx, tmp); err != nil {
 			return err
 		}
 	}

@@ -45,7 +45,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/servicefile"
 	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
-	"github.com/fastpath-net/fastpath/test/internal/agentbin"
+	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
 type config struct {
@@ -261,7 +261,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	bin := cfg.AgentBin
 	if bin == "" {
 		t := time.Now()
-		if bin, err = agentbin.Build(ctx, env.tmp); err != nil {
+		if bin, err = testbin.Build(ctx, env.tmp); err != nil {
 			return err
 		}
 		logf(cfg, "built fastpath-agent in %s", time.Since(t).Round(time.Millisecond))
