@@ -205,5 +205,8 @@ func write(path string, results []result, secs, reps int) error {
 	b.WriteString("- **native**: fastpath native routing (routes of protocol 250 from the Node table), tc_lb on the pod veth and the uplink, egress masquerade on (in-cluster traffic is not masqueraded).\n")
 	b.WriteString("- **vxlan**: fp_vxlan in collect-metadata mode with tc_tunnel setting the tunnel key, tc_lb on the pod veth, the tunnel and the uplink; pod MTU 1450.\n")
 	b.WriteString("\nIssue 4's budget: native within 90 % of the plain veth path; VXLAN overhead reported.\n")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
