@@ -58,6 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	ifaces := fs.String("interfaces", "", "comma-separated interfaces whose ingress gets the per-packet load balancer")
 	network := addNetworkFlags(fs)
 	cni := addCNIFlags(fs)
+	l2 := addL2Flags(fs)
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory whose processes get socket load balancing; empty: off")
 	fs.StringVar(&cfg.ServicesFile, "services-file", "", "YAML/JSON file of services (standalone mode); re-read when it changes")
 	fs.DurationVar(&cfg.PollInterval, "services-file-poll", time.Second, "how often the services file is checked for changes")
@@ -100,6 +101,9 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 		return cfg, 0, err
 	}
 	if cfg.CNI, err = cni.cni(cfg.Kubernetes != nil); err != nil {
+		return cfg, 0, err
+	}
+	if cfg.L2, err = l2.l2(cfg.Kubernetes); err != nil {
 		return cfg, 0, err
 	}
 	if *routingMode != "" {

@@ -16,6 +16,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/socklb"
 	"github.com/fastpath-net/fastpath/internal/k8s"
+	"github.com/fastpath-net/fastpath/internal/l2announce"
 	"github.com/fastpath-net/fastpath/internal/loadbalancer"
 )
 
@@ -37,6 +38,8 @@ type Config struct {
 	CNI          *CNI     // the CNI API for fastpath-cni (cni.go); nil: off
 	Routing      *Routing // pod traffic to other nodes (routing.go); nil: off
 	Ops          Ops      // metrics, health and pprof endpoints (ops.go)
+
+	L2 *L2Announce // ARP for LoadBalancer IPs (l2.go); nil: off
 }
 
 // Agent is a running node agent.
@@ -55,6 +58,8 @@ type Agent struct {
 	haveState bool
 	kube      *k8s.Watcher // nil unless Kubernetes is the source
 	ops       *ops
+
+	l2 *l2announce.Announcer // nil unless announcing
 }
 
 // Run starts the agent and blocks until ctx ends. On return the datapath
@@ -87,6 +92,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer a.dp.Close()
 	a.kube = kube
+	l2, stopL2, err := startL2(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer stopL2()
+	a.l2 = l2
 	if cfg.CNI != nil {
 		if err := a.startCNI(ctx); err != nil {
 			return err

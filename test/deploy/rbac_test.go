@@ -221,6 +221,12 @@ var agentAccess = []access{
 	{ra{Resource: "pods", Verb: "list"}, false},
 	{ra{Resource: "configmaps", Verb: "get", Namespace: saNamespace}, false},
 	{ra{Resource: "events", Verb: "delete", Namespace: appNS}, false},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "get", Namespace: saNamespace}, true},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "create", Namespace: saNamespace}, true},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "update", Namespace: saNamespace}, true},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "delete", Namespace: saNamespace}, false},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "list", Namespace: saNamespace}, false},
+	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "get", Namespace: appNS}, false},
 }
 
 // checkAccess asks the apiserver what the kubeconfig's token may do.
