@@ -1,0 +1,359 @@
+package l2announce
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/internal/testpriv"
+)
+
+// The segment of TestFailover: two nodes and an external client on one
+// bridge. The LoadBalancer IP is in the segment's subnet, so the client
+// finds it by ARP alone: no route and no neighbour entry is planted.
+var (
+	segment     = netip.MustParsePrefix("192.168.60.0/24")
+	segClientIP = netip.MustParseAddr("192.168.60.100")
+	observerIP  = netip.MustParseAddr("192.168.60.101")
+	segLBIP     = netip.MustParseAddr("192.168.60.200")
+)
+
+const (
+	testLease  = 3 * time.Second
+	whoamiPort = 8080
+)
+
+type segNode struct {
+	name string // Node name, also what its whoami answers
+	ns   *nettopo.NS
+	mac  net.HardwareAddr
+	pin  string
+	cmd  *exec.Cmd
+	log  string
+}
+
+// TestFailover runs the real fastpath-agent on two nodes of an fp- segment
+// with a real apiserver. Each node serves the LoadBalancer IP (a whoami on
+// it, bound to lo: the stand-in for the datapath, which serves any IP the
+// node receives); the kernel never answers ARP for it (arp_ignore=1), so
+// only the announcer can make it reachable. The client must reach it
+// through the elected node, with exactly one node answering ARP; after the
+// holder's agent is killed (SIGKILL: no release of its Lease), through the
+// other node within the Lease duration plus one retry period.
+func TestFailover(t *testing.T) {
+	testpriv.Require(t)
+	env := testenv.StartForTest(t, testenv.Options{NoControllerManager: true})
+	cs := env.Clientset
+	agentBin := filepath.Join(t.TempDir(), "fastpath-agent")
+	if out, err := exec.Command("go", "build", "-o", agentBin, "../../cmd/fastpath-agent").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	id := make([]byte, 3)
+	_, _ = rand.Read(id)
+	tag := "fp-l2" + hex.EncodeToString(id)
+	client, observer, nodes := buildSegment(t, tag)
+
+	for _, n := range nodes {
+		createNode(t, cs, n)
+	}
+	createLBService(t, cs, nodes[0].name)
+	for _, n := range nodes {
+		startAgent(t, agentBin, env.KubeconfigPath, n)
+	}
+
+	probe := openProbe(t, observer)
+	holder := waitAnnouncer(t, cs, probe, client, nodes, nil, 20*time.Second)
+	t.Logf("%s announces %s", holder.name, segLBIP)
+	if out, _ := client.Netlink().NeighList(0, 0); len(out) > 0 {
+		for _, nb := range out {
+			if nb.State&0x80 != 0 { // NUD_PERMANENT
+				t.Fatalf("a static neighbour entry on the client: %+v", nb)
+			}
+		}
+	}
+
+	// Kill the holder's agent: its Lease is not released and runs out.
+	killed := time.Now()
+	if err := holder.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = holder.cmd.Wait()
+	holder.cmd = nil
+	next := waitAnnouncer(t, cs, probe, client, nodes, holder, 2*testLease+5*time.Second)
+	failover := time.Since(killed)
+	t.Logf("failover from %s to %s: %.1fs after the kill (Lease duration %s, retry period %s)",
+		holder.name, next.name, failover.Seconds(), testLease, Config{LeaseDuration: testLease}.retryPeriod())
+	limit := testLease + 2*(Config{LeaseDuration: testLease}).retryPeriod() + time.Second
+	if failover > limit {
+		t.Errorf("failover took %s, want at most %s (Lease duration plus two retry periods and 1s of probing)", failover, limit)
+	}
+
+	// A stopped agent (SIGTERM) releases its Lease: the restarted first
+	// node takes over without waiting for it to run out.
+	startAgent(t, agentBin, env.KubeconfigPath, holder)
+	stopAgent(t, next)
+	waitAnnouncer(t, cs, probe, client, nodes, next, testLease)
+}
+
+// waitAnnouncer waits until exactly one node, not skip, answers ARP for the
+// LB IP, holds its Lease, and the client reaches the IP through it. Every
+// probe on the way must see at most one answer.
+func waitAnnouncer(t *testing.T, cs kubernetes.Interface, p *arpSocket, client *nettopo.NS, nodes []*segNode, skip *segNode, within time.Duration) *segNode {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); {
+		macs := askARP(t, p, segLBIP)
+		if len(macs) > 1 {
+			t.Fatalf("%d nodes answer ARP for %s at once: %v", len(macs), segLBIP, macs)
+		}
+		if len(macs) == 0 {
+			last = "no ARP answer"
+			continue
+		}
+		n := nodeByMAC(nodes, macs[0])
+		switch {
+		case n == nil:
+			t.Fatalf("ARP answer from unknown MAC %s", macs[0])
+		case n == skip:
+			last = "the old holder still answers"
+			continue
+		}
+		lease, err := cs.CoordinationV1().Leases("kube-system").Get(t.Context(), LeaseName(segLBIP), metav1.GetOptions{})
+		if err != nil || ptr.Deref(lease.Spec.HolderIdentity, "") != n.name {
+			last = fmt.Sprintf("%s answers but the Lease says %v (%v)", n.name, lease, err)
+			continue
+		}
+		got, err := nettopo.AskTCP(client, netip.AddrPortFrom(segLBIP, whoamiPort).String(), time.Second)
+		if err != nil || got != n.name {
+			last = fmt.Sprintf("%s answers ARP, the client reached %q (%v)", n.name, got, err)
+			continue
+		}
+		return n
+	}
+	t.Fatalf("no single announcer within %s: %s", within, last)
+	return nil
+}
+
+func nodeByMAC(nodes []*segNode, mac net.HardwareAddr) *segNode {
+	for _, n := range nodes {
+		if slices.Equal(n.mac, mac) {
+			return n
+		}
+	}
+	return nil
+}
+
+// openProbe opens an ARP socket on the observer, to count who answers.
+// The observer is not the client: answers to the probes would update the
+// client's neighbour entry, and do the gratuitous ARP's job.
+func openProbe(t *testing.T, observer *nettopo.NS) *arpSocket {
+	t.Helper()
+	s, err := openARPSocket(observer.Path(), "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.close() })
+	return s
+}
+
+// askARP broadcasts a request for ip and returns the distinct MACs that
+// answer within 200ms.
+func askARP(t *testing.T, s *arpSocket, ip netip.Addr) []net.HardwareAddr {
+	t.Helper()
+	if err := s.write(buildRequest(make([]byte, frameLen), s.mac, observerIP, ip)); err != nil {
+		t.Fatal(err)
+	}
+	var macs []net.HardwareAddr
+	buf := make([]byte, 1514)
+	_ = s.f.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	for {
+		n, err := s.read(buf)
+		if err != nil {
+			return macs
+		}
+		if mac, from, ok := parseReply(buf[:n]); ok && from == ip && !slices.ContainsFunc(macs, func(m net.HardwareAddr) bool { return slices.Equal(m, mac) }) {
+			macs = append(macs, slices.Clone(mac))
+		}
+	}
+}
+
+// buildSegment makes the bridge, the client, an observer and two nodes, all
+// removed at the end.
+func buildSegment(t *testing.T, tag string) (client, observer *nettopo.NS, nodes []*segNode) {
+	t.Helper()
+	var made []*nettopo.NS
+	t.Cleanup(func() {
+		for _, ns := range made {
+			if err := ns.Delete(); err != nil {
+				t.Errorf("remove %s: %v", ns.Name, err)
+			}
+		}
+	})
+	newNS := func(name string) *nettopo.NS {
+		ns, err := nettopo.NewNS(tag + "-" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, ns)
+		return ns
+	}
+	br := newNS("br")
+	if err := br.AddBridge("br0"); err != nil {
+		t.Fatal(err)
+	}
+	join := func(ns *nettopo.NS, port string, addr netip.Addr) {
+		if err := nettopo.Veth(ns, "eth0", br, port); err != nil {
+			t.Fatal(err)
+		}
+		if err := br.SetMaster(port, "br0"); err != nil {
+			t.Fatal(err)
+		}
+		if err := ns.AddAddr("eth0", netip.PrefixFrom(addr, segment.Bits())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client = newNS("client")
+	join(client, "p-client", segClientIP)
+	observer = newNS("obs")
+	join(observer, "p-obs", observerIP)
+	for i := 1; i <= 2; i++ {
+		ns := newNS(fmt.Sprintf("node%d", i))
+		join(ns, fmt.Sprintf("p-node%d", i), netip.AddrFrom4([4]byte{192, 168, 60, byte(10 + i)}))
+		for _, key := range []string{"net/ipv4/conf/all/arp_ignore", "net/ipv4/conf/eth0/arp_ignore"} {
+			if err := ns.Sysctl(key, "1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := ns.AddAddr("lo", netip.PrefixFrom(segLBIP, 32)); err != nil {
+			t.Fatal(err)
+		}
+		mac, err := ns.HardwareAddr("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &segNode{name: fmt.Sprintf("%s-node%d", tag, i), ns: ns, mac: mac}
+		w, err := nettopo.StartWhoami(ns, n.name, netip.AddrPortFrom(segLBIP, whoamiPort).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Close)
+		nodes = append(nodes, n)
+	}
+	return client, observer, nodes
+}
+
+func createNode(t *testing.T, cs kubernetes.Interface, n *segNode) {
+	t.Helper()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name}}
+	if _, err := cs.CoreV1().Nodes().Create(t.Context(), node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createLBService creates a LoadBalancer Service (externalTrafficPolicy
+// Cluster) with a ready endpoint on node, its ingress IP written as
+// MetalLB or fastpath-operator would.
+func createLBService(t *testing.T, cs kubernetes.Interface, node string) {
+	t.Helper()
+	ctx := t.Context()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
+			Ports: []corev1.ServicePort{{Name: "http", Port: whoamiPort, Protocol: corev1.ProtocolTCP}}},
+	}
+	svc, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: segLBIP.String()}}
+	if _, err := cs.CoreV1().Services("default").UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "web-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, NodeName: ptr.To(node),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](whoamiPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startAgent runs the real agent for n in the root namespace, its datapath
+// and ARP socket in n's namespace, with the test's short Lease.
+func startAgent(t *testing.T, bin, kubeconfig string, n *segNode) {
+	t.Helper()
+	if n.pin == "" {
+		pin, err := os.MkdirTemp("/sys/fs/bpf", "fp-l2-")
+		if err != nil {
+			testpriv.Unavailable(t, "cannot create a directory on bpffs: "+err.Error())
+		}
+		n.pin = pin
+		t.Cleanup(func() {
+			if err := datapath.Uninstall(pin); err != nil {
+				t.Errorf("remove pins: %v", err)
+			}
+		})
+		n.log = filepath.Join(t.TempDir(), n.name+".log")
+	}
+	out, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--node-name", n.name, "--netns", n.ns.Path(), "--bpffs-dir", n.pin,
+		"--l2-announce-interfaces", "eth0", "--l2-lease-duration", testLease.String(),
+		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
+		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.cmd = cmd
+	t.Cleanup(func() {
+		if n.cmd == cmd {
+			stopAgent(t, n)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(n.log)
+			t.Logf("%s agent log:\n%s", n.name, b)
+		}
+	})
+}
+
+// stopAgent ends n's agent as the kubelet would: SIGTERM, SIGKILL after 10s.
+func stopAgent(t *testing.T, n *segNode) {
+	t.Helper()
+	cmd := n.cmd
+	n.cmd = nil
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Errorf("%s agent did not stop on SIGTERM within 10s", n.name)
+	}
+}
