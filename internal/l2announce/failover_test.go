@@ -110,7 +110,37 @@ func TestFailover(t *testing.T) {
 	// node takes over without waiting for it to run out.
 	startAgent(t, agentBin, env.KubeconfigPath, holder)
 	stopAgent(t, next)
-	waitAnnouncer(t, cs, probe, client, nodes, next, testLease)
+	first := waitAnnouncer(t, cs, probe, client, nodes, next, testLease)
+
+	// externalTrafficPolicy Local with the only endpoint on the other
+	// node: the holder is no longer eligible, lets go, and the node with
+	// the endpoint announces.
+	startAgent(t, agentBin, env.KubeconfigPath, next)
+	makeLocal(t, cs, next.name)
+	waitAnnouncer(t, cs, probe, client, nodes, first, testLease)
+}
+
+// makeLocal switches the Service to externalTrafficPolicy Local and moves
+// its endpoint to node.
+func makeLocal(t *testing.T, cs kubernetes.Interface, node string) {
+	t.Helper()
+	ctx := t.Context()
+	svc, err := cs.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	if _, err := cs.CoreV1().Services("default").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	slice, err := cs.DiscoveryV1().EndpointSlices("default").Get(ctx, "web-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slice.Endpoints[0].NodeName = ptr.To(node)
+	if _, err := cs.DiscoveryV1().EndpointSlices("default").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitAnnouncer waits until exactly one node, not skip, answers ARP for the
