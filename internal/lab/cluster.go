@@ -206,7 +206,10 @@ func createServices(ctx context.Context, cs kubernetes.Interface) error {
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, NodePort: NodePort, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "web-lb"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: sel,
 			Ports: []corev1.ServicePort{http}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "web-l2"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: sel,
+			Ports: []corev1.ServicePort{http}}},
 	}
+	ingress := map[string]netip.Addr{"web-lb": LBIP, "web-l2": L2LBIP}
 	for _, s := range svcs {
 		if _, err := cs.CoreV1().Services(namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("create service %s: %w", s.Name, err)
@@ -219,7 +222,7 @@ func createServices(ctx context.Context, cs kubernetes.Interface) error {
 			if err != nil {
 				return err
 			}
-			cur.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: LBIP.String()}}
+			cur.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ingress[s.Name].String()}}
 			_, err = cs.CoreV1().Services(namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
 			return err
 		})

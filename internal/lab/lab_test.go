@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,7 +68,7 @@ func upDown(t *testing.T, bin string, mode routing.Mode) {
 	}
 	t.Logf("%s", out.String())
 	wants := []string{"ok    pods attached by fastpath-cni", "ok    pod -> pod, same node", "ok    pod -> pod, across nodes", "ok    pod -> ClusterIP",
-		"ok    external -> LoadBalancer IP", "ok    pod -> external"}
+		"ok    external -> LoadBalancer IP", "ok    external -> L2-announced LB IP", "ok    pod -> external"}
 	if nodePortRedirect() {
 		wants = append(wants, "ok    external -> NodePort 192.168.50.11", "ok    external -> NodePort 192.168.50.12")
 	}
@@ -81,6 +82,7 @@ func upDown(t *testing.T, bin string, mode routing.Mode) {
 		t.Fatal(err)
 	}
 	restartAgent(t, st, Options{Nodes: 2, RoutingMode: mode, Bin: bin})
+	l2Failover(t, st, Options{Nodes: 2, RoutingMode: mode, Bin: bin})
 	// A second up finds the lab running and checks it again.
 	out.Reset()
 	if err := Up(t.Context(), Options{Nodes: 2, RoutingMode: mode, Bin: bin}, &out); err != nil ||
@@ -169,6 +171,62 @@ func restartAgent(t *testing.T, st *State, opts Options) {
 	}
 	if c := checkReach(cl, "", net.JoinHostPort(web1.ip.String(), fmt.Sprint(webWhoami)), "web-1"); c.err != nil {
 		t.Errorf("agent restarted: client -> web-1 across nodes: %v", c.err)
+	}
+}
+
+// l2Failover kills (SIGKILL: its Lease is not released) the agent that
+// announces L2LBIP. The client must then reach the IP through another
+// node, which it can only learn from that node's gratuitous ARP (the old
+// node's datapath keeps serving), within the Lease duration plus three
+// retry periods (the other node sees the last renewal up to one jittered
+// retry period late, and tries again one later) and a second of probing.
+// The agent is started again.
+func l2Failover(t *testing.T, st *State, opts Options) {
+	t.Helper()
+	cs := mustClient(t)
+	ext, err := nettopo.OpenNS(extNSName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Release()
+	holder, err := waitL2Holder(t.Context(), cs, "", agentTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var i int
+	if _, err := fmt.Sscanf(holder, "node%d", &i); err != nil {
+		t.Fatalf("Lease holder %q: %v", holder, err)
+	}
+	url := fmt.Sprintf("http://%s/", L2LBIP)
+	if _, err := httpGet(ext, url); err != nil {
+		t.Fatalf("before the kill: %v", err)
+	}
+	p := st.Processes["agent-"+holder]
+	killed := time.Now()
+	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var via string
+	for deadline := killed.Add(2*l2Lease + 5*time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := httpGet(ext, url)
+		via, _ = l2NextHop(ext, opts.Nodes)
+		if err == nil && via != "" && via != holder {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached through another node than %s within %s of killing its agent (last: via %q, %v)", L2LBIP, holder, 2*l2Lease+5*time.Second, via, err)
+		}
+	}
+	failover := time.Since(killed)
+	t.Logf("L2 failover from %s to %s: %.1fs after SIGKILL of its agent (Lease %s)", holder, via, failover.Seconds(), l2Lease)
+	if h := l2Holder(t.Context(), cs); h != via {
+		t.Errorf("the client goes through %s, the Lease is held by %q", via, h)
+	}
+	if limit := l2Lease + 3*l2Lease*2/15 + time.Second; failover > limit {
+		t.Errorf("failover took %s, want at most %s", failover, limit)
+	}
+	if err := startAgent(opts, st, i); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -21,6 +21,10 @@ var (
 	// announcement.
 	LBPool = netip.MustParsePrefix("172.30.0.0/24")
 	LBIP   = netip.MustParseAddr("172.30.0.10")
+	// L2LBIP is a LoadBalancer IP in the underlay's own subnet: nothing
+	// routes it, the client finds it by ARP, which only the node elected
+	// for it answers (internal/l2announce).
+	L2LBIP = netip.MustParseAddr("192.168.50.200")
 )
 
 const (

@@ -141,8 +141,14 @@ func startAgent(opts Options, st *State, i int) error {
 		"--cluster-cidr", ClusterCIDR.String(),
 		"--cni-socket", cniSocket(i),
 		"--cni-state-dir", filepath.Join(nodeDir(i), "cni"),
-		"--cni-conf-dir", cniConfDir(i))
+		"--cni-conf-dir", cniConfDir(i),
+		"--l2-announce-interfaces", uplink,
+		"--l2-lease-duration", l2Lease.String())
 }
+
+// l2Lease is the agents' --l2-lease-duration: shorter than the default, so
+// the failover test waits less.
+const l2Lease = 5 * time.Second
 
 // startServers runs the web backends in their pods and a server on the
 // external client, which tells a pod the address its request came from.
