@@ -61,7 +61,7 @@ func watchKube(ctx context.Context, w *k8s.Watcher, out chan<- k8s.Update, log *
 // holds every Service and makes the table exactly that, then repairs the
 // maps with a full resync: Services deleted while no agent ran go away.
 func (a *Agent) applyKube(u k8s.Update) bool {
-	a.announce(u)
+	defer a.announce(u) // once the datapath serves what it announces
 	if u.Full {
 		a.log.Info("kubernetes state received", "services", len(u.Upserted))
 		return a.apply(u.Upserted, true)
