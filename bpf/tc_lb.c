@@ -46,9 +46,15 @@
  *     of its own rather than the backend's PAWS drop of its SYN or the
  *     other flow's replies; with no port free it is dropped
  *     (DROP_SNAT_NO_PORT) and the client's retransmission tries again.
- *   - "Not ours" is TC_ACT_OK, which under TCX is TCX_PASS: programs
- *     attached after this one on the same hook do not run. Chaining would
- *     need TCX_NEXT (-1) there instead.
+ *   - "Not ours / done, let the stack have it" is TC_ACT_OK on external
+ *     interfaces, and TCX_NEXT (-1, the same value as TC_ACT_UNSPEC, which
+ *     goes on to the next clsact filter) on internal (pod-facing) ones, so
+ *     tc_policy, attached after this program on a pod's host veth, judges
+ *     the packet after the Service translation. Packets this program sends
+ *     itself (TC_ACT_REDIRECT: replies of NodePort flows, masqueraded
+ *     flows) do not reach tc_policy: replies need no egress check, but the
+ *     first packet of a masqueraded new flow is not judged (known gap,
+ *     docs/policy-datapath.md).
  *
  * Not handled here: direct (not balanced) connections are not tracked. One
  * that reuses a closed flow's tuple while the backend holds it in TIME_WAIT
@@ -538,8 +544,7 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 	return TC_ACT_OK;
 }
 
-SEC("tc")
-int fp_tc_lb(struct __sk_buff *skb)
+static __always_inline int fp_lb(struct __sk_buff *skb)
 {
 	struct fp_pkt p = {};
 	int ret;
@@ -559,6 +564,16 @@ int fp_tc_lb(struct __sk_buff *skb)
 	if (ret != FP_NEXT)
 		return ret;
 	return fp_forward(skb, &p);
+}
+
+SEC("tc")
+int fp_tc_lb(struct __sk_buff *skb)
+{
+	int ret = fp_lb(skb);
+
+	if (ret == TC_ACT_OK && fp_iface_role == FP_ROLE_INTERNAL)
+		return FP_TCX_NEXT;
+	return ret;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -34,8 +34,6 @@
 #include <bpf/bpf_endian.h>
 #include "policy.h"
 
-#define FP_TCX_NEXT (-1)
-
 /* Never read: it puts struct fp_verdict (only reached through the ring
  * buffer) into the object's BTF, where the Go twin's layout is checked. */
 volatile const struct fp_verdict fp_verdict_layout;

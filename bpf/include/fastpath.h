@@ -71,6 +71,10 @@ struct fp_svc_val {
 #define FP_ROLE_INTERNAL 0 /* pods and other in-cluster clients */
 #define FP_ROLE_EXTERNAL 1 /* the node's uplinks: NodePort/LB/externalIP traffic */
 
+/* TCX_NEXT: the next program on the hook decides (tc_policy after tc_lb).
+ * Same value as TC_ACT_UNSPEC, which continues to the next clsact filter. */
+#define FP_TCX_NEXT (-1)
+
 /* backends: id -> where to send. */
 struct fp_backend {
 	union fp_addr addr;

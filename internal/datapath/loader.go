@@ -31,6 +31,9 @@ type Config struct {
 	Sizes      Sizes      // zero fields take the defaults
 	TC         TCMode     // how to attach TC programs
 	Masquerade Masquerade // written to fp_config at every Load
+	// Policy loads tc_policy (NetworkPolicy) and its maps; AttachPolicy
+	// then attaches it to pod veths.
+	Policy bool
 }
 
 // Masquerade is the node's source NAT: masqueraded flows (hairpin, and
@@ -123,6 +126,8 @@ type Datapath struct {
 	tcExt tcProgram          // the external-role instance
 	sock  bpfobj.SocklbObjects
 
+	policy *Policy // nil unless Config.Policy
+
 	LB      lbmap.Maps
 	CT      bpfmap.Map[ctmap.Key, ctmap.Entry]
 	Metrics *ebpf.Map
@@ -157,6 +162,14 @@ func Load(cfg Config) (*Datapath, error) {
 	if err := loadInto(bpfobj.LoadSocklb, &d.sock, cfg.Sizes, opts); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("load sock_lb: %w", err)
+	}
+	if cfg.Policy {
+		p, err := loadPolicy(opts)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.policy = p
 	}
 	if err := d.SetMasquerade(cfg.Masquerade); err != nil {
 		d.Close()
@@ -236,7 +249,7 @@ func (d *Datapath) Close() error {
 	if d.tcExt.Prog != nil {
 		ext = d.tcExt.Prog.Close()
 	}
-	return errors.Join(d.tc.Close(), ext, d.sock.Close())
+	return errors.Join(d.tc.Close(), ext, d.sock.Close(), d.policy.Close())
 }
 
 // SetMasquerade writes the node's source-NAT settings to fp_config. New

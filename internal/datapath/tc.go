@@ -214,7 +214,9 @@ func DetachTC(pinDir string, ifc Iface) error {
 		return errors.Join(append(errs, err)...)
 	}
 	defer h.Close()
-	if l, err := h.LinkByName(ifc.Name); err == nil {
+	l, lerr := h.LinkByName(ifc.Name)
+	errs = append(errs, detachPolicy(pinDir, ifc, h, l)...)
+	if lerr == nil {
 		f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS,
 			Handle: clsactHandle, Priority: clsactPriority, Protocol: unix.ETH_P_ALL,

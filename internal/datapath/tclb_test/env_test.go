@@ -21,11 +21,16 @@ import (
 	"github.com/fastpath-net/fastpath/internal/testpriv"
 )
 
-// Verdicts of a TC program.
+// Verdicts of a TC program, as run reports them. actOK is "passed on":
+// TC_ACT_OK from an external instance, TCX_NEXT (so tc_policy after it
+// still runs) from an internal one; the other value of the two is
+// reported as actWrongPass, which no test expects.
 const (
-	actOK       = 0
-	actShot     = 2
-	actRedirect = 7
+	actOK        = 0
+	actShot      = 2
+	actRedirect  = 7
+	actNext      = 0xffffffff // TCX_NEXT (-1) as the run's u32
+	actWrongPass = 0xbad
 )
 
 // Indexes of fp_metrics (enum fp_metric_index in bpf/include/fastpath.h).
@@ -72,6 +77,9 @@ type env struct {
 	// ns, when set, is the network namespace runs happen in: its routes
 	// and neighbours are what the program's FIB lookups see.
 	ns *nettopo.NS
+	// role is the instance's fp_iface_role (roleInternal unless
+	// newEnvRole says otherwise).
+	role uint32
 }
 
 func newEnv(t *testing.T) *env {
@@ -160,7 +168,23 @@ func (e *env) run(frame []byte) (uint32, []byte) {
 	if err != nil {
 		e.t.Fatalf("run fp_tc_lb: %v", err)
 	}
-	return ret, opts.DataOut
+	return e.pass(ret), opts.DataOut
+}
+
+// pass maps the role's "passed on" verdict to actOK, the other role's to
+// actWrongPass.
+func (e *env) pass(ret uint32) uint32 {
+	want, wrong := uint32(actNext), uint32(actOK)
+	if e.role == roleExternal {
+		want, wrong = actOK, actNext
+	}
+	switch ret {
+	case want:
+		return actOK
+	case wrong:
+		return actWrongPass
+	}
+	return ret
 }
 
 // mustRun runs frame and fails unless the verdict is want.

@@ -19,11 +19,33 @@ const (
 // newEnvRole loads the instance of fp_tc_lb for interfaces of role.
 func newEnvRole(t *testing.T, role uint32) *env {
 	t.Helper()
-	return newEnvWith(t, func(spec *ebpf.CollectionSpec) {
+	e := newEnvWith(t, func(spec *ebpf.CollectionSpec) {
 		if err := spec.Variables[bpfobj.TclbVarFpIfaceRole].Set(role); err != nil {
 			t.Fatal(err)
 		}
 	})
+	e.role = role
+	return e
+}
+
+// Packets an instance does not consume go on: to the next program on the
+// hook (TCX_NEXT, so tc_policy runs after tc_lb on a pod's veth) from an
+// internal instance, to the stack (TC_ACT_OK) from an external one.
+func TestPassVerdictFollowsTheRole(t *testing.T) {
+	for _, c := range []struct {
+		role uint32
+		want uint32
+	}{{roleInternal, actNext}, {roleExternal, actOK}} {
+		e := newEnvRole(t, c.role)
+		opts := &ebpf.RunOptions{Data: pkttest.TCPFrame(toVIP, syn, nil), Repeat: 1}
+		ret, err := e.prog.Run(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ret != c.want {
+			t.Errorf("role %d: packet to no service: verdict %#x, want %#x", c.role, ret, c.want)
+		}
+	}
 }
 
 // internalOnly is a backend only the INTERNAL entry names.
