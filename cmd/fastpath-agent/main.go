@@ -75,6 +75,8 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.IntVar(&cfg.Sizes.SockRevNat, "sock-revnat-max", datapath.DefaultSizes.SockRevNat, "socket reverse-NAT map entries")
 	fs.IntVar(&cfg.Sizes.Affinity, "affinity-max", datapath.DefaultSizes.Affinity, "session-affinity map entries (one per client and ClientIP-affinity frontend; LRU)")
 	fs.IntVar(&cfg.Sizes.SourceRanges, "source-ranges-max", datapath.DefaultSizes.SourceRanges, "loadBalancerSourceRanges map entries (one per range and LoadBalancer frontend)")
+	fs.BoolVar(&cfg.Policy, "enable-policy", false, "enforce NetworkPolicy on pod veths (needs the Kubernetes source and the FastpathIdentity CRD, "+
+		"deploy/crds/fastpathidentities.yaml); off: pods are open")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	addOpsFlags(fs, &cfg.Ops)
 	configDir := fs.String("config-dir", "", "directory with one file per flag, named after it (a mounted ConfigMap); flags on the command line win")
@@ -132,6 +134,9 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 func validate(cfg agent.Config) error {
 	if cfg.ServicesFile == "" && cfg.Kubernetes == nil {
 		return agent.ErrNoSource
+	}
+	if cfg.Policy && cfg.Kubernetes == nil {
+		return fmt.Errorf("--enable-policy reads Pods, Namespaces and NetworkPolicies from Kubernetes: give --kubeconfig")
 	}
 	for name, v := range map[string]int{
 		"--ct-max": cfg.Sizes.CT, "--services-max": cfg.Sizes.Services, "--backends-max": cfg.Sizes.Backends,

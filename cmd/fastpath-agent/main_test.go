@@ -30,6 +30,8 @@ func TestSourceSelection(t *testing.T) {
 		{name: "cidrs", args: []string{"--kubeconfig", "k", "--node-name", "n", "--nodeport-addresses", "192.168.1.7/16, 10.0.0.0/8"},
 			wantKube: "k", wantNode: "n", wantCIDRs: "192.168.0.0/16 10.0.0.0/8"},
 		{name: "bad cidr", args: []string{"--kubeconfig", "k", "--nodeport-addresses", "primary"}, wantErr: "not a CIDR"},
+		{name: "policy without kubernetes", args: []string{"--services-file", "s.yaml", "--enable-policy"}, wantErr: "--enable-policy"},
+		{name: "policy", args: []string{"--kubeconfig", "k", "--node-name", "n", "--enable-policy"}, wantKube: "k", wantNode: "n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := ""

@@ -40,6 +40,9 @@ type Config struct {
 	Ops          Ops      // metrics, health and pprof endpoints (ops.go)
 
 	L2 *L2Announce // ARP for LoadBalancer IPs (l2.go); nil: off
+	// Policy enforces NetworkPolicy (policy.go): needs Kubernetes; pods get
+	// it through the CNI.
+	Policy bool
 }
 
 // Agent is a running node agent.
@@ -59,7 +62,8 @@ type Agent struct {
 	kube      *k8s.Watcher // nil unless Kubernetes is the source
 	ops       *ops
 
-	l2 *l2announce.Announcer // nil unless announcing
+	l2     *l2announce.Announcer // nil unless announcing
+	policy *policyCtl            // nil unless Config.Policy
 }
 
 // Run starts the agent and blocks until ctx ends. On return the datapath
@@ -98,6 +102,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer stopL2()
 	a.l2 = l2
+	if cfg.Policy {
+		if a.policy, err = newPolicyCtl(a.cfg, a.dp); err != nil {
+			return err
+		}
+	}
 	if cfg.CNI != nil {
 		if err := a.startCNI(ctx); err != nil {
 			return err
@@ -107,6 +116,13 @@ func Run(ctx context.Context, cfg Config) error {
 	defer a.ops.close()
 	if route != nil {
 		go route(ctx)
+	}
+	if a.policy != nil {
+		client, err := k8s.NewClient(cfg.Kubernetes.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		go a.policy.run(ctx, client)
 	}
 	return a.loop(ctx, kubeUpdates)
 }

@@ -66,10 +66,15 @@ func (a *Agent) startCNI(ctx context.Context) error {
 		return fmt.Errorf("CNI needs the node's pod CIDR: give --pod-cidr, or --kubeconfig to read Node.spec.podCIDRs")
 	}
 	a.reattachPods(eps)
-	h := cniserver.New(cniserver.Config{
+	hcfg := cniserver.Config{
 		NodeNS: a.cfg.NetNS, MTU: c.MTU, IPAM: alloc, Endpoints: eps, Datapath: a.dp, TC: c.podTCMode(),
 		Log: a.log.With("component", "cni"),
-	})
+	}
+	if a.policy != nil {
+		a.policy.setEndpoints(eps)
+		hcfg.Added = a.policy.endpointAdded
+	}
+	h := cniserver.New(hcfg)
 	ln, err := cniserver.Listen(c.Socket)
 	if err != nil {
 		return err
@@ -89,15 +94,20 @@ func (a *Agent) startCNI(ctx context.Context) error {
 	return nil
 }
 
-// reattachPods puts this agent's tc_lb on the host veth of every endpoint a
-// previous agent attached: the pinned links still run the old program, which
-// an upgrade must replace. Each keeps its attach mode (a second mode would
-// run the program twice). Pods whose veth is gone are left to DEL and GC.
+// reattachPods puts this agent's tc_lb (and tc_policy, after it) on the
+// host veth of every endpoint a previous agent attached: the pinned links
+// still run the old programs, which an upgrade must replace. Each keeps its
+// attach mode (a second mode would run the program twice). Pods whose veth
+// is gone are left to DEL and GC.
 func (a *Agent) reattachPods(eps *endpoint.Store) {
 	for _, ep := range eps.List() {
 		ifc := datapath.Iface{NetNS: a.cfg.NetNS, Name: ep.Interface}
 		if _, err := a.dp.AttachTCMode(ifc, datapath.RoleInternal, datapath.TCMode(ep.TC)); err != nil {
 			a.log.Warn("cni: cannot re-attach the load balancer to a pod", "endpoint", ep.ID, "interface", ep.Interface, "error", err)
+			continue
+		}
+		if err := a.dp.AttachPolicy(ifc, datapath.TCMode(ep.TC)); err != nil {
+			a.log.Warn("cni: cannot re-attach network policy to a pod", "endpoint", ep.ID, "interface", ep.Interface, "error", err)
 		}
 	}
 }

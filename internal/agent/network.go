@@ -23,7 +23,7 @@ func datapathConfig(cfg Config) (datapath.Config, error) {
 	if err != nil {
 		return datapath.Config{}, err
 	}
-	return datapath.Config{PinDir: cfg.PinDir, Sizes: cfg.Sizes, TC: cfg.TC, Masquerade: masq}, nil
+	return datapath.Config{PinDir: cfg.PinDir, Sizes: cfg.Sizes, TC: cfg.TC, Masquerade: masq, Policy: cfg.Policy}, nil
 }
 
 // masquerade returns cfg's masquerade settings with the address filled in

@@ -41,8 +41,12 @@ type Config struct {
 	// 0.33 s with clsact); but clsact takes the ingress qdisc slot that the
 	// bandwidth plugin needs for egress shaping. The agent picks clsact
 	// unless bandwidth is chained (agent.CNI.TC).
-	TC  datapath.TCMode
-	Log *slog.Logger
+	TC datapath.TCMode
+	// Added, when set, runs after an endpoint is plumbed and recorded (the
+	// agent attaches tc_policy and writes the pod's policy). An error fails
+	// the ADD and undoes it: a pod is never left without its policy hook.
+	Added func(endpoint.Endpoint) error
+	Log   *slog.Logger
 }
 
 // DefaultMTU is the pod MTU without an overlay.
@@ -198,6 +202,15 @@ func (h *Handler) plumb(req *cniapi.Request, k endpoint.Key, ips []netip.Addr, p
 	if ep.ID, err = h.cfg.Endpoints.Put(ep); err != nil {
 		undo()
 		return ep, cniapi.Errorf(cniapi.CodeIOFailure, "writing the endpoint record failed", err.Error())
+	}
+	if h.cfg.Added != nil {
+		if err := h.cfg.Added(ep); err != nil {
+			undo()
+			if derr := h.cfg.Endpoints.Delete(k); derr != nil {
+				h.cfg.Log.Error("removing the endpoint record of a failed ADD", "endpoint", ep.ID, "error", derr)
+			}
+			return ep, cniapi.Errorf(cniapi.CodeInternal, "attaching network policy to "+host+" failed", err.Error())
+		}
 	}
 	return ep, nil
 }

@@ -29,7 +29,7 @@ func (w *Watcher) setupInformers() error {
 	// drift in the maps.
 	w.factory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = proxySelector }),
-		informers.WithTransform(stripManagedFields))
+		informers.WithTransform(StripManagedFields))
 	svcInf := w.factory.Core().V1().Services()
 	sliceInf := w.factory.Discovery().V1().EndpointSlices().Informer()
 	if err := sliceInf.AddIndexers(cache.Indexers{byService: sliceServiceKey}); err != nil {
@@ -39,7 +39,7 @@ func (w *Watcher) setupInformers() error {
 	nodeSelector := fields.OneTermEqualSelector("metadata.name", w.cfg.NodeName).String()
 	w.nodeFactory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }),
-		informers.WithTransform(stripManagedFields))
+		informers.WithTransform(StripManagedFields))
 	nodeInf := w.nodeFactory.Core().V1().Nodes().Informer()
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
@@ -70,10 +70,10 @@ func handler(f func(any)) cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, n any) { f(n) }, DeleteFunc: f}
 }
 
-// stripManagedFields drops what the translation never reads and the caches
+// StripManagedFields drops what the translation never reads and the caches
 // would otherwise hold for every object: managedFields are often the larger
 // part of a Service.
-func stripManagedFields(obj any) (any, error) {
+func StripManagedFields(obj any) (any, error) {
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)
 	}

@@ -1,0 +1,468 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
+	"github.com/fastpath-net/fastpath/internal/endpoint"
+	"github.com/fastpath-net/fastpath/internal/identity"
+	"github.com/fastpath-net/fastpath/internal/k8s"
+	"github.com/fastpath-net/fastpath/internal/policy"
+)
+
+// Identity GC and allocator timing (docs/policy-datapath.md, agent wiring).
+const (
+	identityGCInterval = time.Minute
+	identityGCGrace    = 5 * time.Minute
+	identityTouchAfter = 2 * time.Minute
+)
+
+// policyCtl enforces NetworkPolicy on this node: informers of Namespaces,
+// Pods (all nodes: selectors and the ipcache need remote pods),
+// NetworkPolicies, Nodes and FastpathIdentities feed a policy.Engine; a
+// worker writes its changes with policymap.Reconciler. The Engine is not
+// safe for concurrent use: every access holds mu.
+type policyCtl struct {
+	log   *slog.Logger
+	node  string
+	netns string
+	dp    *datapath.Datapath
+	alloc *identity.Allocator
+	gc    *identity.GC
+	maps  policymap.Maps
+
+	mu     sync.Mutex
+	engine *policy.Engine
+	rec    *policymap.Reconciler
+	eps    *endpoint.Store                      // nil without the CNI
+	local  map[policy.PodName]map[string]string // this node's pods: their labels
+	ids    map[string][]identity.ID             // label set -> live identities, lowest first
+	nodeIP map[netip.Prefix]identity.ID         // node addresses: host / remote-node
+	nodes  map[string][]netip.Prefix
+	// allocating holds label sets whose allocation is under way.
+	allocating map[string]bool
+	synced     bool // the informers delivered their first state
+	nsLister   listersv1.NamespaceLister
+
+	kick chan struct{}
+}
+
+// newPolicyCtl builds the controller; nothing runs before run.
+func newPolicyCtl(cfg Config, dp *datapath.Datapath) (*policyCtl, error) {
+	if dp.Policy() == nil {
+		return nil, fmt.Errorf("policy: the datapath was loaded without tc_policy")
+	}
+	rc, err := k8s.RESTConfig(cfg.Kubernetes.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	// FastpathIdentities are a CRD: no protobuf.
+	dynCfg := rest.CopyConfig(rc)
+	dynCfg.ContentType, dynCfg.AcceptContentTypes = "application/json", "application/json"
+	dyn, err := dynamic.NewForConfig(dynCfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &policyCtl{
+		log: cfg.Log.With("component", "policy"), node: cfg.Kubernetes.NodeName, netns: cfg.NetNS, dp: dp,
+		alloc: &identity.Allocator{Client: dyn, TouchAfter: identityTouchAfter},
+		maps:  dp.Policy().Maps(),
+		ids:   map[string][]identity.ID{}, nodeIP: map[netip.Prefix]identity.ID{}, nodes: map[string][]netip.Prefix{},
+		allocating: map[string]bool{}, kick: make(chan struct{}, 1), local: map[policy.PodName]map[string]string{},
+	}
+	c.engine = policy.NewEngine(c.identityOf, c.node)
+	c.gc = &identity.GC{Client: dyn, Grace: identityGCGrace, InUse: c.labelsInUse}
+	c.rec = policymap.NewReconciler(c.maps, c.attachment)
+	// Adopt what a previous agent wrote: the first Apply writes only
+	// differences, and until the informers have synced the pinned state
+	// keeps enforcing.
+	if err := c.rec.Restore(); err != nil {
+		return nil, fmt.Errorf("policy: restore from pinned maps: %w", err)
+	}
+	// Drop records: at most 100 per second per CPU; no allow records.
+	if err := c.dp.Policy().Config().Update([]uint32{0}, []policymap.PolicyConfig{{DropsPerSec: 100}}); err != nil {
+		return nil, fmt.Errorf("policy: write fp_policy_config: %w", err)
+	}
+	return c, nil
+}
+
+// run starts the informers and the worker; it returns when ctx ends.
+func (c *policyCtl) run(ctx context.Context, client kubernetes.Interface) {
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8s.StripManagedFields))
+	nsInf := f.Core().V1().Namespaces()
+	c.nsLister = nsInf.Lister()
+	dynF := dynamicinformer.NewDynamicSharedInformerFactory(c.alloc.Client, 0)
+	regs := []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandlerFuncs
+	}{
+		{nsInf.Informer(), handlers(c, c.onNamespace, func(o *corev1.Namespace) { c.engine.DeleteNamespace(o.Name) })},
+		{f.Core().V1().Pods().Informer(), handlers(c, c.onPod, c.onPodDeleted)},
+		{f.Networking().V1().NetworkPolicies().Informer(), handlers(c, c.engine.UpsertPolicy, func(o *networkingv1.NetworkPolicy) {
+			c.engine.DeletePolicy(o.Namespace, o.Name)
+		})},
+		{f.Core().V1().Nodes().Informer(), handlers(c, c.onNode, func(o *corev1.Node) { c.setNode(o.Name, nil) })},
+		{dynF.ForResource(identity.GVR).Informer(), handlers(c, c.onIdentity, c.onIdentityDeleted)},
+	}
+	var synced []cache.InformerSynced
+	for _, r := range regs {
+		reg, err := r.inf.AddEventHandler(r.h)
+		if err != nil {
+			c.log.Error("policy: informer handler", "error", err)
+			return
+		}
+		synced = append(synced, reg.HasSynced)
+	}
+	f.Start(ctx.Done())
+	dynF.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return
+	}
+	c.mu.Lock()
+	c.synced = true
+	c.mu.Unlock()
+	c.log.Info("policy: informers synced; enforcing")
+	go c.collectIdentities(ctx)
+	c.worker(ctx)
+}
+
+// handlers makes event handlers of typed upsert and delete funcs, called
+// with c.mu held; each wakes the worker.
+func handlers[T any](c *policyCtl, upsert func(T), del func(T)) cache.ResourceEventHandlerFuncs {
+	call := func(o any, fn func(T)) {
+		v, ok := o.(T)
+		if !ok {
+			return
+		}
+		c.mu.Lock()
+		fn(v)
+		c.mu.Unlock()
+		c.poke()
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { call(o, upsert) },
+		UpdateFunc: func(_, o any) { call(o, upsert) },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			call(o, del)
+		},
+	}
+}
+
+func (c *policyCtl) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// identityOf resolves a label set from the FastpathIdentity informer's
+// state (the lowest live number); Unknown until it has one.
+func (c *policyCtl) identityOf(l identity.Labels) identity.ID {
+	if ids := c.ids[l.String()]; len(ids) > 0 {
+		return ids[0]
+	}
+	return identity.Unknown
+}
+
+func (c *policyCtl) labelsInUse(l identity.Labels) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.engine.LabelsInUse(l)
+}
+
+func (c *policyCtl) onNamespace(ns *corev1.Namespace) {
+	c.engine.UpsertNamespace(ns)
+	// New namespace labels are new label sets for its local pods.
+	for n, podLabels := range c.local {
+		if n.Namespace == ns.Name {
+			c.ensureIdentity(identity.ForPod(ns.Name, ns.Labels, podLabels))
+		}
+	}
+}
+
+// onPod: this node's pods get their identity allocated here; the others'
+// come from their nodes' agents through the FastpathIdentity informer.
+func (c *policyCtl) onPod(p *corev1.Pod) {
+	c.engine.UpsertPod(p)
+	n := policy.PodName{Namespace: p.Namespace, Name: p.Name}
+	if p.Spec.NodeName != c.node || p.Spec.HostNetwork {
+		delete(c.local, n)
+		return
+	}
+	c.local[n] = p.Labels
+	var nsLabels map[string]string
+	if c.nsLister != nil {
+		if ns, err := c.nsLister.Get(p.Namespace); err == nil {
+			nsLabels = ns.Labels
+		}
+	}
+	c.ensureIdentity(identity.ForPod(p.Namespace, nsLabels, p.Labels))
+}
+
+func (c *policyCtl) onPodDeleted(p *corev1.Pod) {
+	n := policy.PodName{Namespace: p.Namespace, Name: p.Name}
+	c.engine.DeletePod(n)
+	delete(c.local, n)
+}
+
+// ensureIdentity allocates the identity of a local pod's label set in the
+// background when none is known; the FastpathIdentity informer then tells
+// the Engine (IdentityKnown). Until then the pod is fail-closed: in no
+// selector, judged as world by others.
+func (c *policyCtl) ensureIdentity(l identity.Labels) {
+	k := l.String()
+	if len(c.ids[k]) > 0 || c.allocating[k] {
+		return
+	}
+	c.allocating[k] = true
+	go func() {
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+			id, err := c.alloc.Allocate(context.Background(), l)
+			if err == nil {
+				c.log.Debug("policy: identity allocated", "identity", uint32(id), "labels", k)
+				break
+			}
+			c.log.Error("policy: cannot allocate an identity; the pod stays fail-closed", "labels", k, "error", err)
+			time.Sleep(wait)
+		}
+		c.mu.Lock()
+		delete(c.allocating, k)
+		c.mu.Unlock()
+	}()
+}
+
+func (c *policyCtl) onIdentity(u *unstructured.Unstructured) {
+	o, err := identity.ParseObject(u)
+	if err != nil {
+		c.log.Warn("policy: ignoring a malformed FastpathIdentity", "name", u.GetName(), "error", err)
+		return
+	}
+	if o.Deleting {
+		c.dropIdentity(o)
+		return
+	}
+	k := o.Labels.String()
+	if slices.Contains(c.ids[k], o.ID) {
+		return
+	}
+	c.ids[k] = append(c.ids[k], o.ID)
+	slices.Sort(c.ids[k])
+	c.engine.IdentityKnown(o.Labels)
+}
+
+func (c *policyCtl) onIdentityDeleted(u *unstructured.Unstructured) {
+	if o, err := identity.ParseObject(u); err == nil {
+		c.dropIdentity(o)
+	}
+}
+
+// dropIdentity forgets a deleted number. Pods already identified keep it
+// in the Engine (the datapath keeps working); a local label set still in
+// use is allocated again.
+func (c *policyCtl) dropIdentity(o identity.Object) {
+	k := o.Labels.String()
+	c.ids[k] = slices.DeleteFunc(c.ids[k], func(id identity.ID) bool { return id == o.ID })
+	if len(c.ids[k]) == 0 {
+		delete(c.ids, k)
+		if c.engine.LabelsInUse(o.Labels) {
+			c.ensureIdentity(o.Labels)
+		}
+	}
+}
+
+// onNode records a node's InternalIP/ExternalIP addresses: this node's as
+// host, the others' as remote-node.
+func (c *policyCtl) onNode(n *corev1.Node) {
+	var ps []netip.Prefix
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			ps = append(ps, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+		}
+	}
+	c.setNode(n.Name, ps)
+}
+
+func (c *policyCtl) setNode(name string, ps []netip.Prefix) {
+	id := identity.RemoteNode
+	if name == c.node {
+		id = identity.Host
+	}
+	for _, p := range c.nodes[name] {
+		delete(c.nodeIP, p)
+	}
+	for _, p := range ps {
+		c.nodeIP[p] = id
+	}
+	if ps == nil {
+		delete(c.nodes, name)
+	} else {
+		c.nodes[name] = ps
+	}
+}
+
+// worker writes the Engine's changes whenever something changed; failed
+// writes are retried (the Reconciler keeps what it wrote).
+func (c *policyCtl) worker(ctx context.Context) {
+	first := true
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	for {
+		c.mu.Lock()
+		err := c.sync(first)
+		c.mu.Unlock()
+		if err != nil {
+			c.log.Error("policy: writing the policy maps failed; will retry", "error", err)
+			retry.Reset(time.Second)
+		} else {
+			first = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-retry.C:
+		}
+	}
+}
+
+// sync writes the Engine's changes. The first time it also removes what a
+// previous agent wrote and nothing claims any more.
+func (c *policyCtl) sync(first bool) error {
+	cs := c.engine.Changes()
+	if err := c.rec.Apply(cs); err != nil {
+		return err
+	}
+	if !first && len(cs.IPCache.Upsert) == 0 && len(cs.IPCache.Delete) == 0 {
+		return c.syncNodeIPs()
+	}
+	want := c.engine.IPCache()
+	for p, id := range c.nodeIP {
+		if _, ok := want[p]; !ok {
+			want[p] = id
+		}
+	}
+	if err := c.rec.SyncIPCache(want); err != nil {
+		return err
+	}
+	if first {
+		return c.rec.Prune(c.liveEndpoint)
+	}
+	return nil
+}
+
+// syncNodeIPs writes the node addresses the Engine does not own.
+func (c *policyCtl) syncNodeIPs() error {
+	have, err := c.maps.IPCache.All()
+	if err != nil {
+		return err
+	}
+	var ks []policymap.IPCacheKey
+	var vs []policymap.IPCacheValue
+	for p, id := range c.nodeIP {
+		k, v := policymap.IPCacheKeyOf(p), policymap.IPCacheValue{Identity: uint32(id)}
+		if cur, ok := have[k]; !ok || cur != v {
+			ks, vs = append(ks, k), append(vs, v)
+		}
+	}
+	return c.maps.IPCache.Update(ks, vs)
+}
+
+// liveEndpoint: an endpoint id the CNI still has a record of.
+func (c *policyCtl) liveEndpoint(id uint16) bool {
+	if c.eps == nil {
+		return false
+	}
+	for _, ep := range c.eps.List() {
+		if ep.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// attachment finds a pod's host veth and endpoint id in the CNI's records.
+func (c *policyCtl) attachment(pod policy.PodName) (policymap.Attachment, bool) {
+	if c.eps == nil {
+		return policymap.Attachment{}, false
+	}
+	for _, ep := range c.eps.List() {
+		if ep.Pod.Namespace != pod.Namespace || ep.Pod.Name != pod.Name {
+			continue
+		}
+		h, err := datapath.NetlinkAt(c.netns)
+		if err != nil {
+			return policymap.Attachment{}, false
+		}
+		l, err := h.LinkByName(ep.Interface)
+		h.Close()
+		if err != nil {
+			return policymap.Attachment{}, false
+		}
+		return policymap.Attachment{Ifindex: uint32(l.Attrs().Index), ID: ep.ID}, true
+	}
+	return policymap.Attachment{}, false
+}
+
+// setEndpoints gives the controller the CNI's endpoint records.
+func (c *policyCtl) setEndpoints(eps *endpoint.Store) {
+	c.mu.Lock()
+	c.eps = eps
+	c.mu.Unlock()
+}
+
+// endpointAdded is the CNI's ADD hook: tc_policy goes on the pod's veth
+// (tc_lb is already there) and the pod's policy, if computed, is written.
+func (c *policyCtl) endpointAdded(ep endpoint.Endpoint) error {
+	ifc := datapath.Iface{NetNS: c.netns, Name: ep.Interface}
+	if err := c.dp.AttachPolicy(ifc, datapath.TCMode(ep.TC)); err != nil {
+		return err
+	}
+	if ep.Pod.Name == "" {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rec.Attached(policy.PodName{Namespace: ep.Pod.Namespace, Name: ep.Pod.Name})
+}
+
+// collectIdentities runs identity.GC every identityGCInterval.
+func (c *policyCtl) collectIdentities(ctx context.Context) {
+	t := time.NewTicker(identityGCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if ids, err := c.gc.Sweep(ctx); err != nil {
+				c.log.Warn("policy: identity GC", "error", err)
+			} else if len(ids) > 0 {
+				c.log.Info("policy: identities collected", "identities", fmt.Sprint(ids))
+			}
+		}
+	}
+}
