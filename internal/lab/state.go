@@ -101,7 +101,8 @@ func alive(p Proc) bool {
 	return err == nil && start == p.Start && state != 'Z' && state != 'X'
 }
 
-// stop ends a process we started: SIGTERM, then SIGKILL after 5 seconds.
+// stop ends a process we started: SIGTERM, then SIGKILL after 5 seconds,
+// and returns once it is gone.
 func stop(p Proc) error {
 	if !alive(p) {
 		return nil
@@ -118,5 +119,16 @@ func stop(p Proc) error {
 	if !alive(p) {
 		return nil
 	}
-	return syscall.Kill(p.PID, syscall.SIGKILL)
+	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	// A killed process is gone only once the kernel has torn it down: wait,
+	// so callers (down, then its checks) never see it still running.
+	for range 50 {
+		if !alive(p) {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("pid %d still runs 5 s after SIGKILL", p.PID)
 }

@@ -79,6 +79,9 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 	if err := createNodes(ctx, cs, opts.Nodes); err != nil {
 		return err
 	}
+	if err := installIdentityCRD(ctx); err != nil {
+		return err
+	}
 	if err := startAgents(opts, st); err != nil {
 		return err
 	}
@@ -111,7 +114,8 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 // namespace (its Kubernetes client reaches the apiserver over the
 // underlay): Services from Kubernetes, the CNI API for the node's pods
 // (pod CIDR from its Node object), its uplink as external interface, routes
-// to the other nodes' pods, masquerade of pod traffic leaving the cluster.
+// to the other nodes' pods, masquerade of pod traffic leaving the cluster,
+// NetworkPolicy enforced.
 func startAgents(opts Options, st *State) error {
 	for i := 1; i <= opts.Nodes; i++ {
 		if err := startAgent(opts, st, i); err != nil {
@@ -143,7 +147,8 @@ func startAgent(opts Options, st *State, i int) error {
 		"--cni-state-dir", filepath.Join(nodeDir(i), "cni"),
 		"--cni-conf-dir", cniConfDir(i),
 		"--l2-announce-interfaces", uplink,
-		"--l2-lease-duration", l2Lease.String())
+		"--l2-lease-duration", l2Lease.String(),
+		"--enable-policy")
 }
 
 // l2Lease is the agents' --l2-lease-duration: shorter than the default, so

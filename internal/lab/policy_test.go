@@ -1,0 +1,204 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+)
+
+// policyChecks enforces NetworkPolicy in the running lab with real TCP:
+// deny-all ingress to the web pods blocks new connections (same node and
+// across nodes) and `fastpathctl policy monitor` shows the drop with its
+// reason; an allow from app=client re-opens them for the client only; a
+// connection allowed then stays up across a restart of the agents of both
+// nodes; relabelling the client flips the verdict both ways; deleting the
+// policies restores traffic.
+func policyChecks(t *testing.T, st *State, opts Options) {
+	t.Helper()
+	ctx := t.Context()
+	cs := mustClient(t)
+	pods, err := podsWithIPs(ctx, cs, opts.Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, web0 := openPodNS(t, "client"), openPodNS(t, "web-0")
+	web1, web2 := findPod(pods, "web-1"), findPod(pods, "web-2")
+	toWeb1 := net.JoinHostPort(web1.ip.String(), fmt.Sprint(webWhoami)) // node2: across nodes from the client
+	toWeb2 := net.JoinHostPort(web2.ip.String(), fmt.Sprint(webWhoami)) // node1: same node
+
+	web := metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+	createPolicy(t, cs, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "deny-web"},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: web, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
+	})
+	waitVerdict(t, client, toWeb1, false, "deny-all: client -> web-1 (other node)")
+	waitVerdict(t, client, toWeb2, false, "deny-all: client -> web-2 (same node)")
+	monitorShowsDrop(t, opts.Bin, 2)
+
+	createPolicy(t, cs, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "allow-client"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: web, Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+		}}},
+	})
+	waitVerdict(t, client, toWeb1, true, "allow app=client: client -> web-1")
+	waitVerdict(t, client, toWeb2, true, "allow app=client: client -> web-2")
+	waitVerdict(t, web0, toWeb1, false, "allow app=client: web-0 -> web-1 (not selected)")
+
+	// An allowed connection (replies pass by conntrack) survives both
+	// agents' restart; enforcement goes on after it.
+	conn := httpConn(t, client, net.JoinHostPort(web1.ip.String(), fmt.Sprint(webHTTPPort)))
+	for i := 1; i <= opts.Nodes; i++ {
+		if err := stop(st.Processes[fmt.Sprintf("agent-%s", nodeName(i))]); err != nil {
+			t.Fatal(err)
+		}
+		if err := startAgent(opts, st, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= opts.Nodes; i++ {
+		if err := waitCNIReady(ctx, opts.Bin, i, agentTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.get(t, "after the agents' restart")
+	conn.Close()
+	waitVerdict(t, web0, toWeb1, false, "after restart: web-0 -> web-1 still denied")
+	waitVerdict(t, client, toWeb1, true, "after restart: client -> web-1 still allowed")
+
+	relabel(t, cs, "client", "other")
+	waitVerdict(t, client, toWeb1, false, "client relabelled app=other -> web-1")
+	relabel(t, cs, "client", "client")
+	waitVerdict(t, client, toWeb1, true, "client relabelled back to app=client -> web-1")
+
+	for _, name := range []string{"deny-web", "allow-client"} {
+		if err := cs.NetworkingV1().NetworkPolicies(namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitVerdict(t, web0, toWeb1, true, "policies deleted: web-0 -> web-1")
+	waitVerdict(t, client, toWeb2, true, "policies deleted: client -> web-2")
+}
+
+func openPodNS(t *testing.T, pod string) *nettopo.NS {
+	t.Helper()
+	ns, err := nettopo.OpenNS(podNSName(pod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Release)
+	return ns
+}
+
+func createPolicy(t *testing.T, cs kubernetes.Interface, np *networkingv1.NetworkPolicy) {
+	t.Helper()
+	if _, err := cs.NetworkingV1().NetworkPolicies(namespace).Create(t.Context(), np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func relabel(t *testing.T, cs kubernetes.Interface, pod, app string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{"app":%q}}}`, app)
+	if _, err := cs.CoreV1().Pods(namespace).Patch(t.Context(), pod, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitVerdict waits up to 15 s until a new TCP connection from -> addr
+// succeeds (allowed) or times out (denied: the SYN is dropped; a refusal
+// would be an error of another kind), then requires the same result twice
+// more.
+func waitVerdict(t *testing.T, from *nettopo.NS, addr string, allowed bool, what string) {
+	t.Helper()
+	var err error
+	ok := 0
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && ok < 3; {
+		_, err = nettopo.AskTCP(from, addr, 700*time.Millisecond)
+		if allowed == (err == nil) && (allowed || isTimeout(err)) {
+			ok++
+			continue
+		}
+		ok = 0
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ok < 3 {
+		t.Fatalf("%s: allowed=%v wanted, last probe: %v\n%s", what, allowed, err, logs())
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// monitorShowsDrop reads one drop record of node i's verdict ring with
+// `fastpathctl policy monitor` (the denied probes put them there).
+func monitorShowsDrop(t *testing.T, bin string, i int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "fastpathctl"), "--bpffs-dir", filepath.Join(PinDir, nodeName(i)),
+		"policy", "monitor", "--drops", "-n", "1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("fastpathctl policy monitor: %v\n%s", err, out)
+	}
+	line := string(out)
+	if !strings.HasPrefix(line, "DROP") || !strings.Contains(line, "ingress") || !strings.Contains(line, "policy-denied") {
+		t.Fatalf("policy monitor printed %q, want an ingress DROP with reason policy-denied", line)
+	}
+	t.Logf("policy monitor: %s", strings.TrimSpace(line))
+}
+
+// keepAlive is one HTTP/1.1 connection kept open between requests.
+type keepAlive struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func httpConn(t *testing.T, from *nettopo.NS, addr string) *keepAlive {
+	t.Helper()
+	var c net.Conn
+	err := from.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", addr, probeTimeout)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("connect %s: %v", addr, err)
+	}
+	k := &keepAlive{Conn: c, r: bufio.NewReader(c)}
+	k.get(t, "first request")
+	return k
+}
+
+func (k *keepAlive) get(t *testing.T, what string) {
+	t.Helper()
+	if err := k.SetDeadline(time.Now().Add(probeTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(k, "GET / HTTP/1.1\r\nHost: lab\r\n\r\n"); err != nil {
+		t.Fatalf("%s: write: %v", what, err)
+	}
+	resp, err := http.ReadResponse(k.r, nil)
+	if err != nil {
+		t.Fatalf("%s: established connection: %v", what, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: status %s", what, resp.Status)
+	}
+}
