@@ -107,15 +107,11 @@ func (d *Datapath) AttachPolicy(ifc Iface, mode TCMode) error {
 		}
 		return nil
 	}
-	h, err := NetlinkAt(ifc.NetNS)
+	h, l, err := linkAt(ifc)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	l, err := h.LinkByName(ifc.Name)
-	if err != nil {
-		return fmt.Errorf("interface %s: %w", ifc, err)
-	}
 	for _, f := range []*netlink.BpfFilter{
 		policyFilter(l.Attrs().Index, netlink.HANDLE_MIN_INGRESS, d.policy.egress.FpTcPolicy),
 		policyFilter(l.Attrs().Index, netlink.HANDLE_MIN_EGRESS, d.policy.ingress.FpTcPolicy),

@@ -164,16 +164,27 @@ func attachTCXPinned(pin string, ifc Iface, prog *ebpf.Program, at ebpf.AttachTy
 	})
 }
 
-func (d *Datapath) attachClsact(ifc Iface, prog *ebpf.Program) error {
+// linkAt returns a netlink handle in ifc's namespace, which the caller
+// closes, and ifc's link.
+func linkAt(ifc Iface) (*netlink.Handle, netlink.Link, error) {
 	h, err := NetlinkAt(ifc.NetNS)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := h.LinkByName(ifc.Name)
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("interface %s: %w", ifc, err)
+	}
+	return h, l, nil
+}
+
+func (d *Datapath) attachClsact(ifc Iface, prog *ebpf.Program) error {
+	h, l, err := linkAt(ifc)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	l, err := h.LinkByName(ifc.Name)
-	if err != nil {
-		return fmt.Errorf("interface %s: %w", ifc, err)
-	}
 	q := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
 		QdiscType:  "clsact",

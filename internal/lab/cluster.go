@@ -70,6 +70,21 @@ func startControlPlane(ctx context.Context, st *State) error {
 // sends traffic from the root namespace (nsTransport says why the dialer
 // itself must enter the namespace).
 func client() (*kubernetes.Clientset, *nettopo.NS, error) {
+	cfg, ext, err := restConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		ext.Release()
+		return nil, nil, err
+	}
+	return cs, ext, nil
+}
+
+// restConfig is the admin configuration dialing from the external client's
+// namespace, which the caller releases.
+func restConfig() (*rest.Config, *nettopo.NS, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(StateDir, adminConfig))
 	if err != nil {
 		return nil, nil, err
@@ -81,12 +96,7 @@ func client() (*kubernetes.Clientset, *nettopo.NS, error) {
 	cfg.Dial = nsDialer(ext)
 	cfg.Proxy = nil
 	cfg.QPS = -1
-	cs, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
-	if err != nil {
-		ext.Release()
-		return nil, nil, err
-	}
-	return cs, ext, nil
+	return cfg, ext, nil
 }
 
 func nsDialer(ns *nettopo.NS) func(ctx context.Context, network, addr string) (net.Conn, error) {

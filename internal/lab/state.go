@@ -102,33 +102,22 @@ func alive(p Proc) bool {
 }
 
 // stop ends a process we started: SIGTERM, then SIGKILL after 5 seconds,
-// and returns once it is gone.
+// and returns once it is gone (a killed process is gone only once the
+// kernel has torn it down; down's checks must not see it still running).
 func stop(p Proc) error {
-	if !alive(p) {
-		return nil
-	}
-	if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
-	}
-	for range 50 {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		if !alive(p) {
 			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !alive(p) {
-		return nil
-	}
-	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
-	}
-	// A killed process is gone only once the kernel has torn it down: wait,
-	// so callers (down, then its checks) never see it still running.
-	for range 50 {
-		if !alive(p) {
-			return nil
+		if err := syscall.Kill(p.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return err
 		}
-		time.Sleep(100 * time.Millisecond)
+		for i := 0; i < 50 && alive(p); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
-	return fmt.Errorf("pid %d still runs 5 s after SIGKILL", p.PID)
+	if alive(p) {
+		return fmt.Errorf("pid %d still runs 5 s after SIGKILL", p.PID)
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -18,18 +20,24 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // and waits until its resource gvr is served.
 func InstallCRD(t testing.TB, dyn dynamic.Interface, path string, gvr schema.GroupVersionResource) {
 	t.Helper()
+	if err := ApplyCRD(t.Context(), dyn, path, gvr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ApplyCRD is InstallCRD returning its error (the lab installs CRDs too).
+func ApplyCRD(ctx context.Context, dyn dynamic.Interface, path string, gvr schema.GroupVersionResource) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	var obj map[string]any
 	if err := yaml.Unmarshal(raw, &obj); err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("CRD %s: %w", path, err)
 	}
-	ctx := t.Context()
 	u := &unstructured.Unstructured{Object: obj}
 	if _, err := dyn.Resource(crdGVR).Create(ctx, u, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create CRD %s: %v", path, err)
+		return fmt.Errorf("create CRD %s: %w", path, err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -37,12 +45,12 @@ func InstallCRD(t testing.TB, dyn dynamic.Interface, path string, gvr schema.Gro
 		if err == nil && established(got) {
 			// Established can precede the storage being served by a moment.
 			if _, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{}); err == nil {
-				return
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("CRD %s not established after 30s", u.GetName())
+	return fmt.Errorf("CRD %s not established after 30s", u.GetName())
 }
 
 func established(u *unstructured.Unstructured) bool {

@@ -1,9 +1,10 @@
 // Package identitytest installs the FastpathIdentity CRD of deploy/crds
-// into a test apiserver (internal/testenv), for tests of the packages that
+// into a test apiserver (internal/testenv) or the lab, for tests of the packages that
 // use identities.
 package identitytest
 
 import (
+	"context"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -24,4 +25,9 @@ func CRDPath() string {
 func InstallCRD(t testing.TB, dyn dynamic.Interface) {
 	t.Helper()
 	testenv.InstallCRD(t, dyn, CRDPath(), identity.GVR)
+}
+
+// Install is InstallCRD returning its error, for the lab.
+func Install(ctx context.Context, dyn dynamic.Interface) error {
+	return testenv.ApplyCRD(ctx, dyn, CRDPath(), identity.GVR)
 }
