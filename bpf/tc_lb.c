@@ -52,9 +52,9 @@
  *     tc_policy, attached after this program on a pod's host veth, judges
  *     the packet after the Service translation. Packets this program sends
  *     itself (TC_ACT_REDIRECT: replies of NodePort flows, masqueraded
- *     flows) do not reach tc_policy: replies need no egress check, but the
- *     first packet of a masqueraded new flow is not judged (known gap,
- *     docs/policy-datapath.md).
+ *     flows) do not reach tc_policy: replies need no egress check, and
+ *     packets of masqueraded flows are judged here (fp_masq_policy) with
+ *     the same code tc_policy runs.
  *
  * Not handled here: direct (not balanced) connections are not tracked. One
  * that reuses a closed flow's tuple while the backend holds it in TIME_WAIT
@@ -83,6 +83,7 @@
 #include "egress.h"
 #include "icmp.h"
 #include "reject.h"
+#include "policy.h"
 
 /* Not a verdict: the stage did not match, try the next one. */
 #define FP_NEXT (-100)
@@ -180,6 +181,25 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 }
 
 /*
+ * fp_masq_policy judges a packet of a masqueraded flow a pod sends against
+ * the pod's policy (bpf/include/policy.h), as seen before the masquerade:
+ * from the pod to the backend or external peer. This program sends these
+ * packets itself, so tc_policy, after it on the pod's veth, never sees
+ * them. 1: pass.
+ */
+static __always_inline int fp_masq_policy(struct __sk_buff *skb, const struct fp_pkt *p,
+					  const struct fp_ct_entry *e)
+{
+	struct fp_pflow f = {
+		.saddr = p->saddr, .daddr = e->nat_addr.w[3],
+		.sport = bpf_ntohs(p->sport), .dport = e->nat_port, .proto = p->proto,
+	};
+	struct fp_endpoint *ep = fp_policy_enforced(skb->ifindex);
+
+	return !ep || fp_policy_judge(ep, &f, p->tcp_flags, FP_DIR_EGRESS);
+}
+
+/*
  * fp_established_masq sends a packet of a masqueraded flow to the flow's
  * backend from the flow's masquerade address and port, counted as metric.
  * A packet about to expire goes to the stack untranslated, which answers
@@ -195,6 +215,8 @@ static __always_inline int fp_established_masq(struct __sk_buff *skb, const stru
 		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
 	if (p->ttl <= 1)
 		return TC_ACT_OK;
+	if (fp_iface_role == FP_ROLE_INTERNAL && !fp_masq_policy(skb, p, e))
+		return TC_ACT_SHOT;
 	rc = fp_fib(skb, p, e->snat_addr.w[3], e->nat_addr.w[3], bpf_htons(e->nat_port), &nh);
 	if (!fp_fib_ok(rc))
 		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);

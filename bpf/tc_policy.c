@@ -75,8 +75,6 @@ int fp_tc_policy(struct __sk_buff *skb)
 	struct fp_pkt p = {};
 	struct fp_pflow f = {}, inner = {};
 	struct fp_endpoint *ep;
-	struct fp_policy_val *rule;
-	__u32 ifindex = skb->ifindex, peer_id, src_id, dst_id;
 	__u8 dir = fp_policy_dir == FP_DIR_INGRESS ? FP_DIR_INGRESS : FP_DIR_EGRESS;
 	__u16 flag = dir == FP_DIR_INGRESS ? FP_EP_F_ENFORCE_INGRESS : FP_EP_F_ENFORCE_EGRESS;
 	int res = fp_parse(skb, &p);
@@ -85,8 +83,8 @@ int fp_tc_policy(struct __sk_buff *skb)
 	 * still applies (only every-protocol rules allow it). */
 	if (res == FP_PARSE_MALFORMED || (res == FP_PARSE_PASS && p.proto == 0))
 		return FP_TCX_NEXT;
-	ep = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
-	if (!ep || !(ep->flags & (FP_EP_F_ENFORCE_INGRESS | FP_EP_F_ENFORCE_EGRESS)))
+	ep = fp_policy_enforced(skb->ifindex);
+	if (!ep)
 		return FP_TCX_NEXT;
 
 	f.saddr = p.saddr;
@@ -94,36 +92,10 @@ int fp_tc_policy(struct __sk_buff *skb)
 	f.sport = bpf_ntohs(p.sport);
 	f.dport = bpf_ntohs(p.dport);
 	f.proto = p.proto;
-	if (!(ep->flags & flag)) {
-		/* This direction is open but the other is enforced: record the
-		 * flow, or the other direction's hook would judge its replies as
-		 * new flows (an egress policy must not cut replies to clients). */
-		if (!fp_pct_hit(&f, ep->id, p.tcp_flags))
-			fp_pct_create(&f, ep->id, 0);
-		return FP_TCX_NEXT;
-	}
-	if (p.proto == IPPROTO_ICMP && res == FP_PARSE_OK && fp_icmp_is_error(p.icmp_type) &&
+	if ((ep->flags & flag) && p.proto == IPPROTO_ICMP && res == FP_PARSE_OK && fp_icmp_is_error(p.icmp_type) &&
 	    fp_inner_flow(skb, &p, &inner) == 0 && fp_pct_hit(&inner, ep->id, 0))
 		return FP_TCX_NEXT;
-	if (fp_pct_hit(&f, ep->id, p.tcp_flags))
-		return FP_TCX_NEXT;
-
-	peer_id = fp_ipcache_identity(dir == FP_DIR_EGRESS ? f.daddr : f.saddr);
-	src_id = dir == FP_DIR_EGRESS ? ep->identity : peer_id;
-	dst_id = dir == FP_DIR_EGRESS ? peer_id : ep->identity;
-	rule = fp_policy_lookup(peer_id, ep->id, dir, f.proto, f.dport);
-	if (!rule) {
-		fp_pmetric_inc(FP_PMETRIC_DROPPED);
-		fp_verdict_emit(&f, src_id, dst_id, ep->id, dir, FP_VERDICT_DROP, FP_REASON_POLICY_DENIED, 0);
-		return TC_ACT_SHOT;
-	}
-	if (fp_pct_create(&f, ep->id, rule->cookie) < 0) {
-		/* Untracked, its replies would be judged as new flows: fail closed. */
-		fp_verdict_emit(&f, src_id, dst_id, ep->id, dir, FP_VERDICT_DROP, FP_REASON_CT_FULL, rule->cookie);
-		return TC_ACT_SHOT;
-	}
-	fp_verdict_emit(&f, src_id, dst_id, ep->id, dir, FP_VERDICT_ALLOW, FP_REASON_POLICY_ALLOWED, rule->cookie);
-	return FP_TCX_NEXT;
+	return fp_policy_judge(ep, &f, p.tcp_flags, dir) ? FP_TCX_NEXT : TC_ACT_SHOT;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * NetworkPolicy enforcement: map layouts, maps and the per-packet check
- * (docs/policy-datapath.md). Kept apart from fastpath.h/maps.h while tc_lb
- * and the CNI change those; the Go twins are internal/datapath/policymap,
- * checked against this object's BTF. Fold into fastpath.h/maps.h when
- * tc_lb starts calling fp_policy_check.
+ * (docs/policy-datapath.md), used by tc_policy and by tc_lb (for the
+ * packets it redirects itself). The Go twins are internal/datapath/policymap,
+ * checked against tc_policy's BTF.
  */
 #ifndef FASTPATH_POLICY_H
 #define FASTPATH_POLICY_H
@@ -390,6 +389,62 @@ static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_
 	e->reason = reason;
 	e->cookie = cookie;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * fp_policy_judge decides flow f (one packet, tcp_flags its TCP flags) of
+ * endpoint ep in direction dir: 1 pass, 0 drop (with a verdict event).
+ *   - The direction open but the other enforced: the flow is recorded and
+ *     passes, or the other direction's hook would judge its replies as new
+ *     flows (an egress policy must not cut replies to clients).
+ *   - A packet of a flow the endpoint already let through, either way,
+ *     passes: replies need no rule.
+ *   - Otherwise the peer's identity and the destination port are looked up
+ *     in fp_policy; a hit records the flow and passes, a miss drops.
+ * tc_policy calls it for what tc_lb hands on; tc_lb calls it itself for the
+ * packets it redirects (masquerade), which never reach tc_policy.
+ */
+static __always_inline int fp_policy_judge(const struct fp_endpoint *ep, const struct fp_pflow *f,
+					   __u8 tcp_flags, __u8 dir)
+{
+	__u16 flag = dir == FP_DIR_INGRESS ? FP_EP_F_ENFORCE_INGRESS : FP_EP_F_ENFORCE_EGRESS;
+	struct fp_policy_val *rule;
+	__u32 peer_id, src_id, dst_id;
+
+	if (!(ep->flags & flag)) {
+		if (!fp_pct_hit(f, ep->id, tcp_flags))
+			fp_pct_create(f, ep->id, 0);
+		return 1;
+	}
+	if (fp_pct_hit(f, ep->id, tcp_flags))
+		return 1;
+	peer_id = fp_ipcache_identity(dir == FP_DIR_EGRESS ? f->daddr : f->saddr);
+	src_id = dir == FP_DIR_EGRESS ? ep->identity : peer_id;
+	dst_id = dir == FP_DIR_EGRESS ? peer_id : ep->identity;
+	rule = fp_policy_lookup(peer_id, ep->id, dir, f->proto, f->dport);
+	if (!rule) {
+		fp_pmetric_inc(FP_PMETRIC_DROPPED);
+		fp_verdict_emit(f, src_id, dst_id, ep->id, dir, FP_VERDICT_DROP, FP_REASON_POLICY_DENIED, 0);
+		return 0;
+	}
+	if (fp_pct_create(f, ep->id, rule->cookie) < 0) {
+		/* Untracked, its replies would be judged as new flows: fail closed. */
+		fp_verdict_emit(f, src_id, dst_id, ep->id, dir, FP_VERDICT_DROP, FP_REASON_CT_FULL, rule->cookie);
+		return 0;
+	}
+	fp_verdict_emit(f, src_id, dst_id, ep->id, dir, FP_VERDICT_ALLOW, FP_REASON_POLICY_ALLOWED, rule->cookie);
+	return 1;
+}
+
+/* fp_policy_enforced: the endpoint behind ifindex, when any direction of
+ * it is enforced; NULL otherwise (policy has nothing to say). */
+static __always_inline struct fp_endpoint *fp_policy_enforced(__u32 ifindex)
+{
+	struct fp_endpoint *ep = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
+
+	if (!ep || !(ep->flags & (FP_EP_F_ENFORCE_INGRESS | FP_EP_F_ENFORCE_EGRESS)))
+		return NULL;
+	return ep;
 }
 
 #endif /* FASTPATH_POLICY_H */

@@ -102,10 +102,84 @@ type TclbFpCtKey struct {
 	Pad   uint16
 }
 
+type TclbFpEndpoint struct {
+	_        structs.HostLayout
+	Id       uint16
+	Flags    uint16
+	Identity uint32
+}
+
+type TclbFpIpcacheKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+}
+
+type TclbFpIpcacheVal struct {
+	_        structs.HostLayout
+	Identity uint32
+	Flags    uint32
+}
+
 type TclbFpMetric struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
+}
+
+type TclbFpPctKey struct {
+	_     structs.HostLayout
+	Saddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Daddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Sport    uint16
+	Dport    uint16
+	Proto    uint8
+	Dir      uint8
+	Endpoint uint16
+}
+
+type TclbFpPctVal struct {
+	_       structs.HostLayout
+	Expires uint64
+	Cookie  uint32
+	Flags   uint32
+}
+
+type TclbFpPolicyBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	LastNs uint64
+}
+
+type TclbFpPolicyCfg struct {
+	_           structs.HostLayout
+	AllowSample uint32
+	DropsPerSec uint32
+}
+
+type TclbFpPolicyKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Identity  uint32
+	Endpoint  uint16
+	Dir       uint8
+	Proto     uint8
+	Port      uint16
+	Pad       uint16
+}
+
+type TclbFpPolicyVal struct {
+	_      structs.HostLayout
+	Cookie uint32
 }
 
 type TclbFpRevNat struct {
@@ -177,18 +251,26 @@ type TclbFpSvcVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TclbMapFpAffinity     = "fp_affinity"
-	TclbMapFpBackends     = "fp_backends"
-	TclbMapFpConfig       = "fp_config"
-	TclbMapFpCt           = "fp_ct"
-	TclbMapFpMetrics      = "fp_metrics"
-	TclbMapFpNoMasq       = "fp_no_masq"
-	TclbMapFpRevNat       = "fp_rev_nat"
-	TclbMapFpServices     = "fp_services"
-	TclbMapFpSockRevnat   = "fp_sock_revnat"
-	TclbMapFpSourceRanges = "fp_source_ranges"
-	TclbProgFpTcLb        = "fp_tc_lb"
-	TclbVarFpIfaceRole    = "fp_iface_role"
+	TclbMapFpAffinity      = "fp_affinity"
+	TclbMapFpBackends      = "fp_backends"
+	TclbMapFpConfig        = "fp_config"
+	TclbMapFpCt            = "fp_ct"
+	TclbMapFpEndpoints     = "fp_endpoints"
+	TclbMapFpIpcache       = "fp_ipcache"
+	TclbMapFpMetrics       = "fp_metrics"
+	TclbMapFpNoMasq        = "fp_no_masq"
+	TclbMapFpPolicy        = "fp_policy"
+	TclbMapFpPolicyConfig  = "fp_policy_config"
+	TclbMapFpPolicyCt      = "fp_policy_ct"
+	TclbMapFpPolicyMetrics = "fp_policy_metrics"
+	TclbMapFpPolicyRl      = "fp_policy_rl"
+	TclbMapFpRevNat        = "fp_rev_nat"
+	TclbMapFpServices      = "fp_services"
+	TclbMapFpSockRevnat    = "fp_sock_revnat"
+	TclbMapFpSourceRanges  = "fp_source_ranges"
+	TclbMapFpVerdicts      = "fp_verdicts"
+	TclbProgFpTcLb         = "fp_tc_lb"
+	TclbVarFpIfaceRole     = "fp_iface_role"
 )
 
 // LoadTclb returns the embedded CollectionSpec for Tclb.
@@ -240,16 +322,24 @@ type TclbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TclbMapSpecs struct {
-	FpAffinity     *ebpf.MapSpec `ebpf:"fp_affinity"`
-	FpBackends     *ebpf.MapSpec `ebpf:"fp_backends"`
-	FpConfig       *ebpf.MapSpec `ebpf:"fp_config"`
-	FpCt           *ebpf.MapSpec `ebpf:"fp_ct"`
-	FpMetrics      *ebpf.MapSpec `ebpf:"fp_metrics"`
-	FpNoMasq       *ebpf.MapSpec `ebpf:"fp_no_masq"`
-	FpRevNat       *ebpf.MapSpec `ebpf:"fp_rev_nat"`
-	FpServices     *ebpf.MapSpec `ebpf:"fp_services"`
-	FpSockRevnat   *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
-	FpSourceRanges *ebpf.MapSpec `ebpf:"fp_source_ranges"`
+	FpAffinity      *ebpf.MapSpec `ebpf:"fp_affinity"`
+	FpBackends      *ebpf.MapSpec `ebpf:"fp_backends"`
+	FpConfig        *ebpf.MapSpec `ebpf:"fp_config"`
+	FpCt            *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpEndpoints     *ebpf.MapSpec `ebpf:"fp_endpoints"`
+	FpIpcache       *ebpf.MapSpec `ebpf:"fp_ipcache"`
+	FpMetrics       *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpNoMasq        *ebpf.MapSpec `ebpf:"fp_no_masq"`
+	FpPolicy        *ebpf.MapSpec `ebpf:"fp_policy"`
+	FpPolicyConfig  *ebpf.MapSpec `ebpf:"fp_policy_config"`
+	FpPolicyCt      *ebpf.MapSpec `ebpf:"fp_policy_ct"`
+	FpPolicyMetrics *ebpf.MapSpec `ebpf:"fp_policy_metrics"`
+	FpPolicyRl      *ebpf.MapSpec `ebpf:"fp_policy_rl"`
+	FpRevNat        *ebpf.MapSpec `ebpf:"fp_rev_nat"`
+	FpServices      *ebpf.MapSpec `ebpf:"fp_services"`
+	FpSockRevnat    *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
+	FpSourceRanges  *ebpf.MapSpec `ebpf:"fp_source_ranges"`
+	FpVerdicts      *ebpf.MapSpec `ebpf:"fp_verdicts"`
 }
 
 // TclbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -279,16 +369,24 @@ func (o *TclbObjects) Close() error {
 //
 // It can be passed to LoadTclbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TclbMaps struct {
-	FpAffinity     *ebpf.Map `ebpf:"fp_affinity"`
-	FpBackends     *ebpf.Map `ebpf:"fp_backends"`
-	FpConfig       *ebpf.Map `ebpf:"fp_config"`
-	FpCt           *ebpf.Map `ebpf:"fp_ct"`
-	FpMetrics      *ebpf.Map `ebpf:"fp_metrics"`
-	FpNoMasq       *ebpf.Map `ebpf:"fp_no_masq"`
-	FpRevNat       *ebpf.Map `ebpf:"fp_rev_nat"`
-	FpServices     *ebpf.Map `ebpf:"fp_services"`
-	FpSockRevnat   *ebpf.Map `ebpf:"fp_sock_revnat"`
-	FpSourceRanges *ebpf.Map `ebpf:"fp_source_ranges"`
+	FpAffinity      *ebpf.Map `ebpf:"fp_affinity"`
+	FpBackends      *ebpf.Map `ebpf:"fp_backends"`
+	FpConfig        *ebpf.Map `ebpf:"fp_config"`
+	FpCt            *ebpf.Map `ebpf:"fp_ct"`
+	FpEndpoints     *ebpf.Map `ebpf:"fp_endpoints"`
+	FpIpcache       *ebpf.Map `ebpf:"fp_ipcache"`
+	FpMetrics       *ebpf.Map `ebpf:"fp_metrics"`
+	FpNoMasq        *ebpf.Map `ebpf:"fp_no_masq"`
+	FpPolicy        *ebpf.Map `ebpf:"fp_policy"`
+	FpPolicyConfig  *ebpf.Map `ebpf:"fp_policy_config"`
+	FpPolicyCt      *ebpf.Map `ebpf:"fp_policy_ct"`
+	FpPolicyMetrics *ebpf.Map `ebpf:"fp_policy_metrics"`
+	FpPolicyRl      *ebpf.Map `ebpf:"fp_policy_rl"`
+	FpRevNat        *ebpf.Map `ebpf:"fp_rev_nat"`
+	FpServices      *ebpf.Map `ebpf:"fp_services"`
+	FpSockRevnat    *ebpf.Map `ebpf:"fp_sock_revnat"`
+	FpSourceRanges  *ebpf.Map `ebpf:"fp_source_ranges"`
+	FpVerdicts      *ebpf.Map `ebpf:"fp_verdicts"`
 }
 
 func (m *TclbMaps) Close() error {
@@ -297,12 +395,20 @@ func (m *TclbMaps) Close() error {
 		m.FpBackends,
 		m.FpConfig,
 		m.FpCt,
+		m.FpEndpoints,
+		m.FpIpcache,
 		m.FpMetrics,
 		m.FpNoMasq,
+		m.FpPolicy,
+		m.FpPolicyConfig,
+		m.FpPolicyCt,
+		m.FpPolicyMetrics,
+		m.FpPolicyRl,
 		m.FpRevNat,
 		m.FpServices,
 		m.FpSockRevnat,
 		m.FpSourceRanges,
+		m.FpVerdicts,
 	)
 }
 
