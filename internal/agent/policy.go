@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
@@ -61,6 +63,8 @@ type policyCtl struct {
 	allocating map[string]bool
 	synced     bool // the informers delivered their first state
 	nsLister   listersv1.NamespaceLister
+	events     record.EventRecorder
+	reported   map[policy.Problem]bool // problems logged and sent as Events
 
 	kick chan struct{}
 }
@@ -106,6 +110,11 @@ func newPolicyCtl(cfg Config, dp *datapath.Datapath) (*policyCtl, error) {
 
 // run starts the informers and the worker; it returns when ctx ends.
 func (c *policyCtl) run(ctx context.Context, client kubernetes.Interface) {
+	events, stopEvents := k8s.APIRecorder(client, c.node)
+	defer stopEvents()
+	c.mu.Lock()
+	c.events = events
+	c.mu.Unlock()
 	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8s.StripManagedFields))
 	nsInf := f.Core().V1().Namespaces()
 	c.nsLister = nsInf.Lister()
@@ -353,6 +362,9 @@ func (c *policyCtl) worker(ctx context.Context) {
 // previous agent wrote and nothing claims any more.
 func (c *policyCtl) sync(first bool) error {
 	cs := c.engine.Changes()
+	if len(cs.Upserted) > 0 || len(cs.Deleted) > 0 {
+		c.reportProblems()
+	}
 	if err := c.rec.Apply(cs); err != nil {
 		return err
 	}
@@ -372,6 +384,31 @@ func (c *policyCtl) sync(first bool) error {
 		return c.rec.Prune(c.liveEndpoint)
 	}
 	return nil
+}
+
+// ReasonPolicyNotEnforceable is the reason of the Warning Event on a
+// NetworkPolicy the Engine cannot enforce as written.
+const ReasonPolicyNotEnforceable = "PolicyNotEnforceable"
+
+// reportProblems logs each problem of the Engine and sends a Warning Event
+// on its NetworkPolicy, once while it lasts. The pods it selects stay
+// fail-closed (the Engine allows nothing by the part it cannot enforce).
+func (c *policyCtl) reportProblems() {
+	now := map[policy.Problem]bool{}
+	for _, p := range c.engine.Problems() {
+		now[p] = true
+		if c.reported[p] {
+			continue
+		}
+		c.log.Warn("policy: a NetworkPolicy cannot be enforced as written; what it selects stays fail-closed",
+			"policy", p.Policy, "field", p.Field, "problem", p.Msg)
+		if c.events != nil {
+			ns, name, _ := strings.Cut(p.Policy, "/")
+			ref := corev1.ObjectReference{Kind: "NetworkPolicy", APIVersion: "networking.k8s.io/v1", Namespace: ns, Name: name}
+			c.events.Eventf(&ref, corev1.EventTypeWarning, ReasonPolicyNotEnforceable, "%s: %s", p.Field, p.Msg)
+		}
+	}
+	c.reported = now
 }
 
 // syncNodeIPs writes the node addresses the Engine does not own.

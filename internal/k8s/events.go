@@ -25,10 +25,10 @@ const (
 	ReasonFrontendConflict = "FastpathFrontendConflict"
 )
 
-// apiRecorder sends Events to the apiserver (core/v1 Events, which
+// APIRecorder sends Events to the apiserver (core/v1 Events, which
 // kube-proxy's system:node-proxier role may create). The broadcaster's
 // correlator aggregates and rate-limits repeats per object.
-func apiRecorder(client kubernetes.Interface, nodeName string) (record.EventRecorder, func()) {
+func APIRecorder(client kubernetes.Interface, nodeName string) (record.EventRecorder, func()) {
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component, Host: nodeName}), b.Shutdown

@@ -143,7 +143,7 @@ func New(cfg Config) (*Watcher, error) {
 func (w *Watcher) Run(ctx context.Context, handle func(Update)) error {
 	rec, stop := w.cfg.Recorder, func() {}
 	if rec == nil {
-		rec, stop = apiRecorder(w.cfg.Client, w.cfg.NodeName)
+		rec, stop = APIRecorder(w.cfg.Client, w.cfg.NodeName)
 	}
 	defer stop()
 	w.rep.setRecorder(rec)

@@ -58,6 +58,7 @@ func policyChecks(t *testing.T, st *State, opts Options) {
 	waitVerdict(t, client, toWeb1, true, "allow app=client: client -> web-1")
 	waitVerdict(t, client, toWeb2, true, "allow app=client: client -> web-2")
 	waitVerdict(t, web0, toWeb1, false, "allow app=client: web-0 -> web-1 (not selected)")
+	notEnforceableEvent(t, cs, web)
 
 	// An allowed connection (replies pass by conntrack) survives both
 	// agents' restart; enforcement goes on after it.
@@ -92,6 +93,38 @@ func policyChecks(t *testing.T, st *State, opts Options) {
 	}
 	waitVerdict(t, web0, toWeb1, true, "policies deleted: web-0 -> web-1")
 	waitVerdict(t, client, toWeb2, true, "policies deleted: client -> web-2")
+}
+
+// notEnforceableEvent: a peer selector on a label left out of identities
+// cannot be enforced; the agents say so with a Warning Event on the policy
+// (and allow nothing by it).
+func notEnforceableEvent(t *testing.T, cs kubernetes.Interface, web metav1.LabelSelector) {
+	t.Helper()
+	ctx := t.Context()
+	createPolicy(t, cs, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "by-template-hash"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: web, Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"pod-template-hash": "abc"}}}},
+		}}},
+	})
+	var last string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		evs, err := cs.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=by-template-hash"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Items {
+			last = e.Reason + ": " + e.Message
+			if e.Reason == "PolicyNotEnforceable" && strings.Contains(e.Message, "pod-template-hash") {
+				t.Logf("event: %s", last)
+				if err := cs.NetworkingV1().NetworkPolicies(namespace).Delete(ctx, "by-template-hash", metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+		}
+	}
+	t.Fatalf("no PolicyNotEnforceable Event on by-template-hash (last: %q)", last)
 }
 
 func openPodNS(t *testing.T, pod string) *nettopo.NS {
