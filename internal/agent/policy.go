@@ -17,7 +17,6 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -54,15 +53,14 @@ type policyCtl struct {
 	mu     sync.Mutex
 	engine *policy.Engine
 	rec    *policymap.Reconciler
-	eps    *endpoint.Store                      // nil without the CNI
-	local  map[policy.PodName]map[string]string // this node's pods: their labels
-	ids    map[string][]identity.ID             // label set -> live identities, lowest first
-	nodeIP map[netip.Prefix]identity.ID         // node addresses: host / remote-node
+	eps    *endpoint.Store              // nil without the CNI
+	local  map[policy.PodName]bool      // this node's pods
+	ids    map[string][]identity.ID     // label set -> live identities, lowest first
+	nodeIP map[netip.Prefix]identity.ID // node addresses: host / remote-node
 	nodes  map[string][]netip.Prefix
 	// allocating holds label sets whose allocation is under way.
 	allocating map[string]bool
 	synced     bool // the informers delivered their first state
-	nsLister   listersv1.NamespaceLister
 	events     record.EventRecorder
 	reported   map[policy.Problem]bool // problems logged and sent as Events
 
@@ -90,7 +88,7 @@ func newPolicyCtl(cfg Config, dp *datapath.Datapath) (*policyCtl, error) {
 		alloc: &identity.Allocator{Client: dyn, TouchAfter: identityTouchAfter},
 		maps:  dp.Policy().Maps(),
 		ids:   map[string][]identity.ID{}, nodeIP: map[netip.Prefix]identity.ID{}, nodes: map[string][]netip.Prefix{},
-		allocating: map[string]bool{}, kick: make(chan struct{}, 1), local: map[policy.PodName]map[string]string{},
+		allocating: map[string]bool{}, kick: make(chan struct{}, 1), local: map[policy.PodName]bool{},
 	}
 	c.engine = policy.NewEngine(c.identityOf, c.node)
 	c.gc = &identity.GC{Client: dyn, Grace: identityGCGrace, InUse: c.labelsInUse}
@@ -117,7 +115,6 @@ func (c *policyCtl) run(ctx context.Context, client kubernetes.Interface) {
 	c.mu.Unlock()
 	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8s.StripManagedFields))
 	nsInf := f.Core().V1().Namespaces()
-	c.nsLister = nsInf.Lister()
 	dynF := dynamicinformer.NewDynamicSharedInformerFactory(c.alloc.Client, 0)
 	regs := []struct {
 		inf cache.SharedIndexInformer
@@ -203,9 +200,9 @@ func (c *policyCtl) labelsInUse(l identity.Labels) bool {
 func (c *policyCtl) onNamespace(ns *corev1.Namespace) {
 	c.engine.UpsertNamespace(ns)
 	// New namespace labels are new label sets for its local pods.
-	for n, podLabels := range c.local {
+	for n := range c.local {
 		if n.Namespace == ns.Name {
-			c.ensureIdentity(identity.ForPod(ns.Name, ns.Labels, podLabels))
+			c.ensurePodIdentity(n)
 		}
 	}
 }
@@ -219,14 +216,17 @@ func (c *policyCtl) onPod(p *corev1.Pod) {
 		delete(c.local, n)
 		return
 	}
-	c.local[n] = p.Labels
-	var nsLabels map[string]string
-	if c.nsLister != nil {
-		if ns, err := c.nsLister.Get(p.Namespace); err == nil {
-			nsLabels = ns.Labels
-		}
+	c.local[n] = true
+	c.ensurePodIdentity(n)
+}
+
+// ensurePodIdentity allocates for the label set the Engine resolves the
+// pod with (its namespace's labels as the Engine holds them, so a Pod seen
+// before its Namespace is allocated again once the Namespace arrives).
+func (c *policyCtl) ensurePodIdentity(n policy.PodName) {
+	if l, ok := c.engine.PodIdentityLabels(n); ok {
+		c.ensureIdentity(l)
 	}
-	c.ensureIdentity(identity.ForPod(p.Namespace, nsLabels, p.Labels))
 }
 
 func (c *policyCtl) onPodDeleted(p *corev1.Pod) {
@@ -267,6 +267,10 @@ func (c *policyCtl) onIdentity(u *unstructured.Unstructured) {
 		c.log.Warn("policy: ignoring a malformed FastpathIdentity", "name", u.GetName(), "error", err)
 		return
 	}
+	c.onIdentityObject(o)
+}
+
+func (c *policyCtl) onIdentityObject(o identity.Object) {
 	if o.Deleting {
 		c.dropIdentity(o)
 		return

@@ -229,6 +229,16 @@ func (e *Engine) IdentityKnown(l identity.Labels) {
 	}
 }
 
+// PodIdentityLabels returns the label set a known pod's identity is
+// allocated for (pod labels and its namespace's labels, as the Engine
+// holds them).
+func (e *Engine) PodIdentityLabels(name PodName) (identity.Labels, bool) {
+	if _, ok := e.pods[name]; !ok {
+		return nil, false
+	}
+	return e.podLabels(name), true
+}
+
 func (e *Engine) podLabels(name PodName) identity.Labels {
 	st := e.pods[name]
 	return identity.ForPod(name.Namespace, e.ns(name.Namespace).labels, st.labels)
