@@ -15,6 +15,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/identity"
+	"github.com/fastpath-net/fastpath/internal/identity/identitytest"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
@@ -85,6 +88,13 @@ func TestAgentRunsUnderItsRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// --enable-policy: its informers, identity allocation and GC run under
+	// the same RBAC.
+	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	identitytest.InstallCRD(t, dyn)
 	log := runAgent(t, kubeconfig, pinDir, star)
 	svc := createService(t, admin, "web", nil)
 	slice := &discoveryv1.EndpointSlice{
@@ -132,6 +142,17 @@ func TestAgentRunsUnderItsRBAC(t *testing.T) {
 			}
 		}
 		return false
+	})
+	// A pod of this node: the agent allocates its identity.
+	if _, err := admin.CoreV1().Pods(appNS).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "pod-a", Namespace: appNS, Labels: map[string]string{"app": "a"}},
+		Spec:       corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "a", Image: "a"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, log, "the pod's FastpathIdentity", func() bool {
+		list, err := dyn.Resource(identity.GVR).List(ctx, metav1.ListOptions{})
+		return err == nil && len(list.Items) > 0
 	})
 	if strings.Contains(strings.ToLower(log.String()), "forbidden") {
 		t.Errorf("the agent was refused something under its RBAC:\n%s", log)
@@ -279,7 +300,7 @@ func runAgent(t *testing.T, kubeconfig, pinDir string, star *nettopo.Star) agent
 	return runBinary(t, "fastpath-agent", "--kubeconfig", kubeconfig, "--node-name", nodeName,
 		"--bpffs-dir", pinDir, "--netns", star.Node.Path(), "--interfaces", strings.Join(star.NodeInterfaces(), ","),
 		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
-		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug")
+		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug", "--enable-policy")
 }
 
 // runBinary builds cmd/<name>, starts it with args and its output in a
