@@ -24,9 +24,10 @@ import (
 // deny-all ingress to the web pods blocks new connections (same node and
 // across nodes) and `fastpathctl policy monitor` shows the drop with its
 // reason; an allow from app=client re-opens them for the client only; a
-// connection allowed then stays up across a restart of the agents of both
-// nodes; relabelling the client flips the verdict both ways; deleting the
-// policies restores traffic.
+// policy that cannot be enforced gets an Event; a connection allowed then
+// stays up across a restart of the agents of both nodes; relabelling the
+// client flips the verdict both ways; a namespace selector follows the
+// namespace's labels both ways; deleting the policies restores traffic.
 func policyChecks(t *testing.T, st *State, opts Options) {
 	t.Helper()
 	ctx := t.Context()
@@ -86,7 +87,21 @@ func policyChecks(t *testing.T, st *State, opts Options) {
 	relabel(t, cs, "client", "client")
 	waitVerdict(t, client, toWeb1, true, "client relabelled back to app=client -> web-1")
 
-	for _, name := range []string{"deny-web", "allow-client"} {
+	// A namespace selector: web-0 (not allowed by allow-client) is let in
+	// while its namespace has the label, and no more once it is removed.
+	createPolicy(t, cs, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "allow-team-blue"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: web, Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fp-lab-team": "blue"}}}},
+		}}},
+	})
+	waitVerdict(t, web0, toWeb1, false, "namespace without the label: web-0 -> web-1")
+	labelNamespace(t, cs, `"blue"`)
+	waitVerdict(t, web0, toWeb1, true, "namespace labelled fp-lab-team=blue: web-0 -> web-1")
+	labelNamespace(t, cs, "null")
+	waitVerdict(t, web0, toWeb1, false, "namespace label removed: web-0 -> web-1")
+
+	for _, name := range []string{"deny-web", "allow-client", "allow-team-blue"} {
 		if err := cs.NetworkingV1().NetworkPolicies(namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -148,6 +163,16 @@ func relabel(t *testing.T, cs kubernetes.Interface, pod, app string) {
 	t.Helper()
 	patch := fmt.Sprintf(`{"metadata":{"labels":{"app":%q}}}`, app)
 	if _, err := cs.CoreV1().Pods(namespace).Patch(t.Context(), pod, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// labelNamespace sets the lab namespace's fp-lab-team label to value (JSON:
+// a string, or null to remove it).
+func labelNamespace(t *testing.T, cs kubernetes.Interface, value string) {
+	t.Helper()
+	patch := `{"metadata":{"labels":{"fp-lab-team":` + value + `}}}`
+	if _, err := cs.CoreV1().Namespaces().Patch(t.Context(), namespace, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
