@@ -58,6 +58,10 @@ type policyCtl struct {
 	ids    map[string][]identity.ID     // label set -> live identities, lowest first
 	nodeIP map[netip.Prefix]identity.ID // node addresses: host / remote-node
 	nodes  map[string][]netip.Prefix
+	// nodeDirty are node-address prefixes to write again: changed, or
+	// just written by the Engine's delta (a node address wins over a CIDR
+	// identity of the same prefix).
+	nodeDirty map[netip.Prefix]bool
 	// allocating holds label sets whose allocation is under way.
 	allocating map[string]bool
 	synced     bool // the informers delivered their first state
@@ -88,6 +92,7 @@ func newPolicyCtl(cfg Config, dp *datapath.Datapath) (*policyCtl, error) {
 		alloc: &identity.Allocator{Client: dyn, TouchAfter: identityTouchAfter},
 		maps:  dp.Policy().Maps(),
 		ids:   map[string][]identity.ID{}, nodeIP: map[netip.Prefix]identity.ID{}, nodes: map[string][]netip.Prefix{},
+		nodeDirty:  map[netip.Prefix]bool{},
 		allocating: map[string]bool{}, kick: make(chan struct{}, 1), local: map[policy.PodName]bool{},
 	}
 	c.engine = policy.NewEngine(c.identityOf, c.node)
@@ -326,9 +331,11 @@ func (c *policyCtl) setNode(name string, ps []netip.Prefix) {
 	}
 	for _, p := range c.nodes[name] {
 		delete(c.nodeIP, p)
+		c.nodeDirty[p] = true
 	}
 	for _, p := range ps {
 		c.nodeIP[p] = id
+		c.nodeDirty[p] = true
 	}
 	if ps == nil {
 		delete(c.nodes, name)
@@ -372,22 +379,20 @@ func (c *policyCtl) sync(first bool) error {
 	if err := c.rec.Apply(cs); err != nil {
 		return err
 	}
-	if !first && len(cs.IPCache.Upsert) == 0 && len(cs.IPCache.Delete) == 0 {
-		return c.syncNodeIPs()
+	if !first {
+		return c.syncNodeIPs(cs.IPCache)
 	}
+	// Adopt what a previous agent pinned: the whole ipcache made equal to
+	// the Engine's plus the node addresses, endpoints nobody claims removed.
 	want := c.engine.IPCache()
 	for p, id := range c.nodeIP {
-		if _, ok := want[p]; !ok {
-			want[p] = id
-		}
+		want[p] = id
 	}
 	if err := c.rec.SyncIPCache(want); err != nil {
 		return err
 	}
-	if first {
-		return c.rec.Prune(c.liveEndpoint)
-	}
-	return nil
+	clear(c.nodeDirty)
+	return c.rec.Prune(c.liveEndpoint)
 }
 
 // ReasonPolicyNotEnforceable is the reason of the Warning Event on a
@@ -415,21 +420,47 @@ func (c *policyCtl) reportProblems() {
 	c.reported = now
 }
 
-// syncNodeIPs writes the node addresses the Engine does not own.
-func (c *policyCtl) syncNodeIPs() error {
-	have, err := c.maps.IPCache.All()
-	if err != nil {
-		return err
+// syncNodeIPs writes the node-address entries that changed or that the
+// Engine's delta d touched: O(changes). A removed node's address gets the
+// Engine's entry back, if it has one (then the whole Engine table is read:
+// rare).
+func (c *policyCtl) syncNodeIPs(d policy.IPCacheDelta) error {
+	for p := range d.Upsert {
+		if _, ok := c.nodeIP[p]; ok {
+			c.nodeDirty[p] = true
+		}
+	}
+	for _, p := range d.Delete {
+		if _, ok := c.nodeIP[p]; ok {
+			c.nodeDirty[p] = true
+		}
 	}
 	var ks []policymap.IPCacheKey
 	var vs []policymap.IPCacheValue
-	for p, id := range c.nodeIP {
-		k, v := policymap.IPCacheKeyOf(p), policymap.IPCacheValue{Identity: uint32(id)}
-		if cur, ok := have[k]; !ok || cur != v {
-			ks, vs = append(ks, k), append(vs, v)
+	var del []policymap.IPCacheKey
+	var engine map[netip.Prefix]identity.ID
+	for p := range c.nodeDirty {
+		id, ok := c.nodeIP[p]
+		if !ok {
+			if engine == nil {
+				engine = c.engine.IPCache()
+			}
+			id, ok = engine[p]
+		}
+		if ok {
+			ks, vs = append(ks, policymap.IPCacheKeyOf(p)), append(vs, policymap.IPCacheValue{Identity: uint32(id)})
+		} else {
+			del = append(del, policymap.IPCacheKeyOf(p))
 		}
 	}
-	return c.maps.IPCache.Update(ks, vs)
+	if err := c.maps.IPCache.Update(ks, vs); err != nil {
+		return err
+	}
+	if err := c.maps.IPCache.Delete(del); err != nil {
+		return err
+	}
+	clear(c.nodeDirty)
+	return nil
 }
 
 // liveEndpoint: an endpoint id the CNI still has a record of.

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
@@ -24,6 +28,7 @@ func newTestCtl(node string) (*policyCtl, *dynamicfake.FakeDynamicClient) {
 	c := &policyCtl{
 		log: slog.Default(), node: node, alloc: &identity.Allocator{Client: dyn},
 		ids: map[string][]identity.ID{}, local: map[policy.PodName]bool{}, allocating: map[string]bool{},
+		nodeIP: map[netip.Prefix]identity.ID{}, nodes: map[string][]netip.Prefix{}, nodeDirty: map[netip.Prefix]bool{},
 		kick: make(chan struct{}, 1),
 	}
 	c.engine = policy.NewEngine(c.identityOf, node)
@@ -85,5 +90,45 @@ func TestLocalPodGetsIdentity(t *testing.T) {
 	id, _, ok := c.engine.PodIdentity(policy.PodName{Namespace: "fp-a", Name: "local"})
 	if !ok || id != got.ID {
 		t.Fatalf("pod identity %v (known %v), want %d", id, ok, got.ID)
+	}
+}
+
+// Node addresses: this node's is host, the others' remote-node; a removed
+// node's entry goes; only what changed is written.
+func TestNodeAddressesInIPCache(t *testing.T) {
+	c, _ := newTestCtl("n1")
+	ipc := bpfmap.NewFake[policymap.IPCacheKey, policymap.IPCacheValue]("fp_ipcache", 16)
+	c.maps.IPCache = ipc
+	node := func(name, ip string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}}}
+	}
+	want := func(entries map[string]identity.ID) {
+		t.Helper()
+		got, err := ipc.All()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp := map[policymap.IPCacheKey]policymap.IPCacheValue{}
+		for p, id := range entries {
+			exp[policymap.IPCacheKeyOf(netip.MustParsePrefix(p))] = policymap.IPCacheValue{Identity: uint32(id)}
+		}
+		if !maps.Equal(got, exp) {
+			t.Fatalf("ipcache %v, want %v", got, exp)
+		}
+	}
+	c.onNode(node("n1", "192.168.50.11"))
+	c.onNode(node("n2", "192.168.50.12"))
+	if err := c.syncNodeIPs(policy.IPCacheDelta{}); err != nil {
+		t.Fatal(err)
+	}
+	want(map[string]identity.ID{"192.168.50.11/32": identity.Host, "192.168.50.12/32": identity.RemoteNode})
+	c.setNode("n2", nil)
+	if err := c.syncNodeIPs(policy.IPCacheDelta{}); err != nil {
+		t.Fatal(err)
+	}
+	want(map[string]identity.ID{"192.168.50.11/32": identity.Host})
+	if len(c.nodeDirty) != 0 {
+		t.Fatalf("dirty after sync: %v", c.nodeDirty)
 	}
 }
