@@ -64,7 +64,7 @@ bench-cni:
 
 # Pod-to-pod TCP across nodes: plain veth vs native vs vxlan (iperf3).
 bench-crossnode:
-	$(GO) run ./test/bench/crossnode -out docs/benchmarks
+	$(GO) run ./test/bench/crossnode -out docs/benchmarks -reps 5
 # fastpath vs the real kube-proxy (iptables, nftables) on one apiserver:
 # cold start, change latency, CPU per change, RSS (issue 3's budget).
 # BENCH_QUICK=1: N = 100, 1,000 and 20 changes (about 5 minutes).
