@@ -67,8 +67,8 @@ func startControlPlane(ctx context.Context, st *State) error {
 
 // client talks to the lab's apiserver from inside the external client's
 // namespace: the apiserver only listens on the underlay, and the lab never
-// sends traffic from the root namespace (nsTransport says why the dialer
-// itself must enter the namespace).
+// sends traffic from the root namespace (nettopo.NS.DialContext says why
+// the dialer itself must enter the namespace).
 func client() (*kubernetes.Clientset, *nettopo.NS, error) {
 	cfg, ext, err := restConfig()
 	if err != nil {
@@ -93,21 +93,10 @@ func restConfig() (*rest.Config, *nettopo.NS, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg.Dial = nsDialer(ext)
+	cfg.Dial = ext.DialContext
 	cfg.Proxy = nil
 	cfg.QPS = -1
 	return cfg, ext, nil
-}
-
-func nsDialer(ns *nettopo.NS) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-		err = ns.Do(func() error {
-			var d net.Dialer
-			conn, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}
 }
 
 // createNodes registers the nodes with their pod CIDRs and addresses, as

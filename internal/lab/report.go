@@ -332,8 +332,7 @@ func checkMasquerade(from *nettopo.NS) check {
 }
 
 func httpGet(from *nettopo.NS, url string) (string, error) {
-	hc := &http.Client{Timeout: probeTimeout, Transport: nsTransport(from)}
-	resp, err := hc.Get(url)
+	resp, err := from.HTTPClient(probeTimeout).Get(url)
 	if err != nil {
 		return "", err
 	}
@@ -346,14 +345,6 @@ func httpGet(from *nettopo.NS, url string) (string, error) {
 		return "", fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return strings.TrimSpace(string(body)), nil
-}
-
-// nsTransport dials from inside ns. http.Transport dials on goroutines of
-// its own, so wrapping Client.Get in ns.Do would dial from the root
-// namespace; the dialer itself must enter the namespace. No proxy either:
-// the addresses only exist in the lab.
-func nsTransport(ns *nettopo.NS) *http.Transport {
-	return &http.Transport{Proxy: nil, DisableKeepAlives: true, DialContext: nsDialer(ns)}
 }
 
 func spread(seen map[string]int) string {
