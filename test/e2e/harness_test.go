@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
+	"github.com/fastpath-net/fastpath/test/internal/syncbuf"
 )
 
 const (
@@ -32,7 +31,7 @@ type lab struct {
 	pinDir   string
 	file     string
 	agent    *exec.Cmd
-	agentLog *syncBuffer
+	agentLog *syncbuf.Buffer
 	servers  map[string]*nettopo.Whoami
 	extra    []string // extra agent flags
 	// kube, when set, makes the agent take its services from Kubernetes
@@ -142,7 +141,7 @@ func (l *lab) startAgent() {
 	), l.extra...)
 	cmd := exec.Command(filepath.Join(bin, "fastpath-agent"), args...)
 	if l.agentLog == nil {
-		l.agentLog = &syncBuffer{}
+		l.agentLog = &syncbuf.Buffer{}
 	}
 	cmd.Stdout, cmd.Stderr = l.agentLog, l.agentLog
 	if err := cmd.Start(); err != nil {
@@ -229,25 +228,6 @@ func (l *lab) ctl(v any, args ...string) {
 	if err := json.Unmarshal(out, v); err != nil {
 		l.t.Fatalf("fastpathctl %v: bad json: %v\n%s", args, err, out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer the agent's output copier and the test can
-// use at the same time.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func sameSet(a, b []string) bool {

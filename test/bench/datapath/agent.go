@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/internal/syncbuf"
 )
 
 // vipOf is service i's ClusterIP: 10.96.0.2 onwards, inside 10.96.0.0/12.
@@ -71,7 +71,7 @@ func directTargets(n int, backends []netip.AddrPort) []string {
 type agentProc struct {
 	cmd     *exec.Cmd
 	pin     string
-	log     *syncBuffer
+	log     *syncbuf.Buffer
 	started time.Time
 	done    chan struct{}
 	waitErr error
@@ -87,7 +87,7 @@ func (e *benchEnv) startAgent(bin, pin, servicesFile string) (*agentProc, error)
 		"--services-file-poll", "100ms",
 		"--log-level", "info",
 	}
-	a := &agentProc{pin: pin, log: &syncBuffer{}, done: make(chan struct{})}
+	a := &agentProc{pin: pin, log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	a.started = time.Now()
@@ -240,24 +240,6 @@ func diffCounters(after, before map[string]uint64) map[string]uint64 {
 		out[k] = v - before[k]
 	}
 	return out
-}
-
-// syncBuffer is a bytes.Buffer safe for the agent's writes and our reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // cpuStat is the machine-wide CPU time from /proc/stat, in USER_HZ ticks.
