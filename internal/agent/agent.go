@@ -12,6 +12,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/socklb"
@@ -59,7 +61,8 @@ type Agent struct {
 	// the table is empty and the maps hold what an earlier agent pinned, so
 	// a full resync would delete every service still being served.
 	haveState bool
-	kube      *k8s.Watcher // nil unless Kubernetes is the source
+	kube      *k8s.Watcher         // nil unless Kubernetes is the source
+	client    kubernetes.Interface // nil unless Kubernetes is the source
 	ops       *ops
 
 	l2     *l2announce.Announcer // nil unless announcing
@@ -71,12 +74,17 @@ type Agent struct {
 func Run(ctx context.Context, cfg Config) error {
 	// The Kubernetes client is built first: a bad kubeconfig is a
 	// configuration error, found before the datapath is touched. Building
-	// it does not contact the apiserver.
-	kube, err := newKubeWatcher(cfg)
+	// it does not contact the apiserver. One client serves every part of
+	// the agent that reads the cluster.
+	client, err := newKubeClient(cfg)
 	if err != nil {
 		return err
 	}
-	route, err := startRouting(&cfg)
+	kube, err := newKubeWatcher(cfg, client)
+	if err != nil {
+		return err
+	}
+	route, err := startRouting(&cfg, client)
 	if err != nil {
 		return err
 	}
@@ -96,7 +104,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer a.dp.Close()
 	a.kube = kube
-	l2, stopL2, err := startL2(ctx, cfg)
+	a.client = client
+	l2, stopL2, err := startL2(ctx, cfg, client)
 	if err != nil {
 		return err
 	}
@@ -118,10 +127,6 @@ func Run(ctx context.Context, cfg Config) error {
 		go route(ctx)
 	}
 	if a.policy != nil {
-		client, err := k8s.NewClient(cfg.Kubernetes.Kubeconfig)
-		if err != nil {
-			return err
-		}
 		go a.policy.run(ctx, client)
 	}
 	return a.loop(ctx, kubeUpdates)

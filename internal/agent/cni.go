@@ -14,7 +14,6 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/endpoint"
 	"github.com/fastpath-net/fastpath/internal/ipam"
-	"github.com/fastpath-net/fastpath/internal/k8s"
 )
 
 // CNI configures the agent's side of fastpath-cni; nil: no CNI.
@@ -116,11 +115,7 @@ func (a *Agent) reattachPods(eps *endpoint.Store) {
 // controller-manager assigns them) and hands them to the allocator. Until
 // then STATUS reports not ready and ADD asks the runtime to try again.
 func (a *Agent) podCIDRsFromNode(ctx context.Context, alloc *ipam.Allocator) {
-	client, err := k8s.NewClient(a.cfg.Kubernetes.Kubeconfig)
-	if err != nil {
-		a.log.Error("cni: no Kubernetes client for the pod CIDR", "error", err)
-		return
-	}
+	client := a.client
 	name := a.cfg.Kubernetes.NodeName
 	for wait := 200 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		node, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})

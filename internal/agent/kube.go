@@ -20,26 +20,25 @@ type Kubernetes struct {
 
 // newKubeWatcher builds the watcher when Kubernetes is the source; nil
 // otherwise.
-func newKubeWatcher(cfg Config) (*k8s.Watcher, error) {
+func newKubeWatcher(cfg Config, client kubernetes.Interface) (*k8s.Watcher, error) {
 	if cfg.Kubernetes == nil {
 		return nil, nil
-	}
-	client, log, err := kubeClient(cfg)
-	if err != nil {
-		return nil, err
 	}
 	return k8s.New(k8s.Config{
 		Client:        client,
 		NodeName:      cfg.Kubernetes.NodeName,
 		NodePortCIDRs: cfg.Kubernetes.NodePortCIDRs,
-		Log:           log.With("source", "kubernetes"),
+		Log:           orDefaultLog(cfg.Log).With("source", "kubernetes"),
 	})
 }
 
-// kubeClient builds a client of cfg's cluster, and the log to use.
-func kubeClient(cfg Config) (kubernetes.Interface, *slog.Logger, error) {
-	client, err := k8s.NewClient(cfg.Kubernetes.Kubeconfig)
-	return client, orDefaultLog(cfg.Log), err
+// newKubeClient builds the client of cfg's cluster; nil when Kubernetes
+// is not the source.
+func newKubeClient(cfg Config) (kubernetes.Interface, error) {
+	if cfg.Kubernetes == nil {
+		return nil, nil
+	}
+	return k8s.NewClient(cfg.Kubernetes.Kubeconfig)
 }
 
 // watchKube runs the watcher until ctx ends, handing its updates to the

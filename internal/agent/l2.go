@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/l2announce"
 )
@@ -18,14 +20,11 @@ type L2Announce struct {
 
 // startL2 opens the announcer's sockets and runs it until the returned stop,
 // which releases the Leases this node holds before it returns.
-func startL2(ctx context.Context, cfg Config) (*l2announce.Announcer, func(), error) {
+func startL2(ctx context.Context, cfg Config, client kubernetes.Interface) (*l2announce.Announcer, func(), error) {
 	if cfg.L2 == nil || cfg.Kubernetes == nil {
 		return nil, func() {}, nil
 	}
-	client, log, err := kubeClient(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
+	log := orDefaultLog(cfg.Log)
 	ann, err := l2announce.New(l2announce.Config{
 		Interfaces: cfg.L2.Interfaces, NetNS: cfg.NetNS, Client: client,
 		Identity: cfg.Kubernetes.NodeName, Namespace: cfg.L2.LeaseNamespace,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/fastpath-net/fastpath/internal/routing"
 )
 
@@ -17,7 +19,7 @@ type Routing struct {
 // ends; nil when routing is off. In vxlan mode the tunnel device joins the
 // interfaces that get the load balancer: replies of Services whose backends
 // are on other nodes come back through it and must be reverse-NATed.
-func startRouting(cfg *Config) (func(context.Context), error) {
+func startRouting(cfg *Config, client kubernetes.Interface) (func(context.Context), error) {
 	if cfg.Routing == nil {
 		return nil, nil
 	}
@@ -27,10 +29,7 @@ func startRouting(cfg *Config) (func(context.Context), error) {
 	if len(cfg.Network.ExternalInterfaces) == 0 {
 		return nil, errors.New("cross-node routing: give the node's uplink in --external-interfaces")
 	}
-	client, log, err := kubeClient(*cfg)
-	if err != nil {
-		return nil, err
-	}
+	log := orDefaultLog(cfg.Log)
 	r, err := routing.New(routing.Config{
 		Mode: cfg.Routing.Mode, NodeName: cfg.Kubernetes.NodeName, NetNS: cfg.NetNS, PinDir: cfg.PinDir,
 		Underlay: cfg.Network.ExternalInterfaces[0], Log: log.With("component", "routing"),
