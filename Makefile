@@ -7,7 +7,8 @@ STATICCHECK_VERSION := v0.8.2
 # kube-apiservers and real packets, and timing-sensitive checks stay stable.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
-.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode bench-control clean
+# deps: the pinned Debian packages (hack/install-deps.sh); quick when they are there.
+.PHONY: deps all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode bench-control clean
 
 all: build
 
@@ -29,7 +30,11 @@ check-generate: generate
 k8s-tools:
 	tools/build-k8s.sh
 
-test: build k8s-tools
+deps:
+	@if [ "$$(id -u)" -eq 0 ]; then hack/install-deps.sh; \
+	else hack/install-deps.sh || echo "deps: not root: privileged tests will skip" >&2; fi
+
+test: deps build k8s-tools
 	$(GO) test $(TEST_FLAGS) ./...
 
 # Pure-Go tests only: no root, no kernel, no apiserver.
@@ -45,7 +50,7 @@ lint:
 # ROUTING=native|vxlan. The first run builds the control plane (k8s-tools).
 NODES ?= 2
 ROUTING ?= native
-lab: build k8s-tools
+lab: deps build k8s-tools
 	$(BIN)/fastpath-lab up --nodes $(NODES) --routing-mode $(ROUTING)
 
 # Ends exactly the processes the lab recorded and removes its namespaces and pins.
