@@ -13,6 +13,7 @@ packages=(
 	iperf3=3.12-1+deb12u2          # throughput benchmarks
 	iptables=1.8.9-2               # test/conformance: real kube-proxy (iptables mode), only inside fp- netns
 	nftables=1.0.6-2+deb12u2       # bench-control: real kube-proxy (nftables mode), only inside fp- netns
+	chromium=156.0.8078.114-1~deb12u1 # internal/flows/ui: the flow map page in headless Chromium
 )
 
 missing=()
