@@ -80,6 +80,7 @@
 #include "affinity.h"
 #include "service.h"
 #include "snat.h"
+#include "drop.h"
 #include "egress.h"
 #include "icmp.h"
 #include "reject.h"
@@ -105,12 +106,6 @@
  */
 volatile const __u32 fp_iface_role = FP_ROLE_INTERNAL;
 
-static __always_inline int fp_drop(const struct fp_pkt *p, __u32 metric)
-{
-	fp_metric_add(metric, p->len);
-	return TC_ACT_SHOT;
-}
-
 /* fp_send redirects a rewritten packet as fp_fib said (snat.h). */
 static __always_inline int fp_send(struct __sk_buff *skb, const struct fp_pkt *p,
 				   const struct fp_nexthop *nh)
@@ -118,7 +113,7 @@ static __always_inline int fp_send(struct __sk_buff *skb, const struct fp_pkt *p
 	int ret = fp_redirect(skb, p, nh);
 
 	if (ret < 0)
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	return ret;
 }
 
@@ -141,7 +136,7 @@ static __always_inline int fp_reply_nodeport(struct __sk_buff *skb, const struct
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
 		return TC_ACT_OK;
 	if (!fp_fib_ok(rc))
-		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
+		return fp_drop(skb, p, FP_METRIC_DROP_NO_ROUTE);
 	return fp_send(skb, p, &nh);
 }
 
@@ -168,11 +163,11 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 	if (e->flags & FP_CT_F_SNAT) {
 		if (!fp_addr_is_v4(&e->snat_addr) ||
 		    fp_nat(skb, p, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0)
-			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+			return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 		daddr = e->snat_addr.w[3];
 	}
 	if (fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0)
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
 	fp_metric_add(FP_METRIC_REPLY_REVNAT, p->len);
 	if (e->flags & FP_CT_F_NODEPORT)
@@ -212,17 +207,17 @@ static __always_inline int fp_established_masq(struct __sk_buff *skb, const stru
 	int rc;
 
 	if (!fp_addr_is_v4(&e->snat_addr))
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	if (p->ttl <= 1)
 		return TC_ACT_OK;
 	if (fp_iface_role == FP_ROLE_INTERNAL && !fp_masq_policy(skb, p, e))
 		return TC_ACT_SHOT;
 	rc = fp_fib(skb, p, e->snat_addr.w[3], e->nat_addr.w[3], bpf_htons(e->nat_port), &nh);
 	if (!fp_fib_ok(rc))
-		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
+		return fp_drop(skb, p, FP_METRIC_DROP_NO_ROUTE);
 	if (fp_nat(skb, p, FP_DST, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0 ||
 	    fp_nat(skb, p, FP_SRC, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0)
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, 0);
 	fp_metric_add(metric, p->len);
 	return fp_send(skb, p, &nh);
@@ -236,14 +231,14 @@ static __always_inline int fp_established(struct __sk_buff *skb, const struct fp
 					  struct fp_ct_entry *e, __u32 metric)
 {
 	if (!fp_addr_is_v4(&e->nat_addr))
-		return fp_drop(p, FP_METRIC_DROP_BACKEND_GONE);
+		return fp_drop(skb, p, FP_METRIC_DROP_BACKEND_GONE);
 	if (fp_ct_masq(e->flags))
 		return fp_established_masq(skb, p, e, metric);
 	if ((e->flags & FP_CT_F_SNAT_PORT) &&
 	    fp_nat_port(skb, p, FP_SRC, p->sport, bpf_htons(e->snat_port)) < 0)
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	if (fp_nat(skb, p, FP_DST, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0)
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, 0);
 	fp_metric_add(metric, p->len);
 	return TC_ACT_OK;
@@ -281,9 +276,10 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 		return TC_ACT_OK;
 	/* Outside loadBalancerSourceRanges: dropped, as kube-proxy does. */
 	if (!fp_source_allowed(svc, p->saddr))
-		return fp_drop(p, FP_METRIC_DROP_SOURCE_RANGE);
+		return fp_drop_svc(skb, p, FP_METRIC_DROP_SOURCE_RANGE, svc->rev_nat_id);
 	if (svc->count == 0) {
 		fp_metric_add(FP_METRIC_DROP_NO_BACKEND, p->len);
+		fp_drop_event(skb, p, FP_REASON_LB_NO_BACKEND, svc->rev_nat_id);
 		return fp_reject(skb, p);
 	}
 	c->rev_nat_id = svc->rev_nat_id;
@@ -292,12 +288,12 @@ static __always_inline int fp_pick(struct __sk_buff *skb, const struct fp_pkt *p
 	fp_affinity_key_tc(&ak, p, c->rev_nat_id);
 	slot = fp_slot_pick(&sk, svc, &ak);
 	if (!slot)
-		return fp_drop(p, FP_METRIC_DROP_BACKEND_GONE);
+		return fp_drop(skb, p, FP_METRIC_DROP_BACKEND_GONE);
 	backend_id = slot->backend_id;
 	be = bpf_map_lookup_elem(&fp_backends, &backend_id);
 	/* An IPv6 backend behind an IPv4 frontend would need NAT46. */
 	if (!be || !fp_addr_is_v4(&be->addr))
-		return fp_drop(p, FP_METRIC_DROP_BACKEND_GONE);
+		return fp_drop(skb, p, FP_METRIC_DROP_BACKEND_GONE);
 	c->addr = be->addr.w[3];
 	c->port = be->port;
 	c->backend_id = backend_id;
@@ -364,7 +360,7 @@ static __always_inline int fp_masq_route(struct __sk_buff *skb, const struct fp_
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
 		return FP_DNAT;
 	if (!fp_fib_ok(rc))
-		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
+		return fp_drop(skb, p, FP_METRIC_DROP_NO_ROUTE);
 	return FP_NEXT;
 }
 
@@ -385,7 +381,7 @@ static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pk
 	 * the winner, which remembered its own choice. */
 	fp_remember(p, c);
 	if (fp_nat(skb, p, FP_DST, c->addr, bpf_htons(c->port)) < 0)
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	fp_metric_add(FP_METRIC_FORWARD_NEW, p->len);
 	return TC_ACT_OK;
 }
@@ -473,7 +469,7 @@ static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt
 	if (!e || fp_ct_reopen(e, p)) {
 		ret = fp_new(skb, p, e, &err);
 		if (ret == FP_FOLLOW && err != -EEXIST)
-			return fp_drop(p, err == -EADDRNOTAVAIL ? FP_METRIC_DROP_SNAT_NO_PORT
+			return fp_drop(skb, p, err == -EADDRNOTAVAIL ? FP_METRIC_DROP_SNAT_NO_PORT
 							       : FP_METRIC_DROP_CT_FULL);
 		if (ret != FP_FOLLOW && ret != FP_CREATED)
 			return ret;
@@ -481,7 +477,7 @@ static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt
 			metric = FP_METRIC_FORWARD_NEW;
 		e = fp_ct_fwd_entry(p);
 		if (!e)
-			return fp_drop(p, FP_METRIC_DROP_CT_FULL);
+			return fp_drop(skb, p, FP_METRIC_DROP_CT_FULL);
 	}
 	return fp_established(skb, p, e, metric);
 }
@@ -503,10 +499,10 @@ static __always_inline int fp_icmp_to_backend_masq(struct __sk_buff *skb, const 
 		return TC_ACT_OK;
 	rc = fp_fib(skb, p, e->snat_addr.w[3], e->nat_addr.w[3], 0, &nh);
 	if (!fp_fib_ok(rc))
-		return fp_drop(p, FP_METRIC_DROP_NO_ROUTE);
+		return fp_drop(skb, p, FP_METRIC_DROP_NO_ROUTE);
 	if (fp_icmp_xlate(skb, p, in, FP_SRC, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0 ||
 	    fp_icmp_xlate(skb, p, in, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0)
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	fp_metric_add(FP_METRIC_FORWARD_CT, p->len);
 	return fp_send(skb, p, &nh);
 }
@@ -538,11 +534,11 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 		if (!rn || !fp_addr_is_v4(&rn->addr))
 			return TC_ACT_OK;
 		if (fp_icmp_xlate(skb, p, &in, FP_DST, rn->addr.w[3], bpf_htons(rn->port)) < 0)
-			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+			return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 		if ((e->flags & FP_CT_F_SNAT) &&
 		    (!fp_addr_is_v4(&e->snat_addr) ||
 		     fp_icmp_xlate(skb, p, &in, FP_SRC, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0))
-			return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+			return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 		fp_metric_add(FP_METRIC_ICMP_ERR_REVNAT, p->len);
 		/* From the backend itself, its source is now the node's NodePort
 		 * address: sent like the flow's replies (fp_reply_nodeport). */
@@ -561,7 +557,7 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 	if (fp_icmp_xlate(skb, p, &in, FP_SRC, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0 ||
 	    ((e->flags & FP_CT_F_SNAT_PORT) &&
 	     fp_icmp_xlate(skb, p, &in, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0))
-		return fp_drop(p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	fp_metric_add(FP_METRIC_FORWARD_CT, p->len);
 	return TC_ACT_OK;
 }
@@ -576,7 +572,7 @@ static __always_inline int fp_lb(struct __sk_buff *skb)
 		break;
 	case FP_PARSE_MALFORMED:
 		p.len = skb->len;
-		return fp_drop(&p, FP_METRIC_DROP_MALFORMED);
+		return fp_drop(skb, &p, FP_METRIC_DROP_MALFORMED);
 	default:
 		return TC_ACT_OK;
 	}

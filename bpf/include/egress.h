@@ -28,6 +28,7 @@
 #include "maps.h"
 #include "pkt.h"
 #include "ct.h"
+#include "drop.h"
 #include "snat.h"
 #include "metrics.h"
 #include "nat.h"
@@ -90,8 +91,7 @@ static __always_inline int fp_egress_reply(struct __sk_buff *skb, const struct f
 {
 	if (!(e->flags & FP_CT_F_SNAT) || !fp_addr_is_v4(&e->snat_addr) ||
 	    fp_nat(skb, p, FP_DST, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0) {
-		fp_metric_add(FP_METRIC_DROP_MALFORMED, p->len);
-		return TC_ACT_SHOT;
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	}
 	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
 	fp_metric_add(FP_METRIC_REPLY_REVNAT, p->len);

@@ -103,11 +103,22 @@ struct fp_verdict {
 #define FP_VERDICT_DROP 0
 #define FP_VERDICT_ALLOW 1
 
+/* Why a record was written. Values are stable: the agent and fastpathctl
+ * turn them into sentences (internal/datapath/policymap ReasonName). The
+ * FP_REASON_LB_* ones come from tc_lb (bpf/include/drop.h), their cookie
+ * is the service's rev_nat_id (0 when the drop has no service). */
 enum fp_reason {
 	FP_REASON_POLICY_ALLOWED = 0,
 	FP_REASON_POLICY_DENIED,
-	FP_REASON_CT_FULL,
+	FP_REASON_CT_FULL, /* fp_policy_ct insert failed */
 	FP_REASON_RELATED_ALLOWED,
+	FP_REASON_LB_NO_BACKEND,   /* service without backends: rejected (ICMP) */
+	FP_REASON_LB_SOURCE_RANGE, /* outside loadBalancerSourceRanges */
+	FP_REASON_LB_CT_FULL,      /* fp_ct insert failed */
+	FP_REASON_LB_MALFORMED,    /* bad header, or a rewrite failed */
+	FP_REASON_LB_BACKEND_GONE, /* the slot's backend does not exist */
+	FP_REASON_LB_SNAT_NO_PORT, /* masquerade / tuple clash: no free port */
+	FP_REASON_LB_NO_ROUTE,     /* masqueraded packet: no route, neighbour or MTU */
 };
 
 /* policy config: sampling of allow events (1 in allow_sample; 0 = none)

@@ -16,15 +16,37 @@ import (
 
 // ReasonName is the text of a verdict reason.
 func ReasonName(r uint8) string {
-	switch r {
-	case ReasonPolicyAllowed:
-		return "policy-allowed"
-	case ReasonPolicyDenied:
-		return "policy-denied"
-	case ReasonCTFull:
-		return "policy-ct-full"
+	if int(r) < len(reasonNames) && reasonNames[r] != "" {
+		return reasonNames[r]
 	}
 	return fmt.Sprintf("reason-%d", r)
+}
+
+// reasonNames are the stable codes of the reasons, used in filters and
+// JSON (internal/flows).
+var reasonNames = [...]string{
+	ReasonPolicyAllowed: "policy-allowed",
+	ReasonPolicyDenied:  "policy-denied",
+	ReasonCTFull:        "policy-ct-full",
+	ReasonRelated:       "policy-related",
+	ReasonLBNoBackend:   "no-backend",
+	ReasonLBSourceRange: "source-range-denied",
+	ReasonLBCTFull:      "ct-full",
+	ReasonLBMalformed:   "malformed",
+	ReasonLBBackendGone: "backend-gone",
+	ReasonLBSNATNoPort:  "snat-no-port",
+	ReasonLBNoRoute:     "no-route",
+}
+
+// ReasonCodes lists every known reason code, for flag validation.
+func ReasonCodes() []string {
+	var out []string
+	for _, n := range reasonNames {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (v Verdict) String() string {

@@ -69,7 +69,16 @@ const (
 
 	ReasonPolicyAllowed = 0
 	ReasonPolicyDenied  = 1
-	ReasonCTFull        = 2
+	ReasonCTFull        = 2 // fp_policy_ct insert failed
+	ReasonRelated       = 3
+	// tc_lb's drops (bpf/include/drop.h); Cookie is the rev-nat id.
+	ReasonLBNoBackend   = 4
+	ReasonLBSourceRange = 5
+	ReasonLBCTFull      = 6
+	ReasonLBMalformed   = 7
+	ReasonLBBackendGone = 8
+	ReasonLBSNATNoPort  = 9
+	ReasonLBNoRoute     = 10
 )
 
 // IPCacheKey is struct fp_ipcache_key.

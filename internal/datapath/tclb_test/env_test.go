@@ -74,6 +74,9 @@ type env struct {
 	ranges   *bpfmap.Kernel[lbmap.SourceRangeKey, uint8]
 	config   *ebpf.Map
 	noMasq   *ebpf.Map
+	// The verdict ring tc_lb writes its drops to, its settings, counters
+	// and the endpoints map (bpf/include/drop.h).
+	verdicts, policyConfig, policyMetrics, endpoints *ebpf.Map
 	// ns, when set, is the network namespace runs happen in: its routes
 	// and neighbours are what the program's FIB lookups see.
 	ns *nettopo.NS
@@ -136,6 +139,11 @@ func newEnvWith(t *testing.T, edit func(*ebpf.CollectionSpec)) *env {
 		ranges:   bpfmap.NewKernel[lbmap.SourceRangeKey, uint8](objs.FpSourceRanges, "fp_source_ranges"),
 		config:   objs.FpConfig,
 		noMasq:   objs.FpNoMasq,
+
+		verdicts:      objs.FpVerdicts,
+		policyConfig:  objs.FpPolicyConfig,
+		policyMetrics: objs.FpPolicyMetrics,
+		endpoints:     objs.FpEndpoints,
 	}
 }
 

@@ -1,0 +1,89 @@
+package flows
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
+	"github.com/fastpath-net/fastpath/internal/identity"
+	"github.com/fastpath-net/fastpath/internal/policy"
+)
+
+type fakeNames struct{}
+
+func (fakeNames) Pod(ip netip.Addr) (string, string) {
+	switch ip.String() {
+	case "10.0.0.1":
+		return "fp-a", "client"
+	case "10.0.0.2":
+		return "fp-b", "server"
+	}
+	return "", ""
+}
+
+func (fakeNames) Identity(id identity.ID) (string, []string, string) {
+	if id == 4711 {
+		return "fp-a", []string{"app=client"}, ""
+	}
+	return "", nil, ""
+}
+
+func (fakeNames) Service(rev uint32) string {
+	if rev == 7 {
+		return "fp-b/web (10.96.0.10:80)"
+	}
+	return ""
+}
+
+func (fakeNames) Explain(ns, pod string, d policy.Direction, peer identity.ID, proto policy.Proto, port uint16) string {
+	return fmt.Sprintf("%s of %s/%s: denied: enforced by fp-b/deny-all, and no rule allows identity %d on %s/%d", d, ns, pod, peer, proto, port)
+}
+
+func verdict(src, dst string, dport uint16, reason uint8, cookie uint32) policymap.Verdict {
+	return policymap.Verdict{Saddr: netip.MustParseAddr(src).As16(), Daddr: netip.MustParseAddr(dst).As16(),
+		Sport: 40000, Dport: dport, Proto: 6, Reason: reason, Cookie: cookie, SrcIdentity: 4711, DstIdentity: 9}
+}
+
+// Every reason becomes a sentence naming the cause, with the names the
+// agent knows.
+func TestFromVerdictSentences(t *testing.T) {
+	now := time.Unix(1, 0)
+	denied := verdict("10.0.0.1", "10.0.0.2", 8080, policymap.ReasonPolicyDenied, 0)
+	denied.Dir = policymap.DirIngress
+	for _, tc := range []struct {
+		v    policymap.Verdict
+		want string
+	}{
+		{denied, "policy denied: ingress of fp-b/server: denied: enforced by fp-b/deny-all, and no rule allows identity 4711 on tcp/8080"},
+		{verdict("10.0.0.1", "10.96.0.10", 80, policymap.ReasonLBNoBackend, 7),
+			"no backend for service fp-b/web (10.96.0.10:80): rejected with ICMP port unreachable (from fp-a/client)"},
+		{verdict("192.0.2.9", "10.96.0.10", 80, policymap.ReasonLBSourceRange, 7),
+			"source range denied: 192.0.2.9 is outside loadBalancerSourceRanges of service fp-b/web (10.96.0.10:80)"},
+		{verdict("10.0.0.1", "10.0.0.2", 80, policymap.ReasonLBCTFull, 0), "CT map full: cannot track new flow, dropped (fp_ct insert failed): fp-a/client -> fp-b/server TCP/80"},
+		{verdict("10.0.0.1", "10.0.0.2", 80, policymap.ReasonLBSNATNoPort, 0), "NAT port exhaustion: no free source port (--snat-ports) for fp-a/client -> fp-b/server TCP/80"},
+		{verdict("10.0.0.9", "10.0.0.2", 80, policymap.ReasonLBMalformed, 0), "malformed packet: bad IPv4 or transport header, or a rewrite failed: 10.0.0.9 (identity 4711 in fp-a: app=client) -> fp-b/server TCP/80"},
+	} {
+		e := FromVerdict(tc.v, now, fakeNames{})
+		if e.Summary != tc.want {
+			t.Errorf("reason %s:\n got %s\nwant %s", policymap.ReasonName(tc.v.Reason), e.Summary, tc.want)
+		}
+		if e.Type != TypeDrop || e.Verdict != VerdictDropped || e.Reason != policymap.ReasonName(tc.v.Reason) || !e.Time.Equal(now) {
+			t.Errorf("event %+v", e)
+		}
+	}
+	allow := verdict("10.0.0.1", "10.0.0.2", 80, policymap.ReasonPolicyAllowed, 0)
+	allow.Verdict = policymap.VerdictAllow
+	e := FromVerdict(allow, now, fakeNames{})
+	if e.Type != TypeAllow || e.Verdict != VerdictAllowed || e.Source.Workload() != "fp-a/client" || e.Destination.Workload() != "fp-b/server" {
+		t.Errorf("allow event %+v", e)
+	}
+	// Every reason code the datapath has has a name of its own.
+	for r := uint8(0); r <= policymap.ReasonLBNoRoute; r++ {
+		if name := policymap.ReasonName(r); strings.HasPrefix(name, "reason-") {
+			t.Errorf("unnamed reason %s", name)
+		}
+	}
+}
