@@ -79,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 		"deploy/crds/fastpathidentities.yaml); off: pods are open")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	addOpsFlags(fs, &cfg.Ops)
+	addMonitorFlags(fs, &cfg.Monitor)
 	configDir := fs.String("config-dir", "", "directory with one file per flag, named after it (a mounted ConfigMap); flags on the command line win")
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err

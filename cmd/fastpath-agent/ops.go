@@ -21,6 +21,30 @@ func addOpsFlags(fs *flag.FlagSet, o *agent.Ops) {
 		"/healthz and the health-check node ports fail when a received change waits longer than this for the datapath")
 }
 
+func addMonitorFlags(fs *flag.FlagSet, m *agent.Monitor) {
+	m.Addr, m.AllowSample, m.DropsPerSec = agent.DefaultMonitorAddr, agent.DefaultAllowSample, agent.DefaultDropsPerSec
+	fs.Var((*addrFlag)(&m.Addr), "monitor-addr", "`IP:PORT` of the flow stream (/v1/flows, newline-delimited JSON, read by "+
+		"`fastpathctl monitor`) and the flow map page (/flows/), inside --netns; empty: off. Flows name pods: keep it on loopback")
+	fs.Var((*uint32Flag)(&m.AllowSample), "monitor-allow-sample",
+		"record 1 in `N` new flows a NetworkPolicy allowed (0: none); drops are always recorded, within --monitor-drops-per-sec")
+	fs.Var((*uint32Flag)(&m.DropsPerSec), "monitor-drops-per-sec",
+		"drop records per second per CPU (policy and load balancer; a burst of as many); over it drops are only counted. 0: no limit")
+}
+
+// uint32Flag is a flag of a 32-bit count.
+type uint32Flag uint32
+
+func (f *uint32Flag) String() string { return strconv.FormatUint(uint64(*f), 10) }
+
+func (f *uint32Flag) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return fmt.Errorf("want a number from 0 to 4294967295")
+	}
+	*f = uint32Flag(n)
+	return nil
+}
+
 // addrFlag is an IP:PORT flag, or empty for off.
 type addrFlag string
 

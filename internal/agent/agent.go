@@ -17,6 +17,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/socklb"
+	"github.com/fastpath-net/fastpath/internal/endpoint"
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/l2announce"
 	"github.com/fastpath-net/fastpath/internal/loadbalancer"
@@ -40,6 +41,7 @@ type Config struct {
 	CNI          *CNI     // the CNI API for fastpath-cni (cni.go); nil: off
 	Routing      *Routing // pod traffic to other nodes (routing.go); nil: off
 	Ops          Ops      // metrics, health and pprof endpoints (ops.go)
+	Monitor      Monitor  // verdict records and the flow stream (flows.go)
 
 	L2 *L2Announce // ARP for LoadBalancer IPs (l2.go); nil: off
 	// Policy enforces NetworkPolicy (policy.go): needs Kubernetes; pods get
@@ -67,6 +69,8 @@ type Agent struct {
 
 	l2     *l2announce.Announcer // nil unless announcing
 	policy *policyCtl            // nil unless Config.Policy
+	eps    *endpoint.Store       // nil without the CNI
+	flows  *flowMonitor
 }
 
 // Run starts the agent and blocks until ctx ends. On return the datapath
@@ -120,6 +124,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := a.startCNI(ctx); err != nil {
 			return err
 		}
+	}
+	if a.flows, err = a.startFlows(ctx); err != nil {
+		return err
 	}
 	a.ops = a.startOps(ctx)
 	defer a.ops.close()

@@ -104,10 +104,7 @@ func newPolicyCtl(cfg Config, dp *datapath.Datapath) (*policyCtl, error) {
 	if err := c.rec.Restore(); err != nil {
 		return nil, fmt.Errorf("policy: restore from pinned maps: %w", err)
 	}
-	// Drop records: at most 100 per second per CPU; no allow records.
-	if err := c.dp.Policy().Config().Update([]uint32{0}, []policymap.PolicyConfig{{DropsPerSec: 100}}); err != nil {
-		return nil, fmt.Errorf("policy: write fp_policy_config: %w", err)
-	}
+	// fp_policy_config (records' sampling and budget): startFlows.
 	return c, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath/bpfobj"
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 )
 
 // DefaultPinDir is where the agent and fastpathctl meet.
@@ -362,4 +363,14 @@ func Uninstall(pinDir string) error {
 		return fmt.Errorf("uninstall %s: not a bpffs directory, refusing to remove it", pinDir)
 	}
 	return os.RemoveAll(pinDir)
+}
+
+// Verdicts is the verdict ring (fp_verdicts), written by tc_lb and
+// tc_policy alike: tc_lb's object holds it whether policy is on or not.
+func (d *Datapath) Verdicts() *ebpf.Map { return d.tc.FpVerdicts }
+
+// VerdictConfig is fp_policy_config: allow sampling and the per-CPU
+// budget of drop records, for tc_lb's and tc_policy's records.
+func (d *Datapath) VerdictConfig() bpfmap.Map[uint32, policymap.PolicyConfig] {
+	return bpfmap.NewKernel[uint32, policymap.PolicyConfig](d.tc.FpPolicyConfig, "fp_policy_config")
 }

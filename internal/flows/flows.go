@@ -31,6 +31,9 @@ const (
 	TypeDrop  Type = "drop"  // a packet the datapath dropped or rejected
 	TypeAllow Type = "allow" // a new flow the datapath let through (sampled)
 	TypeL7    Type = "l7"    // one request seen by the L7 proxy
+	// TypeLost is written by StreamHandler, never published: Summary
+	// says how many events this client missed.
+	TypeLost Type = "lost"
 )
 
 // Verdict is the outcome the flow map colours an edge by.

@@ -20,8 +20,9 @@ type Names interface {
 	// Identity is an identity's namespace and pod labels ("k=v", sorted);
 	// cidr is set for a CIDR identity.
 	Identity(id identity.ID) (namespace string, labels []string, cidr string)
-	// Service names the frontend of a rev-nat id: "ns/name (10.96.0.10:80)".
-	Service(revNatID uint32) string
+	// Service names the frontend of a rev-nat id for protocol proto:
+	// "ns/name (10.96.0.10:80)".
+	Service(revNatID uint32, proto uint8) string
 	// Explain is the policy engine's reason for a policy verdict of the
 	// pod: which policies enforce the direction, which rule allowed.
 	Explain(namespace, pod string, dir policy.Direction, peer identity.ID, proto policy.Proto, port uint16) string
@@ -44,7 +45,7 @@ func FromVerdict(v policymap.Verdict, now time.Time, n Names) Event {
 		e.Type, e.Verdict = TypeAllow, VerdictAllowed
 	}
 	if v.Reason >= policymap.ReasonLBNoBackend && v.Cookie != 0 {
-		e.Destination.Service = n.Service(v.Cookie)
+		e.Destination.Service = n.Service(v.Cookie, v.Proto)
 	}
 	e.Summary = summary(v, &e, n)
 	return e

@@ -31,7 +31,7 @@ func (fakeNames) Identity(id identity.ID) (string, []string, string) {
 	return "", nil, ""
 }
 
-func (fakeNames) Service(rev uint32) string {
+func (fakeNames) Service(rev uint32, _ uint8) string {
 	if rev == 7 {
 		return "fp-b/web (10.96.0.10:80)"
 	}

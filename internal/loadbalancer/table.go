@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -115,6 +116,20 @@ func (t *Table) Delete(name ServiceName) {
 		t.release(key, name)
 	}
 	delete(t.services, name)
+}
+
+// FrontendOwner is the service that owns the frontend addr:port/proto in
+// either scope; it names the service of a datapath event.
+func (t *Table) FrontendOwner(addr netip.Addr, port uint16, proto uint8) (ServiceName, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, scope := range []uint8{lbmap.ScopeExternal, lbmap.ScopeInternal} {
+		k := lbmap.ServiceKey{Addr: lbmap.Addr(addr.As16()), Port: port, Proto: proto, Scope: scope}
+		if n, ok := t.owner[k]; ok {
+			return n, true
+		}
+	}
+	return ServiceName{}, false
 }
 
 // Len returns how many services the table holds.

@@ -1,0 +1,63 @@
+package policymap_test
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/pkttest"
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
+	"github.com/fastpath-net/fastpath/internal/policy"
+)
+
+// count reads every record the ring holds now and counts the allows.
+func (p *pe) countAllows() (allows int) {
+	p.t.Helper()
+	for {
+		p.ring.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		rec, err := p.ring.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return allows
+		}
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		if v := decode(p.t, rec.RawSample); v.Verdict == policymap.VerdictAllow {
+			allows++
+		}
+	}
+}
+
+// --monitor-allow-sample N: 1 in N new flows a policy allowed writes an
+// allow record (0: none, 1: every one); later packets of a flow never do.
+func TestAllowSampleRate(t *testing.T) {
+	p := newPE(t)
+	p.setEndpoint(policymap.EnforceEgress)
+	p.allow(policy.Key{Identity: policy.AnyIdentity, Dir: policy.Egress, Proto: policy.TCP, Port: 80, EndPort: 80}, 5)
+	const flows = 400
+	sport := uint16(1000)
+	newFlows := func(sample uint32) int {
+		t.Helper()
+		if err := p.config.Put(uint32(0), policymap.PolicyConfig{AllowSample: sample}); err != nil {
+			t.Fatal(err)
+		}
+		for range flows {
+			sport++
+			p.expect(p.egress, tcp(pod, peer, sport, 80, pkttest.SYN), tcxNext, "allowed new flow")
+			p.expect(p.egress, tcp(pod, peer, sport, 80, pkttest.ACK), tcxNext, "same flow")
+		}
+		return p.countAllows()
+	}
+	if n := newFlows(0); n != 0 {
+		t.Errorf("sample 0: %d allow records, want none", n)
+	}
+	if n := newFlows(1); n != flows {
+		t.Errorf("sample 1: %d allow records, want %d (one per new flow)", n, flows)
+	}
+	// 1 in 4 of 400: mean 100, standard deviation 8.7; the bounds are 7
+	// deviations away, so this fails only when sampling is wrong.
+	if n := newFlows(4); n < 40 || n > 160 {
+		t.Errorf("sample 4: %d allow records of %d new flows, want about %d", n, flows, flows/4)
+	}
+}
