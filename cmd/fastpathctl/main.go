@@ -28,6 +28,10 @@ Commands:
                  would NetworkPolicy allow it, and which rule or default deny decided
   policy monitor [--drops] [--endpoint ID] [--identity ID] [-n N]
                  stream the datapath's policy verdicts (drops, sampled allows)
+  monitor [--type drop,allow,policy,l7] [--namespace NS] [--pod [NS/]POD] [--identity ID]
+          [--port PORT] [--reason CODE] [-n N] [-o json] [--agent IP:PORT]
+                 stream the agent's flow events with readable reasons; with no
+                 agent listening, read the pinned verdict ring directly
 
 Flags:
 `
@@ -56,9 +60,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var err error
-	if len(cmd) == 2 && (cmd[0] == "endpoint" || cmd[0] == "endpoints") && cmd[1] == "list" {
+	switch {
+	case len(cmd) == 2 && (cmd[0] == "endpoint" || cmd[0] == "endpoints") && cmd[1] == "list":
 		err = endpointList(*stateDir, *output, stdout)
-	} else {
+	case cmd[0] == "monitor":
+		err = monitor(cmd[1:], *dir, *stateDir, *output, stdout, stderr)
+	default:
 		err = dispatch(cmd, *dir, *output, stdout)
 	}
 	if errors.Is(err, errUsage) {

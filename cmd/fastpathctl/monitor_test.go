@@ -17,10 +17,11 @@ import (
 	"github.com/fastpath-net/fastpath/internal/testpriv"
 )
 
-// TestPolicyMonitor: `policy monitor` reads the ring pinned under
-// --bpffs-dir, as the agent will pin it, and prints a drop the program
-// made.
-func TestPolicyMonitor(t *testing.T) {
+// pinnedPolicyDrop pins tc_policy's maps under a new directory, as the
+// agent pins them, and runs one packet its policy drops: endpoint 9,
+// 10.0.1.1:1234 -> 192.0.2.1:443/TCP, egress denied.
+func pinnedPolicyDrop(t *testing.T) (dir string) {
+	t.Helper()
 	testpriv.Require(t)
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
@@ -37,7 +38,7 @@ func TestPolicyMonitor(t *testing.T) {
 	if err := bpfobj.LoadTcpolicyObjects(&objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(dir, "maps")}}); err != nil {
 		t.Fatal(err)
 	}
-	defer objs.Close()
+	t.Cleanup(func() { objs.Close() })
 	// Test runs come from loopback (ifindex 1): make it an endpoint with
 	// egress denied.
 	if err := objs.FpEndpoints.Put(uint32(1), policymap.Endpoint{ID: 9, Flags: policymap.EnforceEgress, Identity: 300}); err != nil {
@@ -51,6 +52,14 @@ func TestPolicyMonitor(t *testing.T) {
 	if ret, err := objs.FpTcPolicy.Run(&ebpf.RunOptions{Data: frame, Repeat: 1}); err != nil || ret != 2 {
 		t.Fatalf("run: %d %v, want a drop", ret, err)
 	}
+	return dir
+}
+
+// TestPolicyMonitor: `policy monitor` reads the ring pinned under
+// --bpffs-dir, as the agent will pin it, and prints a drop the program
+// made.
+func TestPolicyMonitor(t *testing.T) {
+	dir := pinnedPolicyDrop(t)
 	var out, errOut bytes.Buffer
 	if code := run([]string{"--bpffs-dir", dir, "policy", "monitor", "--drops", "--endpoint", "9", "-n", "1"}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
