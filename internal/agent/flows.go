@@ -13,6 +13,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 	"github.com/fastpath-net/fastpath/internal/flows"
+	"github.com/fastpath-net/fastpath/internal/flows/flowmap"
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
@@ -42,6 +43,7 @@ const (
 // become events with names (flows.FromVerdict) on hub.
 type flowMonitor struct {
 	hub *flows.Hub
+	fm  *flowmap.Map // the flow map page's edges
 }
 
 // startFlows writes the records' settings and starts reading the ring.
@@ -57,7 +59,8 @@ func (a *Agent) startFlows(ctx context.Context) (*flowMonitor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verdict ring: %w", err)
 	}
-	m := &flowMonitor{hub: flows.NewHub()}
+	m := &flowMonitor{hub: flows.NewHub(), fm: flowmap.New(flowMapWindow, flowMapEdges)}
+	go m.fm.Run(ctx, m.hub)
 	node := ""
 	if a.cfg.Kubernetes != nil {
 		node = a.cfg.Kubernetes.NodeName
@@ -81,10 +84,22 @@ func (a *Agent) startFlows(ctx context.Context) (*flowMonitor, error) {
 	return m, nil
 }
 
-// handler is the flow monitor's HTTP API: /v1/flows streams events.
+// The flow map shows the edges of the last 15 minutes, at most 5,000 (a
+// few hundred KiB).
+const (
+	flowMapWindow = 15 * time.Minute
+	flowMapEdges  = 5000
+)
+
+// handler is the flow monitor's HTTP API: /v1/flows streams events,
+// /flows/ is the flow map page and /v1/flowmap its data.
 func (m *flowMonitor) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/flows", flows.StreamHandler(m.hub))
+	fm := m.fm.Handler()
+	mux.Handle("/v1/flowmap", fm)
+	mux.Handle("/flows/", fm)
+	mux.Handle("/flows", fm)
 	return mux
 }
 
