@@ -12,13 +12,9 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/fastpath-net/fastpath/internal/agent"
 	"github.com/fastpath-net/fastpath/internal/ctl"
@@ -157,17 +153,11 @@ func done(err error) error {
 // streamPinned reads the verdict ring pinned under dir. A ring has one
 // consumer position: use it only when no agent reads it.
 func streamPinned(ctx context.Context, dir, stateDir string, f flows.Filter, fn func(flows.Event) error) error {
-	path := filepath.Join(dir, "maps", policymap.VerdictsMap)
-	m, err := ebpf.LoadPinnedMap(path, nil)
-	if err != nil {
-		return fmt.Errorf("monitor: no verdict ring at %s (is the datapath loaded?): %w", path, err)
-	}
-	defer m.Close()
-	r, err := ringbuf.NewReader(m)
+	r, closeRing, err := openVerdictRing(dir)
 	if err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}
-	defer r.Close()
+	defer closeRing()
 	names := &pinnedNames{stateDir: stateDir}
 	if p, err := ctl.Open(dir); err == nil {
 		defer p.Close()

@@ -84,4 +84,3 @@ func TestMonitorFallsBackToThePinnedRing(t *testing.T) {
 		t.Errorf("got  %q\nwant suffix %q", got, want)
 	}
 }
-

@@ -120,19 +120,11 @@ func policyMonitor(args []string, dir, output string, w io.Writer) error {
 	if *ep > 65535 {
 		return fmt.Errorf("policy monitor: --endpoint %d: want 0-65535", *ep)
 	}
-	path := filepath.Join(dir, "maps", policymap.VerdictsMap)
-	// Not read-only: a ring reader advances the consumer position, so
-	// records shown here are consumed (one monitor at a time sees them).
-	m, err := ebpf.LoadPinnedMap(path, nil)
-	if err != nil {
-		return fmt.Errorf("policy monitor: no verdict ring at %s (is the policy datapath loaded?): %w", path, err)
-	}
-	defer m.Close()
-	r, err := ringbuf.NewReader(m)
+	r, closeRing, err := openVerdictRing(dir)
 	if err != nil {
 		return fmt.Errorf("policy monitor: %w", err)
 	}
-	defer r.Close()
+	defer closeRing()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	enc := json.NewEncoder(w)
@@ -144,4 +136,21 @@ func policyMonitor(args []string, dir, output string, w io.Writer) error {
 		_, err := fmt.Fprintln(w, v)
 		return err
 	})
+}
+
+// openVerdictRing opens a reader of the verdict ring pinned under dir.
+// Not read-only: a ring reader advances the consumer position, so records
+// read here are consumed (one reader at a time sees them).
+// closeRing releases the reader and then the map.
+func openVerdictRing(dir string) (r *ringbuf.Reader, closeRing func(), err error) {
+	path := filepath.Join(dir, "maps", policymap.VerdictsMap)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("no verdict ring at %s (is the datapath loaded?): %w", path, err)
+	}
+	if r, err = ringbuf.NewReader(m); err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return r, func() { r.Close(); m.Close() }, nil
 }
