@@ -48,7 +48,7 @@ func policyChecks(t *testing.T, st *State, opts Options) {
 	})
 	waitVerdict(t, client, toWeb1, false, "deny-all: client -> web-1 (other node)")
 	waitVerdict(t, client, toWeb2, false, "deny-all: client -> web-2 (same node)")
-	monitorShowsDrop(t, opts.Bin, 2)
+	monitorShowsDrop(t, opts.Bin, 2, client, toWeb1, "deny-web")
 
 	createPolicy(t, cs, &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "allow-client"},
@@ -204,22 +204,45 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// monitorShowsDrop reads one drop record of node i's verdict ring with
-// `fastpathctl policy monitor` (the denied probes put them there).
-func monitorShowsDrop(t *testing.T, bin string, i int) {
+// monitorShowsDrop streams node i's flow events with `fastpathctl
+// monitor`, run inside the node's namespace, where the agent serves them
+// (--monitor-addr; the agent is the verdict ring's one reader), while
+// probes from `from` to addr are denied. It wants a policy-denied drop
+// whose sentence names the policy that enforces it.
+func monitorShowsDrop(t *testing.T, bin string, i int, from *nettopo.NS, addr, policy string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, filepath.Join(bin, "fastpathctl"), "--bpffs-dir", filepath.Join(PinDir, nodeName(i)),
-		"policy", "monitor", "--drops", "-n", "1").CombinedOutput()
-	if err != nil {
-		t.Fatalf("fastpathctl policy monitor: %v\n%s", err, out)
+	type result struct {
+		out []byte
+		err error
 	}
-	line := string(out)
-	if !strings.HasPrefix(line, "DROP") || !strings.Contains(line, "ingress") || !strings.Contains(line, "policy-denied") {
-		t.Fatalf("policy monitor printed %q, want an ingress DROP with reason policy-denied", line)
+	done := make(chan result, 1)
+	go func() {
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", nodeNSName(i), filepath.Join(bin, "fastpathctl"),
+			"monitor", "--type", "drop", "--reason", "policy-denied", "-n", "1").CombinedOutput()
+		done <- result{out, err}
+	}()
+	var res result
+	// Events are streamed from the moment the monitor subscribes: probe
+	// until it has one.
+probe:
+	for {
+		select {
+		case res = <-done:
+			break probe
+		default:
+			nettopo.AskTCP(from, addr, 300*time.Millisecond)
+		}
 	}
-	t.Logf("policy monitor: %s", strings.TrimSpace(line))
+	if res.err != nil {
+		t.Fatalf("fastpathctl monitor: %v\n%s", res.err, res.out)
+	}
+	line := string(res.out)
+	if !strings.Contains(line, "DROP") || !strings.Contains(line, "policy denied: ingress of ") || !strings.Contains(line, policy) {
+		t.Fatalf("monitor printed %q, want a DROP saying \"policy denied: ingress of ...\" and naming %s", line, policy)
+	}
+	t.Logf("monitor: %s", strings.TrimSpace(line))
 }
 
 // keepAlive is one HTTP/1.1 connection kept open between requests.

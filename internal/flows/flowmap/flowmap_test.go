@@ -60,7 +60,6 @@ func TestMapAggregatesEdges(t *testing.T) {
 	}
 }
 
-
 func TestHandlerServesPageAndGraph(t *testing.T) {
 	m := New(time.Minute, 100)
 	m.Add(&flows.Event{Type: flows.TypeL7, Verdict: flows.VerdictDenied, Source: pod("fp-a", "x", 0), Destination: pod("fp-a", "y", 8080),

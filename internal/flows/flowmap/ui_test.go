@@ -324,4 +324,3 @@ func artifacts(t *testing.T) string {
 	}
 	return dir
 }
-
