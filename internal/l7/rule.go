@@ -246,14 +246,16 @@ func checkHeaderName(name string) error {
 		return errors.New("must not be empty")
 	}
 	for i := 0; i < len(name); i++ {
-		if !isTokenChar(name[i]) {
+		if !IsTokenChar(name[i]) {
 			return fmt.Errorf("invalid character %q in header name", name[i])
 		}
 	}
 	return nil
 }
 
-func isTokenChar(c byte) bool {
+// IsTokenChar reports whether c may appear in an RFC 9110 token (header
+// names, methods).
+func IsTokenChar(c byte) bool {
 	switch {
 	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		return true

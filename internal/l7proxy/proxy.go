@@ -29,6 +29,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/l7"
@@ -112,24 +115,175 @@ type Config struct {
 // Proxy is the L7 proxy. It is safe for concurrent use.
 type Proxy struct {
 	cfg Config
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	done      chan struct{} // closed by Shutdown
+	wg        sync.WaitGroup
+
+	readers sync.Pool // *bufio.Reader of MaxHeaderBytes
+	writers sync.Pool // *bufio.Writer of writerSize
+	h2      h2state
 }
 
 // New returns a proxy for cfg.
 func New(cfg Config) *Proxy {
-	return &Proxy{cfg: cfg}
+	if cfg.Dial == nil {
+		cfg.Dial = dialTCP
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = 30 * time.Second
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 16 << 10
+	}
+	return &Proxy{
+		cfg:       cfg,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*conn]struct{}{},
+		done:      make(chan struct{}),
+	}
+}
+
+func dialTCP(ctx context.Context, f Flow) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", f.Dst.String())
 }
 
 // ErrClosed is returned by Serve after Shutdown.
 var ErrClosed = errors.New("l7proxy: proxy closed")
 
 // Serve accepts connections on ln until Shutdown or an accept error; it
-// may be called for several listeners.
+// may be called for several listeners. It closes ln when it returns.
 func (p *Proxy) Serve(ln net.Listener) error {
-	return errors.ErrUnsupported
+	defer ln.Close()
+	p.mu.Lock()
+	if p.closing.Load() {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.listeners[ln] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.listeners, ln)
+		p.mu.Unlock()
+	}()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if p.closing.Load() {
+				return ErrClosed
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
+				// Out of descriptors: wait for connections to end, as
+				// net/http does, rather than spin or stop serving.
+				time.Sleep(backoff)
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			return err
+		}
+		backoff = 5 * time.Millisecond
+		cc := &conn{p: p, c: c, flow: flowOf(c)}
+		if !p.track(cc) {
+			c.Close()
+			return ErrClosed
+		}
+		go cc.serve()
+	}
+}
+
+func flowOf(c net.Conn) Flow {
+	return Flow{Src: addrPort(c.RemoteAddr()), Dst: addrPort(c.LocalAddr())}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func (p *Proxy) track(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing.Load() {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	p.wg.Add(1)
+	return true
+}
+
+func (p *Proxy) untrack(c *conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	p.wg.Done()
 }
 
 // Shutdown stops every Serve, closes idle connections and waits for
-// in-flight requests to finish or ctx to end (then closes the rest).
+// in-flight requests to finish (each connection closes after its current
+// response) or ctx to end, then closes the rest and returns ctx's error.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	return errors.ErrUnsupported
+	p.mu.Lock()
+	if !p.closing.Swap(true) {
+		close(p.done)
+	}
+	for ln := range p.listeners {
+		ln.Close()
+	}
+	p.mu.Unlock()
+	h2done := make(chan error, 1)
+	go func() { h2done <- p.shutdownH2(ctx) }()
+	finished := make(chan struct{})
+	go func() { p.wg.Wait(); <-h2done; close(finished) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		p.closeIdle()
+		select {
+		case <-finished:
+			return nil
+		case <-ctx.Done():
+			p.mu.Lock()
+			for c := range p.conns {
+				c.c.Close()
+			}
+			p.mu.Unlock()
+			<-finished
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// closeIdle wakes every connection that waits for its next request; it
+// sees the proxy closing and ends. A connection whose request began is
+// left to finish it.
+func (p *Proxy) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.c.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (p *Proxy) emit(e Event) {
+	if p.cfg.Events != nil {
+		p.cfg.Events(e)
+	}
 }
