@@ -1,0 +1,159 @@
+package l7proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// zeros is an endless reader that allocates nothing per read.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// allocated is the bytes allocated by the whole test process so far: a
+// proxy that held a body in memory would allocate at least its size.
+func allocated() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.TotalAlloc
+}
+
+// 100 MB through an allowed request and 100 MB back, with bounded memory:
+// the whole process (client, proxy and upstream) allocates a small
+// fraction of that.
+func TestLargeBodiesStreamed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 200 MB over loopback")
+	}
+	const size = 100 << 20
+	const budget = 16 << 20
+	e := newEnv(t)
+	c := e.dial()
+	c.c.SetDeadline(time.Now().Add(2 * time.Minute))
+
+	before := allocated()
+	go func() {
+		fmt.Fprintf(c.c, "PUT /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size)
+		io.Copy(c.c, io.LimitReader(zeros{}, size))
+	}()
+	resp, body := c.read("PUT")
+	expect(t, resp, body, 200, fmt.Sprintf("PUT /upload host=a len=%d ", size))
+	if a := allocated() - before; a > budget {
+		t.Fatalf("100 MB request body: the process allocated %d MiB", a>>20)
+	}
+
+	before = allocated()
+	c.send(get(fmt.Sprintf("/big?size=%d", size)))
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != size {
+		t.Fatalf("response body: %d bytes, %v", n, err)
+	}
+	if a := allocated() - before; a > budget {
+		t.Fatalf("100 MB response body: the process allocated %d MiB", a>>20)
+	}
+	// Chunked request body of the same size.
+	before = allocated()
+	go func() {
+		io.WriteString(c.c, "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+		chunk := []byte(fmt.Sprintf("%x\r\n%s\r\n", 64<<10, strings.Repeat("x", 64<<10)))
+		for range size / (64 << 10) {
+			c.c.Write(chunk)
+		}
+		io.WriteString(c.c, "0\r\n\r\n")
+	}()
+	resp, body = c.read("POST")
+	expect(t, resp, body, 200, fmt.Sprintf("POST /upload host=a len=%d ", size))
+	if a := allocated() - before; a > budget {
+		t.Fatalf("100 MB chunked body: the process allocated %d MiB", a>>20)
+	}
+}
+
+// Idle keep-alive connections hold no buffers: only their goroutine and
+// socket.
+func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
+	e := newEnv(t)
+	const n = 200
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC() // twice: sync.Pool keeps a victim cache across one
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	var clients []*client
+	before := heap()
+	for range n {
+		c := e.dial()
+		// Denied: no upstream connection, which would count the test
+		// upstream's own buffers.
+		resp, _ := c.do(get("/admin"))
+		if resp.StatusCode != 403 {
+			t.Fatal(resp.Status)
+		}
+		clients = append(clients, c)
+	}
+	// The test's own client side holds a 4 KiB bufio.Reader per connection.
+	perConn := (int64(heap())-int64(before))/n - 4096
+	t.Logf("heap per idle connection (proxy side and client socket): %d bytes", perConn)
+	if perConn > 4<<10 {
+		t.Fatalf("%d bytes of heap per idle connection: buffers are held (a reader alone is %d)", perConn, e.proxy.cfg.MaxHeaderBytes)
+	}
+	// They still work.
+	resp, body := clients[n/2].do(get("/public"))
+	expect(t, resp, body, 200, "GET /public")
+}
+
+func TestShutdownLetsInFlightFinish(t *testing.T) {
+	e := newEnv(t)
+	idle := e.dial()
+	resp, _ := idle.do(get("/public"))
+	if resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	busy := e.dial()
+	busy.send("PUT /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+	time.Sleep(50 * time.Millisecond) // the request is at the upstream
+	done := make(chan error, 1)
+	go func() { done <- e.proxy.Shutdown(context.Background()) }()
+
+	resp, body := busy.read("PUT")
+	expect(t, resp, body, 200, "PUT /slow")
+	if !resp.Close {
+		t.Error("a response during shutdown should say Connection: close")
+	}
+	busy.closed()
+	idle.closed()
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-e.serveErr; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve returned %v, want ErrClosed", err)
+	}
+}
+
+func TestShutdownDeadlineClosesTheRest(t *testing.T) {
+	e := newEnv(t)
+	busy := e.dial()
+	busy.send("PUT /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := e.proxy.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v, want DeadlineExceeded", err)
+	}
+	busy.closed()
+}
