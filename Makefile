@@ -7,8 +7,9 @@ STATICCHECK_VERSION := v0.8.2
 # kube-apiservers and real packets, and timing-sensitive checks stay stable.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
+.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode bench-control bench-l7 clean
 # deps: the pinned Debian packages (hack/install-deps.sh); quick when they are there.
-.PHONY: deps all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode bench-control clean
+.PHONY: deps
 
 all: build
 
@@ -70,6 +71,12 @@ bench-cni:
 # Pod-to-pod TCP across nodes: plain veth vs native vs vxlan (iperf3).
 bench-crossnode:
 	$(GO) run ./test/bench/crossnode -out docs/benchmarks -reps 5
+# The L7 proxy vs the direct path on loopback (issue 6's budget): req/s and
+# p50/p99 at 1 and 64 connections, proxy on one core; RSS at 1,000 idle
+# connections. Writes docs/benchmarks/l7.md. BENCH_QUICK=1: 1s points, 1 repetition.
+bench-l7:
+	$(GO) run ./test/bench/l7 -out docs/benchmarks $(if $(BENCH_QUICK),-quick)
+
 # fastpath vs the real kube-proxy (iptables, nftables) on one apiserver:
 # cold start, change latency, CPU per change, RSS (issue 3's budget).
 # BENCH_QUICK=1: N = 100, 1,000 and 20 changes (about 5 minutes).

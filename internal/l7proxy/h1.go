@@ -41,7 +41,8 @@ type conn struct {
 	c     net.Conn
 	flow  Flow
 	state atomic.Int32
-	br    *bufio.Reader // nil while idle with nothing buffered: idle connections hold no buffers
+	in    clientReader
+	br    *bufio.Reader // reads in; nil while idle with nothing buffered: idle connections hold no buffers
 	up    *upstream
 }
 
@@ -68,6 +69,10 @@ func (c *conn) serve() {
 
 func (c *conn) close() {
 	c.c.Close()
+	if c.in.buf != nil {
+		copyBufPool.Put(c.in.buf)
+		c.in.buf, c.in.pending = nil, nil
+	}
 	c.dropUpstream()
 	if c.br != nil {
 		c.p.putReader(c.br)
@@ -75,8 +80,8 @@ func (c *conn) close() {
 	}
 }
 
-// awaitRequest waits for the first byte of the next request without
-// holding a buffer, then marks the connection active.
+// awaitRequest waits for the next request's first bytes without holding a
+// buffer, then marks the connection active.
 func (c *conn) awaitRequest() bool {
 	if c.p.closing.Load() {
 		return false
@@ -88,7 +93,7 @@ func (c *conn) awaitRequest() bool {
 		c.br = nil
 	}
 	if c.br == nil {
-		if err := waitReadable(c.c); err != nil {
+		if err := c.in.wait(c.p); err != nil {
 			return false
 		}
 	}
@@ -96,37 +101,74 @@ func (c *conn) awaitRequest() bool {
 		return false // Shutdown took it
 	}
 	if c.br == nil {
-		c.br = c.p.getReader(c.c)
+		c.br = c.p.getReader(&c.in)
 	}
 	c.c.SetReadDeadline(time.Now().Add(c.p.cfg.HeaderTimeout))
 	return true
 }
 
-// waitReadable blocks until c has data (or EOF, or an error, or the read
-// deadline) without reading it, through the runtime's poller.
-func waitReadable(c net.Conn) error {
-	sc, ok := c.(syscall.Conn)
+// clientReader is what the connection's bufio.Reader reads: first the
+// bytes that wait() read, then the socket.
+type clientReader struct {
+	c       net.Conn
+	pending []byte
+	buf     *[]byte // pooled backing of pending
+}
+
+func (r *clientReader) Read(p []byte) (int, error) {
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		if len(r.pending) == 0 {
+			copyBufPool.Put(r.buf)
+			r.buf, r.pending = nil, nil
+		}
+		return n, nil
+	}
+	return r.c.Read(p)
+}
+
+// wait blocks, through the runtime's poller, until the socket is readable
+// and reads what is there into a pooled buffer: an idle connection holds
+// no buffer, and the wake-up costs no extra system call. A connection
+// that is not a socket is read through its bufio.Reader instead.
+func (r *clientReader) wait(p *Proxy) error {
+	sc, ok := r.c.(syscall.Conn)
 	if !ok {
-		return nil // the first Peek waits instead, with a buffer
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var b [1]byte
-	var perr error
+	var bufp *[]byte
+	var n int
+	var rerr error
 	err = rc.Read(func(fd uintptr) bool {
-		_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if e == unix.EAGAIN || e == unix.EINTR {
+		// The buffer is taken only for the read itself, not the wait.
+		bufp = copyBufPool.Get().(*[]byte)
+		n, rerr = unix.Read(int(fd), (*bufp)[:min(p.cfg.MaxHeaderBytes, len(*bufp))])
+		if rerr == unix.EAGAIN || rerr == unix.EINTR {
+			copyBufPool.Put(bufp)
+			bufp = nil
 			return false
 		}
-		perr = e
 		return true
 	})
+	if err == nil {
+		err = rerr
+	}
+	if err == nil && n <= 0 {
+		err = io.EOF
+	}
 	if err != nil {
+		if bufp != nil {
+			copyBufPool.Put(bufp)
+		}
 		return err
 	}
-	return perr
+	r.buf, r.pending = bufp, (*bufp)[:n]
+	return nil
 }
 
 var h2Preface = []byte(http2Preface)

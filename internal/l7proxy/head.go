@@ -226,7 +226,6 @@ func allDigits(b []byte) bool {
 	return true
 }
 
-
 // validHost accepts reg-name, IPv4 and bracketed IPv6 with an optional
 // port: the characters of RFC 3986's host and port.
 func validHost(h []byte) bool {

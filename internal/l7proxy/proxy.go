@@ -191,7 +191,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 5 * time.Millisecond
-		cc := &conn{p: p, c: c, flow: flowOf(c)}
+		cc := &conn{p: p, c: c, flow: flowOf(c), in: clientReader{c: c}}
 		if !p.track(cc) {
 			c.Close()
 			return ErrClosed

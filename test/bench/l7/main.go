@@ -1,0 +1,67 @@
+// Command l7 measures the L7 proxy against the direct path (issue 6's
+// budget): requests/s and p50/p99 latency at 1 and 64 keep-alive
+// connections, proxied and direct, in one run, with the proxy on one core
+// (taskset + GOMAXPROCS=1); and the proxy's RSS with 1,000 idle keep-alive
+// connections. It measures only; it writes docs/benchmarks/l7.md.
+//
+// Everything runs on loopback in four processes of this binary: the proxy
+// (CPU 0), the upstream and the load generator (CPU 1, GOMAXPROCS=1 each),
+// and this orchestrator. "Direct" is the load generator talking to the
+// upstream itself: the L4-only path minus the datapath, which is not part
+// of what the proxy adds.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
+)
+
+type config struct {
+	out      string
+	duration time.Duration
+	reps     int
+	conns    []int
+	idle     int
+}
+
+func parse(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("l7", flag.ContinueOnError)
+	fs.StringVar(&c.out, "out", "docs/benchmarks", "directory for l7.md")
+	fs.DurationVar(&c.duration, "duration", 3*time.Second, "length of one measured point")
+	fs.IntVar(&c.reps, "reps", 3, "repetitions of every point (median reported)")
+	conns := fs.String("conns", "1,64", "concurrent keep-alive connections per point")
+	fs.IntVar(&c.idle, "idle", 1000, "idle keep-alive connections for the RSS point")
+	quick := fs.Bool("quick", false, "short run: 1s points, 1 repetition")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if *quick {
+		if err := benchmain.Preset(fs, map[string]string{"duration": "1s", "reps": "1"}); err != nil {
+			return c, err
+		}
+	}
+	var err error
+	if c.conns, err = benchmain.IntList(*conns, 1, 4096); err != nil {
+		return c, fmt.Errorf("-conns: %w", err)
+	}
+	return c, nil
+}
+
+func main() {
+	switch os.Getenv(roleEnv) {
+	case "upstream":
+		upstreamMain()
+	case "proxy":
+		proxyMain()
+	case "loadgen":
+		loadgenMain()
+	default:
+		benchmain.Main("l7", parse, func(ctx context.Context, c config) error { return run(ctx, c) })
+	}
+}
