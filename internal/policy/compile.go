@@ -22,6 +22,10 @@ type compiled struct {
 	types    [2]bool
 	rules    [2][]rule
 	problems []Problem
+	// fastpath: a FastpathNetworkPolicy (ns is its namespace) or
+	// FastpathClusterwideNetworkPolicy (ns is clusterwideNS), whose
+	// selectors see the namespace label (compile_fnp.go).
+	fastpath bool
 }
 
 type rule struct {
@@ -35,12 +39,14 @@ type rule struct {
 type peer struct {
 	sel   *selector // pod/namespace selector, nil for ipBlock
 	block *ipBlock
+	field string // of the block, for problems
 }
 
 type portSpec struct {
 	proto         Proto
-	port, endPort uint16 // 0,0: every port
-	name          string // named port, resolved per pod
+	port, endPort uint16  // 0,0: every port
+	name          string  // named port, resolved per pod
+	l7            *l7Spec // HTTP rules (FastpathNetworkPolicy); nil: L4 only
 }
 
 type ipBlock struct {
@@ -55,9 +61,15 @@ type selector struct {
 	ns    string          // policy namespace when there is no namespaceSelector
 	pod   labels.Selector // nil: any pod
 	nsSel labels.Selector // nil: the policy's namespace only
+	// ep: a FastpathNetworkPolicy endpoint selector over pod labels and
+	// the namespace label; ns "" then means every namespace.
+	ep labels.Selector
 }
 
 func (s *selector) matches(l identity.Labels, podSet, nsSet labels.Set) bool {
+	if s.ep != nil {
+		return (s.ns == "" || l.Namespace() == s.ns) && s.ep.Matches(nsLabels{podSet, l.Namespace()})
+	}
 	if s.nsSel == nil {
 		if l.Namespace() != s.ns {
 			return false
@@ -135,7 +147,7 @@ func (c *compiled) peer(f string, p networkingv1.NetworkPolicyPeer) (peer, bool)
 			return peer{}, false
 		}
 		b, ok := c.ipBlock(f+".ipBlock", p.IPBlock)
-		return peer{block: b}, ok
+		return peer{block: b, field: f + ".ipBlock"}, ok
 	}
 	if p.PodSelector == nil && p.NamespaceSelector == nil {
 		c.problem(f, "empty peer (no podSelector, namespaceSelector or ipBlock); it allows nothing")
@@ -256,9 +268,4 @@ func (c *compiled) port(f string, p networkingv1.NetworkPolicyPort) (portSpec, b
 		ps.endPort = uint16(e)
 	}
 	return ps, true
-}
-
-// selects reports whether the policy applies to a pod of its namespace.
-func (c *compiled) selects(podLabels labels.Set) bool {
-	return c.podSel == nil || c.podSel.Matches(podLabels)
 }

@@ -19,10 +19,14 @@ func (e *Engine) compute(st *podState) *EndpointPolicy {
 	name := st.name
 	e.forget(name)
 	ep := &EndpointPolicy{Pod: name, Identity: st.id, Entries: map[Key][]RuleRef{}}
-	pols := e.byNS[name.Namespace]
-	for _, pn := range sortedKeys(pols) {
-		c := pols[pn]
-		if !c.selects(st.labels) {
+	var pols []*compiled
+	for _, ns := range []string{name.Namespace, clusterwideNS} {
+		for _, pn := range sortedKeys(e.byNS[ns]) {
+			pols = append(pols, e.byNS[ns][pn])
+		}
+	}
+	for _, c := range pols {
+		if !c.selectsIn(name.Namespace, st.labels) {
 			continue
 		}
 		for d := range Direction(2) {
@@ -36,6 +40,7 @@ func (e *Engine) compute(st *podState) *EndpointPolicy {
 			}
 		}
 	}
+	ep.finishL7()
 	return ep
 }
 
@@ -61,7 +66,7 @@ func (e *Engine) addRule(ep *EndpointPolicy, st *podState, c *compiled, d Direct
 	if r.allPeers {
 		peers[AnyIdentity] = true
 	}
-	for i, p := range r.peers {
+	for _, p := range r.peers {
 		switch {
 		case p.sel != nil:
 			s := e.selectors[p.sel.key]
@@ -72,26 +77,26 @@ func (e *Engine) addRule(ep *EndpointPolicy, st *podState, c *compiled, d Direct
 			}
 		case p.block != nil:
 			e.ipBlockUsers[ep.Pod] = true
-			field := fmt.Sprintf("%s.%s[%d].ipBlock", r.path, map[Direction]string{Ingress: "from", Egress: "to"}[d], i)
-			e.blockIdentities(ep.Pod, c.name, field, p.block, peers)
+			e.blockIdentities(ep.Pod, c.name, p.field, p.block, peers)
 		}
 	}
-	add := func(k Key) {
+	add := func(k Key, l7 *l7Spec) {
 		rs := ep.Entries[k]
 		if len(rs) == 0 || rs[len(rs)-1] != ref {
 			ep.Entries[k] = append(rs, ref)
 		}
+		ep.addL7(k, l7)
 	}
 	if len(r.ports) == 0 {
 		for id := range peers {
-			add(Key{Identity: id, Dir: d, Proto: AnyProto})
+			add(Key{Identity: id, Dir: d, Proto: AnyProto}, nil)
 		}
 		return
 	}
 	for i, ps := range r.ports {
 		if ps.name == "" {
 			for id := range peers {
-				add(Key{Identity: id, Dir: d, Proto: ps.proto, Port: ps.port, EndPort: ps.endPort})
+				add(Key{Identity: id, Dir: d, Proto: ps.proto, Port: ps.port, EndPort: ps.endPort}, ps.l7)
 			}
 			continue
 		}
@@ -99,7 +104,7 @@ func (e *Engine) addRule(ep *EndpointPolicy, st *podState, c *compiled, d Direct
 			// Named ports of an ingress rule are the endpoint's own ports.
 			if n, ok := namedPort(st.ports, ps); ok {
 				for id := range peers {
-					add(Key{Identity: id, Dir: d, Proto: ps.proto, Port: n, EndPort: n})
+					add(Key{Identity: id, Dir: d, Proto: ps.proto, Port: n, EndPort: n}, nil)
 				}
 			}
 			continue
@@ -109,7 +114,7 @@ func (e *Engine) addRule(ep *EndpointPolicy, st *podState, c *compiled, d Direct
 		field := fmt.Sprintf("%s.ports[%d].port", r.path, i)
 		for _, id := range e.namedTargets(peers) {
 			if n, ok := e.identityPort(ep.Pod, c.name, field, id, ps); ok {
-				add(Key{Identity: id, Dir: d, Proto: ps.proto, Port: n, EndPort: n})
+				add(Key{Identity: id, Dir: d, Proto: ps.proto, Port: n, EndPort: n}, nil)
 			}
 		}
 	}

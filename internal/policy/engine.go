@@ -376,15 +376,19 @@ func (e *Engine) markAll(set map[PodName]bool) {
 // UpsertPolicy records a NetworkPolicy and marks the endpoints it selected
 // before or selects now.
 func (e *Engine) UpsertPolicy(np *networkingv1.NetworkPolicy) {
+	e.upsert(compile(np), np.Name)
+}
+
+// upsert records a compiled policy under byNS[c.ns][short].
+func (e *Engine) upsert(c *compiled, short string) {
 	e.Stats.PolicyCompilations++
-	c := compile(np)
 	key := c.name
 	old := e.policies[key]
 	e.policies[key] = c
 	if e.byNS[c.ns] == nil {
 		e.byNS[c.ns] = map[string]*compiled{}
 	}
-	e.byNS[c.ns][np.Name] = c
+	e.byNS[c.ns][short] = c
 	e.register(c, 1)
 	if old != nil {
 		e.markSelected(old)
@@ -395,20 +399,31 @@ func (e *Engine) UpsertPolicy(np *networkingv1.NetworkPolicy) {
 
 // DeletePolicy forgets a NetworkPolicy.
 func (e *Engine) DeletePolicy(ns, name string) {
-	key := ns + "/" + name
+	e.remove(ns+"/"+name, ns, name)
+}
+
+func (e *Engine) remove(key, ns, short string) {
 	old, ok := e.policies[key]
 	if !ok {
 		return
 	}
 	delete(e.policies, key)
-	delete(e.byNS[ns], name)
+	delete(e.byNS[ns], short)
 	e.markSelected(old)
 	e.register(old, -1)
 }
 
 func (e *Engine) markSelected(c *compiled) {
+	if c.fastpath && c.ns == clusterwideNS {
+		for n, st := range e.pods {
+			if c.selectsIn(n.Namespace, st.labels) {
+				e.dirty[n] = true
+			}
+		}
+		return
+	}
 	for n := range e.namespaces[c.ns].podsOrNil() {
-		if c.selects(e.pods[n].labels) {
+		if c.selectsIn(c.ns, e.pods[n].labels) {
 			e.dirty[n] = true
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/fastpath-net/fastpath/internal/fpnetpol"
 	"github.com/fastpath-net/fastpath/internal/identity"
 )
 
@@ -73,21 +74,7 @@ func (e *Engine) renderEndpoint(b *strings.Builder, ep *EndpointPolicy) {
 	for k := range ep.Entries {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b Key) int {
-		if a.Dir != b.Dir {
-			return int(a.Dir) - int(b.Dir)
-		}
-		if a.Identity != b.Identity {
-			return int(a.Identity) - int(b.Identity)
-		}
-		if a.Proto != b.Proto {
-			return int(a.Proto) - int(b.Proto)
-		}
-		if a.Port != b.Port {
-			return int(a.Port) - int(b.Port)
-		}
-		return int(a.EndPort) - int(b.EndPort)
-	})
+	slices.SortFunc(keys, compareKeys)
 	for d := range Direction(2) {
 		if !ep.Enforced[d] {
 			fmt.Fprintf(b, "  %s open\n", d)
@@ -107,6 +94,9 @@ func (e *Engine) renderEndpoint(b *strings.Builder, ep *EndpointPolicy) {
 				refs[i] = r.String()
 			}
 			fmt.Fprintf(b, "    %-30s %-14s %s\n", peer, portString(k), strings.Join(refs, "; "))
+			if l := ep.L7[k]; l != nil {
+				renderL7(b, l)
+			}
 		}
 	}
 }
@@ -121,4 +111,43 @@ func portString(k Key) string {
 		return fmt.Sprintf("%s/%d", k.Proto, k.Port)
 	}
 	return fmt.Sprintf("%s/%d-%d", k.Proto, k.Port, k.EndPort)
+}
+
+// renderL7 writes an entry's HTTP rules under it: "proxy", then the
+// rules, denies first.
+func renderL7(b *strings.Builder, l *L7) {
+	b.WriteString("      proxy")
+	if l.AllowAll {
+		b.WriteString(", every request allowed but the denies")
+	}
+	b.WriteString("\n")
+	for _, r := range l.Deny {
+		fmt.Fprintf(b, "        deny  %-40s %s\n", httpString(r.Rule), r.Ref)
+	}
+	for _, r := range l.Allow {
+		fmt.Fprintf(b, "        allow %-40s %s\n", httpString(r.Rule), r.Ref)
+	}
+}
+
+func httpString(r fpnetpol.HTTPRule) string {
+	var parts []string
+	for _, f := range []struct{ k, v string }{{"method", r.Method}, {"host", r.Host}, {"path", r.Path}} {
+		if f.v != "" {
+			parts = append(parts, f.k+"="+f.v)
+		}
+	}
+	for _, h := range r.Headers {
+		switch {
+		case h.Value != nil:
+			parts = append(parts, fmt.Sprintf("header[%s]=%q", h.Name, *h.Value))
+		case h.Regex != "":
+			parts = append(parts, fmt.Sprintf("header[%s]~%s", h.Name, h.Regex))
+		default:
+			parts = append(parts, fmt.Sprintf("header[%s]", h.Name))
+		}
+	}
+	if len(parts) == 0 {
+		return "(every request)"
+	}
+	return strings.Join(parts, " ")
 }

@@ -121,6 +121,11 @@ type EndpointPolicy struct {
 	// Selecting lists the policies that select the pod, per direction.
 	Selecting [2][]string
 	Entries   map[Key][]RuleRef
+	// L7 holds the entries whose flows go through the L7 proxy and the
+	// HTTP rules it applies to them (FastpathNetworkPolicy); nil when none.
+	L7 map[Key]*L7
+
+	plain map[Key]bool // while computing: entries an L4-only rule allows
 }
 
 // Lookup returns the rules allowing a packet, or nil. ok is false when the
@@ -138,7 +143,7 @@ func (ep *EndpointPolicy) Lookup(dir Direction, peer identity.ID, proto Proto, p
 }
 
 func (ep *EndpointPolicy) equal(o *EndpointPolicy) bool {
-	if ep.Identity != o.Identity || ep.Enforced != o.Enforced || len(ep.Entries) != len(o.Entries) {
+	if ep.Identity != o.Identity || ep.Enforced != o.Enforced || len(ep.Entries) != len(o.Entries) || !equalL7(ep.L7, o.L7) {
 		return false
 	}
 	for d := range 2 {

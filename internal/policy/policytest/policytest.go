@@ -25,6 +25,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fastpath-net/fastpath/internal/fpnetpol"
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
@@ -86,6 +87,22 @@ func (w *World) Apply(eng *policy.Engine, data []byte) error {
 			}
 			w.Pols[np.Namespace+"/"+np.Name] = &np
 			eng.UpsertPolicy(&np)
+		case "FastpathNetworkPolicy", "FastpathClusterwideNetworkPolicy":
+			// Not in the Oracle: cases with them say no-oracle.
+			var obj struct {
+				APIVersion string            `json:"apiVersion"`
+				Kind       string            `json:"kind"`
+				Metadata   metav1.ObjectMeta `json:"metadata"`
+				Spec       fpnetpol.Spec     `json:"spec"`
+			}
+			if err := strict(doc, &obj); err != nil {
+				return err
+			}
+			ns := obj.Metadata.Namespace
+			if meta.Kind == "FastpathClusterwideNetworkPolicy" {
+				ns = ""
+			}
+			eng.UpsertFastpathPolicy(&fpnetpol.Policy{Namespace: ns, Name: obj.Metadata.Name, Spec: obj.Spec})
 		default:
 			return fmt.Errorf("kind %q", meta.Kind)
 		}
@@ -100,7 +117,8 @@ func strict(doc []byte, v any) error {
 }
 
 // Delete removes objects named one a line: "namespace N", "pod NS/N",
-// "networkpolicy NS/N".
+// "networkpolicy NS/N", "fastpathnetworkpolicy NS/N",
+// "fastpathclusterwidenetworkpolicy N".
 func (w *World) Delete(eng *policy.Engine, data []byte) error {
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		kind, name, _ := strings.Cut(line, " ")
@@ -115,6 +133,10 @@ func (w *World) Delete(eng *policy.Engine, data []byte) error {
 		case "networkpolicy":
 			delete(w.Pols, name)
 			eng.DeletePolicy(ns, n)
+		case "fastpathnetworkpolicy":
+			eng.DeleteFastpathPolicy(ns, n)
+		case "fastpathclusterwidenetworkpolicy":
+			eng.DeleteFastpathPolicy("", name)
 		default:
 			return fmt.Errorf("delete %q", line)
 		}
