@@ -26,6 +26,15 @@
  *
  * Drop records are limited per CPU to fp_policy_config.drops_per_sec; a
  * record over the limit or not fitting the ring is counted, not written.
+ *
+ * L7 policy (docs/l7.md): an fp_policy entry with FP_POLICY_F_L7 sends its
+ * TCP flows to the node's L7 proxy with bpf_sk_assign, which works at TC
+ * ingress only. So the EGRESS instance (a TC ingress) takes both the pod's
+ * own egress flows and, for every TCP packet entering there, flows whose
+ * destination pod's ingress entry wants the proxy (fp_dest_l7); attached to
+ * an uplink (no endpoint), it does the latter for remote clients. The
+ * INGRESS instance cannot redirect: it drops such flows (FP_REASON_NO_PROXY),
+ * and passes the proxy's upstream leg (FP_PROXY_MARK_UPSTREAM).
  * Not handled yet: IPv6.
  */
 #include <linux/bpf.h>
@@ -69,6 +78,93 @@ static __always_inline int fp_inner_flow(struct __sk_buff *skb, const struct fp_
 	return 0;
 }
 
+/*
+ * fp_proxy_assign hands a packet of a flow the L7 proxy takes to the
+ * proxy's socket in this (the node's) namespace: the connection the proxy
+ * accepted for the flow, else (a SYN) its listener on proxy_port. The
+ * socket keeps the packet's destination as its local address (the listener
+ * is IP_TRANSPARENT), so the proxy sees the original destination. The mark
+ * selects the node's policy route "fwmark -> local", without which the
+ * stack would forward the packet to its destination instead. No listener:
+ * dropped (fail closed), the client's SYN retransmission tries again.
+ */
+static __always_inline int fp_proxy_assign(struct __sk_buff *skb, const struct fp_pflow *f, __u16 proxy_port)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	long err;
+
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = bpf_htons(f->sport);
+	t.ipv4.dport = bpf_htons(f->dport);
+	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (sk && sk->state == BPF_TCP_LISTEN) {
+		/* A listener of the node on the destination's port: not ours. */
+		bpf_sk_release(sk);
+		sk = NULL;
+	}
+	if (!sk) {
+		t.ipv4.dport = bpf_htons(proxy_port);
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return TC_ACT_SHOT;
+		if (sk->state != BPF_TCP_LISTEN) {
+			bpf_sk_release(sk);
+			return TC_ACT_SHOT;
+		}
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err)
+		return TC_ACT_SHOT;
+	skb->mark = FP_PROXY_MARK_REDIRECT;
+	return TC_ACT_OK;
+}
+
+/*
+ * fp_dest_l7 judges, where a packet enters the node (a local client's
+ * host veth, or an uplink for a remote client), the ingress policy of the
+ * local pod it goes to, but only to find flows its L7 rules want in the
+ * proxy: those must be taken here, at a TC ingress (bpf_sk_assign works
+ * nowhere else). Everything else is left to tc_policy at the pod's veth,
+ * which judges as before. Returns the proxy port, or 0.
+ */
+static __always_inline __u16 fp_dest_l7(struct __sk_buff *skb, const struct fp_pkt *p, const struct fp_pflow *f)
+{
+	struct bpf_fib_lookup fib = {};
+	struct fp_policy_val *rule;
+	struct fp_endpoint *ep;
+	__u32 found, ifindex, peer_id;
+
+	fib.family = 2; /* AF_INET */
+	fib.l4_protocol = f->proto;
+	fib.sport = p->sport;
+	fib.dport = p->dport;
+	fib.ipv4_src = f->saddr;
+	fib.ipv4_dst = f->daddr;
+	fib.ifindex = skb->ifindex;
+	found = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (found != BPF_FIB_LKUP_RET_SUCCESS && found != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return 0;
+	ifindex = fib.ifindex;
+	ep = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
+	if (!ep || !(ep->flags & FP_EP_F_ENFORCE_INGRESS))
+		return 0;
+	found = fp_pct_find(f, ep->id, p->tcp_flags);
+	if (found)
+		return found > 1 ? found - 2 : 0;
+	peer_id = fp_ipcache_identity(f->saddr);
+	rule = fp_policy_lookup(peer_id, ep->id, FP_DIR_INGRESS, f->proto, f->dport);
+	if (!rule || !(rule->flags & FP_POLICY_F_L7) || !rule->proxy_port)
+		return 0;
+	if (fp_pct_create(f, ep->id, rule->cookie, rule->proxy_port) < 0)
+		return 0; /* the pod's veth judges it again and drops it */
+	fp_verdict_emit(f, peer_id, ep->identity, ep->id, FP_DIR_INGRESS, FP_VERDICT_ALLOW, FP_REASON_PROXY_REDIRECT,
+			rule->cookie);
+	return rule->proxy_port;
+}
+
 SEC("tc")
 int fp_tc_policy(struct __sk_buff *skb)
 {
@@ -81,21 +177,41 @@ int fp_tc_policy(struct __sk_buff *skb)
 
 	/* PASS with a protocol set is IPv4 of a protocol without ports: policy
 	 * still applies (only every-protocol rules allow it). */
+	__u16 proxy_port = 0;
+
 	if (res == FP_PARSE_MALFORMED || (res == FP_PARSE_PASS && p.proto == 0))
 		return FP_TCX_NEXT;
-	ep = fp_policy_enforced(skb->ifindex);
-	if (!ep)
-		return FP_TCX_NEXT;
-
 	f.saddr = p.saddr;
 	f.daddr = p.daddr;
 	f.sport = bpf_ntohs(p.sport);
 	f.dport = bpf_ntohs(p.dport);
 	f.proto = p.proto;
+	ep = fp_policy_enforced(skb->ifindex);
+	if (!ep)
+		goto dest;
+	if (dir == FP_DIR_INGRESS && skb->mark == FP_PROXY_MARK_UPSTREAM) {
+		/* The proxy's upstream leg: the proxy judged this pod's ingress
+		 * for the request (docs/l7.md). Recorded, so replies pass. */
+		if (!fp_pct_hit(&f, ep->id, p.tcp_flags))
+			fp_pct_create(&f, ep->id, 0, 0);
+		return FP_TCX_NEXT;
+	}
 	if ((ep->flags & flag) && p.proto == IPPROTO_ICMP && res == FP_PARSE_OK && fp_icmp_is_error(p.icmp_type) &&
 	    fp_inner_flow(skb, &p, &inner) == 0 && fp_pct_hit(&inner, ep->id, 0))
 		return FP_TCX_NEXT;
-	return fp_policy_judge(ep, &f, p.tcp_flags, dir) ? FP_TCX_NEXT : TC_ACT_SHOT;
+	if (!fp_policy_judge_l7(ep, &f, p.tcp_flags, dir, dir == FP_DIR_EGRESS ? &proxy_port : 0))
+		return TC_ACT_SHOT;
+	if (proxy_port)
+		return fp_proxy_assign(skb, &f, proxy_port);
+dest:
+	/* At a TC ingress (the EGRESS instance): the destination pod's
+	 * ingress may want the proxy. */
+	if (dir == FP_DIR_EGRESS && f.proto == IPPROTO_TCP && res == FP_PARSE_OK) {
+		proxy_port = fp_dest_l7(skb, &p, &f);
+		if (proxy_port)
+			return fp_proxy_assign(skb, &f, proxy_port);
+	}
+	return FP_TCX_NEXT;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

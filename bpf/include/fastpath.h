@@ -16,8 +16,9 @@
 /* 2: fp_ct_entry grew the SNAT fields, fp_sock_rev_nat the scope, fp_config
  * is new, and fp_metrics has two more counters.
  * 3: fp_source_ranges is new, with FP_SVC_F_SOURCE_RANGES and
- * FP_CT_F_NODEPORT, and fp_metrics has one more counter. */
-#define FP_MAP_LAYOUT_VERSION 3
+ * FP_CT_F_NODEPORT, and fp_metrics has one more counter.
+ * 4: fp_policy_val grew proxy_port and flags (L7 policy). */
+#define FP_MAP_LAYOUT_VERSION 4
 
 union fp_addr {
 	__u8 b[16];

@@ -62,8 +62,23 @@ struct fp_policy_key {
 #define FP_POLICY_PREFIX_FULL 80
 
 struct fp_policy_val {
-	__u32 cookie; /* the rule, in the agent's table */
+	__u32 cookie;     /* the rule, in the agent's table */
+	__u16 proxy_port; /* FP_POLICY_F_L7: the node's L7 proxy listener (0: none) */
+	__u16 flags;      /* FP_POLICY_F_* */
 };
+
+/* The flows of this entry carry HTTP rules: they go to the L7 proxy
+ * (docs/l7.md); with proxy_port 0 (no proxy on the node) they are dropped. */
+#define FP_POLICY_F_L7 (1 << 0)
+
+/* skb->mark of the proxy's upstream sockets (SO_MARK): the datapath never
+ * redirects them again, and the server's ingress was judged by the proxy.
+ * FP_PROXY_MARK_REDIRECT is what a redirected packet gets for the node's
+ * "fwmark -> local" policy route, so the stack delivers it to the proxy's
+ * socket instead of forwarding it. Both sit in bits no other part of the
+ * node is known to use (Cilium's magic marks use 0x0f00). */
+#define FP_PROXY_MARK_UPSTREAM 0x0fa70000
+#define FP_PROXY_MARK_REDIRECT 0x0fa80000
 
 /* policy ct: flows an endpoint let through, both directions of each. */
 struct fp_pct_key {
@@ -119,6 +134,9 @@ enum fp_reason {
 	FP_REASON_LB_BACKEND_GONE, /* the slot's backend does not exist */
 	FP_REASON_LB_SNAT_NO_PORT, /* masquerade / tuple clash: no free port */
 	FP_REASON_LB_NO_ROUTE,     /* masqueraded packet: no route, neighbour or MTU */
+	/* L7 policy; numbered apart from the reasons tc_lb adds. */
+	FP_REASON_PROXY_REDIRECT = 16, /* allowed at L4, sent to the L7 proxy */
+	FP_REASON_NO_PROXY = 17,       /* needs the L7 proxy, which cannot take it here */
 };
 
 /* policy config: sampling of allow events (1 in allow_sample; 0 = none)
@@ -141,6 +159,9 @@ struct fp_policy_bucket {
 #define FP_PCT_LIFETIME_OTHER (60ULL * 1000000000)
 #define FP_PCT_LIFETIME_CLOSING (10ULL * 1000000000)
 #define FP_PCT_F_CLOSING (1 << 0)
+/* The flow goes to the L7 proxy; the port is flags >> 16. */
+#define FP_PCT_F_PROXY (1 << 1)
+#define FP_PCT_PROXY_SHIFT 16
 
 /* Per-CPU counters of the policy program (fp_policy_metrics). */
 enum fp_policy_metric {
@@ -308,9 +329,11 @@ static __always_inline void fp_pct_close_twin(const struct fp_pct_key *k, __u64 
 	}
 }
 
-/* fp_pct_hit: the flow (either direction) is one the endpoint let through;
- * a live entry is refreshed, and a FIN or RST (tcp_flags) closes it. */
-static __always_inline int fp_pct_hit(const struct fp_pflow *f, __u16 ep, __u8 tcp_flags)
+/* fp_pct_find: the flow (either direction) is one the endpoint let
+ * through; a live entry is refreshed, and a FIN or RST (tcp_flags) closes
+ * it. Returns 0 (none), 1 (found) or, for a FORWARD packet of a flow the
+ * proxy takes, the proxy's port + 2 (> 1). */
+static __always_inline __u32 fp_pct_find(const struct fp_pflow *f, __u16 ep, __u8 tcp_flags)
 {
 	struct fp_pct_key k = {};
 	struct fp_pct_val *v;
@@ -329,10 +352,17 @@ static __always_inline int fp_pct_hit(const struct fp_pflow *f, __u16 ep, __u8 t
 		fp_pct_close_twin(&k, now);
 	}
 	v->expires = now + fp_pct_lifetime(f->proto, v->flags);
+	if (k.dir == FP_CT_FORWARD && (v->flags & FP_PCT_F_PROXY))
+		return (v->flags >> FP_PCT_PROXY_SHIFT) + 2;
 	return 1;
 }
 
-static __always_inline int fp_pct_create(const struct fp_pflow *f, __u16 ep, __u32 cookie)
+static __always_inline int fp_pct_hit(const struct fp_pflow *f, __u16 ep, __u8 tcp_flags)
+{
+	return fp_pct_find(f, ep, tcp_flags) != 0;
+}
+
+static __always_inline int fp_pct_create(const struct fp_pflow *f, __u16 ep, __u32 cookie, __u16 proxy_port)
 {
 	struct fp_pct_key k = {};
 	struct fp_pflow r = {.saddr = f->daddr, .daddr = f->saddr, .sport = f->dport, .dport = f->sport, .proto = f->proto};
@@ -342,6 +372,8 @@ static __always_inline int fp_pct_create(const struct fp_pflow *f, __u16 ep, __u
 	fp_pct_key_set(&k, &r, FP_CT_REPLY, ep);
 	if (bpf_map_update_elem(&fp_policy_ct, &k, &v, BPF_ANY) < 0)
 		return -1;
+	if (proxy_port)
+		v.flags = FP_PCT_F_PROXY | ((__u32)proxy_port << FP_PCT_PROXY_SHIFT);
 	fp_pct_key_set(&k, f, FP_CT_FORWARD, ep);
 	return bpf_map_update_elem(&fp_policy_ct, &k, &v, BPF_ANY);
 }
@@ -415,19 +447,27 @@ static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_
  * tc_policy calls it for what tc_lb hands on; tc_lb calls it itself for the
  * packets it redirects (masquerade), which never reach tc_policy.
  */
-static __always_inline int fp_policy_judge(const struct fp_endpoint *ep, const struct fp_pflow *f,
-					   __u8 tcp_flags, __u8 dir)
+static __always_inline int fp_policy_judge_l7(const struct fp_endpoint *ep, const struct fp_pflow *f,
+					      __u8 tcp_flags, __u8 dir, __u16 *proxy_port)
 {
 	__u16 flag = dir == FP_DIR_INGRESS ? FP_EP_F_ENFORCE_INGRESS : FP_EP_F_ENFORCE_EGRESS;
 	struct fp_policy_val *rule;
-	__u32 peer_id, src_id, dst_id;
+	__u32 peer_id, src_id, dst_id, found;
+	__u16 port = 0;
 
 	if (!(ep->flags & flag)) {
 		if (!fp_pct_hit(f, ep->id, tcp_flags))
-			fp_pct_create(f, ep->id, 0);
+			fp_pct_create(f, ep->id, 0, 0);
 		return 1;
 	}
-	if (fp_pct_hit(f, ep->id, tcp_flags))
+	found = fp_pct_find(f, ep->id, tcp_flags);
+	if (found > 1) {
+		if (!proxy_port)
+			return 0;
+		*proxy_port = found - 2;
+		return 1;
+	}
+	if (found)
 		return 1;
 	peer_id = fp_ipcache_identity(dir == FP_DIR_EGRESS ? f->daddr : f->saddr);
 	src_id = dir == FP_DIR_EGRESS ? ep->identity : peer_id;
@@ -438,13 +478,33 @@ static __always_inline int fp_policy_judge(const struct fp_endpoint *ep, const s
 		fp_verdict_emit(f, src_id, dst_id, ep->id, dir, FP_VERDICT_DROP, FP_REASON_POLICY_DENIED, 0);
 		return 0;
 	}
-	if (fp_pct_create(f, ep->id, rule->cookie) < 0) {
+	if (rule->flags & FP_POLICY_F_L7) {
+		/* To the proxy, or dropped where it cannot go (no proxy on the
+		 * node, or a caller that cannot redirect): fail closed. */
+		port = rule->proxy_port;
+		if (!port || !proxy_port || f->proto != IPPROTO_TCP) {
+			fp_pmetric_inc(FP_PMETRIC_DROPPED);
+			fp_verdict_emit(f, src_id, dst_id, ep->id, dir, FP_VERDICT_DROP, FP_REASON_NO_PROXY, rule->cookie);
+			return 0;
+		}
+		*proxy_port = port;
+	}
+	if (fp_pct_create(f, ep->id, rule->cookie, port) < 0) {
 		/* Untracked, its replies would be judged as new flows: fail closed. */
 		fp_verdict_emit(f, src_id, dst_id, ep->id, dir, FP_VERDICT_DROP, FP_REASON_CT_FULL, rule->cookie);
 		return 0;
 	}
-	fp_verdict_emit(f, src_id, dst_id, ep->id, dir, FP_VERDICT_ALLOW, FP_REASON_POLICY_ALLOWED, rule->cookie);
+	fp_verdict_emit(f, src_id, dst_id, ep->id, dir, FP_VERDICT_ALLOW,
+			port ? FP_REASON_PROXY_REDIRECT : FP_REASON_POLICY_ALLOWED, rule->cookie);
 	return 1;
+}
+
+/* fp_policy_judge is fp_policy_judge_l7 for callers that cannot redirect
+ * to the proxy: flows that need it are dropped. */
+static __always_inline int fp_policy_judge(const struct fp_endpoint *ep, const struct fp_pflow *f,
+					   __u8 tcp_flags, __u8 dir)
+{
+	return fp_policy_judge_l7(ep, f, tcp_flags, dir, 0);
 }
 
 /* fp_policy_enforced: the endpoint behind ifindex, when any direction of

@@ -178,8 +178,10 @@ type TclbFpPolicyKey struct {
 }
 
 type TclbFpPolicyVal struct {
-	_      structs.HostLayout
-	Cookie uint32
+	_         structs.HostLayout
+	Cookie    uint32
+	ProxyPort uint16
+	Flags     uint16
 }
 
 type TclbFpRevNat struct {

@@ -83,8 +83,10 @@ type TcpolicyFpPolicyKey struct {
 }
 
 type TcpolicyFpPolicyVal struct {
-	_      structs.HostLayout
-	Cookie uint32
+	_         structs.HostLayout
+	Cookie    uint32
+	ProxyPort uint16
+	Flags     uint16
 }
 
 type TcpolicyFpVerdict struct {

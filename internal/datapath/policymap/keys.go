@@ -13,6 +13,9 @@ import (
 type Rules struct {
 	byRef map[policy.RuleRef]uint32
 	refs  []policy.RuleRef
+	// ProxyPort is written into entries with HTTP rules (FlagL7); 0 when
+	// the node runs no L7 proxy, which makes the datapath drop their flows.
+	ProxyPort uint16
 }
 
 // Cookie returns r's number, numbering it if new (from 1; 0 is no rule).
@@ -43,10 +46,14 @@ func Keys(epID uint16, ep *policy.EndpointPolicy, rules *Rules) map[PolicyKey]Po
 	for k, refs := range ep.Entries {
 		first := slices.MinFunc(refs, func(a, b policy.RuleRef) int { return strings.Compare(a.String(), b.String()) })
 		v := PolicyValue{Cookie: rules.Cookie(first)}
+		if ep.L7[k] != nil {
+			v.Flags, v.ProxyPort = FlagL7, rules.ProxyPort
+		}
 		for _, pk := range PolicyKeys(epID, k) {
 			// Two entries can share a key (one range inside another on
-			// the same identity): either rule allows it.
-			if _, dup := out[pk]; !dup {
+			// the same identity): either rule allows it, but one that
+			// needs the proxy keeps its flag (its denies must hold).
+			if old, dup := out[pk]; !dup || v.Flags&FlagL7 != 0 && old.Flags&FlagL7 == 0 {
 				out[pk] = v
 			}
 		}

@@ -36,6 +36,8 @@ var reasonNames = [...]string{
 	ReasonLBBackendGone: "backend-gone",
 	ReasonLBSNATNoPort:  "snat-no-port",
 	ReasonLBNoRoute:     "no-route",
+	ReasonProxyRedirect: "to-l7-proxy",
+	ReasonNoProxy:       "l7-no-proxy",
 }
 
 // ReasonCodes lists every known reason code, for flag validation.

@@ -79,6 +79,9 @@ const (
 	ReasonLBBackendGone = 8
 	ReasonLBSNATNoPort  = 9
 	ReasonLBNoRoute     = 10
+	// L7 policy (FP_REASON_PROXY_REDIRECT, FP_REASON_NO_PROXY).
+	ReasonProxyRedirect = 16
+	ReasonNoProxy       = 17
 )
 
 // IPCacheKey is struct fp_ipcache_key.
@@ -113,8 +116,22 @@ type PolicyKey struct {
 
 // PolicyValue is struct fp_policy_val.
 type PolicyValue struct {
-	Cookie uint32
+	Cookie    uint32
+	ProxyPort uint16 // FlagL7: the node's L7 proxy listener; 0: none (dropped)
+	Flags     uint16
 }
+
+// PolicyValue.Flags: FP_POLICY_F_*.
+const FlagL7 uint16 = 1 << 0
+
+// Marks of FP_PROXY_MARK_* (bpf/include/policy.h): the proxy's upstream
+// sockets carry MarkUpstream (SO_MARK); redirected packets get
+// MarkRedirect, which the node's policy route sends to the local table.
+const (
+	MarkUpstream uint32 = 0x0fa70000
+	MarkRedirect uint32 = 0x0fa80000
+	MarkMask     uint32 = 0xffff0000
+)
 
 // CTKey is struct fp_pct_key.
 type CTKey struct {
