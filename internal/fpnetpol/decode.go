@@ -1,11 +1,13 @@
 package fpnetpol
 
 import (
+	"errors"
 	"fmt"
-	"regexp"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/fastpath-net/fastpath/internal/l7"
 )
 
 // Policy is one object of either kind. Namespace is "" for the
@@ -50,35 +52,45 @@ type FieldError struct {
 
 func (e FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
 
-// CompileRegex compiles an anchored RE2 expression of a rule, as the proxy
-// will match it (the whole value, not a part of it).
-func CompileRegex(expr string) (*regexp.Regexp, error) {
-	return regexp.Compile("^(?:" + expr + ")$")
+// L7 is the rule as the proxy's matcher (internal/l7) takes it. A header
+// with an empty Value is matched by presence, as one without.
+func (r HTTPRule) L7() l7.HTTPRule {
+	out := l7.HTTPRule{Method: r.Method, Path: r.Path, Host: r.Host}
+	for _, h := range r.Headers {
+		m := l7.HeaderMatch{Name: h.Name, Regex: h.Regex}
+		if h.Value != nil {
+			m.Value = *h.Value
+		}
+		out.Headers = append(out.Headers, m)
+	}
+	return out
 }
 
-// CheckHTTP returns the errors of the rules' regular expressions, each
-// naming its field below path (e.g. path = spec.ingress[0].toPorts[0].rules.http).
+// CheckHTTP returns what the proxy's matcher would refuse in rules (a
+// regular expression that does not compile, a bad header name, value and
+// regex both set), each naming its field below path (e.g. path =
+// spec.ingress[0].toPorts[0].rules.http).
 func CheckHTTP(path string, rules []HTTPRule) []FieldError {
 	var out []FieldError
-	check := func(f, expr string) {
-		if expr == "" {
-			return
-		}
-		if _, err := CompileRegex(expr); err != nil {
-			out = append(out, FieldError{Field: f, Err: err})
-		}
-	}
 	for i, r := range rules {
 		p := fmt.Sprintf("%s[%d]", path, i)
-		check(p+".method", r.Method)
-		check(p+".path", r.Path)
-		check(p+".host", r.Host)
-		for j, h := range r.Headers {
-			hp := fmt.Sprintf("%s.headers[%d]", p, j)
-			if h.Value != nil && h.Regex != "" {
-				out = append(out, FieldError{Field: hp, Err: fmt.Errorf("value and regex both set")})
+		err := r.L7().Validate()
+		if err == nil {
+			continue
+		}
+		var errs []error
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = j.Unwrap()
+		} else {
+			errs = []error{err}
+		}
+		for _, e := range errs {
+			var fe *l7.FieldError
+			if errors.As(e, &fe) {
+				out = append(out, FieldError{Field: p + "." + fe.Field, Err: fe.Err})
+			} else {
+				out = append(out, FieldError{Field: p, Err: e})
 			}
-			check(hp+".regex", h.Regex)
 		}
 	}
 	return out
