@@ -1,0 +1,134 @@
+package l7policy_test
+
+import (
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/fastpath-net/fastpath/internal/identity"
+	"github.com/fastpath-net/fastpath/internal/l7"
+	"github.com/fastpath-net/fastpath/internal/l7policy"
+	"github.com/fastpath-net/fastpath/internal/l7proxy"
+	"github.com/fastpath-net/fastpath/internal/policy"
+	"github.com/fastpath-net/fastpath/internal/policy/policytest"
+)
+
+const policies = `
+apiVersion: fastpath.io/v1alpha1
+kind: FastpathNetworkPolicy
+metadata: {namespace: "x", name: web}
+spec:
+  endpointSelector: {matchLabels: {pod: a}}
+  ingress:
+  - fromEndpoints: [{}]
+    toPorts:
+    - ports: [{port: 80}]
+      rules:
+        http:
+        - {method: GET, path: "/public(/.*)?"}
+        - {headers: [{name: X-Token, value: s3cret}]}
+        httpDeny:
+        - {path: "/admin.*"}
+  - fromEndpoints: [{matchLabels: {io.kubernetes.pod.namespace: "y"}}]
+    toPorts: [{ports: [{port: 81}]}]
+---
+apiVersion: fastpath.io/v1alpha1
+kind: FastpathNetworkPolicy
+metadata: {namespace: "x", name: client}
+spec:
+  endpointSelector: {matchLabels: {pod: b}}
+  egress:
+  - toEndpoints: [{matchLabels: {pod: a}}]
+    toPorts:
+    - ports: [{port: 80}]
+      rules: {http: [{method: GET}]}
+`
+
+// TestLookup: per flow, the rule sets of both ends as the Engine computed
+// them, all or nothing where an end has no HTTP rules, and updates seen by
+// the next lookup.
+func TestLookup(t *testing.T) {
+	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
+	w := policytest.NewWorld()
+	base, err := os.ReadFile("../policy/testdata/base.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, w.Apply(eng, base))
+	must(t, w.Apply(eng, []byte(policies)))
+	tbl := l7policy.New()
+	tbl.OnError = func(pod policy.PodName, k policy.Key, err error) { t.Errorf("%s %v: %v", pod, k, err) }
+	apply := func() {
+		tbl.Apply(eng.Changes(), func(n policy.PodName) []netip.Addr {
+			_, addrs, _ := eng.PodIdentity(n)
+			return addrs
+		})
+	}
+	apply()
+	addr := func(pod string, port uint16) netip.AddrPort {
+		_, addrs, ok := eng.PodIdentity(mustPod(pod))
+		if !ok {
+			t.Fatalf("no pod %s", pod)
+		}
+		return netip.AddrPortFrom(addrs[0], port)
+	}
+	type req struct {
+		method, path string
+		hdr          map[string][]string
+	}
+	check := func(from, to string, port uint16, r req, want ...bool) {
+		t.Helper()
+		got := tbl.Lookup(l7proxy.Flow{Src: addr(from, 40000), Dst: addr(to, port)})
+		if len(got) != len(want) {
+			t.Fatalf("%s -> %s:%d: %d rule sets, want %d", from, to, port, len(got), len(want))
+		}
+		for i, a := range got {
+			v := a.Rules.Decide(&l7.Request{Method: r.method, Path: r.path, Host: "svc", Header: r.hdr})
+			if v.Allowed != want[i] {
+				t.Errorf("%s -> %s:%d %s %s (%s %s): %+v, want allowed=%v", from, to, port, r.method, r.path, a.Direction, a.Endpoint, v, want[i])
+			}
+		}
+	}
+	get := func(p string) req { return req{"GET", p, nil} }
+	check("x/c", "x/a", 80, get("/public"), true)
+	check("x/c", "x/a", 80, req{"POST", "/public", nil}, false)
+	check("x/c", "x/a", 80, req{"POST", "/x", map[string][]string{"X-Token": {"s3cret"}}}, true)
+	check("x/c", "x/a", 80, req{"GET", "/admin/users", map[string][]string{"X-Token": {"s3cret"}}}, false)
+	// y/c: allowed at L4 on 81 only; a flow to 80 (not L4-allowed) gets nothing.
+	check("y/c", "x/a", 81, get("/anything"), true)
+	check("y/c", "x/a", 80, get("/public"), false)
+	// x/b's egress (GET only) and x/a's ingress both apply.
+	check("x/b", "x/a", 80, get("/public"), true, true)
+	check("x/b", "x/a", 80, req{"POST", "/x", map[string][]string{"X-Token": {"s3cret"}}}, false, true)
+	// Nobody enforces anything between y pods: one allow-all set.
+	check("y/a", "y/b", 80, req{"DELETE", "/", nil}, true)
+
+	// An update reaches the next lookup: the deny goes.
+	must(t, w.Apply(eng, []byte(`
+apiVersion: fastpath.io/v1alpha1
+kind: FastpathNetworkPolicy
+metadata: {namespace: "x", name: web}
+spec:
+  endpointSelector: {matchLabels: {pod: a}}
+  ingress:
+  - toPorts: [{ports: [{port: 80}], rules: {http: [{path: "/admin.*"}]}}]
+`)))
+	apply()
+	check("x/c", "x/a", 80, get("/admin/users"), true)
+	check("x/c", "x/a", 80, get("/public"), false)
+}
+
+func mustPod(s string) policy.PodName {
+	n, err := policy.ParsePodName(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
