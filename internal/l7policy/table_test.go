@@ -132,3 +132,37 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestFlowEvent: an access-log record becomes an l7 monitor event naming
+// the pods.
+func TestFlowEvent(t *testing.T) {
+	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
+	w := policytest.NewWorld()
+	base, err := os.ReadFile("../policy/testdata/base.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, w.Apply(eng, base))
+	must(t, w.Apply(eng, []byte(policies)))
+	tbl := l7policy.New()
+	tbl.Apply(eng.Changes(), func(n policy.PodName) []netip.Addr {
+		_, addrs, _ := eng.PodIdentity(n)
+		return addrs
+	})
+	_, a, _ := eng.PodIdentity(mustPod("x/a"))
+	_, c, _ := eng.PodIdentity(mustPod("x/c"))
+	ev := tbl.FlowEvent("node-1", l7proxy.Event{
+		Flow:      l7proxy.Flow{Src: netip.AddrPortFrom(c[0], 40000), Dst: netip.AddrPortFrom(a[0], 80)},
+		Direction: l7proxy.Ingress, Endpoint: "x/a", Method: "POST", Host: "svc", Path: "/admin",
+		Verdict: l7.Verdict{Rule: "fnp:x/web spec.ingress[0].toPorts[0].rules.httpDeny[0]", Reason: l7.ReasonDenied},
+		Status:  403, Proto: l7proxy.ProtoHTTP1,
+	})
+	if ev.Type != "l7" || ev.Verdict != "denied" || ev.Source.Pod != "c" || ev.Destination.Namespace != "x" || ev.Destination.Pod != "a" ||
+		ev.L7.Status != 403 || ev.L7.Rule != "fnp:x/web spec.ingress[0].toPorts[0].rules.httpDeny[0]" || ev.Direction != "ingress" {
+		t.Errorf("event %+v (l7 %+v)", ev, ev.L7)
+	}
+	want := "l7 denied: POST svc/admin by x/a ingress (fnp:x/web spec.ingress[0].toPorts[0].rules.httpDeny[0]) -> 403"
+	if ev.Summary != want {
+		t.Errorf("summary %q, want %q", ev.Summary, want)
+	}
+}
