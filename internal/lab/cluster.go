@@ -135,9 +135,7 @@ func createNodes(ctx context.Context, cs kubernetes.Interface, nodes int) error 
 	return nil
 }
 
-// registerPod creates the Pod object of a pod the lab plumbed and writes its
-// status as kubelet would once its containers run: Running, Ready, with its
-// IP, so the EndpointSlice controller lists it.
+// registerPod creates the demo pod's Pod object (see registerPodObject).
 func registerPod(ctx context.Context, cs kubernetes.Interface, p pod) error {
 	c := corev1.Container{Name: p.app, Image: "fastpath.lab/" + p.app}
 	if p.app == "web" {
@@ -147,16 +145,25 @@ func registerPod(ctx context.Context, cs kubernetes.Interface, p pod) error {
 			{Name: "whoami-udp", ContainerPort: webWhoami, Protocol: corev1.ProtocolUDP},
 		}
 	}
+	return registerPodObject(ctx, cs, p, map[string]string{"app": p.app}, c)
+}
+
+// registerPodObject creates the Pod object of a pod the lab plumbed, with
+// these labels and its one container, and writes its status as kubelet
+// would once its containers run: Running, Ready, with its IP, so the
+// EndpointSlice controller lists it.
+func registerPodObject(ctx context.Context, cs kubernetes.Interface, p pod, labels map[string]string, c corev1.Container) error {
 	obj := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: namespace, Labels: map[string]string{"app": p.app}},
+		ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: p.namespace(), Labels: labels},
 		Spec: corev1.PodSpec{
 			NodeName: nodeName(p.node), Containers: []corev1.Container{c},
 			AutomountServiceAccountToken: new(bool),
 		},
 	}
-	created, err := cs.CoreV1().Pods(namespace).Create(ctx, obj, metav1.CreateOptions{})
+	pods := cs.CoreV1().Pods(p.namespace())
+	created, err := pods.Create(ctx, obj, metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("create pod %s: %w", p.name, err)
+		return fmt.Errorf("create pod %s/%s: %w", p.namespace(), p.name, err)
 	}
 	now := metav1.Now()
 	created.Status = corev1.PodStatus{
@@ -175,16 +182,16 @@ func registerPod(ctx context.Context, cs kubernetes.Interface, p pod) error {
 	}
 	*created.Status.ContainerStatuses[0].Started = true
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := cs.CoreV1().Pods(namespace).Get(ctx, p.name, metav1.GetOptions{})
+		cur, err := pods.Get(ctx, p.name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		cur.Status = created.Status
-		_, err = cs.CoreV1().Pods(namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		_, err = pods.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("pod %s status: %w", p.name, err)
+		return fmt.Errorf("pod %s/%s status: %w", p.namespace(), p.name, err)
 	}
 	return nil
 }

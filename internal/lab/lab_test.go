@@ -35,6 +35,16 @@ func TestLabUpDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane and two nodes")
 	}
+	bin := buildLab(t)
+	for _, mode := range []routing.Mode{routing.ModeNative, routing.ModeVXLAN} {
+		t.Run(string(mode), func(t *testing.T) { upDown(t, bin, mode) })
+	}
+}
+
+// buildLab builds the lab's binaries into a temporary directory, after
+// checking the control plane's binaries are there.
+func buildLab(t *testing.T) string {
+	t.Helper()
 	if _, err := testenv.BinDir(); err != nil {
 		t.Fatal(err)
 	}
@@ -44,12 +54,14 @@ func TestLabUpDown(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	for _, mode := range []routing.Mode{routing.ModeNative, routing.ModeVXLAN} {
-		t.Run(string(mode), func(t *testing.T) { upDown(t, bin, mode) })
-	}
+	return bin
 }
 
-func upDown(t *testing.T, bin string, mode routing.Mode) {
+// startLab brings a lab up under names of its own (so it runs beside a
+// user's lab and other tests), taken down when the test ends, and returns
+// the `up` output.
+func startLab(t *testing.T, bin string, mode routing.Mode) string {
+	t.Helper()
 	id := make([]byte, 3)
 	_, _ = rand.Read(id)
 	tag := "lt" + hex.EncodeToString(id)
@@ -66,6 +78,12 @@ func upDown(t *testing.T, bin string, mode routing.Mode) {
 	if err != nil {
 		t.Fatalf("up: %v\n%s\n%s", err, out.String(), logs())
 	}
+	return out.String()
+}
+
+func upDown(t *testing.T, bin string, mode routing.Mode) {
+	var out bytes.Buffer
+	out.WriteString(startLab(t, bin, mode))
 	t.Logf("%s", out.String())
 	wants := []string{"ok    pods attached by fastpath-cni", "ok    pod -> pod, same node", "ok    pod -> pod, across nodes", "ok    pod -> ClusterIP",
 		"ok    external -> LoadBalancer IP", "ok    external -> L2-announced LB IP", "ok    pod -> external"}

@@ -18,9 +18,27 @@ import (
 // fastpath-cni.
 type pod struct {
 	name string
-	app  string // "web" or "client"
+	app  string // "web" or "client"; "" for the policy truth table's pods
 	node int    // 1-based
 	ip   netip.Addr
+	ns   string // Kubernetes namespace; "" is the demo's
+}
+
+// namespace is the pod's Kubernetes namespace.
+func (p pod) namespace() string {
+	if p.ns == "" {
+		return namespace
+	}
+	return p.ns
+}
+
+// key names the pod in its network namespace's and container's names:
+// unique across Kubernetes namespaces.
+func (p pod) key() string {
+	if p.ns == "" {
+		return p.name
+	}
+	return p.ns + "-" + p.name
 }
 
 // demoPods places the web backends round-robin over the nodes and the
@@ -81,7 +99,7 @@ func addPod(ctx context.Context, bin string, p pod) (pod, error) {
 	if err != nil {
 		return p, err
 	}
-	ns, err := nettopo.NewNS(podNSName(p.name))
+	ns, err := nettopo.NewNS(podNSName(p.key()))
 	if err != nil {
 		return p, err
 	}
@@ -93,11 +111,11 @@ func addPod(ctx context.Context, bin string, p pod) (pod, error) {
 	defer node.Release()
 	cni := cniConfig(bin, p.node)
 	rt := &libcni.RuntimeConf{
-		ContainerID: "lab-" + p.name,
-		NetNS:       "/run/netns/" + podNSName(p.name),
+		ContainerID: "lab-" + p.key(),
+		NetNS:       "/run/netns/" + podNSName(p.key()),
 		IfName:      "eth0",
-		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", namespace},
-			{"K8S_POD_NAME", p.name}, {"K8S_POD_INFRA_CONTAINER_ID", "lab-" + p.name}},
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", p.namespace()},
+			{"K8S_POD_NAME", p.name}, {"K8S_POD_INFRA_CONTAINER_ID", "lab-" + p.key()}},
 	}
 	var res *current.Result
 	err = node.Do(func() error {
