@@ -15,11 +15,13 @@
  *      when only /0 matches or nothing does) and the destination port are
  *      looked up in fp_policy, exact identity first, then any identity. A
  *      hit records the flow and passes; a miss drops, with a verdict event.
- * A packet in a direction that is open, of an endpoint whose other
- * direction is enforced, is recorded in fp_policy_ct and passes, so the
- * replies pass the enforced direction. Everything else (no endpoint,
- * nothing enforced, not IPv4, malformed, later fragments) is not policy's
- * business and goes on (TCX_NEXT), so programs after this one still run.
+ * A packet in a direction that is open is recorded in fp_policy_ct and
+ * passes: the replies pass the other direction if it is enforced, and a
+ * flow that began before a policy selected the pod stays established when
+ * one does (docs/policy-datapath.md: policy judges new flows only).
+ * Everything else (no endpoint, not IPv4, malformed, later fragments) is
+ * not policy's business and goes on (TCX_NEXT), so programs after this
+ * one still run.
  *
  * Verdict events go to the fp_verdicts ring: every drop, allows sampled
  * 1 in fp_policy_config.allow_sample.
@@ -186,7 +188,7 @@ int fp_tc_policy(struct __sk_buff *skb)
 	f.sport = bpf_ntohs(p.sport);
 	f.dport = bpf_ntohs(p.dport);
 	f.proto = p.proto;
-	ep = fp_policy_enforced(skb->ifindex);
+	ep = fp_policy_endpoint(skb->ifindex);
 	if (!ep)
 		goto dest;
 	if (dir == FP_DIR_INGRESS && skb->mark == FP_PROXY_MARK_UPSTREAM) {

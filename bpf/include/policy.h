@@ -437,9 +437,10 @@ static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_
 /*
  * fp_policy_judge decides flow f (one packet, tcp_flags its TCP flags) of
  * endpoint ep in direction dir: 1 pass, 0 drop (with a verdict event).
- *   - The direction open but the other enforced: the flow is recorded and
- *     passes, or the other direction's hook would judge its replies as new
- *     flows (an egress policy must not cut replies to clients).
+ *   - The direction open: the flow is recorded and passes, or the other
+ *     direction's hook would judge its replies as new flows (an egress
+ *     policy must not cut replies to clients), and a policy selecting the
+ *     pod later would cut it (policy judges new flows only).
  *   - A packet of a flow the endpoint already let through, either way,
  *     passes: replies need no rule.
  *   - Otherwise the peer's identity and the destination port are looked up
@@ -505,6 +506,12 @@ static __always_inline int fp_policy_judge(const struct fp_endpoint *ep, const s
 					   __u8 tcp_flags, __u8 dir)
 {
 	return fp_policy_judge_l7(ep, f, tcp_flags, dir, 0);
+}
+
+/* fp_policy_endpoint: the endpoint behind ifindex, or NULL. */
+static __always_inline struct fp_endpoint *fp_policy_endpoint(__u32 ifindex)
+{
+	return bpf_map_lookup_elem(&fp_endpoints, &ifindex);
 }
 
 /* fp_policy_enforced: the endpoint behind ifindex, when any direction of

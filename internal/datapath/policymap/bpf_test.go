@@ -181,7 +181,7 @@ func TestPolicyProgram(t *testing.T) {
 	// No endpoint record, then an endpoint not enforced: not our business.
 	p.expect(p.egress, tcp(pod, peer, 1000, 80, pkttest.SYN), tcxNext, "no endpoint")
 	p.setEndpoint(0)
-	p.expect(p.egress, tcp(pod, peer, 1000, 80, pkttest.SYN), tcxNext, "not enforced")
+	p.expect(p.egress, tcp(pod, peer, 999, 80, pkttest.SYN), tcxNext, "not enforced")
 	p.noRecord()
 
 	// Egress enforced, nothing allowed: drop with a record naming both
@@ -252,6 +252,29 @@ func TestPolicyProgram(t *testing.T) {
 	if v := p.next(); v.Verdict != policymap.VerdictAllow || v.Cookie != 11 {
 		t.Errorf("allow record %+v", v)
 	}
+}
+
+// TestEstablishedBeforeEnforcement: flows of a pod no policy selects are
+// recorded, so that once a policy selects it (both directions enforced,
+// nothing allowed) they stay established, both ways, and only new flows
+// are dropped. Found by the lab's truth table (TestPolicyTruthTable
+// established): they were cut.
+func TestEstablishedBeforeEnforcement(t *testing.T) {
+	p := newPE(t)
+	p.setIPCache("10.0.2.2/32", 400)
+	p.setEndpoint(0)
+	p.expect(p.egress, tcp(pod, peer, 1000, 80, pkttest.SYN), tcxNext, "open: the pod connects")
+	p.expect(p.ingress, tcp(peer, pod, 80, 1000, pkttest.SYN|pkttest.ACK), tcxNext, "open: the reply")
+	p.expect(p.ingress, udp(peer, pod, 5000, 53), tcxNext, "open: a client's datagram")
+	p.noRecord()
+
+	p.setEndpoint(policymap.EnforceEgress | policymap.EnforceIngress)
+	p.expect(p.egress, tcp(pod, peer, 1000, 80, pkttest.ACK), tcxNext, "enforced: the pod's connection goes on")
+	p.expect(p.ingress, tcp(peer, pod, 80, 1000, pkttest.ACK), tcxNext, "enforced: its replies too")
+	p.expect(p.ingress, udp(peer, pod, 5000, 53), tcxNext, "enforced: the client's flow goes on")
+	p.expect(p.egress, udp(pod, peer, 53, 5000), tcxNext, "enforced: the pod answers it")
+	p.expect(p.egress, tcp(pod, peer, 1001, 80, pkttest.SYN), tcShot, "enforced: a new connection")
+	p.expect(p.ingress, udp(peer, pod, 5001, 53), tcShot, "enforced: a new client flow")
 }
 
 // TestIPCacheLongestPrefix: an ipBlock with except becomes two prefixes;
