@@ -19,6 +19,7 @@ type Options struct {
 	Nodes       int          // default 2
 	RoutingMode routing.Mode // default native
 	Bin         string       // directory of fastpath-agent, fastpathctl, fastpath-lab
+	AgentArgs   []string     // more fastpath-agent flags (benchmarks: --pprof-addr)
 }
 
 func (o *Options) fill() error {
@@ -135,8 +136,7 @@ func startAgent(opts Options, st *State, i int) error {
 		return err
 	}
 	defer ns.Release()
-	return spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i),
-		"--kubeconfig", filepath.Join(StateDir, adminConfig),
+	args := []string{"--kubeconfig", filepath.Join(StateDir, adminConfig),
 		"--node-name", nodeName(i),
 		"--netns", ns.Path(),
 		"--bpffs-dir", filepath.Join(PinDir, nodeName(i)),
@@ -148,7 +148,8 @@ func startAgent(opts Options, st *State, i int) error {
 		"--cni-conf-dir", cniConfDir(i),
 		"--l2-announce-interfaces", uplink,
 		"--l2-lease-duration", l2Lease.String(),
-		"--enable-policy")
+		"--enable-policy"}
+	return spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i), append(args, opts.AgentArgs...)...)
 }
 
 // l2Lease is the agents' --l2-lease-duration: shorter than the default, so
