@@ -7,7 +7,7 @@ STATICCHECK_VERSION := v0.8.2
 # kube-apiservers and real packets, and timing-sensitive checks stay stable.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
-.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode bench-control bench-l7 clean
+.PHONY: all build generate check-generate test test-unit lint lab lab-down k8s-tools bench bench-datapath bench-cni bench-crossnode bench-control bench-l7 clean bench-policy
 # deps: the pinned Debian packages (hack/install-deps.sh); quick when they are there.
 .PHONY: deps
 
@@ -82,6 +82,12 @@ bench-l7:
 # BENCH_QUICK=1: N = 100, 1,000 and 20 changes (about 5 minutes).
 bench-control: build k8s-tools
 	$(GO) run ./test/bench/control -out docs/benchmarks -agent $(BIN)/fastpath-agent $(if $(BENCH_QUICK),-quick)
+
+# NetworkPolicy with 1,000 pods and 500 policies on the lab (issue 5's budget):
+# change latency on every node, agent CPU, connection rate with 1 vs 500
+# policies. As root, about 5 minutes. Writes docs/benchmarks/policy.md.
+bench-policy: build k8s-tools
+	$(GO) run ./test/bench/policy -out docs/benchmarks -bin $(BIN)
 
 clean:
 	rm -rf $(BIN)

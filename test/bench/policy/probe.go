@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
+	"github.com/fastpath-net/fastpath/internal/identity"
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/test/internal/nsproc"
+)
+
+// prober opens TCP connections from a thread inside the client pod's
+// namespace: every socket is made there, so no probe leaves through the
+// root namespace.
+type prober struct{ thread *nsproc.Thread }
+
+func newProber(ns *nettopo.NS) (*prober, error) {
+	t, err := nsproc.NewThread(ns)
+	if err != nil {
+		return nil, err
+	}
+	return &prober{thread: t}, nil
+}
+
+func (p *prober) close() { p.thread.Close() }
+
+// Probe timing. An allowed connection is set up in well under a
+// millisecond between two namespaces; a denied one is a dropped SYN, which
+// costs the whole timeout. openTimeout is thus the resolution of a "now
+// allowed" observation, denyTimeout that of a "now denied" one (longer:
+// a slow but allowed connection must not pass for a denial).
+const (
+	openTimeout   = 20 * time.Millisecond
+	denyTimeout   = 100 * time.Millisecond
+	probeInterval = time.Millisecond
+)
+
+// dial connects to addr once and resets the connection (no TIME_WAIT
+// piles up however many probes a change takes).
+func dial(addr netip.AddrPort, timeout time.Duration) error {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.Dial("tcp4", addr.String())
+	if err != nil {
+		return err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	return c.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// waitOpen probes addr until a connection succeeds and returns when it
+// did and how many probes it took.
+func (p *prober) waitOpen(ctx context.Context, addr netip.AddrPort, limit time.Duration) (seen time.Time, probes int, err error) {
+	p.thread.Do(func() {
+		deadline := time.Now().Add(limit)
+		for {
+			if err = ctx.Err(); err != nil {
+				return
+			}
+			probes++
+			perr := dial(addr, openTimeout)
+			if perr == nil {
+				seen = time.Now()
+				return
+			}
+			if time.Now().After(deadline) {
+				err = fmt.Errorf("%s: no connection within %s (last: %v)", addr, limit, perr)
+				return
+			}
+			time.Sleep(probeInterval)
+		}
+	})
+	return seen, probes, err
+}
+
+// waitDenied probes addr until three connections in a row time out (a
+// dropped SYN; a refusal is no policy verdict) and returns when the first
+// of them started.
+func (p *prober) waitDenied(ctx context.Context, addr netip.AddrPort, limit time.Duration) (seen time.Time, err error) {
+	p.thread.Do(func() {
+		deadline := time.Now().Add(limit)
+		run := 0
+		for {
+			if err = ctx.Err(); err != nil {
+				return
+			}
+			start := time.Now()
+			perr := dial(addr, denyTimeout)
+			switch {
+			case isTimeout(perr):
+				if run == 0 {
+					seen = start
+				}
+				if run++; run == 3 {
+					return
+				}
+				continue
+			case perr != nil && !isTimeout(perr):
+				err = fmt.Errorf("%s: %v (want allowed or a dropped SYN)", addr, perr)
+				return
+			}
+			run = 0
+			if time.Now().After(deadline) {
+				err = fmt.Errorf("%s: still allowed after %s", addr, limit)
+				return
+			}
+			time.Sleep(probeInterval)
+		}
+	})
+	return seen, err
+}
+
+// ipcache reads one node's pinned fp_ipcache.
+type ipcache struct {
+	m *ebpf.Map
+	k bpfmap.Map[policymap.IPCacheKey, policymap.IPCacheValue]
+}
+
+func openIPCache(pinDir string) (*ipcache, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "maps", policymap.IPCacheMap), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("open %s's ipcache: %w", pinDir, err)
+	}
+	return &ipcache{m: m, k: bpfmap.NewKernel[policymap.IPCacheKey, policymap.IPCacheValue](m, policymap.IPCacheMap)}, nil
+}
+
+func (c *ipcache) close() { c.m.Close() }
+
+// identity is what a packet from ip is judged as: the longest prefix's.
+func (c *ipcache) identity(ip netip.Addr) (identity.ID, error) {
+	v, ok, err := c.k.Lookup(policymap.IPCacheKeyOf(netip.PrefixFrom(ip, ip.BitLen())))
+	if err != nil || !ok {
+		return identity.Unknown, err
+	}
+	return identity.ID(v.Identity), nil
+}
+
+// identified counts the addresses of ips the node knows by a cluster
+// identity (not world, not yet unknown).
+func (c *ipcache) identified(ips []netip.Addr) (int, error) {
+	n := 0
+	for _, ip := range ips {
+		id, err := c.identity(ip)
+		if err != nil {
+			return 0, err
+		}
+		if id >= identity.MinCluster && id <= identity.MaxCluster {
+			n++
+		}
+	}
+	return n, nil
+}

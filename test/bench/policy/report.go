@@ -1,0 +1,208 @@
+package main
+
+import (
+	"encoding/csv"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(q*float64(len(s)-1) + 0.5)
+	return s[i]
+}
+
+func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func cell(ds []time.Duration, q float64) string {
+	if len(ds) == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", msf(quantile(ds, q)))
+}
+
+// meanRate is the mean connection rate of the windows with that many
+// policies.
+func meanRate(rows []rateRow, policies int) (rate, cores float64, n int) {
+	for _, r := range rows {
+		if r.Policies == policies {
+			rate += r.Rate()
+			cores += r.GenCores
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, 0, 0
+	}
+	return rate / float64(n), cores / float64(n), n
+}
+
+func writeReport(dir string, res *results) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.md"), []byte(markdown(res)), 0o644); err != nil {
+		return err
+	}
+	return writeCSV(filepath.Join(dir, "policy.csv"), res)
+}
+
+func markdown(res *results) string {
+	cfg := res.Cfg
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	p("# NetworkPolicy: change latency, agent CPU, lookup cost (issue 5's budget)")
+	p("")
+	p("Budget: with 1,000 pods and 500 policies, a policy or label change is enforced on all nodes < 1 s")
+	p("after the apiserver accepts it (median); agent CPU for the full computation < 2 s; per-packet")
+	p("policy lookup cost does not grow with the number of policies.")
+	p("")
+	p("Command: `%s` (as root; `make bench-policy`). Measures, asserts nothing. Run %s, %s.",
+		cfg.Command, res.Start.UTC().Format("2006-01-02 15:04 UTC"), res.End.Sub(res.Start).Round(time.Second))
+	p("Machine: %s, %d CPUs, %s, %s, %s. Load average (1 5 15 min) at the start %s, at the end %s.",
+		res.Machine.CPU, res.Machine.NumCPU, res.Machine.MemTotal, res.Machine.Kernel, res.Machine.GoVersion, res.LoadStart, res.LoadEnd)
+	p("")
+	p("## Setup")
+	p("")
+	p("- The lab (internal/lab): real etcd and kube-apiserver, %d nodes as fp- network namespaces, one", cfg.Nodes)
+	p("  fastpath-agent with `--enable-policy` each; real pods through fastpath-cni: web-0..2 (TCP 8000 and")
+	p("  8080) and a client. Lab up in %s.", res.LabUp.Round(time.Second))
+	p("- %d pods in all: the %d real ones and %d **Pod objects only** (status.podIP from %s, spread over the",
+		cfg.Pods, realPods, cfg.bulkPods(), bulkPodNet)
+	p("  nodes by spec.nodeName, no kubelet and no container behind them), %d namespaces, %d NetworkPolicies", cfg.Namespaces, cfg.Policies)
+	p("  of five shapes in turn (pod selector + port; namespace selector + named port; namespace and pod")
+	p("  selector combined + port range; egress ipBlock with except; two apps by expression, from an ipBlock")
+	p("  or any pod of the namespace on UDP/TCP), generated from their index (test/bench/policy/objects.go).")
+	p("  Written in %s; the agents allocated %d identities for the bulk pods.", res.BulkCreated.Round(time.Millisecond), res.Identities)
+	p("- Targets of the change probes: %s; the client is on node1.", strings.Join(res.Targets, ", "))
+	p("")
+	p("## Change latency: from the apiserver's answer until every node enforces it")
+	p("")
+	p("Each change opens one port of the web pods to the client and (but for add and delete) closes the")
+	p("other. *open*: until a connection from the client pod to the web pod of **every** node gets")
+	p("through (a fresh connection every 1 ms, 20 ms connect timeout: resolution about 20 ms). *close*:")
+	p("until connections to the closed port are dropped (100 ms timeout, three in a row; the time is when")
+	p("the first of them started). Before each change the port it opens is verified denied and the one it")
+	p("closes allowed, so every change is a real transition. The bulk pods' label changes are seen in")
+	p("every node's pinned fp_ipcache instead (the entry of the pod's address takes a new identity).")
+	p("In ms; %d changes of each kind, %s apart.", cfg.Changes, cfg.Gap)
+	p("")
+	p("| change | seen by | open p50 | open p99 | close p50 | close p99 | n | seen before the answer |")
+	p("|---|---|---:|---:|---:|---:|---:|---:|")
+	for _, s := range res.Changes {
+		n := max(len(s.Open), len(s.Close))
+		p("| %s | %s | %s | %s | %s | %s | %d | %d |", s.Kind, how(s), cell(s.Open, 0.5), cell(s.Open, 0.99),
+			cell(s.Close, 0.5), cell(s.Close, 0.99), n, s.Early)
+	}
+	p("")
+	p("Notes: a pod label change gives the client a new identity; a namespace label change gives every")
+	p("pod of the lab's namespace (the real ones and a tenth of the bulk) a new one; both need the label")
+	p("set's FastpathIdentity (allocated by the pod's node through the apiserver the first time a label")
+	p("set appears, then read by every node's informer) before any node can enforce.")
+	p("")
+	p("## Agent CPU for the full computation")
+	p("")
+	p("Each agent restarted in turn with the whole cluster in the apiserver (identities already")
+	p("allocated, pinned maps kept, as after an upgrade). From exec, CPU (utime+stime, /proc) and wall")
+	p("time until its log says the policy informers synced, and until it says the policy maps hold their")
+	p("first state (`%s`). *compute* is the CPU between the two: the", "policy: maps programmed from the informers' first state")
+	p("Engine's work and the map writes, without the agent's start-up (BPF loading) and the lists.")
+	p("")
+	p("| node | synced (wall) | CPU to synced | programmed (wall) | CPU to programmed | compute CPU | load |")
+	p("|---|---:|---:|---:|---:|---:|---|")
+	for _, r := range res.Cold {
+		p("| %s | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %s |", r.Node, msf(r.Synced), msf(r.CPUSynced.Total()),
+			msf(r.Programmed), msf(r.CPUProgrammed.Total()), msf(r.Compute()), r.Load)
+	}
+	p("")
+	p("While the bulk arrived in the running cluster (from its first write until the node's pinned ipcache")
+	p("judged every bulk pod by a cluster identity; includes allocating the identities of the node's pods):")
+	p("")
+	p("| node | converged after | agent CPU |")
+	p("|---|---:|---:|")
+	for _, r := range res.Bulk {
+		p("| %s | %.0f ms | %.0f ms |", r.Node, msf(r.Converged), msf(r.CPU.Total()))
+	}
+	p("")
+	p("## Per-packet lookup: connection rate to one pod selected by 1 vs %d policies", cfg.Policies)
+	p("")
+	p("Target %s (on the client's node), port %d. %d generator threads in the client pod connect and reset",
+		res.RateTarget, ratePort, cfg.RateWorkers)
+	p("in a loop for %s per window; every connection's SYN is one policy lookup on the target's veth.", cfg.RateWindow)
+	p("The %d extra policies (the bulk shapes, in the target's namespace) select the target through a", cfg.Policies-1)
+	p("label on it, toggled between windows (1, %d, 1, %d, ...), so both run in the same run with the same", cfg.Policies, cfg.Policies)
+	p("client. The first window is the generator's ceiling: the same loop against a server on 127.0.0.1")
+	p("inside the client pod (no veth, no BPF; the bench process also runs that server).")
+	p("*generator cores*: CPU of the bench process (the generator) / wall time.")
+	p("")
+	p("| target | rep | conn/s | failed | generator cores | load |")
+	p("|---|---:|---:|---:|---:|---|")
+	for _, r := range res.Rate {
+		p("| %s | %d | %.0f | %d | %.2f | %s |", r.Target, r.Rep, r.Rate(), r.Failed, r.GenCores, r.Load)
+	}
+	r1, c1, _ := meanRate(res.Rate, 1)
+	rN, cN, _ := meanRate(res.Rate, cfg.Policies)
+	r0, _, _ := meanRate(res.Rate, 0)
+	p("")
+	if r1 > 0 && rN > 0 {
+		p("Mean: %.0f conn/s with 1 policy, %.0f with %d (%+.1f%%); generator %.2f and %.2f cores; ceiling %.0f conn/s.",
+			r1, rN, cfg.Policies, 100*(rN-r1)/r1, c1, cN, r0)
+	}
+	return b.String()
+}
+
+func how(s *series) string {
+	if strings.HasPrefix(s.How, "every node's pinned") {
+		return "fp_ipcache"
+	}
+	return "packets"
+}
+
+func writeCSV(path string, res *results) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	ff := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+	rows := [][]string{{"measure", "subject", "stat", "value", "unit"}}
+	for _, s := range res.Changes {
+		for _, q := range []struct {
+			name string
+			v    float64
+		}{{"p50", 0.5}, {"p99", 0.99}} {
+			if len(s.Open) > 0 {
+				rows = append(rows, []string{"change_open", s.Kind, q.name, ff(msf(quantile(s.Open, q.v))), "ms"})
+			}
+			if len(s.Close) > 0 {
+				rows = append(rows, []string{"change_close", s.Kind, q.name, ff(msf(quantile(s.Close, q.v))), "ms"})
+			}
+		}
+	}
+	for _, r := range res.Cold {
+		rows = append(rows,
+			[]string{"cold_cpu", r.Node, "to_programmed", ff(msf(r.CPUProgrammed.Total())), "ms"},
+			[]string{"cold_cpu", r.Node, "compute", ff(msf(r.Compute())), "ms"},
+			[]string{"cold_wall", r.Node, "to_programmed", ff(msf(r.Programmed)), "ms"})
+	}
+	for _, r := range res.Bulk {
+		rows = append(rows, []string{"bulk_cpu", r.Node, "total", ff(msf(r.CPU.Total())), "ms"})
+	}
+	for _, r := range res.Rate {
+		rows = append(rows, []string{"conn_rate", r.Target, fmt.Sprintf("rep%d", r.Rep), ff(r.Rate()), "conn/s"})
+	}
+	if err := w.WriteAll(rows); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
