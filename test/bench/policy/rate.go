@@ -215,4 +215,3 @@ func (g *generator) run(ctx context.Context, addr netip.AddrPort, d time.Duratio
 	r.GenCores = c1.Sub(c0).Self.Seconds() / r.Window.Seconds()
 	return r, ctx.Err()
 }
-
