@@ -76,7 +76,7 @@ func (e *Engine) addRule(ep *EndpointPolicy, st *podState, c *compiled, d Direct
 				peers[id] = true
 			}
 		case p.block != nil:
-			e.ipBlockUsers[ep.Pod] = true
+			e.ipBlockUsers[ep.Pod] = append(e.ipBlockUsers[ep.Pod], p.block.cidr)
 			e.blockIdentities(ep.Pod, c.name, p.field, p.block, peers)
 		}
 	}
@@ -221,7 +221,22 @@ func (e *Engine) blockIdentities(ep PodName, pol, field string, b *ipBlock, out 
 			out[st.id] = true
 		}
 	}
-	for _, id := range sortedIDs(e.idents) {
+	// Only identities with an address inside can be allowed or mixed:
+	// found through the addresses, not by walking every pod.
+	candidates := map[identity.ID]bool{}
+	for a, owners := range e.ipOwners {
+		if !inBlock(netip.PrefixFrom(a, a.BitLen())) {
+			continue
+		}
+		for _, n := range owners {
+			if st, ok := e.pods[n]; ok {
+				if _, known := e.idents[st.id]; known {
+					candidates[st.id] = true
+				}
+			}
+		}
+	}
+	for _, id := range sortedIDs(candidates) {
 		var in, outside []string
 		for _, pn := range sortedPods(e.idents[id].pods) {
 			for _, a := range e.pods[pn].ips {

@@ -44,7 +44,7 @@ type Engine struct {
 	endpoints    map[PodName]*EndpointPolicy
 	epSelectors  map[PodName][]string
 	epProblems   map[PodName][]Problem
-	ipBlockUsers map[PodName]bool
+	ipBlockUsers map[PodName][]netip.Prefix // endpoint -> the CIDRs of its ipBlock peers
 	namedUsers   map[PodName]bool
 	dirty        map[PodName]bool
 
@@ -101,7 +101,7 @@ func NewEngine(identityOf func(identity.Labels) identity.ID, node string) *Engin
 		byNS: map[string]map[string]*compiled{}, selectors: map[string]*selState{},
 		cidrs: map[netip.Prefix]*cidrState{}, nextLocal: identity.MinLocal,
 		endpoints: map[PodName]*EndpointPolicy{}, epSelectors: map[PodName][]string{},
-		epProblems: map[PodName][]Problem{}, ipBlockUsers: map[PodName]bool{},
+		epProblems: map[PodName][]Problem{}, ipBlockUsers: map[PodName][]netip.Prefix{},
 		namedUsers: map[PodName]bool{}, dirty: map[PodName]bool{},
 		ipOwners: map[netip.Addr][]PodName{}, ipcache: map[netip.Prefix]identity.ID{},
 		ipDirty: map[netip.Prefix]bool{},
@@ -348,7 +348,7 @@ func (e *Engine) podChanged(old, cur *podState) {
 		newIPs, newID, newPorts = cur.ips, cur.id, cur.ports
 	}
 	if oldID != newID || !slices.Equal(oldIPs, newIPs) {
-		e.markAll(e.ipBlockUsers)
+		e.markBlockUsers(old, cur)
 	}
 	if (len(oldPorts) > 0 || len(newPorts) > 0) && (oldID != newID || !slices.Equal(oldPorts, newPorts)) {
 		e.markAll(e.namedUsers)
@@ -362,6 +362,41 @@ func (e *Engine) podChanged(old, cur *podState) {
 			e.ipOwners[a] = append(e.ipOwners[a], name)
 		}
 		e.refreshIP(a)
+	}
+}
+
+// markBlockUsers marks the endpoints whose ipBlocks may judge the pod's
+// old or new identity differently now. A block allows an identity when
+// all the identity's addresses are inside, so a block that holds none of
+// the addresses of the identities involved, before or after, is not
+// concerned (marking every ipBlock user on every pod change made a bulk
+// of pod events cost O(events x ipBlock users x cluster)).
+func (e *Engine) markBlockUsers(old, cur *podState) {
+	var addrs []netip.Addr
+	for _, st := range []*podState{old, cur} {
+		if st == nil {
+			continue
+		}
+		addrs = append(addrs, st.ips...)
+		if is, ok := e.idents[st.id]; ok {
+			for n := range is.pods {
+				addrs = append(addrs, e.pods[n].ips...)
+			}
+		}
+	}
+	for n, cidrs := range e.ipBlockUsers {
+		for _, c := range cidrs {
+			if slices.ContainsFunc(addrs, c.Contains) {
+				e.dirty[n] = true
+				break
+			}
+		}
+	}
+}
+
+func (e *Engine) markAllBlockUsers() {
+	for n := range e.ipBlockUsers {
+		e.dirty[n] = true
 	}
 }
 
@@ -484,7 +519,7 @@ func (e *Engine) refCIDR(p netip.Prefix, delta int) {
 	case !ok && delta > 0:
 		st = &cidrState{id: e.allocLocal()}
 		e.cidrs[p] = st
-		e.markAll(e.ipBlockUsers)
+		e.markAllBlockUsers()
 		e.refreshPrefix(p)
 	case !ok:
 		return
@@ -493,7 +528,7 @@ func (e *Engine) refCIDR(p netip.Prefix, delta int) {
 	if st.refs <= 0 {
 		delete(e.cidrs, p)
 		e.freeLocal = append(e.freeLocal, st.id)
-		e.markAll(e.ipBlockUsers)
+		e.markAllBlockUsers()
 		e.refreshPrefix(p)
 	}
 }
