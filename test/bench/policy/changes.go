@@ -33,6 +33,7 @@ type series struct {
 	// to the newly denied port were dropped on every target.
 	Open, Close []time.Duration
 	Early       int // seen before the answer arrived (counted as 0)
+	Timeouts    int // not seen within cfg.ChangeLimit
 	Probes      int
 }
 
@@ -65,7 +66,14 @@ func (b *bench) packetSeries(ctx context.Context, kind string, n int, apply func
 		seenOpen, seenClosed, probes, err := b.observe(ctx, c)
 		s.Probes += probes
 		if err != nil {
-			return s, fmt.Errorf("%s #%d: %w", kind, k, err)
+			if ctx.Err() != nil {
+				return s, ctx.Err()
+			}
+			// Not seen in time: reported, and the next change's
+			// precondition waits for this one to land.
+			logf(b.cfg, "%s #%d: %v", kind, k, err)
+			s.Timeouts++
+			continue
 		}
 		if !seenOpen.IsZero() {
 			s.Open = append(s.Open, s.latency(seenOpen, c.accepted))
@@ -344,6 +352,7 @@ func merge(into, s *series) {
 	into.Open = append(into.Open, s.Open...)
 	into.Close = append(into.Close, s.Close...)
 	into.Early += s.Early
+	into.Timeouts += s.Timeouts
 	into.Probes += s.Probes
 }
 
@@ -379,7 +388,12 @@ func (b *bench) bulkLabelSeries(ctx context.Context, n int) (*series, error) {
 		seen, probes, err := b.waitIdentityChange(ctx, ip, old)
 		s.Probes += probes
 		if err != nil {
-			return s, fmt.Errorf("%s #%d (%s/%s): %w", kindBulkLabel, k, p.Namespace, p.Name, err)
+			if ctx.Err() != nil {
+				return s, ctx.Err()
+			}
+			logf(b.cfg, "%s #%d (%s/%s): %v", kindBulkLabel, k, p.Namespace, p.Name, err)
+			s.Timeouts++
+			continue
 		}
 		s.Open = append(s.Open, s.latency(seen, at))
 		if err := sleep(ctx, b.cfg.Gap); err != nil {

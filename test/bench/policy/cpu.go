@@ -135,6 +135,8 @@ func (b *bench) loadBulk(ctx context.Context, nodeIPs map[string]string) (create
 			return 0, nil, err
 		}
 	}
+	prof := b.profile(ctx, "bulk", 30)
+	defer prof.wait(b.cfg)
 	start := time.Now()
 	if err := createBulk(ctx, b.cs, b.cfg, nodeIPs); err != nil {
 		return 0, nil, err

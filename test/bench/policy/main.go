@@ -65,6 +65,7 @@ type config struct {
 	RateWindow  time.Duration
 	RateReps    int
 	Bin         string // fastpath-agent, fastpath-cni, fastpath-lab, fastpathctl; "": go build them
+	Pprof       string // directory for the agents' CPU profiles of the bulk load; "": none
 	Command     string
 	ID          string // names the lab: fp-<ID>-*
 	Log         io.Writer
@@ -101,13 +102,14 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.RateWindow, "rate-window", cfg.RateWindow, "length of one connection-rate window")
 	fs.IntVar(&cfg.RateReps, "rate-reps", cfg.RateReps, "connection-rate windows of each kind, alternating")
 	fs.StringVar(&cfg.Bin, "bin", "", "directory with prebuilt fastpath-agent, fastpath-cni, fastpath-lab and fastpathctl (default: go build them)")
+	fs.StringVar(&cfg.Pprof, "pprof", "", "directory for CPU profiles of every agent over the bulk load (agents get --pprof-addr "+pprofAddr+")")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	for _, p := range []*string{&cfg.Bin} {
+	for _, p := range []*string{&cfg.Bin, &cfg.Pprof} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p)
 			if err != nil {

@@ -96,12 +96,12 @@ func markdown(res *results) string {
 	p("every node's pinned fp_ipcache instead (the entry of the pod's address takes a new identity).")
 	p("In ms; %d changes of each kind, %s apart.", cfg.Changes, cfg.Gap)
 	p("")
-	p("| change | seen by | open p50 | open p99 | close p50 | close p99 | n | seen before the answer |")
-	p("|---|---|---:|---:|---:|---:|---:|---:|")
+	p("| change | seen by | open p50 | open p99 | close p50 | close p99 | n | not seen in %s | seen before the answer |", cfg.ChangeLimit)
+	p("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, s := range res.Changes {
 		n := max(len(s.Open), len(s.Close))
-		p("| %s | %s | %s | %s | %s | %s | %d | %d |", s.Kind, how(s), cell(s.Open, 0.5), cell(s.Open, 0.99),
-			cell(s.Close, 0.5), cell(s.Close, 0.99), n, s.Early)
+		p("| %s | %s | %s | %s | %s | %s | %d | %d | %d |", s.Kind, how(s), cell(s.Open, 0.5), cell(s.Open, 0.99),
+			cell(s.Close, 0.5), cell(s.Close, 0.99), n, s.Timeouts, s.Early)
 	}
 	p("")
 	p("Notes: a pod label change gives the client a new identity; a namespace label change gives every")

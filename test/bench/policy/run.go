@@ -83,6 +83,9 @@ func run(ctx context.Context, cfg config) (err error) {
 		}
 	}()
 	b := &bench{cfg: cfg, labOpts: lab.Options{Nodes: cfg.Nodes, Bin: cfg.Bin}}
+	if cfg.Pprof != "" {
+		b.labOpts.AgentArgs = []string{"--pprof-addr", pprofAddr}
+	}
 	t0 := time.Now()
 	if err := lab.Up(ctx, b.labOpts, cfg.Log); err != nil {
 		return fmt.Errorf("lab up: %w", err)
