@@ -20,6 +20,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/agent"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/k8s"
+	"github.com/fastpath-net/fastpath/internal/preflight"
 	"github.com/fastpath-net/fastpath/internal/routing"
 )
 
@@ -35,6 +36,12 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "fastpath-agent: %v\n", err)
 		return 2
+	}
+	// Refuse to start, in one line, on a node that lacks what the
+	// datapath needs, before anything is loaded or pinned.
+	if err := preflight.Check(preflight.Needs{PinDir: cfg.PinDir, Cgroup: cfg.Cgroup}); err != nil {
+		fmt.Fprintf(stderr, "fastpath-agent: cannot start: %v\n", err)
+		return 1
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	// client-go logs through klog (an unreachable apiserver, for one):

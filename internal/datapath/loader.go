@@ -21,6 +21,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
+	"github.com/fastpath-net/fastpath/internal/preflight"
 )
 
 // DefaultPinDir is where the agent and fastpathctl meet.
@@ -141,7 +142,7 @@ func Load(cfg Config) (*Datapath, error) {
 		cfg.PinDir = DefaultPinDir
 	}
 	cfg.Sizes = cfg.Sizes.withDefaults()
-	if err := checkBPFFS(cfg.PinDir); err != nil {
+	if err := preflight.CheckBPFFS(cfg.PinDir); err != nil {
 		return nil, err
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -333,24 +334,6 @@ func (d *Datapath) TCProgramFor(role IfaceRole) *ebpf.Program {
 
 // SockObjects are the socket-LB programs, for attaching to a cgroup.
 func (d *Datapath) SockObjects() *bpfobj.SocklbObjects { return &d.sock }
-
-func checkBPFFS(dir string) error {
-	parent := dir
-	for {
-		if _, err := os.Stat(parent); err == nil {
-			break
-		}
-		next := filepath.Dir(parent)
-		if next == parent {
-			break
-		}
-		parent = next
-	}
-	if !isBPFFS(parent) {
-		return fmt.Errorf("pin dir %s: %s is not on a bpf filesystem (mount it: mount -t bpf bpf /sys/fs/bpf)", dir, parent)
-	}
-	return nil
-}
 
 // Uninstall removes every pin under pinDir. Unpinning a TCX or cgroup link
 // detaches its program once no process holds it; clsact filters must be
