@@ -4,6 +4,9 @@
 // (internal/cniapi), and the agent does the work (docs/architecture.md,
 // "Pod networking").
 //
+// `fastpath-cni install DIR` copies the plugin into DIR (the node's CNI bin
+// directory), as the DaemonSet's init container does.
+//
 // How a runtime, the lab or a test uses it:
 //
 //	fastpath-agent --netns <node netns> --cni-socket /run/fastpath/cni.sock \
@@ -20,11 +23,23 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/fastpath-net/fastpath/internal/cni"
 )
 
 func main() {
+	// A runtime always sets CNI_COMMAND; without it, `install DIR` is the
+	// DaemonSet's init container.
+	if len(os.Args) == 3 && os.Args[1] == "install" && os.Getenv("CNI_COMMAND") == "" {
+		if err := install(os.Args[2]); err != nil {
+			fmt.Fprintf(os.Stderr, "fastpath-cni install: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	skel.PluginMainFuncs(cni.Funcs(), cni.Versions, cni.About)
 }
