@@ -95,6 +95,11 @@ func ReadMapStatus(name string, m *ebpf.Map) (MapStatus, error) {
 		ms.Entries = ms.MaxEntries
 		return ms, nil
 	}
+	if m.Type() == ebpf.RingBuf {
+		// No keys to count (fp_verdicts); its "max entries" is its size
+		// in bytes.
+		return ms, nil
+	}
 	n, err := countEntries(m)
 	if err != nil {
 		return MapStatus{}, fmt.Errorf("map %s: %w", name, err)

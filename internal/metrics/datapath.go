@@ -82,12 +82,15 @@ func (c *datapathCollector) collectMap(name string, ch chan<- prometheus.Metric)
 	if err != nil {
 		return err
 	}
+	ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, float64(st.MemoryBytes), name)
+	if m.Type() == ebpf.RingBuf {
+		return nil // a ring buffer has no entries to fill
+	}
 	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(st.Entries), name)
 	ch <- prometheus.MustNewConstMetric(descMax, prometheus.GaugeValue, float64(st.MaxEntries), name)
 	if st.MaxEntries > 0 {
 		ch <- prometheus.MustNewConstMetric(descFill, prometheus.GaugeValue, float64(st.Entries)/float64(st.MaxEntries), name)
 	}
-	ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, float64(st.MemoryBytes), name)
 	if name == "fp_metrics" {
 		return collectCounters(m, ch)
 	}
