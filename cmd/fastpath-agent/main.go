@@ -75,7 +75,10 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.DurationVar(&cfg.GCInterval, "ct-gc-interval", 30*time.Second, "how often expired conntrack entries are removed")
 	fs.DurationVar(&cfg.ResyncPeriod, "resync-period", 5*time.Minute, "how often maps are compared with the desired state and repaired")
 	tc := fs.String("tc-mode", "auto", "how TC programs attach: auto (TCX, else clsact), tcx or clsact")
-	fs.IntVar(&cfg.Sizes.CT, "ct-max", datapath.DefaultSizes.CT, "conntrack map entries (two per connection)")
+	fs.IntVar(&cfg.Sizes.CT, "ct-max", 0, "conntrack map entries (two per connection; also the NAT table of masqueraded flows); "+
+		"0: derived from the node's RAM with --ct-memory-ratio, and an existing pinned map keeps its size")
+	fs.Float64Var(&cfg.CTMemoryRatio, "ct-memory-ratio", datapath.DefaultCTMemoryRatio, "share of the node's RAM the conntrack map may take when --ct-max is 0 "+
+		"(bounded to 2^17..2^24 entries)")
 	fs.IntVar(&cfg.Sizes.Services, "services-max", datapath.DefaultSizes.Services, "service map entries (one per frontend plus one per backend slot)")
 	fs.IntVar(&cfg.Sizes.Backends, "backends-max", datapath.DefaultSizes.Backends, "backend map entries")
 	fs.IntVar(&cfg.Sizes.RevNat, "revnat-max", datapath.DefaultSizes.RevNat, "reverse-NAT map entries (one per frontend)")
@@ -146,8 +149,14 @@ func validate(cfg agent.Config) error {
 	if cfg.Policy && cfg.Kubernetes == nil {
 		return fmt.Errorf("--enable-policy reads Pods, Namespaces and NetworkPolicies from Kubernetes: give --kubeconfig")
 	}
+	if cfg.Sizes.CT < 0 {
+		return fmt.Errorf("--ct-max=%d: want 0 (derived from memory) or a number of entries", cfg.Sizes.CT)
+	}
+	if cfg.CTMemoryRatio <= 0 || cfg.CTMemoryRatio > 0.25 {
+		return fmt.Errorf("--ct-memory-ratio=%v: want a share of RAM in (0, 0.25]", cfg.CTMemoryRatio)
+	}
 	for name, v := range map[string]int{
-		"--ct-max": cfg.Sizes.CT, "--services-max": cfg.Sizes.Services, "--backends-max": cfg.Sizes.Backends,
+		"--services-max": cfg.Sizes.Services, "--backends-max": cfg.Sizes.Backends,
 		"--revnat-max": cfg.Sizes.RevNat, "--sock-revnat-max": cfg.Sizes.SockRevNat,
 		"--affinity-max": cfg.Sizes.Affinity, "--source-ranges-max": cfg.Sizes.SourceRanges,
 	} {

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fastpath-net/fastpath/internal/datapath"
@@ -36,12 +37,14 @@ type Config struct {
 	ResyncPeriod time.Duration   // full compare of maps and table, repairs drift
 	TC           datapath.TCMode // tcx, clsact or auto
 	Sizes        datapath.Sizes
-	Log          *slog.Logger
-	Network      Network  // external interfaces and masquerade (network.go)
-	CNI          *CNI     // the CNI API for fastpath-cni (cni.go); nil: off
-	Routing      *Routing // pod traffic to other nodes (routing.go); nil: off
-	Ops          Ops      // metrics, health and pprof endpoints (ops.go)
-	Monitor      Monitor  // verdict records and the flow stream (flows.go)
+	// CTMemoryRatio sizes fp_ct from the node's RAM when Sizes.CT is 0.
+	CTMemoryRatio float64
+	Log           *slog.Logger
+	Network       Network  // external interfaces and masquerade (network.go)
+	CNI           *CNI     // the CNI API for fastpath-cni (cni.go); nil: off
+	Routing       *Routing // pod traffic to other nodes (routing.go); nil: off
+	Ops           Ops      // metrics, health and pprof endpoints (ops.go)
+	Monitor       Monitor  // verdict records and the flow stream (flows.go)
 
 	L2 *L2Announce // ARP for LoadBalancer IPs (l2.go); nil: off
 	// Policy enforces NetworkPolicy (policy.go): needs Kubernetes; pods get
@@ -71,6 +74,7 @@ type Agent struct {
 	policy *policyCtl            // nil unless Config.Policy
 	eps    *endpoint.Store       // nil without the CNI
 	flows  *flowMonitor
+	ct     ctPressure // fp_ct's fill, judged at each GC walk
 }
 
 // Run starts the agent and blocks until ctx ends. On return the datapath
@@ -130,6 +134,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.ops = a.startOps(ctx)
 	defer a.ops.close()
+	a.ct = ctPressure{log: a.log, metrics: a.ops.metrics, cpus: possibleCPUs()}
+	if client != nil {
+		rec, stopEvents := k8s.APIRecorder(client, cfg.Kubernetes.NodeName)
+		defer stopEvents()
+		a.ct.event = nodeEvents(rec, cfg.Kubernetes.NodeName)
+	}
 	if route != nil {
 		go route(ctx)
 	}
@@ -320,15 +330,24 @@ func (a *Agent) sync(full bool) bool {
 
 func (a *Agent) collectGarbage() {
 	start := time.Now()
-	n, err := ctmap.GC(a.dp.CT, ctmap.Now())
-	a.ops.metrics.ObserveGC(n, time.Since(start), err != nil)
+	res, err := ctmap.Collect(a.dp.CT, ctmap.Now())
+	a.ops.metrics.ObserveGC(res.Deleted, time.Since(start), err != nil)
 	if err != nil {
 		a.log.Error("conntrack gc", "error", err)
 		return
 	}
-	if n > 0 {
-		a.log.Debug("conntrack gc", "deleted", n)
+	a.ct.observe(res.Live, a.dp.CT.MaxEntries())
+	if res.Deleted > 0 {
+		a.log.Debug("conntrack gc", "deleted", res.Deleted, "live", res.Live)
 	}
+}
+
+func possibleCPUs() int {
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		return 1
+	}
+	return n
 }
 
 func orDefault(d, def time.Duration) time.Duration {

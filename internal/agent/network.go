@@ -23,7 +23,43 @@ func datapathConfig(cfg Config) (datapath.Config, error) {
 	if err != nil {
 		return datapath.Config{}, err
 	}
-	return datapath.Config{PinDir: cfg.PinDir, Sizes: cfg.Sizes, TC: cfg.TC, Masquerade: masq, Policy: cfg.Policy}, nil
+	sizes := cfg.Sizes
+	if sizes.CT == 0 {
+		if sizes.CT, err = ctEntries(cfg); err != nil {
+			return datapath.Config{}, err
+		}
+	}
+	return datapath.Config{PinDir: cfg.PinDir, Sizes: sizes, TC: cfg.TC, Masquerade: masq, Policy: cfg.Policy}, nil
+}
+
+// ctEntries sizes fp_ct when --ct-max is 0: the size of the pinned map if
+// there is one (a new size would be a new, empty map: every connection
+// lost), else CTMemoryRatio of the node's RAM.
+func ctEntries(cfg Config) (int, error) {
+	pinDir := cfg.PinDir
+	if pinDir == "" {
+		pinDir = datapath.DefaultPinDir
+	}
+	pinned, err := datapath.PinnedCTEntries(pinDir)
+	if err != nil {
+		return 0, err
+	}
+	if pinned > 0 {
+		cfg.Log.Info("conntrack map keeps its pinned size", "entries", pinned)
+		return pinned, nil
+	}
+	mem, err := datapath.MemTotal()
+	if err != nil {
+		return 0, err
+	}
+	ratio := cfg.CTMemoryRatio
+	if ratio == 0 {
+		ratio = datapath.DefaultCTMemoryRatio
+	}
+	n := datapath.CTEntriesFor(mem, ratio)
+	cfg.Log.Info("conntrack map sized from node memory", "entries", n, "memTotalBytes", mem, "ratio", ratio,
+		"mapBytes", n*datapath.CTEntryBytes)
+	return n, nil
 }
 
 // masquerade returns cfg's masquerade settings with the address filled in

@@ -43,6 +43,8 @@ type Metrics struct {
 	gcTime      prometheus.Histogram
 	gcDeleted   prometheus.Counter
 	gcErrors    prometheus.Counter
+	ctFull      prometheus.Gauge
+	ctFullWalks prometheus.Counter
 }
 
 // New returns a registry with the Go runtime and process collectors and
@@ -81,11 +83,21 @@ func New() *Metrics {
 			Name: "fastpath_conntrack_gc_errors_total",
 			Help: "Conntrack garbage-collection walks that failed (see the agent's log).",
 		}),
+		ctFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fastpath_conntrack_full",
+			Help: "1 while the last garbage-collection walk found fp_ct at its usable capacity (max entries less the LRU's per-CPU free lists): " +
+				"new flows evict the least recently used entries. " +
+				"fastpath_bpf_map_fill_ratio{map=\"fp_ct\"} warns before.",
+		}),
+		ctFullWalks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fastpath_conntrack_full_walks_total",
+			Help: "Garbage-collection walks that found fp_ct full (evicting), so a full table between two scrapes is not missed.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.programming, m.syncTime, m.syncErrors, m.gcTime, m.gcDeleted, m.gcErrors,
+		m.programming, m.syncTime, m.syncErrors, m.gcTime, m.gcDeleted, m.gcErrors, m.ctFull, m.ctFullWalks,
 	)
 	// Export the series before the first observation, so a scrape shows
 	// them (at zero) and rate() works from the first sample.
@@ -118,6 +130,19 @@ func (m *Metrics) ObserveGC(deleted int, took time.Duration, failed bool) {
 	if failed {
 		m.gcErrors.Inc()
 	}
+}
+
+// ObserveCTFill records whether a GC walk found fp_ct full.
+func (m *Metrics) ObserveCTFill(full bool) {
+	if m == nil {
+		return
+	}
+	if full {
+		m.ctFull.Set(1)
+		m.ctFullWalks.Inc()
+		return
+	}
+	m.ctFull.Set(0)
 }
 
 // ObserveProgrammed records the programming latency of each trigger time,

@@ -52,19 +52,31 @@ func Twin(k Key, e Entry) Key {
 // change a verdict still to come: a flow whose twin is gone is closed, the
 // same verdict the expired twin would have given.
 func GC(m bpfmap.Map[Key, Entry], now uint64) (int, error) {
+	r, err := Collect(m, now)
+	return r.Deleted, err
+}
+
+// GCResult is what one GC walk did and saw.
+type GCResult struct {
+	Deleted int // expired entries of closed flows removed
+	Live    int // entries left: the fill the walk saw, for free
+}
+
+// Collect is GC, also reporting the entries left.
+func Collect(m bpfmap.Map[Key, Entry], now uint64) (GCResult, error) {
 	return gc(m, now, gcChunk)
 }
 
 // gcChunk bounds the keys GC holds; one Delete call per chunk.
 const gcChunk = 1024
 
-func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (int, error) {
+func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (GCResult, error) {
 	lookup := func(k Key) (Entry, bool) {
 		v, ok, err := m.Lookup(k)
 		return v, ok && err == nil
 	}
 	pending := make([]Key, 0, chunk)
-	deleted := 0
+	deleted, visited := 0, 0
 	var delErr error
 	flush := func() bool {
 		if delErr = m.Delete(pending); delErr != nil {
@@ -81,6 +93,7 @@ func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (int, error) {
 		if len(pending) >= chunk && !flush() {
 			return false
 		}
+		visited++
 		if v.Expires < now && !flowOpen(k, v, lookup, now) {
 			pending = append(pending, k)
 		}
@@ -89,10 +102,11 @@ func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (int, error) {
 	if err == nil && delErr == nil {
 		flush()
 	}
+	res := GCResult{Deleted: deleted, Live: visited - deleted}
 	if delErr != nil {
-		return deleted, fmt.Errorf("ct gc: %w", delErr)
+		return res, fmt.Errorf("ct gc: %w", delErr)
 	}
-	return deleted, err
+	return res, err
 }
 
 // Now is CLOCK_BOOTTIME in nanoseconds, the clock the datapath stamps

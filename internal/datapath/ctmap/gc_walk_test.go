@@ -109,11 +109,12 @@ func TestGCChunkedMatchesWholeMapVerdicts(t *testing.T) {
 	fake := bpfmap.NewFake[Key, Entry]("fp_ct", 10000)
 	dead := randomFlows(t, fake, 2000)
 	c := &counting{Map: fake, visits: map[Key]int{}}
-	n, err := gc(c, 100, 7)
+	res, err := gc(c, 100, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkVerdicts(t, fake, dead, n)
+	checkVerdicts(t, fake, dead, res.Deleted)
+	checkLive(t, res, len(dead))
 	if c.maxDelete > 7 {
 		t.Errorf("largest Delete held %d keys, chunk is 7", c.maxDelete)
 	}
@@ -143,11 +144,12 @@ func TestGCBoundedOnKernelMap(t *testing.T) {
 			if iterate {
 				c.iterate = em
 			}
-			n, err := gc(c, 100, 64)
+			res, err := gc(c, 100, 64)
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkVerdicts(t, k, dead, n)
+			checkVerdicts(t, k, dead, res.Deleted)
+			checkLive(t, res, len(dead))
 			if c.maxDelete > 64 {
 				t.Errorf("largest Delete held %d keys, chunk is 64", c.maxDelete)
 			}
@@ -161,5 +163,13 @@ func TestGCBoundedOnKernelMap(t *testing.T) {
 				t.Errorf("walk visited %d of %d entries, %d of them more than once", len(c.visits), len(dead), again)
 			}
 		})
+	}
+}
+
+// checkLive: the entries GC reports left are those it walked and kept.
+func checkLive(t *testing.T, res GCResult, total int) {
+	t.Helper()
+	if res.Deleted == 0 || res.Live != total-res.Deleted {
+		t.Errorf("GC of %d entries: %d deleted, %d live; want some deleted and the rest live", total, res.Deleted, res.Live)
 	}
 }
