@@ -24,6 +24,10 @@ import (
 	"github.com/fastpath-net/fastpath/internal/routing"
 )
 
+// version names the build in the agent's first log line; release builds
+// set it with -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
@@ -47,6 +51,7 @@ func run(args []string, stderr io.Writer) int {
 	// client-go logs through klog (an unreachable apiserver, for one):
 	// into the agent's log, in its format.
 	klog.SetSlogLogger(cfg.Log)
+	cfg.Log.Info("fastpath-agent starting", "version", version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := agent.Run(ctx, cfg); err != nil {

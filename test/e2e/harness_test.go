@@ -34,6 +34,7 @@ type lab struct {
 	agentLog *syncbuf.Buffer
 	servers  map[string]*nettopo.Whoami
 	extra    []string // extra agent flags
+	agentBin string   // the agent binary; "": the one TestMain built
 	// kube, when set, makes the agent take its services from Kubernetes
 	// instead of the services file.
 	kube *kubeSource
@@ -139,7 +140,11 @@ func (l *lab) startAgent() {
 		"--revnat-max", "1024", "--sock-revnat-max", "1024",
 		"--log-level", "debug",
 	), l.extra...)
-	cmd := exec.Command(filepath.Join(bin, "fastpath-agent"), args...)
+	path := l.agentBin
+	if path == "" {
+		path = filepath.Join(bin, "fastpath-agent")
+	}
+	cmd := exec.Command(path, args...)
 	if l.agentLog == nil {
 		l.agentLog = &syncbuf.Buffer{}
 	}

@@ -29,6 +29,12 @@ func Build(ctx context.Context, dir string) (string, error) {
 // ("./cmd/fastpathctl") or an import path of a tool the module pins in
 // go.mod (the CNI plugins a node chains).
 func BuildInto(ctx context.Context, dir string, pkgs ...string) error {
+	return BuildWith(ctx, dir, nil, pkgs...)
+}
+
+// BuildWith is BuildInto with extra `go build` flags (-ldflags, to build
+// another version of the same code).
+func BuildWith(ctx context.Context, dir string, flags []string, pkgs ...string) error {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return fmt.Errorf("go env GOMOD: %w", err)
@@ -37,7 +43,8 @@ func BuildInto(ctx context.Context, dir string, pkgs ...string) error {
 	if gomod == "" || gomod == os.DevNull {
 		return errors.New("not inside the fastpath module: run from the repository")
 	}
-	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
+	args := append(append([]string{"build", "-o", dir + "/"}, flags...), pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, out)
