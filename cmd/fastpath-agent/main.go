@@ -92,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	fs.IntVar(&cfg.Sizes.SourceRanges, "source-ranges-max", datapath.DefaultSizes.SourceRanges, "loadBalancerSourceRanges map entries (one per range and LoadBalancer frontend)")
 	fs.BoolVar(&cfg.Policy, "enable-policy", false, "enforce NetworkPolicy on pod veths (needs the Kubernetes source and the FastpathIdentity CRD, "+
 		"deploy/crds/fastpathidentities.yaml); off: pods are open")
+	l7 := fs.Bool("enable-l7-proxy", false, "run the L7 (HTTP) policy proxy for FastpathNetworkPolicy HTTP rules (needs --enable-policy); "+
+		"off: flows that policy sends to the proxy are dropped")
+	l7Port := fs.Uint("l7-proxy-port", agent.DefaultL7ProxyPort, "port of the L7 proxy's transparent listener in the node's namespace")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	addOpsFlags(fs, &cfg.Ops)
 	addMonitorFlags(fs, &cfg.Monitor)
@@ -137,6 +140,12 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 			return cfg, 0, fmt.Errorf("--routing-mode: give the node's uplink in --external-interfaces")
 		}
 	}
+	if *l7 {
+		if *l7Port == 0 || *l7Port > 65535 {
+			return cfg, 0, fmt.Errorf("--l7-proxy-port %d: want 1-65535", *l7Port)
+		}
+		cfg.L7Proxy = &agent.L7Proxy{Port: uint16(*l7Port)}
+	}
 	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {
 		cfg.NetNS = "/run/netns/" + cfg.NetNS
 	}
@@ -159,6 +168,9 @@ func validate(cfg agent.Config) error {
 	}
 	if cfg.CTMemoryRatio <= 0 || cfg.CTMemoryRatio > 0.25 {
 		return fmt.Errorf("--ct-memory-ratio=%v: want a share of RAM in (0, 0.25]", cfg.CTMemoryRatio)
+	}
+	if cfg.L7Proxy != nil && !cfg.Policy {
+		return fmt.Errorf("--enable-l7-proxy applies the HTTP rules of policies: give --enable-policy")
 	}
 	for name, v := range map[string]int{
 		"--services-max": cfg.Sizes.Services, "--backends-max": cfg.Sizes.Backends,

@@ -32,6 +32,9 @@ func TestSourceSelection(t *testing.T) {
 		{name: "bad cidr", args: []string{"--kubeconfig", "k", "--nodeport-addresses", "primary"}, wantErr: "not a CIDR"},
 		{name: "policy without kubernetes", args: []string{"--services-file", "s.yaml", "--enable-policy"}, wantErr: "--enable-policy"},
 		{name: "policy", args: []string{"--kubeconfig", "k", "--node-name", "n", "--enable-policy"}, wantKube: "k", wantNode: "n"},
+		{name: "l7 without policy", args: []string{"--kubeconfig", "k", "--node-name", "n", "--enable-l7-proxy"}, wantErr: "give --enable-policy"},
+		{name: "l7 port", args: []string{"--kubeconfig", "k", "--node-name", "n", "--enable-policy", "--enable-l7-proxy", "--l7-proxy-port", "70000"}, wantErr: "--l7-proxy-port 70000"},
+		{name: "l7", args: []string{"--kubeconfig", "k", "--node-name", "n", "--enable-policy", "--enable-l7-proxy"}, wantKube: "k", wantNode: "n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := ""

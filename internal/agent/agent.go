@@ -50,6 +50,9 @@ type Config struct {
 	// Policy enforces NetworkPolicy (policy.go): needs Kubernetes; pods get
 	// it through the CNI.
 	Policy bool
+	// L7Proxy runs the HTTP policy proxy (l7.go); needs Policy. nil: off,
+	// and flows whose policy has HTTP rules are dropped.
+	L7Proxy *L7Proxy
 }
 
 // Agent is a running node agent.
@@ -122,6 +125,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Policy {
 		if a.policy, err = newPolicyCtl(a.cfg, a.dp); err != nil {
 			return err
+		}
+		if cfg.L7Proxy != nil {
+			a.policy.enableL7(cfg.L7Proxy.Port)
+			if err := a.startL7(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	if cfg.CNI != nil {

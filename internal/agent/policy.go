@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/endpoint"
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/k8s"
+	"github.com/fastpath-net/fastpath/internal/l7policy"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
 
@@ -67,6 +67,7 @@ type policyCtl struct {
 	synced     bool // the informers delivered their first state
 	events     record.EventRecorder
 	reported   map[policy.Problem]bool // problems logged and sent as Events
+	l7         *l7policy.Table         // the L7 proxy's rules; nil without it (l7.go)
 
 	kick chan struct{}
 }
@@ -130,7 +131,7 @@ func (c *policyCtl) run(ctx context.Context, client kubernetes.Interface) {
 		{f.Core().V1().Nodes().Informer(), handlers(c, c.onNode, func(o *corev1.Node) { c.setNode(o.Name, nil) })},
 		{dynF.ForResource(identity.GVR).Informer(), handlers(c, c.onIdentity, c.onIdentityDeleted)},
 	}
-	var synced []cache.InformerSynced
+	synced := c.watchFastpathPolicies(ctx, client, dynF)
 	for _, r := range regs {
 		reg, err := r.inf.AddEventHandler(r.h)
 		if err != nil {
@@ -383,6 +384,9 @@ func (c *policyCtl) sync(first bool) error {
 	if err := c.rec.Apply(cs); err != nil {
 		return err
 	}
+	if c.l7 != nil {
+		c.l7.Apply(cs, c.l7Addrs)
+	}
 	if !first {
 		return c.syncNodeIPs(cs.IPCache)
 	}
@@ -394,6 +398,9 @@ func (c *policyCtl) sync(first bool) error {
 	}
 	if err := c.rec.SyncIPCache(want); err != nil {
 		return err
+	}
+	if c.l7 != nil {
+		c.l7.SetIPCache(policy.IPCacheDelta{Upsert: want})
 	}
 	clear(c.nodeDirty)
 	return c.rec.Prune(c.liveEndpoint)
@@ -416,8 +423,8 @@ func (c *policyCtl) reportProblems() {
 		c.log.Warn("policy: a NetworkPolicy cannot be enforced as written; what it selects stays fail-closed",
 			"policy", p.Policy, "field", p.Field, "problem", p.Msg)
 		if c.events != nil {
-			ns, name, _ := strings.Cut(p.Policy, "/")
-			ref := corev1.ObjectReference{Kind: "NetworkPolicy", APIVersion: "networking.k8s.io/v1", Namespace: ns, Name: name}
+			kind, apiVersion, ns, name := problemObject(p)
+			ref := corev1.ObjectReference{Kind: kind, APIVersion: apiVersion, Namespace: ns, Name: name}
 			c.events.Eventf(&ref, corev1.EventTypeWarning, ReasonPolicyNotEnforceable, "%s: %s", p.Field, p.Msg)
 		}
 	}
@@ -443,6 +450,7 @@ func (c *policyCtl) syncNodeIPs(d policy.IPCacheDelta) error {
 	var vs []policymap.IPCacheValue
 	var del []policymap.IPCacheKey
 	var engine map[netip.Prefix]identity.ID
+	l7d := policy.IPCacheDelta{Upsert: map[netip.Prefix]identity.ID{}}
 	for p := range c.nodeDirty {
 		id, ok := c.nodeIP[p]
 		if !ok {
@@ -453,12 +461,17 @@ func (c *policyCtl) syncNodeIPs(d policy.IPCacheDelta) error {
 		}
 		if ok {
 			ks, vs = append(ks, policymap.IPCacheKeyOf(p)), append(vs, policymap.IPCacheValue{Identity: uint32(id)})
+			l7d.Upsert[p] = id
 		} else {
 			del = append(del, policymap.IPCacheKeyOf(p))
+			l7d.Delete = append(l7d.Delete, p)
 		}
 	}
 	if err := c.maps.IPCache.Update(ks, vs); err != nil {
 		return err
+	}
+	if c.l7 != nil {
+		c.l7.SetIPCache(l7d)
 	}
 	if err := c.maps.IPCache.Delete(del); err != nil {
 		return err

@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/fastpath-net/fastpath/internal/flows"
+	"github.com/fastpath-net/fastpath/internal/fpnetpol"
+	"github.com/fastpath-net/fastpath/internal/l7policy"
+	"github.com/fastpath-net/fastpath/internal/l7proxy"
+	"github.com/fastpath-net/fastpath/internal/l7redirect"
+	"github.com/fastpath-net/fastpath/internal/policy"
+)
+
+// L7Proxy runs the L7 (HTTP) policy proxy of this node (docs/l7.md).
+type L7Proxy struct {
+	Port uint16 // the transparent listener's port in --netns
+}
+
+// DefaultL7ProxyPort is --l7-proxy-port's default.
+const DefaultL7ProxyPort = 15001
+
+// l7Shutdown bounds how long a stopping agent lets requests in flight
+// finish.
+const l7Shutdown = 5 * time.Second
+
+// startL7 installs the redirect route, opens the transparent listener and
+// serves the proxy on it until ctx ends. The listener exists before the
+// policy maps name its port, so no flow is sent to a port nobody listens
+// on because of this agent; a restarted agent opens it again on the same
+// port, and SYNs that came while none listened are retransmitted by their
+// clients (the datapath drops them: fail closed).
+func (a *Agent) startL7(ctx context.Context) error {
+	cfg, pc := a.cfg.L7Proxy, a.policy
+	if err := l7redirect.EnsureRoute(a.cfg.NetNS); err != nil {
+		return err
+	}
+	ln, err := l7redirect.Listen(a.cfg.NetNS, cfg.Port)
+	if err != nil {
+		return err
+	}
+	node := pc.node
+	log := a.log.With("component", "l7proxy")
+	p := l7proxy.New(l7proxy.Config{
+		Policy: pc.l7,
+		Dial: func(ctx context.Context, f l7proxy.Flow) (net.Conn, error) {
+			return l7redirect.Dial(ctx, a.cfg.NetNS, f.Dst.String())
+		},
+		Events: func(ev l7proxy.Event) { a.publishL7(pc.l7.FlowEvent(node, ev)) },
+	})
+	go func() {
+		if err := p.Serve(ln); err != nil && !errors.Is(err, l7proxy.ErrClosed) {
+			log.Error("l7 proxy stopped; flows with HTTP rules are dropped until the agent restarts", "error", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), l7Shutdown)
+		defer cancel()
+		_ = p.Shutdown(sctx)
+		ln.Close()
+	}()
+	log.Info("l7 proxy listening", "port", cfg.Port, "netns", a.cfg.NetNS)
+	return nil
+}
+
+// publishL7 sends the proxy's access log to the monitor's event hub
+// (`fastpathctl monitor --type l7`, the flow map).
+func (a *Agent) publishL7(ev flows.Event) {
+	if a.flows == nil {
+		a.log.Info("l7", "summary", ev.Summary, "src", ev.Source.Workload(), "dst", ev.Destination.Workload())
+		return
+	}
+	if ev.Node == "" && a.cfg.Kubernetes != nil {
+		ev.Node = a.cfg.Kubernetes.NodeName
+	}
+	a.flows.hub.Publish(ev)
+}
+
+// watchFastpathPolicies feeds FastpathNetworkPolicy and
+// FastpathClusterwideNetworkPolicy objects to the Engine when the cluster
+// serves the CRDs (deploy/crds); without them only NetworkPolicies count.
+// It returns the informers' sync functions.
+func (c *policyCtl) watchFastpathPolicies(ctx context.Context, client kubernetes.Interface, dynF dynamicinformer.DynamicSharedInformerFactory) []cache.InformerSynced {
+	served := map[string]bool{}
+	if rl, err := client.Discovery().ServerResourcesForGroupVersion(fpnetpol.PolicyGVR.GroupVersion().String()); err == nil {
+		for _, r := range rl.APIResources {
+			served[r.Name] = true
+		}
+	}
+	var synced []cache.InformerSynced
+	for _, gvr := range []struct {
+		res, kind string
+	}{{fpnetpol.PolicyGVR.Resource, "FastpathNetworkPolicy"}, {fpnetpol.ClusterwidePolicyGVR.Resource, "FastpathClusterwideNetworkPolicy"}} {
+		if !served[gvr.res] {
+			c.log.Info("policy: CRD not served; its policies are ignored", "kind", gvr.kind)
+			continue
+		}
+		g := fpnetpol.PolicyGVR
+		g.Resource = gvr.res
+		reg, err := dynF.ForResource(g).Informer().AddEventHandler(handlers(c, c.onFastpathPolicy, func(u *unstructured.Unstructured) {
+			c.engine.DeleteFastpathPolicy(u.GetNamespace(), u.GetName())
+		}))
+		if err != nil {
+			c.log.Error("policy: informer handler", "kind", gvr.kind, "error", err)
+			continue
+		}
+		synced = append(synced, reg.HasSynced)
+	}
+	return synced
+}
+
+// onFastpathPolicy decodes one object; one that does not decode (the CRD's
+// schema makes this rare) is enforced as allowing nothing for what it
+// selects, like a NetworkPolicy the Engine cannot read.
+func (c *policyCtl) onFastpathPolicy(u *unstructured.Unstructured) {
+	p, err := fpnetpol.Decode(u)
+	if err != nil {
+		c.log.Warn("policy: cannot decode; its pods allow nothing it would", "policy", u.GetNamespace()+"/"+u.GetName(), "error", err)
+		p = &fpnetpol.Policy{Namespace: u.GetNamespace(), Name: u.GetName()}
+		p.Spec.Ingress, p.Spec.Egress = []fpnetpol.IngressRule{}, []fpnetpol.EgressRule{}
+		p.Spec.EndpointSelector.MatchLabels = map[string]string{"fastpath.io/undecodable": "true"}
+	}
+	c.engine.UpsertFastpathPolicy(p)
+}
+
+// problemObject names the object a Problem belongs to for its Event.
+func problemObject(p policy.Problem) (kind, apiVersion, ns, name string) {
+	switch {
+	case strings.HasPrefix(p.Policy, "fnp:"):
+		ns, name, _ = strings.Cut(strings.TrimPrefix(p.Policy, "fnp:"), "/")
+		return "FastpathNetworkPolicy", "fastpath.io/v1alpha1", ns, name
+	case strings.HasPrefix(p.Policy, "fcnp:"):
+		return "FastpathClusterwideNetworkPolicy", "fastpath.io/v1alpha1", "", strings.TrimPrefix(p.Policy, "fcnp:")
+	}
+	ns, name, _ = strings.Cut(p.Policy, "/")
+	return "NetworkPolicy", "networking.k8s.io/v1", ns, name
+}
+
+// l7Addrs gives the L7 table an upserted pod's addresses.
+func (c *policyCtl) l7Addrs(n policy.PodName) []netip.Addr {
+	_, addrs, _ := c.engine.PodIdentity(n)
+	return addrs
+}
+
+func (c *policyCtl) enableL7(port uint16) {
+	c.l7 = l7policy.New()
+	c.l7.OnError = func(pod policy.PodName, k policy.Key, err error) {
+		c.log.Error("l7 policy: the proxy's matcher refuses a rule set; the entry denies every request", "pod", pod, "entry", fmt.Sprint(k), "error", err)
+	}
+	c.rec.Rules.ProxyPort = port
+}
