@@ -50,7 +50,7 @@ type Announcer struct {
 	kick       chan struct{}
 
 	mu   sync.Mutex
-	elig eligibility
+	elig loadbalancer.Announceable
 }
 
 // New opens the ARP sockets; a missing interface is an error now rather
@@ -67,7 +67,7 @@ func New(cfg Config) (*Announcer, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	a := &Announcer{cfg: cfg, kick: make(chan struct{}, 1), elig: eligibility{}}
+	a := &Announcer{cfg: cfg, kick: make(chan struct{}, 1), elig: loadbalancer.Announceable{}}
 	for _, ifname := range cfg.Interfaces {
 		s, err := openARPSocket(cfg.NetNS, ifname)
 		if err != nil {
@@ -89,7 +89,7 @@ func (a *Announcer) closeSockets() {
 // gets); it never blocks.
 func (a *Announcer) Update(full bool, upserted []loadbalancer.Service, deleted []loadbalancer.ServiceName) {
 	a.mu.Lock()
-	a.elig.apply(full, upserted, deleted)
+	a.elig.Apply(full, upserted, deleted)
 	a.mu.Unlock()
 	select {
 	case a.kick <- struct{}{}:
@@ -100,7 +100,7 @@ func (a *Announcer) Update(full bool, upserted []loadbalancer.Service, deleted [
 func (a *Announcer) wanted() map[netip.Addr]bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.elig.ips()
+	return a.elig.IPs(netip.Addr.Is4) // ARP is IPv4's
 }
 
 // Run campaigns for every eligible IP until ctx ends; then it stops

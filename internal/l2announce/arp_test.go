@@ -5,8 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-
-	"github.com/fastpath-net/fastpath/internal/loadbalancer"
 )
 
 var (
@@ -67,41 +65,5 @@ func TestParseRejectsOtherFrames(t *testing.T) {
 		if _, ok := parseRequest(b); ok {
 			t.Errorf("%s: parsed as a request", name)
 		}
-	}
-}
-
-func TestEligibility(t *testing.T) {
-	other := netip.MustParseAddr("192.168.50.201")
-	fe := func(ip netip.Addr, typ loadbalancer.FrontendType, scope loadbalancer.Scope, states ...loadbalancer.BackendState) loadbalancer.FrontendSpec {
-		f := loadbalancer.FrontendSpec{Frontend: loadbalancer.Frontend{L4Addr: loadbalancer.L4Addr{Addr: ip, Port: 80, Proto: loadbalancer.TCP}, Scope: scope, Type: typ}}
-		for _, s := range states {
-			f.Backends = append(f.Backends, loadbalancer.Backend{State: s})
-		}
-		return f
-	}
-	a := loadbalancer.ServiceName{Namespace: "ns", Name: "a"}
-	b := loadbalancer.ServiceName{Namespace: "ns", Name: "b"}
-	e := eligibility{}
-	e.apply(true, []loadbalancer.Service{
-		{Name: a, Frontends: []loadbalancer.FrontendSpec{
-			fe(lbIP, loadbalancer.LoadBalancer, loadbalancer.ScopeExternal, loadbalancer.Terminating, loadbalancer.Active),
-			fe(netip.MustParseAddr("10.96.0.1"), loadbalancer.ClusterIP, loadbalancer.ScopeExternal, loadbalancer.Active),
-			fe(netip.MustParseAddr("192.168.50.9"), loadbalancer.ExternalIP, loadbalancer.ScopeExternal, loadbalancer.Active),
-		}},
-		// Local policy without a ready local endpoint: only terminating.
-		{Name: b, Frontends: []loadbalancer.FrontendSpec{fe(other, loadbalancer.LoadBalancer, loadbalancer.ScopeExternal, loadbalancer.Terminating)}},
-	}, nil)
-	if got := e.ips(); len(got) != 1 || !got[lbIP] {
-		t.Fatalf("eligible %v, want only %s", got, lbIP)
-	}
-	// b gets a ready endpoint; a goes away.
-	e.apply(false, []loadbalancer.Service{{Name: b, Frontends: []loadbalancer.FrontendSpec{fe(other, loadbalancer.LoadBalancer, loadbalancer.ScopeExternal, loadbalancer.Active)}}},
-		[]loadbalancer.ServiceName{a})
-	if got := e.ips(); len(got) != 1 || !got[other] {
-		t.Fatalf("eligible %v, want only %s", got, other)
-	}
-	e.apply(true, nil, nil)
-	if got := e.ips(); len(got) != 0 {
-		t.Fatalf("after an empty full state: eligible %v", got)
 	}
 }
