@@ -14,6 +14,7 @@ packages=(
 	iptables=1.8.9-2               # test/conformance: real kube-proxy (iptables mode), only inside fp- netns
 	nftables=1.0.6-2+deb12u2       # bench-control: real kube-proxy (nftables mode), only inside fp- netns
 	chromium=156.0.8078.114-1~deb12u1 # internal/flows/ui: the flow map page in headless Chromium
+	bird2=2.0.12-7                 # internal/bgp: the upstream router the agents peer with, only inside fp- netns
 )
 
 missing=()

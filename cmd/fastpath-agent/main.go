@@ -71,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	network := addNetworkFlags(fs)
 	cni := addCNIFlags(fs)
 	l2 := addL2Flags(fs)
+	bgpf := addBGPFlags(fs)
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory whose processes get socket load balancing; empty: off")
 	fs.StringVar(&cfg.ServicesFile, "services-file", "", "YAML/JSON file of services (standalone mode); re-read when it changes")
 	fs.DurationVar(&cfg.PollInterval, "services-file-poll", time.Second, "how often the services file is checked for changes")
@@ -125,6 +126,9 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 		return cfg, 0, err
 	}
 	if cfg.L2, err = l2.l2(cfg.Kubernetes); err != nil {
+		return cfg, 0, err
+	}
+	if cfg.BGP, err = bgpf.bgp(cfg.Kubernetes); err != nil {
 		return cfg, 0, err
 	}
 	if *routingMode != "" {

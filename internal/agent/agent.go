@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/fastpath-net/fastpath/internal/bgp"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/socklb"
@@ -46,7 +47,8 @@ type Config struct {
 	Ops           Ops      // metrics, health and pprof endpoints (ops.go)
 	Monitor       Monitor  // verdict records and the flow stream (flows.go)
 
-	L2 *L2Announce // ARP for LoadBalancer IPs (l2.go); nil: off
+	L2  *L2Announce // ARP for LoadBalancer IPs (l2.go); nil: off
+	BGP *BGP        // BGP advertisement of LoadBalancer IPs (bgp.go); nil: off
 	// Policy enforces NetworkPolicy (policy.go): needs Kubernetes; pods get
 	// it through the CNI.
 	Policy bool
@@ -74,6 +76,7 @@ type Agent struct {
 	ops       *ops
 
 	l2     *l2announce.Announcer // nil unless announcing
+	bgp    *bgp.Controller       // nil unless BGP is on
 	policy *policyCtl            // nil unless Config.Policy
 	eps    *endpoint.Store       // nil without the CNI
 	flows  *flowMonitor
@@ -122,6 +125,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer stopL2()
 	a.l2 = l2
+	bgpCtl, stopBGP, err := startBGP(ctx, cfg, client)
+	if err != nil {
+		return err
+	}
+	defer stopBGP()
+	a.bgp = bgpCtl
 	if cfg.Policy {
 		if a.policy, err = newPolicyCtl(a.cfg, a.dp); err != nil {
 			return err

@@ -12,11 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -77,14 +75,7 @@ func newPolicyCtl(cfg Config, dp *datapath.Datapath) (*policyCtl, error) {
 	if dp.Policy() == nil {
 		return nil, fmt.Errorf("policy: the datapath was loaded without tc_policy")
 	}
-	rc, err := k8s.RESTConfig(cfg.Kubernetes.Kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	// FastpathIdentities are a CRD: no protobuf.
-	dynCfg := rest.CopyConfig(rc)
-	dynCfg.ContentType, dynCfg.AcceptContentTypes = "application/json", "application/json"
-	dyn, err := dynamic.NewForConfig(dynCfg)
+	dyn, err := k8s.NewDynamicClient(cfg.Kubernetes.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -60,4 +61,16 @@ func DefaultNodeName() (string, error) {
 		return "", err
 	}
 	return strings.ToLower(strings.TrimSpace(h)), nil
+}
+
+// NewDynamicClient returns a dynamic client for RESTConfig(kubeconfig),
+// speaking JSON: CRDs (fastpath.io objects) have no protobuf.
+func NewDynamicClient(kubeconfig string) (dynamic.Interface, error) {
+	cfg, err := RESTConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.ContentType, cfg.AcceptContentTypes = "application/json", "application/json"
+	return dynamic.NewForConfig(cfg)
 }
