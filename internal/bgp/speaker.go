@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strconv"
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
@@ -84,11 +83,7 @@ func (s *Speaker) start(ctx context.Context, asn uint32, routerID netip.Addr) er
 		ListenAddresses: []string{"0.0.0.0", "::"},
 	}})
 	if err == nil {
-		// Routes the routers send are of no use here (nothing installs
-		// them); refusing them keeps a full table out of the agent's memory.
-		err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
-		}})
+		err = refuseLearnedRoutes(ctx, srv)
 	}
 	if err != nil {
 		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
@@ -99,6 +94,31 @@ func (s *Speaker) start(ctx context.Context, asn uint32, routerID netip.Addr) er
 	s.peers, s.prefixes = map[netip.Addr]PeerSpec{}, map[netip.Prefix]bool{}
 	s.log.Info("bgp: speaker started", "asn", asn, "router-id", routerID, "port", s.port)
 	return nil
+}
+
+// refuseLearnedRoutes keeps what the routers send out of the RIB: nothing
+// here installs it, and a router sending a full table must not cost the
+// agent its memory. The global import policy also sees our own paths, so it
+// rejects by source: only paths learned from a neighbour (any address)
+// match; local ones have none.
+func refuseLearnedRoutes(ctx context.Context, srv *server.BgpServer) error {
+	const set, policy = "any-neighbor", "refuse-learned"
+	if err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: set, List: []string{"0.0.0.0/0", "::/0"},
+	}}); err != nil {
+		return err
+	}
+	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: policy, Statements: []*api.Statement{{
+		Name:       policy + "-all",
+		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: set}},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
+	}}}}); err != nil {
+		return err
+	}
+	return srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		Policies: []*api.Policy{{Name: policy}}, DefaultAction: api.RouteAction_ROUTE_ACTION_ACCEPT,
+	}})
 }
 
 // Stop ends every session with a Cease NOTIFICATION: the routers withdraw
@@ -258,5 +278,3 @@ func (s *Speaker) PeerStates(ctx context.Context) map[netip.Addr]string {
 	})
 	return out
 }
-
-var _ = strconv.Itoa
