@@ -150,8 +150,20 @@ func TestRouterLearnsRoutes(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	if !strings.Contains(r.cmd(t, "show", "protocols", "all", "node1"), "Neighbor graceful restart active") {
+		t.Fatalf("router not in graceful restart for node1:\n%s", r.cmd(t, "show", "protocols", "all", "node1"))
+	}
 	startAgent(t, agentBin, env.KubeconfigPath, nodes[0])
 	r.waitEstablished(t, "node1")
+	// The restart ends with the new agent's End-of-RIB, long before the
+	// 60 s restart time; BIRD then drops whatever was not re-advertised.
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Contains(r.cmd(t, "show", "protocols", "all", "node1"), "Neighbor graceful restart active") {
+		if time.Now().After(deadline) {
+			t.Fatalf("graceful restart did not end (no End-of-RIB from the new agent?):\n%s", r.cmd(t, "show", "protocols", "all", "node1"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	r.waitRoute(t, lbIP.String()+"/32", nodes[0].ip)
 
 	// A configured peer address sending garbage, and flapping.
