@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 	"github.com/fastpath-net/fastpath/test/internal/cplink"
 	"github.com/fastpath-net/fastpath/test/internal/kubeproxy"
@@ -29,16 +31,28 @@ type node struct {
 	star    *nettopo.Star
 	link    cplink.Link
 	thread  *nsproc.Thread
-	servers []*nettopo.Whoami
+	servers []*loadgen.Server
 	prober  *prober
 	dir     string // kubeconfig and the proxy's log
+	// cgroup is the socket load balancer's cgroup v2 subtree ("" when the
+	// node has none): the headline's fastpath node attaches it, and its
+	// sock clients start in it.
+	cgroup string
 }
+
+// clientHosts of a node: the VIP client and the backends. The headline's
+// fastpath node adds "direct", the direct path's client: its own namespace
+// on an identical veth, so no connection through a VIP ever shares a
+// source with one to a backend.
+var clientHosts = []string{"client", "be1", "be2"}
 
 // namePrefix starts every namespace and bpffs directory of this run; the
 // PID lets a later run remove what a killed one left (leftovers.go).
 func namePrefix() string { return fmt.Sprintf("%sbc%d-", nettopo.Prefix, os.Getpid()) }
 
-func newNode(env *testenv.Env, tag string, linkNo int, dir string) (n *node, err error) {
+// newNode builds a node; direct adds the direct path's client and a
+// socket-LB cgroup (the headline's fastpath node).
+func newNode(env *testenv.Env, tag string, linkNo int, dir string, direct bool) (n *node, err error) {
 	n = &node{dir: dir}
 	defer func() {
 		if err != nil {
@@ -46,7 +60,16 @@ func newNode(env *testenv.Env, tag string, linkNo int, dir string) (n *node, err
 			n = nil
 		}
 	}()
-	if n.star, err = nettopo.NewStarNamed(namePrefix()+tag, "client", "be1", "be2"); err != nil {
+	hosts := clientHosts
+	if direct {
+		hosts = append(slices.Clone(hosts), "direct")
+		n.cgroup = filepath.Join(cgroupRoot, namePrefix()+tag)
+		if err := os.Mkdir(n.cgroup, 0o755); err != nil {
+			n.cgroup = ""
+			return n, fmt.Errorf("socket-LB cgroup: %w", err)
+		}
+	}
+	if n.star, err = nettopo.NewStarNamed(namePrefix()+tag, hosts...); err != nil {
 		return n, err
 	}
 	if n.link, err = cplink.Add(n.star.Node, env, linkNo, tag); err != nil {
@@ -56,7 +79,7 @@ func newNode(env *testenv.Env, tag string, linkNo int, dir string) (n *node, err
 		h := n.star.Host(be)
 		for _, port := range []int{portA, portB} {
 			name := fmt.Sprintf("%s:%d", be, port)
-			w, err := nettopo.StartWhoami(h.NS, name, fmt.Sprintf("%s:%d", h.Addr, port))
+			w, err := loadgen.StartServer(h.NS, fmt.Sprintf("%s:%d", h.Addr, port), name)
 			if err != nil {
 				return n, err
 			}
@@ -82,11 +105,18 @@ func (n *node) close() error {
 	for _, s := range n.servers {
 		s.Close()
 	}
+	var errs []error
 	if n.star != nil {
-		return n.star.Close()
+		errs = append(errs, n.star.Close())
 	}
-	return nil
+	if n.cgroup != "" {
+		errs = append(errs, loadgen.RemoveCgroup(n.cgroup))
+	}
+	return errors.Join(errs...)
 }
+
+// cgroupRoot is the cgroup v2 mount (the rest of the machine is v1).
+const cgroupRoot = "/sys/fs/cgroup/unified"
 
 // proxy is one contender's running process.
 type proxy interface {
@@ -166,6 +196,9 @@ func startAgent(n *node, bin, kubeconfig string) (*agent, error) {
 		// Inside the node namespace: reachable only from there.
 		"--pprof-addr", "127.0.0.1:6060",
 		"--log-level", "info",
+	}
+	if n.cgroup != "" {
+		args = append(args, "--cgroup", n.cgroup)
 	}
 	var err error
 	if a.c, err = n.thread.Start(n.dir, "fastpath-agent", bin, args); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 	"github.com/fastpath-net/fastpath/test/internal/nsproc"
 )
 
@@ -55,11 +55,7 @@ func askOnce(vip netip.Addr) (string, error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(probeTimeout))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(line), nil
+	return loadgen.Ask(c)
 }
 
 // probeInterval is the pause between two probes of one change: the

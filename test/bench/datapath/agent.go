@@ -146,10 +146,10 @@ func (a *agentProc) waitProgrammed(ctx context.Context, n int, limit time.Durati
 			return 0, 0, fmt.Errorf("agent reported an error: %s", line)
 		}
 		if a.exited() {
-			return 0, 0, fmt.Errorf("agent exited (%v) before programming the datapath; log:\n%s", a.waitErr, tail(a.log.String(), 3000))
+			return 0, 0, fmt.Errorf("agent exited (%v) before programming the datapath; log:\n%s", a.waitErr, procstat.Tail(a.log.String(), 3000))
 		}
 		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("agent did not program %d services within %s; log:\n%s", n, limit, tail(a.log.String(), 3000))
+			return 0, 0, fmt.Errorf("agent did not program %d services within %s; log:\n%s", n, limit, procstat.Tail(a.log.String(), 3000))
 		}
 		select {
 		case <-ctx.Done():

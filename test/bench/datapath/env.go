@@ -6,13 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -22,6 +18,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/socklb"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 )
 
 const (
@@ -48,7 +45,7 @@ type benchEnv struct {
 	cgroup   string
 	pinRoot  string
 	tmp      string
-	servers  []*server
+	servers  []*loadgen.Server
 	backends []netip.AddrPort // backends[i % len] serves service i
 }
 
@@ -108,7 +105,7 @@ func newEnv(log io.Writer, id string) (e *benchEnv, err error) {
 		}
 	}
 	for _, b := range e.backends {
-		s, err := startServer(e.hostOf(b.Addr()).NS, b.String())
+		s, err := loadgen.StartServer(e.hostOf(b.Addr()).NS, b.String(), b.String())
 		if err != nil {
 			return e, err
 		}
@@ -173,7 +170,7 @@ func (e *benchEnv) attachedTCX() (int, error) {
 func (e *benchEnv) close() error {
 	var errs []error
 	for _, s := range e.servers {
-		s.close()
+		s.Close()
 	}
 	e.servers = nil
 	if e.pinRoot != "" {
@@ -193,7 +190,7 @@ func (e *benchEnv) close() error {
 		e.star = nil
 	}
 	if e.cgroup != "" {
-		errs = append(errs, removeCgroup(e.cgroup))
+		errs = append(errs, loadgen.RemoveCgroup(e.cgroup))
 		e.cgroup = ""
 	}
 	if e.tmp != "" {
@@ -201,22 +198,6 @@ func (e *benchEnv) close() error {
 		e.tmp = ""
 	}
 	return errors.Join(errs...)
-}
-
-// removeCgroup removes the (empty) cgroup; a reaped child can keep it busy
-// for a moment.
-func removeCgroup(path string) error {
-	var err error
-	for range 100 {
-		if err = os.Remove(path); err == nil || errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if !errors.Is(err, unix.EBUSY) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("remove cgroup %s: %w", path, err)
 }
 
 func checkFS(path string, magic int64, what string) error {
@@ -234,87 +215,4 @@ func randomID() string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// server is the backend: it accepts, answers every request with a fixed
-// reply, and closes after a request that asks for it (opClose). Go's
-// netpoller serves all connections of the process. (A variant with threads
-// blocked in accept(2)/read(2) did no better on short connections and worse
-// on kept-alive ones: with more blocked threads than Ps the runtime keeps
-// handing Ps around.)
-type server struct {
-	ln       net.Listener
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	accepted atomic.Uint64
-}
-
-var reply = func() (b [replySize]byte) {
-	copy(b[:], "fastpath-bench-reply")
-	return b
-}()
-
-func startServer(ns *nettopo.NS, addr string) (*server, error) {
-	ln, err := ns.Listen("tcp4", addr)
-	if err != nil {
-		return nil, fmt.Errorf("server %s in %s: %w", addr, ns.Name, err)
-	}
-	s := &server{ln: ln, conns: map[net.Conn]struct{}{}}
-	s.wg.Add(1)
-	go s.serve()
-	return s, nil
-}
-
-func (s *server) serve() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// EMFILE and the like: back off, do not spin.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		s.accepted.Add(1)
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go s.handle(c)
-	}
-}
-
-func (s *server) handle(c net.Conn) {
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		c.Close()
-	}()
-	var req [requestSize]byte
-	for {
-		if _, err := io.ReadFull(c, req[:]); err != nil {
-			return
-		}
-		if _, err := c.Write(reply[:]); err != nil {
-			return
-		}
-		if req[0] == opClose {
-			return
-		}
-	}
-}
-
-func (s *server) close() {
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
 }

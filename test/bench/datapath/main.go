@@ -44,6 +44,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/servicefile"
 	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
@@ -83,8 +84,8 @@ func defaultConfig() config {
 }
 
 func main() {
-	if loadgenChild() {
-		os.Exit(loadgenMain())
+	if loadgen.IsChild() {
+		os.Exit(loadgen.Main())
 	}
 	benchmain.Main("bench-datapath", parseFlags, run)
 }
@@ -416,7 +417,7 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 
 	// Every mode must carry traffic before anything is measured.
 	for _, m := range modes {
-		p, err := runPoint(ctx, cfg, env, agent, ctr, n, m, kindConn, 1, 0, targets[m.VIP], 100*time.Millisecond, 0)
+		p, err := runPoint(ctx, cfg, env, agent, ctr, n, m, loadgen.KindConn, 1, 0, targets[m.VIP], 100*time.Millisecond, 0)
 		if err != nil {
 			return nil, nil, fmt.Errorf("probe of mode %s: %w", m.Name, err)
 		}
@@ -447,9 +448,9 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 	// Modes are interleaved within each repetition, and rotated between
 	// repetitions, so drift hits every mode alike.
 	for rep := 1; rep <= cfg.Reps; rep++ {
-		for _, kind := range []string{kindConn, kindLatency} {
+		for _, kind := range []string{loadgen.KindConn, loadgen.KindLatency} {
 			dur := cfg.Duration
-			if kind == kindLatency {
+			if kind == loadgen.KindLatency {
 				dur = cfg.LatDuration
 			}
 			for _, w := range cfg.Workers {
@@ -540,7 +541,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	default:
 		return nil, fmt.Errorf("mode %s: unknown client namespace %q", m.Name, m.Where)
 	}
-	spec := loadSpec{loadRequest: loadRequest{
+	spec := loadgen.Spec{Request: loadgen.Request{
 		NetNS: ns, Targets: targets, Kind: kind, Workers: workers,
 		Duration: dur, Warmup: warmup, Pool: cfg.Pool, Seed: rand.Uint64(),
 	}}
@@ -566,7 +567,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 		return nil, err
 	}
 	t0 := time.Now()
-	res, err := runLoad(ctx, spec)
+	res, err := loadgen.Run(ctx, spec)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -595,10 +596,10 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	dc := diffCounters(c1, c0)
 	p := &point{
 		N: n, Mode: m.Name, Kind: kind, Workers: workers, Rep: rep,
-		Rate: res.rate(), P50: float64(res.P50) / 1e3, P99: float64(res.P99) / 1e3,
+		Rate: res.Rate(), P50: float64(res.P50) / 1e3, P99: float64(res.P99) / 1e3,
 		Ops: res.Ops, Errors: res.Errors, ErrKinds: res.ErrKinds, Stuck: res.Stuck,
-		ClientUser: res.UserSec, ClientSys: res.SysSec, ClientCPU: res.cpuPct(),
-		ServerCPU:  100 * (tvSec(ru1.Utime) + tvSec(ru1.Stime) - tvSec(ru0.Utime) - tvSec(ru0.Stime)) / wall,
+		ClientUser: res.UserSec, ClientSys: res.SysSec, ClientCPU: res.CPUPct(),
+		ServerCPU:  100 * (loadgen.TvSec(ru1.Utime) + loadgen.TvSec(ru1.Stime) - loadgen.TvSec(ru0.Utime) - loadgen.TvSec(ru0.Stime)) / wall,
 		AgentCPU:   100 * a1.Sub(a0).Self.Seconds() / wall,
 		ForwardNew: dc["forward_new"], SockConnect: dc["sock_connect"],
 		SynRetrans: dt["TCPSynRetrans"], PAWSTimewait: dt["PAWSTimewait"], TWRecycled: dt["TWRecycled"],

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+
 	"github.com/fastpath-net/fastpath/internal/ctl"
 )
 
@@ -62,7 +64,7 @@ func aggregate(pts []point, cfg config) map[aggKey]*agg {
 	out := map[aggKey]*agg{}
 	for k, g := range groups {
 		dur := cfg.Duration
-		if k.Kind == kindLatency {
+		if k.Kind == loadgen.KindLatency {
 			dur = cfg.LatDuration
 		}
 		a := &agg{Reps: len(g), Failed: failed[k]}
@@ -239,7 +241,7 @@ func budget(res *results, ag map[aggKey]*agg) []budgetRow {
 		worst, at := math.Inf(1), ""
 		for _, n := range cfg.Ns {
 			for _, w := range cfg.Workers {
-				a, b := ag[aggKey{n, m.Name, kindConn, w}], ag[aggKey{n, m.Base, kindConn, w}]
+				a, b := ag[aggKey{n, m.Name, loadgen.KindConn, w}], ag[aggKey{n, m.Base, loadgen.KindConn, w}]
 				if a == nil || b == nil || b.Rate == 0 {
 					continue
 				}
@@ -264,7 +266,7 @@ func budget(res *results, ag map[aggKey]*agg) []budgetRow {
 		var parts []string
 		ok := true
 		for _, w := range cfg.Workers {
-			a, b := ag[aggKey{budgetScaleN, m.Name, kindConn, w}], ag[aggKey{1, m.Name, kindConn, w}]
+			a, b := ag[aggKey{budgetScaleN, m.Name, loadgen.KindConn, w}], ag[aggKey{1, m.Name, loadgen.KindConn, w}]
 			if a == nil || b == nil || b.Rate == 0 {
 				continue
 			}
@@ -354,13 +356,13 @@ func markdown(res *results) string {
 		p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, n := range cfg.Ns {
 			for _, m := range modes {
-				a := ag[aggKey{n, m.Name, kindConn, w}]
+				a := ag[aggKey{n, m.Name, loadgen.KindConn, w}]
 				if a == nil {
 					continue
 				}
 				p("| %s | %s | %s | %s | %s | %.1f | %.1f | %.0f | %.0f %% (%.0f %%) | %.0f %% | %.1f %% | %.0f %% | %.0f %% | %d |\n",
 					fmtInt(n), m.Name, fmtInt(int(math.Round(a.Rate))),
-					ratio(a.Rate, rateOf(ag, n, m.Base, kindConn, w)), ratio(a.Rate, rateOf(ag, 1, m.Name, kindConn, w)),
+					ratio(a.Rate, rateOf(ag, n, m.Base, loadgen.KindConn, w)), ratio(a.Rate, rateOf(ag, 1, m.Name, loadgen.KindConn, w)),
 					a.P50, a.P99, a.SynRetrans, a.ClientCPU, a.ClientUserPct, a.ServerCPU, a.AgentCPU, a.MachineBusy, a.OtherCPU, a.Errors+a.Drops)
 			}
 		}
@@ -375,12 +377,12 @@ func markdown(res *results) string {
 	for _, n := range cfg.Ns {
 		for _, w := range cfg.Workers {
 			for _, m := range modes {
-				a := ag[aggKey{n, m.Name, kindLatency, w}]
+				a := ag[aggKey{n, m.Name, loadgen.KindLatency, w}]
 				if a == nil {
 					continue
 				}
 				delta := ""
-				if base := ag[aggKey{n, m.Base, kindLatency, w}]; m.Base != "" && base != nil {
+				if base := ag[aggKey{n, m.Base, loadgen.KindLatency, w}]; m.Base != "" && base != nil {
 					delta = fmt.Sprintf("%+.1f", a.P50-base.P50)
 				}
 				p("| %s | %s | %d | %s | %.1f | %.1f | %s | %.0f %% | %.0f %% | %d |\n",
@@ -500,7 +502,7 @@ func warnings(res *results, ag map[aggKey]*agg) []string {
 	}
 	for _, k := range keys {
 		a := ag[k]
-		if k.Kind != kindConn || a.SynRetrans == 0 {
+		if k.Kind != loadgen.KindConn || a.SynRetrans == 0 {
 			continue
 		}
 		out = append(out, fmt.Sprintf("N=%s %s %d worker(s): %.0f SYN retransmissions per run (median), %.0f SYNs dropped by TIME_WAIT sockets for an old timestamp (PAWS)",
@@ -531,7 +533,7 @@ func warnings(res *results, ag map[aggKey]*agg) []string {
 func pawsOnlyBehindNAT(ag map[aggKey]*agg) bool {
 	tc, others := 0.0, 0.0
 	for k, a := range ag {
-		if k.Kind != kindConn {
+		if k.Kind != loadgen.KindConn {
 			continue
 		}
 		if k.Mode == "tc" {

@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/testpriv"
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 )
 
 // TestMain lets the test binary act as the load generator, which the
 // harness starts as a child process of itself.
 func TestMain(m *testing.M) {
-	if loadgenChild() {
-		os.Exit(loadgenMain())
+	if loadgen.IsChild() {
+		os.Exit(loadgen.Main())
 	}
 	os.Exit(m.Run())
 }
@@ -63,7 +64,7 @@ func TestSmoke(t *testing.T) {
 
 	rates := readRates(t, filepath.Join(out, "datapath.csv"))
 	for _, m := range modes {
-		for _, kind := range []string{kindConn, kindLatency} {
+		for _, kind := range []string{loadgen.KindConn, loadgen.KindLatency} {
 			for _, w := range cfg.Workers {
 				key := m.Name + "/" + kind + "/" + strconv.Itoa(w)
 				r, ok := rates[key]

@@ -159,3 +159,11 @@ func FirstLine(s, substr string) string {
 	}
 	return ""
 }
+
+// Tail is the last n bytes of s, marked as cut when it was.
+func Tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}

@@ -1,15 +1,21 @@
-package main
-
+// Package loadgen is the benchmarks' load generator and backend server:
+// short TCP connections, requests on kept-alive connections and one bulk
+// stream, to targets picked at random, from inside an fp- network namespace.
+// bench-datapath and the headline comparison (bench-control -headline) both
+// use it, so their numbers come from the same client.
+//
 // The load generator runs as a child process of the harness (the harness
-// binary started again with loadgenEnv=1), for two reasons: a client of the
-// socket load balancer must be a process inside the benchmark's cgroup, and
-// a process of its own lets getrusage show what the generator itself costs.
+// binary started again with loadgenEnv=1; its main calls IsChild and Main
+// first), for two reasons: a client of the socket load balancer must be a
+// process inside the benchmark's cgroup, and a process of its own lets
+// getrusage show what the generator itself costs.
 //
 // Each worker is a goroutine locked to an OS thread that has entered the
 // client's network namespace (and checked that it did) before it creates
 // its first socket. Sockets are blocking and driven by raw syscalls
 // (socket/connect/write/read/close), without Go's netpoller or net/http,
 // so nothing is ever dialled from another thread or namespace.
+package loadgen
 
 import (
 	"bytes"
@@ -28,30 +34,36 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 )
 
 // loadgenEnv makes the harness binary (or the smoke test's binary) act as
-// the load generator: it reads a loadRequest on stdin and writes a
-// loadResult on stdout.
+// the load generator: it reads a Request on stdin and writes a
+// Result on stdout.
 const loadgenEnv = "FP_BENCH_LOADGEN"
 
 // Kinds of load.
 const (
-	kindConn    = "conn"    // connect, request, read reply until the server closes, close
-	kindLatency = "latency" // requests on kept-alive connections, one outstanding per worker
+	KindConn    = "conn"    // connect, request, read reply until the server closes, close
+	KindLatency = "latency" // requests on kept-alive connections, one outstanding per worker
+	// KindStream: each worker opens one connection and writes to it as
+	// fast as it can; Ops counts bytes, so Rate is bytes per second.
+	KindStream = "stream"
 )
 
 // Wire format between client and server: a fixed-size request whose first
 // byte says whether the server closes after its reply, and a fixed-size
 // reply.
 const (
-	requestSize = 16
-	replySize   = 64
-	opClose     = 'C'
-	opKeep      = 'K'
+	RequestSize = 16
+	ReplySize   = 64
+	OpClose     = 'C'
+	OpKeep      = 'K'
+	OpStream    = 'S' // the server reads and discards until the client closes
 )
 
-type loadRequest struct {
+type Request struct {
 	NetNS    string        `json:"netns"`   // /run/netns/fp-...
 	Targets  []string      `json:"targets"` // ip:port; one is picked at random per connection
 	Kind     string        `json:"kind"`
@@ -62,7 +74,7 @@ type loadRequest struct {
 	Seed     uint64        `json:"seed"`
 }
 
-type loadResult struct {
+type Result struct {
 	Ops      uint64            `json:"ops"`    // completed connections (conn) or requests (latency)
 	Errors   uint64            `json:"errors"` // failed ones, in the window
 	ErrKinds map[string]uint64 `json:"errKinds,omitempty"`
@@ -77,7 +89,7 @@ type loadResult struct {
 }
 
 // rate is ops per second in the window.
-func (r *loadResult) rate() float64 {
+func (r *Result) Rate() float64 {
 	if r.Window <= 0 {
 		return 0
 	}
@@ -85,15 +97,15 @@ func (r *loadResult) rate() float64 {
 }
 
 // cpuPct is the generator's CPU use in percent of one core.
-func (r *loadResult) cpuPct() float64 {
+func (r *Result) CPUPct() float64 {
 	if r.Window <= 0 {
 		return 0
 	}
 	return 100 * (r.UserSec + r.SysSec) / r.Window.Seconds()
 }
 
-// loadgenMain is the child's main. It returns the exit code.
-func loadgenMain() int {
+// Main is the child's main. It returns the exit code.
+func Main() int {
 	res := runLoadgen(os.Stdin)
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -105,21 +117,21 @@ func loadgenMain() int {
 	return 0
 }
 
-func runLoadgen(in io.Reader) *loadResult {
-	var req loadRequest
+func runLoadgen(in io.Reader) *Result {
+	var req Request
 	if err := json.NewDecoder(in).Decode(&req); err != nil {
-		return &loadResult{Err: "bad request: " + err.Error()}
+		return &Result{Err: "bad request: " + err.Error()}
 	}
 	res, err := generate(req)
 	if err != nil {
-		return &loadResult{Err: err.Error()}
+		return &Result{Err: err.Error()}
 	}
 	return res
 }
 
 // gen is what the workers share.
 type gen struct {
-	req      loadRequest
+	req      Request
 	targets  []unix.SockaddrInet4
 	nsFd     int
 	nsStat   unix.Stat_t
@@ -136,7 +148,7 @@ type workerResult struct {
 	h         hist
 }
 
-func generate(req loadRequest) (*loadResult, error) {
+func generate(req Request) (*Result, error) {
 	if !strings.HasPrefix(req.NetNS, "/run/netns/fp-") {
 		// Never generate load outside a namespace the harness made.
 		return nil, fmt.Errorf("netns %q: must be an fp- namespace under /run/netns", req.NetNS)
@@ -144,10 +156,10 @@ func generate(req loadRequest) (*loadResult, error) {
 	if req.Workers < 1 || req.Workers > 64 || req.Duration <= 0 || len(req.Targets) == 0 {
 		return nil, fmt.Errorf("bad request: workers %d, duration %s, %d targets", req.Workers, req.Duration, len(req.Targets))
 	}
-	if req.Kind != kindConn && req.Kind != kindLatency {
+	if req.Kind != KindConn && req.Kind != KindLatency && req.Kind != KindStream {
 		return nil, fmt.Errorf("unknown kind %q", req.Kind)
 	}
-	if req.Kind == kindLatency && (req.Pool < 1 || req.Pool > 4096) {
+	if req.Kind == KindLatency && (req.Pool < 1 || req.Pool > 4096) {
 		return nil, fmt.Errorf("pool %d: want 1..4096", req.Pool)
 	}
 	// One P per worker and one for the rest, so a worker blocked in a
@@ -209,11 +221,11 @@ collect:
 		}
 	}
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru1)
-	res := &loadResult{
+	res := &Result{
 		Ops: total.ops, Errors: total.errs, Window: req.Duration, Stuck: stuck,
 		P50: total.h.quantile(0.50), P90: total.h.quantile(0.90), P99: total.h.quantile(0.99), Max: total.h.max(),
-		UserSec: tvSec(ru1.Utime) - tvSec(ru0.Utime),
-		SysSec:  tvSec(ru1.Stime) - tvSec(ru0.Stime),
+		UserSec: TvSec(ru1.Utime) - TvSec(ru0.Utime),
+		SysSec:  TvSec(ru1.Stime) - TvSec(ru0.Stime),
 	}
 	if len(total.errKinds) > 0 {
 		res.ErrKinds = total.errKinds
@@ -221,7 +233,7 @@ collect:
 	return res, nil
 }
 
-func tvSec(tv unix.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
+func TvSec(tv unix.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
 
 // worker runs on its own OS thread inside the namespace. The thread is never
 // unlocked: it ends with the goroutine, so no other goroutine can inherit
@@ -240,7 +252,7 @@ func (g *gen) worker(id int) {
 	w := &workerResult{errKinds: map[string]uint64{}}
 	rng := rand.New(rand.NewPCG(g.req.Seed, uint64(id)+1))
 	var pool []int
-	if g.req.Kind == kindLatency {
+	if g.req.Kind == KindLatency {
 		for len(pool) < g.req.Pool {
 			fd, err := g.dialKeep(rng)
 			if err != nil {
@@ -255,18 +267,21 @@ func (g *gen) worker(id int) {
 	}
 	g.ready <- nil
 	<-g.start
-	if g.req.Kind == kindConn {
+	switch g.req.Kind {
+	case KindConn:
 		g.connLoop(w, rng)
-	} else {
+	case KindStream:
+		g.streamLoop(w, rng)
+	default:
 		g.latencyLoop(w, rng, pool)
 	}
 	g.finished <- w
 }
 
 func (g *gen) connLoop(w *workerResult, rng *rand.Rand) {
-	var buf [2 * replySize]byte
-	var req [requestSize]byte
-	req[0] = opClose
+	var buf [2 * ReplySize]byte
+	var req [RequestSize]byte
+	req[0] = OpClose
 	n := len(g.targets)
 	for {
 		t := time.Now()
@@ -320,7 +335,7 @@ func oneConn(sa *unix.SockaddrInet4, req, buf []byte) error {
 		total += n
 	}
 	unix.Close(fd)
-	if total != replySize {
+	if total != ReplySize {
 		return errShortReply
 	}
 	return nil
@@ -385,9 +400,9 @@ func (g *gen) dialKeep(rng *rand.Rand) (int, error) {
 	}
 	// One request at once, so the server has taken the connection over
 	// before the window starts.
-	var req [requestSize]byte
-	var buf [replySize]byte
-	req[0] = opKeep
+	var req [RequestSize]byte
+	var buf [ReplySize]byte
+	req[0] = OpKeep
 	if err := roundTrip(fd, req[:], buf[:]); err != nil {
 		unix.Close(fd)
 		return -1, err
@@ -403,9 +418,9 @@ func (g *gen) latencyLoop(w *workerResult, rng *rand.Rand, pool []int) {
 			}
 		}
 	}()
-	var req [requestSize]byte
-	req[0] = opKeep
-	var buf [replySize]byte
+	var req [RequestSize]byte
+	req[0] = OpKeep
+	var buf [ReplySize]byte
 	for {
 		i := rng.IntN(len(pool))
 		t := time.Now()
@@ -437,6 +452,75 @@ func (g *gen) latencyLoop(w *workerResult, rng *rand.Rand, pool []int) {
 		w.ops++
 		w.h.record(int64(d))
 	}
+}
+
+// streamLoop writes 128 KiB at a time on one connection until the window
+// ends; a failed connection is counted and opened again. The latency
+// recorded is of one write.
+func (g *gen) streamLoop(w *workerResult, rng *rand.Rand) {
+	buf := make([]byte, 128<<10)
+	buf[0] = OpStream
+	fd := -1
+	defer func() {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}()
+	for {
+		t := time.Now()
+		if !t.Before(g.end) {
+			return
+		}
+		if fd < 0 {
+			var err error
+			if fd, err = g.dialStream(rng, buf[:RequestSize]); err != nil {
+				fd = -1
+				w.errs++
+				w.errKinds[errName(err)]++
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+		}
+		n, err := unix.Write(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			unix.Close(fd)
+			fd = -1
+			if !t.Before(g.warmEnd) {
+				w.errs++
+				w.errKinds[errName(fmt.Errorf("write: %w", err))]++
+			}
+			continue
+		}
+		if t.Before(g.warmEnd) {
+			continue
+		}
+		w.ops += uint64(n)
+		w.h.record(int64(time.Since(t)))
+	}
+}
+
+// dialStream opens the stream's connection and sends the request that
+// turns the server into a sink.
+func (g *gen) dialStream(rng *rand.Rand, req []byte) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	tv := unix.Timeval{Sec: 5}
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	sa := g.targets[rng.IntN(len(g.targets))]
+	if err := connect(fd, &sa); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect: %w", err)
+	}
+	if err := writeFull(fd, req); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 func roundTrip(fd int, req, buf []byte) error {
@@ -490,19 +574,19 @@ func errName(err error) string {
 	return err.Error()
 }
 
-// loadSpec is one measurement as the harness asks for it.
-type loadSpec struct {
-	loadRequest
+// Spec is one measurement as the harness asks for it.
+type Spec struct {
+	Request
 	Cgroup string // cgroup v2 directory to start the child in; "" = the harness's own
 }
 
-// runLoad starts the load generator child and returns its result.
-func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
+// Run starts the load generator child and returns its result.
+func Run(ctx context.Context, spec Spec) (*Result, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	in, err := json.Marshal(spec.loadRequest)
+	in, err := json.Marshal(spec.Request)
 	if err != nil {
 		return nil, err
 	}
@@ -527,25 +611,34 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
 	}
 	runErr := cmd.Run()
-	var res loadResult
+	var res Result
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-		return nil, fmt.Errorf("load generator: %v (exit: %v) stderr: %s", err, runErr, tail(errOut.String(), 2000))
+		return nil, fmt.Errorf("load generator: %v (exit: %v) stderr: %s", err, runErr, procstat.Tail(errOut.String(), 2000))
 	}
 	if res.Err != "" {
 		return nil, fmt.Errorf("load generator: %s", res.Err)
 	}
 	if runErr != nil {
-		return nil, fmt.Errorf("load generator: %v: %s", runErr, tail(errOut.String(), 2000))
+		return nil, fmt.Errorf("load generator: %v: %s", runErr, procstat.Tail(errOut.String(), 2000))
 	}
 	return &res, nil
 }
 
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "..." + s[len(s)-n:]
-}
+// IsChild is true in the child process.
+func IsChild() bool { return os.Getenv(loadgenEnv) == "1" }
 
-// loadgenChild is true in the child process.
-func loadgenChild() bool { return os.Getenv(loadgenEnv) == "1" }
+// RemoveCgroup removes an (empty) cgroup v2 directory that clients were
+// started in; a reaped child can keep it busy for a moment.
+func RemoveCgroup(path string) error {
+	var err error
+	for range 100 {
+		if err = os.Remove(path); err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("remove cgroup %s: %w", path, err)
+}
