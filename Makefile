@@ -58,7 +58,13 @@ lab: deps build k8s-tools
 lab-down:
 	@if [ -x $(BIN)/fastpath-lab ]; then $(BIN)/fastpath-lab down; else $(GO) run ./cmd/fastpath-lab down; fi
 
-bench: bench-datapath
+# The headline comparison (issue 9): fastpath TC and socket LB vs kube-proxy
+# iptables and nftables vs the direct path, all fed by one kube-apiserver and
+# the same Services, N = 100 .. 20,000: data path, control path and cost.
+# Writes docs/benchmarks/README.md, CSVs and charts (as root; under 60 min).
+# BENCH_QUICK=1: N = 100, 1,000, 5,000, fewer changes and rounds (< 10 min).
+bench: build k8s-tools
+	$(GO) run ./test/bench/control -headline -out docs/benchmarks -agent $(BIN)/fastpath-agent $(if $(BENCH_QUICK),-quick)
 
 # Measures; asserts nothing. Results go to docs/benchmarks/.
 bench-datapath: build

@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 )
 
 type config struct {
@@ -60,6 +61,24 @@ type config struct {
 	AgentBin    string // prebuilt fastpath-agent; "": go build one
 	Command     string // how the run was started, for the report
 	Log         io.Writer
+
+	// Headline adds the data path (issue 9): every contender's node stays
+	// up after its control path, and the load generator measures them all,
+	// plus fastpath's socket LB and the direct path, in interleaved rounds.
+	// The report is README.md with charts.
+	Headline bool
+	Data     dataConfig
+}
+
+// dataConfig is the data path's part of a headline run.
+type dataConfig struct {
+	Workers      []int         // load-generator workers for connections and requests
+	Reps         int           // interleaved rounds; medians and spread are over them
+	Window       time.Duration // measured window of a new-connection point
+	LatWindow    time.Duration // of a kept-alive request point
+	StreamWindow time.Duration // of a single-stream throughput point
+	Warmup       time.Duration // load before each window, not counted
+	Pool         int           // kept-alive connections per worker
 }
 
 func defaultConfig() config {
@@ -72,10 +91,19 @@ func defaultConfig() config {
 		ChangeLimit: 60 * time.Second,
 		Contenders:  contenderNames,
 		Log:         os.Stderr,
+		Data: dataConfig{
+			Workers: []int{1, 4}, Reps: 5, Window: time.Second, LatWindow: 500 * time.Millisecond,
+			StreamWindow: time.Second, Warmup: 200 * time.Millisecond, Pool: 16,
+		},
 	}
 }
 
-func main() { benchmain.Main("bench-control", parseFlags, run) }
+func main() {
+	if loadgen.IsChild() {
+		os.Exit(loadgen.Main())
+	}
+	benchmain.Main("bench-control", parseFlags, run)
+}
 
 func parseFlags(args []string) (config, error) {
 	cfg := defaultConfig()
@@ -88,7 +116,15 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.ChangeLimit, "change-limit", cfg.ChangeLimit, "longest wait for one change to be seen")
 	contenders := fs.String("contenders", strings.Join(contenderNames, ","), "contenders, comma-separated: fastpath, iptables, nftables")
 	fs.StringVar(&cfg.AgentBin, "agent", "", "prebuilt fastpath-agent binary (default: go build one into a temp dir)")
-	quick := fs.Bool("quick", false, "short run: N = 100,1000, 20 changes, 2s idle window (flags given explicitly win)")
+	fs.BoolVar(&cfg.Headline, "headline", false, "the headline comparison (make bench): also the data path of every contender, fastpath's socket LB and the direct path; writes README.md, CSVs and charts. Default N = 100,1000,5000,10000,20000")
+	workers := fs.String("workers", "1,4", "headline: load-generator workers, comma-separated")
+	fs.IntVar(&cfg.Data.Reps, "reps", cfg.Data.Reps, "headline: interleaved rounds of the data path (medians and spread over them)")
+	fs.DurationVar(&cfg.Data.Window, "window", cfg.Data.Window, "headline: measured window of a new-connection point")
+	fs.DurationVar(&cfg.Data.LatWindow, "latency-window", cfg.Data.LatWindow, "headline: measured window of a kept-alive request point")
+	fs.DurationVar(&cfg.Data.StreamWindow, "stream-window", cfg.Data.StreamWindow, "headline: measured window of a throughput point")
+	fs.DurationVar(&cfg.Data.Warmup, "warmup", cfg.Data.Warmup, "headline: load before each window, not counted")
+	fs.IntVar(&cfg.Data.Pool, "pool", cfg.Data.Pool, "headline: kept-alive connections per worker")
+	quick := fs.Bool("quick", false, "short run: N = 100,1000 (headline: 100,1000,5000), 20 changes, 2s idle window, 3 rounds of 0.5s windows (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -96,11 +132,25 @@ func parseFlags(args []string) (config, error) {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if *quick {
-		if err := benchmain.Preset(fs, map[string]string{"n": "100,1000", "changes": "20", "idle": "2s"}); err != nil {
+		preset := map[string]string{"n": "100,1000", "changes": "20", "idle": "2s"}
+		if cfg.Headline {
+			preset = map[string]string{"n": "100,1000,5000", "changes": "20", "idle": "2s",
+				"reps": "3", "window": "500ms", "latency-window": "300ms", "stream-window": "500ms", "warmup": "100ms"}
+		}
+		if err := benchmain.Preset(fs, preset); err != nil {
+			return cfg, err
+		}
+	}
+	// After -quick's: a preset counts as given.
+	if cfg.Headline {
+		if err := benchmain.Preset(fs, map[string]string{"n": "100,1000,5000,10000,20000"}); err != nil {
 			return cfg, err
 		}
 	}
 	var err error
+	if cfg.Data.Workers, err = benchmain.IntList(*workers, 1, 16); err != nil {
+		return cfg, fmt.Errorf("-workers: %w", err)
+	}
 	if cfg.Ns, err = benchmain.IntList(*ns, 1, 50000); err != nil {
 		return cfg, fmt.Errorf("-n: %w", err)
 	}
@@ -146,6 +196,16 @@ func (c *config) validate() error {
 		return errors.New("durations above 10 minutes are surely a mistake")
 	case c.Out == "":
 		return errors.New("-out is required")
+	case c.Headline && (c.Data.Reps < 1 || c.Data.Reps > 100):
+		return errors.New("-reps: 1..100")
+	case c.Headline && (c.Data.Window <= 0 || c.Data.LatWindow <= 0 || c.Data.StreamWindow <= 0 || c.Data.Warmup < 0):
+		return errors.New("-window, -latency-window and -stream-window must be positive, -warmup not negative")
+	case c.Headline && (c.Data.Window > time.Minute || c.Data.LatWindow > time.Minute || c.Data.StreamWindow > time.Minute):
+		return errors.New("data-path windows above a minute are surely a mistake")
+	case c.Headline && (c.Data.Pool < 1 || c.Data.Pool > 1024):
+		return errors.New("-pool: 1..1024")
+	case c.Headline && len(c.Contenders) != len(contenderNames):
+		return errors.New("-headline measures every contender: leave out -contenders")
 	}
 	for i := 1; i < len(c.Ns); i++ {
 		if c.Ns[i] <= c.Ns[i-1] {

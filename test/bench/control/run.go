@@ -49,6 +49,9 @@ type results struct {
 	// Tools is what kube-proxy execs: iptables (legacy or nf_tables
 	// backend) and nft, with versions.
 	Tools string
+	// The headline's data path and cost (empty without -headline).
+	Data  []dataPoint
+	Costs []cost
 }
 
 // backendAddrs are be1 and be2 in every node (nettopo.Star numbers hosts
@@ -105,16 +108,18 @@ func run(ctx context.Context, cfg config) (err error) {
 		}
 		res.Created[n] = took
 		logf(cfg, "N=%d: objects ready (%s)", n, took.Round(time.Millisecond))
-		for _, name := range cfg.Contenders {
-			r, err := measure(ctx, cfg, env, objs, kpBin, tmp, name, n)
-			if err != nil {
-				return err // only cancellation and harness failures; contender failures are in r
-			}
-			res.Rows = append(res.Rows, r)
-			logResult(cfg, r)
+		if err := benchN(ctx, cfg, env, objs, kpBin, tmp, n, res); err != nil {
+			return err
 		}
 	}
 	res.End, res.LoadEnd = time.Now(), procstat.LoadAvg()
+	if cfg.Headline {
+		if err := writeHeadline(cfg.Out, res); err != nil {
+			return err
+		}
+		logf(cfg, "wrote %s (%s)", filepath.Join(cfg.Out, "README.md"), res.End.Sub(res.Start).Round(time.Second))
+		return nil
+	}
 	if err := writeReport(cfg.Out, res); err != nil {
 		return err
 	}
@@ -122,18 +127,77 @@ func run(ctx context.Context, cfg config) (err error) {
 	return nil
 }
 
+// benchN measures every contender's control path at n, one after the
+// other, each alone: the ones done are paused (SIGSTOP), so their
+// reactions to later changes cost nobody CPU. For the headline, their
+// nodes stay up with the programming they ended with, and the data path is
+// measured on all of them in interleaved rounds before they go.
+func benchN(ctx context.Context, cfg config, env *testenv.Env, objs *objects, kpBin, tmp string, n int, res *results) error {
+	var live []*running
+	defer func() {
+		for _, l := range live {
+			l.close(cfg)
+		}
+	}()
+	for _, name := range cfg.Contenders {
+		r, l, err := measure(ctx, cfg, env, objs, kpBin, tmp, name, n)
+		if err != nil {
+			return err // only cancellation and harness failures; contender failures are in r
+		}
+		res.Rows = append(res.Rows, r)
+		logResult(cfg, r)
+		if l == nil {
+			continue
+		}
+		if !cfg.Headline {
+			l.close(cfg)
+			continue
+		}
+		if err := l.p.proc().Pause(); err != nil {
+			r.Err = fmt.Sprintf("pause after the control path: %v", err)
+			l.close(cfg)
+			continue
+		}
+		live = append(live, l)
+	}
+	if !cfg.Headline {
+		return nil
+	}
+	return dataPath(ctx, cfg, objs, n, live, res)
+}
+
+// running is a contender whose node and process outlive its control-path
+// measurement.
+type running struct {
+	name string
+	n    int
+	nd   *node
+	p    proxy
+}
+
+func (l *running) close(cfg config) {
+	// What a stop leaves behind is inside the node's namespaces, which go
+	// next; say so, but keep measuring.
+	if err := l.p.stop(); err != nil {
+		logf(cfg, "N=%d %s: stop: %v", l.n, l.name, err)
+	}
+	if err := l.nd.close(); err != nil {
+		logf(cfg, "N=%d %s: remove node: %v", l.n, l.name, err)
+	}
+}
+
 // shortNames keep interface names (fpc-<tag>) within 15 characters.
 var shortNames = map[string]string{"fastpath": "fp", "iptables": "ipt", "nftables": "nft"}
 
-// measure runs one contender at one N on a fresh node. A contender that
-// fails is recorded in the result; only cancellation and a broken harness
-// return an error.
-func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, kpBin, tmp, name string, n int) (*result, error) {
-	r := &result{N: n, Contender: name, Load: procstat.LoadAvg()}
+// measure runs one contender at one N on a fresh node and returns it
+// still running (nil when it failed: then r says why and everything is
+// gone). Only cancellation and a broken harness return an error.
+func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, kpBin, tmp, name string, n int) (r *result, l *running, err error) {
+	r = &result{N: n, Contender: name, Load: procstat.LoadAvg()}
 	tag := fmt.Sprintf("%s%d", shortNames[name], n)
 	dir := filepath.Join(tmp, tag)
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	linkNo := 1
 	for i, c := range contenderNames {
@@ -141,48 +205,49 @@ func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, k
 			linkNo = i + 1
 		}
 	}
-	nd, err := newNode(env, tag, linkNo, dir)
+	nd, err := newNode(env, tag, linkNo, dir, cfg.Headline && name == "fastpath")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer nd.close()
 	logf(cfg, "N=%d %s: starting (load %s)", n, name, r.Load)
 	p, err := startProxy(name, nd, env, cfg.AgentBin, kpBin)
 	if err != nil {
-		return nil, err
+		_ = nd.close()
+		return nil, nil, err
 	}
+	l = &running{name: name, n: n, nd: nd, p: p}
 	defer func() {
-		// What a stop leaves behind is inside the node's namespaces, which
-		// go next; say so, but keep measuring.
-		if err := p.stop(); err != nil {
-			logf(cfg, "N=%d %s: stop: %v", n, name, err)
+		if err != nil || r.Err != "" {
+			l.close(cfg)
+			l = nil
 		}
 	}()
 	if err := coldStart(ctx, p, nd, objs, n, r); err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		r.Err = err.Error()
 		logf(cfg, "N=%d %s: %v\n%s", n, name, err, p.proc().Tail(20))
-		return r, nil
+		return r, nil, nil
 	}
 	pid := p.proc().PID()
 	if r.RSS, r.HWM, err = procstat.Mem(pid); err != nil {
 		r.Err = err.Error()
-		return r, nil
+		return r, nil, nil
 	}
 	if err := changes(ctx, cfg, p, nd, objs, n, r); err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		r.Err = err.Error()
 		logf(cfg, "N=%d %s: %v\n%s", n, name, err, p.proc().Tail(20))
-		return r, nil
+		return r, nil, nil
 	}
 	if r.RSSEnd, r.HWMEnd, err = procstat.Mem(pid); err != nil {
 		r.Err = err.Error()
+		return r, nil, nil
 	}
-	return r, nil
+	return r, l, nil
 }
 
 // sample picks the VIPs whose answers end the cold start: the last Service

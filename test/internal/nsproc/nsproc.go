@@ -161,12 +161,29 @@ func (c *Child) Stop(grace time.Duration) {
 	default:
 	}
 	_ = syscall.Kill(-c.PID(), syscall.SIGTERM)
+	// A paused child acts on the SIGTERM only once it runs again.
+	_ = syscall.Kill(-c.PID(), syscall.SIGCONT)
 	select {
 	case <-c.exited:
 	case <-time.After(grace):
 		_ = syscall.Kill(-c.PID(), syscall.SIGKILL)
 		<-c.exited
 	}
+}
+
+// Pause stops the child's process group (SIGSTOP) until Resume or Stop:
+// a benchmark keeps a proxy's programming in place without its process
+// reacting to what the apiserver tells it meanwhile.
+func (c *Child) Pause() error { return c.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused child.
+func (c *Child) Resume() error { return c.signal(syscall.SIGCONT) }
+
+func (c *Child) signal(sig syscall.Signal) error {
+	if err := c.Running(); err != nil {
+		return err
+	}
+	return syscall.Kill(-c.PID(), sig)
 }
 
 // Running returns nil while the child runs, else how it ended.

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/ctl"
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+)
+
+// The headline's data paths, in the order of the report. Each is a client
+// reaching one of the N Services, picked at random per connection.
+const (
+	pathDirect = "direct" // fastpath's node, own client namespace -> backend IP:port, no Service
+	pathTC     = "tc"     // fastpath's node, client namespace -> VIP, per-packet LB
+	pathSock   = "sock"   // fastpath's node namespace, process in the socket-LB cgroup -> VIP
+	pathIPT    = "iptables"
+	pathNFT    = "nftables"
+)
+
+var pathNames = []string{pathDirect, pathTC, pathSock, pathIPT, pathNFT}
+
+var pathTitles = map[string]string{
+	pathDirect: "direct", pathTC: "fastpath TC", pathSock: "fastpath socket LB",
+	pathIPT: "kube-proxy iptables", pathNFT: "kube-proxy nftables",
+}
+
+// clientPath is where a load generator runs and what it connects to.
+type clientPath struct {
+	name    string
+	netns   string
+	cgroup  string
+	targets []string
+}
+
+// dataPoint is one load-generator run on one path.
+type dataPoint struct {
+	N       int
+	Path    string
+	Kind    string // loadgen.KindConn, KindLatency, KindStream
+	Workers int
+	Rep     int
+	Load1   string
+	// Rate: connections/s (conn), requests/s (latency), bits/s (stream).
+	Rate     float64
+	P50, P99 float64 // µs: whole connection, one request, one 128 KiB write
+	Ops      uint64
+	Errors   uint64
+	// The generator's own CPU over the window, % of one core (user part
+	// apart: the rest is the kernel's network path it drives).
+	ClientCPU, ClientUser float64
+	Err                   string
+}
+
+// cost is what one contender's programming of N Services occupies.
+type cost struct {
+	N            int
+	Contender    string
+	RSS          uint64 // the proxy process after its cold start
+	MapBytes     uint64 // fastpath: kernel memlock accounting of its maps
+	MapEntries   int    // fastpath: entries over all its maps
+	Rules        int    // kube-proxy: rules (iptables -A lines; nft rules and map elements)
+	RulesetLines int    // kube-proxy: lines of iptables-save / nft list ruleset
+	RulesetBytes int
+	Err          string
+}
+
+// clientPaths are the paths the running contenders offer.
+func clientPaths(live []*running, objs *objects, n int) []clientPath {
+	vips := make([]string, n)
+	direct := make([]string, n)
+	for i := range n {
+		vips[i] = netip.AddrPortFrom(objs.vips[i], svcPort).String()
+		direct[i] = netip.AddrPortFrom(backendAddrs[i%len(backendAddrs)], uint16(portA+i/2%2)).String()
+	}
+	byName := map[string]clientPath{}
+	for _, l := range live {
+		client := l.nd.star.Host("client").NS.Path()
+		switch l.name {
+		case "fastpath":
+			byName[pathDirect] = clientPath{name: pathDirect, netns: l.nd.star.Host("direct").NS.Path(), targets: direct}
+			byName[pathTC] = clientPath{name: pathTC, netns: client, targets: vips}
+			byName[pathSock] = clientPath{name: pathSock, netns: l.nd.star.Node.Path(), cgroup: l.nd.cgroup, targets: vips}
+		case "iptables":
+			byName[pathIPT] = clientPath{name: pathIPT, netns: client, targets: vips}
+		case "nftables":
+			byName[pathNFT] = clientPath{name: pathNFT, netns: client, targets: vips}
+		}
+	}
+	var out []clientPath
+	for _, name := range pathNames {
+		if p, ok := byName[name]; ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// loadKind is one kind of load measured on every path in each round.
+type loadKind struct {
+	kind    string
+	workers int
+	window  time.Duration
+}
+
+func loadKinds(d dataConfig) []loadKind {
+	var out []loadKind
+	for _, w := range d.Workers {
+		out = append(out, loadKind{loadgen.KindConn, w, d.Window})
+	}
+	for _, w := range d.Workers {
+		out = append(out, loadKind{loadgen.KindLatency, w, d.LatWindow})
+	}
+	return append(out, loadKind{loadgen.KindStream, 1, d.StreamWindow})
+}
+
+// dataPath measures every path at n in cfg.Data.Reps rounds. Within a
+// round each kind of load runs on every path back to back, and the order
+// of the paths rotates between rounds, so drift of the machine (other
+// work, a warming cache) hits every path alike; the report takes medians
+// over the rounds and shows their spread. The proxies are paused: their
+// programming is in the kernel and serves without them.
+func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*running, res *results) error {
+	paths := clientPaths(live, objs, n)
+	load1 := procstat.LoadAvg()
+	// Every path must carry traffic before anything is measured.
+	var ok []clientPath
+	for _, p := range paths {
+		pt, err := runPoint(ctx, p, loadKind{loadgen.KindConn, 1, 200 * time.Millisecond}, 0, cfg.Data.Pool)
+		if err != nil {
+			return err
+		}
+		if pt.Err == "" && (pt.Ops == 0 || pt.Errors > 0) {
+			pt.Err = fmt.Sprintf("%d connections, %d errors", pt.Ops, pt.Errors)
+		}
+		if pt.Err != "" {
+			logf(cfg, "N=%d %s: no traffic before the rounds, left out: %s", n, p.name, pt.Err)
+			pt.N, pt.Load1 = n, load1
+			res.Data = append(res.Data, *pt)
+			continue
+		}
+		ok = append(ok, p)
+	}
+	kinds := loadKinds(cfg.Data)
+	for rep := 1; rep <= cfg.Data.Reps; rep++ {
+		for _, k := range kinds {
+			for j := range ok {
+				p := ok[(j+rep-1)%len(ok)]
+				pt, err := runPoint(ctx, p, k, cfg.Data.Warmup, cfg.Data.Pool)
+				if err != nil {
+					return err
+				}
+				pt.N, pt.Rep, pt.Load1 = n, rep, load1
+				res.Data = append(res.Data, *pt)
+				logPoint(cfg, pt)
+			}
+		}
+	}
+	for _, l := range live {
+		res.Costs = append(res.Costs, measureCost(ctx, l, res))
+	}
+	return nil
+}
+
+// runPoint runs the load generator once; a failed run is a point with Err.
+func runPoint(ctx context.Context, p clientPath, k loadKind, warmup time.Duration, pool int) (*dataPoint, error) {
+	pt := &dataPoint{Path: p.name, Kind: k.kind, Workers: k.workers}
+	r, err := loadgen.Run(ctx, loadgen.Spec{Cgroup: p.cgroup, Request: loadgen.Request{
+		NetNS: p.netns, Targets: p.targets, Kind: k.kind, Workers: k.workers,
+		Duration: k.window, Warmup: warmup, Pool: pool, Seed: rand.Uint64(),
+	}})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		pt.Err = err.Error()
+		return pt, nil
+	}
+	pt.Rate, pt.Ops, pt.Errors = r.Rate(), r.Ops, r.Errors
+	if k.kind == loadgen.KindStream {
+		pt.Rate *= 8
+	}
+	pt.P50, pt.P99 = float64(r.P50)/1e3, float64(r.P99)/1e3
+	pt.ClientCPU = r.CPUPct()
+	pt.ClientUser = 100 * r.UserSec / r.Window.Seconds()
+	return pt, nil
+}
+
+func logPoint(cfg config, p *dataPoint) {
+	if p.Err != "" {
+		logf(cfg, "N=%-6d %-9s %-7s w=%d round %d: FAILED: %s", p.N, p.Path, p.Kind, p.Workers, p.Rep, p.Err)
+		return
+	}
+	rate := fmt.Sprintf("%8.0f/s", p.Rate)
+	if p.Kind == loadgen.KindStream {
+		rate = fmt.Sprintf("%6.2f Gbit/s", p.Rate/1e9)
+	}
+	logf(cfg, "N=%-6d %-9s %-7s w=%d round %d: %s p50 %6.1fµs p99 %7.1fµs client CPU %3.0f%% errors %d",
+		p.N, p.Path, p.Kind, p.Workers, p.Rep, rate, p.P50, p.P99, p.ClientCPU, p.Errors)
+}
+
+// measureCost reads what a contender's programming occupies: fastpath's
+// BPF maps (as fastpathctl status reports them), kube-proxy's ruleset as
+// iptables-save / nft print it in the node's namespace.
+func measureCost(ctx context.Context, l *running, res *results) cost {
+	c := cost{N: l.n, Contender: l.name}
+	for _, r := range res.Rows {
+		if r.N == l.n && r.Contender == l.name {
+			c.RSS = r.RSS
+		}
+	}
+	switch p := l.p.(type) {
+	case *agent:
+		pins, err := ctl.Open(p.pin)
+		if err != nil {
+			c.Err = err.Error()
+			return c
+		}
+		defer pins.Close()
+		st, err := ctl.ReadStatus(pins)
+		if err != nil {
+			c.Err = err.Error()
+			return c
+		}
+		c.MapBytes = st.MapMemoryBytes
+		for _, m := range st.Maps {
+			c.MapEntries += m.Entries
+		}
+	default:
+		cmd := []string{"iptables-save"}
+		if l.name == "nftables" {
+			cmd = []string{"nft", "list", "ruleset"}
+		}
+		out, err := l.nd.thread.Run(ctx, cmd[0], cmd[1:]...)
+		if err != nil {
+			c.Err = err.Error()
+			return c
+		}
+		c.RulesetBytes, c.RulesetLines, c.Rules = len(out), bytes.Count(out, []byte("\n")), countRules(l.name, out)
+	}
+	return c
+}
+
+// countRules counts iptables rules (-A lines), or nft rules: the lines of
+// a chain's body other than its type/policy header, plus the elements of
+// kube-proxy's verdict maps and sets (each one a Service or endpoint
+// match the kernel holds).
+func countRules(mode string, dump []byte) int {
+	rules := 0
+	if mode != "nftables" {
+		for _, l := range bytes.Split(dump, []byte("\n")) {
+			if bytes.HasPrefix(l, []byte("-A ")) {
+				rules++
+			}
+		}
+		return rules
+	}
+	var inChain, inElements bool
+	for _, raw := range bytes.Split(dump, []byte("\n")) {
+		l := bytes.TrimSpace(raw)
+		switch {
+		case bytes.HasPrefix(l, []byte("chain ")):
+			inChain = true
+		case bytes.HasPrefix(l, []byte("elements = {")):
+			inElements = true
+			rules += countElements(l[len("elements = {"):])
+			if bytes.HasSuffix(l, []byte("}")) {
+				inElements = false
+			}
+		case inElements:
+			rules += countElements(l)
+			if bytes.HasSuffix(l, []byte("}")) {
+				inElements = false
+			}
+		case bytes.Equal(l, []byte("}")):
+			inChain = false
+		case inChain && len(l) > 0 && !bytes.HasPrefix(l, []byte("type ")) && !bytes.HasPrefix(l, []byte("policy ")) && !bytes.HasPrefix(l, []byte("comment ")):
+			rules++
+		}
+	}
+	return rules
+}
+
+// countElements counts the comma-separated elements on one line of a set
+// or map ("a . b : verdict, c . d : verdict,").
+func countElements(l []byte) int {
+	l = bytes.TrimSpace(bytes.TrimSuffix(bytes.TrimSpace(l), []byte("}")))
+	if len(l) == 0 {
+		return 0
+	}
+	return bytes.Count(bytes.TrimSuffix(l, []byte(",")), []byte(",")) + 1
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"image/png"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/internal/testpriv"
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+)
+
+// TestMain lets the test binary act as the load generator, which the
+// harness starts as a child process of itself.
+func TestMain(m *testing.M) {
+	if loadgen.IsChild() {
+		os.Exit(loadgen.Main())
+	}
+	os.Exit(m.Run())
+}
+
+// TestHeadlineSmoke runs `make bench`'s harness end to end with N=10, two
+// changes and one short round, and checks the output's shape: every
+// contender and path measured, every chart a small PNG. It checks no
+// number: a benchmark is not a test. About a minute (the control plane,
+// three proxies and building fastpath-agent).
+func TestHeadlineSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the headline benchmark end to end (root, BPF, namespaces, a control plane)")
+	}
+	testpriv.Require(t)
+	if _, err := testenv.Binary("kube-proxy"); err != nil {
+		testpriv.Unavailable(t, "kube-proxy: "+err.Error()+" (make k8s-tools, or FASTPATH_K8S_BIN)")
+	}
+	for _, tool := range []string{"go", "iptables-restore", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testpriv.Unavailable(t, tool+" is needed")
+		}
+	}
+	cfg, err := parseFlags([]string{"-headline", "-n", "10", "-changes", "2", "-gap", "100ms", "-idle", "200ms",
+		"-reps", "1", "-window", "150ms", "-latency-window", "100ms", "-stream-window", "100ms", "-warmup", "20ms", "-pool", "2",
+		"-workers", "1,2", "-out", t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Log = testWriter{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := run(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	md, err := os.ReadFile(filepath.Join(cfg.Out, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Claims", "## New connections per second", "## Cost", "kube-proxy nftables", "fastpath socket LB"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+	if bytes.Contains(md, []byte("FAILED")) || bytes.Contains(md, []byte("%!")) {
+		t.Errorf("README.md reports a failure or a formatting error:\n%s", md)
+	}
+
+	rows := readCSV(t, filepath.Join(cfg.Out, dataCSV))
+	seen := map[string]int{}
+	for _, r := range rows[1:] {
+		if r[13] != "" {
+			t.Errorf("data point failed: %v", r)
+		}
+		seen[r[1]+" "+r[2]]++
+	}
+	for _, path := range pathNames {
+		for _, k := range loadKinds(cfg.Data) {
+			if seen[path+" "+k.kind] == 0 {
+				t.Errorf("no %s point on path %s", k.kind, path)
+			}
+		}
+	}
+	costs := readCSV(t, filepath.Join(cfg.Out, costCSV))
+	if len(costs) != 1+len(contenderNames) {
+		t.Errorf("cost rows: %v", costs)
+	}
+	for _, c := range costs[1:] {
+		if c[8] != "" || (c[3] == "0" && c[5] == "0") {
+			t.Errorf("cost of %s not read: %v", c[1], c)
+		}
+	}
+	charts, _ := filepath.Glob(filepath.Join(cfg.Out, "*.png"))
+	if len(charts) != len(cfg.Data.Workers)+1 {
+		t.Errorf("charts: %v", charts)
+	}
+	for _, f := range charts {
+		checkPNG(t, f)
+	}
+}
+
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return rows
+}
+
+// chartLimit keeps committed charts small.
+const chartLimit = 100 << 10
+
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > chartLimit {
+		t.Errorf("%s: %d bytes, want under %d", path, len(b), chartLimit)
+	}
+	if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+		t.Errorf("%s: %v", path, err)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestGlyphs(t *testing.T) {
+	for r, g := range glyphs {
+		if len(g) != 15 || strings.Trim(g, ".#") != "" {
+			t.Errorf("glyph %q: %q is not 3x5 of '.' and '#'", r, g)
+		}
+	}
+}
+
+func TestChartPNG(t *testing.T) {
+	c := &chart{title: "New TCP connections/s", ylabel: "conn/s", xs: []string{"100", "1,000", "20,000"}, series: []series{
+		{name: "direct", key: pathDirect, values: []float64{10000, 9800, 9900}},
+		{name: "iptables", key: pathIPT, values: []float64{9000, 7000, math.NaN()}},
+	}}
+	for _, logY := range []bool{false, true} {
+		c.logY = logY
+		b, err := c.png()
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.Bounds().Dx() != chartW || len(b) > chartLimit {
+			t.Fatalf("log %v: %v, %d bytes", logY, img.Bounds(), len(b))
+		}
+	}
+}
+
+func TestCountRules(t *testing.T) {
+	ipt := "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -d 10.96.0.10/32 -j KUBE-SVC-X\n-A KUBE-SVC-X -j KUBE-SEP-Y\nCOMMIT\n"
+	if got := countRules("iptables", []byte(ipt)); got != 2 {
+		t.Errorf("iptables: %d rules, want 2", got)
+	}
+	nft := `table ip kube-proxy {
+	map service-ips {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		elements = { 10.96.0.10 . tcp . 80 : goto service-a,
+			     10.96.0.11 . tcp . 80 : goto service-b }
+	}
+	chain services {
+		ip daddr . meta l4proto . th dport vmap @service-ips
+	}
+	chain service-a {
+		type nat hook prerouting priority dstnat; policy accept;
+		numgen random mod 2 vmap { 0 : goto ep-1, 1 : goto ep-2 }
+		jump mark-for-masquerade
+	}
+}
+`
+	// 2 map elements, 1 rule in services, 2 rules in service-a.
+	if got := countRules("nftables", []byte(nft)); got != 5 {
+		t.Errorf("nftables: %d rules, want 5", got)
+	}
+}
+
+func TestHeadlineFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-headline"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{100, 1000, 5000, 10000, 20000}; !slices.Equal(cfg.Ns, want) || cfg.Data.Reps != 5 {
+		t.Errorf("headline: N %v reps %d", cfg.Ns, cfg.Data.Reps)
+	}
+	if cfg, err = parseFlags([]string{"-headline", "-quick"}); err != nil || !slices.Equal(cfg.Ns, []int{100, 1000, 5000}) || cfg.Data.Reps != 3 {
+		t.Errorf("headline quick: %+v %v", cfg, err)
+	}
+	if _, err := parseFlags([]string{"-headline", "-contenders", "fastpath"}); err == nil {
+		t.Error("-headline with a subset of contenders: no error")
+	}
+}
