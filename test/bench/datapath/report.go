@@ -4,16 +4,17 @@ import (
 	"bytes"
 	"encoding/csv"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+	"github.com/fastpath-net/fastpath/test/bench/internal/rounds"
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
 )
@@ -95,14 +96,10 @@ func median(pts []point, f func(point) float64) float64 {
 	for i, p := range pts {
 		v[i] = f(p)
 	}
-	sort.Float64s(v)
 	if len(v) == 0 {
 		return 0
 	}
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	return rounds.Of(v).Median
 }
 
 func writeReport(dir string, res *results) error {
@@ -241,12 +238,14 @@ func budget(res *results, ag map[aggKey]*agg) []budgetRow {
 		worst, at := math.Inf(1), ""
 		for _, n := range cfg.Ns {
 			for _, w := range cfg.Workers {
-				a, b := ag[aggKey{n, m.Name, loadgen.KindConn, w}], ag[aggKey{n, m.Base, loadgen.KindConn, w}]
-				if a == nil || b == nil || b.Rate == 0 {
+				// Paired round by round: each repetition runs the modes
+				// back to back, so the ratio within it cancels drift.
+				r := vsBase(res.Points, n, m, w)
+				if r.N == 0 {
 					continue
 				}
-				if r := a.Rate / b.Rate; r < worst {
-					worst, at = r, fmt.Sprintf("N=%s, %d worker(s)", fmtInt(n), w)
+				if r.Median < worst {
+					worst, at = r.Median, fmt.Sprintf("N=%s, %d worker(s); per repetition %s", fmtInt(n), w, r.Percent())
 				}
 			}
 		}
@@ -344,7 +343,8 @@ func markdown(res *results) string {
 
 	p("## New connections\n\n")
 	p("Connect, send 16 bytes, read the 64-byte reply until the server closes, close; each connection to one of the N services at random. ")
-	p("*vs direct*: rate / rate of the same client to the backend itself (tc: `direct`, sock: `direct-node`). ")
+	p("*range*: lowest and highest rate over the repetitions (conn/s is their median). ")
+	p("*vs direct*: rate / rate of the same client to the backend itself (tc: `direct`, sock: `direct-node`), taken repetition by repetition (each repetition runs the modes back to back): median, and range in parentheses. ")
 	p("*vs N=1*: rate / the same mode's rate at N=1. Latency is of the whole connection. ")
 	p("*SYN retrans*: SYNs the kernel sent again during the run (TcpExt TCPSynRetrans, all namespaces; median over repetitions): each stalls one connection until its SYN goes out again. ")
 	p("*client CPU*: the load generator's getrusage in %% of one core (user part in parentheses; system time includes the kernel's network path it drives). ")
@@ -352,17 +352,22 @@ func markdown(res *results) string {
 	p("*other CPU*: busy time none of these used, in %% of one core: other processes on the machine, or kernel work (softirq) outside them. Much of it means the numbers are disturbed.\n\n")
 	for _, w := range cfg.Workers {
 		p("### %d worker(s)\n\n", w)
-		p("| N | mode | conn/s | vs direct | vs N=1 | p50 µs | p99 µs | SYN retrans | client CPU | server CPU | agent CPU | machine busy | other CPU | errors |\n")
-		p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| N | mode | conn/s | range | vs direct | vs N=1 | p50 µs | p99 µs | SYN retrans | client CPU | server CPU | agent CPU | machine busy | other CPU | errors |\n")
+		p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, n := range cfg.Ns {
 			for _, m := range modes {
 				a := ag[aggKey{n, m.Name, loadgen.KindConn, w}]
 				if a == nil {
 					continue
 				}
-				p("| %s | %s | %s | %s | %s | %.1f | %.1f | %.0f | %.0f %% (%.0f %%) | %.0f %% | %.1f %% | %.0f %% | %.0f %% | %d |\n",
-					fmtInt(n), m.Name, fmtInt(int(math.Round(a.Rate))),
-					ratio(a.Rate, rateOf(ag, n, m.Base, loadgen.KindConn, w)), ratio(a.Rate, rateOf(ag, 1, m.Name, loadgen.KindConn, w)),
+				spread := rounds.Of(slices.Collect(maps.Values(perRep(res.Points, n, m.Name, w))))
+				vsDirect := "–"
+				if m.Base != "" {
+					vsDirect = vsBase(res.Points, n, m, w).Percent()
+				}
+				p("| %s | %s | %s | %s–%s | %s | %s | %.1f | %.1f | %.0f | %.0f %% (%.0f %%) | %.0f %% | %.1f %% | %.0f %% | %.0f %% | %d |\n",
+					fmtInt(n), m.Name, fmtInt(int(math.Round(a.Rate))), fmtInt(int(math.Round(spread.Min))), fmtInt(int(math.Round(spread.Max))),
+					vsDirect, ratio(a.Rate, rateOf(ag, 1, m.Name, loadgen.KindConn, w)),
 					a.P50, a.P99, a.SynRetrans, a.ClientCPU, a.ClientUserPct, a.ServerCPU, a.AgentCPU, a.MachineBusy, a.OtherCPU, a.Errors+a.Drops)
 			}
 		}
@@ -543,6 +548,23 @@ func pawsOnlyBehindNAT(ag map[aggKey]*agg) bool {
 		}
 	}
 	return tc > 0 && others == 0
+}
+
+// perRep is one mode's new-connection rate in each repetition.
+func perRep(pts []point, n int, mode string, w int) map[int]float64 {
+	out := map[int]float64{}
+	for _, p := range pts {
+		if p.N == n && p.Mode == mode && p.Kind == loadgen.KindConn && p.Workers == w && p.Rep > 0 && p.Err == "" {
+			out[p.Rep] = p.Rate
+		}
+	}
+	return out
+}
+
+// vsBase is a mode's rate over its direct baseline's, repetition by
+// repetition.
+func vsBase(pts []point, n int, m modeSpec, w int) rounds.Spread {
+	return rounds.Ratio(perRep(pts, n, m.Name, w), perRep(pts, n, m.Base, w))
 }
 
 func rateOf(ag map[aggKey]*agg, n int, mode, kind string, w int) float64 {

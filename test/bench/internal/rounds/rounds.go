@@ -1,0 +1,61 @@
+// Package rounds summarises a benchmark's repeated, interleaved rounds: the
+// median and spread of a value, and of the ratio of two contenders measured
+// back to back in the same round. On a shared machine a ratio taken round
+// by round cancels the drift both sides saw, which a ratio of two medians
+// taken minutes apart does not.
+package rounds
+
+import (
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Spread is the median and range of some rounds.
+type Spread struct {
+	Median, Min, Max float64
+	N                int // rounds
+}
+
+// Of summarises values (NaN ones are skipped); N is 0 when none is left.
+func Of(values []float64) Spread {
+	var v []float64
+	for _, x := range values {
+		if !math.IsNaN(x) {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return Spread{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
+	}
+	slices.Sort(v)
+	s := Spread{Min: v[0], Max: v[len(v)-1], N: len(v)}
+	if len(v)%2 == 1 {
+		s.Median = v[len(v)/2]
+	} else {
+		s.Median = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return s
+}
+
+// Ratio summarises a[r]/b[r] over the rounds r both measured (b[r] > 0).
+func Ratio(a, b map[int]float64) Spread {
+	var v []float64
+	for r, x := range a {
+		if y, ok := b[r]; ok && y > 0 {
+			v = append(v, x/y)
+		}
+	}
+	return Of(v)
+}
+
+// Percent prints a ratio spread as "93.1 % (88.0–97.2)".
+func (s Spread) Percent() string {
+	if s.N == 0 {
+		return "–"
+	}
+	if s.N == 1 {
+		return fmt.Sprintf("%.1f %%", 100*s.Median)
+	}
+	return fmt.Sprintf("%.1f %% (%.0f–%.0f)", 100*s.Median, 100*s.Min, 100*s.Max)
+}

@@ -1,0 +1,32 @@
+package rounds
+
+import (
+	"math"
+	"testing"
+)
+
+func TestOf(t *testing.T) {
+	s := Of([]float64{3, 1, math.NaN(), 2, 10})
+	if s.Median != 2.5 || s.Min != 1 || s.Max != 10 || s.N != 4 {
+		t.Fatalf("%+v", s)
+	}
+	if s := Of([]float64{5, 1, 3}); s.Median != 3 {
+		t.Fatalf("odd: %+v", s)
+	}
+	if s := Of(nil); s.N != 0 || !math.IsNaN(s.Median) || s.Percent() != "–" {
+		t.Fatalf("empty: %+v", s)
+	}
+}
+
+func TestRatio(t *testing.T) {
+	// Round 3 has no b, round 4's b is 0: both left out.
+	a := map[int]float64{1: 90, 2: 100, 3: 50, 4: 10}
+	b := map[int]float64{1: 100, 2: 100, 4: 0}
+	s := Ratio(a, b)
+	if s.N != 2 || s.Median != 0.95 || s.Min != 0.9 || s.Max != 1 {
+		t.Fatalf("%+v", s)
+	}
+	if got := s.Percent(); got != "95.0 % (90–100)" {
+		t.Fatalf("Percent: %q", got)
+	}
+}
