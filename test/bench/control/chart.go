@@ -53,6 +53,8 @@ func seriesColor(name string, i int) uint8 {
 	switch name {
 	case pathDirect:
 		return 3
+	case pathDirectNode:
+		return 8
 	case pathTC, "fastpath":
 		return 4
 	case pathSock:

@@ -107,6 +107,9 @@ func (n *node) close() error {
 	}
 	var errs []error
 	if n.star != nil {
+		if n.link.APIServerURL != "" {
+			errs = append(errs, cplink.Remove(n.star.Node))
+		}
 		errs = append(errs, n.star.Close())
 	}
 	if n.cgroup != "" {

@@ -18,16 +18,28 @@ import (
 const (
 	pathDirect = "direct" // fastpath's node, own client namespace -> backend IP:port, no Service
 	pathTC     = "tc"     // fastpath's node, client namespace -> VIP, per-packet LB
-	pathSock   = "sock"   // fastpath's node namespace, process in the socket-LB cgroup -> VIP
-	pathIPT    = "iptables"
-	pathNFT    = "nftables"
+	// pathDirectNode is sock's baseline: the same process placement (node
+	// namespace, in the cgroup) -> backend IP:port. It is one veth hop
+	// shorter than direct, so sock is compared with it, not with direct.
+	pathDirectNode = "direct-node"
+	pathSock       = "sock" // fastpath's node namespace, process in the socket-LB cgroup -> VIP
+	pathIPT        = "iptables"
+	pathNFT        = "nftables"
 )
 
-var pathNames = []string{pathDirect, pathTC, pathSock, pathIPT, pathNFT}
+var pathNames = []string{pathDirect, pathTC, pathDirectNode, pathSock, pathIPT, pathNFT}
 
 var pathTitles = map[string]string{
-	pathDirect: "direct", pathTC: "fastpath TC", pathSock: "fastpath socket LB",
+	pathDirect: "direct", pathTC: "fastpath TC", pathDirectNode: "direct from the node", pathSock: "fastpath socket LB",
 	pathIPT: "kube-proxy iptables", pathNFT: "kube-proxy nftables",
+}
+
+// baseOf is the direct path a path is compared with.
+func baseOf(path string) string {
+	if path == pathSock {
+		return pathDirectNode
+	}
+	return pathDirect
 }
 
 // clientPath is where a load generator runs and what it connects to.
@@ -85,6 +97,7 @@ func clientPaths(live []*running, objs *objects, n int) []clientPath {
 		case "fastpath":
 			byName[pathDirect] = clientPath{name: pathDirect, netns: l.nd.star.Host("direct").NS.Path(), targets: direct}
 			byName[pathTC] = clientPath{name: pathTC, netns: client, targets: vips}
+			byName[pathDirectNode] = clientPath{name: pathDirectNode, netns: l.nd.star.Node.Path(), cgroup: l.nd.cgroup, targets: direct}
 			byName[pathSock] = clientPath{name: pathSock, netns: l.nd.star.Node.Path(), cgroup: l.nd.cgroup, targets: vips}
 		case "iptables":
 			byName[pathIPT] = clientPath{name: pathIPT, netns: client, targets: vips}

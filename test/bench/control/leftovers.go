@@ -11,7 +11,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
-// collectLeftovers removes the network namespaces and bpffs directories of
+// collectLeftovers removes the network namespaces, bpffs directories and cgroups of
 // benchmark runs that died without cleaning up: their names carry the PID,
 // and their processes died with them (Pdeathsig). The programs attached
 // inside a namespace go with it.
@@ -28,6 +28,12 @@ func collectLeftovers() {
 	for _, d := range dirs {
 		if deadRun(filepath.Base(d), prefix) {
 			_ = datapath.Uninstall(d)
+		}
+	}
+	cgroups, _ := filepath.Glob(filepath.Join(cgroupRoot, prefix+"*"))
+	for _, d := range cgroups {
+		if deadRun(filepath.Base(d), prefix) {
+			_ = os.Remove(d)
 		}
 	}
 }

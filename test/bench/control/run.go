@@ -215,10 +215,10 @@ func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, k
 		_ = nd.close()
 		return nil, nil, err
 	}
-	l = &running{name: name, n: n, nd: nd, p: p}
+	live := &running{name: name, n: n, nd: nd, p: p}
 	defer func() {
 		if err != nil || r.Err != "" {
-			l.close(cfg)
+			live.close(cfg)
 			l = nil
 		}
 	}()
@@ -247,7 +247,7 @@ func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, k
 		r.Err = err.Error()
 		return r, nil, nil
 	}
-	return r, l, nil
+	return r, live, nil
 }
 
 // sample picks the VIPs whose answers end the cold start: the last Service

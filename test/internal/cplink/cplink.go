@@ -64,3 +64,15 @@ func Add(node *nettopo.NS, env *testenv.Env, n int, tag string) (Link, error) {
 	}
 	return Link{NodeAddr: nodeSide, APIServerURL: fmt.Sprintf("https://%s:%d", cpSide, testenv.APIServerPort)}, nil
 }
+
+// Remove deletes node's end of its link, and with it the far end. A node
+// removes it before its namespace goes: a namespace whose bind mount cannot
+// be removed (another process bind-mounted /run/netns over it meanwhile)
+// outlives its node, and its link's addresses must not.
+func Remove(node *nettopo.NS) error {
+	l, err := node.Netlink().LinkByName("cp0")
+	if err != nil {
+		return fmt.Errorf("control-plane link of %s: %w", node.Name, err)
+	}
+	return node.Netlink().LinkDel(l)
+}
