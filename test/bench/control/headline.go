@@ -171,7 +171,7 @@ func headlineMarkdown(res *results) []byte {
 		joinInts(ns), createdSummary(res))
 	p("| data path | %d interleaved rounds; windows %s (new connections), %s (requests), %s (stream), %s warm-up; %d kept-alive connections per worker |",
 		d.Reps, d.Window, d.LatWindow, d.StreamWindow, d.Warmup, d.Pool)
-	p("| control path | %d changes per contender and N, %s apart |", cfg.Changes, cfg.Gap)
+	p("| control path | %d changes per contender and N, %s apart (fewer if they take over %s) |", cfg.Changes, cfg.Gap, cfg.ChangeBudget)
 	p("")
 
 	p("## Claims")
@@ -332,15 +332,19 @@ func headlineMarkdown(res *results) []byte {
 	p("")
 	p("![change latency](%s)", "headline-change.png")
 	p("")
-	p("| N | contender | cold start | VIPs answer | change p50 | p99 | not seen | CPU/change | net of idle |")
-	p("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	p("| N | contender | cold start | VIPs answer | changes | change p50 | p99 | not seen | CPU/change | net of idle |")
+	p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range res.Rows {
 		if r.Err != "" {
-			p("| %s | %s | FAILED: %s |||||||", fmtN(r.N), r.Contender, strings.ReplaceAll(firstLineOf(r.Err), "|", "/"))
+			p("| %s | %s | FAILED: %s ||||||||", fmtN(r.N), r.Contender, strings.ReplaceAll(firstLineOf(r.Err), "|", "/"))
 			continue
 		}
-		p("| %s | %s | %s | %s | %s | %s | %d | %.1f ms | %.1f ms |", fmtN(r.N), r.Contender, fmtDur(r.ColdStart), fmtDur(r.Answer),
-			fmtDur(quantile(r.Latencies, 0.5)), fmtDur(quantile(r.Latencies, 0.99)), r.Timeouts, msf(r.CPURaw), msf(r.CPUNet))
+		p("| %s | %s | %s | %s | %d | %s | %s | %d | %.1f ms | %.1f ms |", fmtN(r.N), r.Contender, fmtDur(r.ColdStart), fmtDur(r.Answer),
+			len(r.Latencies)+r.Timeouts, fmtDur(quantile(r.Latencies, 0.5)), fmtDur(quantile(r.Latencies, 0.99)), r.Timeouts, msf(r.CPURaw), msf(r.CPUNet))
+	}
+	if cfg.ChangeBudget > 0 {
+		p("")
+		p("A contender's changes stop early once they have taken %s (after %d): *changes* says how many were made.", cfg.ChangeBudget, minChanges)
 	}
 	p("")
 

@@ -57,10 +57,13 @@ type config struct {
 	Gap         time.Duration // pause after a change was seen, before the next
 	Idle        time.Duration // window measuring a contender's idle CPU
 	ChangeLimit time.Duration // longest wait for one change to be seen
-	Contenders  []string
-	AgentBin    string // prebuilt fastpath-agent; "": go build one
-	Command     string // how the run was started, for the report
-	Log         io.Writer
+	// ChangeBudget stops a contender's changes once they took this long
+	// (after minChanges); 0: no bound.
+	ChangeBudget time.Duration
+	Contenders   []string
+	AgentBin     string // prebuilt fastpath-agent; "": go build one
+	Command      string // how the run was started, for the report
+	Log          io.Writer
 
 	// Headline adds the data path (issue 9): every contender's node stays
 	// up after its control path, and the load generator measures them all,
@@ -83,14 +86,15 @@ type dataConfig struct {
 
 func defaultConfig() config {
 	return config{
-		Out:         "docs/benchmarks",
-		Ns:          []int{100, 1000, 10000},
-		Changes:     50,
-		Gap:         time.Second,
-		Idle:        5 * time.Second,
-		ChangeLimit: 60 * time.Second,
-		Contenders:  contenderNames,
-		Log:         os.Stderr,
+		Out:          "docs/benchmarks",
+		Ns:           []int{100, 1000, 10000},
+		Changes:      50,
+		Gap:          time.Second,
+		Idle:         5 * time.Second,
+		ChangeLimit:  60 * time.Second,
+		ChangeBudget: 4 * time.Minute,
+		Contenders:   contenderNames,
+		Log:          os.Stderr,
 		Data: dataConfig{
 			Workers: []int{1, 4}, Reps: 5, Window: time.Second, LatWindow: 500 * time.Millisecond,
 			StreamWindow: time.Second, Warmup: 200 * time.Millisecond, Pool: 16,
@@ -114,6 +118,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.Gap, "gap", cfg.Gap, "pause between a change being seen and the next change (kube-proxy's default min sync period is 1s)")
 	fs.DurationVar(&cfg.Idle, "idle", cfg.Idle, "window measuring each contender's idle CPU before the changes")
 	fs.DurationVar(&cfg.ChangeLimit, "change-limit", cfg.ChangeLimit, "longest wait for one change to be seen")
+	fs.DurationVar(&cfg.ChangeBudget, "change-budget", cfg.ChangeBudget, "stop a contender's changes once they took this long, after 10 (0: make all -changes)")
 	contenders := fs.String("contenders", strings.Join(contenderNames, ","), "contenders, comma-separated: fastpath, iptables, nftables")
 	fs.StringVar(&cfg.AgentBin, "agent", "", "prebuilt fastpath-agent binary (default: go build one into a temp dir)")
 	fs.BoolVar(&cfg.Headline, "headline", false, "the headline comparison (make bench): also the data path of every contender, fastpath's socket LB and the direct path; writes README.md, CSVs and charts. Default N = 100,1000,5000,10000,20000")
@@ -190,7 +195,7 @@ func (c *config) validate() error {
 		return errors.New("need at least one -n and one contender")
 	case c.Changes < 1 || c.Changes > 10000:
 		return errors.New("-changes: 1..10000")
-	case c.Gap < 0 || c.Idle <= 0 || c.ChangeLimit <= 0:
+	case c.Gap < 0 || c.Idle <= 0 || c.ChangeLimit <= 0 || c.ChangeBudget < 0:
 		return errors.New("-gap must not be negative, -idle and -change-limit must be positive")
 	case c.Idle > 10*time.Minute || c.Gap > 10*time.Minute || c.ChangeLimit > 10*time.Minute:
 		return errors.New("durations above 10 minutes are surely a mistake")

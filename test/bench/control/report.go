@@ -75,7 +75,7 @@ func markdown(res *results) []byte {
 	p("contender in turn, each on a fresh node (fp- network namespaces: router, client, two backends; the proxy runs")
 	p("inside the node namespace and reads the apiserver as system:kube-proxy over a direct link). kube-proxy v1.37 runs")
 	p("with its default sync periods (min 1 s) and the machine's %s; fastpath-agent with its defaults.", orUnknown(res.Tools))
-	p("%d changes per contender and N, %s apart.", cfg.Changes, cfg.Gap)
+	p("%d changes per contender and N, %s apart (fewer once they took %s; the CSV says how many).", cfg.Changes, cfg.Gap, cfg.ChangeBudget)
 	p("")
 	p("## Budget (issue 3): fastpath at %d Services", budget.N)
 	p("")

@@ -339,7 +339,14 @@ func changes(ctx context.Context, cfg config, p proxy, nd *node, objs *objects, 
 		return err
 	}
 	start := time.Now()
+	done := 0
 	for k := 0; k < cfg.Changes; k++ {
+		// A slow contender at a large N stops early, after enough changes
+		// for a median, so the whole run keeps its time bound.
+		if cfg.ChangeBudget > 0 && k >= minChanges && time.Since(start) > cfg.ChangeBudget {
+			break
+		}
+		done++
 		if k > 0 && cfg.Gap > 0 {
 			select {
 			case <-ctx.Done():
@@ -378,9 +385,12 @@ func changes(ctx context.Context, cfg config, p proxy, nd *node, objs *objects, 
 		return err
 	}
 	r.CPU = w1.Sub(w0)
-	r.CPURaw, r.CPUNet = cpuPerChange(r.CPU.Total(), r.Window, cfg.Changes, r.IdleRate)
+	r.CPURaw, r.CPUNet = cpuPerChange(r.CPU.Total(), r.Window, done, r.IdleRate)
 	return nil
 }
+
+// minChanges are made whatever -change-budget says.
+const minChanges = 10
 
 func logResult(cfg config, r *result) {
 	if r.Err != "" {
