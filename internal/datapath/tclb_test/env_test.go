@@ -63,7 +63,7 @@ const bpffsRoot = "/sys/fs/bpf"
 // env is one freshly loaded fp_tc_lb with empty maps pinned in a private
 // directory, so tests share nothing.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	prog     *ebpf.Program
 	metrics  *ebpf.Map
 	services *bpfmap.Kernel[lbmap.ServiceKey, lbmap.ServiceValue]
@@ -85,13 +85,13 @@ type env struct {
 	role uint32
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	return newEnvWith(t, nil)
 }
 
 // newEnvWith loads the object, after edit changes its spec when not nil.
-func newEnvWith(t *testing.T, edit func(*ebpf.CollectionSpec)) *env {
+func newEnvWith(t testing.TB, edit func(*ebpf.CollectionSpec)) *env {
 	t.Helper()
 	testpriv.Require(t)
 	if err := rlimit.RemoveMemlock(); err != nil {
