@@ -1,21 +1,21 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"text/template"
 	"time"
@@ -25,7 +25,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
@@ -90,6 +89,8 @@ type truthTable struct {
 	pods map[string]pod         // "x/a" -> pod with its address
 	nss  map[string]*nettopo.NS // "x/a" -> its network namespace
 	step int                    // steps checked so far, to vary the trace samples
+	// relabelled: "pods x/a" or "namespaces x" whose labels a case set.
+	relabelled map[string]bool
 }
 
 func newTruthTable(t *testing.T, bin string) *truthTable {
@@ -100,7 +101,7 @@ func newTruthTable(t *testing.T, bin string) *truthTable {
 		t.Fatal(err)
 	}
 	t.Cleanup(ext.Release)
-	tt := &truthTable{bin: bin, pods: map[string]pod{}, nss: map[string]*nettopo.NS{}}
+	tt := &truthTable{bin: bin, pods: map[string]pod{}, nss: map[string]*nettopo.NS{}, relabelled: map[string]bool{}}
 	if tt.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -249,22 +250,13 @@ func (tt *truthTable) apply(ctx context.Context, data []byte) error {
 	if err != nil {
 		return err
 	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	return policytest.Documents(data, func(kind string, doc []byte) error {
 		var meta metav1.PartialObjectMetadata
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
 			return err
 		}
-		switch meta.Kind {
-		case "":
-			continue
+		var err error
+		switch kind {
 		case "NetworkPolicy":
 			err = tt.applyPolicy(ctx, doc)
 		case "Namespace":
@@ -272,12 +264,13 @@ func (tt *truthTable) apply(ctx context.Context, data []byte) error {
 		case "Pod":
 			err = tt.setLabels(ctx, "pods", meta.Namespace, meta.Name, meta.Labels)
 		default:
-			err = fmt.Errorf("kind %q", meta.Kind)
+			err = fmt.Errorf("kind %q", kind)
 		}
 		if err != nil {
-			return fmt.Errorf("%s %s/%s: %w", meta.Kind, meta.Namespace, meta.Name, err)
+			return fmt.Errorf("%s %s/%s: %w", kind, meta.Namespace, meta.Name, err)
 		}
-	}
+		return nil
+	})
 }
 
 func (tt *truthTable) expand(data []byte) ([]byte, error) {
@@ -335,6 +328,7 @@ func (tt *truthTable) setLabels(ctx context.Context, resource, ns, name string, 
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	tt.relabelled[resource+" "+path.Join(ns, name)] = true
 	switch resource {
 	case "namespaces":
 		cur, err := tt.cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
@@ -379,15 +373,19 @@ func (tt *truthTable) reset(t *testing.T) {
 		if err := tt.cs.NetworkingV1().NetworkPolicies(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if err := tt.setLabels(ctx, "namespaces", "", ns, map[string]string{"ns": ns}); err != nil {
-			t.Fatal(err)
-		}
 	}
-	for key, p := range tt.pods {
-		if err := tt.setLabels(ctx, "pods", p.ns, p.name, map[string]string{"pod": p.name}); err != nil {
+	for key := range tt.relabelled {
+		resource, name, _ := strings.Cut(key, " ")
+		ns, n, ok := strings.Cut(name, "/")
+		labels := map[string]string{"pod": n}
+		if !ok {
+			ns, n, labels = "", name, map[string]string{"ns": name}
+		}
+		if err := tt.setLabels(ctx, resource, ns, n, labels); err != nil {
 			t.Fatalf("%s: %v", key, err)
 		}
 	}
+	clear(tt.relabelled)
 }
 
 // world reads the suite's objects back from the apiserver for the oracle:
@@ -454,6 +452,7 @@ func (tt *truthTable) check(t *testing.T, what string) bool {
 	var got matrix
 	var errs map[policytest.Probe]error
 	matched, rounds := 0, 0
+	var late []string // what the first rounds that did not match differed in
 	for deadline := start.Add(convergeWait); matched < 2; rounds++ {
 		got, errs = tt.probe(want)
 		if diff(want, got) == 0 {
@@ -461,6 +460,9 @@ func (tt *truthTable) check(t *testing.T, what string) bool {
 			continue
 		}
 		matched = 0
+		if len(late) < 3 {
+			late = append(late, firstDiffs(want, got, 3))
+		}
 		if time.Now().After(deadline) {
 			t.Errorf("%s: the matrix did not converge within %s (%d rounds); %d of %d cells differ\n%s%s",
 				what, convergeWait, rounds+1, diff(want, got), len(want), render(want, got), errorList(errs))
@@ -468,9 +470,27 @@ func (tt *truthTable) check(t *testing.T, what string) bool {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("%s: %d cells as expected after %.1fs (%d rounds), %d allowed", what, len(want), time.Since(start).Seconds(), rounds, count(got, allowed))
+	took := time.Since(start)
 	tt.step++
-	return tt.checkTraces(t, what, got) && tt.checkTrace(t, what, got)
+	ok := tt.checkTraces(t, what, got) && tt.checkTrace(t, what, got)
+	t.Logf("%s: %d cells as expected after %.1fs (%d rounds), %d allowed; traces checked in %.1fs",
+		what, len(want), took.Seconds(), rounds, count(got, allowed), (time.Since(start) - took).Seconds())
+	for _, d := range late {
+		t.Logf("  an earlier round differed in %s", d)
+	}
+	return ok
+}
+
+// firstDiffs names up to n differing cells and how many differ.
+func firstDiffs(want, got matrix, n int) string {
+	var cells []string
+	for pr, v := range want {
+		if got[pr] != v {
+			cells = append(cells, fmt.Sprintf("%s->%s %s/%d got %s", pr.From, pr.To, pr.Proto, pr.Port, got[pr]))
+		}
+	}
+	slices.Sort(cells)
+	return fmt.Sprintf("%d cells (%s)", len(cells), strings.Join(cells[:min(n, len(cells))], ", "))
 }
 
 // checkTraces computes every cell's trace from a snapshot of the cluster
@@ -551,7 +571,7 @@ func (tt *truthTable) probeOne(pr policytest.Probe) (verdict, error) {
 	if pr.Proto == policy.TCP {
 		name, err = nettopo.AskTCP(from, addr, probeWait)
 	} else {
-		name, _, err = nettopo.AskUDP(from, addr, probeWait)
+		name, _, err = nettopo.AskUDPFrom(from, udpSourcePort(), addr, probeWait)
 	}
 	var ne net.Error
 	switch {
@@ -563,6 +583,19 @@ func (tt *truthTable) probeOne(pr policytest.Probe) (verdict, error) {
 		return failed, fmt.Errorf("answered by %q", name)
 	}
 	return allowed, nil
+}
+
+// udpSeq numbers the UDP probes; see udpSourcePort.
+var udpSeq atomic.Uint32
+
+// udpSourcePort gives each UDP probe a source port of its own, cycling
+// through 2000-31999 (below the kernel's ephemeral range, so never taken):
+// a flow comes back only after 30,000 probes, 208 rounds of 144, well over
+// the 60 s policy conntrack remembers a UDP flow (a round with a denied
+// cell lasts a probe timeout). A random port could repeat a flow allowed
+// a step earlier and pass a cell that must now be denied.
+func udpSourcePort() uint16 {
+	return uint16(2000 + udpSeq.Add(1)%30000)
 }
 
 // render prints the expected and observed tables side by side, one row per
@@ -703,6 +736,9 @@ func (tt *truthTable) trace(ctx context.Context, pr policytest.Probe) (policy.Ve
 // passes the rest until idle), while new connections are denied.
 func (tt *truthTable) established(t *testing.T) {
 	ctx := t.Context()
+	if !tt.check(t, "established: no policy (after the last case's reset)") {
+		return
+	}
 	xa := tt.pods["x/a"]
 	client := tt.nss["x/b"] // on node2: across nodes
 	sess, err := nettopo.OpenSession(client, net.JoinHostPort(xa.ip.String(), "80"), probeWait)

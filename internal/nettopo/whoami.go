@@ -120,8 +120,14 @@ func AskTCP(ns *NS, addr string, timeout time.Duration) (string, error) {
 // AskUDP sends one datagram to addr from inside ns and returns the name
 // that answers and the address the answer came from.
 func AskUDP(ns *NS, addr string, timeout time.Duration) (name string, from string, err error) {
+	return AskUDPFrom(ns, 0, addr, timeout)
+}
+
+// AskUDPFrom is AskUDP from source port sport (0: any). A caller that
+// must not reuse a flow that a conntrack may still remember picks its own.
+func AskUDPFrom(ns *NS, sport uint16, addr string, timeout time.Duration) (name string, from string, err error) {
 	err = ns.Do(func() error {
-		c, err := net.ListenPacket("udp", ":0")
+		c, err := net.ListenPacket("udp", fmt.Sprintf(":%d", sport))
 		if err != nil {
 			return err
 		}

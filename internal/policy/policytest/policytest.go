@@ -46,22 +46,8 @@ func NewWorld() *World {
 // the World and the Engine. Namespaces get kubernetes.io/metadata.name as
 // the apiserver gives it.
 func (w *World) Apply(eng *policy.Engine, data []byte) error {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		var meta struct{ Kind string }
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			return err
-		}
-		switch meta.Kind {
-		case "":
-			continue
+	return Documents(data, func(kind string, doc []byte) error {
+		switch kind {
 		case "Namespace":
 			var ns corev1.Namespace
 			if err := strict(doc, &ns); err != nil {
@@ -104,7 +90,33 @@ func (w *World) Apply(eng *policy.Engine, data []byte) error {
 			}
 			eng.UpsertFastpathPolicy(&fpnetpol.Policy{Namespace: ns, Name: obj.Metadata.Name, Spec: obj.Spec})
 		default:
-			return fmt.Errorf("kind %q", meta.Kind)
+			return fmt.Errorf("kind %q", kind)
+		}
+		return nil
+	})
+}
+
+// Documents calls fn with each YAML document of data and its kind; empty
+// documents are skipped.
+func Documents(data []byte, fn func(kind string, doc []byte) error) error {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := r.Read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			return err
+		}
+		if meta.Kind == "" {
+			continue
+		}
+		if err := fn(meta.Kind, doc); err != nil {
+			return err
 		}
 	}
 }
