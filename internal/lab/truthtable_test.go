@@ -454,6 +454,7 @@ func (tt *truthTable) check(t *testing.T, what string) bool {
 	matched, rounds := 0, 0
 	var late []string // what the first rounds that did not match differed in
 	for deadline := start.Add(convergeWait); matched < 2; rounds++ {
+		roundStart := time.Now()
 		got, errs = tt.probe(want)
 		if diff(want, got) == 0 {
 			matched++
@@ -461,7 +462,7 @@ func (tt *truthTable) check(t *testing.T, what string) bool {
 		}
 		matched = 0
 		if len(late) < 3 {
-			late = append(late, firstDiffs(want, got, 3))
+			late = append(late, fmt.Sprintf("a round of %.1fs: %s", time.Since(roundStart).Seconds(), firstDiffs(want, got, 12)))
 		}
 		if time.Now().After(deadline) {
 			t.Errorf("%s: the matrix did not converge within %s (%d rounds); %d of %d cells differ\n%s%s",
@@ -476,7 +477,7 @@ func (tt *truthTable) check(t *testing.T, what string) bool {
 	t.Logf("%s: %d cells as expected after %.1fs (%d rounds), %d allowed; traces checked in %.1fs",
 		what, len(want), took.Seconds(), rounds, count(got, allowed), (time.Since(start) - took).Seconds())
 	for _, d := range late {
-		t.Logf("  an earlier round differed in %s", d)
+		t.Logf("  earlier, %s", d)
 	}
 	return ok
 }
