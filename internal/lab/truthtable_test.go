@@ -39,10 +39,10 @@ import (
 // TestPolicyTruthTable is the NetworkPolicy truth-table suite of issue 5,
 // modelled on the upstream sig-network netpol e2e suite: namespaces x, y, z
 // with pods a, b, c each (a and c on node1, b on node2), every pod serving
-// 80 and 81 on TCP and UDP. Every step of every case (the golden cases of
-// internal/policy/testdata, then the lab's own in testdata/netpol) is
-// applied to the real apiserver; then the whole matrix (9 x 8 pairs x 4
-// port/protocols) is probed with real packets until it equals, twice in a
+// 80 and 81 on TCP, UDP and SCTP (sctp_test.go). Every step of every case
+// (the golden cases of internal/policy/testdata, then the lab's own in
+// testdata/netpol) is applied to the real apiserver; then the whole matrix
+// (9 x 8 pairs x 6 port/protocols) is probed with real packets until it equals, twice in a
 // row, the matrix the oracle of internal/policy/policytest computes from the
 // objects the apiserver holds, or the step fails showing both tables.
 // `fastpathctl policy trace` must agree with the packets too.
@@ -77,7 +77,7 @@ const (
 
 var (
 	truthNamespaces = []string{"x", "y", "z"}
-	truthProtos      = []policy.Proto{policy.TCP, policy.UDP} // the kernel has no SCTP (CONFIG_IP_SCTP unset)
+	truthProtos     = []policy.Proto{policy.TCP, policy.UDP, policy.SCTP}
 )
 
 // truthTable is the suite's cluster side: the nine pods, their servers and
@@ -88,6 +88,7 @@ type truthTable struct {
 	bin  string
 	pods map[string]pod         // "x/a" -> pod with its address
 	nss  map[string]*nettopo.NS // "x/a" -> its network namespace
+	sctp map[string]*sctpPeer   // "x/a" -> its SCTP client and server
 	step int                    // steps checked so far, to vary the trace samples
 	// relabelled: "pods x/a" or "namespaces x" whose labels a case set.
 	relabelled map[string]bool
@@ -101,7 +102,8 @@ func newTruthTable(t *testing.T, bin string) *truthTable {
 		t.Fatal(err)
 	}
 	t.Cleanup(ext.Release)
-	tt := &truthTable{bin: bin, pods: map[string]pod{}, nss: map[string]*nettopo.NS{}, relabelled: map[string]bool{}}
+	tt := &truthTable{bin: bin, pods: map[string]pod{}, nss: map[string]*nettopo.NS{}, sctp: map[string]*sctpPeer{},
+		relabelled: map[string]bool{}}
 	if tt.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +120,9 @@ func newTruthTable(t *testing.T, bin string) *truthTable {
 	t.Cleanup(func() {
 		for _, s := range servers {
 			s.Close()
+		}
+		for _, p := range tt.sctp {
+			p.Close()
 		}
 		for _, ns := range tt.nss {
 			ns.Release()
@@ -143,6 +148,9 @@ func newTruthTable(t *testing.T, bin string) *truthTable {
 					t.Fatal(err)
 				}
 				servers = append(servers, s)
+			}
+			if tt.sctp[key], err = startSCTPPeer(tt.nss[key], key, p.ip); err != nil {
+				t.Fatal(err)
 			}
 			if err := registerPodObject(ctx, tt.cs, p, map[string]string{"pod": name}, truthContainer()); err != nil {
 				t.Fatal(err)
@@ -576,10 +584,13 @@ func (tt *truthTable) probeOne(pr policytest.Probe) (verdict, error) {
 	addr := net.JoinHostPort(to.ip.String(), fmt.Sprint(pr.Port))
 	var name string
 	var err error
-	if pr.Proto == policy.TCP {
+	switch pr.Proto {
+	case policy.TCP:
 		name, err = nettopo.AskTCP(from, addr, probeWait)
-	} else {
-		name, _, err = nettopo.AskUDPFrom(from, udpSourcePort(), addr, probeWait)
+	case policy.UDP:
+		name, _, err = nettopo.AskUDPFrom(from, sourcePort(&udpSeq), addr, probeWait)
+	default:
+		name, err = tt.sctp[pr.From].ask(to.ip, pr.Port, sourcePort(&sctpSeq), probeWait)
 	}
 	var ne net.Error
 	switch {
@@ -593,31 +604,32 @@ func (tt *truthTable) probeOne(pr policytest.Probe) (verdict, error) {
 	return allowed, nil
 }
 
-// udpSeq numbers the UDP probes; see udpSourcePort.
-var udpSeq atomic.Uint32
+// udpSeq and sctpSeq number the UDP and SCTP probes; see sourcePort.
+var udpSeq, sctpSeq atomic.Uint32
 
-// udpSourcePort gives each UDP probe a source port of its own, cycling
-// through 2000-31999 (below the kernel's ephemeral range, so never taken):
-// a flow comes back only after 30,000 probes, 208 rounds of 144, well over
-// the 60 s policy conntrack remembers a UDP flow (a round with a denied
-// cell lasts a probe timeout). A random port could repeat a flow allowed
-// a step earlier and pass a cell that must now be denied.
-func udpSourcePort() uint16 {
-	return uint16(2000 + udpSeq.Add(1)%30000)
+// sourcePort gives each UDP or SCTP probe a source port of its own,
+// cycling through 2000-31999 (below the kernel's ephemeral range, so never
+// taken): a flow comes back only after 30,000 probes, 208 rounds of 144,
+// well over the 60 s policy conntrack remembers it (a round with a denied
+// cell lasts a probe timeout). A random port could repeat a flow allowed a
+// step earlier and pass a cell that must now be denied.
+func sourcePort(seq *atomic.Uint32) uint16 {
+	return uint16(2000 + seq.Add(1)%30000)
 }
 
 // render prints the expected and observed tables side by side, one row per
 // source pod, one cell per destination with a character per port
-// (tcp/80 tcp/81 udp/80 udp/81): "." allowed, "X" denied, "?" failed
+// (tcp/80 tcp/81 udp/80 udp/81 sctp/80 sctp/81): "." allowed, "X" denied, "?" failed
 // otherwise; then the cells that differ.
 func render(want, got matrix) string {
 	pods := podsOf(want)
 	var b strings.Builder
-	fmt.Fprintf(&b, "cells: tcp/80 tcp/81 udp/80 udp/81 (. allowed, X denied, ? error); rows from, columns to\n")
+	fmt.Fprintf(&b, "cells: tcp/80 tcp/81 udp/80 udp/81 sctp/80 sctp/81 (. allowed, X denied, ? error); rows from, columns to\n")
+	width := 2 * len(truthProtos)
 	head := func() string {
 		var h strings.Builder
 		for _, to := range pods {
-			fmt.Fprintf(&h, " %-4s", to)
+			fmt.Fprintf(&h, " %-*s", width, to)
 		}
 		return h.String()
 	}
@@ -628,7 +640,7 @@ func render(want, got matrix) string {
 			for _, to := range pods {
 				r.WriteByte(' ')
 				if from == to {
-					r.WriteString("----")
+					r.WriteString(strings.Repeat("-", width))
 					continue
 				}
 				for _, proto := range truthProtos {
