@@ -161,7 +161,7 @@ func newTruthTable(t *testing.T, bin string) *truthTable {
 }
 
 // truthContainer declares the ports the pods serve under the upstream
-// suite's names (SCTP too: policies may name them, nothing answers them).
+// suite's names, which named-port rules resolve.
 func truthContainer() corev1.Container {
 	c := corev1.Container{Name: "cont", Image: "fastpath.lab/whoami"}
 	for _, port := range []int32{80, 81} {
