@@ -14,7 +14,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/fastpath-net/fastpath/internal/agent"
 	"github.com/fastpath-net/fastpath/internal/ctl"
@@ -164,7 +163,7 @@ func streamPinned(ctx context.Context, dir, stateDir string, f flows.Filter, fn 
 		names.pins = p
 	}
 	err = policymap.Stream(ctx, r, policymap.Filter{}, 0, func(v policymap.Verdict) error {
-		e := flows.FromVerdict(v, time.Now(), names)
+		e := flows.FromVerdict(v, v.WallTime(), names)
 		if !f.Match(&e) {
 			return nil
 		}

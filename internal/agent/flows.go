@@ -69,7 +69,7 @@ func (a *Agent) startFlows(ctx context.Context) (*flowMonitor, error) {
 	go func() {
 		defer r.Close()
 		err := policymap.Stream(ctx, r, policymap.Filter{}, 0, func(v policymap.Verdict) error {
-			e := flows.FromVerdict(v, time.Now(), names)
+			e := flows.FromVerdict(v, v.WallTime(), names)
 			e.Node = node
 			m.hub.Publish(e)
 			return nil

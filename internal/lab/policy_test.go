@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/fastpath-net/fastpath/internal/agent"
+	"github.com/fastpath-net/fastpath/internal/flows"
+	"github.com/fastpath-net/fastpath/internal/flows/flowmap"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
@@ -243,6 +247,28 @@ probe:
 		t.Fatalf("monitor printed %q, want a DROP saying \"policy denied: ingress of ...\" and naming %s", line, policy)
 	}
 	t.Logf("monitor: %s", strings.TrimSpace(line))
+
+	// The same drops are an edge of the node's flow map.
+	node, err := nettopo.OpenNS(nodeNSName(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Release()
+	resp, err := node.HTTPClient(5 * time.Second).Get("http://" + agent.DefaultMonitorAddr + "/v1/flowmap?namespace=default")
+	if err != nil {
+		t.Fatalf("flow map: %v", err)
+	}
+	defer resp.Body.Close()
+	var g flowmap.Graph
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
+		t.Fatalf("flow map: %v", err)
+	}
+	for _, e := range g.Edges {
+		if e.Source == "default/client" && e.Target == "default/web" && e.Verdict == flows.VerdictDropped && e.Count > 0 {
+			return
+		}
+	}
+	t.Fatalf("flow map of node%d has no dropped edge default/client -> default/web: %+v", i, g.Edges)
 }
 
 // keepAlive is one HTTP/1.1 connection kept open between requests.

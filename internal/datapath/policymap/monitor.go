@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/policy"
@@ -105,4 +106,15 @@ func Stream(ctx context.Context, r *ringbuf.Reader, f Filter, max int, fn func(V
 		}
 	}
 	return nil
+}
+
+// WallTime is when the record was written: TsNs is bpf_ktime_get_ns,
+// CLOCK_MONOTONIC, so records read late (after an agent restart) keep
+// their own time.
+func (v Verdict) WallTime() time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil || uint64(ts.Nano()) < v.TsNs {
+		return time.Now()
+	}
+	return time.Now().Add(-time.Duration(uint64(ts.Nano()) - v.TsNs))
 }

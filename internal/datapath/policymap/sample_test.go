@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fastpath-net/fastpath/internal/datapath/pkttest"
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 	"github.com/fastpath-net/fastpath/internal/policy"
@@ -59,5 +61,17 @@ func TestAllowSampleRate(t *testing.T) {
 	// deviations away, so this fails only when sampling is wrong.
 	if n := newFlows(4); n < 40 || n > 160 {
 		t.Errorf("sample 4: %d allow records of %d new flows, want about %d", n, flows, flows/4)
+	}
+}
+
+// A record keeps the time it was written, however late it is read.
+func TestVerdictWallTime(t *testing.T) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	v := policymap.Verdict{TsNs: uint64(ts.Nano()) - uint64(90*time.Second)}
+	if age := time.Since(v.WallTime()); age < 90*time.Second || age > 95*time.Second {
+		t.Fatalf("a record written 90s ago is %s old", age)
 	}
 }

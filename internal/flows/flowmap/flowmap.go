@@ -92,8 +92,13 @@ func node(p *flows.Endpoint) Node {
 		name, _, _ := strings.Cut(p.Service, " ")
 		ns, _, _ := strings.Cut(name, "/")
 		return Node{ID: "svc:" + name, Label: name, Namespace: ns, Kind: "service"}
-	case p.Pod != "":
+	case p.Pod != "" || p.Namespace != "":
+		// A remote pod is known by its identity only: its app label, if
+		// any, still puts it with its workload's local pods.
 		label := p.Pod
+		if label == "" {
+			label = p.IP
+		}
 		for _, l := range p.Labels {
 			if v, ok := strings.CutPrefix(l, "app="); ok {
 				label = v
@@ -103,8 +108,6 @@ func node(p *flows.Endpoint) Node {
 		return Node{ID: p.Namespace + "/" + label, Label: label, Namespace: p.Namespace, Kind: "workload"}
 	case p.World:
 		return Node{ID: "world", Label: "world", Kind: "world"}
-	case p.Namespace != "":
-		return Node{ID: p.Namespace + "/" + p.IP, Label: p.IP, Namespace: p.Namespace, Kind: "workload"}
 	}
 	return Node{ID: p.IP, Label: p.IP, Kind: "ip"}
 }

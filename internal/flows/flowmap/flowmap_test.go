@@ -30,6 +30,8 @@ func TestMapAggregatesEdges(t *testing.T) {
 	add(pod("fp-shop", "cli", 0), web, flows.VerdictAllowed, "policy-allowed")
 	add(pod("fp-shop", "cli", 0), pod("fp-shop", "web-77aa", 80, "app=web"), flows.VerdictAllowed, "policy-allowed")
 	add(pod("fp-batch", "job", 0), web, flows.VerdictDropped, "policy-denied")
+	// A pod of another node: no name, its identity's namespace and labels.
+	add(flows.Endpoint{IP: "10.1.2.3", Namespace: "fp-shop", Labels: []string{"app=cli"}}, web, flows.VerdictAllowed, "policy-allowed")
 	add(pod("fp-batch", "job", 0), flows.Endpoint{IP: "10.96.0.20", Port: 80, Service: "fp-shop/empty (10.96.0.20:80)"}, flows.VerdictDropped, "no-backend")
 
 	g := m.Snapshot("")
@@ -40,7 +42,7 @@ func TestMapAggregatesEdges(t *testing.T) {
 	for _, e := range g.Edges {
 		edges = append(edges, e.Source+">"+e.Target+":"+string(e.Verdict)+":"+strings.Join(e.Ports, "+")+":"+strconv.FormatUint(e.Count, 10))
 	}
-	want := "fp-batch/job>fp-shop/web:dropped:TCP/80:1 fp-batch/job>svc:fp-shop/empty:dropped:TCP/80:1 fp-shop/cli>fp-shop/web:allowed:TCP/80:2"
+	want := "fp-batch/job>fp-shop/web:dropped:TCP/80:1 fp-batch/job>svc:fp-shop/empty:dropped:TCP/80:1 fp-shop/cli>fp-shop/web:allowed:TCP/80:3"
 	if got := strings.Join(edges, " "); got != want {
 		t.Errorf("edges\n got %s\nwant %s", got, want)
 	}

@@ -182,7 +182,7 @@ func TestFlowMapInChromium(t *testing.T) {
 	t.Cleanup(func() { r.Close() })
 	nm := &names{pods: []testPod{web, cli, job}, d: d, table: table}
 	go policymap.Stream(ctx, r, policymap.Filter{}, 0, func(v policymap.Verdict) error {
-		hub.Publish(flows.FromVerdict(v, time.Now(), nm))
+		hub.Publish(flows.FromVerdict(v, v.WallTime(), nm))
 		return nil
 	})
 
