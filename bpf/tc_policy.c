@@ -24,7 +24,9 @@
  * one still run.
  *
  * Verdict events go to the fp_verdicts ring: every drop, allows sampled
- * 1 in fp_policy_config.allow_sample.
+ * 1 in fp_policy_config.allow_sample. New flows into a pod whose ingress
+ * no policy selects are sampled the same way (FP_REASON_FORWARDED): every
+ * endpoint's flows are tracked, so every new flow is known as one.
  *
  * Drop records are limited per CPU to fp_policy_config.drops_per_sec; a
  * record over the limit or not fitting the ring is counted, not written.

@@ -134,6 +134,7 @@ enum fp_reason {
 	FP_REASON_LB_BACKEND_GONE, /* the slot's backend does not exist */
 	FP_REASON_LB_SNAT_NO_PORT, /* masquerade / tuple clash: no free port */
 	FP_REASON_LB_NO_ROUTE,     /* masqueraded packet: no route, neighbour or MTU */
+	FP_REASON_FORWARDED,       /* allow: a new flow into a pod no ingress policy selects */
 	/* L7 policy; numbered apart from the reasons tc_lb adds. */
 	FP_REASON_PROXY_REDIRECT = 16, /* allowed at L4, sent to the L7 proxy */
 	FP_REASON_NO_PROXY = 17,       /* needs the L7 proxy, which cannot take it here */
@@ -398,21 +399,29 @@ static __always_inline struct fp_policy_val *fp_policy_lookup(__u32 identity, __
 	return bpf_map_lookup_elem(&fp_policy, &k);
 }
 
-static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_id, __u32 dst_id, __u16 ep,
-					    __u8 dir, __u8 verdict, __u8 reason, __u32 cookie)
+/* fp_verdict_wanted: whether a record of this verdict is to be written:
+ * allows 1 in allow_sample, drops within the per-CPU budget (the rest is
+ * counted). */
+static __always_inline int fp_verdict_wanted(__u8 verdict)
 {
-	struct fp_verdict *e;
 	__u32 zero = 0;
 	struct fp_policy_cfg *cfg = bpf_map_lookup_elem(&fp_policy_config, &zero);
 
-	if (verdict == FP_VERDICT_ALLOW) {
-		if (!cfg || !cfg->allow_sample || bpf_get_prandom_u32() % cfg->allow_sample)
-			return;
-	} else if (!fp_drop_budget(cfg)) {
+	if (verdict == FP_VERDICT_ALLOW)
+		return cfg && cfg->allow_sample && !(bpf_get_prandom_u32() % cfg->allow_sample);
+	if (!fp_drop_budget(cfg)) {
 		fp_pmetric_inc(FP_PMETRIC_RATE_LIMITED);
-		return;
+		return 0;
 	}
-	e = bpf_ringbuf_reserve(&fp_verdicts, sizeof(*e), 0);
+	return 1;
+}
+
+/* fp_verdict_write writes one record, counting it when the ring is full. */
+static __always_inline void fp_verdict_write(const struct fp_pflow *f, __u32 src_id, __u32 dst_id, __u16 ep,
+					     __u8 dir, __u8 verdict, __u8 reason, __u32 cookie)
+{
+	struct fp_verdict *e = bpf_ringbuf_reserve(&fp_verdicts, sizeof(*e), 0);
+
 	if (!e) {
 		fp_pmetric_inc(FP_PMETRIC_RING_LOST);
 		return;
@@ -432,6 +441,23 @@ static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_
 	e->reason = reason;
 	e->cookie = cookie;
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void fp_verdict_emit(const struct fp_pflow *f, __u32 src_id, __u32 dst_id, __u16 ep,
+					    __u8 dir, __u8 verdict, __u8 reason, __u32 cookie)
+{
+	if (fp_verdict_wanted(verdict))
+		fp_verdict_write(f, src_id, dst_id, ep, dir, verdict, reason, cookie);
+}
+
+/* fp_forwarded records, sampled like allows, new flow f delivered to
+ * endpoint ep with no ingress policy: the flow map's allowed flows of pods
+ * no policy selects. The peer's identity is looked up only when sampled. */
+static __always_inline void fp_forwarded(const struct fp_pflow *f, const struct fp_endpoint *ep)
+{
+	if (fp_verdict_wanted(FP_VERDICT_ALLOW))
+		fp_verdict_write(f, fp_ipcache_identity(f->saddr), ep->identity, ep->id, FP_DIR_INGRESS,
+				 FP_VERDICT_ALLOW, FP_REASON_FORWARDED, 0);
 }
 
 /*
@@ -457,8 +483,11 @@ static __always_inline int fp_policy_judge_l7(const struct fp_endpoint *ep, cons
 	__u16 port = 0;
 
 	if (!(ep->flags & flag)) {
-		if (!fp_pct_hit(f, ep->id, tcp_flags))
+		if (!fp_pct_hit(f, ep->id, tcp_flags)) {
 			fp_pct_create(f, ep->id, 0, 0);
+			if (dir == FP_DIR_INGRESS)
+				fp_forwarded(f, ep);
+		}
 		return 1;
 	}
 	found = fp_pct_find(f, ep->id, tcp_flags);

@@ -105,6 +105,8 @@ func summary(v policymap.Verdict, e *Event, n Names) string {
 		return "policy CT map full: new flow dropped (fail closed, its replies could not pass): " + e.flow()
 	case policymap.ReasonRelated:
 		return "policy allowed: related to an allowed flow: " + e.flow()
+	case policymap.ReasonForwarded:
+		return "forwarded: no ingress policy selects " + who(&e.Destination) + ": " + e.flow()
 	case policymap.ReasonLBNoBackend:
 		return fmt.Sprintf("no backend for service %s: rejected with ICMP port unreachable (from %s)", svc, who(&e.Source))
 	case policymap.ReasonLBSourceRange:

@@ -81,7 +81,13 @@ func TestFromVerdictSentences(t *testing.T) {
 		t.Errorf("allow event %+v", e)
 	}
 	// Every reason code the datapath has has a name of its own.
-	for r := uint8(0); r <= policymap.ReasonLBNoRoute; r++ {
+	fwd := verdict("10.0.0.1", "10.0.0.2", 80, policymap.ReasonForwarded, 0)
+	fwd.Verdict = policymap.VerdictAllow
+	if e := FromVerdict(fwd, now, fakeNames{}); e.Type != TypeAllow || e.IsPolicy() ||
+		e.Summary != "forwarded: no ingress policy selects fp-b/server: fp-a/client -> fp-b/server TCP/80" {
+		t.Errorf("forwarded event %+v", e)
+	}
+	for r := uint8(0); r <= policymap.ReasonForwarded; r++ {
 		if name := policymap.ReasonName(r); strings.HasPrefix(name, "reason-") {
 			t.Errorf("unnamed reason %s", name)
 		}

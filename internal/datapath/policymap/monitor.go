@@ -37,6 +37,7 @@ var reasonNames = [...]string{
 	ReasonLBBackendGone: "backend-gone",
 	ReasonLBSNATNoPort:  "snat-no-port",
 	ReasonLBNoRoute:     "no-route",
+	ReasonForwarded:     "forwarded",
 	ReasonProxyRedirect: "to-l7-proxy",
 	ReasonNoProxy:       "l7-no-proxy",
 }

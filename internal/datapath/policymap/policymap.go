@@ -79,6 +79,9 @@ const (
 	ReasonLBBackendGone = 8
 	ReasonLBSNATNoPort  = 9
 	ReasonLBNoRoute     = 10
+	// An allow (sampled) of a new flow into a pod no ingress policy
+	// selects (tc_policy).
+	ReasonForwarded = 11
 	// L7 policy (FP_REASON_PROXY_REDIRECT, FP_REASON_NO_PROXY).
 	ReasonProxyRedirect = 16
 	ReasonNoProxy       = 17

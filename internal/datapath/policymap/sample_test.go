@@ -75,3 +75,53 @@ func TestVerdictWallTime(t *testing.T) {
 		t.Fatalf("a record written 90s ago is %s old", age)
 	}
 }
+
+// New flows into a pod no ingress policy selects are recorded like
+// allows, reason forwarded: every new flow when its egress is enforced
+// (fp_policy_ct knows them), TCP SYNs when nothing is; replies and later
+// packets never.
+func TestForwardedFlowsSampled(t *testing.T) {
+	p := newPE(t)
+	p.setIPCache("10.0.2.2/32", 400)
+	if err := p.config.Put(uint32(0), policymap.PolicyConfig{AllowSample: 1}); err != nil {
+		t.Fatal(err)
+	}
+	want := func(what string, n int) {
+		t.Helper()
+		var got []policymap.Verdict
+		for {
+			p.ring.SetDeadline(time.Now().Add(50 * time.Millisecond))
+			rec, err := p.ring.Read()
+			if err != nil {
+				break
+			}
+			got = append(got, decode(t, rec.RawSample))
+		}
+		if len(got) != n {
+			t.Fatalf("%s: %d records, want %d: %+v", what, len(got), n, got)
+		}
+		for _, v := range got {
+			if v.Verdict != policymap.VerdictAllow || v.Reason != policymap.ReasonForwarded || v.Dir != policymap.DirIngress ||
+				v.SrcIdentity != 400 || v.DstIdentity != 300 || v.Endpoint != epID || v.Dport != 80 {
+				t.Errorf("%s: record %+v, want a forwarded allow 400 -> 300 on port 80", what, v)
+			}
+		}
+	}
+	// Nothing enforced.
+	p.setEndpoint(0)
+	p.expect(p.ingress, tcp(peer, pod, 5000, 80, pkttest.SYN), tcxNext, "SYN")
+	p.expect(p.ingress, tcp(peer, pod, 5000, 80, pkttest.ACK), tcxNext, "ACK")
+	p.expect(p.egress, tcp(pod, peer, 80, 5000, pkttest.SYN|pkttest.ACK), tcxNext, "SYN-ACK out")
+	p.expect(p.ingress, udp(peer, pod, 5000, 80), tcxNext, "UDP, untracked")
+	want("nothing enforced", 1)
+	// Egress enforced, ingress open: every new flow in, once.
+	p.setEndpoint(policymap.EnforceEgress)
+	p.expect(p.ingress, udp(peer, pod, 5001, 80), tcxNext, "UDP in")
+	p.expect(p.ingress, udp(peer, pod, 5001, 80), tcxNext, "UDP in again")
+	p.expect(p.egress, udp(pod, peer, 80, 5001), tcxNext, "UDP reply")
+	want("egress enforced", 1)
+	// Ingress enforced: policy decides, reason policy-allowed or denied.
+	p.setEndpoint(policymap.EnforceIngress)
+	p.expect(p.ingress, tcp(peer, pod, 5002, 80, pkttest.SYN), tcShot, "SYN denied")
+	p.next()
+}

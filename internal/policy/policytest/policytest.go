@@ -85,7 +85,7 @@ func (w *World) Apply(eng *policy.Engine, data []byte) error {
 				return err
 			}
 			ns := obj.Metadata.Namespace
-			if meta.Kind == "FastpathClusterwideNetworkPolicy" {
+			if kind == "FastpathClusterwideNetworkPolicy" {
 				ns = ""
 			}
 			eng.UpsertFastpathPolicy(&fpnetpol.Policy{Namespace: ns, Name: obj.Metadata.Name, Spec: obj.Spec})
