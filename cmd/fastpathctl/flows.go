@@ -95,6 +95,10 @@ func printer(w io.Writer, output string, max int) func(flows.Event) error {
 		if err != nil {
 			return err
 		}
+		// -n counts events; notes of what was lost are extra lines.
+		if e.Type == flows.TypeLost {
+			return nil
+		}
 		if n++; max > 0 && n >= max {
 			return errEnough
 		}

@@ -15,7 +15,7 @@ import (
 // matching --type and --namespace reaches the output.
 func TestMonitorReadsTheAgentStream(t *testing.T) {
 	hub := flows.NewHub()
-	srv := httptest.NewServer(flows.StreamHandler(hub))
+	srv := httptest.NewServer(flows.StreamHandler(hub, nil))
 	defer srv.Close()
 	stop := make(chan struct{})
 	defer close(stop)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
@@ -42,8 +43,25 @@ const (
 // flowMonitor is the agent's one reader of the verdict ring: records
 // become events with names (flows.FromVerdict) on hub.
 type flowMonitor struct {
-	hub *flows.Hub
-	fm  *flowmap.Map // the flow map page's edges
+	hub      *flows.Hub
+	fm       *flowmap.Map // the flow map page's edges
+	counters *ebpf.Map    // fp_policy_metrics
+}
+
+// unwritten is how many records the datapath did not write (over the
+// drop budget, or the ring full), summed over CPUs.
+func (m *flowMonitor) unwritten() uint64 {
+	var n uint64
+	for _, idx := range []uint32{policymap.MetricRingLost, policymap.MetricRateLimited} {
+		var perCPU []uint64
+		if err := m.counters.Lookup(idx, &perCPU); err != nil {
+			continue
+		}
+		for _, c := range perCPU {
+			n += c
+		}
+	}
+	return n
 }
 
 // startFlows writes the records' settings and starts reading the ring.
@@ -59,7 +77,7 @@ func (a *Agent) startFlows(ctx context.Context) (*flowMonitor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verdict ring: %w", err)
 	}
-	m := &flowMonitor{hub: flows.NewHub(), fm: flowmap.New(flowMapWindow, flowMapEdges)}
+	m := &flowMonitor{hub: flows.NewHub(), fm: flowmap.New(flowMapWindow, flowMapEdges), counters: a.dp.VerdictCounters()}
 	go m.fm.Run(ctx, m.hub)
 	node := ""
 	if a.cfg.Kubernetes != nil {
@@ -95,7 +113,7 @@ const (
 // /flows/ is the flow map page and /v1/flowmap its data.
 func (m *flowMonitor) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/flows", flows.StreamHandler(m.hub))
+	mux.Handle("/v1/flows", flows.StreamHandler(m.hub, m.unwritten))
 	fm := m.fm.Handler()
 	mux.Handle("/v1/flowmap", fm)
 	mux.Handle("/flows/", fm)

@@ -352,6 +352,10 @@ func Uninstall(pinDir string) error {
 // tc_policy alike: tc_lb's object holds it whether policy is on or not.
 func (d *Datapath) Verdicts() *ebpf.Map { return d.tc.FpVerdicts }
 
+// VerdictCounters is fp_policy_metrics: per-CPU counts of records not
+// written (policymap.MetricRingLost, MetricRateLimited) and policy drops.
+func (d *Datapath) VerdictCounters() *ebpf.Map { return d.tc.FpPolicyMetrics }
+
 // VerdictConfig is fp_policy_config: allow sampling and the per-CPU
 // budget of drop records, for tc_lb's and tc_policy's records.
 func (d *Datapath) VerdictConfig() bpfmap.Map[uint32, policymap.PolicyConfig] {

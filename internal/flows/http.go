@@ -70,8 +70,10 @@ func (f Filter) Query() url.Values {
 // Event a line, filtered by the query (ParseFilter), until the client
 // goes away. A client that reads too slowly loses events rather than
 // holding the hub up; each loss is reported in-line as an event of
-// Type "lost" whose Summary says how many.
-func StreamHandler(h *Hub) http.Handler {
+// Type "lost" whose Summary says how many. So are the records the
+// datapath did not write (unwritten, a running count; nil: not known),
+// which a filter cannot tell apart, so every client sees them.
+func StreamHandler(h *Hub, unwritten func() uint64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, err := ParseFilter(r.URL.Query())
 		if err != nil {
@@ -85,7 +87,10 @@ func StreamHandler(h *Hub) http.Handler {
 		rc := http.NewResponseController(w)
 		_ = rc.Flush()
 		enc := json.NewEncoder(w)
-		var lost uint64
+		var lost, skipped uint64
+		if unwritten != nil {
+			skipped = unwritten()
+		}
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
@@ -101,10 +106,20 @@ func StreamHandler(h *Hub) http.Handler {
 					return
 				}
 			case <-tick.C:
+				var notes []string
 				if n := sub.Lost(); n != lost {
-					ev := Event{Time: time.Now(), Type: TypeLost, Summary: fmt.Sprintf("%d events lost: this client read too slowly", n-lost)}
+					notes = append(notes, fmt.Sprintf("%d events lost: this client read too slowly", n-lost))
 					lost = n
-					if enc.Encode(ev) != nil || rc.Flush() != nil {
+				}
+				if unwritten != nil {
+					if n := unwritten(); n > skipped {
+						notes = append(notes, fmt.Sprintf("%d records not written by the datapath: over the drop records' budget "+
+							"(--monitor-drops-per-sec) or the ring full (counted in fp_policy_metrics)", n-skipped))
+						skipped = n
+					}
+				}
+				for _, note := range notes {
+					if enc.Encode(Event{Time: time.Now(), Type: TypeLost, Summary: note}) != nil || rc.Flush() != nil {
 						return
 					}
 				}
