@@ -34,6 +34,7 @@
 #include "maps.h"
 #include "affinity.h"
 #include "service.h"
+#include "verdict.h"
 
 /* Return values of cgroup sock_addr and sock programs. */
 #define SYS_REJECT 0
@@ -79,6 +80,19 @@ static __always_inline int record_revnat(struct bpf_sock_addr *ctx,
 }
 
 /*
+ * record_no_backend writes the verdict record of a connect()/sendmsg()
+ * refused for want of backends (verdict.h), within the drop records'
+ * budget. The socket is not bound yet, so the record has no source.
+ */
+static __always_inline void record_no_backend(__u32 ip4, __u16 port, __u8 proto, __u32 rev_nat_id)
+{
+	struct fp_pflow f = {.daddr = ip4, .dport = port, .proto = proto};
+
+	if (fp_verdict_wanted(FP_VERDICT_DROP))
+		fp_verdict_write(&f, 0, 0, 0, FP_DIR_EGRESS, FP_VERDICT_DROP, FP_REASON_LB_NO_BACKEND, rev_nat_id);
+}
+
+/*
  * xlate_fwd rewrites a VIP destination to a backend. Returns SYS_PROCEED
  * (translated or not a service) or SYS_REJECT with the errno set for the
  * caller of connect()/sendmsg().
@@ -110,6 +124,7 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 	if (count == 0) {
 		/* What kube-proxy's REJECT gives the client. */
 		metric_inc(FP_METRIC_SOCK_NO_BACKEND);
+		record_no_backend(ip4, port, (__u8)proto, rev_nat_id);
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}

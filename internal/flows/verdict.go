@@ -44,8 +44,12 @@ func FromVerdict(v policymap.Verdict, now time.Time, n Names) Event {
 	if v.Verdict == policymap.VerdictAllow {
 		e.Type, e.Verdict = TypeAllow, VerdictAllowed
 	}
-	if v.Reason >= policymap.ReasonLBNoBackend && v.Cookie != 0 {
+	if v.Reason >= policymap.ReasonLBNoBackend && v.Reason <= policymap.ReasonLBNoRoute && v.Cookie != 0 {
 		e.Destination.Service = n.Service(v.Cookie, v.Proto)
+		// A service's namespace is its frontend's, for filters and the map.
+		if ns, _, ok := strings.Cut(e.Destination.Service, "/"); ok && e.Destination.Namespace == "" {
+			e.Destination.Namespace = ns
+		}
 	}
 	e.Summary = summary(v, &e, n)
 	return e
@@ -53,6 +57,10 @@ func FromVerdict(v policymap.Verdict, now time.Time, n Names) Event {
 
 func endpointOf(addr [16]byte, port uint16, id identity.ID, n Names) Endpoint {
 	a := netip.AddrFrom16(addr).Unmap()
+	if a.IsUnspecified() {
+		// sock_lb's records: the socket has no source address yet.
+		return Endpoint{Port: port}
+	}
 	ep := Endpoint{IP: a.String(), Port: port, Identity: uint32(id)}
 	ep.Namespace, ep.Pod = n.Pod(a)
 	ns, labels, cidr := n.Identity(id)
@@ -67,6 +75,9 @@ func endpointOf(addr [16]byte, port uint16, id identity.ID, n Names) Endpoint {
 // who names an end for a sentence: ns/pod, else the identity's labels,
 // else the address.
 func who(p *Endpoint) string {
+	if p.IP == "" {
+		return "a local socket"
+	}
 	if p.Pod != "" {
 		return p.Namespace + "/" + p.Pod
 	}
@@ -108,6 +119,9 @@ func summary(v policymap.Verdict, e *Event, n Names) string {
 	case policymap.ReasonForwarded:
 		return "forwarded: no ingress policy selects " + who(&e.Destination) + ": " + e.flow()
 	case policymap.ReasonLBNoBackend:
+		if e.Source.IP == "" {
+			return fmt.Sprintf("no backend for service %s: connect() refused (ECONNREFUSED) by the socket load balancer", svc)
+		}
 		return fmt.Sprintf("no backend for service %s: rejected with ICMP port unreachable (from %s)", svc, who(&e.Source))
 	case policymap.ReasonLBSourceRange:
 		return fmt.Sprintf("source range denied: %s is outside loadBalancerSourceRanges of service %s", e.Source.IP, svc)

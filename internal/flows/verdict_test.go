@@ -60,6 +60,8 @@ func TestFromVerdictSentences(t *testing.T) {
 		{denied, "policy denied: ingress of fp-b/server: denied: enforced by fp-b/deny-all, and no rule allows identity 4711 on tcp/8080"},
 		{verdict("10.0.0.1", "10.96.0.10", 80, policymap.ReasonLBNoBackend, 7),
 			"no backend for service fp-b/web (10.96.0.10:80): rejected with ICMP port unreachable (from fp-a/client)"},
+		{verdict("0.0.0.0", "10.96.0.10", 80, policymap.ReasonLBNoBackend, 7),
+			"no backend for service fp-b/web (10.96.0.10:80): connect() refused (ECONNREFUSED) by the socket load balancer"},
 		{verdict("192.0.2.9", "10.96.0.10", 80, policymap.ReasonLBSourceRange, 7),
 			"source range denied: 192.0.2.9 is outside loadBalancerSourceRanges of service fp-b/web (10.96.0.10:80)"},
 		{verdict("10.0.0.1", "10.0.0.2", 80, policymap.ReasonLBCTFull, 0), "CT map full: cannot track new flow, dropped (fp_ct insert failed): fp-a/client -> fp-b/server TCP/80"},
@@ -73,6 +75,9 @@ func TestFromVerdictSentences(t *testing.T) {
 		if e.Type != TypeDrop || e.Verdict != VerdictDropped || e.Reason != policymap.ReasonName(tc.v.Reason) || !e.Time.Equal(now) {
 			t.Errorf("event %+v", e)
 		}
+	}
+	if e := FromVerdict(verdict("10.0.0.1", "10.96.0.10", 80, policymap.ReasonLBNoBackend, 7), now, fakeNames{}); e.Destination.Namespace != "fp-b" {
+		t.Errorf("a service's drop is in namespace %q, want the service's fp-b", e.Destination.Namespace)
 	}
 	allow := verdict("10.0.0.1", "10.0.0.2", 80, policymap.ReasonPolicyAllowed, 0)
 	allow.Verdict = policymap.VerdictAllow

@@ -108,6 +108,18 @@ type SocklbFpMetric struct {
 	Bytes   uint64
 }
 
+type SocklbFpPolicyBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	LastNs uint64
+}
+
+type SocklbFpPolicyCfg struct {
+	_           structs.HostLayout
+	AllowSample uint32
+	DropsPerSec uint32
+}
+
 type SocklbFpRevNat struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -183,10 +195,14 @@ const (
 	SocklbMapFpCt                = "fp_ct"
 	SocklbMapFpMetrics           = "fp_metrics"
 	SocklbMapFpNoMasq            = "fp_no_masq"
+	SocklbMapFpPolicyConfig      = "fp_policy_config"
+	SocklbMapFpPolicyMetrics     = "fp_policy_metrics"
+	SocklbMapFpPolicyRl          = "fp_policy_rl"
 	SocklbMapFpRevNat            = "fp_rev_nat"
 	SocklbMapFpServices          = "fp_services"
 	SocklbMapFpSockRevnat        = "fp_sock_revnat"
 	SocklbMapFpSourceRanges      = "fp_source_ranges"
+	SocklbMapFpVerdicts          = "fp_verdicts"
 	SocklbProgFpSockConnect4     = "fp_sock_connect4"
 	SocklbProgFpSockGetpeername4 = "fp_sock_getpeername4"
 	SocklbProgFpSockRecvmsg4     = "fp_sock_recvmsg4"
@@ -247,16 +263,20 @@ type SocklbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SocklbMapSpecs struct {
-	FpAffinity     *ebpf.MapSpec `ebpf:"fp_affinity"`
-	FpBackends     *ebpf.MapSpec `ebpf:"fp_backends"`
-	FpConfig       *ebpf.MapSpec `ebpf:"fp_config"`
-	FpCt           *ebpf.MapSpec `ebpf:"fp_ct"`
-	FpMetrics      *ebpf.MapSpec `ebpf:"fp_metrics"`
-	FpNoMasq       *ebpf.MapSpec `ebpf:"fp_no_masq"`
-	FpRevNat       *ebpf.MapSpec `ebpf:"fp_rev_nat"`
-	FpServices     *ebpf.MapSpec `ebpf:"fp_services"`
-	FpSockRevnat   *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
-	FpSourceRanges *ebpf.MapSpec `ebpf:"fp_source_ranges"`
+	FpAffinity      *ebpf.MapSpec `ebpf:"fp_affinity"`
+	FpBackends      *ebpf.MapSpec `ebpf:"fp_backends"`
+	FpConfig        *ebpf.MapSpec `ebpf:"fp_config"`
+	FpCt            *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpMetrics       *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpNoMasq        *ebpf.MapSpec `ebpf:"fp_no_masq"`
+	FpPolicyConfig  *ebpf.MapSpec `ebpf:"fp_policy_config"`
+	FpPolicyMetrics *ebpf.MapSpec `ebpf:"fp_policy_metrics"`
+	FpPolicyRl      *ebpf.MapSpec `ebpf:"fp_policy_rl"`
+	FpRevNat        *ebpf.MapSpec `ebpf:"fp_rev_nat"`
+	FpServices      *ebpf.MapSpec `ebpf:"fp_services"`
+	FpSockRevnat    *ebpf.MapSpec `ebpf:"fp_sock_revnat"`
+	FpSourceRanges  *ebpf.MapSpec `ebpf:"fp_source_ranges"`
+	FpVerdicts      *ebpf.MapSpec `ebpf:"fp_verdicts"`
 }
 
 // SocklbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -285,16 +305,20 @@ func (o *SocklbObjects) Close() error {
 //
 // It can be passed to LoadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SocklbMaps struct {
-	FpAffinity     *ebpf.Map `ebpf:"fp_affinity"`
-	FpBackends     *ebpf.Map `ebpf:"fp_backends"`
-	FpConfig       *ebpf.Map `ebpf:"fp_config"`
-	FpCt           *ebpf.Map `ebpf:"fp_ct"`
-	FpMetrics      *ebpf.Map `ebpf:"fp_metrics"`
-	FpNoMasq       *ebpf.Map `ebpf:"fp_no_masq"`
-	FpRevNat       *ebpf.Map `ebpf:"fp_rev_nat"`
-	FpServices     *ebpf.Map `ebpf:"fp_services"`
-	FpSockRevnat   *ebpf.Map `ebpf:"fp_sock_revnat"`
-	FpSourceRanges *ebpf.Map `ebpf:"fp_source_ranges"`
+	FpAffinity      *ebpf.Map `ebpf:"fp_affinity"`
+	FpBackends      *ebpf.Map `ebpf:"fp_backends"`
+	FpConfig        *ebpf.Map `ebpf:"fp_config"`
+	FpCt            *ebpf.Map `ebpf:"fp_ct"`
+	FpMetrics       *ebpf.Map `ebpf:"fp_metrics"`
+	FpNoMasq        *ebpf.Map `ebpf:"fp_no_masq"`
+	FpPolicyConfig  *ebpf.Map `ebpf:"fp_policy_config"`
+	FpPolicyMetrics *ebpf.Map `ebpf:"fp_policy_metrics"`
+	FpPolicyRl      *ebpf.Map `ebpf:"fp_policy_rl"`
+	FpRevNat        *ebpf.Map `ebpf:"fp_rev_nat"`
+	FpServices      *ebpf.Map `ebpf:"fp_services"`
+	FpSockRevnat    *ebpf.Map `ebpf:"fp_sock_revnat"`
+	FpSourceRanges  *ebpf.Map `ebpf:"fp_source_ranges"`
+	FpVerdicts      *ebpf.Map `ebpf:"fp_verdicts"`
 }
 
 func (m *SocklbMaps) Close() error {
@@ -305,10 +329,14 @@ func (m *SocklbMaps) Close() error {
 		m.FpCt,
 		m.FpMetrics,
 		m.FpNoMasq,
+		m.FpPolicyConfig,
+		m.FpPolicyMetrics,
+		m.FpPolicyRl,
 		m.FpRevNat,
 		m.FpServices,
 		m.FpSockRevnat,
 		m.FpSourceRanges,
+		m.FpVerdicts,
 	)
 }
 

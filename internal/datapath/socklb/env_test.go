@@ -153,7 +153,7 @@ func loadObjects(t *testing.T, pinDir string) *bpfobj.SocklbObjects {
 		t.Fatal(err)
 	}
 	for _, m := range spec.Maps {
-		if m.MaxEntries > 1024 && m.Type != ebpf.PerCPUArray {
+		if m.MaxEntries > 1024 && m.Type != ebpf.PerCPUArray && m.Type != ebpf.RingBuf { // a ring is sized in pages
 			m.MaxEntries = 1024 // keep the test's memory small
 		}
 	}

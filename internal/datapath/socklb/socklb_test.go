@@ -3,16 +3,20 @@ package socklb
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/bpfobj"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 )
 
 // rounds is how many connections the balancing tests make. With two
@@ -130,6 +134,35 @@ func TestNoBackendsRefusesWithECONNREFUSED(t *testing.T) {
 	}
 	if got := e.srv.total(); got != 0 {
 		t.Errorf("servers saw %d connections or datagrams, want 0", got)
+	}
+	// Each refusal is a verdict record naming the service (rev-nat id),
+	// without a source: the socket is not bound yet.
+	r, err := ringbuf.NewReader(e.objs.FpVerdicts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for {
+		r.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		rec, err := r.Read()
+		if err != nil {
+			break
+		}
+		v, err := policymap.DecodeVerdict(rec.RawSample)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s:%d/%d rev %d from %s", policymap.ReasonName(v.Reason),
+			netip.AddrFrom16(v.Daddr).Unmap(), v.Dport, v.Proto, v.Cookie, netip.AddrFrom16(v.Saddr).Unmap()))
+	}
+	want := []string{
+		fmt.Sprintf("no-backend %s/6 rev 3 from 0.0.0.0", vipEmptyT),
+		fmt.Sprintf("no-backend %s/17 rev 4 from 0.0.0.0", vipEmptyU),
+		fmt.Sprintf("no-backend %s/17 rev 4 from 0.0.0.0", vipEmptyU),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("verdict records\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 

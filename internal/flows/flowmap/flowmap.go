@@ -108,6 +108,8 @@ func node(p *flows.Endpoint) Node {
 		return Node{ID: p.Namespace + "/" + label, Label: label, Namespace: p.Namespace, Kind: "workload"}
 	case p.World:
 		return Node{ID: "world", Label: "world", Kind: "world"}
+	case p.IP == "":
+		return Node{ID: "local-socket", Label: "a local socket", Kind: "ip"}
 	}
 	return Node{ID: p.IP, Label: p.IP, Kind: "ip"}
 }
