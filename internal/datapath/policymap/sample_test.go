@@ -13,22 +13,31 @@ import (
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
 
-// count reads every record the ring holds now and counts the allows.
-func (p *pe) countAllows() (allows int) {
+// drain reads every record the ring holds now.
+func (p *pe) drain() []policymap.Verdict {
 	p.t.Helper()
+	var out []policymap.Verdict
 	for {
 		p.ring.SetDeadline(time.Now().Add(50 * time.Millisecond))
 		rec, err := p.ring.Read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return allows
+			return out
 		}
 		if err != nil {
 			p.t.Fatal(err)
 		}
-		if v := decode(p.t, rec.RawSample); v.Verdict == policymap.VerdictAllow {
+		out = append(out, decode(p.t, rec.RawSample))
+	}
+}
+
+// countAllows drains the ring and counts the allows.
+func (p *pe) countAllows() (allows int) {
+	for _, v := range p.drain() {
+		if v.Verdict == policymap.VerdictAllow {
 			allows++
 		}
 	}
+	return allows
 }
 
 // --monitor-allow-sample N: 1 in N new flows a policy allowed writes an
@@ -88,15 +97,7 @@ func TestForwardedFlowsSampled(t *testing.T) {
 	}
 	want := func(what string, n int) {
 		t.Helper()
-		var got []policymap.Verdict
-		for {
-			p.ring.SetDeadline(time.Now().Add(50 * time.Millisecond))
-			rec, err := p.ring.Read()
-			if err != nil {
-				break
-			}
-			got = append(got, decode(t, rec.RawSample))
-		}
+		got := p.drain()
 		if len(got) != n {
 			t.Fatalf("%s: %d records, want %d: %+v", what, len(got), n, got)
 		}
