@@ -11,6 +11,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 	"github.com/fastpath-net/fastpath/internal/flows"
@@ -128,17 +130,58 @@ func (m *flowMonitor) handler() http.Handler {
 type agentNames struct{ a *Agent }
 
 func (n agentNames) Pod(ip netip.Addr) (string, string) {
-	if n.a.eps == nil {
-		return "", ""
+	if n.a.eps != nil {
+		for _, ep := range n.a.eps.List() {
+			for _, a := range ep.IPs {
+				if a == ip {
+					return ep.Pod.Namespace, ep.Pod.Name
+				}
+			}
+		}
 	}
-	for _, ep := range n.a.eps.List() {
-		for _, a := range ep.IPs {
-			if a == ip {
-				return ep.Pod.Namespace, ep.Pod.Name
+	// Pods of other nodes: the policy's Pod informer, when it runs.
+	if pc := n.a.policy; pc != nil {
+		pc.mu.Lock()
+		idx := pc.podsByIP
+		pc.mu.Unlock()
+		if idx == nil {
+			return "", ""
+		}
+		if objs, err := idx.ByIndex(podIPIndex, ip.String()); err == nil && len(objs) == 1 {
+			if p, ok := objs[0].(*corev1.Pod); ok {
+				return p.Namespace, p.Name
 			}
 		}
 	}
 	return "", ""
+}
+
+// podIPIndex indexes pods by the addresses in status.podIPs; host-network
+// pods are left out (they share the node's address).
+const podIPIndex = "podIP"
+
+// indexPodIPs adds the pod-IP index to the Pod informer before it starts
+// and keeps its indexer for agentNames; it returns inf.
+func (c *policyCtl) indexPodIPs(inf cache.SharedIndexInformer) cache.SharedIndexInformer {
+	err := inf.AddIndexers(cache.Indexers{podIPIndex: func(obj any) ([]string, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Spec.HostNetwork {
+			return nil, nil
+		}
+		ips := make([]string, 0, len(p.Status.PodIPs))
+		for _, ip := range p.Status.PodIPs {
+			ips = append(ips, ip.IP)
+		}
+		return ips, nil
+	}})
+	if err != nil {
+		c.log.Error("policy: pod IP index (flow events will not name pods of other nodes)", "error", err)
+		return inf
+	}
+	c.mu.Lock()
+	c.podsByIP = inf.GetIndexer()
+	c.mu.Unlock()
+	return inf
 }
 
 func (n agentNames) Identity(id identity.ID) (string, []string, string) {

@@ -68,6 +68,9 @@ type policyCtl struct {
 	l7         *l7policy.Table         // the L7 proxy's rules; nil without it (l7.go)
 
 	kick chan struct{}
+	// podsByIP indexes the Pod informer by pod IP, for naming the peers
+	// of flow events (flows.go); nil until the informer is built.
+	podsByIP cache.Indexer
 }
 
 // newPolicyCtl builds the controller; nothing runs before run.
@@ -115,7 +118,7 @@ func (c *policyCtl) run(ctx context.Context, client kubernetes.Interface) {
 		h   cache.ResourceEventHandlerFuncs
 	}{
 		{nsInf.Informer(), handlers(c, c.onNamespace, func(o *corev1.Namespace) { c.engine.DeleteNamespace(o.Name) })},
-		{f.Core().V1().Pods().Informer(), handlers(c, c.onPod, c.onPodDeleted)},
+		{c.indexPodIPs(f.Core().V1().Pods().Informer()), handlers(c, c.onPod, c.onPodDeleted)},
 		{f.Networking().V1().NetworkPolicies().Informer(), handlers(c, c.engine.UpsertPolicy, func(o *networkingv1.NetworkPolicy) {
 			c.engine.DeletePolicy(o.Namespace, o.Name)
 		})},

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -224,7 +225,7 @@ func monitorShowsDrop(t *testing.T, bin string, i int, from *nettopo.NS, addr, p
 	done := make(chan result, 1)
 	go func() {
 		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", nodeNSName(i), filepath.Join(bin, "fastpathctl"),
-			"monitor", "--type", "drop", "--reason", "policy-denied", "-n", "1").CombinedOutput()
+			"monitor", "--type", "drop", "--reason", "policy-denied", "-n", "1", "-o", "json").Output()
 		done <- result{out, err}
 	}()
 	var res result
@@ -242,11 +243,19 @@ probe:
 	if res.err != nil {
 		t.Fatalf("fastpathctl monitor: %v\n%s", res.err, res.out)
 	}
-	line := string(res.out)
-	if !strings.Contains(line, "DROP") || !strings.Contains(line, "policy denied: ingress of ") || !strings.Contains(line, policy) {
-		t.Fatalf("monitor printed %q, want a DROP saying \"policy denied: ingress of ...\" and naming %s", line, policy)
+	var e flows.Event
+	for dec := json.NewDecoder(bytes.NewReader(res.out)); e.Type == "" || e.Type == flows.TypeLost; {
+		if err := dec.Decode(&e); err != nil {
+			t.Fatalf("monitor printed %q: %v", res.out, err)
+		}
 	}
-	t.Logf("monitor: %s", strings.TrimSpace(line))
+	// Both ends named: the client, on the other node, through the Pod
+	// informer's IP index; the server through its endpoint record.
+	if e.Type != flows.TypeDrop || !strings.HasPrefix(e.Summary, "policy denied: ingress of ") || !strings.Contains(e.Summary, policy) ||
+		e.Source.Pod != "client" || !strings.HasPrefix(e.Destination.Pod, "web-") {
+		t.Fatalf("monitor printed %s, want a drop from pod client to a web pod saying \"policy denied: ingress of ...\" and naming %s", res.out, policy)
+	}
+	t.Logf("monitor: %s -> %s/%s: %s", e.Source.Pod, e.Destination.Namespace, e.Destination.Pod, e.Summary)
 
 	// The same drops are an edge of the node's flow map.
 	node, err := nettopo.OpenNS(nodeNSName(i))
