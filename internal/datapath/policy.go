@@ -75,11 +75,6 @@ func (p *Policy) Maps() policymap.Maps {
 	}
 }
 
-// Config is fp_policy_config: verdict sampling and the drop records' budget.
-func (p *Policy) Config() bpfmap.Map[uint32, policymap.PolicyConfig] {
-	return bpfmap.NewKernel[uint32, policymap.PolicyConfig](p.egress.FpPolicyConfig, "fp_policy_config")
-}
-
 // policyPins are the link pins of tc_policy on ifc: its TC ingress (the
 // pod's egress) and its TC egress (the pod's ingress). Neither starts
 // with "tc-ingress-", which AttachedTC lists as tc_lb's.
