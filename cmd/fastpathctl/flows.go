@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fastpath-net/fastpath/internal/agent"
 	"github.com/fastpath-net/fastpath/internal/ctl"
@@ -181,11 +182,16 @@ func streamPinned(ctx context.Context, dir, stateDir string, f flows.Filter, fn 
 type pinnedNames struct {
 	stateDir string
 	pins     *ctl.Pinned
+	eps      []*endpoint.Endpoint // the records, read again after a second
+	read     time.Time
 }
 
 func (n *pinnedNames) Pod(ip netip.Addr) (string, string) {
-	eps, _ := endpoint.Load(endpoint.Dir(n.stateDir))
-	for _, ep := range eps {
+	if time.Since(n.read) > time.Second {
+		n.eps, _ = endpoint.Load(endpoint.Dir(n.stateDir))
+		n.read = time.Now()
+	}
+	for _, ep := range n.eps {
 		for _, a := range ep.IPs {
 			if a == ip {
 				return ep.Pod.Namespace, ep.Pod.Name

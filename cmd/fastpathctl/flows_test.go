@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"net"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fastpath-net/fastpath/internal/endpoint"
 	"github.com/fastpath-net/fastpath/internal/flows"
 )
 
@@ -72,14 +74,24 @@ func TestMonitorFallsBackToThePinnedRing(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	ln.Close()
+	// The dropping pod has an endpoint record: the fallback names it.
+	state := t.TempDir()
+	eps, err := endpoint.Open(endpoint.Dir(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eps.Put(endpoint.Endpoint{Key: endpoint.Key{Network: "fp", ContainerID: "c1", IfName: "eth0"},
+		IPs: []netip.Addr{netip.MustParseAddr("10.0.1.1")}, Pod: endpoint.Pod{Namespace: "fp-mon", Name: "client"}}); err != nil {
+		t.Fatal(err)
+	}
 	var out, errOut bytes.Buffer
-	if code := run([]string{"--bpffs-dir", dir, "--cni-state-dir", t.TempDir(), "monitor", "--agent", closed, "--type", "policy", "-n", "1"}, &out, &errOut); code != 0 {
+	if code := run([]string{"--bpffs-dir", dir, "--cni-state-dir", state, "monitor", "--agent", closed, "--type", "policy", "-n", "1"}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	if !strings.Contains(errOut.String(), "reading the pinned verdict ring directly") {
 		t.Errorf("no note of the fallback: %q", errOut.String())
 	}
-	want := "DROP  dropped policy denied: egress of endpoint 9, peer identity world-ipv4, 10.0.1.1 -> 192.0.2.1 TCP/443"
+	want := "DROP  dropped policy denied: egress of endpoint 9, peer identity world-ipv4, fp-mon/client -> 192.0.2.1 TCP/443"
 	if got := strings.TrimSpace(out.String()); !strings.HasSuffix(got, want) {
 		t.Errorf("got  %q\nwant suffix %q", got, want)
 	}
