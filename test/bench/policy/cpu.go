@@ -135,13 +135,14 @@ func (b *bench) loadBulk(ctx context.Context, nodeIPs map[string]string) (create
 			return 0, nil, err
 		}
 	}
-	prof := b.profile(ctx, "bulk", 30)
-	defer prof.wait(b.cfg)
 	start := time.Now()
 	if err := createBulk(ctx, b.cs, b.cfg, nodeIPs); err != nil {
 		return 0, nil, err
 	}
 	created = time.Since(start)
+	// The agents' work follows the writes.
+	prof := b.profile(ctx, "bulk", 30)
+	defer prof.wait(b.cfg)
 	logf(b.cfg, "bulk: %d namespaces, %d pods, %d policies written in %s", b.cfg.Namespaces, b.cfg.bulkPods(), b.cfg.Policies, ms(created))
 	ips := make([]netip.Addr, b.cfg.bulkPods())
 	for j := range ips {

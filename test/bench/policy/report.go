@@ -70,6 +70,10 @@ func markdown(res *results) string {
 		cfg.Command, res.Start.UTC().Format("2006-01-02 15:04 UTC"), res.End.Sub(res.Start).Round(time.Second))
 	p("Machine: %s, %d CPUs, %s, %s, %s. Load average (1 5 15 min) at the start %s, at the end %s.",
 		res.Machine.CPU, res.Machine.NumCPU, res.Machine.MemTotal, res.Machine.Kernel, res.Machine.GoVersion, res.LoadStart, res.LoadEnd)
+	if res.Err != "" {
+		p("")
+		p("**The run ended early; what follows is what it measured before:** %s", res.Err)
+	}
 	p("")
 	p("## Setup")
 	p("")

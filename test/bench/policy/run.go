@@ -53,6 +53,7 @@ type results struct {
 	Rate                []rateRow
 	Identities          int
 	RateTarget, RateVia string
+	Err                 string // the run ended early: what it measured is in the report
 }
 
 func run(ctx context.Context, cfg config) (err error) {
@@ -104,21 +105,14 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	if res.BulkCreated, res.Bulk, err = b.loadBulk(ctx, nodeIPs); err != nil {
+	if err := b.measure(ctx, res, nodeIPs); err != nil {
+		// What was measured is still worth reading.
+		res.Err = err.Error()
+		res.End, res.LoadEnd = time.Now(), procstat.LoadAvg()
+		if werr := writeReport(cfg.Out, res); werr != nil {
+			err = errors.Join(err, werr)
+		}
 		return err
-	}
-	res.Changes, err = b.changeSeries(ctx)
-	if err != nil {
-		return err
-	}
-	if res.Cold, err = b.coldStarts(ctx); err != nil {
-		return err
-	}
-	if res.Rate, err = b.rateSeries(ctx); err != nil {
-		return err
-	}
-	if ids, err := b.identities(); err == nil {
-		res.Identities = ids
 	}
 	res.End, res.LoadEnd = time.Now(), procstat.LoadAvg()
 	if err := writeReport(cfg.Out, res); err != nil {
@@ -126,6 +120,24 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	logf(cfg, "wrote %s and %s (%s)", filepath.Join(cfg.Out, "policy.md"), filepath.Join(cfg.Out, "policy.csv"), res.End.Sub(res.Start).Round(time.Second))
 	return nil
+}
+
+// measure runs the measurements in turn, filling res.
+func (b *bench) measure(ctx context.Context, res *results, nodeIPs map[string]string) (err error) {
+	if res.BulkCreated, res.Bulk, err = b.loadBulk(ctx, nodeIPs); err != nil {
+		return err
+	}
+	if ids, err := b.identities(); err == nil {
+		res.Identities = ids
+	}
+	if res.Changes, err = b.changeSeries(ctx); err != nil {
+		return err
+	}
+	if res.Cold, err = b.coldStarts(ctx); err != nil {
+		return err
+	}
+	res.Rate, err = b.rateSeries(ctx)
+	return err
 }
 
 // setup finds the web pod of every node and opens the probes and the
