@@ -14,7 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -32,6 +34,8 @@ const (
 	identityGCInterval = time.Minute
 	identityGCGrace    = 5 * time.Minute
 	identityTouchAfter = 2 * time.Minute
+	identityQPS        = 50
+	identityBurst      = 100
 )
 
 // policyCtl enforces NetworkPolicy on this node: informers of Namespaces,
@@ -78,7 +82,19 @@ func newPolicyCtl(cfg Config, dp *datapath.Datapath) (*policyCtl, error) {
 	if dp.Policy() == nil {
 		return nil, fmt.Errorf("policy: the datapath was loaded without tc_policy")
 	}
-	dyn, err := k8s.NewDynamicClient(cfg.Kubernetes.Kubeconfig)
+	rc, err := k8s.RESTConfig(cfg.Kubernetes.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	// FastpathIdentities are a CRD: no protobuf.
+	dynCfg := rest.CopyConfig(rc)
+	dynCfg.ContentType, dynCfg.AcceptContentTypes = "application/json", "application/json"
+	// client-go's default of 5 requests/s made a namespace relabel (one
+	// new label set per app in it, three requests each) take seconds to
+	// reach the datapath (docs/benchmarks/policy.md). An agent allocates
+	// only its own pods' label sets: kubelet's limits are safe here.
+	dynCfg.QPS, dynCfg.Burst = identityQPS, identityBurst
+	dyn, err := dynamic.NewForConfig(dynCfg)
 	if err != nil {
 		return nil, err
 	}
