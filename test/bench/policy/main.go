@@ -22,8 +22,9 @@
 //     selector reads. Each opens one port of the web pods to the client
 //     (and, but for add and delete, closes the other). Latency: from the
 //     apiserver's answer to the write until a connection from the client
-//     pod to a web pod on EVERY node gets through (probes 1 ms apart, 20 ms
-//     connect timeout), and until connections to the closed port are
+//     pod to a web pod on EVERY node gets through (probes 1 ms apart, a
+//     connect timeout of 5 ms growing to a tenth of the wait), and until
+//     connections to the closed port are
 //     dropped (100 ms timeout, three in a row). Plus label changes of bulk
 //     pods, seen in every node's pinned fp_ipcache;
 //   - cold computation: each agent restarted in turn, its CPU (/proc) from

@@ -35,14 +35,24 @@ func (p *prober) close() { p.thread.Close() }
 
 // Probe timing. An allowed connection is set up in well under a
 // millisecond between two namespaces; a denied one is a dropped SYN, which
-// costs the whole timeout. openTimeout is thus the resolution of a "now
-// allowed" observation, denyTimeout that of a "now denied" one (longer:
-// a slow but allowed connection must not pass for a denial).
+// costs the whole timeout. denyTimeout is long: a slow but allowed
+// connection must not pass for a denial.
+//
+// A connection whose SYN was dropped just before the change landed costs
+// its whole timeout before the next probe, so the timeout is the
+// resolution of "now allowed": it starts short and grows with the wait
+// (a tenth of it), so a busy machine's slow connections cannot keep a
+// change from ever being seen, and the resolution stays within 10 %.
 const (
-	openTimeout   = 20 * time.Millisecond
-	denyTimeout   = 100 * time.Millisecond
-	probeInterval = time.Millisecond
+	openTimeoutMin = 5 * time.Millisecond
+	openTimeoutMax = 100 * time.Millisecond
+	denyTimeout    = 100 * time.Millisecond
+	probeInterval  = time.Millisecond
 )
+
+func openTimeout(waited time.Duration) time.Duration {
+	return min(max(openTimeoutMin, waited/10), openTimeoutMax)
+}
 
 // dial connects to addr once and resets the connection (no TIME_WAIT
 // piles up however many probes a change takes).
@@ -67,13 +77,14 @@ func isTimeout(err error) bool {
 // did and how many probes it took.
 func (p *prober) waitOpen(ctx context.Context, addr netip.AddrPort, limit time.Duration) (seen time.Time, probes int, err error) {
 	p.thread.Do(func() {
-		deadline := time.Now().Add(limit)
+		start := time.Now()
+		deadline := start.Add(limit)
 		for {
 			if err = ctx.Err(); err != nil {
 				return
 			}
 			probes++
-			perr := dial(addr, openTimeout)
+			perr := dial(addr, openTimeout(time.Since(start)))
 			if perr == nil {
 				seen = time.Now()
 				return

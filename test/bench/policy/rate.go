@@ -5,12 +5,17 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
+	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/lab"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
@@ -37,6 +42,7 @@ type rateRow struct {
 	Failed   int
 	Window   time.Duration
 	GenCores float64 // CPU of this process (the generator) / wall time
+	Entries  int     // fp_policy entries of the target's endpoint
 	Load     string
 }
 
@@ -47,7 +53,13 @@ const ratePort = portB
 func (b *bench) rateSeries(ctx context.Context) ([]rateRow, error) {
 	// The changes left the web pods isolated by the pb-zone policies;
 	// pb-rate-base alone now lets the client in.
-	if _, err := b.createPolicy(ctx, webPolicy("pb-rate-base", fromClient, ratePort)); err != nil {
+	// It enforces egress too (allowing all): the extra policies include
+	// egress ones, and the comparison is of the number of policies, not
+	// of the directions enforced.
+	base := webPolicy("pb-rate-base", fromClient, ratePort)
+	base.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
+	base.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{{}}
+	if _, err := b.createPolicy(ctx, base); err != nil {
 		return nil, err
 	}
 	for _, name := range []string{"pb-zone-a", "pb-zone-b"} {
@@ -105,6 +117,10 @@ func (b *bench) rateSeries(ctx context.Context) ([]rateRow, error) {
 			if err := b.selectRateTarget(ctx, on); err != nil {
 				return rows, err
 			}
+			entries, err := b.targetEntries()
+			if err != nil {
+				return rows, err
+			}
 			n := 1
 			if on {
 				n += extra
@@ -112,6 +128,7 @@ func (b *bench) rateSeries(ctx context.Context) ([]rateRow, error) {
 			if err := window(fmt.Sprintf("web pod selected by %d policies", n), n, rep, dst); err != nil {
 				return rows, err
 			}
+			rows[len(rows)-1].Entries = entries
 		}
 	}
 	return rows, nil
@@ -214,4 +231,49 @@ func (g *generator) run(ctx context.Context, addr netip.AddrPort, d time.Duratio
 	r.Conns, r.Failed = int(conns.Load()), int(failed.Load())
 	r.GenCores = c1.Sub(c0).Self.Seconds() / r.Window.Seconds()
 	return r, ctx.Err()
+}
+
+// targetEntries counts the fp_policy entries of the rate target's
+// endpoint on its node (found by its identity in fp_endpoints).
+func (b *bench) targetEntries() (int, error) {
+	dir := filepath.Join(lab.NodePinDir(b.rateIdx+1), "maps")
+	load := func(name string) (*ebpf.Map, error) {
+		return ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
+	}
+	id, err := b.caches[b.rateIdx].identity(b.rateTarget)
+	if err != nil {
+		return 0, err
+	}
+	em, err := load(policymap.EndpointsMap)
+	if err != nil {
+		return 0, err
+	}
+	defer em.Close()
+	eps, err := bpfmap.NewKernel[uint32, policymap.Endpoint](em, policymap.EndpointsMap).All()
+	if err != nil {
+		return 0, err
+	}
+	epID, found := uint16(0), false
+	for _, e := range eps {
+		if identity.ID(e.Identity) == id {
+			epID, found = e.ID, true
+			break
+		}
+	}
+	if !found {
+		return 0, fmt.Errorf("no endpoint of identity %d in %s", id, dir)
+	}
+	pm, err := load(policymap.PolicyMap)
+	if err != nil {
+		return 0, err
+	}
+	defer pm.Close()
+	n := 0
+	err = bpfmap.NewKernel[policymap.PolicyKey, policymap.PolicyValue](pm, policymap.PolicyMap).Range(func(k policymap.PolicyKey, _ policymap.PolicyValue) bool {
+		if k.Endpoint == epID {
+			n++
+		}
+		return true
+	})
+	return n, err
 }

@@ -93,7 +93,8 @@ func markdown(res *results) string {
 	p("")
 	p("Each change opens one port of the web pods to the client and (but for add and delete) closes the")
 	p("other. *open*: until a connection from the client pod to the web pod of **every** node gets")
-	p("through (a fresh connection every 1 ms, 20 ms connect timeout: resolution about 20 ms). *close*:")
+	p("through (a fresh connection every 1 ms; a SYN dropped just before the change costs its connect")
+	p("timeout, 5 ms growing to a tenth of the wait: resolution 5 ms or 10 %%). *close*:")
 	p("until connections to the closed port are dropped (100 ms timeout, three in a row; the time is when")
 	p("the first of them started). Before each change the port it opens is verified denied and the one it")
 	p("closes allowed, so every change is a real transition. The bulk pods' label changes are seen in")
@@ -142,16 +143,24 @@ func markdown(res *results) string {
 	p("Target %s (on the client's node), port %d. %d generator threads in the client pod connect and reset",
 		res.RateTarget, ratePort, cfg.RateWorkers)
 	p("in a loop for %s per window; every connection's SYN is one policy lookup on the target's veth.", cfg.RateWindow)
-	p("The %d extra policies (the bulk shapes, in the target's namespace) select the target through a", cfg.Policies-1)
+	p("The one policy lets the client in and enforces egress too (allowing all), so that both states")
+	p("enforce the same directions. The %d extra policies (the bulk shapes, in the target's namespace) select the target through a", cfg.Policies-1)
 	p("label on it, toggled between windows (1, %d, 1, %d, ...), so both run in the same run with the same", cfg.Policies, cfg.Policies)
 	p("client. The first window is the generator's ceiling: the same loop against a server on 127.0.0.1")
 	p("inside the client pod (no veth, no BPF; the bench process also runs that server).")
 	p("*generator cores*: CPU of the bench process (the generator) / wall time.")
 	p("")
-	p("| target | rep | conn/s | failed | generator cores | load |")
-	p("|---|---:|---:|---:|---:|---|")
+	p("*entries*: the target endpoint's keys in its node's fp_policy (an LPM trie keyed by identity,")
+	p("direction, protocol and port: a lookup descends at most the key's length, however many entries).")
+	p("")
+	p("| target | rep | conn/s | failed | generator cores | entries | load |")
+	p("|---|---:|---:|---:|---:|---:|---|")
 	for _, r := range res.Rate {
-		p("| %s | %d | %.0f | %d | %.2f | %s |", r.Target, r.Rep, r.Rate(), r.Failed, r.GenCores, r.Load)
+		entries := "–"
+		if r.Policies > 0 {
+			entries = fmt.Sprint(r.Entries)
+		}
+		p("| %s | %d | %.0f | %d | %.2f | %s | %s |", r.Target, r.Rep, r.Rate(), r.Failed, r.GenCores, entries, r.Load)
 	}
 	r1, c1, _ := meanRate(res.Rate, 1)
 	rN, cN, _ := meanRate(res.Rate, cfg.Policies)

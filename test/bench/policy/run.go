@@ -41,19 +41,19 @@ type bench struct {
 }
 
 type results struct {
-	Cfg                 config
-	Start, End          time.Time
-	LoadStart, LoadEnd  string
-	Machine             procstat.Machine
-	Targets             []string
-	LabUp, BulkCreated  time.Duration
-	Bulk                []bulkRow
-	Changes             []*series
-	Cold                []coldRow
-	Rate                []rateRow
-	Identities          int
-	RateTarget, RateVia string
-	Err                 string // the run ended early: what it measured is in the report
+	Cfg                config
+	Start, End         time.Time
+	LoadStart, LoadEnd string
+	Machine            procstat.Machine
+	Targets            []string
+	LabUp, BulkCreated time.Duration
+	Bulk               []bulkRow
+	Changes            []*series
+	Cold               []coldRow
+	Rate               []rateRow
+	Identities         int
+	RateTarget         string
+	Err                string // the run ended early: what it measured is in the report
 }
 
 func run(ctx context.Context, cfg config) (err error) {
