@@ -6,24 +6,6 @@ import (
 	"time"
 )
 
-func TestQuantile(t *testing.T) {
-	var s []time.Duration
-	for i := 100; i >= 1; i-- {
-		s = append(s, time.Duration(i)*time.Millisecond)
-	}
-	for q, want := range map[float64]time.Duration{0.5: 50 * time.Millisecond, 0.99: 99 * time.Millisecond, 1: 100 * time.Millisecond, 0: time.Millisecond} {
-		if got := quantile(s, q); got != want {
-			t.Errorf("q%.2f = %s, want %s", q, got, want)
-		}
-	}
-	if s[0] != 100*time.Millisecond {
-		t.Error("quantile sorted its input")
-	}
-	if quantile(nil, 0.5) != 0 {
-		t.Error("empty: want 0")
-	}
-}
-
 func TestCPUPerChange(t *testing.T) {
 	// 1 s of CPU over 10 s with 10 changes, idle 20 ms/s: 100 ms raw,
 	// (1 s - 200 ms) / 10 = 80 ms net.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 )
 
 // budget is issue 3's, for fastpath at the largest N it names.
@@ -46,7 +48,7 @@ func csvReport(res *results) []byte {
 			strconv.Itoa(r.N), r.Contender, load1,
 			f(msf(r.ColdStart)), f(msf(r.Answer)), f(msf(r.Detail.Sync)), f(msf(r.Detail.Informer)),
 			strconv.Itoa(len(r.Latencies) + r.Timeouts), strconv.Itoa(r.Timeouts), strconv.Itoa(r.Early),
-			f(msf(quantile(r.Latencies, 0.5))), f(msf(quantile(r.Latencies, 0.99))), f(msf(quantile(r.Latencies, 1))),
+			f(msf(benchmain.Quantile(r.Latencies, 0.5))), f(msf(benchmain.Quantile(r.Latencies, 0.99))), f(msf(benchmain.Quantile(r.Latencies, 1))),
 			f(msf(r.CPURaw)), f(msf(r.CPUNet)), f(1000 * r.IdleRate),
 			f(float64(r.RSS) / (1 << 20)), f(float64(r.HWM) / (1 << 20)), f(float64(r.RSSEnd) / (1 << 20)), f(float64(r.HWMEnd) / (1 << 20)),
 			firstLineOf(r.Err),
@@ -93,7 +95,7 @@ func markdown(res *results) []byte {
 			p("| %s | < %s | %s | %s |", name, fmtDur(want), fmtDur(got), verdict)
 		}
 		row("cold start to all programmed", budget.ColdStart, fp.ColdStart)
-		row("change visible, median", budget.ChangeP50, quantile(fp.Latencies, 0.5))
+		row("change visible, median", budget.ChangeP50, benchmain.Quantile(fp.Latencies, 0.5))
 		row("agent CPU per change (raw)", budget.CPU, fp.CPURaw)
 	}
 	p("")
@@ -109,7 +111,7 @@ func markdown(res *results) []byte {
 		}
 		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %.1f ms | %.1f ms | %.1f ms/s | %.0f MiB | %.0f (%.0f) MiB |",
 			r.N, r.Contender, load1, fmtDur(r.ColdStart), fmtDur(r.Answer), fmtDur(r.Detail.Sync), dash(r.Detail.Informer),
-			fmtDur(quantile(r.Latencies, 0.5)), fmtDur(quantile(r.Latencies, 0.99)), fmtDur(quantile(r.Latencies, 1)), r.Timeouts,
+			fmtDur(benchmain.Quantile(r.Latencies, 0.5)), fmtDur(benchmain.Quantile(r.Latencies, 0.99)), fmtDur(benchmain.Quantile(r.Latencies, 1)), r.Timeouts,
 			msf(r.CPURaw), msf(r.CPUNet), 1000*r.IdleRate, float64(r.RSS)/(1<<20), float64(r.RSSEnd)/(1<<20), float64(r.HWMEnd)/(1<<20))
 	}
 	p("")

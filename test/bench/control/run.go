@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/testenv"
+	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 	"github.com/fastpath-net/fastpath/test/internal/cplink"
 	"github.com/fastpath-net/fastpath/test/internal/testbin"
@@ -399,7 +400,7 @@ func logResult(cfg config, r *result) {
 	}
 	logf(cfg, "N=%-6d %-9s cold start %6s (answers %6s, sync %s, informers %s)  change p50 %6s p99 %6s (%d not seen, %d before the answer)  CPU/change %5.1fms (net %5.1fms, idle %.1fms/s)  RSS %s",
 		r.N, r.Contender, ms(r.ColdStart), ms(r.Answer), ms(r.Detail.Sync), ms(r.Detail.Informer),
-		ms(quantile(r.Latencies, 0.5)), ms(quantile(r.Latencies, 0.99)), r.Timeouts, r.Early,
+		ms(benchmain.Quantile(r.Latencies, 0.5)), ms(benchmain.Quantile(r.Latencies, 0.99)), r.Timeouts, r.Early,
 		msf(r.CPURaw), msf(r.CPUNet), 1000*r.IdleRate, mib(r.RSS))
 }
 

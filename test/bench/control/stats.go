@@ -1,21 +1,6 @@
 package main
 
-import (
-	"slices"
-	"time"
-)
-
-// quantile is the nearest-rank q-quantile of samples (0 when empty).
-func quantile(samples []time.Duration, q float64) time.Duration {
-	if len(samples) == 0 {
-		return 0
-	}
-	s := slices.Clone(samples)
-	slices.Sort(s)
-	rank := int(q*float64(len(s)) + 0.999999)
-	rank = min(max(rank, 1), len(s))
-	return s[rank-1]
-}
+import "time"
 
 // cpuPerChange is the CPU time a proxy spent per change over a window of
 // wall time, raw and net of what it spends idle (idleRate: CPU seconds per

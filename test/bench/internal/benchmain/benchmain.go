@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Main parses os.Args with parse and runs run; name prefixes errors. Exit
@@ -67,4 +69,17 @@ func IntList(s string, lo, hi int) ([]int, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// Quantile is the nearest-rank q-quantile of samples (0 when empty); it
+// leaves samples as they are.
+func Quantile(samples []time.Duration, q float64) time.Duration {
+	if len(samples) == 0 {
+		return 0
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	rank := int(q*float64(len(s)) + 0.999999)
+	rank = min(max(rank, 1), len(s))
+	return s[rank-1]
 }

@@ -38,3 +38,21 @@ func TestIntList(t *testing.T) {
 		}
 	}
 }
+
+func TestQuantile(t *testing.T) {
+	var s []time.Duration
+	for i := 100; i >= 1; i-- {
+		s = append(s, time.Duration(i)*time.Millisecond)
+	}
+	for q, want := range map[float64]time.Duration{0.5: 50 * time.Millisecond, 0.99: 99 * time.Millisecond, 1: 100 * time.Millisecond, 0: time.Millisecond} {
+		if got := Quantile(s, q); got != want {
+			t.Errorf("q%.2f = %s, want %s", q, got, want)
+		}
+	}
+	if s[0] != 100*time.Millisecond {
+		t.Error("Quantile sorted its input")
+	}
+	if Quantile(nil, 0.5) != 0 {
+		t.Error("empty: want 0")
+	}
+}
