@@ -63,9 +63,12 @@ func BenchmarkFullComputation(b *testing.B) {
 
 // BenchmarkLabelChange: one pod's label flips between two values on a
 // computed cluster; the cost of one change, recomputation included.
-func BenchmarkLabelChange(b *testing.B) {
+func BenchmarkLabelChange(b *testing.B) { benchLabelChange(b, scale) }
+
+// benchLabelChange flips a pod's label in the cluster build makes.
+func benchLabelChange(b *testing.B, build func(*policy.Engine)) {
 	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	scale(eng)
+	build(eng)
 	eng.Changes()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "fp-ns3", Name: "p3"},

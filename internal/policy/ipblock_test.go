@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -109,22 +108,5 @@ func withIPBlocks(eng *policy.Engine) {
 // policies in the cluster: a pod's new identity concerns only the
 // endpoints whose blocks hold its address.
 func BenchmarkLabelChangeIPBlocks(b *testing.B) {
-	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	scale(eng)
-	withIPBlocks(eng)
-	eng.Changes()
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "fp-ns3", Name: "p3"},
-		Spec:       corev1.PodSpec{NodeName: "node3"},
-		Status:     corev1.PodStatus{PodIP: "10.0.0.4", PodIPs: []corev1.PodIP{{IP: "10.0.0.4"}}},
-	}
-	i := 0
-	before := eng.Stats.EndpointComputations
-	for b.Loop() {
-		i++
-		p.Labels = map[string]string{"app": fmt.Sprint("app", i%2)}
-		eng.UpsertPod(p)
-		eng.Changes()
-	}
-	b.ReportMetric(float64(eng.Stats.EndpointComputations-before)/float64(i), "endpoints/op")
+	benchLabelChange(b, func(eng *policy.Engine) { scale(eng); withIPBlocks(eng) })
 }
