@@ -81,7 +81,7 @@ func defaultConfig() config {
 	return config{
 		Out: "docs/benchmarks", Nodes: 2, Pods: 1000, Namespaces: 10, Policies: 500,
 		Changes: 20, Gap: 200 * time.Millisecond, ChangeLimit: 30 * time.Second,
-		RateWorkers: 2, RateWindow: 3 * time.Second, RateReps: 3,
+		RateWorkers: 2, RateWindow: 2 * time.Second, RateReps: 5,
 		ID: fmt.Sprintf("pb%d", os.Getpid()), Log: os.Stderr,
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,20 +22,29 @@ func cell(ds []time.Duration, q float64) string {
 	return fmt.Sprintf("%.1f", msf(benchmain.Quantile(ds, q)))
 }
 
-// meanRate is the mean connection rate of the windows with that many
-// policies.
-func meanRate(rows []rateRow, policies int) (rate, cores float64, n int) {
+// medianRate is the median connection rate, and the median generator
+// cores, of the windows with that many policies (robust to the one
+// window a busy machine spoils).
+func medianRate(rows []rateRow, policies int) (rate, cores float64) {
+	var rates, cs []float64
 	for _, r := range rows {
 		if r.Policies == policies {
-			rate += r.Rate()
-			cores += r.GenCores
-			n++
+			rates, cs = append(rates, r.Rate()), append(cs, r.GenCores)
 		}
 	}
-	if n == 0 {
-		return 0, 0, 0
+	return median(rates), median(cs)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
 	}
-	return rate / float64(n), cores / float64(n), n
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func writeReport(dir string, res *results) error {
@@ -123,11 +133,13 @@ func markdown(res *results) string {
 	p("While the bulk arrived in the running cluster (from its first write until the node's pinned ipcache")
 	p("judged every bulk pod by a cluster identity; includes allocating the identities of the node's pods):")
 	p("")
-	p("| node | converged after | agent CPU |")
-	p("|---|---:|---:|")
+	p("| node | converged after | agent CPU | idle CPU (before) | agent CPU net of idle |")
+	p("|---|---:|---:|---:|---:|")
 	for _, r := range res.Bulk {
-		p("| %s | %.0f ms | %.0f ms |", r.Node, msf(r.Converged), msf(r.CPU.Total()))
+		p("| %s | %.0f ms | %.0f ms | %.1f ms/s | %.0f ms |", r.Node, msf(r.Converged), msf(r.CPU.Total()), 1000*r.IdleRate, msf(r.Net))
 	}
+	p("")
+	p("The convergence time is mostly the apiserver taking the writes (%s for all of them here).", res.BulkCreated.Round(time.Millisecond))
 	p("")
 	p("## Per-packet lookup: connection rate to one pod selected by 1 vs %d policies", cfg.Policies)
 	p("")
@@ -173,13 +185,14 @@ func markdown(res *results) string {
 
 func rateSummary(p func(string, ...any), res *results) {
 	cfg := res.Cfg
-	r1, c1, _ := meanRate(res.Rate, 1)
-	rN, cN, _ := meanRate(res.Rate, cfg.Policies)
-	r0, _, _ := meanRate(res.Rate, 0)
+	r1, c1 := medianRate(res.Rate, 1)
+	rN, cN := medianRate(res.Rate, cfg.Policies)
+	r0, _ := medianRate(res.Rate, 0)
 	p("")
 	if r1 > 0 && rN > 0 {
-		p("Mean: %.0f conn/s with 1 policy, %.0f with %d (%+.1f%%); generator %.2f and %.2f cores; ceiling %.0f conn/s.",
-			r1, rN, cfg.Policies, 100*(rN-r1)/r1, c1, cN, r0)
+		p("Median of the windows: %.0f conn/s with 1 policy, %.0f with %d (%+.1f%%); generator %.2f and %.2f cores;",
+			r1, rN, cfg.Policies, 100*(rN-r1)/r1, c1, cN)
+		p("ceiling %.0f conn/s.", r0)
 	}
 }
 
