@@ -171,7 +171,33 @@ func (b *bench) selectRateTarget(ctx context.Context, on bool) error {
 	if err != nil {
 		return fmt.Errorf("pb-rate=%v on %s: %w", on, b.rateName, err)
 	}
+	// The pod's own policy follows its labels at once; its new identity
+	// (and with it its fp_endpoints record) once allocated.
+	if err := b.waitIdentified(ctx, b.rateTarget); err != nil {
+		return err
+	}
 	return sleep(ctx, 500*time.Millisecond) // let the label's writes settle
+}
+
+// waitIdentified waits until the rate target's node judges ip by a
+// cluster identity.
+func (b *bench) waitIdentified(ctx context.Context, ip netip.Addr) error {
+	deadline := time.Now().Add(b.cfg.ChangeLimit)
+	for {
+		id, err := b.caches[b.rateIdx].identity(ip)
+		if err != nil {
+			return err
+		}
+		if id >= identity.MinCluster && id <= identity.MaxCluster {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s has no cluster identity on its node after %s", ip, b.cfg.ChangeLimit)
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // generator is the connection loop's threads in the client pod.
