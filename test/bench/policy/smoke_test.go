@@ -38,7 +38,7 @@ func TestSmoke(t *testing.T) {
 	cfg.RateWindow, cfg.RateReps, cfg.Gap = 200*time.Millisecond, 1, 0
 	cfg.Command = "go test ./test/bench/policy -run TestSmoke"
 	cfg.ID = fmt.Sprintf("pt%d", os.Getpid())
-	cfg.Log = testWriter{t}
+	cfg.Log = t.Output()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := run(ctx, cfg); err != nil {
@@ -92,11 +92,4 @@ func TestSmoke(t *testing.T) {
 	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), lab.Base+"-") {
 		t.Errorf("namespaces of %s left after the run:\n%s", lab.Base, b)
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
