@@ -117,12 +117,12 @@ func plan(kind string, k int) (open, closed int) {
 func (b *bench) require(ctx context.Context, open, closed int) error {
 	return b.eachTarget(func(t int) error {
 		if open != 0 {
-			if _, err := b.deny[t].waitDenied(ctx, netip.AddrPortFrom(b.targets[t], uint16(open)), b.cfg.ChangeLimit); err != nil {
+			if _, err := waitDenied(ctx, b.deny[t], netip.AddrPortFrom(b.targets[t], uint16(open)), b.cfg.ChangeLimit); err != nil {
 				return err
 			}
 		}
 		if closed != 0 {
-			if _, _, err := b.open[t].waitOpen(ctx, netip.AddrPortFrom(b.targets[t], uint16(closed)), b.cfg.ChangeLimit); err != nil {
+			if _, _, err := waitOpen(ctx, b.open[t], netip.AddrPortFrom(b.targets[t], uint16(closed)), b.cfg.ChangeLimit); err != nil {
 				return err
 			}
 		}
@@ -149,7 +149,7 @@ func (b *bench) observe(ctx context.Context, c change) (open, closed time.Time, 
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				seen, n, err := b.open[t].waitOpen(ctx, netip.AddrPortFrom(b.targets[t], uint16(c.open)), b.cfg.ChangeLimit)
+				seen, n, err := waitOpen(ctx, b.open[t], netip.AddrPortFrom(b.targets[t], uint16(c.open)), b.cfg.ChangeLimit)
 				mu.Lock()
 				probes += n
 				mu.Unlock()
@@ -161,7 +161,7 @@ func (b *bench) observe(ctx context.Context, c change) (open, closed time.Time, 
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				seen, err := b.deny[t].waitDenied(ctx, netip.AddrPortFrom(b.targets[t], uint16(c.closed)), b.cfg.ChangeLimit)
+				seen, err := waitDenied(ctx, b.deny[t], netip.AddrPortFrom(b.targets[t], uint16(c.closed)), b.cfg.ChangeLimit)
 				cerr = err
 				later(&closed, seen)
 			}()

@@ -14,24 +14,13 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 	"github.com/fastpath-net/fastpath/internal/identity"
-	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/test/internal/nsproc"
 )
 
-// prober opens TCP connections from a thread inside the client pod's
-// namespace: every socket is made there, so no probe leaves through the
+// A prober is a thread inside the client pod's namespace that opens TCP
+// connections: every socket is made there, so no probe leaves through the
 // root namespace.
-type prober struct{ thread *nsproc.Thread }
-
-func newProber(ns *nettopo.NS) (*prober, error) {
-	t, err := nsproc.NewThread(ns)
-	if err != nil {
-		return nil, err
-	}
-	return &prober{thread: t}, nil
-}
-
-func (p *prober) close() { p.thread.Close() }
+type prober = nsproc.Thread
 
 // Probe timing. An allowed connection is set up in well under a
 // millisecond between two namespaces; a denied one is a dropped SYN, which
@@ -75,8 +64,8 @@ func isTimeout(err error) bool {
 
 // waitOpen probes addr until a connection succeeds and returns when it
 // did and how many probes it took.
-func (p *prober) waitOpen(ctx context.Context, addr netip.AddrPort, limit time.Duration) (seen time.Time, probes int, err error) {
-	p.thread.Do(func() {
+func waitOpen(ctx context.Context, p *prober, addr netip.AddrPort, limit time.Duration) (seen time.Time, probes int, err error) {
+	p.Do(func() {
 		start := time.Now()
 		deadline := start.Add(limit)
 		for {
@@ -102,8 +91,8 @@ func (p *prober) waitOpen(ctx context.Context, addr netip.AddrPort, limit time.D
 // waitDenied probes addr until three connections in a row time out (a
 // dropped SYN; a refusal is no policy verdict) and returns when the first
 // of them started.
-func (p *prober) waitDenied(ctx context.Context, addr netip.AddrPort, limit time.Duration) (seen time.Time, err error) {
-	p.thread.Do(func() {
+func waitDenied(ctx context.Context, p *prober, addr netip.AddrPort, limit time.Duration) (seen time.Time, err error) {
+	p.Do(func() {
 		deadline := time.Now().Add(limit)
 		run := 0
 		for {

@@ -19,6 +19,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/lab"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/internal/nsproc"
 )
 
 // The connection-rate experiment: one target web pod, selected by 1
@@ -75,9 +76,9 @@ func (b *bench) rateSeries(ctx context.Context) ([]rateRow, error) {
 	}); err != nil {
 		return nil, err
 	}
-	target, prober := b.rateTarget, b.open[b.rateIdx]
+	target := b.rateTarget
 	dst := netip.AddrPortFrom(target, ratePort)
-	if _, _, err := prober.waitOpen(ctx, dst, b.cfg.ChangeLimit); err != nil {
+	if _, _, err := waitOpen(ctx, b.open[b.rateIdx], dst, b.cfg.ChangeLimit); err != nil {
 		return nil, err
 	}
 
@@ -164,9 +165,9 @@ func (b *bench) selectRateTarget(ctx context.Context, on bool) error {
 	marker := netip.AddrPortFrom(b.rateTarget, portA)
 	var err error
 	if on {
-		_, _, err = b.open[b.rateIdx].waitOpen(ctx, marker, b.cfg.ChangeLimit)
+		_, _, err = waitOpen(ctx, b.open[b.rateIdx], marker, b.cfg.ChangeLimit)
 	} else {
-		_, err = b.deny[b.rateIdx].waitDenied(ctx, marker, b.cfg.ChangeLimit)
+		_, err = waitDenied(ctx, b.deny[b.rateIdx], marker, b.cfg.ChangeLimit)
 	}
 	if err != nil {
 		return fmt.Errorf("pb-rate=%v on %s: %w", on, b.rateName, err)
@@ -206,7 +207,7 @@ type generator struct{ threads []*prober }
 func newGenerator(ns *nettopo.NS, workers int) (*generator, error) {
 	g := &generator{}
 	for range workers {
-		p, err := newProber(ns)
+		p, err := nsproc.NewThread(ns)
 		if err != nil {
 			g.close()
 			return nil, err
@@ -218,7 +219,7 @@ func newGenerator(ns *nettopo.NS, workers int) (*generator, error) {
 
 func (g *generator) close() {
 	for _, p := range g.threads {
-		p.close()
+		p.Close()
 	}
 }
 
@@ -237,7 +238,7 @@ func (g *generator) run(ctx context.Context, addr netip.AddrPort, d time.Duratio
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.thread.Do(func() {
+			p.Do(func() {
 				for time.Now().Before(end) && ctx.Err() == nil {
 					if dial(addr, time.Second) == nil {
 						conns.Add(1)

@@ -18,6 +18,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/lab"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/internal/nsproc"
 	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
@@ -189,7 +190,7 @@ func (b *bench) setup(ctx context.Context) error {
 	defer ns.Release()
 	for range b.targets {
 		for _, list := range []*[]*prober{&b.open, &b.deny} {
-			p, err := newProber(ns)
+			p, err := nsproc.NewThread(ns)
 			if err != nil {
 				return err
 			}
@@ -208,7 +209,7 @@ func (b *bench) setup(ctx context.Context) error {
 
 func (b *bench) close() {
 	for _, p := range append(b.open, b.deny...) {
-		p.close()
+		p.Close()
 	}
 	for _, c := range b.caches {
 		c.close()
