@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fastpath-net/fastpath/internal/agent"
 	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 )
 
@@ -120,8 +121,10 @@ func markdown(res *results) string {
 	p("Each agent restarted in turn with the whole cluster in the apiserver (identities already")
 	p("allocated, pinned maps kept, as after an upgrade). From exec, CPU (utime+stime, /proc) and wall")
 	p("time until its log says the policy informers synced, and until it says the policy maps hold their")
-	p("first state (`%s`). *compute* is the CPU between the two: the", "policy: maps programmed from the informers' first state")
-	p("Engine's work and the map writes, without the agent's start-up (BPF loading) and the lists.")
+	p("first state (`%s`). *compute* is the CPU between the two: the", agent.MsgPolicyProgrammed)
+	p("endpoints' computation and the map writes. The Engine takes in the objects (compiling policies,")
+	p("matching selectors) as they are listed, before the sync: that part is in *CPU to synced*, with the")
+	p("agent's start-up (BPF loading) and the lists. The budget's figure is *CPU to programmed*.")
 	p("")
 	p("| node | synced (wall) | CPU to synced | programmed (wall) | CPU to programmed | compute CPU | load |")
 	p("|---|---:|---:|---:|---:|---:|---|")
