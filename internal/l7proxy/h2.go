@@ -72,9 +72,16 @@ func (c *conn) serveH2() {
 	select {
 	case c.p.h2.ln.conns <- hc:
 		<-hc.closed
+		hc.waitStreams() // handlers outlive the connection's close
 	case <-c.p.h2.ln.done:
 	}
 	hc.closeUpstream()
+	// The HTTP/2 server's read loop may still hold the reader after it
+	// closed the connection: leave it, and its buffer, to the garbage
+	// collector rather than to the pools (where another connection would
+	// get it while that loop still reads).
+	c.br = nil
+	c.in.buf, c.in.pending = nil, nil
 }
 
 // h2conn is the client connection as the HTTP/2 server sees it: reads
@@ -88,6 +95,38 @@ type h2conn struct {
 
 	mu sync.Mutex
 	up *http.ClientConn
+
+	smu     sync.Mutex
+	streams int
+	drained chan struct{} // closed when streams falls to 0, if waited for
+}
+
+func (h *h2conn) streamStart() {
+	h.smu.Lock()
+	h.streams++
+	h.smu.Unlock()
+}
+
+func (h *h2conn) streamEnd() {
+	h.smu.Lock()
+	h.streams--
+	if h.streams == 0 && h.drained != nil {
+		close(h.drained)
+		h.drained = nil
+	}
+	h.smu.Unlock()
+}
+
+func (h *h2conn) waitStreams() {
+	h.smu.Lock()
+	if h.streams == 0 {
+		h.smu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	h.drained = ch
+	h.smu.Unlock()
+	<-ch
 }
 
 func (h *h2conn) Read(b []byte) (int, error) { return h.r.Read(b) }
@@ -135,6 +174,8 @@ func (h *h2conn) closeUpstream() {
 func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	hc := r.Context().Value(h2ConnKey{}).(*h2conn)
+	hc.streamStart()
+	defer hc.streamEnd()
 	lreq := l7.Request{Method: r.Method, Path: pathOf(r.RequestURI), Host: r.Host, Header: r.Header}
 	if r.RequestURI != "*" && (len(lreq.Path) == 0 || lreq.Path[0] != '/' || !cleanPath(lreq.Path)) {
 		http.Error(w, "Bad Request: invalid :path", http.StatusBadRequest)

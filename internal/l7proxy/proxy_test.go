@@ -57,7 +57,7 @@ var baseRules = l7.RuleSet{
 // env is a real upstream HTTP server (HTTP/1.1 and h2c), the proxy in
 // front of it on loopback, and the events the proxy reported.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	proxy    *Proxy
 	addr     string // the proxy's listener
 	upAddr   string
@@ -69,7 +69,7 @@ type env struct {
 	serveErr chan error
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, policy: &testPolicy{}, serveErr: make(chan error, 1)}
 	e.policy.set(t, baseRules)
@@ -186,7 +186,7 @@ func (e *env) dial() *client {
 
 // client speaks raw HTTP/1.1 so that tests control every byte.
 type client struct {
-	t  *testing.T
+	t  testing.TB
 	c  net.Conn
 	br *bufio.Reader
 }
