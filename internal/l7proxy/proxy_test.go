@@ -64,6 +64,7 @@ type env struct {
 	policy   *testPolicy
 	upReqs   atomic.Int64 // requests whose head reached the upstream
 	upConns  atomic.Int64
+	upDown   atomic.Bool // dial a port where nothing listens
 	mu       sync.Mutex
 	events   []Event
 	serveErr chan error
@@ -104,6 +105,9 @@ func newEnv(t testing.TB) *env {
 				return nil, fmt.Errorf("flow %v: Dst is not the accepted connection's local address", f)
 			}
 			var d net.Dialer
+			if e.upDown.Load() {
+				return d.DialContext(ctx, "tcp", "127.0.0.1:1")
+			}
 			return d.DialContext(ctx, "tcp", e.upAddr)
 		},
 		Events: func(ev Event) {
@@ -505,7 +509,7 @@ func TestClientGoesAwayMidRequest(t *testing.T) {
 
 func TestUpstreamDown(t *testing.T) {
 	e := newEnv(t)
-	e.upAddr = "127.0.0.1:1" // nothing listens there
+	e.upDown.Store(true)
 	c := e.dial()
 	resp, _ := c.do(get("/public"))
 	if resp.StatusCode != 502 {
