@@ -6,22 +6,82 @@
 // destination through Config.Dial, answers denied ones with 403 "Access
 // denied", and reports one Event per request and applied rule set.
 //
-// Contract with the agent (branch l7dp):
+// # Contract with the agent (branch l7dp)
+//
 //   - Flow.Dst is the original destination. With bpf_sk_assign or TPROXY
 //     the accepted connection's LocalAddr is that address, so Serve takes
-//     Flow{Src: RemoteAddr, Dst: LocalAddr}.
-//   - Policy.Lookup returns every rule set that applies (the client's egress
-//     and the server's ingress when both ends are L7-protected); all must
-//     allow. An empty result denies: the proxy never forwards a request that
-//     was not matched against rules. A flow that policy now allows at L4
-//     only gets an Applied with an allow-all rule set.
+//     Flow{Src: RemoteAddr, Dst: LocalAddr} (IPv4-mapped addresses unmapped).
+//   - Policy.Lookup is called once per request (per stream in HTTP/2) and
+//     returns every rule set that applies (the client's egress and the
+//     server's ingress when both ends are L7-protected); all must allow, in
+//     order, and the first denial decides. An empty result denies
+//     (ReasonNoPolicy): the proxy never forwards a request that was not
+//     matched against rules. A flow that policy now allows at L4 only gets an
+//     Applied with an allow-all rule set (one empty HTTPRule).
 //   - Dial opens the upstream leg; the agent's Dialer marks the socket so
-//     the datapath does not redirect it again.
-//   - Config.Events is called synchronously on the request's goroutine and
-//     must not block.
-//   - Shutdown stops accepting, closes idle connections and lets in-flight
-//     requests finish; the agent passes the same listening socket to the
-//     next proxy (restart, upgrade) so new connections queue, not fail.
+//     the datapath does not redirect it again. Tests dial a fixed upstream.
+//   - Config.Events is called synchronously on the request's goroutine, after
+//     the response, and must not block. A request refused before the rules
+//     (malformed, smuggling) gives one event with an empty Endpoint.
+//   - Shutdown stops accepting, closes idle connections, lets in-flight
+//     requests finish (their response says Connection: close) and sends
+//     GOAWAY on HTTP/2. For a restart or upgrade the agent keeps the
+//     listening socket (pinned fd or SO_REUSEPORT) and gives it to the next
+//     proxy's Serve, so new connections queue in the backlog instead of
+//     failing.
+//
+// # Why net/http's parsers under a connection loop of our own
+//
+// HTTP/1.1 uses http.ReadRequest and http.ReadResponse (well-fuzzed,
+// maintained parsers, chunked decoding with strict chunk-size checks), but
+// not net/http's Server or Transport: the proxy owns the connection loop
+// and writes every byte of framing itself. That is what the issue needs:
+//
+//   - Smuggling is decided before parsing. checkRequestHead validates the
+//     raw head, stricter than net/http, which accepts Content-Length beside
+//     Transfer-Encoding (it drops CL), obs-fold and more. Refused (400 and
+//     close): CL with TE, differing or comma-listed CL, a TE other than one
+//     "chunked" (501), TE on HTTP/1.0, obs-fold, whitespace before a colon,
+//     bare LF and bare CR (strict: every line must end in CRLF), control
+//     characters in values, missing or repeated Host, absolute-form and
+//     CONNECT targets, and "."/".." path segments (also %2e-encoded) or
+//     backslashes, so that the path the rules see is the path the server
+//     serves. A bad chunk size is found while streaming: the client gets 400,
+//     both connections close, nothing after it is read as a request.
+//   - Framing is re-written, never passed through: Content-Length when known,
+//     else chunked (HTTP/1.1 client) or close-delimited (HTTP/1.0);
+//     hop-by-hop fields (Connection and what it lists, Keep-Alive, TE,
+//     Trailer, Upgrade, HTTP2-Settings, Expect) are dropped. The server thus
+//     sees exactly the requests that were judged.
+//   - Expect: 100-continue is answered by the proxy once the request is
+//     allowed; a denied one gets 403 without 100 Continue and the connection
+//     closes (the client may or may not send its body).
+//   - Denied requests keep the connection when their body (up to 64 KiB)
+//     could be read to its end; otherwise 403 and close.
+//   - Each client connection has one upstream connection, dialled at the
+//     first allowed request and reused in order: keep-alive and pipelining
+//     need no pool, and a request is retried once on a fresh connection only
+//     when a kept-alive upstream closed before answering a bodiless request.
+//   - Memory is bounded: bodies stream through one pooled 32 KiB buffer,
+//     flushed per read (long polls and event streams are not held back);
+//     heads are bounded by MaxHeaderBytes (431 for requests; a response head
+//     over 4x that is a 502). An idle connection holds no buffer at all: it
+//     waits on the runtime poller through RawConn and reads only once data
+//     is there.
+//
+// Upgrade is not followed: Upgrade: h2c is answered in HTTP/1.1 (RFC 9113
+// 3.2 allows it), so every request stays visible; WebSocket through the L7
+// proxy is therefore not supported yet.
+//
+// # HTTP/2
+//
+// h2c with prior knowledge (the connection starts with the HTTP/2 preface)
+// is served by net/http's own HTTP/2 server (Go 1.24+ Protocols with
+// UnencryptedHTTP2; no x/net needed) with one handler per stream: every
+// stream is judged on its own, a denied stream gets 403 "Access denied"
+// while the connection and its other streams go on. Allowed streams go over
+// one h2c connection per client connection to the original destination
+// (http.Transport.NewClientConn), with bodies and trailers streamed.
 package l7proxy
 
 import (
