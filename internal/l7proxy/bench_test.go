@@ -50,6 +50,33 @@ func BenchmarkKeepAlive(b *testing.B) {
 	defer p.Shutdown(context.Background())
 	b.Run("direct", func(b *testing.B) { sequential(b, upLn.Addr().String()) })
 	b.Run("proxy", func(b *testing.B) { sequential(b, ln.Addr().String()) })
+	b.Run("proxy-parallel", func(b *testing.B) {
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) { parallel(b, pb, ln.Addr().String()) })
+	})
+}
+
+func parallel(b *testing.B, pb *testing.PB, addr string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	req := []byte("GET /v1/items?page=2 HTTP/1.1\r\nHost: api.example\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	for pb.Next() {
+		if _, err := c.Write(req); err != nil {
+			b.Error(err)
+			return
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
 }
 
 func sequential(b *testing.B, addr string) {
