@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -240,39 +239,4 @@ func diffCounters(after, before map[string]uint64) map[string]uint64 {
 		out[k] = v - before[k]
 	}
 	return out
-}
-
-// cpuStat is the machine-wide CPU time from /proc/stat, in USER_HZ ticks.
-type cpuStat struct{ total, idle, softirq, steal uint64 }
-
-func readCPUStat() (cpuStat, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return cpuStat{}, err
-	}
-	line := procstat.FirstLine(string(b), "cpu ")
-	f := strings.Fields(line)
-	if len(f) < 9 {
-		return cpuStat{}, fmt.Errorf("/proc/stat: unexpected cpu line %q", line)
-	}
-	var v [10]uint64
-	for i := 1; i < len(f) && i <= 10; i++ {
-		v[i-1], _ = strconv.ParseUint(f[i], 10, 64)
-	}
-	// user nice system idle iowait irq softirq steal guest guest_nice;
-	// guest time is already part of user.
-	st := cpuStat{idle: v[3] + v[4], softirq: v[6], steal: v[7]}
-	for _, x := range v[:8] {
-		st.total += x
-	}
-	return st, nil
-}
-
-// busyPct is the share of all CPUs that was not idle between a and b.
-func busyPct(a, b cpuStat) (busy, softirq, steal float64) {
-	d := float64(b.total - a.total)
-	if d <= 0 {
-		return 0, 0, 0
-	}
-	return 100 * (d - float64(b.idle-a.idle)) / d, 100 * float64(b.softirq-a.softirq) / d, 100 * float64(b.steal-a.steal) / d
 }

@@ -329,7 +329,7 @@ func waitQuiet(ctx context.Context, cfg config) (busy float64, waited time.Durat
 	}
 	start := time.Now()
 	for {
-		a, err := readCPUStat()
+		a, err := procstat.ReadCPUStat()
 		if err != nil {
 			return -1, 0, err
 		}
@@ -338,11 +338,11 @@ func waitQuiet(ctx context.Context, cfg config) (busy float64, waited time.Durat
 			return -1, 0, ctx.Err()
 		case <-time.After(3 * time.Second):
 		}
-		b, err := readCPUStat()
+		b, err := procstat.ReadCPUStat()
 		if err != nil {
 			return -1, 0, err
 		}
-		busy, _, _ = busyPct(a, b)
+		busy, _, _ = procstat.BusyPct(a, b)
 		waited = time.Since(start)
 		if busy <= quietBusy {
 			logf(cfg, "machine quiet: %.0f %% of all CPUs busy", busy)
@@ -562,7 +562,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	}
 	var ru0, ru1 unix.Rusage
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru0)
-	cs0, err := readCPUStat()
+	cs0, err := procstat.ReadCPUStat()
 	if err != nil {
 		return nil, err
 	}
@@ -576,7 +576,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	}
 	wall := time.Since(t0).Seconds()
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru1)
-	cs1, err := readCPUStat()
+	cs1, err := procstat.ReadCPUStat()
 	if err != nil {
 		return nil, err
 	}
@@ -604,7 +604,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 		ForwardNew: dc["forward_new"], SockConnect: dc["sock_connect"],
 		SynRetrans: dt["TCPSynRetrans"], PAWSTimewait: dt["PAWSTimewait"], TWRecycled: dt["TWRecycled"],
 	}
-	p.MachineBusy, p.Softirq, p.Steal = busyPct(cs0, cs1)
+	p.MachineBusy, p.Softirq, p.Steal = procstat.BusyPct(cs0, cs1)
 	// The client's CPU is over its window only; scale it to the child's life
 	// the way the others are measured.
 	clientLife := 100 * (res.UserSec + res.SysSec) / wall

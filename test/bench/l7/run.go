@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -92,6 +93,7 @@ type point struct {
 	errors                int64
 	proxyCPU, upstreamCPU float64 // % of one core over the run
 	loadgenCPU            float64
+	otherCPU              float64       // % of one core used by processes not in the benchmark
 	proxyPerReq           time.Duration // proxy CPU time per request
 }
 
@@ -102,10 +104,12 @@ func measure(ctx context.Context, cfg config, up, proxy *child, path string, con
 	}
 	pc0, _ := procstat.CPU(proxy.pid())
 	uc0, _ := procstat.CPU(up.pid())
+	cs0, _ := procstat.ReadCPUStat()
 	res, err := runLoadgen(ctx, target, conns, cfg.duration)
 	if err != nil {
 		return point{}, err
 	}
+	cs1, _ := procstat.ReadCPUStat()
 	pc1, _ := procstat.CPU(proxy.pid())
 	uc1, _ := procstat.CPU(up.pid())
 	// The CPU deltas include the load generator's warm-up and start; over
@@ -118,6 +122,8 @@ func measure(ctx context.Context, cfg config, up, proxy *child, path string, con
 		upstreamCPU: 100 * uc1.Sub(uc0).Total().Seconds() / secs,
 		loadgenCPU:  100 * res.CPU.Seconds() / secs,
 	}
+	busy, _, _ := procstat.BusyPct(cs0, cs1)
+	p.otherCPU = max(0, busy*float64(runtime.NumCPU())-p.proxyCPU-p.upstreamCPU-p.loadgenCPU)
 	if path == "proxy" && res.Requests > 0 {
 		p.proxyPerReq = pc1.Sub(pc0).Total() / time.Duration(res.Requests)
 	}
@@ -202,8 +208,8 @@ func run(ctx context.Context, cfg config) error {
 					proxy.stop()
 					return err
 				}
-				fmt.Fprintf(os.Stderr, "rep %d %-6s conns=%-3d %8.0f req/s p50 %v p99 %v proxy %.0f%% upstream %.0f%% loadgen %.0f%%\n",
-					rep+1, path, n, p.rate, p.p50, p.p99, p.proxyCPU, p.upstreamCPU, p.loadgenCPU)
+				fmt.Fprintf(os.Stderr, "rep %d %-6s conns=%-3d %8.0f req/s p50 %v p99 %v proxy %.0f%% upstream %.0f%% loadgen %.0f%% others %.0f%%\n",
+					rep+1, path, n, p.rate, p.p50, p.p99, p.proxyCPU, p.upstreamCPU, p.loadgenCPU, p.otherCPU)
 				points = append(points, p)
 			}
 		}
@@ -279,22 +285,30 @@ func (r *report) write(w io.Writer) error {
 		ratio := 100 * p.rate / d.rate
 		fmt.Fprintf(w, "| %d connection(s): proxied req/s ≥ 50 %% of direct, proxy on one core | %.0f %% (%.0f vs %.0f req/s) | %s |\n", n, ratio, p.rate, d.rate, status(ratio >= 50))
 	}
+	for _, n := range r.cfg.conns {
+		d, ok1 := r.find("direct", n)
+		p, ok2 := r.find("proxy", n)
+		if ok1 && ok2 && p.proxyPerReq > 0 {
+			capacity := float64(time.Second) / float64(p.proxyPerReq)
+			fmt.Fprintf(w, "| %d connection(s), for reading the above: proxy capacity on one core (1 s / proxy CPU per request) vs direct req/s | %.0f vs %.0f req/s (%.0f %%) | – |\n", n, capacity, d.rate, 100*capacity/d.rate)
+		}
+	}
 	fmt.Fprintf(w, "| proxy RSS < 64 MiB with %d idle keep-alive connections | %.1f MiB (%.1f MiB before them, peak %.1f MiB) | %s |\n\n",
 		r.cfg.idle, mib(r.rssIdle), mib(r.rssBefore), mib(r.rssPeak), status(r.rssIdle < 64<<20))
 
 	fmt.Fprintf(w, "## Requests\n\nCPU columns are %% of one core during the point; \"proxy CPU / request\" is the proxy's CPU time divided by the requests it served, the cost that bounds its rate on one core.\n\n")
-	fmt.Fprintf(w, "| connections | path | req/s | p50 | p99 | errors | proxy CPU | upstream CPU | load generator CPU | proxy CPU / request |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| connections | path | req/s | p50 | p99 | errors | proxy CPU | upstream CPU | load generator CPU | other processes' CPU | proxy CPU / request |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range r.points {
 		perReq := "–"
 		if p.path == "proxy" {
 			perReq = fmt.Sprintf("%.1f µs", float64(p.proxyPerReq)/1e3)
 		}
-		fmt.Fprintf(w, "| %d | %s | %.0f | %s | %s | %d | %.0f %% | %.0f %% | %.0f %% | %s |\n",
-			p.conns, p.path, p.rate, us(p.p50), us(p.p99), p.errors, p.proxyCPU, p.upstreamCPU, p.loadgenCPU, perReq)
+		fmt.Fprintf(w, "| %d | %s | %.0f | %s | %s | %d | %.0f %% | %.0f %% | %.0f %% | %.0f %% | %s |\n",
+			p.conns, p.path, p.rate, us(p.p50), us(p.p99), p.errors, p.proxyCPU, p.upstreamCPU, p.loadgenCPU, p.otherCPU, perReq)
 	}
 	fmt.Fprintf(w, "\n## Reading it\n\n")
 	fmt.Fprintf(w, "- The direct path runs the load generator and the upstream on one core; proxied, the proxy adds a second core. When the load generator and upstream saturate CPU %s, the proxied rate is bounded by them, not by the proxy: the proxy CPU column and \"proxy CPU / request\" say how much headroom the proxy has (one core serves about 1 s / (CPU per request) requests/s).\n", otherCPU)
-	fmt.Fprintf(w, "- The machine is shared (see the load average): points move by tens of per cent between runs.\n")
+	fmt.Fprintf(w, "- The machine is shared (see the load average and \"other processes' CPU\", in %% of one core of %d): when others keep the CPUs busy, every process here waits for a CPU at each wake-up, and the proxied path has two more wake-ups per request (request in, response in), on a second CPU. Latency and rate then measure the machine's queue more than the proxy; \"proxy CPU / request\" is the least disturbed figure.\n", runtime.NumCPU())
 	return nil
 }
 

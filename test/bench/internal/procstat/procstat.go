@@ -103,6 +103,43 @@ func Mem(pid int) (rss, hwm uint64, err error) {
 	return rss, hwm, sc.Err()
 }
 
+// CPUStat is the machine-wide CPU time from /proc/stat, in USER_HZ ticks.
+type CPUStat struct{ total, idle, softirq, steal uint64 }
+
+// ReadCPUStat reads the "cpu" line of /proc/stat.
+func ReadCPUStat() (CPUStat, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return CPUStat{}, err
+	}
+	line := FirstLine(string(b), "cpu ")
+	f := strings.Fields(line)
+	if len(f) < 9 {
+		return CPUStat{}, fmt.Errorf("/proc/stat: unexpected cpu line %q", line)
+	}
+	var v [10]uint64
+	for i := 1; i < len(f) && i <= 10; i++ {
+		v[i-1], _ = strconv.ParseUint(f[i], 10, 64)
+	}
+	// user nice system idle iowait irq softirq steal guest guest_nice;
+	// guest time is already part of user.
+	st := CPUStat{idle: v[3] + v[4], softirq: v[6], steal: v[7]}
+	for _, x := range v[:8] {
+		st.total += x
+	}
+	return st, nil
+}
+
+// BusyPct is the share of all CPUs that was not idle between a and b, and
+// the shares spent in softirq and stolen by the hypervisor.
+func BusyPct(a, b CPUStat) (busy, softirq, steal float64) {
+	d := float64(b.total - a.total)
+	if d <= 0 {
+		return 0, 0, 0
+	}
+	return 100 * (d - float64(b.idle-a.idle)) / d, 100 * float64(b.softirq-a.softirq) / d, 100 * float64(b.steal-a.steal) / d
+}
+
 // LoadAvg is the 1, 5 and 15 minute load average, "?" when unknown.
 func LoadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
