@@ -32,6 +32,13 @@ const (
 // discards to keep the connection; a longer body closes it instead.
 const maxDrain = 64 << 10
 
+// A closing connection that may have unread request bytes is read and
+// discarded for at most this long and this much before its socket closes.
+const (
+	lingerTimeout = 500 * time.Millisecond
+	lingerMax     = 1 << 20
+)
+
 // conn is one client connection and, once a request was allowed, its one
 // upstream connection to the original destination: requests on a client
 // connection go, in order, on its upstream connection, so pipelining and
@@ -42,8 +49,10 @@ type conn struct {
 	flow  Flow
 	state atomic.Int32
 	in    clientReader
-	br    *bufio.Reader // reads in; nil while idle with nothing buffered: idle connections hold no buffers
-	up    *upstream
+	// linger: the proxy closes while the client may still be sending.
+	linger bool
+	br     *bufio.Reader // reads in; nil while idle with nothing buffered: idle connections hold no buffers
+	up     *upstream
 }
 
 func (c *conn) serve() {
@@ -67,7 +76,17 @@ func (c *conn) serve() {
 	}
 }
 
+// close ends the connection. When the client may still be sending (the
+// proxy answered and closes before reading the whole request), it first
+// shuts down the write side and reads for a moment: closing a socket with
+// unread data sends a reset, which can destroy the answer in flight.
 func (c *conn) close() {
+	if c.linger {
+		if cw, ok := c.c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			c.c.SetReadDeadline(time.Now().Add(lingerTimeout))
+			io.CopyN(io.Discard, c.c, lingerMax)
+		}
+	}
 	c.c.Close()
 	if c.in.buf != nil {
 		copyBufPool.Put(c.in.buf)
@@ -327,6 +346,7 @@ func drain(body io.ReadCloser) bool {
 
 // reply sends a short response of the proxy's own.
 func (c *conn) reply(status int, body string, closeConn bool) {
+	c.linger = c.linger || closeConn
 	bw := c.p.getWriter(c.c)
 	defer c.p.putWriter(bw)
 	bw.WriteString("HTTP/1.1 ")
@@ -365,16 +385,9 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 			host = c.flow.Dst.String()
 		}
 		writeRequestHead(up.bw, req, host)
-		var bodyDone chan error
+		var body *bodySender
 		if hasBody {
-			bodyDone = make(chan error, 1)
-			go func() {
-				err := copyBody(up.bw, req.Body, req.ContentLength < 0, req.Trailer)
-				if err != nil {
-					up.c.Close() // wakes readResponse: this request cannot complete
-				}
-				bodyDone <- err
-			}()
+			body = c.sendBody(up, req)
 		} else if err := up.bw.Flush(); err != nil {
 			c.dropUpstream()
 			if reused && attempt == 0 {
@@ -385,16 +398,17 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 		}
 		resp, err := up.readResponse(c, req)
 		if err != nil {
+			var bodyErr error
+			if body != nil {
+				bodyErr = body.stop(c, up)
+			}
 			c.dropUpstream()
-			if bodyDone != nil {
-				var rerr *bodyReadError
-				if errors.As(<-bodyDone, &rerr) {
-					// The client's body was malformed (e.g. a bad chunk
-					// size): the upstream got a truncated request, and
-					// the client a 400.
-					c.reply(http.StatusBadRequest, "Bad Request: "+rerr.Error()+"\n", true)
-					return http.StatusBadRequest, false
-				}
+			var rerr *bodyReadError
+			if errors.As(bodyErr, &rerr) {
+				// The client's body was malformed (e.g. a bad chunk size):
+				// the upstream got a truncated request, the client a 400.
+				c.reply(http.StatusBadRequest, "Bad Request: "+rerr.Error()+"\n", true)
+				return http.StatusBadRequest, false
 			}
 			if reused && attempt == 0 && !hasBody && retryable(err) {
 				continue
@@ -404,18 +418,18 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 		}
 		keep, err := c.writeResponse(req, resp)
 		resp.Body.Close()
-		if bodyDone != nil {
+		if body != nil {
 			select {
-			case err := <-bodyDone:
-				if err != nil {
+			case bodyErr := <-body.done:
+				if bodyErr != nil {
 					keep = false
 				}
 			default:
 				// The upstream answered before reading the whole request
 				// body: the rest of it cannot be framed any more.
-				c.dropUpstream()
-				<-bodyDone
+				body.stop(c, up)
 				keep = false
+				c.linger = true
 			}
 		}
 		switch {
@@ -429,6 +443,45 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 		}
 		return resp.StatusCode, keep
 	}
+}
+
+// bodySender streams a request body upstream on its own goroutine, so that
+// the response is read while the body is still being sent (an upstream may
+// answer early, or echo as it reads).
+type bodySender struct {
+	done    chan error // the copy's own failure, or nil
+	stopped atomic.Bool
+}
+
+func (c *conn) sendBody(up *upstream, req *http.Request) *bodySender {
+	b := &bodySender{done: make(chan error, 1)}
+	go func() {
+		err := copyBody(up.bw, req.Body, req.ContentLength < 0, req.Trailer)
+		if err != nil && !b.stopped.Load() {
+			up.c.Close() // wakes readResponse: this request cannot complete
+			b.done <- err
+			return
+		}
+		b.done <- nil
+	}()
+	return b
+}
+
+// stop ends the copy (it fails on both ends at once) and waits for it, so
+// that nothing touches the upstream's buffers after; it returns the copy's
+// own error if it had failed before.
+func (b *bodySender) stop(c *conn, up *upstream) error {
+	select {
+	case err := <-b.done:
+		return err
+	default:
+	}
+	b.stopped.Store(true)
+	up.c.Close()
+	c.c.SetReadDeadline(aLongTimeAgo)
+	err := <-b.done
+	c.c.SetReadDeadline(time.Time{})
+	return err
 }
 
 // retryable: the upstream closed a kept-alive connection before answering.

@@ -70,7 +70,10 @@ type env struct {
 	serveErr chan error
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { return newEnvWith(t, nil) }
+
+// newEnvWith lets a test change the proxy's Config before it starts.
+func newEnvWith(t testing.TB, tune func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, policy: &testPolicy{}, serveErr: make(chan error, 1)}
 	e.policy.set(t, baseRules)
@@ -96,7 +99,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	e.addr = ln.Addr().String()
-	e.proxy = New(Config{
+	cfg := Config{
 		Policy: e.policy,
 		// Loopback is not redirected: the original destination is the
 		// test's upstream, whatever the accepted connection's address.
@@ -115,7 +118,11 @@ func newEnv(t testing.TB) *env {
 			e.events = append(e.events, ev)
 			e.mu.Unlock()
 		},
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	e.proxy = New(cfg)
 	go func() { e.serveErr <- e.proxy.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -149,6 +156,18 @@ func (e *env) upstream(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/slow":
 		time.Sleep(300 * time.Millisecond)
+	case "/early": // answers without reading the request body
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+		return
+	case "/hints":
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+	case "/trailer":
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "42")
+		return
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, r.Body)
@@ -609,4 +628,76 @@ func TestUpgradeH2CIgnored(t *testing.T) {
 	}
 	resp, body = c.do(get("/admin"))
 	expect(t, resp, body, 403, "Access denied")
+}
+
+func TestHeadAndInterimAndTrailers(t *testing.T) {
+	e := newEnv(t)
+	e.policy.set(t, l7.RuleSet{Allow: []l7.NamedRule{{Name: "any", Rule: l7.HTTPRule{}}}})
+	c := e.dial()
+	// HEAD: the upstream's Content-Length, no body, connection in step.
+	resp, body := c.do("HEAD /public HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 200 || body != "" || resp.ContentLength <= 0 {
+		t.Fatalf("HEAD: %d len %d body %q", resp.StatusCode, resp.ContentLength, body)
+	}
+	// 103 Early Hints reaches an HTTP/1.1 client before the response.
+	c.send(get("/hints"))
+	interim, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err != nil || interim.StatusCode != 103 || interim.Header.Get("Link") == "" {
+		t.Fatalf("want 103 with Link first, got %v %v", interim, err)
+	}
+	resp, body = c.read("GET")
+	expect(t, resp, body, 200, "GET /hints")
+	// Trailers pass through chunked.
+	resp, body = c.do(get("/trailer"))
+	if body != "body" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Fatalf("trailer: body %q trailer %v", body, resp.Trailer)
+	}
+	resp, body = c.do(get("/public"))
+	expect(t, resp, body, 200, "GET /public")
+}
+
+// An upstream that answers before reading the body: the client gets the
+// answer, and the connection closes (the rest of the body cannot be framed).
+func TestUpstreamAnswersEarly(t *testing.T) {
+	e := newEnv(t)
+	e.policy.set(t, l7.RuleSet{Allow: []l7.NamedRule{{Name: "any", Rule: l7.HTTPRule{}}}})
+	c := e.dial()
+	go func() {
+		fmt.Fprintf(c.c, "PUT /early HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", 64<<20)
+		io.Copy(c.c, io.LimitReader(zeros{}, 64<<20))
+	}()
+	resp, body := c.read("PUT")
+	expect(t, resp, body, 413, "too large")
+}
+
+func TestHeaderTimeout(t *testing.T) {
+	e := newEnvWith(t, func(c *Config) { c.HeaderTimeout = 200 * time.Millisecond })
+	c := e.dial()
+	c.send("GET /public HTTP/1.1\r\nHost: a\r\n") // and nothing more
+	resp, _ := c.read("GET")
+	if resp.StatusCode != 408 || !resp.Close {
+		t.Fatalf("slow head: %d, want 408 and close", resp.StatusCode)
+	}
+	c.closed()
+}
+
+func TestIdleTimeout(t *testing.T) {
+	e := newEnvWith(t, func(c *Config) { c.IdleTimeout = 100 * time.Millisecond })
+	c := e.dial()
+	resp, body := c.do(get("/public"))
+	expect(t, resp, body, 200, "GET /public")
+	c.closed()
+}
+
+func TestHTTP10KeepAlive(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial()
+	resp, body := c.do("GET /public HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+	expect(t, resp, body, 200, "GET /public host="+e.addr)
+	if resp.Close {
+		t.Fatal("HTTP/1.0 keep-alive closed")
+	}
+	resp, body = c.do("GET /public/2 HTTP/1.0\r\n\r\n")
+	expect(t, resp, body, 200, "GET /public/2")
+	c.closed()
 }
