@@ -107,7 +107,7 @@ func (c *conn) awaitRequest() bool {
 	}
 	c.state.Store(stateIdle)
 	c.c.SetReadDeadline(time.Now().Add(c.p.cfg.IdleTimeout))
-	if c.br != nil && c.br.Buffered() == 0 {
+	if c.br != nil && c.br.Buffered() == 0 && len(c.in.pending) == 0 {
 		c.p.putReader(c.br)
 		c.br = nil
 	}
@@ -132,6 +132,15 @@ type clientReader struct {
 	c       net.Conn
 	pending []byte
 	buf     *[]byte // pooled backing of pending
+
+	// For wait: the socket's RawConn and the callback, made once per
+	// connection so that waiting allocates nothing.
+	raw    syscall.RawConn
+	ready  func(fd uintptr) bool
+	max    int
+	n      int
+	rerr   error
+	noPoll bool // not a socket: read through the bufio.Reader instead
 }
 
 func (r *clientReader) Read(p []byte) (int, error) {
@@ -149,45 +158,53 @@ func (r *clientReader) Read(p []byte) (int, error) {
 
 // wait blocks, through the runtime's poller, until the socket is readable
 // and reads what is there into a pooled buffer: an idle connection holds
-// no buffer, and the wake-up costs no extra system call. A connection
-// that is not a socket is read through its bufio.Reader instead.
+// no buffer, and the wake-up costs no extra system call.
 func (r *clientReader) wait(p *Proxy) error {
-	sc, ok := r.c.(syscall.Conn)
-	if !ok {
+	if r.raw == nil && !r.noPoll {
+		sc, ok := r.c.(syscall.Conn)
+		if !ok {
+			r.noPoll = true
+			return nil
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return err
+		}
+		r.raw, r.ready, r.max = raw, r.readReady, p.cfg.MaxHeaderBytes
+	}
+	if r.noPoll {
 		return nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var bufp *[]byte
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		// The buffer is taken only for the read itself, not the wait.
-		bufp = copyBufPool.Get().(*[]byte)
-		n, rerr = unix.Read(int(fd), (*bufp)[:min(p.cfg.MaxHeaderBytes, len(*bufp))])
-		if rerr == unix.EAGAIN || rerr == unix.EINTR {
-			copyBufPool.Put(bufp)
-			bufp = nil
-			return false
-		}
-		return true
-	})
+	r.n, r.rerr = 0, nil
+	err := r.raw.Read(r.ready)
 	if err == nil {
-		err = rerr
+		err = r.rerr
 	}
-	if err == nil && n <= 0 {
+	if err == nil && r.n <= 0 {
 		err = io.EOF
 	}
 	if err != nil {
-		if bufp != nil {
-			copyBufPool.Put(bufp)
+		if r.buf != nil {
+			copyBufPool.Put(r.buf)
+			r.buf = nil
 		}
 		return err
 	}
-	r.buf, r.pending = bufp, (*bufp)[:n]
+	r.pending = (*r.buf)[:r.n]
 	return nil
+}
+
+// readReady is the RawConn callback: it takes a buffer only for the read
+// itself, not for the wait.
+func (r *clientReader) readReady(fd uintptr) bool {
+	r.buf = copyBufPool.Get().(*[]byte)
+	r.n, r.rerr = unix.Read(int(fd), (*r.buf)[:min(r.max, len(*r.buf))])
+	if r.rerr == unix.EAGAIN || r.rerr == unix.EINTR {
+		copyBufPool.Put(r.buf)
+		r.buf = nil
+		return false
+	}
+	return true
 }
 
 var h2Preface = []byte(http2Preface)
@@ -418,19 +435,14 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 		}
 		keep, err := c.writeResponse(req, resp)
 		resp.Body.Close()
-		if body != nil {
-			select {
-			case bodyErr := <-body.done:
-				if bodyErr != nil {
-					keep = false
-				}
-			default:
-				// The upstream answered before reading the whole request
-				// body: the rest of it cannot be framed any more.
-				body.stop(c, up)
-				keep = false
-				c.linger = true
-			}
+		if body != nil && !body.wait() {
+			// The upstream answered before reading the whole request
+			// body: the rest of it cannot be framed any more.
+			body.stop(c, up)
+			keep = false
+			c.linger = true
+		} else if body != nil && body.err != nil {
+			keep = false
 		}
 		switch {
 		case err != nil || !keep:
@@ -451,6 +463,30 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 type bodySender struct {
 	done    chan error // the copy's own failure, or nil
 	stopped atomic.Bool
+	err     error // what done said, once wait returned true
+}
+
+// bodyGrace is how long a finished response waits for its request body's
+// copy to end. The copy of a body the upstream read to its end ends at
+// once (it may just not have been scheduled yet); one still running after
+// this is a body the upstream answered without reading.
+const bodyGrace = 200 * time.Millisecond
+
+// wait reports whether the copy ended within bodyGrace.
+func (b *bodySender) wait() bool {
+	select {
+	case b.err = <-b.done:
+		return true
+	default:
+	}
+	t := time.NewTimer(bodyGrace)
+	defer t.Stop()
+	select {
+	case b.err = <-b.done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 func (c *conn) sendBody(up *upstream, req *http.Request) *bodySender {

@@ -186,21 +186,26 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	var buf [4]judgement
 	js, allowed := judge(p.cfg.Policy.Lookup(hc.c.flow), &lreq, buf[:0])
 	status := http.StatusForbidden
+	// Deferred: a stream whose copy fails is aborted by a panic, and is
+	// still reported.
+	defer func() { p.emitAll(start, hc.c.flow, &lreq, js, status, ProtoH2C) }()
 	if allowed {
-		status = p.forwardStream(w, r, hc)
-	} else {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(status)
-		io.WriteString(w, "Access denied")
+		p.forwardStream(w, r, hc, &status)
+		return
 	}
-	p.emitAll(start, hc.c.flow, &lreq, js, status, ProtoH2C)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	io.WriteString(w, "Access denied")
 }
 
-func (p *Proxy) forwardStream(w http.ResponseWriter, r *http.Request, hc *h2conn) int {
+// forwardStream sends an allowed stream upstream and copies the answer;
+// *status is the status the client got.
+func (p *Proxy) forwardStream(w http.ResponseWriter, r *http.Request, hc *h2conn, status *int) {
 	up, err := hc.upstream(r.Context())
 	if err != nil {
-		http.Error(w, "Bad Gateway", http.StatusBadGateway)
-		return http.StatusBadGateway
+		*status = http.StatusBadGateway
+		http.Error(w, "Bad Gateway", *status)
+		return
 	}
 	u := *r.URL
 	u.Scheme, u.Host = "http", r.Host
@@ -216,14 +221,16 @@ func (p *Proxy) forwardStream(w http.ResponseWriter, r *http.Request, hc *h2conn
 	}
 	resp, err := up.RoundTrip(out)
 	if err != nil {
-		http.Error(w, "Bad Gateway", http.StatusBadGateway)
-		return http.StatusBadGateway
+		*status = http.StatusBadGateway
+		http.Error(w, "Bad Gateway", *status)
+		return
 	}
 	defer resp.Body.Close()
 	h := w.Header()
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
+	*status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
 	if err := copyFlushing(w, resp.Body); err != nil {
 		// Headers are out: only a reset of this stream can tell the client.
@@ -232,7 +239,6 @@ func (p *Proxy) forwardStream(w http.ResponseWriter, r *http.Request, hc *h2conn
 	for k, vs := range resp.Trailer {
 		h[http.TrailerPrefix+k] = vs
 	}
-	return resp.StatusCode
 }
 
 // copyFlushing streams a response body, flushing after each read so that

@@ -165,43 +165,51 @@ func checkRequestLine(line []byte) (http10 bool, err *headError) {
 			return false, refuse(400, "invalid character in request target")
 		}
 	}
-	if !cleanPath(pathOf(string(target))) {
+	if !cleanPath(pathOf(target)) {
 		return false, refuse(400, "dot-segment or backslash in path")
 	}
 	return http10, nil
 }
 
 // pathOf is the path of an origin-form target: up to the query.
-func pathOf(target string) string {
-	if i := strings.IndexByte(target, '?'); i >= 0 {
-		return target[:i]
+func pathOf[T string | []byte](target T) T {
+	for i := 0; i < len(target); i++ {
+		if target[i] == '?' {
+			return target[:i]
+		}
 	}
 	return target
 }
 
 // cleanPath reports whether path has no "." or ".." segment (with any
-// letter percent-encoded as %2e) and no encoded backslash.
-func cleanPath(path string) bool {
-	for seg := range strings.SplitSeq(path, "/") {
-		dots := 0
-		for i := 0; i < len(seg); {
-			switch {
-			case seg[i] == '.':
-				dots++
-				i++
-			case i+2 < len(seg) && seg[i] == '%' && seg[i+1] == '2' && (seg[i+2] == 'e' || seg[i+2] == 'E'):
-				dots++
-				i += 3
-			default:
-				dots = -100
-				i = len(seg)
+// dot percent-encoded as %2e) and no encoded backslash (%5c).
+func cleanPath[T string | []byte](path T) bool {
+	dots := 0 // dots in the segment so far; -1 once it has anything else
+	for i := 0; i <= len(path); {
+		if i == len(path) || path[i] == '/' {
+			if dots == 1 || dots == 2 {
+				return false
 			}
+			dots = 0
+			i++
+			continue
 		}
-		if dots == 1 || dots == 2 {
+		switch {
+		case path[i] == '.':
+			if dots >= 0 {
+				dots++
+			}
+			i++
+		case path[i] == '%' && i+2 < len(path) && path[i+1] == '2' && (path[i+2] == 'e' || path[i+2] == 'E'):
+			if dots >= 0 {
+				dots++
+			}
+			i += 3
+		case path[i] == '%' && i+2 < len(path) && path[i+1] == '5' && (path[i+2] == 'c' || path[i+2] == 'C'):
 			return false
-		}
-		if strings.Contains(seg, "%5c") || strings.Contains(seg, "%5C") {
-			return false
+		default:
+			dots = -1
+			i++
 		}
 	}
 	return true

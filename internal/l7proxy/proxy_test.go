@@ -182,7 +182,7 @@ func (e *env) upstream(w http.ResponseWriter, r *http.Request) {
 // takeEvents returns the events so far, waiting briefly for at least
 // want of them (an event may follow the response it reports).
 func (e *env) takeEvents(want ...int) []Event {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		e.mu.Lock()
 		evs := e.events
@@ -563,6 +563,7 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	if resp, err := cl.Get("http://svc.example/public/first"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("first request: %v %v", resp, err)
 	} else {
+		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
 	paths := []string{"/public/a", "/admin", "/public/b", "/public/secret"}
@@ -607,6 +608,9 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	}
 	evs := e.takeEvents(6)
 	if len(evs) != 6 {
+		for _, ev := range evs {
+			t.Logf("event %s %s %d", ev.Method, ev.Path, ev.Status)
+		}
 		t.Fatalf("%d events, want one per stream", len(evs))
 	}
 	for _, ev := range evs {
