@@ -154,7 +154,8 @@ type Event struct {
 	Proto     string     // ProtoHTTP1 or ProtoH2C
 }
 
-// Config configures a Proxy. Policy is required; the rest has defaults.
+// Config configures a Proxy. Every field has a default; without a Policy
+// every request is denied.
 type Config struct {
 	Policy Policy
 	// Dial opens upstream connections; default: a plain TCP dial to f.Dst.
@@ -190,6 +191,9 @@ type Proxy struct {
 
 // New returns a proxy for cfg.
 func New(cfg Config) *Proxy {
+	if cfg.Policy == nil {
+		cfg.Policy = noPolicy{} // fail closed
+	}
 	if cfg.Dial == nil {
 		cfg.Dial = dialTCP
 	}
@@ -209,6 +213,10 @@ func New(cfg Config) *Proxy {
 		done:      make(chan struct{}),
 	}
 }
+
+type noPolicy struct{}
+
+func (noPolicy) Lookup(Flow) []Applied { return nil }
 
 func dialTCP(ctx context.Context, f Flow) (net.Conn, error) {
 	var d net.Dialer

@@ -434,7 +434,10 @@ func TestEveryAppliedSetMustAllow(t *testing.T) {
 	if resp.StatusCode != 403 || len(evs) != 2 || !evs[0].Verdict.Allowed || evs[1].Verdict.Allowed || evs[1].Direction != Egress {
 		t.Fatalf("second set denies: %d %+v", resp.StatusCode, evs)
 	}
-	// No rule set at all: fail closed.
+	// No rule set at all, or no Policy: fail closed.
+	if New(Config{}).cfg.Policy.Lookup(Flow{}) != nil {
+		t.Fatal("a proxy without Policy has rule sets")
+	}
 	e.policy.applied.Store(nil)
 	resp, _ = c.do(get("/x"))
 	evs = e.takeEvents(1)
