@@ -48,15 +48,16 @@ func BenchmarkKeepAlive(b *testing.B) {
 	}
 	go p.Serve(ln)
 	defer p.Shutdown(context.Background())
-	b.Run("direct", func(b *testing.B) { sequential(b, upLn.Addr().String()) })
-	b.Run("proxy", func(b *testing.B) { sequential(b, ln.Addr().String()) })
+	b.Run("direct", func(b *testing.B) { roundTrips(b, upLn.Addr().String(), b.Loop) })
+	b.Run("proxy", func(b *testing.B) { roundTrips(b, ln.Addr().String(), b.Loop) })
 	b.Run("proxy-parallel", func(b *testing.B) {
 		b.SetParallelism(8)
-		b.RunParallel(func(pb *testing.PB) { parallel(b, pb, ln.Addr().String()) })
+		b.RunParallel(func(pb *testing.PB) { roundTrips(b, ln.Addr().String(), pb.Next) })
 	})
 }
 
-func parallel(b *testing.B, pb *testing.PB, addr string) {
+// roundTrips sends requests on one connection while next says so.
+func roundTrips(b *testing.B, addr string, next func() bool) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Error(err)
@@ -65,7 +66,7 @@ func parallel(b *testing.B, pb *testing.PB, addr string) {
 	defer c.Close()
 	br := bufio.NewReader(c)
 	req := []byte("GET /v1/items?page=2 HTTP/1.1\r\nHost: api.example\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
-	for pb.Next() {
+	for next() {
 		if _, err := c.Write(req); err != nil {
 			b.Error(err)
 			return
@@ -74,30 +75,11 @@ func parallel(b *testing.B, pb *testing.PB, addr string) {
 		if err != nil {
 			b.Error(err)
 			return
-		}
-		io.Copy(io.Discard, resp.Body)
-	}
-}
-
-func sequential(b *testing.B, addr string) {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	req := []byte("GET /v1/items?page=2 HTTP/1.1\r\nHost: api.example\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
-	for b.Loop() {
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			b.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		if resp.StatusCode != 200 {
-			b.Fatal(resp.Status)
+			b.Error(resp.Status)
+			return
 		}
 	}
 }
