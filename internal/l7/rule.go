@@ -16,9 +16,12 @@
 //   - Method is case-sensitive (methods are, RFC 9110 9.1). Host is matched
 //     case-insensitively against the Host header (:authority in HTTP/2)
 //     without its port ("api.example:8080" is matched as "api.example",
-//     "[::1]:80" as "::1"). Path is the request target's path as sent on the
-//     wire (percent-encoding kept), without the query string; the proxy
-//     refuses dot-segments before asking (see internal/l7proxy).
+//     "[::1]:80" as "::1"). Path is the request target's path without the
+//     query string, normalized by the proxy before it asks (and forwarded
+//     as normalized): percent-encoded unreserved characters decoded, other
+//     percent-encodings in upper-case hex, runs of '/' merged; paths with
+//     dot-segments or encoded slashes never reach the rules (see
+//     internal/l7proxy). Write rules against plain paths: "/admin/.*".
 //   - A HeaderMatch matches when the header is present (Value and Regex
 //     empty), or when any of its values equals Value exactly, or when any of
 //     its values matches Regex (anchored as above). Header names are

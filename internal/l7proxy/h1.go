@@ -304,7 +304,18 @@ func (c *conn) serveOne() bool {
 		}
 		return false
 	}
-	lreq := l7.Request{Method: req.Method, Path: pathOf(req.RequestURI), Host: req.Host, Header: req.Header}
+	path, ok := normalizePath(pathOf(req.RequestURI))
+	if !ok {
+		const reason = "path with a dot-segment, an encoded slash or backslash, or a broken percent-encoding"
+		c.reply(http.StatusBadRequest, "Bad Request: "+reason+"\n", true)
+		c.p.emit(Event{Time: start, Flow: c.flow, Method: req.Method, Host: req.Host, Path: pathOf(req.RequestURI),
+			Verdict: l7.Verdict{Reason: reason}, Status: http.StatusBadRequest, Proto: ProtoHTTP1})
+		return false
+	}
+	if raw := pathOf(req.RequestURI); path != raw {
+		req.RequestURI = path + req.RequestURI[len(raw):] // the server gets what was judged
+	}
+	lreq := l7.Request{Method: req.Method, Path: path, Host: req.Host, Header: req.Header}
 	var buf [4]judgement
 	js, allowed := judge(c.p.cfg.Policy.Lookup(c.flow), &lreq, buf[:0])
 	var status int

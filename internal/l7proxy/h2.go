@@ -176,13 +176,14 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	hc := r.Context().Value(h2ConnKey{}).(*h2conn)
 	hc.streamStart()
 	defer hc.streamEnd()
-	lreq := l7.Request{Method: r.Method, Path: pathOf(r.RequestURI), Host: r.Host, Header: r.Header}
-	if r.RequestURI != "*" && (len(lreq.Path) == 0 || lreq.Path[0] != '/' || !cleanPath(lreq.Path)) {
+	path, ok := normalizePath(pathOf(r.RequestURI))
+	if !ok {
 		http.Error(w, "Bad Request: invalid :path", http.StatusBadRequest)
-		p.emit(Event{Time: start, Flow: hc.c.flow, Method: r.Method, Host: r.Host, Path: lreq.Path,
+		p.emit(Event{Time: start, Flow: hc.c.flow, Method: r.Method, Host: r.Host, Path: pathOf(r.RequestURI),
 			Verdict: l7.Verdict{Reason: "invalid :path"}, Status: http.StatusBadRequest, Proto: ProtoH2C})
 		return
 	}
+	lreq := l7.Request{Method: r.Method, Path: path, Host: r.Host, Header: r.Header}
 	var buf [4]judgement
 	js, allowed := judge(p.cfg.Policy.Lookup(hc.c.flow), &lreq, buf[:0])
 	status := http.StatusForbidden
@@ -190,7 +191,7 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 	// still reported.
 	defer func() { p.emitAll(start, hc.c.flow, &lreq, js, status, ProtoH2C) }()
 	if allowed {
-		p.forwardStream(w, r, hc, &status)
+		p.forwardStream(w, r, hc, lreq.Path, &status)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -200,7 +201,7 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 
 // forwardStream sends an allowed stream upstream and copies the answer;
 // *status is the status the client got.
-func (p *Proxy) forwardStream(w http.ResponseWriter, r *http.Request, hc *h2conn, status *int) {
+func (p *Proxy) forwardStream(w http.ResponseWriter, r *http.Request, hc *h2conn, path string, status *int) {
 	up, err := hc.upstream(r.Context())
 	if err != nil {
 		*status = http.StatusBadGateway
@@ -209,6 +210,7 @@ func (p *Proxy) forwardStream(w http.ResponseWriter, r *http.Request, hc *h2conn
 	}
 	u := *r.URL
 	u.Scheme, u.Host = "http", r.Host
+	u.Opaque = path // the server gets the path that was judged
 	out := &http.Request{
 		Method: r.Method, URL: &u, Host: r.Host,
 		Proto: "HTTP/2.0", ProtoMajor: 2,

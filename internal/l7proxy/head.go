@@ -35,9 +35,8 @@ func refuse(status int, reason string) *headError { return &headError{status, re
 //   - HTTP/1.1 carries exactly one Host; HTTP/1.0 at most one;
 //   - only HTTP/1.0 and HTTP/1.1 (505 otherwise);
 //   - the target is origin-form ("/path?query") or "*" for OPTIONS;
-//     absolute-form and CONNECT are refused, and the path has no "." or
-//     ".." segment (also percent-encoded), no backslash (also %5C) and no
-//     '#', so that the path the rules see is the path the server serves.
+//     absolute-form and CONNECT are refused; no '#' or control characters.
+//     The path's meaning is checked after parsing, by normalizePath.
 func checkRequestHead(h []byte) *headError {
 	first := true
 	var clValue []byte
@@ -165,9 +164,6 @@ func checkRequestLine(line []byte) (http10 bool, err *headError) {
 			return false, refuse(400, "invalid character in request target")
 		}
 	}
-	if !cleanPath(pathOf(target)) {
-		return false, refuse(400, "dot-segment or backslash in path")
-	}
 	return http10, nil
 }
 
@@ -181,35 +177,83 @@ func pathOf[T string | []byte](target T) T {
 	return target
 }
 
-// cleanPath reports whether path has no "." or ".." segment (with any
-// dot percent-encoded as %2e) and no encoded backslash (%5c).
-func cleanPath[T string | []byte](path T) bool {
-	dots := 0 // dots in the segment so far; -1 once it has anything else
-	for i := 0; i <= len(path); {
-		if i == len(path) || path[i] == '/' {
-			if dots == 1 || dots == 2 {
-				return false
-			}
-			dots = 0
-			i++
-			continue
-		}
+// normalizePath returns the path that the rules judge and that the server
+// then receives, so that both see the same one (RFC 3986 6.2.2):
+// percent-encoded unreserved characters are decoded ("/adm%69n" is
+// "/admin"), other percent-encodings get upper-case hex, and runs of '/'
+// merge into one. It refuses (false) what a server may read as another
+// path than the rules did: "." and ".." segments (also encoded), encoded
+// '/' and '\' (%2F, %5C), a raw '\', and broken percent-encodings.
+// "*" (OPTIONS) passes as it is. A path needing no change is returned
+// without allocating.
+func normalizePath(path string) (string, bool) {
+	if path == "*" {
+		return path, true
+	}
+	if path == "" || path[0] != '/' {
+		return "", false
+	}
+	if !strings.Contains(path, "%") && !strings.Contains(path, "//") {
+		return path, cleanPath(path)
+	}
+	var b strings.Builder
+	b.Grow(len(path))
+	for i := 0; i < len(path); i++ {
+		c := path[i]
 		switch {
-		case path[i] == '.':
-			if dots >= 0 {
-				dots++
+		case c == '%':
+			if i+2 >= len(path) || unhex(path[i+1]) < 0 || unhex(path[i+2]) < 0 {
+				return "", false
 			}
-			i++
-		case path[i] == '%' && i+2 < len(path) && path[i+1] == '2' && (path[i+2] == 'e' || path[i+2] == 'E'):
-			if dots >= 0 {
-				dots++
+			d := byte(unhex(path[i+1])<<4 | unhex(path[i+2]))
+			switch {
+			case d == '/' || d == '\\':
+				return "", false
+			case isUnreserved(d):
+				b.WriteByte(d)
+			default:
+				b.WriteByte('%')
+				b.WriteByte(upperHex[d>>4])
+				b.WriteByte(upperHex[d&15])
 			}
-			i += 3
-		case path[i] == '%' && i+2 < len(path) && path[i+1] == '5' && (path[i+2] == 'c' || path[i+2] == 'C'):
-			return false
+			i += 2
+		case c == '/' && i > 0 && path[i-1] == '/':
+			// merged
 		default:
-			dots = -1
-			i++
+			b.WriteByte(c)
+		}
+	}
+	out := b.String()
+	return out, cleanPath(out)
+}
+
+const upperHex = "0123456789ABCDEF"
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+func isUnreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// cleanPath reports whether a normalized path has no "." or ".." segment
+// and no backslash.
+func cleanPath(path string) bool {
+	if strings.IndexByte(path, '\\') >= 0 {
+		return false
+	}
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return false
 		}
 	}
 	return true

@@ -44,10 +44,16 @@
 //     "chunked" (501), TE on HTTP/1.0, obs-fold, whitespace before a colon,
 //     bare LF and bare CR (strict: every line must end in CRLF), control
 //     characters in values, missing or repeated Host, absolute-form and
-//     CONNECT targets, and "."/".." path segments (also %2e-encoded) or
-//     backslashes, so that the path the rules see is the path the server
-//     serves. A bad chunk size is found while streaming: the client gets 400,
-//     both connections close, nothing after it is read as a request.
+//     CONNECT targets. A bad chunk size is found while streaming: the client
+//     gets 400, both connections close, nothing after it is read as a
+//     request.
+//   - The path the rules judge is the path the server gets: normalizePath
+//     decodes percent-encoded unreserved characters ("/adm%69n" is
+//     "/admin"), upper-cases other percent-encodings and merges runs of '/',
+//     and the request is forwarded with that path (HTTP/1.1 and HTTP/2).
+//     Paths a server could still read differently are refused with 400:
+//     "."/".." segments (also %2e-encoded), %2F, %5C, raw backslashes and
+//     broken percent-encodings.
 //   - Framing is re-written, never passed through: Content-Length when known,
 //     else chunked (HTTP/1.1 client) or close-delimited (HTTP/1.0);
 //     hop-by-hop fields (Connection and what it lists, Keep-Alive, TE,

@@ -304,6 +304,8 @@ func TestRules(t *testing.T) {
 		{"deny overrides allow", get("/public/secret"), 403, "no-secret"},
 		{"allow beside the deny", get("/public/other"), 200, "public"},
 		{"query is not the path", get("/public?x=/admin"), 200, "public"},
+		{"encoded letters are the letters", get("/public/s%65cret"), 403, "no-secret"},
+		{"merged slashes", get("//public//secret"), 403, "no-secret"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial()
@@ -474,6 +476,9 @@ func TestSmugglingAndMalformedRefused(t *testing.T) {
 		{"dot-dot", get("/public/../admin"), 400},
 		{"encoded dot-dot", get("/public/%2e%2E/admin"), 400},
 		{"backslash", get(`/public\..\admin`), 400},
+		{"encoded slash", get("/public%2F..%2Fadmin"), 400},
+		{"encoded backslash", get("/public%5C..%5Cadmin"), 400},
+		{"broken percent-encoding", get("/public%zz"), 400},
 		{"NUL in value", "GET /public HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400},
 		{"HTTP/0.9", "GET /public\r\n\r\n", 400},
 		{"HTTP/2 in a request line", "GET /public HTTP/2.0\r\nHost: a\r\n\r\n", 505},
@@ -569,7 +574,7 @@ func TestH2CPriorKnowledge(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	paths := []string{"/public/a", "/admin", "/public/b", "/public/secret"}
+	paths := []string{"/public/a", "/admin", "/public/b", "/public/secret", "/public/s%65cret"}
 	results := make(chan result, len(paths))
 	for _, path := range paths {
 		go func() {
@@ -583,7 +588,7 @@ func TestH2CPriorKnowledge(t *testing.T) {
 			results <- result{path, resp.StatusCode, string(b), resp.Header.Get("X-Proto"), nil}
 		}()
 	}
-	want := map[string]int{"/public/a": 200, "/admin": 403, "/public/b": 200, "/public/secret": 403}
+	want := map[string]int{"/public/a": 200, "/admin": 403, "/public/b": 200, "/public/secret": 403, "/public/s%65cret": 403}
 	for range paths {
 		r := <-results
 		if r.err != nil || r.status != want[r.path] {
@@ -609,8 +614,8 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	if n := dials.Load(); n != 1 {
 		t.Fatalf("%d client connections, want every stream on one", n)
 	}
-	evs := e.takeEvents(6)
-	if len(evs) != 6 {
+	evs := e.takeEvents(7)
+	if len(evs) != 7 {
 		for _, ev := range evs {
 			t.Logf("event %s %s %d", ev.Method, ev.Path, ev.Status)
 		}
@@ -707,4 +712,15 @@ func TestHTTP10KeepAlive(t *testing.T) {
 	resp, body = c.do("GET /public/2 HTTP/1.0\r\n\r\n")
 	expect(t, resp, body, 200, "GET /public/2")
 	c.closed()
+}
+
+// The server receives the path the rules judged, not the one sent.
+func TestServerGetsNormalizedPath(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial()
+	resp, body := c.do(get("//public//%61%2d?q=%41"))
+	expect(t, resp, body, 200, "GET /public/a- host=svc.example")
+	if ev := e.takeEvents(1); len(ev) != 1 || ev[0].Path != "/public/a-" {
+		t.Fatalf("events %+v", ev)
+	}
 }
