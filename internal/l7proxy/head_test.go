@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,4 +88,41 @@ func FuzzRequestHead(f *testing.F) {
 			t.Fatalf("target %q accepted", req.RequestURI)
 		}
 	})
+}
+
+// FuzzNormalizePath: a normalized path is stable (normalizing it again
+// changes nothing), has no dot-segment, and decodes to what the input
+// decodes to (net/url's reading), modulo merged slashes.
+func FuzzNormalizePath(f *testing.F) {
+	for _, s := range []string{"/a/b", "/adm%69n", "//x//y", "/a/%2e%2e/b", "/%41%2f", "/a%zz", "*"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, ok := normalizePath(in)
+		if !ok {
+			return
+		}
+		again, ok2 := normalizePath(out)
+		if !ok2 || again != out {
+			t.Fatalf("normalizePath(%q) = %q, then %q (%v)", in, out, again, ok2)
+		}
+		if strings.Contains(out, "//") || strings.Contains("/"+out+"/", "/../") || strings.Contains("/"+out+"/", "/./") {
+			t.Fatalf("normalizePath(%q) = %q", in, out)
+		}
+		a, err1 := url.PathUnescape(in)
+		b, err2 := url.PathUnescape(out)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%q -> %q: unescape %v %v", in, out, err1, err2)
+		}
+		if mergeSlashes(a) != b {
+			t.Fatalf("%q decodes to %q, its normalization %q to %q", in, a, out, b)
+		}
+	})
+}
+
+func mergeSlashes(s string) string {
+	for strings.Contains(s, "//") {
+		s = strings.ReplaceAll(s, "//", "/")
+	}
+	return s
 }
