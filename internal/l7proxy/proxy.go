@@ -25,10 +25,11 @@
 //     (malformed, smuggling) gives one event with an empty Endpoint.
 //   - Shutdown stops accepting, closes idle connections, lets in-flight
 //     requests finish (their response says Connection: close) and sends
-//     GOAWAY on HTTP/2. For a restart or upgrade the agent keeps the
-//     listening socket (pinned fd or SO_REUSEPORT) and gives it to the next
-//     proxy's Serve, so new connections queue in the backlog instead of
-//     failing.
+//     GOAWAY on HTTP/2. It stops a TCP listener with a deadline instead of
+//     closing it, so the same socket can go to the next proxy's Serve (in
+//     process, or passed to a new agent process): connections that arrive
+//     meanwhile wait in its backlog instead of failing
+//     (TestListenerHandOver). The agent closes the listener itself.
 //
 // # Why net/http's parsers under a connection loop of our own
 //
@@ -229,13 +230,21 @@ func dialTCP(ctx context.Context, f Flow) (net.Conn, error) {
 	return d.DialContext(ctx, "tcp", f.Dst.String())
 }
 
+// deadliner is a listener whose Accept a deadline can stop (*net.TCPListener).
+type deadliner interface{ SetDeadline(time.Time) error }
+
 // ErrClosed is returned by Serve after Shutdown.
 var ErrClosed = errors.New("l7proxy: proxy closed")
 
 // Serve accepts connections on ln until Shutdown or an accept error; it
-// may be called for several listeners. It closes ln when it returns.
+// may be called for several listeners. After Shutdown it returns ErrClosed
+// and leaves a listener that has SetDeadline (a *net.TCPListener) open:
+// the caller closes it or gives it to another Proxy's Serve, which resets
+// the deadline. Other listeners, and one that fails, are closed.
 func (p *Proxy) Serve(ln net.Listener) error {
-	defer ln.Close()
+	if d, ok := ln.(deadliner); ok {
+		d.SetDeadline(time.Time{}) // a listener handed over after a Shutdown
+	}
 	p.mu.Lock()
 	if p.closing.Load() {
 		p.mu.Unlock()
@@ -253,7 +262,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		c, err := ln.Accept()
 		if err != nil {
 			if p.closing.Load() {
-				return ErrClosed
+				return ErrClosed // ln stays open if Shutdown could stop it without closing
 			}
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
 				// Out of descriptors: wait for connections to end, as
@@ -262,6 +271,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 				backoff = min(2*backoff, time.Second)
 				continue
 			}
+			ln.Close()
 			return err
 		}
 		backoff = 5 * time.Millisecond
@@ -314,7 +324,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		close(p.done)
 	}
 	for ln := range p.listeners {
-		ln.Close()
+		// Stop Accept without closing the socket when possible: the
+		// caller may hand it to the next proxy (restart, upgrade), and
+		// connections arriving meanwhile wait in its backlog.
+		if d, ok := ln.(deadliner); !ok || d.SetDeadline(aLongTimeAgo) != nil {
+			ln.Close()
+		}
 	}
 	p.mu.Unlock()
 	h2done := make(chan error, 1)

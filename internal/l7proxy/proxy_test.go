@@ -60,6 +60,7 @@ type env struct {
 	t        testing.TB
 	proxy    *Proxy
 	addr     string // the proxy's listener
+	ln       net.Listener
 	upAddr   string
 	policy   *testPolicy
 	upReqs   atomic.Int64 // requests whose head reached the upstream
@@ -99,6 +100,8 @@ func newEnvWith(t testing.TB, tune func(*Config)) *env {
 		t.Fatal(err)
 	}
 	e.addr = ln.Addr().String()
+	e.ln = ln
+	t.Cleanup(func() { ln.Close() })
 	cfg := Config{
 		Policy: e.policy,
 		// Loopback is not redirected: the original destination is the

@@ -157,3 +157,25 @@ func TestShutdownDeadlineClosesTheRest(t *testing.T) {
 	}
 	busy.closed()
 }
+
+// A restart hands the listening socket to a new proxy: a connection made
+// while no proxy accepts waits in the backlog and is served by the next.
+func TestListenerHandOver(t *testing.T) {
+	e := newEnv(t)
+	resp, body := e.dial().do(get("/public"))
+	expect(t, resp, body, 200, "GET /public")
+	if err := e.proxy.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-e.serveErr; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+	c := e.dial() // accepted by the kernel, waiting for a proxy
+	c.send(get("/public/during-restart"))
+
+	next := New(e.proxy.cfg)
+	go next.Serve(e.ln)
+	t.Cleanup(func() { next.Shutdown(context.Background()); e.ln.Close() })
+	resp, body = c.read("GET")
+	expect(t, resp, body, 200, "GET /public/during-restart")
+}
