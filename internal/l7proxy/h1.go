@@ -58,6 +58,7 @@ type conn struct {
 func (c *conn) serve() {
 	defer c.p.untrack(c)
 	defer c.close()
+	defer c.p.recoverConn(c.c)
 	for first := true; ; first = false {
 		if !c.awaitRequest() {
 			return
@@ -503,13 +504,15 @@ func (b *bodySender) wait() bool {
 func (c *conn) sendBody(up *upstream, req *http.Request) *bodySender {
 	b := &bodySender{done: make(chan error, 1)}
 	go func() {
-		err := copyBody(up.bw, req.Body, req.ContentLength < 0, req.Trailer)
+		err := errors.New("l7proxy: request body copy panicked")
+		defer func() { b.done <- err }() // last: the waiter always hears
+		defer c.p.recoverConn(c.c)
+		err = copyBody(up.bw, req.Body, req.ContentLength < 0, req.Trailer)
 		if err != nil && !b.stopped.Load() {
 			up.c.Close() // wakes readResponse: this request cannot complete
-			b.done <- err
 			return
 		}
-		b.done <- nil
+		err = nil
 	}()
 	return b
 }

@@ -96,6 +96,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -175,6 +176,9 @@ type Config struct {
 	// HeaderTimeout bounds reading one request head once its first byte
 	// arrived (default 30 s).
 	HeaderTimeout time.Duration
+	// Logf reports what has no event: a recovered panic (with its stack)
+	// that cost one connection instead of the agent. nil drops it.
+	Logf func(format string, args ...any)
 	// MaxHeaderBytes bounds a request or response head (default 16 KiB);
 	// larger heads get 431 (request) or 502 (response).
 	MaxHeaderBytes int
@@ -370,6 +374,18 @@ func (p *Proxy) closeIdle() {
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
+
+// recoverConn turns a panic on a connection's goroutine into the end of
+// that connection: a bug must not take the agent, and every other
+// connection, down with it. Deferred by each goroutine the proxy starts.
+func (p *Proxy) recoverConn(c net.Conn) {
+	if r := recover(); r != nil {
+		if p.cfg.Logf != nil {
+			p.cfg.Logf("l7proxy: panic serving %v: %v\n%s", c.RemoteAddr(), r, debug.Stack())
+		}
+		c.Close()
+	}
+}
 
 func (p *Proxy) emit(e Event) {
 	if p.cfg.Events != nil {

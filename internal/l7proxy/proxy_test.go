@@ -727,3 +727,27 @@ func TestServerGetsNormalizedPath(t *testing.T) {
 		t.Fatalf("events %+v", ev)
 	}
 }
+
+type panicPolicy struct{}
+
+func (panicPolicy) Lookup(Flow) []Applied { panic("policy bug") }
+
+// A panic while serving one connection ends that connection, not the
+// process; it is logged.
+func TestPanicCostsOneConnection(t *testing.T) {
+	var logged atomic.Int64
+	e := newEnvWith(t, func(c *Config) {
+		c.Policy = panicPolicy{}
+		c.Logf = func(string, ...any) { logged.Add(1) }
+	})
+	c := e.dial()
+	c.send(get("/public"))
+	c.closed()
+	if logged.Load() != 1 {
+		t.Fatalf("%d panics logged, want 1", logged.Load())
+	}
+	// The proxy still accepts and serves (fail closed: this policy only panics).
+	c = e.dial()
+	c.send(get("/public"))
+	c.closed()
+}
