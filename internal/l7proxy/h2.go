@@ -34,16 +34,18 @@ func (p *Proxy) startH2() {
 		protos.SetUnencryptedHTTP2(true)
 		p.h2.ln = &chanListener{conns: make(chan net.Conn), done: make(chan struct{})}
 		p.h2.srv = &http.Server{
-			Handler:     http.HandlerFunc(p.serveStream),
-			Protocols:   &protos,
-			IdleTimeout: p.cfg.IdleTimeout,
+			Handler:        http.HandlerFunc(p.serveStream),
+			Protocols:      &protos,
+			IdleTimeout:    p.cfg.IdleTimeout,
+			MaxHeaderBytes: p.cfg.MaxHeaderBytes,
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				return context.WithValue(ctx, h2ConnKey{}, c.(*h2conn))
 			},
 			ErrorLog: discardLog,
 		}
 		p.h2.tr = &http.Transport{
-			Protocols: &protos,
+			Protocols:              &protos,
+			MaxResponseHeaderBytes: 4 * int64(p.cfg.MaxHeaderBytes), // as for HTTP/1.1
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return p.cfg.Dial(ctx, ctx.Value(flowKey{}).(Flow))
 			},
