@@ -235,8 +235,8 @@ func (c *conn) sniffH2() (bool, error) {
 func (c *conn) readHead() (*http.Request, *headError) {
 	br := c.br
 	// RFC 9112 2.2: ignore empty lines before a request line (some clients
-	// send CRLF after a body).
-	for {
+	// send CRLF after a body); a few, not an endless stream of them.
+	for range 4 {
 		b, err := br.Peek(2)
 		if err != nil || b[0] != '\r' || b[1] != '\n' {
 			break
@@ -326,7 +326,7 @@ func (c *conn) serveOne() bool {
 		status = http.StatusForbidden
 		// Without a 100 Continue the client may or may not send its body:
 		// only a connection whose body was read to its end is reusable.
-		keep = !req.Close && !c.p.closing.Load() && !expectsContinue(req) && drain(req.Body)
+		keep = !req.Close && !c.p.closing.Load() && !expectsContinue(req) && c.drain(req.Body)
 		c.reply(status, "Access denied", !keep)
 	case !c.handleExpect(req):
 		status = http.StatusExpectationFailed
@@ -365,10 +365,14 @@ func (c *conn) handleExpect(req *http.Request) bool {
 	return true
 }
 
-func drain(body io.ReadCloser) bool {
+// drain reads and discards a denied request's body, within HeaderTimeout,
+// and reports whether it ended (the connection is then still in step).
+func (c *conn) drain(body io.ReadCloser) bool {
 	if body == nil || body == http.NoBody {
 		return true
 	}
+	c.c.SetReadDeadline(time.Now().Add(c.p.cfg.HeaderTimeout))
+	defer c.c.SetReadDeadline(time.Time{})
 	_, err := io.CopyN(io.Discard, body, maxDrain+1)
 	return errors.Is(err, io.EOF)
 }

@@ -334,7 +334,8 @@ func TestKeepAliveSecondDenied(t *testing.T) {
 	if resp.Close {
 		t.Fatal("denied request with a small body closed the connection")
 	}
-	resp, body = c.do(get("/public/again"))
+	// An empty line before a request line is ignored (RFC 9112 2.2).
+	resp, body = c.do("\r\n" + get("/public/again"))
 	expect(t, resp, body, 200, "GET /public/again")
 	if n := e.upConns.Load(); n != 1 {
 		t.Fatalf("%d upstream connections, want 1 kept alive", n)
@@ -485,6 +486,7 @@ func TestSmugglingAndMalformedRefused(t *testing.T) {
 		{"NUL in value", "GET /public HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400},
 		{"HTTP/0.9", "GET /public\r\n\r\n", 400},
 		{"HTTP/2 in a request line", "GET /public HTTP/2.0\r\nHost: a\r\n\r\n", 505},
+		{"endless empty lines", strings.Repeat("\r\n", 100) + get("/public"), 400},
 		{"garbage", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400},
 		{"head too large", "GET /public HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", 431},
 	} {
