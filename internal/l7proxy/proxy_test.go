@@ -753,3 +753,42 @@ func TestPanicCostsOneConnection(t *testing.T) {
 	c.send(get("/public"))
 	c.closed()
 }
+
+// HTTP/2: rules are looked up per stream, so an update reaches the next
+// stream on the same connection.
+func TestH2CRuleUpdate(t *testing.T) {
+	e := newEnv(t)
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, e.addr)
+	}}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	status := func(path string) int {
+		resp, err := cl.Get("http://svc.example" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := status("/public"); s != 200 {
+		t.Fatalf("before: %d", s)
+	}
+	e.policy.set(t, l7.RuleSet{Allow: []l7.NamedRule{{Name: "only-v1", Rule: l7.HTTPRule{Path: "/v1/.*"}}}})
+	if s := status("/public"); s != 403 {
+		t.Fatalf("after the update: %d", s)
+	}
+	if s := status("/v1/x"); s != 200 {
+		t.Fatalf("newly allowed: %d", s)
+	}
+	if s := status("/v1/%2e%2e/admin"); s != 400 {
+		t.Fatalf("encoded dot-segment: %d", s)
+	}
+	if n := e.upConns.Load(); n != 1 {
+		t.Fatalf("%d upstream connections, want 1", n)
+	}
+}
