@@ -417,7 +417,8 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 		if host == "" {
 			host = c.flow.Dst.String()
 		}
-		writeRequestHead(up.bw, req, host)
+		ws := isWebSocket(req)
+		writeRequestHead(up.bw, req, host, ws)
 		var body *bodySender
 		if hasBody {
 			body = c.sendBody(up, req)
@@ -429,7 +430,7 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 			c.reply(http.StatusBadGateway, "Bad Gateway\n", false)
 			return http.StatusBadGateway, true
 		}
-		resp, err := up.readResponse(c, req)
+		resp, err := up.readResponse(c, req, ws)
 		if err != nil {
 			var bodyErr error
 			if body != nil {
@@ -448,6 +449,9 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 			}
 			c.reply(http.StatusBadGateway, "Bad Gateway\n", hasBody)
 			return http.StatusBadGateway, !hasBody
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return c.tunnel(resp, up), false
 		}
 		keep, err := c.writeResponse(req, resp)
 		resp.Body.Close()
@@ -538,6 +542,47 @@ func (b *bodySender) stop(c *conn, up *upstream) error {
 	return err
 }
 
+// isWebSocket reports a WebSocket opening handshake (RFC 6455 4.1): the
+// only protocol switch the proxy follows. It is judged like any request;
+// after the 101 the connection carries WebSocket frames, not requests.
+func isWebSocket(req *http.Request) bool {
+	up := req.Header["Upgrade"]
+	return req.Method == http.MethodGet && req.ProtoAtLeast(1, 1) && req.ContentLength == 0 &&
+		len(up) == 1 && strings.EqualFold(up[0], "websocket") && listed(req.Header["Connection"], "Upgrade")
+}
+
+// tunnel answers the client with the upstream's 101 and then copies bytes
+// both ways until each side has closed its direction.
+func (c *conn) tunnel(resp *http.Response, up *upstream) int {
+	bw := c.p.getWriter(c.c)
+	writeStatusLine(bw, resp)
+	writeHeaders(bw, resp.Header, responseHopByHop)
+	bw.WriteString("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	err := bw.Flush()
+	c.p.putWriter(bw)
+	if err != nil {
+		return resp.StatusCode
+	}
+	c.c.SetReadDeadline(time.Time{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer c.p.recoverConn(c.c)
+		io.Copy(up.c, c.br) // what the client sent after the handshake first
+		closeWrite(up.c)
+	}()
+	io.Copy(c.c, up.br)
+	closeWrite(c.c)
+	<-done
+	return resp.StatusCode
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
 // retryable: the upstream closed a kept-alive connection before answering.
 func retryable(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
@@ -600,9 +645,10 @@ func writeStatusLine(bw *bufio.Writer, resp *http.Response) {
 }
 
 // Hop-by-hop fields (RFC 9110 7.6.1) and the framing fields the proxy
-// writes itself. Upgrade is dropped: the proxy does not switch protocols
-// (an Upgrade: h2c request is answered in HTTP/1.1, as RFC 9113 3.2
-// allows, so every HTTP/2 stream still passes the rules).
+// writes itself. Upgrade is dropped except for a WebSocket handshake
+// (isWebSocket), which writeRequestHead re-adds: an Upgrade: h2c request is
+// answered in HTTP/1.1, as RFC 9113 3.2 allows, so every HTTP/2 stream
+// still passes the rules.
 var (
 	requestHopByHop = map[string]bool{
 		"Host": true, "Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
@@ -616,14 +662,18 @@ var (
 )
 
 // writeRequestHead writes req's head as HTTP/1.1; host is the Host field
-// (for an HTTP/1.0 request without one, the original destination).
-func writeRequestHead(bw *bufio.Writer, req *http.Request, host string) {
+// (for an HTTP/1.0 request without one, the original destination); a
+// WebSocket handshake keeps its Upgrade.
+func writeRequestHead(bw *bufio.Writer, req *http.Request, host string, websocket bool) {
 	bw.WriteString(req.Method)
 	bw.WriteByte(' ')
 	bw.WriteString(req.RequestURI)
 	bw.WriteString(" HTTP/1.1\r\n")
 	writeField(bw, "Host", host)
 	writeHeaders(bw, req.Header, requestHopByHop)
+	if websocket {
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: websocket\r\n")
+	}
 	switch {
 	case req.ContentLength > 0:
 		writeField(bw, "Content-Length", strconv.FormatInt(req.ContentLength, 10))
@@ -778,8 +828,9 @@ func (u *upstream) release(p *Proxy) {
 
 // readResponse reads the final response head, passing 1xx interim
 // responses (other than 100, which the proxy answered itself) to HTTP/1.1
-// clients. 101 is an error: the proxy never forwards Upgrade.
-func (u *upstream) readResponse(c *conn, req *http.Request) (*http.Response, error) {
+// clients. 101 is final for a WebSocket handshake that the upstream
+// accepted as one, an error otherwise.
+func (u *upstream) readResponse(c *conn, req *http.Request, websocket bool) (*http.Response, error) {
 	for {
 		u.lim.n = 4 * int64(c.p.cfg.MaxHeaderBytes)
 		resp, err := http.ReadResponse(u.br, req)
@@ -789,6 +840,9 @@ func (u *upstream) readResponse(c *conn, req *http.Request) (*http.Response, err
 		}
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
+			if websocket && len(resp.Header["Upgrade"]) == 1 && strings.EqualFold(resp.Header["Upgrade"][0], "websocket") {
+				return resp, nil
+			}
 			return nil, errors.New("unexpected 101 Switching Protocols")
 		case resp.StatusCode >= 200:
 			return resp, nil

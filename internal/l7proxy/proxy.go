@@ -76,9 +76,10 @@
 //     waits on the runtime poller through RawConn and reads only once data
 //     is there.
 //
-// Upgrade is not followed: Upgrade: h2c is answered in HTTP/1.1 (RFC 9113
-// 3.2 allows it), so every request stays visible; WebSocket through the L7
-// proxy is therefore not supported yet.
+// The only Upgrade followed is WebSocket (RFC 6455): the handshake is
+// judged like any GET, and after the upstream's 101 the proxy copies bytes
+// both ways. Every other Upgrade is dropped; Upgrade: h2c is answered in
+// HTTP/1.1 (RFC 9113 3.2 allows it), so every request stays visible.
 //
 // # HTTP/2
 //

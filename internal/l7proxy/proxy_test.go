@@ -163,6 +163,20 @@ func (e *env) upstream(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 		return
+	case "/ws": // a WebSocket-like echo after the 101
+		if r.Header.Get("Upgrade") != "websocket" || r.Header.Get("Sec-Websocket-Key") == "" {
+			http.Error(w, "not a handshake", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ok\r\n\r\n")
+		brw.Flush()
+		io.Copy(conn, brw)
+		return
 	case "/hints":
 		w.Header().Set("Link", "</style.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
@@ -791,4 +805,30 @@ func TestH2CRuleUpdate(t *testing.T) {
 	if n := e.upConns.Load(); n != 1 {
 		t.Fatalf("%d upstream connections, want 1", n)
 	}
+}
+
+func TestWebSocket(t *testing.T) {
+	e := newEnv(t)
+	e.policy.set(t, l7.RuleSet{Allow: []l7.NamedRule{{Name: "ws", Rule: l7.HTTPRule{Method: "GET", Path: "/ws"}}}})
+	handshake := "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	c := e.dial()
+	c.send(handshake + "ping") // frames may follow the handshake at once
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err != nil || resp.StatusCode != 101 || resp.Header.Get("Sec-Websocket-Accept") != "ok" {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	c.send("pong")
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(c.br, buf); err != nil || string(buf) != "pingpong" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+	c.c.(*net.TCPConn).CloseWrite()
+	c.closed()
+	if ev := e.takeEvents(1); len(ev) != 1 || ev[0].Status != 101 || ev[0].Verdict.Rule != "ws" {
+		t.Fatalf("events %+v", ev)
+	}
+	// Denied like any request.
+	c = e.dial()
+	resp, body := c.do(strings.Replace(handshake, "/ws", "/other", 1))
+	expect(t, resp, body, 403, "Access denied")
 }
