@@ -554,13 +554,7 @@ func isWebSocket(req *http.Request) bool {
 // tunnel answers the client with the upstream's 101 and then copies bytes
 // both ways until each side has closed its direction.
 func (c *conn) tunnel(resp *http.Response, up *upstream) int {
-	bw := c.p.getWriter(c.c)
-	writeStatusLine(bw, resp)
-	writeHeaders(bw, resp.Header, responseHopByHop)
-	bw.WriteString("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-	err := bw.Flush()
-	c.p.putWriter(bw)
-	if err != nil {
+	if err := c.writeBodilessHead(resp, "Connection: Upgrade\r\nUpgrade: websocket\r\n"); err != nil {
 		return resp.StatusCode
 	}
 	c.c.SetReadDeadline(time.Time{})
@@ -633,6 +627,18 @@ func (c *conn) writeResponse(req *http.Request, resp *http.Response) (keep bool,
 		return false, err
 	}
 	return !closeAfter, nil
+}
+
+// writeBodilessHead sends a 1xx response head (end-to-end fields, then
+// extra fields as raw lines) to the client at once.
+func (c *conn) writeBodilessHead(resp *http.Response, extra string) error {
+	bw := c.p.getWriter(c.c)
+	defer c.p.putWriter(bw)
+	writeStatusLine(bw, resp)
+	writeHeaders(bw, resp.Header, responseHopByHop)
+	bw.WriteString(extra)
+	bw.WriteString("\r\n")
+	return bw.Flush()
 }
 
 func writeStatusLine(bw *bufio.Writer, resp *http.Response) {
@@ -847,13 +853,7 @@ func (u *upstream) readResponse(c *conn, req *http.Request, websocket bool) (*ht
 		case resp.StatusCode >= 200:
 			return resp, nil
 		case resp.StatusCode != http.StatusContinue && req.ProtoAtLeast(1, 1):
-			bw := c.p.getWriter(c.c)
-			writeStatusLine(bw, resp)
-			writeHeaders(bw, resp.Header, responseHopByHop)
-			bw.WriteString("\r\n")
-			err := bw.Flush()
-			c.p.putWriter(bw)
-			if err != nil {
+			if err := c.writeBodilessHead(resp, ""); err != nil {
 				return nil, err
 			}
 		}
