@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/flows"
 	"github.com/fastpath-net/fastpath/internal/fpnetpol"
 	"github.com/fastpath-net/fastpath/internal/l7policy"
@@ -49,6 +50,10 @@ func (a *Agent) startL7(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.attachL7Ingress(); err != nil {
+		ln.Close()
+		return err
+	}
 	node := pc.node
 	log := a.log.With("component", "l7proxy")
 	p := l7proxy.New(l7proxy.Config{
@@ -71,6 +76,25 @@ func (a *Agent) startL7(ctx context.Context) error {
 		ln.Close()
 	}()
 	log.Info("l7 proxy listening", "port", cfg.Port, "netns", a.cfg.NetNS)
+	return nil
+}
+
+// attachL7Ingress puts tc_policy after tc_lb at the ingress of the node's
+// own interfaces (uplinks, fp_vxlan): a remote client's flow to a local pod
+// whose ingress has HTTP rules must be taken to the proxy where it enters
+// the node, the only place bpf_sk_assign works.
+func (a *Agent) attachL7Ingress() error {
+	names := append(append([]string{}, a.cfg.Interfaces...), a.cfg.Network.ExternalInterfaces...)
+	for _, name := range names {
+		ifc := datapath.Iface{NetNS: a.cfg.NetNS, Name: name}
+		mode, err := a.dp.TCAttachment(ifc)
+		if err != nil {
+			return fmt.Errorf("l7 proxy: tc_lb's attachment on %s: %w", ifc, err)
+		}
+		if err := a.dp.AttachPolicyIngress(ifc, mode); err != nil {
+			return fmt.Errorf("l7 proxy: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -89,6 +89,19 @@ func policyPins(pinDir string, ifc Iface) (ingress, egress string) {
 // priority. An earlier attachment is replaced atomically. Without a loaded
 // Policy it does nothing.
 func (d *Datapath) AttachPolicy(ifc Iface, mode TCMode) error {
+	return d.attachPolicy(ifc, mode, true)
+}
+
+// AttachPolicyIngress attaches tc_policy at the TC ingress of a node
+// interface (an uplink, fp_vxlan) after tc_lb, in mode (tc_lb's there): no
+// endpoint is behind it, so the program only sends flows whose local
+// destination pod's ingress has HTTP rules to the L7 proxy (remote
+// clients; docs/l7.md). The link pins are those of AttachPolicy's ingress.
+func (d *Datapath) AttachPolicyIngress(ifc Iface, mode TCMode) error {
+	return d.attachPolicy(ifc, mode, false)
+}
+
+func (d *Datapath) attachPolicy(ifc Iface, mode TCMode, egress bool) error {
 	if d.policy == nil {
 		return nil
 	}
@@ -96,6 +109,9 @@ func (d *Datapath) AttachPolicy(ifc Iface, mode TCMode) error {
 	if mode == TCX {
 		if err := attachTCXPinned(in, ifc, d.policy.egress.FpTcPolicy, ebpf.AttachTCXIngress); err != nil {
 			return fmt.Errorf("attach tc_policy at tcx ingress of %s: %w", ifc, err)
+		}
+		if !egress {
+			return nil
 		}
 		if err := attachTCXPinned(eg, ifc, d.policy.ingress.FpTcPolicy, ebpf.AttachTCXEgress); err != nil {
 			return fmt.Errorf("attach tc_policy at tcx egress of %s: %w", ifc, err)
@@ -107,10 +123,11 @@ func (d *Datapath) AttachPolicy(ifc Iface, mode TCMode) error {
 		return err
 	}
 	defer h.Close()
-	for _, f := range []*netlink.BpfFilter{
-		policyFilter(l.Attrs().Index, netlink.HANDLE_MIN_INGRESS, d.policy.egress.FpTcPolicy),
-		policyFilter(l.Attrs().Index, netlink.HANDLE_MIN_EGRESS, d.policy.ingress.FpTcPolicy),
-	} {
+	filters := []*netlink.BpfFilter{policyFilter(l.Attrs().Index, netlink.HANDLE_MIN_INGRESS, d.policy.egress.FpTcPolicy)}
+	if egress {
+		filters = append(filters, policyFilter(l.Attrs().Index, netlink.HANDLE_MIN_EGRESS, d.policy.ingress.FpTcPolicy))
+	}
+	for _, f := range filters {
 		if err := h.FilterReplace(f); err != nil {
 			return fmt.Errorf("tc_policy clsact filter on %s: %w", ifc, err)
 		}

@@ -2,16 +2,20 @@ package lab
 
 import (
 	"context"
+	"path/filepath"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/fastpath-net/fastpath/internal/fpnetpol"
 	"github.com/fastpath-net/fastpath/internal/identity/identitytest"
+	"github.com/fastpath-net/fastpath/internal/testenv"
 )
 
-// installIdentityCRD creates the FastpathIdentity CRD of the checkout the
-// lab was built from (the agents' --enable-policy needs it) and waits until
-// the apiserver serves it.
-func installIdentityCRD(ctx context.Context) error {
+// installCRDs creates the CRDs of the checkout the lab was built from
+// (FastpathIdentity for --enable-policy, FastpathNetworkPolicy and its
+// clusterwide kind for L7 policy) and waits until the apiserver serves them.
+func installCRDs(ctx context.Context) error {
 	cfg, ext, err := restConfig()
 	if err != nil {
 		return err
@@ -21,5 +25,17 @@ func installIdentityCRD(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return identitytest.Install(ctx, dyn)
+	if err := identitytest.Install(ctx, dyn); err != nil {
+		return err
+	}
+	// FastpathNetworkPolicy and its clusterwide kind (docs/l7.md).
+	for _, c := range []struct {
+		file string
+		gvr  schema.GroupVersionResource
+	}{{"fastpathnetworkpolicies.yaml", fpnetpol.PolicyGVR}, {"fastpathclusterwidenetworkpolicies.yaml", fpnetpol.ClusterwidePolicyGVR}} {
+		if err := testenv.ApplyCRD(ctx, dyn, filepath.Join(filepath.Dir(identitytest.CRDPath()), c.file), c.gvr); err != nil {
+			return err
+		}
+	}
+	return nil
 }

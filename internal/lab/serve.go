@@ -31,11 +31,17 @@ func Serve(nsPath, name, addr string) error {
 	if err != nil {
 		return err
 	}
+	// HTTP/1.1 and h2c with prior knowledge (the L7 proxy's checks use
+	// both; the proxy forwards HTTP/2 as HTTP/2).
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(rw, "hello from %s (you are %s)\n", name, r.RemoteAddr)
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
+		Protocols:         &protos,
 	}
 	go func() { _ = srv.Serve(l) }()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

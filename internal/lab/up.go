@@ -80,7 +80,7 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 	if err := createNodes(ctx, cs, opts.Nodes); err != nil {
 		return err
 	}
-	if err := installIdentityCRD(ctx); err != nil {
+	if err := installCRDs(ctx); err != nil {
 		return err
 	}
 	if err := startAgents(opts, st); err != nil {
@@ -148,7 +148,8 @@ func startAgent(opts Options, st *State, i int) error {
 		"--cni-conf-dir", cniConfDir(i),
 		"--l2-announce-interfaces", uplink,
 		"--l2-lease-duration", l2Lease.String(),
-		"--enable-policy"}
+		"--enable-policy",
+		"--enable-l7-proxy"}
 	return spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i), append(args, opts.AgentArgs...)...)
 }
 

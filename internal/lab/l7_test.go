@@ -1,0 +1,231 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/fastpath-net/fastpath/internal/fpnetpol"
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+)
+
+// webL7 protects the web pods' HTTP port: clients may GET /public/* and
+// /private with the right X-Token and GET api.example/v1/*; GET
+// /public/secret is denied although /public/* allows it.
+const webL7 = `
+endpointSelector: {matchLabels: {app: web}}
+ingress:
+- fromEndpoints: [{matchLabels: {app: client}}]
+  toPorts:
+  - ports: [{port: 8000}]
+    rules:
+      http:
+      - {method: GET, path: "/public(/.*)?"}
+      - {path: "/private", headers: [{name: X-Token, value: s3cret}]}
+      - {method: GET, host: "api\\.example", path: "/v1/.*"}
+      httpDeny:
+      - {path: "/public/secret"}
+`
+
+// l7Checks runs FastpathNetworkPolicy HTTP rules in the running lab with
+// real clients (curl, HTTP/1.1 and h2c with prior knowledge, and Go's):
+// the web pods' ingress, from the client on node 1 to web-2 (same node)
+// and web-1 (node 2: the redirect happens at node 2's uplink), and the
+// agent's access log naming the denies.
+func l7Checks(t *testing.T, opts Options) {
+	t.Helper()
+	ctx := t.Context()
+	cs := mustClient(t)
+	pods, err := podsWithIPs(ctx, cs, opts.Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn := mustDynamic(t)
+	createFNP(t, dyn, "web-l7", webL7)
+	t.Cleanup(func() {
+		_ = dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Delete(context.Background(), "web-l7", metav1.DeleteOptions{})
+	})
+	client := openPodNS(t, "client")
+	for _, web := range []string{"web-2", "web-1"} {
+		base := fmt.Sprintf("http://%s:%d", findPod(pods, web).ip, webHTTPPort)
+		what := func(s string) string { return web + ": " + s }
+		// The policy reaches the agents: POST /admin turns into a 403.
+		waitCurl(t, client, what("POST /admin denied"), 403, "-X", "POST", base+"/admin")
+		curlWant(t, client, what("GET /public"), 200, "hello from "+web, base+"/public")
+		curlWant(t, client, what("POST /admin"), 403, "Access denied", "-X", "POST", base+"/admin")
+		curlWant(t, client, what("GET /public/secret (deny over allow)"), 403, "Access denied", base+"/public/secret")
+		curlWant(t, client, what("GET /private without token"), 403, "Access denied", base+"/private")
+		curlWant(t, client, what("POST /private with X-Token"), 200, "hello from", "-X", "POST", "-H", "X-Token: s3cret", base+"/private")
+		curlWant(t, client, what("GET /v1/x with Host api.example"), 200, "hello from", "-H", "Host: api.example", base+"/v1/x")
+		curlWant(t, client, what("GET /v1/x with Host other.example"), 403, "Access denied", "-H", "Host: other.example", base+"/v1/x")
+		curlWant(t, client, what("h2c GET /public"), 200, "hello from "+web, "--http2-prior-knowledge", base+"/public")
+		curlWant(t, client, what("h2c POST /admin"), 403, "Access denied", "--http2-prior-knowledge", "-X", "POST", base+"/admin")
+		keepAliveDenied(t, client, net.JoinHostPort(findPod(pods, web).ip.String(), fmt.Sprint(webHTTPPort)), what("keep-alive"))
+		goClient(t, client, base, what("Go client"))
+	}
+	for _, node := range []int{1, 2} {
+		agentLogShows(t, node, "l7 denied: POST")
+	}
+	// Gone, the web pods are open again (the next checks need them).
+	if err := dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Delete(ctx, "web-l7", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitCurl(t, client, "policy deleted: POST /admin", 200, "-X", "POST", fmt.Sprintf("http://%s:%d/admin", findPod(pods, "web-1").ip, webHTTPPort))
+}
+
+func mustDynamic(t *testing.T) dynamic.Interface {
+	t.Helper()
+	cfg, ext, err := restConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ext.Release)
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dyn
+}
+
+func createFNP(t *testing.T, dyn dynamic.Interface, name, spec string) {
+	t.Helper()
+	var s map[string]any
+	if err := yaml.Unmarshal([]byte(spec), &s); err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "fastpath.io/v1alpha1", "kind": "FastpathNetworkPolicy",
+		"metadata": map[string]any{"name": name, "namespace": namespace}, "spec": s,
+	}}
+	if _, err := dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Create(t.Context(), u, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// curl runs curl inside ns and returns the status and body.
+func curl(ns *nettopo.NS, args ...string) (int, string, error) {
+	out, err := os.CreateTemp("", "fp-curl-")
+	if err != nil {
+		return 0, "", err
+	}
+	defer os.Remove(out.Name())
+	defer out.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	full := append([]string{"-sS", "--max-time", "3", "-o", out.Name(), "-w", "%{http_code}"}, args...)
+	cmd := exec.CommandContext(ctx, "curl", full...)
+	var code strings.Builder
+	cmd.Stdout, cmd.Stderr = &code, &code
+	if err := ns.Start(cmd); err != nil {
+		return 0, "", err
+	}
+	if err := cmd.Wait(); err != nil {
+		return 0, "", fmt.Errorf("curl %v: %v: %s", args, err, code.String())
+	}
+	body, _ := io.ReadAll(out)
+	var status int
+	fmt.Sscan(code.String(), &status)
+	return status, string(body), nil
+}
+
+func curlWant(t *testing.T, ns *nettopo.NS, what string, status int, body string, args ...string) {
+	t.Helper()
+	got, b, err := curl(ns, args...)
+	if err != nil || got != status || !strings.Contains(b, body) {
+		t.Errorf("%s: curl status %d body %q err %v; want %d with %q", what, got, b, err, status, body)
+	}
+}
+
+// waitCurl waits up to 20 s for a status (a policy takes a moment to reach
+// the agents).
+func waitCurl(t *testing.T, ns *nettopo.NS, what string, status int, args ...string) {
+	t.Helper()
+	var got int
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if got, _, err = curl(ns, args...); err == nil && got == status {
+			return
+		}
+	}
+	t.Fatalf("%s: status %d (err %v), want %d\n%s", what, got, err, status, logs())
+}
+
+// keepAliveDenied: on one HTTP/1.1 connection, an allowed request and then
+// a denied one (the proxy judges each request).
+func keepAliveDenied(t *testing.T, ns *nettopo.NS, addr, what string) {
+	t.Helper()
+	var c net.Conn
+	if err := ns.Do(func() (err error) { c, err = net.DialTimeout("tcp", addr, probeTimeout); return err }); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	for i, req := range []struct {
+		line string
+		want int
+	}{{"GET /public HTTP/1.1", 200}, {"POST /admin HTTP/1.1", 403}, {"GET /public/x HTTP/1.1", 200}} {
+		if _, err := fmt.Fprintf(c, "%s\r\nHost: web\r\nContent-Length: 0\r\n\r\n", req.line); err != nil {
+			t.Fatalf("%s: request %d: %v", what, i, err)
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("%s: request %d (%s): %v", what, i, req.line, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != req.want {
+			t.Errorf("%s: request %d (%s): %s, want %d", what, i, req.line, resp.Status, req.want)
+		}
+	}
+}
+
+// goClient: net/http with keep-alive through a dialer inside the pod.
+func goClient(t *testing.T, ns *nettopo.NS, base, what string) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DialContext: ns.DialContext}}
+	defer hc.CloseIdleConnections()
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{{"GET", "/public/a", 200}, {"DELETE", "/public/a", 403}, {"GET", "/public/b", 200}} {
+		req, _ := http.NewRequest(c.method, base+c.path, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Errorf("%s: %s %s: %v", what, c.method, c.path, err)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: %s %s: %s, want %d", what, c.method, c.path, resp.Status, c.want)
+		}
+	}
+}
+
+// agentLogShows: the agent's access log (one line per request) has want.
+func agentLogShows(t *testing.T, node int, want string) {
+	t.Helper()
+	path := filepath.Join(StateDir, "agent-"+nodeName(node)+".log")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), want) {
+		t.Errorf("%s has no %q", path, want)
+	}
+}
