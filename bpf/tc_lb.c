@@ -46,11 +46,12 @@
  *     of its own rather than the backend's PAWS drop of its SYN or the
  *     other flow's replies; with no port free it is dropped
  *     (DROP_SNAT_NO_PORT) and the client's retransmission tries again.
- *   - "Not ours / done, let the stack have it" is TC_ACT_OK on external
- *     interfaces, and TCX_NEXT (-1, the same value as TC_ACT_UNSPEC, which
- *     goes on to the next clsact filter) on internal (pod-facing) ones, so
- *     tc_policy, attached after this program on a pod's host veth, judges
- *     the packet after the Service translation. Packets this program sends
+ *   - "Not ours / done, let the stack have it" is TCX_NEXT (-1, the same
+ *     value as TC_ACT_UNSPEC, which goes on to the next clsact filter), so
+ *     tc_policy, attached after this program on a pod's host veth (and, for
+ *     the L7 proxy, on the node's own interfaces: docs/l7.md), judges the
+ *     packet after the Service translation; with nothing after it the
+ *     stack takes it as with TC_ACT_OK. Packets this program sends
  *     itself (TC_ACT_REDIRECT: replies of NodePort flows, masqueraded
  *     flows) do not reach tc_policy: replies need no egress check, and
  *     packets of masqueraded flows are judged here (fp_masq_policy) with
@@ -589,9 +590,7 @@ int fp_tc_lb(struct __sk_buff *skb)
 {
 	int ret = fp_lb(skb);
 
-	if (ret == TC_ACT_OK && fp_iface_role == FP_ROLE_INTERNAL)
-		return FP_TCX_NEXT;
-	return ret;
+	return ret == TC_ACT_OK ? FP_TCX_NEXT : ret;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";
