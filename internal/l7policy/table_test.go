@@ -48,23 +48,7 @@ spec:
 // them, all or nothing where an end has no HTTP rules, and updates seen by
 // the next lookup.
 func TestLookup(t *testing.T) {
-	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	w := policytest.NewWorld()
-	base, err := os.ReadFile("../policy/testdata/base.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, w.Apply(eng, base))
-	must(t, w.Apply(eng, []byte(policies)))
-	tbl := l7policy.New()
-	tbl.OnError = func(pod policy.PodName, k policy.Key, err error) { t.Errorf("%s %v: %v", pod, k, err) }
-	apply := func() {
-		tbl.Apply(eng.Changes(), func(n policy.PodName) []netip.Addr {
-			_, addrs, _ := eng.PodIdentity(n)
-			return addrs
-		})
-	}
-	apply()
+	eng, w, tbl, apply := setup(t)
 	addr := func(pod string, port uint16) netip.AddrPort {
 		_, addrs, ok := eng.PodIdentity(mustPod(pod))
 		if !ok {
@@ -118,6 +102,30 @@ spec:
 	check("x/c", "x/a", 80, get("/public"), false)
 }
 
+// setup applies base.yaml and policies to an Engine and a Table; apply
+// hands the Engine's next changes to the Table (done once already).
+func setup(t *testing.T) (*policy.Engine, *policytest.World, *l7policy.Table, func()) {
+	t.Helper()
+	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
+	w := policytest.NewWorld()
+	base, err := os.ReadFile("../policy/testdata/base.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, w.Apply(eng, base))
+	must(t, w.Apply(eng, []byte(policies)))
+	tbl := l7policy.New()
+	tbl.OnError = func(pod policy.PodName, k policy.Key, err error) { t.Errorf("%s %v: %v", pod, k, err) }
+	apply := func() {
+		tbl.Apply(eng.Changes(), func(n policy.PodName) []netip.Addr {
+			_, addrs, _ := eng.PodIdentity(n)
+			return addrs
+		})
+	}
+	apply()
+	return eng, w, tbl, apply
+}
+
 func mustPod(s string) policy.PodName {
 	n, err := policy.ParsePodName(s)
 	if err != nil {
@@ -136,19 +144,7 @@ func must(t *testing.T, err error) {
 // TestFlowEvent: an access-log record becomes an l7 monitor event naming
 // the pods.
 func TestFlowEvent(t *testing.T) {
-	eng := policy.NewEngine(identity.NewMemory(identity.MinCluster).Identity, "")
-	w := policytest.NewWorld()
-	base, err := os.ReadFile("../policy/testdata/base.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, w.Apply(eng, base))
-	must(t, w.Apply(eng, []byte(policies)))
-	tbl := l7policy.New()
-	tbl.Apply(eng.Changes(), func(n policy.PodName) []netip.Addr {
-		_, addrs, _ := eng.PodIdentity(n)
-		return addrs
-	})
+	eng, _, tbl, _ := setup(t)
 	_, a, _ := eng.PodIdentity(mustPod("x/a"))
 	_, c, _ := eng.PodIdentity(mustPod("x/c"))
 	ev := tbl.FlowEvent("node-1", l7proxy.Event{

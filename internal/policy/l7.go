@@ -40,14 +40,22 @@ func (ep *EndpointPolicy) addL7(k Key, l7 *l7Spec) {
 	if ep.L7 == nil {
 		ep.L7 = map[Key]*L7{}
 	}
+	ep.l7At(k).add(l7.allowAll, l7.allow, l7.deny)
+}
+
+func (ep *EndpointPolicy) l7At(k Key) *L7 {
 	l := ep.L7[k]
 	if l == nil {
 		l = &L7{}
 		ep.L7[k] = l
 	}
-	l.AllowAll = l.AllowAll || l7.allowAll
-	l.Allow = append(l.Allow, l7.allow...)
-	l.Deny = append(l.Deny, l7.deny...)
+	return l
+}
+
+func (l *L7) add(allowAll bool, allow, deny []HTTPRule) {
+	l.AllowAll = l.AllowAll || allowAll
+	l.Allow = append(l.Allow, allow...)
+	l.Deny = append(l.Deny, deny...)
 }
 
 // finishL7 makes the L7 entries say what the union of allows, with denies
@@ -106,14 +114,7 @@ func (ep *EndpointPolicy) finishL7() {
 // identity entry to.
 func (ep *EndpointPolicy) mergeL7(to, from Key) {
 	f := ep.L7[from]
-	l := ep.L7[to]
-	if l == nil {
-		l = &L7{}
-		ep.L7[to] = l
-	}
-	l.AllowAll = l.AllowAll || f.AllowAll
-	l.Allow = append(l.Allow, f.Allow...)
-	l.Deny = append(l.Deny, f.Deny...)
+	ep.l7At(to).add(f.AllowAll, f.Allow, f.Deny)
 	for _, r := range ep.Entries[from] {
 		if !slices.Contains(ep.Entries[to], r) {
 			ep.Entries[to] = append(ep.Entries[to], r)

@@ -5,13 +5,10 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 	"github.com/fastpath-net/fastpath/internal/identity"
@@ -32,34 +29,8 @@ const testProxyPort = 15001
 // connections again (a proxy restart).
 func TestL7Redirect(t *testing.T) {
 	p := newPE(t)
-	star, err := nettopo.NewStar("l7r", "a", "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := star.Close(); err != nil {
-			t.Errorf("remove namespaces: %v", err)
-		}
-	})
 	ids := map[string]identity.ID{"a": 300, "b": 400}
-	ifindex := map[string]uint32{}
-	for _, h := range star.Hosts {
-		idx, err := star.Node.Ifindex(h.NodeIf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ifindex[h.Name] = uint32(idx)
-		p.setIPCache(netip.PrefixFrom(h.Addr, 32).String(), ids[h.Name])
-		attach(t, star.Node, idx, p.egress, ebpf.AttachTCXIngress)
-		attach(t, star.Node, idx, p.ingress, ebpf.AttachTCXEgress)
-		for _, port := range []string{"8080", "9090", "7070"} {
-			w, err := nettopo.StartWhoami(h.NS, h.Name, net.JoinHostPort(h.Addr.String(), port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(w.Close)
-		}
-	}
+	star, ifindex := policyStar(t, p, "l7r", ids, "8080", "9090", "7070")
 	if err := l7redirect.EnsureRoute(star.Node.Path()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
 package policymap_test
 
 import (
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -21,37 +23,8 @@ import (
 // judging real TCP and UDP from the kernel's own stacks.
 func TestRealPackets(t *testing.T) {
 	p := newPE(t)
-	star, err := nettopo.NewStar("pol", "a", "b", "c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := star.Close(); err != nil {
-			t.Errorf("remove namespaces: %v", err)
-		}
-	})
 	ids := map[string]identity.ID{"a": 300, "b": 400, "c": 500}
-	ifindex := map[string]uint32{}
-	for _, h := range star.Hosts {
-		idx, err := star.Node.Ifindex(h.NodeIf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ifindex[h.Name] = uint32(idx)
-		p.setIPCache(netip.PrefixFrom(h.Addr, 32).String(), ids[h.Name])
-		attach(t, star.Node, idx, p.egress, ebpf.AttachTCXIngress) // packets the pod sends
-		attach(t, star.Node, idx, p.ingress, ebpf.AttachTCXEgress) // packets to the pod
-		w, err := nettopo.StartWhoami(h.NS, h.Name, net.JoinHostPort(h.Addr.String(), "8080"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(w.Close)
-		w2, err := nettopo.StartWhoami(h.NS, h.Name, net.JoinHostPort(h.Addr.String(), "9090"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(w2.Close)
-	}
+	star, ifindex := policyStar(t, p, "pol", ids, "8080", "9090")
 	setEP := func(name string, flags uint16) {
 		t.Helper()
 		id := uint16(ids[name] / 100)
@@ -124,6 +97,42 @@ func TestRealPackets(t *testing.T) {
 	if !seen {
 		t.Error("no drop record of c -> a:8080 at c's egress")
 	}
+}
+
+// policyStar builds a Star of the named pods (ids' keys, sorted) with
+// fp_tc_policy attached at both sides of each node-side veth, their
+// addresses in the ipcache with ids, and whoami servers on ports; it
+// returns the Star and the veths' ifindexes by pod.
+func policyStar(t *testing.T, p *pe, tag string, ids map[string]identity.ID, ports ...string) (*nettopo.Star, map[string]uint32) {
+	t.Helper()
+	star, err := nettopo.NewStar(tag, slices.Sorted(maps.Keys(ids))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := star.Close(); err != nil {
+			t.Errorf("remove namespaces: %v", err)
+		}
+	})
+	ifindex := map[string]uint32{}
+	for _, h := range star.Hosts {
+		idx, err := star.Node.Ifindex(h.NodeIf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ifindex[h.Name] = uint32(idx)
+		p.setIPCache(netip.PrefixFrom(h.Addr, 32).String(), ids[h.Name])
+		attach(t, star.Node, idx, p.egress, ebpf.AttachTCXIngress) // packets the pod sends
+		attach(t, star.Node, idx, p.ingress, ebpf.AttachTCXEgress) // packets to the pod
+		for _, port := range ports {
+			w, err := nettopo.StartWhoami(h.NS, h.Name, net.JoinHostPort(h.Addr.String(), port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(w.Close)
+		}
+	}
+	return star, ifindex
 }
 
 // attach puts prog on the interface with ifindex idx inside ns: TCX
