@@ -46,6 +46,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "policy.h"
+#include "ctmap.h"
+#include "nat.h"
 
 /* Never read: it puts struct fp_verdict (only reached through the ring
  * buffer) into the object's BTF, where the Go twin's layout is checked. */
@@ -92,11 +94,44 @@ static __always_inline int fp_inner_flow(struct __sk_buff *skb, const struct fp_
  * stack would forward the packet to its destination instead. No listener:
  * dropped (fail closed), the client's SYN retransmission tries again.
  */
-static __always_inline int fp_proxy_assign(struct __sk_buff *skb, const struct fp_pflow *f, __u16 proxy_port)
+/*
+ * fp_proxy_frontend gives a redirected flow that tc_lb translated (a
+ * client's connection to a Service frontend, already sent to a backend
+ * when tc_policy sees it) its frontend back as destination, so the proxy's
+ * socket is the frontend's, as the client expects its answers; the proxy
+ * reads the backend tc_lb chose from the flow's fp_ct entry. Flows whose
+ * source tc_lb changed too (masquerade, tuple clash) keep the backend.
+ */
+static __always_inline int fp_proxy_frontend(struct __sk_buff *skb, const struct fp_pkt *p, struct fp_pflow *f)
+{
+	struct fp_ct_key k = {.sport = f->dport, .dport = f->sport, .proto = f->proto, .dir = FP_CT_REPLY};
+	struct fp_ct_entry *e;
+	__be32 vip;
+	__be16 vport;
+
+	fp_addr_set_v4(&k.saddr, f->daddr);
+	fp_addr_set_v4(&k.daddr, f->saddr);
+	e = bpf_map_lookup_elem(&fp_ct, &k);
+	if (!e || !e->rev_nat_id || (e->flags & FP_CT_F_SNAT))
+		return 0;
+	vip = e->nat_addr.w[3];
+	vport = bpf_htons(e->nat_port);
+	if (fp_nat(skb, p, FP_DST, vip, vport) < 0)
+		return -1;
+	f->daddr = vip;
+	f->dport = e->nat_port;
+	return 0;
+}
+
+static __always_inline int fp_proxy_assign(struct __sk_buff *skb, const struct fp_pkt *p, struct fp_pflow *f,
+					   __u16 proxy_port)
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
 	long err;
+
+	if (fp_proxy_frontend(skb, p, f) < 0)
+		return TC_ACT_SHOT;
 
 	t.ipv4.saddr = f->saddr;
 	t.ipv4.daddr = f->daddr;
@@ -206,14 +241,14 @@ int fp_tc_policy(struct __sk_buff *skb)
 	if (!fp_policy_judge_l7(ep, &f, p.tcp_flags, dir, dir == FP_DIR_EGRESS ? &proxy_port : 0))
 		return TC_ACT_SHOT;
 	if (proxy_port)
-		return fp_proxy_assign(skb, &f, proxy_port);
+		return fp_proxy_assign(skb, &p, &f, proxy_port);
 dest:
 	/* At a TC ingress (the EGRESS instance): the destination pod's
 	 * ingress may want the proxy. */
 	if (dir == FP_DIR_EGRESS && f.proto == IPPROTO_TCP && res == FP_PARSE_OK) {
 		proxy_port = fp_dest_l7(skb, &p, &f);
 		if (proxy_port)
-			return fp_proxy_assign(skb, &f, proxy_port);
+			return fp_proxy_assign(skb, &p, &f, proxy_port);
 	}
 	return FP_TCX_NEXT;
 }

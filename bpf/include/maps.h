@@ -39,13 +39,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_rev_nat SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct fp_ct_key);
-	__type(value, struct fp_ct_entry);
-	__uint(max_entries, 65536);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} fp_ct SEC(".maps");
+#include "ctmap.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

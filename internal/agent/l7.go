@@ -56,10 +56,20 @@ func (a *Agent) startL7(ctx context.Context) error {
 	}
 	node := pc.node
 	log := a.log.With("component", "l7proxy")
+	// A Service flow reaches the proxy with its frontend as destination:
+	// the proxy judges and dials the backend tc_lb chose (fp_ct).
+	backend := func(f l7proxy.Flow) (netip.AddrPort, bool) { return l7redirect.Backend(a.dp.CT, f.Src, f.Dst) }
+	pc.mu.Lock()
+	pc.l7.Backend = backend
+	pc.mu.Unlock()
 	p := l7proxy.New(l7proxy.Config{
 		Policy: pc.l7,
 		Dial: func(ctx context.Context, f l7proxy.Flow) (net.Conn, error) {
-			return l7redirect.Dial(ctx, a.cfg.NetNS, f.Dst.String())
+			dst := f.Dst
+			if b, ok := backend(f); ok {
+				dst = b
+			}
+			return l7redirect.Dial(ctx, a.cfg.NetNS, dst.String())
 		},
 		Events: func(ev l7proxy.Event) { a.publishL7(pc.l7.FlowEvent(node, ev)) },
 	})

@@ -166,7 +166,7 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("load sock_lb: %w", err)
 	}
 	if cfg.Policy {
-		p, err := loadPolicy(opts)
+		p, err := loadPolicy(opts, cfg.Sizes)
 		if err != nil {
 			d.Close()
 			return nil, err

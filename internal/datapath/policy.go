@@ -34,8 +34,9 @@ const (
 	policyFilterName = "fastpath_tc_policy"
 )
 
-// loadPolicy loads both instances of tc_policy with maps under opts' pin path.
-func loadPolicy(opts *ebpf.CollectionOptions) (*Policy, error) {
+// loadPolicy loads both instances of tc_policy with maps under opts' pin
+// path; sizes are tc_lb's (tc_policy reads fp_ct, sized with --ct-max).
+func loadPolicy(opts *ebpf.CollectionOptions, sizes Sizes) (*Policy, error) {
 	p := &Policy{}
 	load := func(dir uint8, objs *bpfobj.TcpolicyObjects) error {
 		cs, err := bpfobj.LoadTcpolicy()
@@ -45,7 +46,7 @@ func loadPolicy(opts *ebpf.CollectionOptions) (*Policy, error) {
 		if err := cs.Variables[bpfobj.TcpolicyVarFpPolicyDir].Set(uint32(dir)); err != nil {
 			return fmt.Errorf("set policy direction: %w", err)
 		}
-		return loadInto(func() (*ebpf.CollectionSpec, error) { return cs, nil }, objs, Sizes{}, opts)
+		return loadInto(func() (*ebpf.CollectionSpec, error) { return cs, nil }, objs, sizes, opts)
 	}
 	if err := load(policymap.DirEgress, &p.egress); err != nil {
 		return nil, fmt.Errorf("load tc_policy (egress): %w", err)

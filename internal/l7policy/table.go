@@ -47,6 +47,10 @@ type Table struct {
 	// checks rules first, so this means a gap between the two); the entry
 	// then denies every request.
 	OnError func(pod policy.PodName, k policy.Key, err error)
+	// Backend gives the backend the Service load balancer chose for a flow
+	// to a frontend (the proxy sees the frontend as destination); nil or
+	// ok false: Dst itself. The server's ingress is that backend's.
+	Backend func(f l7proxy.Flow) (netip.AddrPort, bool)
 }
 
 type endpoint struct {
@@ -152,7 +156,7 @@ func RuleSet(l *policy.L7) l7.RuleSet {
 
 // Lookup implements l7proxy.Policy: the rule sets of the client's egress
 // (when it is a pod of this node with egress enforced) and of the server's
-// ingress (likewise). Each end's set is its entry's HTTP rules, else all
+// ingress (likewise), the server being the backend of a Service flow. Each end's set is its entry's HTTP rules, else all
 // or nothing as its L4 policy now says: the proxy's upstream leg passes
 // the server's veth unjudged, so its L4 ingress is checked here. A flow
 // neither end has anything to say about is allowed (it was redirected
@@ -161,13 +165,19 @@ func (t *Table) Lookup(f l7proxy.Flow) []l7proxy.Applied {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var out []l7proxy.Applied
+	dst := f.Dst
+	if t.Backend != nil {
+		if b, ok := t.Backend(f); ok {
+			dst = b
+		}
+	}
 	if e := t.byAddr[f.Src.Addr().Unmap()]; e != nil && e.pol.Enforced[policy.Egress] {
 		out = append(out, l7proxy.Applied{Direction: l7proxy.Egress, Endpoint: e.name,
-			Rules: e.judge(policy.Egress, t.identity(f.Dst.Addr().Unmap()), f.Dst.Port())})
+			Rules: e.judge(policy.Egress, t.identity(dst.Addr().Unmap()), dst.Port())})
 	}
-	if e := t.byAddr[f.Dst.Addr().Unmap()]; e != nil && e.pol.Enforced[policy.Ingress] {
+	if e := t.byAddr[dst.Addr().Unmap()]; e != nil && e.pol.Enforced[policy.Ingress] {
 		out = append(out, l7proxy.Applied{Direction: l7proxy.Ingress, Endpoint: e.name,
-			Rules: e.judge(policy.Ingress, t.identity(f.Src.Addr().Unmap()), f.Dst.Port())})
+			Rules: e.judge(policy.Ingress, t.identity(f.Src.Addr().Unmap()), dst.Port())})
 	}
 	if len(out) == 0 {
 		out = append(out, l7proxy.Applied{Direction: l7proxy.Ingress, Rules: allowAll})

@@ -14,11 +14,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/policymap"
 	"github.com/fastpath-net/fastpath/internal/netnsrun"
 )
@@ -109,4 +113,18 @@ func setsockopt(c syscall.RawConn, level, opt, value int) error {
 		return err
 	}
 	return serr
+}
+
+// Backend reads, from the load balancer's conntrack map, the backend of a
+// TCP flow client -> frontend that tc_lb translated (the datapath hands
+// such flows to the proxy with the frontend as destination); ok false when
+// the flow went to no frontend.
+func Backend(ct bpfmap.Map[ctmap.Key, ctmap.Entry], client, frontend netip.AddrPort) (netip.AddrPort, bool) {
+	k := ctmap.Key{SAddr: lbmap.AddrFrom(client.Addr()), DAddr: lbmap.AddrFrom(frontend.Addr()),
+		SPort: client.Port(), DPort: frontend.Port(), Proto: unix.IPPROTO_TCP, Dir: ctmap.Forward}
+	e, ok, err := ct.Lookup(k)
+	if err != nil || !ok || e.RevNatID == 0 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(e.NatAddr.IP(), e.NatPort), true
 }

@@ -85,6 +85,45 @@ func l7Checks(t *testing.T, opts Options) {
 		t.Fatal(err)
 	}
 	waitCurl(t, client, "policy deleted: POST /admin", 200, "-X", "POST", fmt.Sprintf("http://%s:%d/admin", findPod(pods, "web-1").ip, webHTTPPort))
+	serviceEgress(t, dyn, client)
+}
+
+// clientEgressL7 lets the client only GET api.example/v1/* from the web
+// pods (their port 8000, which the Service web maps port 80 to).
+const clientEgressL7 = `
+endpointSelector: {matchLabels: {app: client}}
+egress:
+- toEndpoints: [{matchLabels: {app: web}}]
+  toPorts:
+  - ports: [{port: 8000}]
+    rules:
+      http:
+      - {method: GET, host: "api\\.example", path: "/v1/.*"}
+`
+
+// serviceEgress: an egress rule through the Service's ClusterIP: the
+// client's connection to the VIP is balanced to a backend by tc_lb, judged
+// by the client's egress entry for that backend, and answered by the proxy
+// as the VIP.
+func serviceEgress(t *testing.T, dyn dynamic.Interface, client *nettopo.NS) {
+	t.Helper()
+	svc, err := mustClient(t).CoreV1().Services(namespace).Get(t.Context(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + svc.Spec.ClusterIP
+	createFNP(t, dyn, "client-egress", clientEgressL7)
+	waitCurl(t, client, "service: POST /v1/x denied", 403, "-X", "POST", "-H", "Host: api.example", base+"/v1/x")
+	for i := 0; i < 4; i++ { // both backends' nodes, likely
+		curlWant(t, client, "service: GET api.example/v1/x", 200, "hello from web-", "-H", "Host: api.example", base+"/v1/x")
+	}
+	curlWant(t, client, "service: GET api.example/v2/x", 403, "Access denied", "-H", "Host: api.example", base+"/v2/x")
+	curlWant(t, client, "service: GET other.example/v1/x", 403, "Access denied", "-H", "Host: other.example", base+"/v1/x")
+	curlWant(t, client, "service: h2c GET api.example/v1/x", 200, "hello from web-", "--http2-prior-knowledge", "-H", "Host: api.example", base+"/v1/x")
+	if err := dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Delete(t.Context(), "client-egress", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitCurl(t, client, "service: policy deleted", 200, "-X", "POST", base+"/v1/x")
 }
 
 func mustDynamic(t *testing.T) dynamic.Interface {

@@ -13,6 +13,44 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TcpolicyFpCtEntry struct {
+	_       structs.HostLayout
+	NatAddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	NatPort   uint16
+	Flags     uint16
+	RevNatId  uint32
+	BackendId uint32
+	SnatPort  uint16
+	Pad       uint16
+	SnatAddr  struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Expires uint64
+	Packets uint64
+	Bytes   uint64
+}
+
+type TcpolicyFpCtKey struct {
+	_     structs.HostLayout
+	Saddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Daddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Dir   uint8
+	Pad   uint16
+}
+
 type TcpolicyFpEndpoint struct {
 	_        structs.HostLayout
 	Id       uint16
@@ -117,6 +155,7 @@ type TcpolicyFpVerdict struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TcpolicyMapFpCt            = "fp_ct"
 	TcpolicyMapFpEndpoints     = "fp_endpoints"
 	TcpolicyMapFpIpcache       = "fp_ipcache"
 	TcpolicyMapFpPolicy        = "fp_policy"
@@ -179,6 +218,7 @@ type TcpolicyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpolicyMapSpecs struct {
+	FpCt            *ebpf.MapSpec `ebpf:"fp_ct"`
 	FpEndpoints     *ebpf.MapSpec `ebpf:"fp_endpoints"`
 	FpIpcache       *ebpf.MapSpec `ebpf:"fp_ipcache"`
 	FpPolicy        *ebpf.MapSpec `ebpf:"fp_policy"`
@@ -217,6 +257,7 @@ func (o *TcpolicyObjects) Close() error {
 //
 // It can be passed to LoadTcpolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpolicyMaps struct {
+	FpCt            *ebpf.Map `ebpf:"fp_ct"`
 	FpEndpoints     *ebpf.Map `ebpf:"fp_endpoints"`
 	FpIpcache       *ebpf.Map `ebpf:"fp_ipcache"`
 	FpPolicy        *ebpf.Map `ebpf:"fp_policy"`
@@ -229,6 +270,7 @@ type TcpolicyMaps struct {
 
 func (m *TcpolicyMaps) Close() error {
 	return _TcpolicyClose(
+		m.FpCt,
 		m.FpEndpoints,
 		m.FpIpcache,
 		m.FpPolicy,
