@@ -87,6 +87,32 @@ func TestLookup(t *testing.T) {
 	// Nobody enforces anything between y pods: one allow-all set.
 	check("y/a", "y/b", 80, req{"DELETE", "/", nil}, true)
 
+	// A flow to a Service frontend is judged for the backend the load
+	// balancer chose.
+	vip := netip.MustParseAddrPort("10.96.0.10:80")
+	tbl.Backend = func(f l7proxy.Flow) (netip.AddrPort, bool) {
+		if f.Dst == vip {
+			return addr("x/a", 80), true
+		}
+		return netip.AddrPort{}, false
+	}
+	for _, c := range []struct {
+		from, method, path string
+		want               []bool
+	}{{"x/c", "GET", "/admin", []bool{false}}, {"x/c", "GET", "/public", []bool{true}}, {"x/b", "POST", "/x", []bool{false, true}}} {
+		got := tbl.Lookup(l7proxy.Flow{Src: addr(c.from, 40000), Dst: vip})
+		if len(got) != len(c.want) {
+			t.Fatalf("%s -> VIP: %d rule sets, want %d", c.from, len(got), len(c.want))
+		}
+		for i, a := range got {
+			r := &l7.Request{Method: c.method, Path: c.path, Header: map[string][]string{"X-Token": {"s3cret"}}}
+			if v := a.Rules.Decide(r); v.Allowed != c.want[i] {
+				t.Errorf("%s -> VIP %s %s (%s %s): %+v, want %v", c.from, c.method, c.path, a.Direction, a.Endpoint, v, c.want[i])
+			}
+		}
+	}
+	tbl.Backend = nil
+
 	// An update reaches the next lookup: the deny goes.
 	must(t, w.Apply(eng, []byte(`
 apiVersion: fastpath.io/v1alpha1
