@@ -44,9 +44,10 @@ ingress:
 // l7Checks runs FastpathNetworkPolicy HTTP rules in the running lab with
 // real clients (curl, HTTP/1.1 and h2c with prior knowledge, and Go's):
 // the web pods' ingress, from the client on node 1 to web-2 (same node)
-// and web-1 (node 2: the redirect happens at node 2's uplink), and the
-// agent's access log naming the denies.
-func l7Checks(t *testing.T, opts Options) {
+// and web-1 (node 2: the redirect happens at node 2's uplink), the
+// agent's access log naming the denies, a restart of node 1's agent, and
+// an egress rule through a Service.
+func l7Checks(t *testing.T, st *State, opts Options) {
 	t.Helper()
 	ctx := t.Context()
 	cs := mustClient(t)
@@ -80,6 +81,22 @@ func l7Checks(t *testing.T, opts Options) {
 	for _, node := range []int{1, 2} {
 		agentLogShows(t, node, "l7 denied: POST")
 	}
+	// Node 1's agent restarts: its proxy goes with it; new connections
+	// work again once the next agent listens (clients retransmit their
+	// SYNs meanwhile), with the same rules.
+	web2 := fmt.Sprintf("http://%s:%d", findPod(pods, "web-2").ip, webHTTPPort)
+	stopped := time.Now()
+	if err := stop(st.Processes["agent-"+nodeName(1)]); err != nil {
+		t.Fatal(err)
+	}
+	if err := startAgent(opts, st, 1); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	waitCurl(t, client, "after the agent's restart: GET /public", 200, web2+"/public")
+	t.Logf("l7: agent stopped and started in %v; the next request was answered %v later", started.Sub(stopped).Round(time.Millisecond),
+		time.Since(started).Round(time.Millisecond))
+	curlWant(t, client, "after the agent's restart: POST /admin", 403, "Access denied", "-X", "POST", web2+"/admin")
 	// Gone, the web pods are open again (the next checks need them).
 	if err := dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Delete(ctx, "web-l7", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
