@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 	"github.com/fastpath-net/fastpath/test/bench/internal/rounds"
 )
@@ -128,7 +129,7 @@ func changeP50(res *results, contender string, n int) (time.Duration, bool) {
 	if r == nil || r.Err != "" || len(r.Latencies) == 0 {
 		return 0, false
 	}
-	return quantile(r.Latencies, 0.5), true
+	return benchmain.Quantile(r.Latencies, 0.5), true
 }
 
 func pct(a, b float64) string {
@@ -340,7 +341,7 @@ func headlineMarkdown(res *results) []byte {
 			continue
 		}
 		p("| %s | %s | %s | %s | %d | %s | %s | %d | %.1f ms | %.1f ms |", fmtN(r.N), r.Contender, fmtDur(r.ColdStart), fmtDur(r.Answer),
-			len(r.Latencies)+r.Timeouts, fmtDur(quantile(r.Latencies, 0.5)), fmtDur(quantile(r.Latencies, 0.99)), r.Timeouts, msf(r.CPURaw), msf(r.CPUNet))
+			len(r.Latencies)+r.Timeouts, fmtDur(benchmain.Quantile(r.Latencies, 0.5)), fmtDur(benchmain.Quantile(r.Latencies, 0.99)), r.Timeouts, msf(r.CPURaw), msf(r.CPUNet))
 	}
 	if cfg.ChangeBudget > 0 {
 		p("")
