@@ -20,15 +20,12 @@ import (
 
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
+	"github.com/fastpath-net/fastpath/internal/agenttest"
 	"github.com/fastpath-net/fastpath/internal/bgp"
-	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
@@ -55,12 +52,8 @@ var (
 const whoamiPort = 8080
 
 type fabricNode struct {
-	name string
-	ip   netip.Addr
-	ns   *nettopo.NS
-	pin  string
-	log  string
-	cmd  *exec.Cmd
+	agenttest.Agent
+	ip netip.Addr
 }
 
 // TestRouterLearnsRoutes runs the real fastpath-agent on two nodes with a
@@ -91,10 +84,7 @@ func TestRouterLearnsRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.InstallCRD(t, dyn, filepath.Join("..", "..", "deploy", "crds", "fastpathbgppeeringpolicies.yaml"), bgp.PolicyGVR)
-	agentBin := filepath.Join(t.TempDir(), "fastpath-agent")
-	if out, err := exec.Command("go", "build", "-o", agentBin, "../../cmd/fastpath-agent").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	agentBin := agenttest.Build(t)
 	id := make([]byte, 3)
 	_, _ = rand.Read(id)
 	tag := "fp-bgp" + hex.EncodeToString(id)
@@ -103,7 +93,7 @@ func TestRouterLearnsRoutes(t *testing.T) {
 
 	for i, n := range nodes {
 		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: map[string]string{"bgp": "on"}},
+			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{"bgp": "on"}},
 			Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.ip.String()}}},
 		}
 		if i == 0 {
@@ -114,15 +104,15 @@ func TestRouterLearnsRoutes(t *testing.T) {
 		}
 	}
 	createPolicy(t, dyn)
-	createLBService(t, cs, nodes[0].name)
+	agenttest.CreateLBService(t, cs, lbIP, whoamiPort, nodes[0].Name)
 	for _, n := range nodes {
 		startAgent(t, agentBin, env.KubeconfigPath, n)
 	}
 
 	r.waitRoute(t, lbIP.String()+"/32", nodes[0].ip, nodes[1].ip)
 	r.waitRoute(t, podCIDR1.String(), nodes[0].ip)
-	waitReach(t, client, nodes[0].name, nodes[1].name)
-	t.Logf("BGP: router learned %s from %s and %s; external client reached it", lbIP, nodes[0].name, nodes[1].name)
+	waitReach(t, client, nodes[0].Name, nodes[1].Name)
+	t.Logf("BGP: router learned %s from %s and %s; external client reached it", lbIP, nodes[0].Name, nodes[1].Name)
 
 	// externalTrafficPolicy Local: only node1 has the endpoint.
 	svc, err := cs.CoreV1().Services("default").Get(t.Context(), "web", metav1.GetOptions{})
@@ -134,18 +124,18 @@ func TestRouterLearnsRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitRoute(t, lbIP.String()+"/32", nodes[0].ip)
-	waitReach(t, client, nodes[0].name)
+	waitReach(t, client, nodes[0].Name)
 
 	// Restart node1's agent: the router keeps the route while it is down
 	// (it is stale until the new agent's End-of-RIB), so the client keeps
 	// reaching the Service.
-	stopAgent(t, nodes[0])
+	agenttest.Stop(t, &nodes[0].Agent)
 	down := time.Now()
 	for time.Since(down) < 4*time.Second {
 		if got := r.nextHops(t, lbIP.String()+"/32"); !slices.Equal(got, []netip.Addr{nodes[0].ip}) {
 			t.Fatalf("%s after node1's agent stopped: next hops %v, want still %s (graceful restart)\n%s", time.Since(down).Round(time.Millisecond), got, nodes[0].ip, r.protocols(t))
 		}
-		if name, err := nettopo.AskTCP(client, netip.AddrPortFrom(lbIP, whoamiPort).String(), 2*time.Second); err != nil || name != nodes[0].name {
+		if name, err := nettopo.AskTCP(client, netip.AddrPortFrom(lbIP, whoamiPort).String(), 2*time.Second); err != nil || name != nodes[0].Name {
 			t.Fatalf("client during the restart: %q, %v", name, err)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -170,14 +160,14 @@ func TestRouterLearnsRoutes(t *testing.T) {
 	for i := range 20 {
 		sendGarbage(t, router, nodes[0].ip, i)
 	}
-	if !running(nodes[0].cmd.Process.Pid) {
+	if !running(nodes[0].Cmd.Process.Pid) {
 		t.Fatalf("node1's agent exited after garbage")
 	}
 	if got := r.nextHops(t, lbIP.String()+"/32"); !slices.Equal(got, []netip.Addr{nodes[0].ip}) {
 		t.Fatalf("after garbage from %s: next hops %v, want %s\n%s", ghostIP, got, nodes[0].ip, r.protocols(t))
 	}
 	r.waitEstablished(t, "node1")
-	waitReach(t, client, nodes[0].name)
+	waitReach(t, client, nodes[0].Name)
 
 	// Deleting the Service withdraws the route.
 	if err := cs.CoreV1().Services("default").Delete(t.Context(), "web", metav1.DeleteOptions{}); err != nil {
@@ -233,11 +223,11 @@ func buildFabric(t *testing.T, tag string) (router, client *nettopo.NS, nodes []
 	must(client.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), routerOut, "eth0"))
 	for i := 1; i <= 2; i++ {
 		ns := newNS(fmt.Sprintf("node%d", i))
-		n := &fabricNode{name: fmt.Sprintf("%s-node%d", tag, i), ip: netip.AddrFrom4([4]byte{192, 168, 70, byte(10 + i)}), ns: ns}
+		n := &fabricNode{Agent: agenttest.Agent{Name: fmt.Sprintf("%s-node%d", tag, i), NS: ns}, ip: netip.AddrFrom4([4]byte{192, 168, 70, byte(10 + i)})}
 		join(ns, fmt.Sprintf("p-node%d", i), n.ip)
 		must(ns.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), routerIP, "eth0"))
 		must(ns.AddAddr("lo", netip.PrefixFrom(lbIP, 32)))
-		w, err := nettopo.StartWhoami(ns, n.name, netip.AddrPortFrom(lbIP, whoamiPort).String())
+		w, err := nettopo.StartWhoami(ns, n.Name, netip.AddrPortFrom(lbIP, whoamiPort).String())
 		must(err)
 		t.Cleanup(w.Close)
 		nodes = append(nodes, n)
@@ -459,96 +449,6 @@ func createPolicy(t *testing.T, dyn dynamic.Interface) {
 	}
 }
 
-// createLBService creates a LoadBalancer Service (externalTrafficPolicy
-// Cluster) with a ready endpoint on node, its ingress IP written as
-// MetalLB or fastpath-operator would.
-func createLBService(t *testing.T, cs kubernetes.Interface, node string) {
-	t.Helper()
-	ctx := t.Context()
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
-			Ports: []corev1.ServicePort{{Name: "http", Port: whoamiPort, Protocol: corev1.ProtocolTCP}}},
-	}
-	svc, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: lbIP.String()}}
-	if _, err := cs.CoreV1().Services("default").UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "web-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, NodeName: ptr.To(node),
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](whoamiPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
-	}
-	if _, err := cs.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// startAgent runs the real agent for n in the root namespace, its datapath
-// and BGP speaker in n's namespace.
-func startAgent(t *testing.T, bin, kubeconfig string, n *fabricNode) {
-	t.Helper()
-	if n.pin == "" {
-		pin, err := os.MkdirTemp("/sys/fs/bpf", "fp-bgp-")
-		if err != nil {
-			testpriv.Unavailable(t, "cannot create a directory on bpffs: "+err.Error())
-		}
-		n.pin = pin
-		t.Cleanup(func() {
-			if err := datapath.Uninstall(pin); err != nil {
-				t.Errorf("remove pins: %v", err)
-			}
-		})
-		n.log = filepath.Join(t.TempDir(), "agent.log")
-	}
-	out, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--node-name", n.name, "--netns", n.ns.Path(), "--bpffs-dir", n.pin,
-		"--enable-bgp", "--bgp-listen-port", fmt.Sprint(listenPort),
-		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
-		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.cmd = cmd
-	t.Cleanup(func() {
-		if n.cmd == cmd {
-			stopAgent(t, n)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(n.log)
-			t.Logf("%s agent log:\n%s", n.name, b)
-		}
-	})
-}
-
-// stopAgent ends n's agent as the kubelet would: SIGTERM, SIGKILL after 10s.
-func stopAgent(t *testing.T, n *fabricNode) {
-	t.Helper()
-	cmd := n.cmd
-	n.cmd = nil
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Errorf("%s agent did not stop on SIGTERM within 10s", n.name)
-	}
-}
-
 // running reports whether pid is alive and not a zombie.
 func running(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -557,4 +457,10 @@ func running(pid int) bool {
 	}
 	_, after, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(after, "Z") && !strings.HasPrefix(after, "X")
+}
+
+// startAgent runs n's agent with BGP on.
+func startAgent(t *testing.T, bin, kubeconfig string, n *fabricNode) {
+	t.Helper()
+	agenttest.Start(t, bin, kubeconfig, &n.Agent, "--enable-bgp", "--bgp-listen-port", fmt.Sprint(listenPort))
 }

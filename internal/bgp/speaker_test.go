@@ -88,13 +88,8 @@ func TestSpeakerDiffs(t *testing.T) {
 	}); err != nil {
 		t.Errorf("no listener in the namespace: %v", err)
 	}
-	// This thread's tables: /proc/self/net is the main thread's namespace,
-	// which the runtime leaves wherever a locked goroutine that entered a
-	// namespace on it ended (a false alarm seen under -short).
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
-		b, err := os.ReadFile(f)
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := ownSockets(f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,4 +118,23 @@ func TestSpeakerDiffs(t *testing.T) {
 	if err := s.Sync(t.Context(), desired(nil)); err != nil || s.srv != nil {
 		t.Fatalf("no peers: %v, server %v; want it stopped", err, s.srv)
 	}
+}
+
+// ownSockets is /proc/thread-self/net/<table> read on a fresh locked
+// thread: one in the test's own namespace. (/proc/self/net is the main
+// thread's, which a netns step may have taken and kept.)
+func ownSockets(table string) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		b, err := os.ReadFile("/proc/thread-self/net/" + table)
+		ch <- result{b, err}
+	}()
+	r := <-ch
+	return r.b, r.err
 }

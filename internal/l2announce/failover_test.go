@@ -6,21 +6,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
-	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/agenttest"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
@@ -42,12 +37,8 @@ const (
 )
 
 type segNode struct {
-	name string // Node name, also what its whoami answers
-	ns   *nettopo.NS
-	mac  net.HardwareAddr
-	pin  string
-	cmd  *exec.Cmd
-	log  string
+	agenttest.Agent // Name: the Node name, also what its whoami answers
+	mac             net.HardwareAddr
 }
 
 // TestFailover runs the real fastpath-agent on two nodes of an fp- segment
@@ -62,10 +53,7 @@ func TestFailover(t *testing.T) {
 	testpriv.Require(t)
 	env := testenv.StartForTest(t, testenv.Options{NoControllerManager: true})
 	cs := env.Clientset
-	agentBin := filepath.Join(t.TempDir(), "fastpath-agent")
-	if out, err := exec.Command("go", "build", "-o", agentBin, "../../cmd/fastpath-agent").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	agentBin := agenttest.Build(t)
 	id := make([]byte, 3)
 	_, _ = rand.Read(id)
 	tag := "fp-l2" + hex.EncodeToString(id)
@@ -74,14 +62,14 @@ func TestFailover(t *testing.T) {
 	for _, n := range nodes {
 		createNode(t, cs, n)
 	}
-	createLBService(t, cs, nodes[0].name)
+	agenttest.CreateLBService(t, cs, segLBIP, whoamiPort, nodes[0].Name)
 	for _, n := range nodes {
 		startAgent(t, agentBin, env.KubeconfigPath, n)
 	}
 
 	probe := openProbe(t, observer)
 	holder := waitAnnouncer(t, cs, probe, client, nodes, nil, 20*time.Second)
-	t.Logf("%s announces %s", holder.name, segLBIP)
+	t.Logf("%s announces %s", holder.Name, segLBIP)
 	if out, _ := client.Netlink().NeighList(0, 0); len(out) > 0 {
 		for _, nb := range out {
 			if nb.State&0x80 != 0 { // NUD_PERMANENT
@@ -92,15 +80,11 @@ func TestFailover(t *testing.T) {
 
 	// Kill the holder's agent: its Lease is not released and runs out.
 	killed := time.Now()
-	if err := holder.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = holder.cmd.Wait()
-	holder.cmd = nil
+	agenttest.Kill(t, &holder.Agent)
 	next := waitAnnouncer(t, cs, probe, client, nodes, holder, 2*testLease+5*time.Second)
 	failover := time.Since(killed)
 	t.Logf("failover from %s to %s: %.1fs after the kill (Lease duration %s, retry period %s)",
-		holder.name, next.name, failover.Seconds(), testLease, Config{LeaseDuration: testLease}.retryPeriod())
+		holder.Name, next.Name, failover.Seconds(), testLease, Config{LeaseDuration: testLease}.retryPeriod())
 	// The other node sees the last renewal up to one jittered retry
 	// period late, and tries again up to one later.
 	limit := testLease + 3*(Config{LeaseDuration: testLease}).retryPeriod() + time.Second
@@ -111,14 +95,14 @@ func TestFailover(t *testing.T) {
 	// A stopped agent (SIGTERM) releases its Lease: the restarted first
 	// node takes over without waiting for it to run out.
 	startAgent(t, agentBin, env.KubeconfigPath, holder)
-	stopAgent(t, next)
+	agenttest.Stop(t, &next.Agent)
 	first := waitAnnouncer(t, cs, probe, client, nodes, next, testLease)
 
 	// externalTrafficPolicy Local with the only endpoint on the other
 	// node: the holder is no longer eligible, lets go, and the node with
 	// the endpoint announces.
 	startAgent(t, agentBin, env.KubeconfigPath, next)
-	makeLocal(t, cs, next.name)
+	makeLocal(t, cs, next.Name)
 	waitAnnouncer(t, cs, probe, client, nodes, first, testLease)
 }
 
@@ -169,13 +153,13 @@ func waitAnnouncer(t *testing.T, cs kubernetes.Interface, p *arpSocket, client *
 			continue
 		}
 		lease, err := cs.CoordinationV1().Leases("kube-system").Get(t.Context(), LeaseName(segLBIP), metav1.GetOptions{})
-		if err != nil || ptr.Deref(lease.Spec.HolderIdentity, "") != n.name {
-			last = fmt.Sprintf("%s answers but the Lease says %v (%v)", n.name, lease, err)
+		if err != nil || ptr.Deref(lease.Spec.HolderIdentity, "") != n.Name {
+			last = fmt.Sprintf("%s answers but the Lease says %v (%v)", n.Name, lease, err)
 			continue
 		}
 		got, err := nettopo.AskTCP(client, netip.AddrPortFrom(segLBIP, whoamiPort).String(), time.Second)
-		if err != nil || got != n.name {
-			last = fmt.Sprintf("%s answers ARP, the client reached %q (%v)", n.name, got, err)
+		if err != nil || got != n.Name {
+			last = fmt.Sprintf("%s answers ARP, the client reached %q (%v)", n.Name, got, err)
 			continue
 		}
 		return n
@@ -281,8 +265,8 @@ func buildSegment(t *testing.T, tag string) (client, observer *nettopo.NS, nodes
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := &segNode{name: fmt.Sprintf("%s-node%d", tag, i), ns: ns, mac: mac}
-		w, err := nettopo.StartWhoami(ns, n.name, netip.AddrPortFrom(segLBIP, whoamiPort).String())
+		n := &segNode{Agent: agenttest.Agent{Name: fmt.Sprintf("%s-node%d", tag, i), NS: ns}, mac: mac}
+		w, err := nettopo.StartWhoami(ns, n.Name, netip.AddrPortFrom(segLBIP, whoamiPort).String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,98 +278,14 @@ func buildSegment(t *testing.T, tag string) (client, observer *nettopo.NS, nodes
 
 func createNode(t *testing.T, cs kubernetes.Interface, n *segNode) {
 	t.Helper()
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name}}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name}}
 	if _, err := cs.CoreV1().Nodes().Create(t.Context(), node, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// createLBService creates a LoadBalancer Service (externalTrafficPolicy
-// Cluster) with a ready endpoint on node, its ingress IP written as
-// MetalLB or fastpath-operator would.
-func createLBService(t *testing.T, cs kubernetes.Interface, node string) {
-	t.Helper()
-	ctx := t.Context()
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
-			Ports: []corev1.ServicePort{{Name: "http", Port: whoamiPort, Protocol: corev1.ProtocolTCP}}},
-	}
-	svc, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: segLBIP.String()}}
-	if _, err := cs.CoreV1().Services("default").UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "web-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, NodeName: ptr.To(node),
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](whoamiPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
-	}
-	if _, err := cs.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// startAgent runs the real agent for n in the root namespace, its datapath
-// and ARP socket in n's namespace, with the test's short Lease.
+// startAgent runs n's agent announcing on eth0 with the test's short Lease.
 func startAgent(t *testing.T, bin, kubeconfig string, n *segNode) {
 	t.Helper()
-	if n.pin == "" {
-		pin, err := os.MkdirTemp("/sys/fs/bpf", "fp-l2-")
-		if err != nil {
-			testpriv.Unavailable(t, "cannot create a directory on bpffs: "+err.Error())
-		}
-		n.pin = pin
-		t.Cleanup(func() {
-			if err := datapath.Uninstall(pin); err != nil {
-				t.Errorf("remove pins: %v", err)
-			}
-		})
-		n.log = filepath.Join(t.TempDir(), n.name+".log")
-	}
-	out, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--node-name", n.name, "--netns", n.ns.Path(), "--bpffs-dir", n.pin,
-		"--l2-announce-interfaces", "eth0", "--l2-lease-duration", testLease.String(),
-		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
-		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.cmd = cmd
-	t.Cleanup(func() {
-		if n.cmd == cmd {
-			stopAgent(t, n)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(n.log)
-			t.Logf("%s agent log:\n%s", n.name, b)
-		}
-	})
-}
-
-// stopAgent ends n's agent as the kubelet would: SIGTERM, SIGKILL after 10s.
-func stopAgent(t *testing.T, n *segNode) {
-	t.Helper()
-	cmd := n.cmd
-	n.cmd = nil
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Errorf("%s agent did not stop on SIGTERM within 10s", n.name)
-	}
+	agenttest.Start(t, bin, kubeconfig, &n.Agent, "--l2-announce-interfaces", "eth0", "--l2-lease-duration", testLease.String())
 }
