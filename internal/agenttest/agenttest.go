@@ -148,3 +148,18 @@ func CreateLBService(t *testing.T, cs kubernetes.Interface, ip netip.Addr, port 
 		t.Fatal(err)
 	}
 }
+
+// NewNS creates the fp- namespace name, removed when the test ends.
+func NewNS(t *testing.T, name string) *nettopo.NS {
+	t.Helper()
+	ns, err := nettopo.NewNS(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Delete(); err != nil {
+			t.Errorf("remove %s: %v", ns.Name, err)
+		}
+	})
+	return ns
+}

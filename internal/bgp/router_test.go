@@ -182,22 +182,7 @@ func TestRouterLearnsRoutes(t *testing.T) {
 // removed at the end.
 func buildFabric(t *testing.T, tag string) (router, client *nettopo.NS, nodes []*fabricNode) {
 	t.Helper()
-	var made []*nettopo.NS
-	t.Cleanup(func() {
-		for _, ns := range made {
-			if err := ns.Delete(); err != nil {
-				t.Errorf("remove %s: %v", ns.Name, err)
-			}
-		}
-	})
-	newNS := func(name string) *nettopo.NS {
-		ns, err := nettopo.NewNS(tag + "-" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		made = append(made, ns)
-		return ns
-	}
+	newNS := func(name string) *nettopo.NS { return agenttest.NewNS(t, tag+"-"+name) }
 	must := func(err error) {
 		t.Helper()
 		if err != nil {

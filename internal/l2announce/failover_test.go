@@ -215,22 +215,7 @@ func askARP(t *testing.T, s *arpSocket, ip netip.Addr) []net.HardwareAddr {
 // removed at the end.
 func buildSegment(t *testing.T, tag string) (client, observer *nettopo.NS, nodes []*segNode) {
 	t.Helper()
-	var made []*nettopo.NS
-	t.Cleanup(func() {
-		for _, ns := range made {
-			if err := ns.Delete(); err != nil {
-				t.Errorf("remove %s: %v", ns.Name, err)
-			}
-		}
-	})
-	newNS := func(name string) *nettopo.NS {
-		ns, err := nettopo.NewNS(tag + "-" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		made = append(made, ns)
-		return ns
-	}
+	newNS := func(name string) *nettopo.NS { return agenttest.NewNS(t, tag+"-"+name) }
 	br := newNS("br")
 	if err := br.AddBridge("br0"); err != nil {
 		t.Fatal(err)
