@@ -32,6 +32,12 @@ if ((${#missing[@]})); then
 	apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}"
 fi
 
+# bird2's package enables a bird.service in the root namespace; the tests
+# run their own BIRD in fp- namespaces only, so a booted systemd must not.
+if [[ $(id -u) -eq 0 ]] && [[ -d /run/systemd/system ]] && systemctl is-enabled -q bird.service 2>/dev/null; then
+	systemctl disable --now bird.service
+fi
+
 if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf; then
 	mount -t bpf bpf /sys/fs/bpf
 fi

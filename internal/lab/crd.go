@@ -14,7 +14,8 @@ import (
 
 // installCRDs creates the CRDs of the checkout the lab was built from
 // (FastpathIdentity for --enable-policy, FastpathNetworkPolicy and its
-// clusterwide kind for L7 policy) and waits until the apiserver serves them.
+// clusterwide kind for L7 policy), waits until the apiserver serves them,
+// then installs the BGP peering CRD and the lab's peering policy.
 func installCRDs(ctx context.Context) error {
 	cfg, ext, err := restConfig()
 	if err != nil {
@@ -37,5 +38,5 @@ func installCRDs(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return createBGPPolicy(ctx, dyn)
 }

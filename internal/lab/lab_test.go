@@ -86,7 +86,7 @@ func upDown(t *testing.T, bin string, mode routing.Mode) {
 	out.WriteString(startLab(t, bin, mode))
 	t.Logf("%s", out.String())
 	wants := []string{"ok    pods attached by fastpath-cni", "ok    pod -> pod, same node", "ok    pod -> pod, across nodes", "ok    pod -> ClusterIP",
-		"ok    external -> LoadBalancer IP", "ok    external -> L2-announced LB IP", "ok    pod -> external"}
+		"ok    external -> LoadBalancer IP", "ok    external -> L2-announced LB IP", "ok    BGP: router learned", "ok    pod -> external"}
 	if nodePortRedirect() {
 		wants = append(wants, "ok    external -> NodePort 192.168.50.11", "ok    external -> NodePort 192.168.50.12")
 	}

@@ -75,6 +75,8 @@ func Report(ctx context.Context, bin string, st *State, out io.Writer) error {
 	fmt.Fprintf(out, "  ip netns exec %s curl -s http://%s:%d/        (NodePort from outside)\n", extNSName(), nodeIP(1), NodePort)
 	fmt.Fprintf(out, "  ip netns exec %s curl -s http://%s/            (LoadBalancer IP)\n", extNSName(), LBIP)
 	fmt.Fprintf(out, "  ip netns exec %s curl -s http://%s/         (L2-announced LoadBalancer IP; ip neigh shows the node)\n", extNSName(), L2LBIP)
+	fmt.Fprintf(out, "  ip netns exec %s curl -s http://%s/            (LoadBalancer IP through the BGP router)\n", outsideNSName(), LBIP)
+	fmt.Fprintf(out, "  birdc -s %s/%s show route                  (what the router learned)\n", StateDir, birdSockName)
 	fmt.Fprintf(out, "  ip netns exec %s ip route                      (routes to other nodes' pods, proto 250)\n", nodeNSName(1))
 	fmt.Fprintf(out, "  logs: %s/*.log        tear down: make lab-down\n", StateDir)
 	if failed > 0 {
@@ -148,6 +150,7 @@ func runChecks(ctx context.Context, st *State) ([]check, error) {
 	checks = append(checks,
 		checkHTTP(ext, fmt.Sprintf("external -> LoadBalancer IP %s:80, 40 requests", LBIP), fmt.Sprintf("http://%s/", LBIP), 40),
 		checkL2(ctx, cs, ext, st.Nodes),
+		checkBGP(st.Nodes),
 		checkMasquerade(cl),
 	)
 	return checks, nil

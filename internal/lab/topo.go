@@ -97,5 +97,5 @@ func buildUnderlay(nodes int) error {
 			return err
 		}
 	}
-	return nil
+	return buildRouter(nodes, join)
 }

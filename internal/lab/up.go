@@ -83,6 +83,9 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 	if err := installCRDs(ctx); err != nil {
 		return err
 	}
+	if err := startRouter(st, opts.Nodes); err != nil {
+		return err
+	}
 	if err := startAgents(opts, st); err != nil {
 		return err
 	}
@@ -116,7 +119,7 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 // underlay): Services from Kubernetes, the CNI API for the node's pods
 // (pod CIDR from its Node object), its uplink as external interface, routes
 // to the other nodes' pods, masquerade of pod traffic leaving the cluster,
-// NetworkPolicy enforced.
+// NetworkPolicy enforced, LoadBalancer IPs advertised over BGP to the router.
 func startAgents(opts Options, st *State) error {
 	for i := 1; i <= opts.Nodes; i++ {
 		if err := startAgent(opts, st, i); err != nil {
@@ -149,7 +152,8 @@ func startAgent(opts Options, st *State, i int) error {
 		"--l2-announce-interfaces", uplink,
 		"--l2-lease-duration", l2Lease.String(),
 		"--enable-policy",
-		"--enable-l7-proxy"}
+		"--enable-l7-proxy",
+		"--enable-bgp"}
 	return spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i), append(args, opts.AgentArgs...)...)
 }
 
