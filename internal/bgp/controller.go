@@ -124,7 +124,9 @@ func (c *Controller) Run(ctx context.Context) {
 	var policies []*Policy
 	retry := time.NewTimer(0)
 	<-retry.C
+	c.mu.Lock()
 	c.policiesChanged = true
+	c.mu.Unlock()
 	for {
 		c.mu.Lock()
 		reload := c.policiesChanged

@@ -68,7 +68,18 @@ func (s *Speaker) Sync(ctx context.Context, d Desired) error {
 	return errors.Join(errs...)
 }
 
+// start runs GoBGP listening on both families, or on IPv4 alone where the
+// node's namespace has no IPv6.
 func (s *Speaker) start(ctx context.Context, asn uint32, routerID netip.Addr) error {
+	err := s.startListening(ctx, asn, routerID, []string{"0.0.0.0", "::"})
+	if err != nil {
+		s.log.Warn("bgp: cannot listen on IPv4 and IPv6; trying IPv4 only", "error", err)
+		err = s.startListening(ctx, asn, routerID, []string{"0.0.0.0"})
+	}
+	return err
+}
+
+func (s *Speaker) startListening(ctx context.Context, asn uint32, routerID netip.Addr, addrs []string) error {
 	srv := server.NewBgpServer(server.LoggerOption(s.log.With("component", "gobgp"), nil))
 	served := make(chan struct{})
 	go func() {
@@ -80,7 +91,7 @@ func (s *Speaker) start(ctx context.Context, asn uint32, routerID netip.Addr) er
 	}()
 	err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: asn, RouterId: routerID.String(), ListenPort: s.port,
-		ListenAddresses: []string{"0.0.0.0", "::"},
+		ListenAddresses: addrs,
 	}})
 	if err == nil {
 		err = refuseLearnedRoutes(ctx, srv)
