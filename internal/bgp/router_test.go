@@ -9,13 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/agenttest"
 	"github.com/fastpath-net/fastpath/internal/bgp"
+	"github.com/fastpath-net/fastpath/internal/birdc"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
@@ -140,17 +139,17 @@ func TestRouterLearnsRoutes(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if !strings.Contains(r.cmd(t, "show", "protocols", "all", "node1"), "Neighbor graceful restart active") {
-		t.Fatalf("router not in graceful restart for node1:\n%s", r.cmd(t, "show", "protocols", "all", "node1"))
+	if !strings.Contains(r.show(t, "protocols", "all", "node1"), "Neighbor graceful restart active") {
+		t.Fatalf("router not in graceful restart for node1:\n%s", r.show(t, "protocols", "all", "node1"))
 	}
 	startAgent(t, agentBin, env.KubeconfigPath, nodes[0])
 	r.waitEstablished(t, "node1")
 	// The restart ends with the new agent's End-of-RIB, long before the
 	// 60 s restart time; BIRD then drops whatever was not re-advertised.
 	deadline := time.Now().Add(20 * time.Second)
-	for strings.Contains(r.cmd(t, "show", "protocols", "all", "node1"), "Neighbor graceful restart active") {
+	for strings.Contains(r.show(t, "protocols", "all", "node1"), "Neighbor graceful restart active") {
 		if time.Now().After(deadline) {
-			t.Fatalf("graceful restart did not end (no End-of-RIB from the new agent?):\n%s", r.cmd(t, "show", "protocols", "all", "node1"))
+			t.Fatalf("graceful restart did not end (no End-of-RIB from the new agent?):\n%s", r.show(t, "protocols", "all", "node1"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -225,45 +224,18 @@ type bird struct {
 	sock string
 }
 
-var birdConf = template.Must(template.New("bird").Funcs(template.FuncMap{"inc": func(i int) int { return i + 1 }}).Parse(`
-router id {{.RouterID}};
-log stderr all;
-protocol device { scan time 1; }
-protocol kernel {
-	ipv4 { import none; export all; };
-	merge paths on;
-}
-template bgp node {
-	local {{.RouterID}} as {{.RouterASN}};
-	ipv4 { import all; export none; };
-	graceful restart on;
-	connect delay time 1;
-	connect retry time 1;
-	error wait time 1, 2;
-}
-{{range $i, $n := .Nodes}}protocol bgp node{{inc $i}} from node { neighbor {{$n.IP}} port {{$.Port}} as {{$.NodeASN}}; }
-{{end}}`))
-
 // startBird writes the router's configuration into a temp dir and runs
 // BIRD in the router's namespace until the test ends (killed by its PID).
 func startBird(t *testing.T, bin string, router *nettopo.NS, nodes []*fabricNode) *bird {
 	t.Helper()
 	dir := t.TempDir()
-	type nodeConf struct{ IP netip.Addr }
-	data := struct {
-		RouterID                 netip.Addr
-		RouterASN, NodeASN, Port int
-		Nodes                    []nodeConf
-	}{RouterID: routerIP, RouterASN: routerASN, NodeASN: nodeASN, Port: listenPort}
-	for _, n := range nodes {
-		data.Nodes = append(data.Nodes, nodeConf{IP: n.ip})
+	cfg := birdc.Config{RouterID: routerIP, ASN: routerASN}
+	for i, n := range nodes {
+		cfg.Neighbors = append(cfg.Neighbors, birdc.Neighbor{Name: fmt.Sprintf("node%d", i+1), Addr: n.ip, Port: listenPort, ASN: nodeASN})
 	}
-	var conf strings.Builder
-	if err := birdConf.Execute(&conf, data); err != nil {
-		t.Fatal(err)
-	}
+	conf := cfg.String()
 	confPath := filepath.Join(dir, "bird.conf")
-	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b := &bird{sock: filepath.Join(dir, "bird.ctl")}
@@ -299,7 +271,7 @@ func startBird(t *testing.T, bin string, router *nettopo.NS, nodes []*fabricNode
 		close(release)
 		if t.Failed() {
 			out, _ := os.ReadFile(logPath)
-			t.Logf("bird.conf:\n%s\nbird log:\n%s", conf.String(), out)
+			t.Logf("bird.conf:\n%s\nbird log:\n%s", conf, out)
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -315,31 +287,26 @@ func startBird(t *testing.T, bin string, router *nettopo.NS, nodes []*fabricNode
 	}
 }
 
-func (b *bird) cmd(t *testing.T, args ...string) string {
+func (b *bird) show(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("birdc", append([]string{"-s", b.sock}, args...)...).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "Network not found") {
-		t.Fatalf("birdc %v: %v\n%s", args, err, out)
+	out, err := birdc.Show(b.sock, args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
-
-var viaRE = regexp.MustCompile(`via (\S+) on`)
 
 // nextHops are the next hops of the routes BIRD holds for prefix, sorted.
 func (b *bird) nextHops(t *testing.T, prefix string) []netip.Addr {
 	t.Helper()
-	var out []netip.Addr
-	for _, m := range viaRE.FindAllStringSubmatch(b.cmd(t, "show", "route", prefix), -1) {
-		if a, err := netip.ParseAddr(m[1]); err == nil && !slices.Contains(out, a) {
-			out = append(out, a)
-		}
+	hops, err := birdc.NextHops(b.sock, netip.MustParsePrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
 	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
+	return hops
 }
 
-func (b *bird) protocols(t *testing.T) string { return b.cmd(t, "show", "protocols") }
+func (b *bird) protocols(t *testing.T) string { return b.show(t, "protocols") }
 
 // waitRoute waits until BIRD's routes for prefix go exactly via hops.
 func (b *bird) waitRoute(t *testing.T, prefix string, hops ...netip.Addr) {
@@ -352,7 +319,7 @@ func (b *bird) waitRoute(t *testing.T, prefix string, hops ...netip.Addr) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("router: %s via %v, want via %v\n%s\n%s", prefix, got, hops, b.protocols(t), b.cmd(t, "show", "route"))
+			t.Fatalf("router: %s via %v, want via %v\n%s\n%s", prefix, got, hops, b.protocols(t), b.show(t, "route"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -362,7 +329,7 @@ func (b *bird) waitRoute(t *testing.T, prefix string, hops ...netip.Addr) {
 func (b *bird) waitEstablished(t *testing.T, name string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(b.cmd(t, "show", "protocols", name), "Established") {
+	for !strings.Contains(b.show(t, "protocols", name), "Established") {
 		if time.Now().After(deadline) {
 			t.Fatalf("router: %s not Established\n%s", name, b.protocols(t))
 		}

@@ -7,9 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/fastpath-net/fastpath/internal/bgp"
+	"github.com/fastpath-net/fastpath/internal/birdc"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
 )
@@ -91,22 +90,12 @@ func startRouter(st *State, nodes int) error {
 	if err != nil {
 		return nil
 	}
-	var conf strings.Builder
-	fmt.Fprintf(&conf, `router id %s;
-protocol device { scan time 1; }
-protocol kernel { ipv4 { import none; export all; }; merge paths on; }
-template bgp node {
-	local %s as %d;
-	ipv4 { import all; export none; };
-	graceful restart on;
-	connect delay time 1; connect retry time 1; error wait time 1, 2;
-}
-`, routerIP, routerIP, routerASN)
+	cfg := birdc.Config{RouterID: routerIP, ASN: routerASN}
 	for i := 1; i <= nodes; i++ {
-		fmt.Fprintf(&conf, "protocol bgp %s from node { neighbor %s as %d; }\n", nodeName(i), nodeIP(i), nodeASN)
+		cfg.Neighbors = append(cfg.Neighbors, birdc.Neighbor{Name: nodeName(i), Addr: nodeIP(i), ASN: nodeASN})
 	}
 	path := filepath.Join(StateDir, birdConfName)
-	if err := os.WriteFile(path, []byte(conf.String()), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
 		return err
 	}
 	rtr, err := nettopo.OpenNS(routerNSName())
@@ -138,24 +127,6 @@ func createBGPPolicy(ctx context.Context, dyn dynamic.Interface) error {
 	return err
 }
 
-var birdVia = regexp.MustCompile(`via (\S+) on`)
-
-// routerNextHops are the next hops BIRD holds for prefix.
-func routerNextHops(prefix netip.Prefix) ([]netip.Addr, error) {
-	out, err := exec.Command("birdc", "-s", filepath.Join(StateDir, birdSockName), "show", "route", prefix.String()).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "Network not found") {
-		return nil, fmt.Errorf("birdc: %v: %s", err, out)
-	}
-	var hops []netip.Addr
-	for _, m := range birdVia.FindAllStringSubmatch(string(out), -1) {
-		if a, err := netip.ParseAddr(m[1]); err == nil && !slices.Contains(hops, a) {
-			hops = append(hops, a)
-		}
-	}
-	slices.SortFunc(hops, netip.Addr.Compare)
-	return hops, nil
-}
-
 // checkBGP: the router learned LBIP over BGP from the nodes, and the
 // outside client, whose only way there is the router, reaches it.
 func checkBGP(nodes int) check {
@@ -166,7 +137,7 @@ func checkBGP(nodes int) check {
 	var hops []netip.Addr
 	var err error
 	for deadline := time.Now().Add(agentTimeout); ; time.Sleep(200 * time.Millisecond) {
-		hops, err = routerNextHops(netip.PrefixFrom(LBIP, 32))
+		hops, err = birdc.NextHops(filepath.Join(StateDir, birdSockName), netip.PrefixFrom(LBIP, 32))
 		if err == nil && len(hops) == nodes || time.Now().After(deadline) {
 			break
 		}
