@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/fastpath-net/fastpath/internal/agenttest"
 	"github.com/fastpath-net/fastpath/internal/bgp"
@@ -69,6 +70,7 @@ type fabricNode struct {
 //     router throughout (graceful restart) and the client reaching it;
 //   - garbage and flapping connections from a configured peer address do
 //     not crash the agent nor withdraw anything from the real router;
+//   - the endpoint turning unready withdraws it, ready again brings it back;
 //   - deleting the Service withdraws the route everywhere.
 func TestRouterLearnsRoutes(t *testing.T) {
 	testpriv.Require(t)
@@ -167,6 +169,13 @@ func TestRouterLearnsRoutes(t *testing.T) {
 	}
 	r.waitEstablished(t, "node1")
 	waitReach(t, client, nodes[0].Name)
+
+	// The endpoint stops being ready: no node may advertise; ready again:
+	// node1 does.
+	setReady(t, cs, false)
+	r.waitRoute(t, lbIP.String()+"/32")
+	setReady(t, cs, true)
+	r.waitRoute(t, lbIP.String()+"/32", nodes[0].ip)
 
 	// Deleting the Service withdraws the route.
 	if err := cs.CoreV1().Services("default").Delete(t.Context(), "web", metav1.DeleteOptions{}); err != nil {
@@ -415,4 +424,17 @@ func running(pid int) bool {
 func startAgent(t *testing.T, bin, kubeconfig string, n *fabricNode) {
 	t.Helper()
 	agenttest.Start(t, bin, kubeconfig, &n.Agent, "--enable-bgp", "--bgp-listen-port", fmt.Sprint(listenPort))
+}
+
+// setReady sets the ready condition of web's endpoint.
+func setReady(t *testing.T, cs kubernetes.Interface, ready bool) {
+	t.Helper()
+	slice, err := cs.DiscoveryV1().EndpointSlices("default").Get(t.Context(), "web-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slice.Endpoints[0].Conditions.Ready = &ready
+	if _, err := cs.DiscoveryV1().EndpointSlices("default").Update(t.Context(), slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -17,8 +17,8 @@ var (
 	ClusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
 	ServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
 	// LBPool is where LoadBalancer IPs come from; the external client
-	// routes it to the first node, as a router would after a BGP
-	// announcement.
+	// routes it to the first node statically; the outside client behind
+	// the lab's BGP router (bgp.go) reaches it through learned routes.
 	LBPool = netip.MustParsePrefix("172.30.0.0/24")
 	LBIP   = netip.MustParseAddr("172.30.0.10")
 	// L2LBIP is a LoadBalancer IP in the underlay's own subnet: nothing
