@@ -51,6 +51,10 @@ var (
 
 const whoamiPort = 8080
 
+// bgpPassword is the TCP MD5 password of the router's sessions: BIRD's
+// configuration has it, the agents read it from a Secret.
+const bgpPassword = "fp-md5-secret"
+
 type fabricNode struct {
 	agenttest.Agent
 	ip netip.Addr
@@ -61,7 +65,8 @@ type fabricNode struct {
 // serves the LoadBalancer IP with a whoami bound to it on lo (the stand-in
 // for the datapath, which serves any IP the node receives); the client
 // reaches it only through the router's kernel route, which BIRD installs
-// from what it learned over BGP. Checked, in order:
+// from what it learned over BGP. The sessions carry a TCP MD5 password
+// (BIRD's configuration; the agents' from a Secret). Checked, in order:
 //   - the IP (written into status by the test, as MetalLB would) and
 //     node1's pod CIDR appear at the router from the nodes that should
 //     advertise them, and the client reaches the Service through it;
@@ -104,6 +109,7 @@ func TestRouterLearnsRoutes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	createPasswordSecret(t, cs)
 	createPolicy(t, dyn)
 	agenttest.CreateLBService(t, cs, lbIP, whoamiPort, nodes[0].Name)
 	for _, n := range nodes {
@@ -240,7 +246,7 @@ func startBird(t *testing.T, bin string, router *nettopo.NS, nodes []*fabricNode
 	dir := t.TempDir()
 	cfg := birdc.Config{RouterID: routerIP, ASN: routerASN}
 	for i, n := range nodes {
-		cfg.Neighbors = append(cfg.Neighbors, birdc.Neighbor{Name: fmt.Sprintf("node%d", i+1), Addr: n.ip, Port: listenPort, ASN: nodeASN})
+		cfg.Neighbors = append(cfg.Neighbors, birdc.Neighbor{Name: fmt.Sprintf("node%d", i+1), Addr: n.ip, Port: listenPort, ASN: nodeASN, Password: bgpPassword})
 	}
 	conf := cfg.String()
 	confPath := filepath.Join(dir, "bird.conf")
@@ -399,7 +405,8 @@ func createPolicy(t *testing.T, dyn dynamic.Interface) {
 			"localASN":     int64(nodeASN),
 			"peers": []any{
 				map[string]any{"address": routerIP.String(), "asn": int64(routerASN), "holdTimeSeconds": int64(9), "keepaliveTimeSeconds": int64(3),
-					"gracefulRestart": map[string]any{"restartTimeSeconds": int64(60)}},
+					"gracefulRestart":   map[string]any{"restartTimeSeconds": int64(60)},
+					"passwordSecretRef": map[string]any{"name": "bgp-router"}},
 				map[string]any{"address": ghostIP.String(), "asn": int64(routerASN + 1)},
 			},
 			"advertise": map[string]any{"podCIDR": true},
@@ -435,6 +442,23 @@ func setReady(t *testing.T, cs kubernetes.Interface, ready bool) {
 	}
 	slice.Endpoints[0].Conditions.Ready = &ready
 	if _, err := cs.DiscoveryV1().EndpointSlices("default").Update(t.Context(), slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createPasswordSecret stores bgpPassword in kube-system, the agents'
+// default --bgp-secret-namespace.
+func createPasswordSecret(t *testing.T, cs kubernetes.Interface) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{}); err != nil {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bgp-router", Namespace: "kube-system"},
+		Data: map[string][]byte{bgp.DefaultPasswordKey: []byte(bgpPassword)}}
+	if _, err := cs.CoreV1().Secrets("kube-system").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -23,10 +23,11 @@ type Config struct {
 
 // Neighbor is one node the router opens a session to.
 type Neighbor struct {
-	Name string // the BGP protocol's name in BIRD
-	Addr netip.Addr
-	Port int // 0: 179
-	ASN  int
+	Name     string // the BGP protocol's name in BIRD
+	Addr     netip.Addr
+	Port     int // 0: 179
+	ASN      int
+	Password string // TCP MD5; "": none
 }
 
 // String is the configuration file. Short retry timers: a test or the lab
@@ -52,7 +53,11 @@ template bgp node {
 		if n.Port != 0 {
 			port = fmt.Sprintf(" port %d", n.Port)
 		}
-		fmt.Fprintf(&b, "protocol bgp %s from node { neighbor %s%s as %d; }\n", n.Name, n.Addr, port, n.ASN)
+		password := ""
+		if n.Password != "" {
+			password = fmt.Sprintf(" password %q;", n.Password)
+		}
+		fmt.Fprintf(&b, "protocol bgp %s from node { neighbor %s%s as %d;%s }\n", n.Name, n.Addr, port, n.ASN, password)
 	}
 	return b.String()
 }
