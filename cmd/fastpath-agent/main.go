@@ -96,6 +96,9 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	l7 := fs.Bool("enable-l7-proxy", false, "run the L7 (HTTP) policy proxy for FastpathNetworkPolicy HTTP rules (needs --enable-policy); "+
 		"off: flows that policy sends to the proxy are dropped")
 	l7Port := fs.Uint("l7-proxy-port", agent.DefaultL7ProxyPort, "port of the L7 proxy's transparent listener in the node's namespace")
+	layout := fs.String("map-layout-mismatch", "refuse", "what to do with pinned maps of another layout or size (an upgrade that changed them, "+
+		"or a changed *-max): refuse (exit; the pinned datapath keeps serving) or recreate (create them anew, keep the compatible ones "+
+		"such as fp_ct, and attach the new programs only once the new maps are programmed)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	addOpsFlags(fs, &cfg.Ops)
 	addMonitorFlags(fs, &cfg.Monitor)
@@ -152,6 +155,13 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	}
 	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {
 		cfg.NetNS = "/run/netns/" + cfg.NetNS
+	}
+	switch *layout {
+	case "refuse":
+	case "recreate":
+		cfg.RecreateIncompatibleMaps = true
+	default:
+		return cfg, 0, fmt.Errorf("--map-layout-mismatch=%q: want refuse or recreate", *layout)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -40,12 +40,15 @@ type Config struct {
 	Sizes        datapath.Sizes
 	// CTMemoryRatio sizes fp_ct from the node's RAM when Sizes.CT is 0.
 	CTMemoryRatio float64
-	Log           *slog.Logger
-	Network       Network  // external interfaces and masquerade (network.go)
-	CNI           *CNI     // the CNI API for fastpath-cni (cni.go); nil: off
-	Routing       *Routing // pod traffic to other nodes (routing.go); nil: off
-	Ops           Ops      // metrics, health and pprof endpoints (ops.go)
-	Monitor       Monitor  // verdict records and the flow stream (flows.go)
+	// RecreateIncompatibleMaps (--map-layout-mismatch=recreate) replaces
+	// pinned maps of another layout instead of refusing to start.
+	RecreateIncompatibleMaps bool
+	Log                      *slog.Logger
+	Network                  Network  // external interfaces and masquerade (network.go)
+	CNI                      *CNI     // the CNI API for fastpath-cni (cni.go); nil: off
+	Routing                  *Routing // pod traffic to other nodes (routing.go); nil: off
+	Ops                      Ops      // metrics, health and pprof endpoints (ops.go)
+	Monitor                  Monitor  // verdict records and the flow stream (flows.go)
 
 	L2  *L2Announce // ARP for LoadBalancer IPs (l2.go); nil: off
 	BGP *BGP        // BGP advertisement of LoadBalancer IPs (bgp.go); nil: off
@@ -81,6 +84,9 @@ type Agent struct {
 	eps    *endpoint.Store       // nil without the CNI
 	flows  *flowMonitor
 	ct     ctPressure // fp_ct's fill, judged at each GC walk
+	// attachPending: maps were recreated empty, so the programs attach
+	// only after the first full sync; the old ones serve until then.
+	attachPending bool
 }
 
 // Run starts the agent and blocks until ctx ends. On return the datapath
@@ -201,6 +207,12 @@ func start(cfg Config) (*Agent, error) {
 		dp.Close()
 		return nil, fmt.Errorf("restore state from pinned maps: %w", err)
 	}
+	if re := dp.Recreated(); len(re) > 0 {
+		a.log.Warn("pinned maps of another layout were created anew; the programs attach once they are programmed, "+
+			"the old datapath serves until then", "maps", re)
+		a.attachPending = true
+		return a, nil
+	}
 	if err := a.attach(); err != nil {
 		dp.Close()
 		return nil, err
@@ -256,9 +268,15 @@ func (a *Agent) loop(ctx context.Context, kubeUpdates <-chan k8s.Update) error {
 			// tables keep; hand it back now rather than when the runtime
 			// gets round to it, so RSS reflects what the agent holds.
 			debug.FreeOSMemory()
+			if err := a.attachWhenProgrammed(ok); err != nil {
+				return err
+			}
 		case u := <-kubeUpdates:
 			a.ops.received(u)
 			ok = a.applyKube(u)
+			if err := a.attachWhenProgrammed(ok); err != nil {
+				return err
+			}
 		case <-retry.C():
 			ok = a.sync(false)
 		case <-resync.C:
@@ -279,6 +297,20 @@ func (a *Agent) loop(ctx context.Context, kubeUpdates <-chan k8s.Update) error {
 			retry.schedule()
 		}
 	}
+}
+
+// attachWhenProgrammed attaches the programs held back by recreated maps,
+// once a sync of the whole source state succeeded.
+func (a *Agent) attachWhenProgrammed(synced bool) error {
+	if !a.attachPending || !synced || !a.haveState {
+		return nil
+	}
+	if err := a.attach(); err != nil {
+		return err
+	}
+	a.attachPending = false
+	a.log.Info("recreated maps programmed; this agent's programs are attached")
+	return nil
 }
 
 // apply makes the table equal to the source's services. The first state

@@ -29,7 +29,8 @@ func datapathConfig(cfg Config) (datapath.Config, error) {
 			return datapath.Config{}, err
 		}
 	}
-	return datapath.Config{PinDir: cfg.PinDir, Sizes: sizes, TC: cfg.TC, Masquerade: masq, Policy: cfg.Policy}, nil
+	return datapath.Config{PinDir: cfg.PinDir, Sizes: sizes, TC: cfg.TC, Masquerade: masq, Policy: cfg.Policy,
+		RecreateIncompatible: cfg.RecreateIncompatibleMaps}, nil
 }
 
 // ctEntries sizes fp_ct when --ct-max is 0: the size of the pinned map if

@@ -36,6 +36,10 @@ type Config struct {
 	// Policy loads tc_policy (NetworkPolicy) and its maps; AttachPolicy
 	// then attaches it to pod veths.
 	Policy bool
+	// RecreateIncompatible unpins maps whose layout or size differs from
+	// this build's, and pins of another layout version, so that they are
+	// created anew (layout.go); false: Load refuses them.
+	RecreateIncompatible bool
 }
 
 // Masquerade is the node's source NAT: masqueraded flows (hairpin, and
@@ -129,6 +133,9 @@ type Datapath struct {
 	sock  bpfobj.SocklbObjects
 
 	policy *Policy // nil unless Config.Policy
+	// recreated are the maps this Load created anew in place of pins of
+	// another layout: empty until the agent programs them.
+	recreated []string
 
 	LB      lbmap.Maps
 	CT      bpfmap.Map[ctmap.Key, ctmap.Entry]
@@ -152,21 +159,25 @@ func Load(cfg Config) (*Datapath, error) {
 	if err := os.MkdirAll(mapDir, 0o700); err != nil {
 		return nil, fmt.Errorf("pin dir %s: %w", mapDir, err)
 	}
+	mig := &migration{recreate: cfg.RecreateIncompatible}
+	if err := mig.checkVersion(mapDir); err != nil {
+		return nil, err
+	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapDir}}
 	d := &Datapath{cfg: cfg}
-	if err := loadInto(tclbSpec(RoleInternal), &d.tc, cfg.Sizes, opts); err != nil {
+	if err := loadInto(tclbSpec(RoleInternal), &d.tc, cfg.Sizes, opts, mig); err != nil {
 		return nil, fmt.Errorf("load tc_lb: %w", err)
 	}
-	if err := loadInto(tclbSpec(RoleExternal), &d.tcExt, cfg.Sizes, opts); err != nil {
+	if err := loadInto(tclbSpec(RoleExternal), &d.tcExt, cfg.Sizes, opts, mig); err != nil {
 		d.tc.Close()
 		return nil, fmt.Errorf("load tc_lb (external role): %w", err)
 	}
-	if err := loadInto(bpfobj.LoadSocklb, &d.sock, cfg.Sizes, opts); err != nil {
+	if err := loadInto(bpfobj.LoadSocklb, &d.sock, cfg.Sizes, opts, mig); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("load sock_lb: %w", err)
 	}
 	if cfg.Policy {
-		p, err := loadPolicy(opts, cfg.Sizes)
+		p, err := loadPolicy(opts, cfg.Sizes, mig)
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -186,8 +197,19 @@ func Load(cfg Config) (*Datapath, error) {
 	}
 	d.CT = bpfmap.NewKernel[ctmap.Key, ctmap.Entry](d.tc.FpCt, "fp_ct")
 	d.Metrics = d.tc.FpMetrics
+	d.recreated = mig.dropped
+	if err := writeLayout(mapDir, MapLayoutVersion); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
 }
+
+// Recreated names the maps Load created anew in place of pins of another
+// layout (Config.RecreateIncompatible). They are empty: attach the
+// programs only once they are programmed, and the old programs serve
+// meanwhile.
+func (d *Datapath) Recreated() []string { return d.recreated }
 
 // tcProgram is one instance of the TC program; its maps are the pinned ones.
 type tcProgram struct {
@@ -208,12 +230,15 @@ func tclbSpec(role IfaceRole) func() (*ebpf.CollectionSpec, error) {
 	}
 }
 
-func loadInto(spec func() (*ebpf.CollectionSpec, error), objs any, sizes Sizes, opts *ebpf.CollectionOptions) error {
+func loadInto(spec func() (*ebpf.CollectionSpec, error), objs any, sizes Sizes, opts *ebpf.CollectionOptions, mig *migration) error {
 	cs, err := spec()
 	if err != nil {
 		return err
 	}
 	setSizes(cs, sizes)
+	if err := mig.prepare(cs, opts.Maps.PinPath); err != nil {
+		return err
+	}
 	err = cs.LoadAndAssign(objs, opts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return fmt.Errorf("%w (a pinned map under %s has another layout or size than this agent wants: "+

@@ -36,7 +36,7 @@ const (
 
 // loadPolicy loads both instances of tc_policy with maps under opts' pin
 // path; sizes are tc_lb's (tc_policy reads fp_ct, sized with --ct-max).
-func loadPolicy(opts *ebpf.CollectionOptions, sizes Sizes) (*Policy, error) {
+func loadPolicy(opts *ebpf.CollectionOptions, sizes Sizes, mig *migration) (*Policy, error) {
 	p := &Policy{}
 	load := func(dir uint8, objs *bpfobj.TcpolicyObjects) error {
 		cs, err := bpfobj.LoadTcpolicy()
@@ -46,7 +46,7 @@ func loadPolicy(opts *ebpf.CollectionOptions, sizes Sizes) (*Policy, error) {
 		if err := cs.Variables[bpfobj.TcpolicyVarFpPolicyDir].Set(uint32(dir)); err != nil {
 			return fmt.Errorf("set policy direction: %w", err)
 		}
-		return loadInto(func() (*ebpf.CollectionSpec, error) { return cs, nil }, objs, sizes, opts)
+		return loadInto(func() (*ebpf.CollectionSpec, error) { return cs, nil }, objs, sizes, opts, mig)
 	}
 	if err := load(policymap.DirEgress, &p.egress); err != nil {
 		return nil, fmt.Errorf("load tc_policy (egress): %w", err)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestFullConntrackEvictsAndSaysSo gives the agent a conntrack map of 64
@@ -34,12 +33,9 @@ func TestFullConntrackEvictsAndSaysSo(t *testing.T) {
 	if d := after[`fastpath_datapath_drops_total{reason="ct_full"}`] - before[`fastpath_datapath_drops_total{reason="ct_full"}`]; d != 0 {
 		t.Errorf("%v packets dropped as ct_full: an LRU must evict, not refuse", d)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(l.agentLog.String(), "conntrack table fp_ct is full (") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if log := l.agentLog.String(); !strings.Contains(log, "conntrack table fp_ct is full (") || !strings.Contains(log, "raise --ct-max") {
-		t.Fatalf("the agent did not log the full table; log:\n%s", log)
+	waitLog(t, l, "conntrack table fp_ct is full (")
+	if log := l.agentLog.String(); !strings.Contains(log, "raise --ct-max") {
+		t.Fatalf("the log does not say what to raise:\n%s", log)
 	}
 	// Still serving once full: new flows keep evicting old entries.
 	if seen := askMany(t, l.client(), 20); seen["be1"]+seen["be2"] != 20 {
