@@ -168,6 +168,7 @@ func Run(ctx context.Context, cfg Config) error {
 		go route(ctx)
 	}
 	if a.policy != nil {
+		a.policy.metrics = a.ops.metrics
 		go a.policy.run(ctx, client)
 	}
 	return a.loop(ctx, kubeUpdates)

@@ -26,6 +26,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/l7policy"
+	"github.com/fastpath-net/fastpath/internal/metrics"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
 
@@ -44,13 +45,14 @@ const (
 // worker writes its changes with policymap.Reconciler. The Engine is not
 // safe for concurrent use: every access holds mu.
 type policyCtl struct {
-	log   *slog.Logger
-	node  string
-	netns string
-	dp    *datapath.Datapath
-	alloc *identity.Allocator
-	gc    *identity.GC
-	maps  policymap.Maps
+	log     *slog.Logger
+	metrics *metrics.Metrics // nil without --metrics-addr
+	node    string
+	netns   string
+	dp      *datapath.Datapath
+	alloc   *identity.Allocator
+	gc      *identity.GC
+	maps    policymap.Maps
 
 	mu     sync.Mutex
 	engine *policy.Engine
@@ -387,10 +389,14 @@ const MsgPolicyProgrammed = "policy: maps programmed from the informers' first s
 // sync writes the Engine's changes. The first time it also removes what a
 // previous agent wrote and nothing claims any more.
 func (c *policyCtl) sync(first bool) error {
+	start := time.Now()
 	cs := c.engine.Changes()
+	c.metrics.ObservePolicy(metrics.PolicyCompute, time.Since(start))
 	if len(cs.Upserted) > 0 || len(cs.Deleted) > 0 {
 		c.reportProblems()
 	}
+	start = time.Now()
+	defer func() { c.metrics.ObservePolicy(metrics.PolicyWrite, time.Since(start)) }()
 	if err := c.rec.Apply(cs); err != nil {
 		return err
 	}

@@ -19,6 +19,11 @@ var (
 		[]string{"outcome"}, nil)
 	descBytes = prometheus.NewDesc("fastpath_datapath_bytes_total",
 		"Bytes of the packets in fastpath_datapath_packets_total, by outcome.", []string{"outcome"}, nil)
+	descForwarded = prometheus.NewDesc("fastpath_datapath_forwarded_packets_total",
+		"Packets the BPF programs translated and passed on, by direction: original (client to backend: forward_new, forward_ct) "+
+			"or reply (backend to client: reply_revnat, icmp_error_revnat).", []string{"direction"}, nil)
+	descForwardedBytes = prometheus.NewDesc("fastpath_datapath_forwarded_bytes_total",
+		"Bytes of fastpath_datapath_forwarded_packets_total, by direction.", []string{"direction"}, nil)
 	descDrops = prometheus.NewDesc("fastpath_datapath_drops_total",
 		"Packets the BPF programs dropped or rejected, by reason (fp_metrics).", []string{"reason"}, nil)
 	descEntries = prometheus.NewDesc("fastpath_bpf_map_entries",
@@ -52,7 +57,7 @@ func (m *Metrics) AddDatapath(pinDir string, log *slog.Logger) {
 }
 
 func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descEntries, descMax, descFill, descMemory, descScrapeErrors} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descForwarded, descForwardedBytes, descDrops, descEntries, descMax, descFill, descMemory, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -97,6 +102,13 @@ func (c *datapathCollector) collectMap(name string, ch chan<- prometheus.Metric)
 	return nil
 }
 
+// forwardDirection names the direction of the outcomes that forward a
+// packet; the others drop it or count socket-LB connects, not packets.
+var forwardDirection = map[string]string{
+	"forward_new": "original", "forward_ct": "original",
+	"reply_revnat": "reply", "icmp_error_revnat": "reply",
+}
+
 // counter is struct fp_metric (bpf/include/fastpath.h).
 type counter struct{ Packets, Bytes uint64 }
 
@@ -104,6 +116,13 @@ type counter struct{ Packets, Bytes uint64 }
 // ctl.CounterNames (enum fp_metric_index); one the list does not name yet
 // is still exported, as index_N, rather than lost.
 func collectCounters(m *ebpf.Map, ch chan<- prometheus.Metric) error {
+	dirs := map[string]*counter{"original": {}, "reply": {}}
+	defer func() {
+		for dir, c := range dirs {
+			ch <- prometheus.MustNewConstMetric(descForwarded, prometheus.CounterValue, float64(c.Packets), dir)
+			ch <- prometheus.MustNewConstMetric(descForwardedBytes, prometheus.CounterValue, float64(c.Bytes), dir)
+		}
+	}()
 	for i := range m.MaxEntries() {
 		var per []counter
 		if err := m.Lookup(i, &per); err != nil {
@@ -117,6 +136,10 @@ func collectCounters(m *ebpf.Map, ch chan<- prometheus.Metric) error {
 		name := fmt.Sprintf("index_%d", i)
 		if int(i) < len(ctl.CounterNames) {
 			name = ctl.CounterNames[i]
+		}
+		if dir, ok := forwardDirection[name]; ok {
+			dirs[dir].Packets += sum.Packets
+			dirs[dir].Bytes += sum.Bytes
 		}
 		if reason, ok := strings.CutPrefix(name, "drop_"); ok {
 			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(sum.Packets), reason)

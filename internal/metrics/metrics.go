@@ -45,6 +45,7 @@ type Metrics struct {
 	gcErrors    prometheus.Counter
 	ctFull      prometheus.Gauge
 	ctFullWalks prometheus.Counter
+	policyTime  *prometheus.HistogramVec
 }
 
 // New returns a registry with the Go runtime and process collectors and
@@ -93,11 +94,17 @@ func New() *Metrics {
 			Name: "fastpath_conntrack_full_walks_total",
 			Help: "Garbage-collection walks that found fp_ct full (evicting), so a full table between two scrapes is not missed.",
 		}),
+		policyTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fastpath_policy_duration_seconds",
+			Help: "Time of one NetworkPolicy update by phase: compute (the Engine recomputes the endpoints a change touched) " +
+				"and write (the policy maps and ipcache updated).",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+		}, []string{"phase"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.programming, m.syncTime, m.syncErrors, m.gcTime, m.gcDeleted, m.gcErrors, m.ctFull, m.ctFullWalks,
+		m.programming, m.syncTime, m.syncErrors, m.gcTime, m.gcDeleted, m.gcErrors, m.ctFull, m.ctFullWalks, m.policyTime,
 	)
 	// Export the series before the first observation, so a scrape shows
 	// them (at zero) and rate() works from the first sample.
@@ -130,6 +137,20 @@ func (m *Metrics) ObserveGC(deleted int, took time.Duration, failed bool) {
 	if failed {
 		m.gcErrors.Inc()
 	}
+}
+
+// Policy phases, the phase label of fastpath_policy_duration_seconds.
+const (
+	PolicyCompute = "compute"
+	PolicyWrite   = "write"
+)
+
+// ObservePolicy records one phase of a NetworkPolicy update.
+func (m *Metrics) ObservePolicy(phase string, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.policyTime.WithLabelValues(phase).Observe(took.Seconds())
 }
 
 // ObserveCTFill records whether a GC walk found fp_ct full.

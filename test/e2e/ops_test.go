@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/fastpath-net/fastpath/internal/metrics"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/testenv"
 )
@@ -64,6 +64,10 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 		{`fastpath_bpf_map_entries{map="fp_ct"}`, 0},
 		{`fastpath_datapath_packets_total{outcome="forward_new"}`, 10},
 		{`fastpath_datapath_packets_total{outcome="reply_revnat"}`, 0},
+		{`fastpath_datapath_forwarded_packets_total{direction="original"}`, 0},
+		{`fastpath_datapath_forwarded_packets_total{direction="reply"}`, 0},
+		{`fastpath_datapath_forwarded_bytes_total{direction="original"}`, 0},
+		{`fastpath_datapath_forwarded_bytes_total{direction="reply"}`, 0},
 	} {
 		b, okB := before[c.series]
 		a, okA := after[c.series]
@@ -81,10 +85,14 @@ func TestMetricsAndHealthFollowAServiceChange(t *testing.T) {
 		`fastpath_bpf_map_fill_ratio{map="fp_services"}`, `fastpath_datapath_drops_total{reason="no_backend"}`,
 		`fastpath_sync_errors_total{mode="partial"}`, `fastpath_network_programming_duration_seconds_bucket{ip_family="IPv4",le="0.25"}`,
 		`fastpath_conntrack_gc_deleted_total`, `fastpath_conntrack_gc_errors_total`,
+		`fastpath_conntrack_full`, `fastpath_conntrack_full_walks_total`, `process_resident_memory_bytes`,
 	} {
 		if _, ok := after[series]; !ok {
 			t.Errorf("%s missing from /metrics", series)
 		}
+	}
+	if n := after["fastpath_bpf_map_read_errors"]; n != 0 {
+		t.Errorf("fastpath_bpf_map_read_errors %v: every pinned map must be readable", n)
 	}
 	// GC walks every 100ms (--ct-gc-interval): the count grows, scrape after scrape.
 	gc := `fastpath_conntrack_gc_duration_seconds_count`
@@ -223,19 +231,9 @@ func scrapeMetrics(t *testing.T, node *nettopo.NS) metricSet {
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d\n%s", code, body)
 	}
-	out := metricSet{}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("/metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
+	out, err := metrics.ParseText(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
