@@ -52,6 +52,7 @@ func run(args []string, stderr io.Writer) int {
 	// into the agent's log, in its format.
 	klog.SetSlogLogger(cfg.Log)
 	cfg.Log.Info("fastpath-agent starting", "version", version)
+	agent.Version = version
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := agent.Run(ctx, cfg); err != nil {

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -21,7 +22,11 @@ Commands:
   service list   frontends (VIP:port/proto) and the backends their slots hold
   ct list        connection-tracking entries of load-balanced flows
   affinity list  session-affinity memories (client -> backend) and whether they apply
-  status         maps, their fill and memory, attachments, datapath counters
+  status [--verbose]
+                 one screen: the agent (asked at --agent-url), kube-apiserver reachability,
+                 datapath mode, Services, endpoints, last errors, and the pinned maps with
+                 their fill; the pinned maps alone when the agent does not answer.
+                 --verbose: every counter, the pinned links, all recent errors
   endpoint list  pods the CNI attached: endpoint ID, pod, addresses, host veth, netns
   uninstall      remove every pin (detaches TCX and cgroup programs)
   policy trace --from NS/POD --to NS/POD --port PORT/PROTO [--kubeconfig F]
@@ -46,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dir := fs.String("bpffs-dir", envOr("FASTPATH_BPFFS_DIR", datapath.DefaultPinDir), "bpffs directory the agent pins under (env FASTPATH_BPFFS_DIR)")
 	output := fs.String("o", "text", "output format: text or json")
 	stateDir := fs.String("cni-state-dir", envOr("FASTPATH_CNI_STATE_DIR", "/var/lib/fastpath/cni"), "the agent's --cni-state-dir, for endpoint list (env FASTPATH_CNI_STATE_DIR)")
+	agentURL := fs.String("agent-url", envOr("FASTPATH_AGENT_URL", "http://127.0.0.1:10249"),
+		"the agent's --metrics-addr as a URL, where it serves its status (env FASTPATH_AGENT_URL)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -65,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = endpointList(*stateDir, *output, stdout)
 	case cmd[0] == "monitor":
 		err = monitor(cmd[1:], *dir, *stateDir, *output, stdout, stderr)
+	case cmd[0] == "status":
+		err = nodeStatus(cmd[1:], *dir, *agentURL, *output, stdout)
 	default:
 		err = dispatch(cmd, *dir, *output, stdout)
 	}
@@ -101,7 +110,6 @@ func dispatch(cmd []string, dir, output string, w io.Writer) error {
 		"services list": serviceList,
 		"ct list":       ctList,
 		"affinity list": affinityList,
-		"status":        status,
 	}[key]
 	if !ok {
 		return fmt.Errorf("%w %q", errUsage, key)
@@ -154,9 +162,37 @@ func affinityList(p *ctl.Pinned) (any, func() string, error) {
 	return rows, func() string { return ctl.FormatAffinity(rows) }, err
 }
 
-func status(p *ctl.Pinned) (any, func() string, error) {
-	st, err := ctl.ReadStatus(p)
-	return st, func() string { return ctl.FormatStatus(st) }, err
+// nodeStatus asks the agent and reads the pins; either may be missing (an
+// agent stopped, a node without a datapath yet), and the screen says so.
+// It fails only when neither answers.
+func nodeStatus(args []string, dir, agentURL, output string, w io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	verbose := fs.Bool("verbose", false, "every counter, the pinned links and all recent errors")
+	fs.BoolVar(verbose, "v", false, "short for --verbose")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: status: %v", errUsage, err)
+	}
+	st := &ctl.NodeStatus{}
+	agent, err := ctl.FetchAgentStatus(context.Background(), agentURL)
+	if err != nil {
+		st.AgentError = err.Error()
+	}
+	st.Agent = agent
+	if p, err := ctl.Open(dir); err != nil {
+		st.DatapathError = err.Error()
+	} else {
+		defer p.Close()
+		if st.Datapath, err = ctl.ReadStatus(p); err != nil {
+			st.DatapathError = err.Error()
+		}
+	}
+	if werr := write(w, output, st, func() string { return ctl.FormatNodeStatus(st, *verbose) }); werr != nil {
+		return werr
+	}
+	if st.Agent == nil && st.Datapath == nil {
+		return fmt.Errorf("neither the agent (%s) nor the pins under %s answer", st.AgentError, dir)
+	}
+	return nil
 }
 
 func envOr(key, def string) string {

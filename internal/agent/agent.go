@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -81,17 +82,24 @@ type Agent struct {
 	l2     *l2announce.Announcer // nil unless announcing
 	bgp    *bgp.Controller       // nil unless BGP is on
 	policy *policyCtl            // nil unless Config.Policy
-	eps    *endpoint.Store       // nil without the CNI
 	flows  *flowMonitor
 	ct     ctPressure // fp_ct's fill, judged at each GC walk
 	// attachPending: maps were recreated empty, so the programs attach
 	// only after the first full sync; the old ones serve until then.
 	attachPending bool
+
+	errors    *recentErrors // the newest warnings and errors, for status
+	syncState syncState     // the last sync, for status
+	epsMu     sync.Mutex
+	eps       *endpoint.Store // the CNI's endpoints; nil without the CNI
 }
 
 // Run starts the agent and blocks until ctx ends. On return the datapath
 // stays pinned and attached, and keeps serving the last programmed state.
 func Run(ctx context.Context, cfg Config) error {
+	started := time.Now()
+	var recent *recentErrors
+	cfg.Log, recent = withErrorRing(orDefaultLog(cfg.Log))
 	// The Kubernetes client is built first: a bad kubeconfig is a
 	// configuration error, found before the datapath is touched. Building
 	// it does not contact the apiserver. One client serves every part of
@@ -124,6 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer a.dp.Close()
 	a.kube = kube
+	a.errors = recent
 	a.client = client
 	l2, stopL2, err := startL2(ctx, cfg, client)
 	if err != nil {
@@ -156,7 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if a.flows, err = a.startFlows(ctx); err != nil {
 		return err
 	}
-	a.ops = a.startOps(ctx)
+	a.ops = a.startOps(ctx, started)
 	defer a.ops.close()
 	a.ct = ctPressure{log: a.log, metrics: a.ops.metrics, cpus: possibleCPUs()}
 	if client != nil {
@@ -310,6 +319,7 @@ func (a *Agent) attachWhenProgrammed(synced bool) error {
 		return err
 	}
 	a.attachPending = false
+	a.syncState.set(a, nil)
 	a.log.Info("recreated maps programmed; this agent's programs are attached")
 	return nil
 }
@@ -365,6 +375,7 @@ func (a *Agent) sync(full bool) bool {
 	// UDP backends.
 	a.flushGoneUDP()
 	a.ops.synced(full, time.Since(start), err)
+	a.syncState.set(a, err)
 	if err != nil {
 		a.log.Error("programming the datapath failed; will retry", "error", err)
 		return false

@@ -65,7 +65,9 @@ func (a *Agent) startCNI(ctx context.Context) error {
 		return fmt.Errorf("CNI needs the node's pod CIDR: give --pod-cidr, or --kubeconfig to read Node.spec.podCIDRs")
 	}
 	a.reattachPods(eps)
+	a.epsMu.Lock()
 	a.eps = eps
+	a.epsMu.Unlock()
 	hcfg := cniserver.Config{
 		NodeNS: a.cfg.NetNS, MTU: c.MTU, IPAM: alloc, Endpoints: eps, Datapath: a.dp, TC: c.podTCMode(),
 		Log: a.log.With("component", "cni"),

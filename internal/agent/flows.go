@@ -130,8 +130,8 @@ func (m *flowMonitor) handler() http.Handler {
 type agentNames struct{ a *Agent }
 
 func (n agentNames) Pod(ip netip.Addr) (string, string) {
-	if n.a.eps != nil {
-		for _, ep := range n.a.eps.List() {
+	if eps := n.a.endpoints(); eps != nil {
+		for _, ep := range eps.List() {
 			for _, a := range ep.IPs {
 				if a == ip {
 					return ep.Pod.Namespace, ep.Pod.Name

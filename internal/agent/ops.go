@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/health"
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/loadbalancer"
@@ -55,10 +56,11 @@ type ops struct {
 	failed map[loadbalancer.ServiceName]bool
 }
 
-// startOps opens the endpoints of cfg.Ops. A listener that cannot open
+// startOps opens the endpoints of cfg.Ops: /metrics and the agent's
+// status for fastpathctl on the metrics address, health on its own. A listener that cannot open
 // (the port taken, say by a kube-proxy still running) is retried every 5s
 // with a log line, as kube-proxy does, rather than stopping the agent.
-func (a *Agent) startOps(ctx context.Context) *ops {
+func (a *Agent) startOps(ctx context.Context, started time.Time) *ops {
 	cfg := a.cfg.Ops
 	o := &ops{log: a.log, checks: map[health.Name]health.Check{}, failed: map[loadbalancer.ServiceName]bool{}}
 	eligible := func() bool { return true } // a services file has no Node to check
@@ -80,6 +82,7 @@ func (a *Agent) startOps(ctx context.Context) *ops {
 		o.metrics.SetProgrammedFunc(a.programmed)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", o.metrics.Handler())
+		mux.Handle(ctl.AgentStatusPath, a.statusHandler(started)) // fastpathctl status
 		go a.serve(ctx, "metrics", cfg.MetricsAddr, mux)
 	}
 	if cfg.HealthzAddr != "" {

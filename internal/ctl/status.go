@@ -134,8 +134,19 @@ func FormatStatus(st *Status) string {
 	if masq == "" {
 		masq = "(none: hairpin and external traffic are not masqueraded)"
 	}
-	fmt.Fprintf(&b, "Masquerade: %s ports %d-%d\n", masq, st.Masquerade.PortMin, st.Masquerade.PortMax)
-	fmt.Fprintf(&b, "\n%-16s %-14s %12s %12s %6s %12s\n", "MAP", "TYPE", "ENTRIES", "MAX", "FILL", "MEMORY")
+	fmt.Fprintf(&b, "Masquerade: %s ports %d-%d\n\n", masq, st.Masquerade.PortMin, st.Masquerade.PortMax)
+	b.WriteString(formatMaps(st))
+	fmt.Fprintf(&b, "\nCOUNTER (packets)\n")
+	for _, n := range CounterNames {
+		fmt.Fprintf(&b, "  %-20s %d\n", n, st.Counters[n])
+	}
+	return b.String()
+}
+
+// formatMaps is the table of maps, their fill and memory.
+func formatMaps(st *Status) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-16s %-14s %12s %12s %6s %12s\n", "MAP", "TYPE", "ENTRIES", "MAX", "FILL", "MEMORY")
 	for _, m := range st.Maps {
 		fill := 0.0
 		if m.MaxEntries > 0 {
@@ -144,10 +155,6 @@ func FormatStatus(st *Status) string {
 		fmt.Fprintf(&b, "%-16s %-14s %12d %12d %5.1f%% %12s\n", m.Name, m.Type, m.Entries, m.MaxEntries, fill, bytesString(m.MemoryBytes))
 	}
 	fmt.Fprintf(&b, "%-16s %-14s %12s %12s %6s %12s\n", "total", "", "", "", "", bytesString(st.MapMemoryBytes))
-	fmt.Fprintf(&b, "\nCOUNTER (packets)\n")
-	for _, n := range CounterNames {
-		fmt.Fprintf(&b, "  %-20s %d\n", n, st.Counters[n])
-	}
 	return b.String()
 }
 

@@ -210,8 +210,12 @@ func TestFastpathctlShowsWhatTheMapsHold(t *testing.T) {
 		t.Fatalf("ct list = %+v; want a forward entry to %s's address", cts, s.Backend)
 	}
 
-	var st ctl.Status
-	l.ctl(&st, "status")
+	var ns ctl.NodeStatus // from the root namespace: no agent there, the pins only
+	l.ctl(&ns, "status")
+	st := ns.Datapath
+	if ns.Agent != nil || ns.AgentError == "" || st == nil {
+		t.Fatalf("status = %+v; want no agent (it serves inside the node) and the pinned datapath", ns)
+	}
 	if st.Counters["forward_new"] == 0 || len(st.Links) == 0 || st.MapMemoryBytes == 0 {
 		t.Fatalf("status = %+v; want forward_new > 0, pinned links and map memory", st)
 	}

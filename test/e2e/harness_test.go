@@ -225,7 +225,9 @@ func (l *lab) ctl(v any, args ...string) {
 	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	full := append([]string{"--bpffs-dir", l.pinDir, "-o", "json"}, args...)
+	// Port 1 of the root namespace: the agent serves inside the node, and
+	// nothing another test runs on 127.0.0.1:10249 here may answer.
+	full := append([]string{"--bpffs-dir", l.pinDir, "--agent-url", "http://127.0.0.1:1", "-o", "json"}, args...)
 	out, err := exec.CommandContext(ctx, filepath.Join(bin, "fastpathctl"), full...).Output()
 	if err != nil {
 		l.t.Fatalf("fastpathctl %v: %v", args, err)
