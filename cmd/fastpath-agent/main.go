@@ -80,6 +80,8 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	routingMode := fs.String("routing-mode", "", "pod traffic to other nodes: native (routes via the nodes' InternalIPs) or vxlan "+
 		"(tunnel over the first --external-interfaces); empty: off. Needs the Kubernetes source")
 	fs.DurationVar(&cfg.GCInterval, "ct-gc-interval", 30*time.Second, "how often expired conntrack entries are removed")
+	fs.DurationVar(&cfg.NodeProbeInterval, "node-probe-interval", 10*time.Second, "how often the other nodes' agents are probed "+
+		"(/livez on the --healthz-addr port of each Node's InternalIP; fastpathctl status and fastpath_node_reachable show the answers); 0: never")
 	fs.DurationVar(&cfg.ResyncPeriod, "resync-period", 5*time.Minute, "how often maps are compared with the desired state and repaired")
 	tc := fs.String("tc-mode", "auto", "how TC programs attach: auto (TCX, else clsact), tcx or clsact")
 	fs.IntVar(&cfg.Sizes.CT, "ct-max", 0, "conntrack map entries (two per connection; also the NAT table of masqueraded flows); "+
@@ -195,6 +197,9 @@ func validate(cfg agent.Config) error {
 		if v < 1 {
 			return fmt.Errorf("%s=%d: must be at least 1", name, v)
 		}
+	}
+	if cfg.NodeProbeInterval < 0 {
+		return fmt.Errorf("--node-probe-interval=%s: want 0 (off) or a positive duration", cfg.NodeProbeInterval)
 	}
 	for _, d := range []struct {
 		name string

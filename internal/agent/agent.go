@@ -24,6 +24,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/l2announce"
 	"github.com/fastpath-net/fastpath/internal/loadbalancer"
+	"github.com/fastpath-net/fastpath/internal/nodehealth"
 )
 
 // Config is everything the agent is told on its command line.
@@ -41,6 +42,9 @@ type Config struct {
 	Sizes        datapath.Sizes
 	// CTMemoryRatio sizes fp_ct from the node's RAM when Sizes.CT is 0.
 	CTMemoryRatio float64
+	// NodeProbeInterval: how often the other nodes' agents are probed
+	// (nodehealth.go); 0: never.
+	NodeProbeInterval time.Duration
 	// RecreateIncompatibleMaps (--map-layout-mismatch=recreate) replaces
 	// pinned maps of another layout instead of refusing to start.
 	RecreateIncompatibleMaps bool
@@ -88,8 +92,9 @@ type Agent struct {
 	// only after the first full sync; the old ones serve until then.
 	attachPending bool
 
-	errors    *recentErrors // the newest warnings and errors, for status
-	syncState syncState     // the last sync, for status
+	errors    *recentErrors      // the newest warnings and errors, for status
+	syncState syncState          // the last sync, for status
+	nodes     *nodehealth.Prober // nil unless probing other nodes
 	epsMu     sync.Mutex
 	eps       *endpoint.Store // the CNI's endpoints; nil without the CNI
 }
@@ -165,6 +170,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if a.flows, err = a.startFlows(ctx); err != nil {
 		return err
 	}
+	a.nodes = a.startNodeProbes(ctx)
 	a.ops = a.startOps(ctx, started)
 	defer a.ops.close()
 	a.ct = ctPressure{log: a.log, metrics: a.ops.metrics, cpus: possibleCPUs()}

@@ -80,6 +80,7 @@ func (a *Agent) startOps(ctx context.Context, started time.Time) *ops {
 		o.metrics = metrics.New()
 		o.metrics.AddDatapath(a.dp.PinDir(), a.log)
 		o.metrics.SetProgrammedFunc(a.programmed)
+		o.metrics.SetNodeProbesFunc(a.nodeProbes)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", o.metrics.Handler())
 		mux.Handle(ctl.AgentStatusPath, a.statusHandler(started)) // fastpathctl status

@@ -124,6 +124,7 @@ func (a *Agent) status(ctx context.Context, started time.Time) ctl.AgentStatus {
 			SocketLB: cfg.Cgroup != "", Policy: cfg.Policy, CNI: cfg.CNI != nil, PinDir: a.dp.PinDir(),
 		},
 		Errors: a.errors.list(),
+		Nodes:  a.nodeHealth(),
 	}
 	if cfg.Routing != nil {
 		st.Datapath.Routing = string(cfg.Routing.Mode)

@@ -32,6 +32,15 @@ type AgentStatus struct {
 	// LastSyncError is the error of the last sync, "" when it succeeded.
 	LastSyncError string      `json:"lastSyncError,omitempty"`
 	Errors        []LogRecord `json:"lastErrors"` // the newest warnings and errors, oldest first
+	// Nodes are the probes of the other nodes' agents (Kubernetes only).
+	Nodes []NodeHealth `json:"nodes,omitempty"`
+}
+
+// NodeHealth is the last probe of another node's agent.
+type NodeHealth struct {
+	Node    string `json:"node"`
+	Address string `json:"address"`
+	Reachability
 }
 
 // Reachability is one probe of a peer.
@@ -129,6 +138,23 @@ func FormatNodeStatus(st *NodeStatus, verbose bool) string {
 		fmt.Fprintf(&b, "Services:       %d (%d frontends, %d backends, %d pending)\n", a.Services, a.Frontends, a.Backends, a.Pending)
 		if a.Endpoints >= 0 {
 			fmt.Fprintf(&b, "Endpoints:      %d\n", a.Endpoints)
+		}
+		if len(a.Nodes) > 0 {
+			up := 0
+			for _, n := range a.Nodes {
+				if n.OK {
+					up++
+				}
+			}
+			fmt.Fprintf(&b, "Nodes:          %d/%d reachable\n", up, len(a.Nodes))
+			for _, n := range a.Nodes {
+				switch {
+				case !n.OK:
+					fmt.Fprintf(&b, "  %-20s %-15s UNREACHABLE: %s\n", n.Node, n.Address, n.Error)
+				case verbose:
+					fmt.Fprintf(&b, "  %-20s %-15s ok (%.1f ms)\n", n.Node, n.Address, n.LatencyMS)
+				}
+			}
 		}
 		sync := "ok"
 		if a.LastSyncError != "" {

@@ -102,6 +102,7 @@ func upDown(t *testing.T, bin string, mode routing.Mode) {
 	policyChecks(t, st, Options{Nodes: 2, RoutingMode: mode, Bin: bin})
 	l7Checks(t, st, Options{Nodes: 2, RoutingMode: mode, Bin: bin})
 	metricsChecks(t, st)
+	nodeProbeChecks(t, st, Options{Nodes: 2, RoutingMode: mode, Bin: bin})
 	restartAgent(t, st, Options{Nodes: 2, RoutingMode: mode, Bin: bin})
 	l2Failover(t, st, Options{Nodes: 2, RoutingMode: mode, Bin: bin})
 	// A second up finds the lab running and checks it again.

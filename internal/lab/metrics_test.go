@@ -1,10 +1,14 @@
 package lab
 
 import (
+	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/metrics"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
@@ -76,24 +80,96 @@ func scrapeNodes(t *testing.T, nodes int) []map[string]float64 {
 	t.Helper()
 	var out []map[string]float64
 	for i := 1; i <= nodes; i++ {
-		ns, err := nettopo.OpenNS(nodeNSName(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := ns.HTTPClient(probeTimeout).Get("http://127.0.0.1:10249/metrics")
-		ns.Release()
-		if err != nil {
-			t.Fatalf("%s /metrics: %v", nodeName(i), err)
-		}
-		m, err := metrics.ParseText(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("%s /metrics: %v", nodeName(i), err)
-		}
-		if resp.StatusCode != http.StatusOK || len(m) < 50 {
-			t.Fatalf("%s /metrics: status %d, %d series", nodeName(i), resp.StatusCode, len(m))
-		}
-		out = append(out, m)
+		out = append(out, scrapeNode(t, i))
 	}
 	return out
+}
+
+// scrapeNode reads node i's /metrics from inside the node.
+func scrapeNode(t *testing.T, i int) map[string]float64 {
+	t.Helper()
+	ns, err := nettopo.OpenNS(nodeNSName(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Release()
+	resp, err := ns.HTTPClient(probeTimeout).Get("http://127.0.0.1:10249/metrics")
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", nodeName(i), err)
+	}
+	defer resp.Body.Close()
+	m, err := metrics.ParseText(resp.Body)
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", nodeName(i), err)
+	}
+	if resp.StatusCode != http.StatusOK || len(m) < 50 {
+		t.Fatalf("%s /metrics: status %d, %d series", nodeName(i), resp.StatusCode, len(m))
+	}
+	return m
+}
+
+// nodeProbeChecks: each agent reports the other node reachable (with a
+// latency) in /metrics and in its status; node2's agent stopped, node1
+// reports node2 unreachable within a few probe intervals (1 s in the lab),
+// and reachable again once it is back.
+func nodeProbeChecks(t *testing.T, st *State, opts Options) {
+	t.Helper()
+	reach := func(to int) string {
+		return fmt.Sprintf(`fastpath_node_reachable{node="%s"}`, nodeName(to))
+	}
+	waitNode := func(from, to int, want float64) map[string]float64 {
+		t.Helper()
+		var m map[string]float64
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			m = scrapeNode(t, from) // only from: the other's agent may be stopped
+			if v, ok := m[reach(to)]; ok && v == want {
+				return m
+			}
+		}
+		t.Fatalf("%s: %s never became %v (last %v)", nodeName(from), reach(to), want, m[reach(to)])
+		return nil
+	}
+	for _, p := range [][2]int{{1, 2}, {2, 1}} {
+		m := waitNode(p[0], p[1], 1)
+		if lat := m[fmt.Sprintf(`fastpath_node_probe_latency_seconds{node="%s"}`, nodeName(p[1]))]; lat <= 0 || lat > 2 {
+			t.Errorf("%s -> %s probe latency %v s", nodeName(p[0]), nodeName(p[1]), lat)
+		}
+	}
+	status := agentStatus(t, 1)
+	if len(status.Nodes) != 1 || status.Nodes[0].Node != nodeName(2) || !status.Nodes[0].OK || status.Nodes[0].Address != nodeIP(2).String() ||
+		status.APIServer == nil || !status.APIServer.OK {
+		t.Errorf("node1's status: nodes %+v, apiserver %+v; want node2 reachable at %s and the apiserver ok", status.Nodes, status.APIServer, nodeIP(2))
+	}
+
+	if err := stop(st.Processes["agent-node2"]); err != nil {
+		t.Fatal(err)
+	}
+	waitNode(1, 2, 0)
+	if s := agentStatus(t, 1); len(s.Nodes) != 1 || s.Nodes[0].OK || s.Nodes[0].Error == "" {
+		t.Errorf("node1's status with node2's agent stopped: %+v", s.Nodes)
+	}
+	if err := startAgent(opts, st, 2); err != nil {
+		t.Fatal(err)
+	}
+	waitNode(1, 2, 1)
+}
+
+// agentStatus asks node i's agent for its status, from inside the node.
+func agentStatus(t *testing.T, i int) ctl.AgentStatus {
+	t.Helper()
+	ns, err := nettopo.OpenNS(nodeNSName(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Release()
+	resp, err := ns.HTTPClient(probeTimeout).Get("http://127.0.0.1:10249" + ctl.AgentStatusPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st ctl.AgentStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

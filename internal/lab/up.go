@@ -151,6 +151,7 @@ func startAgent(opts Options, st *State, i int) error {
 		"--cni-conf-dir", cniConfDir(i),
 		"--l2-announce-interfaces", uplink,
 		"--l2-lease-duration", l2Lease.String(),
+		"--node-probe-interval", "1s",
 		"--enable-policy",
 		"--enable-l7-proxy",
 		"--enable-bgp"}

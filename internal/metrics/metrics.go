@@ -223,3 +223,43 @@ func (c *programmedCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descBackends, prometheus.GaugeValue, float64(p.Backends))
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(p.Pending))
 }
+
+// NodeProbe is the last probe of another node's agent.
+type NodeProbe struct {
+	Node      string
+	Reachable bool
+	Latency   time.Duration // of the last answered probe
+}
+
+var (
+	descNodeReachable = prometheus.NewDesc("fastpath_node_reachable",
+		"1 when the last probe of the node's agent (/livez on its healthz port) answered, 0 when not.", []string{"node"}, nil)
+	descNodeLatency = prometheus.NewDesc("fastpath_node_probe_latency_seconds",
+		"Round trip of the last answered probe of the node's agent.", []string{"node"}, nil)
+)
+
+// SetNodeProbesFunc exports the node probes f returns at every scrape.
+func (m *Metrics) SetNodeProbesFunc(f func() []NodeProbe) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(nodeProbeCollector(f))
+}
+
+type nodeProbeCollector func() []NodeProbe
+
+func (c nodeProbeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descNodeReachable
+	ch <- descNodeLatency
+}
+
+func (c nodeProbeCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c() {
+		up := 0.0
+		if p.Reachable {
+			up = 1
+			ch <- prometheus.MustNewConstMetric(descNodeLatency, prometheus.GaugeValue, p.Latency.Seconds(), p.Node)
+		}
+		ch <- prometheus.MustNewConstMetric(descNodeReachable, prometheus.GaugeValue, up, p.Node)
+	}
+}
