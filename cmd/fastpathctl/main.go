@@ -182,14 +182,14 @@ func nodeStatus(args []string, dir, agentURL, output string, w io.Writer) error 
 		st.DatapathError = err.Error()
 	} else {
 		defer p.Close()
-		if st.Datapath, err = ctl.ReadStatus(p); err != nil {
+		if st.Status, err = ctl.ReadStatus(p); err != nil {
 			st.DatapathError = err.Error()
 		}
 	}
 	if werr := write(w, output, st, func() string { return ctl.FormatNodeStatus(st, *verbose) }); werr != nil {
 		return werr
 	}
-	if st.Agent == nil && st.Datapath == nil {
+	if st.Agent == nil && st.Status == nil {
 		return fmt.Errorf("neither the agent (%s) nor the pins under %s answer", st.AgentError, dir)
 	}
 	return nil

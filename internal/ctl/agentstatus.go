@@ -94,11 +94,12 @@ func FetchAgentStatus(ctx context.Context, base string) (*AgentStatus, error) {
 }
 
 // NodeStatus is fastpathctl status: the agent's view when it answers, and
-// the pinned datapath always.
+// the pinned datapath always. The pinned Status is embedded, so its JSON
+// fields stay where they were before the agent's view was added.
 type NodeStatus struct {
+	*Status
 	Agent      *AgentStatus `json:"agent,omitempty"`
 	AgentError string       `json:"agentError,omitempty"` // why Agent is missing
-	Datapath   *Status      `json:"datapath,omitempty"`
 	// DatapathError: the pins could not be read (no datapath on this node).
 	DatapathError string `json:"datapathError,omitempty"`
 }
@@ -172,15 +173,15 @@ func FormatNodeStatus(st *NodeStatus, verbose bool) string {
 	} else {
 		fmt.Fprintf(&b, "Agent:          NOT REACHABLE (%s); showing the pinned datapath only\n", st.AgentError)
 	}
-	if st.Datapath == nil {
+	if st.Status == nil {
 		fmt.Fprintf(&b, "\nDatapath pins:  none readable (%s)\n", st.DatapathError)
 		return b.String()
 	}
 	b.WriteString("\n")
 	if verbose {
-		b.WriteString(FormatStatus(st.Datapath))
+		b.WriteString(FormatStatus(st.Status))
 		return b.String()
 	}
-	b.WriteString(formatMaps(st.Datapath))
+	b.WriteString(formatMaps(st.Status))
 	return b.String()
 }

@@ -3,6 +3,10 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestFullConntrackEvictsAndSaysSo gives the agent a conntrack map of 64
@@ -40,5 +44,38 @@ func TestFullConntrackEvictsAndSaysSo(t *testing.T) {
 	// Still serving once full: new flows keep evicting old entries.
 	if seen := askMany(t, l.client(), 20); seen["be1"]+seen["be2"] != 20 {
 		t.Fatalf("with fp_ct full, 20 connections reached %v", seen)
+	}
+}
+
+// TestFullConntrackWarnsOnTheNode: with Kubernetes as the source, a full
+// fp_ct is a Warning Event on the agent's Node (FastpathConntrackFull),
+// where kubectl describe node shows it.
+func TestFullConntrackWarnsOnTheNode(t *testing.T) {
+	l, cs := newKubeLab(t, "be1", "be2")
+	l.extra = []string{"--ct-max", "64", "--ct-gc-interval", "100ms"}
+	l.startAgent()
+	svc := createOpsService(t, cs, "web", nil)
+	if _, err := cs.DiscoveryV1().EndpointSlices(k8sNS).Create(t.Context(), webSlice(l.backendAddr("be1"), l.backendAddr("be2")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l.waitBackends(svc.Spec.ClusterIP+":80/TCP", l.backendAddr("be1")+":8080", l.backendAddr("be2")+":8080")
+	askVIP(t, l.client(), svc.Spec.ClusterIP+":80", 150)
+	reasons := map[string]string{}
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		evs, err := cs.CoreV1().Events("").List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + l.kube.nodeName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning {
+				reasons[e.Reason] = e.Message
+			}
+		}
+		if reasons["FastpathConntrackFull"] != "" {
+			break
+		}
+	}
+	if msg := reasons["FastpathConntrackFull"]; !strings.Contains(msg, "least recently used") || !strings.Contains(msg, "--ct-max") {
+		t.Fatalf("Warning Events on Node %s: %v; want FastpathConntrackFull saying what happens and what to raise", l.kube.nodeName, reasons)
 	}
 }

@@ -212,7 +212,7 @@ func TestFastpathctlShowsWhatTheMapsHold(t *testing.T) {
 
 	var ns ctl.NodeStatus // from the root namespace: no agent there, the pins only
 	l.ctl(&ns, "status")
-	st := ns.Datapath
+	st := ns.Status
 	if ns.Agent != nil || ns.AgentError == "" || st == nil {
 		t.Fatalf("status = %+v; want no agent (it serves inside the node) and the pinned datapath", ns)
 	}

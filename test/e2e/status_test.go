@@ -49,7 +49,7 @@ func TestStatusAsksTheAgentAndFallsBackToPins(t *testing.T) {
 		}
 	}
 	a := st.Agent
-	if a == nil || st.Datapath == nil {
+	if a == nil || st.Status == nil {
 		t.Fatalf("status %+v; want the agent's view and the pins", st)
 	}
 	if a.Version != "dev" || a.Source != "services-file" || a.Services != 1 || a.Frontends != 2 || a.Backends != 4 ||
@@ -72,7 +72,7 @@ func TestStatusAsksTheAgentAndFallsBackToPins(t *testing.T) {
 
 	l.stopAgent()
 	st = status()
-	if st.Agent != nil || !strings.Contains(st.AgentError, "connection refused") || st.Datapath == nil || len(st.Datapath.Maps) == 0 {
+	if st.Agent != nil || !strings.Contains(st.AgentError, "connection refused") || st.Status == nil || len(st.Maps) == 0 {
 		t.Fatalf("status with the agent stopped: %+v; want the pinned maps and why the agent is missing", st)
 	}
 	if text := run("status"); !strings.Contains(text, "Agent:          NOT REACHABLE") || !strings.Contains(text, "fp_services") {
