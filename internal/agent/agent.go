@@ -324,6 +324,9 @@ func (a *Agent) attachWhenProgrammed(synced bool) error {
 	if err := a.attach(); err != nil {
 		return err
 	}
+	if eps := a.endpoints(); eps != nil {
+		a.reattachPods(eps)
+	}
 	a.attachPending = false
 	a.syncState.set(a, nil)
 	a.log.Info("recreated maps programmed; this agent's programs are attached")

@@ -64,7 +64,11 @@ func (a *Agent) startCNI(ctx context.Context) error {
 	} else {
 		return fmt.Errorf("CNI needs the node's pod CIDR: give --pod-cidr, or --kubeconfig to read Node.spec.podCIDRs")
 	}
-	a.reattachPods(eps)
+	// With recreated maps, this agent's programs go on the pods' veths
+	// once the maps are programmed (attachWhenProgrammed).
+	if !a.attachPending {
+		a.reattachPods(eps)
+	}
 	a.epsMu.Lock()
 	a.eps = eps
 	a.epsMu.Unlock()
