@@ -98,3 +98,16 @@ func TestReport(t *testing.T) {
 		t.Errorf("csv:\n%s", csv)
 	}
 }
+
+func TestClusterIP(t *testing.T) {
+	if got := clusterIP(0).String(); got != "10.96.0.16" {
+		t.Errorf("clusterIP(0) = %s", got)
+	}
+	if got := clusterIP(300).String(); got != "10.96.1.60" {
+		t.Errorf("clusterIP(300) = %s", got)
+	}
+	// The largest -n stays inside the service range 10.96.0.0/16.
+	if got := clusterIP(50000 - 1); got.As4()[1] != 96 || got.As4()[0] != 10 {
+		t.Errorf("clusterIP(49999) = %s", got)
+	}
+}

@@ -118,9 +118,15 @@ feed:
 func (o *objects) create(ctx context.Context, i int) error {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: svcName(i), Namespace: kubeNamespace},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
-			Port: svcPort, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(portA),
-		}}},
+		Spec: corev1.ServiceSpec{
+			// Chosen here, not by the apiserver: its allocator lists every
+			// IPAddress object for each Service it numbers itself (1.37),
+			// which made creation quadratic in N.
+			ClusterIP: clusterIP(i).String(),
+			Ports: []corev1.ServicePort{{
+				Port: svcPort, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(portA),
+			}},
+		},
 	}
 	got, err := o.client.CoreV1().Services(kubeNamespace).Create(ctx, svc, metav1.CreateOptions{})
 	if err != nil {
@@ -136,6 +142,13 @@ func (o *objects) create(ctx context.Context, i int) error {
 	}
 	o.vips[i], o.slices[i], o.ports[i] = vip, sl, portA
 	return nil
+}
+
+// clusterIP is Service i's address in the control plane's 10.96.0.0/16,
+// from 10.96.0.16 up (10.96.0.1 is the kubernetes Service's).
+func clusterIP(i int) netip.Addr {
+	v := 10<<24 | 96<<16 | uint32(16+i)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func slice(i int, port int32, backends [2]netip.Addr) *discoveryv1.EndpointSlice {
