@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/pkttest"
 )
 
@@ -48,4 +50,46 @@ func BenchmarkNewFlowByServices(b *testing.B) {
 			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "prog-ns/op")
 		})
 	}
+}
+
+// BenchmarkTupleClash times fp_tc_lb on a SYN whose translated tuple
+// clashes with a live flow: client:p -> VIP-a is followed by client:p ->
+// VIP-b, both served by the one backend, so the second needs a source
+// port of its own (fp_ct_clash, the SNAT port search). prog-ns/op is the
+// second SYN's run time; first-ns/op the first's, a plain new flow. Every
+// connection of a benchmark whose Services share backends takes this path
+// once the backend's tuples are in TIME_WAIT.
+func BenchmarkTupleClash(b *testing.B) {
+	e := newEnv(b)
+	// The agent's default --snat-ports.
+	cfg := lbmap.Config{SnatPortMin: datapath.DefaultSNATPorts[0], SnatPortMax: datapath.DefaultSNATPorts[1]}
+	if err := e.config.Update(uint32(0), &cfg, 0); err != nil {
+		b.Fatal(err)
+	}
+	const n = 1000
+	vips := make([]netip.AddrPort, n)
+	for i := range n {
+		vips[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), 80)
+		e.setService(vips[i], tcp, uint32(i+1), backend{id: uint32(i + 1), addr: be1.addr})
+	}
+	var first, second time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// A client address of its own each time: the clash ports
+		// (--snat-ports) are per client address, and would run out.
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(1 + i>>16), byte(i >> 8), byte(i)}), 40000)
+		for k, d := range []*time.Duration{&first, &second} {
+			frame := pkttest.TCPFrame(pkttest.Flow{Src: src, Dst: vips[(2*i+k)%n]}, syn, nil)
+			ret, took, err := e.prog.Benchmark(frame, 1, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if e.pass(ret) != actOK {
+				b.Fatalf("verdict %d", ret)
+			}
+			*d += took
+		}
+	}
+	b.ReportMetric(float64(first.Nanoseconds())/float64(b.N), "first-ns/op")
+	b.ReportMetric(float64(second.Nanoseconds())/float64(b.N), "prog-ns/op")
 }
