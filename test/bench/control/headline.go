@@ -255,12 +255,7 @@ func headlineMarkdown(res *results) []byte {
 	for _, w := range d.Workers {
 		p("### %d worker(s)", w)
 		p("")
-		header := "| N |"
-		sep := "|---:|"
-		for _, path := range pathNames {
-			header += " " + pathTitles[path] + " |"
-			sep += "---:|"
-		}
+		header, sep := pathHeader()
 		p("%s TC vs direct | sock vs direct from the node | iptables vs N=%s |", header, fmtN(lo))
 		p("%s---:|---:|---:|", sep)
 		for _, n := range ns {
@@ -282,13 +277,8 @@ func headlineMarkdown(res *results) []byte {
 	for _, w := range d.Workers {
 		p("### %d worker(s)", w)
 		p("")
-		header, sep := "| N |", "|---:|"
-		for _, path := range pathNames {
-			header += " " + pathTitles[path] + " |"
-			sep += "---:|"
-		}
-		p("%s", header)
-		p("%s", sep)
+		header, sep := pathHeader()
+		p("%s\n%s", header, sep)
 		for _, n := range ns {
 			row := fmt.Sprintf("| %s |", fmtN(n))
 			for _, path := range pathNames {
@@ -308,13 +298,8 @@ func headlineMarkdown(res *results) []byte {
 	p("")
 	p("One connection to a random Service, 128 KiB writes for %s into a server that discards; Gbit/s, median (min–max).", d.StreamWindow)
 	p("")
-	header, sep := "| N |", "|---:|"
-	for _, path := range pathNames {
-		header += " " + pathTitles[path] + " |"
-		sep += "---:|"
-	}
-	p("%s", header)
-	p("%s", sep)
+	header, sep := pathHeader()
+	p("%s\n%s", header, sep)
 	for _, n := range ns {
 		row := fmt.Sprintf("| %s |", fmtN(n))
 		for _, path := range pathNames {
@@ -409,6 +394,17 @@ func headlineMarkdown(res *results) []byte {
 	p("- The servers close first, so TIME_WAIT stays on the backends and the client's ports are free again at once.")
 	p("")
 	return b.Bytes()
+}
+
+// pathHeader is a table's header with one column per path after N, and
+// its separator line.
+func pathHeader() (header, sep string) {
+	header, sep = "| N |", "|---:|"
+	for _, path := range pathNames {
+		header += " " + pathTitles[path] + " |"
+		sep += "---:|"
+	}
+	return header, sep
 }
 
 func titles(paths []string) []string {

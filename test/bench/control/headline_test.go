@@ -16,6 +16,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/testenv"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
+	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 )
 
@@ -52,7 +53,7 @@ func TestHeadlineSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Log = testWriter{t}
+	cfg.Log = benchmain.TestLog(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := run(ctx, cfg); err != nil {
@@ -134,13 +135,6 @@ func checkPNG(t *testing.T, path string) {
 	if _, err := png.Decode(bytes.NewReader(b)); err != nil {
 		t.Errorf("%s: %v", path, err)
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func TestGlyphs(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/testpriv"
+	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 )
 
@@ -50,7 +51,7 @@ func TestSmoke(t *testing.T) {
 	cfg.Pool = 4
 	cfg.UpdateOps = 20
 	cfg.Command = "go test ./test/bench/datapath -run TestSmoke"
-	cfg.Log = testWriter{t}
+	cfg.Log = benchmain.TestLog(t)
 	cfg.ID = randomID()
 	cfg.WaitIdle = 0
 
@@ -153,11 +154,4 @@ func assertCleanedUp(t *testing.T, prefix string) {
 			}
 		}
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

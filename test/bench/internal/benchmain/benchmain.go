@@ -9,12 +9,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -82,4 +84,15 @@ func Quantile(samples []time.Duration, q float64) time.Duration {
 	rank := int(q*float64(len(s)) + 0.999999)
 	rank = min(max(rank, 1), len(s))
 	return s[rank-1]
+}
+
+// TestLog is a log writer for a harness run inside a test: each line goes
+// to t.Log.
+func TestLog(t testing.TB) io.Writer { return testLog{t} }
+
+type testLog struct{ t testing.TB }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
