@@ -92,7 +92,7 @@ func defaultConfig() config {
 		Gap:          time.Second,
 		Idle:         5 * time.Second,
 		ChangeLimit:  60 * time.Second,
-		ChangeBudget: 4 * time.Minute,
+		ChangeBudget: 3 * time.Minute,
 		Contenders:   contenderNames,
 		Log:          os.Stderr,
 		Data: dataConfig{
