@@ -75,7 +75,7 @@ type cost struct {
 	Contender    string
 	RSS          uint64 // the proxy process after its cold start
 	MapBytes     uint64 // fastpath: kernel memlock accounting of its maps
-	MapEntries   int    // fastpath: entries over all its maps
+	MapEntries   int    // fastpath: entries of its service, backend and reverse-NAT maps
 	Rules        int    // kube-proxy: rules (iptables -A lines; nft rules and map elements)
 	RulesetLines int    // kube-proxy: lines of iptables-save / nft list ruleset
 	RulesetBytes int
@@ -139,6 +139,11 @@ func loadKinds(d dataConfig) []loadKind {
 // over the rounds and shows their spread. The proxies are paused: their
 // programming is in the kernel and serves without them.
 func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*running, res *results) error {
+	// What the programming occupies, before traffic fills fastpath's
+	// connection tracking (kube-proxy's is the kernel's, not counted).
+	for _, l := range live {
+		res.Costs = append(res.Costs, measureCost(ctx, l, res))
+	}
 	paths := clientPaths(live, objs, n)
 	load1 := procstat.LoadAvg()
 	// Every path must carry traffic before anything is measured.
@@ -173,9 +178,6 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 				logPoint(cfg, pt)
 			}
 		}
-	}
-	for _, l := range live {
-		res.Costs = append(res.Costs, measureCost(ctx, l, res))
 	}
 	return nil
 }
@@ -242,7 +244,9 @@ func measureCost(ctx context.Context, l *running, res *results) cost {
 		}
 		c.MapBytes = st.MapMemoryBytes
 		for _, m := range st.Maps {
-			c.MapEntries += m.Entries
+			if lbMaps[m.Name] {
+				c.MapEntries += m.Entries
+			}
 		}
 	default:
 		cmd := []string{"iptables-save"}
@@ -258,6 +262,11 @@ func measureCost(ctx context.Context, l *running, res *results) cost {
 	}
 	return c
 }
+
+// lbMaps hold the Services as fastpath programs them (frontends with one
+// slot per backend, backends, reverse NAT); the rest is per-connection
+// state or policy.
+var lbMaps = map[string]bool{"fp_services": true, "fp_backends": true, "fp_rev_nat": true}
 
 // countRules counts iptables rules (-A lines), or nft rules: the lines of
 // a chain's body other than its type/policy header, plus the elements of

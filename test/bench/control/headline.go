@@ -336,11 +336,13 @@ func headlineMarkdown(res *results) []byte {
 
 	p("## Cost")
 	p("")
-	p("RSS of the proxy process after its cold start. fastpath: its BPF maps as `fastpathctl status` reports them (kernel")
-	p("memlock accounting, entries over all maps). kube-proxy: its ruleset in the node's namespace as `iptables-save` /")
-	p("`nft list ruleset` print it (rules: iptables `-A` lines; nft rules plus verdict-map and set elements).")
+	p("After the control path, before the data path's traffic. RSS of the proxy process after its cold start. fastpath:")
+	p("its BPF maps as `fastpathctl status` reports them (kernel memlock accounting of all maps, preallocated to their")
+	p("configured sizes whatever N is; entries of the service, backend and reverse-NAT maps). kube-proxy: its ruleset in")
+	p("the node's namespace as `iptables-save` / `nft list ruleset` print it (rules: iptables `-A` lines; nft rules plus")
+	p("verdict-map and set elements).")
 	p("")
-	p("| N | contender | RSS | BPF maps | map entries | rules | ruleset lines | ruleset bytes |")
+	p("| N | contender | RSS | BPF maps | LB map entries | rules | ruleset lines | ruleset bytes |")
 	p("|---:|---|---:|---:|---:|---:|---:|---:|")
 	for _, c := range res.Costs {
 		if c.Err != "" {
