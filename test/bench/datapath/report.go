@@ -467,7 +467,8 @@ func markdown(res *results) string {
 	p("Client, servers, kernel and agent share the %d CPUs: rates are of the whole machine, and ratios between modes are the meaningful numbers.\n", res.Machine.NumCPU)
 	p("- The server closes after its reply, so TIME_WAIT stays on the backends and client ports are reused at once. ")
 	p("The datapath's conntrack map is an LRU; at these rates it fills and evicts during the run, as it would under real load.\n")
-	p("- Within each repetition the modes are interleaved (and rotated between repetitions), so drift affects all alike; every mode is probed first and must carry traffic through the load balancer (datapath counters).\n")
+	p("- Within each repetition the modes are interleaved (and rotated between repetitions), so drift affects all alike; every mode is probed first and must carry traffic through the load balancer (datapath counters). *vs direct* divides rates measured back to back in the same repetition, and its range shows how far single repetitions disagree: a range wider than the gap to the budget means this run cannot tell.\n")
+	p("- The program's own cost per new flow against N, without the rest of the stack: `go test -run '^$' -bench 'NewFlowByServices|TupleClash' ./internal/datapath/tclb_test` (prog-ns/op, the kernel's BPF_PROG_TEST_RUN time).\n")
 	return b.String()
 }
 
