@@ -164,6 +164,7 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 		}
 		ok = append(ok, p)
 	}
+	before := fastpathCounters(live)
 	kinds := loadKinds(cfg.Data)
 	for rep := 1; rep <= cfg.Data.Reps; rep++ {
 		for _, k := range kinds {
@@ -177,6 +178,39 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 				res.Data = append(res.Data, *pt)
 				logPoint(cfg, pt)
 			}
+		}
+	}
+	if after := fastpathCounters(live); before != nil && after != nil {
+		d := map[string]uint64{}
+		for k, v := range after {
+			d[k] = v - before[k]
+		}
+		res.Counters = append(res.Counters, counterRow{N: n, Delta: d})
+	}
+	return nil
+}
+
+// counterRow is fastpath's datapath counters (fp_metrics packets) over one
+// N's data rounds: how many flows each program balanced, and every drop.
+type counterRow struct {
+	N     int
+	Delta map[string]uint64
+}
+
+// fastpathCounters reads fastpath's fp_metrics; nil when it is not running.
+func fastpathCounters(live []*running) map[string]uint64 {
+	for _, l := range live {
+		if a, ok := l.p.(*agent); ok {
+			pins, err := ctl.Open(a.pin)
+			if err != nil {
+				return nil
+			}
+			defer pins.Close()
+			st, err := ctl.ReadStatus(pins)
+			if err != nil {
+				return nil
+			}
+			return st.Counters
 		}
 	}
 	return nil

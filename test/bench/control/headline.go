@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -356,6 +357,28 @@ func headlineMarkdown(res *results) []byte {
 		p("| %s | %s | %s | – | – | %d | %d | %s |", fmtN(c.N), c.Contender, mib(c.RSS), c.Rules, c.RulesetLines, mib(uint64(c.RulesetBytes)))
 	}
 	p("")
+
+	if len(res.Counters) > 0 {
+		p("### fastpath's datapath counters")
+		p("")
+		p("fastpath's datapath counters over each N's data rounds (fp_metrics packets, as `fastpathctl status` shows them;")
+		p("counters that stayed 0 left out). *forward_new*: flows the TC program balanced; *sock_connect*: connects the")
+		p("socket LB translated; any *drop_* is a packet the datapath dropped (a dropped SYN costs its connection a")
+		p("retransmission, 1 s).")
+		p("")
+		p("| N | counters |")
+		p("|---:|---|")
+		for _, c := range res.Counters {
+			var parts []string
+			for _, name := range slices.Sorted(maps.Keys(c.Delta)) {
+				if v := c.Delta[name]; v != 0 {
+					parts = append(parts, fmt.Sprintf("%s %d", name, v))
+				}
+			}
+			p("| %s | %s |", fmtN(c.N), strings.Join(parts, ", "))
+		}
+		p("")
+	}
 
 	p("## The load generator")
 	p("")

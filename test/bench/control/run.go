@@ -51,8 +51,9 @@ type results struct {
 	// backend) and nft, with versions.
 	Tools string
 	// The headline's data path and cost (empty without -headline).
-	Data  []dataPoint
-	Costs []cost
+	Data     []dataPoint
+	Costs    []cost
+	Counters []counterRow
 }
 
 // backendAddrs are be1 and be2 in every node (nettopo.Star numbers hosts
