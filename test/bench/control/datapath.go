@@ -61,6 +61,7 @@ type dataPoint struct {
 	// Rate: connections/s (conn), requests/s (latency), bits/s (stream).
 	Rate     float64
 	P50, P99 float64 // µs: whole connection, one request, one 128 KiB write
+	Max      float64 // µs: the slowest; a lost SYN shows here as a second
 	Ops      uint64
 	Errors   uint64
 	// The generator's own CPU over the window, % of one core (user part
@@ -234,7 +235,7 @@ func runPoint(ctx context.Context, p clientPath, k loadKind, warmup time.Duratio
 	if k.kind == loadgen.KindStream {
 		pt.Rate *= 8
 	}
-	pt.P50, pt.P99 = float64(r.P50)/1e3, float64(r.P99)/1e3
+	pt.P50, pt.P99, pt.Max = float64(r.P50)/1e3, float64(r.P99)/1e3, float64(r.Max)/1e3
 	pt.ClientCPU = r.CPUPct()
 	pt.ClientUser = 100 * r.UserSec / r.Window.Seconds()
 	return pt, nil
@@ -249,8 +250,8 @@ func logPoint(cfg config, p *dataPoint) {
 	if p.Kind == loadgen.KindStream {
 		rate = fmt.Sprintf("%6.2f Gbit/s", p.Rate/1e9)
 	}
-	logf(cfg, "N=%-6d %-9s %-7s w=%d round %d: %s p50 %6.1fµs p99 %7.1fµs client CPU %3.0f%% errors %d",
-		p.N, p.Path, p.Kind, p.Workers, p.Rep, rate, p.P50, p.P99, p.ClientCPU, p.Errors)
+	logf(cfg, "N=%-6d %-9s %-7s w=%d round %d: %s p50 %6.1fµs p99 %7.1fµs max %8.1fµs client CPU %3.0f%% errors %d",
+		p.N, p.Path, p.Kind, p.Workers, p.Rep, rate, p.P50, p.P99, p.Max, p.ClientCPU, p.Errors)
 }
 
 // measureCost reads what a contender's programming occupies: fastpath's

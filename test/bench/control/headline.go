@@ -519,7 +519,7 @@ func chartLabel(path string) string {
 	return path
 }
 
-var dataCSVHeader = []string{"n", "path", "kind", "workers", "round", "load1", "rate", "p50_us", "p99_us", "ops", "errors", "client_cpu_pct", "client_user_pct", "error"}
+var dataCSVHeader = []string{"n", "path", "kind", "workers", "round", "load1", "rate", "p50_us", "p99_us", "max_us", "ops", "errors", "client_cpu_pct", "client_user_pct", "error"}
 
 func dataCSVReport(res *results) []byte {
 	var b bytes.Buffer
@@ -529,7 +529,7 @@ func dataCSVReport(res *results) []byte {
 	for _, p := range res.Data {
 		load1, _, _ := strings.Cut(p.Load1, " ")
 		_ = w.Write([]string{strconv.Itoa(p.N), p.Path, p.Kind, strconv.Itoa(p.Workers), strconv.Itoa(p.Rep), load1,
-			f(p.Rate), f(p.P50), f(p.P99), strconv.FormatUint(p.Ops, 10), strconv.FormatUint(p.Errors, 10),
+			f(p.Rate), f(p.P50), f(p.P99), f(p.Max), strconv.FormatUint(p.Ops, 10), strconv.FormatUint(p.Errors, 10),
 			f(p.ClientCPU), f(p.ClientUser), firstLineOf(p.Err)})
 	}
 	w.Flush()
