@@ -278,20 +278,13 @@ func headlineMarkdown(res *results) []byte {
 	for _, w := range d.Workers {
 		p("### %d worker(s)", w)
 		p("")
-		header, sep := pathHeader()
-		p("%s\n%s", header, sep)
-		for _, n := range ns {
-			row := fmt.Sprintf("| %s |", fmtN(n))
-			for _, path := range pathNames {
-				st := aggregate(res, n, path, loadgen.KindLatency, w)
-				if st == nil || st.Rounds == 0 {
-					row += " – |"
-					continue
-				}
-				row += fmt.Sprintf(" %.0f / %.0f µs, %.0f/s |", st.P50, st.P99, st.Rate)
+		pathTable(p, ns, func(n int, path string) string {
+			st := aggregate(res, n, path, loadgen.KindLatency, w)
+			if st == nil || st.Rounds == 0 {
+				return "–"
 			}
-			p("%s", row)
-		}
+			return fmt.Sprintf("%.0f / %.0f µs, %.0f/s", st.P50, st.P99, st.Rate)
+		})
 		p("")
 	}
 
@@ -299,15 +292,9 @@ func headlineMarkdown(res *results) []byte {
 	p("")
 	p("One connection to a random Service, 128 KiB writes for %s into a server that discards; Gbit/s, median (min–max).", d.StreamWindow)
 	p("")
-	header, sep := pathHeader()
-	p("%s\n%s", header, sep)
-	for _, n := range ns {
-		row := fmt.Sprintf("| %s |", fmtN(n))
-		for _, path := range pathNames {
-			row += " " + cell(aggregate(res, n, path, loadgen.KindStream, 1), "%.2f", 1e9) + " |"
-		}
-		p("%s", row)
-	}
+	pathTable(p, ns, func(n int, path string) string {
+		return cell(aggregate(res, n, path, loadgen.KindStream, 1), "%.2f", 1e9)
+	})
 	p("")
 
 	p("## Control path")
@@ -430,6 +417,19 @@ func pathHeader() (header, sep string) {
 		sep += "---:|"
 	}
 	return header, sep
+}
+
+// pathTable writes a table with a row per N and a column per path.
+func pathTable(p func(string, ...any), ns []int, cellOf func(n int, path string) string) {
+	header, sep := pathHeader()
+	p("%s\n%s", header, sep)
+	for _, n := range ns {
+		row := fmt.Sprintf("| %s |", fmtN(n))
+		for _, path := range pathNames {
+			row += " " + cellOf(n, path) + " |"
+		}
+		p("%s", row)
+	}
 }
 
 func titles(paths []string) []string {
