@@ -179,17 +179,14 @@ func (e *env) run(frame []byte) (uint32, []byte) {
 	return e.pass(ret), opts.DataOut
 }
 
-// pass maps the role's "passed on" verdict to actOK, the other role's to
-// actWrongPass.
+// pass maps the "passed on" verdict (TCX_NEXT, both roles: tc_policy may
+// follow tc_lb on any interface) to actOK, TC_ACT_OK (which would end the
+// chain) to actWrongPass.
 func (e *env) pass(ret uint32) uint32 {
-	want, wrong := uint32(actNext), uint32(actOK)
-	if e.role == roleExternal {
-		want, wrong = actOK, actNext
-	}
 	switch ret {
-	case want:
+	case actNext:
 		return actOK
-	case wrong:
+	case actOK:
 		return actWrongPass
 	}
 	return ret

@@ -28,14 +28,14 @@ func newEnvRole(t *testing.T, role uint32) *env {
 	return e
 }
 
-// Packets an instance does not consume go on: to the next program on the
-// hook (TCX_NEXT, so tc_policy runs after tc_lb on a pod's veth) from an
-// internal instance, to the stack (TC_ACT_OK) from an external one.
+// Packets an instance does not consume go on to the next program on the
+// hook (TCX_NEXT), from both roles: tc_policy runs after tc_lb on a pod's
+// veth, and on the node's own interfaces for the L7 proxy (docs/l7.md).
 func TestPassVerdictFollowsTheRole(t *testing.T) {
 	for _, c := range []struct {
 		role uint32
 		want uint32
-	}{{roleInternal, actNext}, {roleExternal, actOK}} {
+	}{{roleInternal, actNext}, {roleExternal, actNext}} {
 		e := newEnvRole(t, c.role)
 		opts := &ebpf.RunOptions{Data: pkttest.TCPFrame(toVIP, syn, nil), Repeat: 1}
 		ret, err := e.prog.Run(opts)
