@@ -56,6 +56,11 @@ volatile const struct fp_verdict fp_verdict_layout;
 /* FP_DIR_INGRESS or FP_DIR_EGRESS, set by the loader per instance. */
 volatile const __u32 fp_policy_dir = FP_DIR_EGRESS;
 
+/* Set by the loader when the node runs the L7 proxy: only then does the
+ * EGRESS instance look at the destination pod's ingress (fp_dest_l7, a FIB
+ * lookup per TCP packet). */
+volatile const __u32 fp_l7_dest = 0;
+
 static __always_inline int fp_icmp_is_error(__u8 type)
 {
 	return type == FP_ICMP_DEST_UNREACH || type == FP_ICMP_TIME_EXCEEDED || type == FP_ICMP_PARAMETERPROB;
@@ -245,7 +250,7 @@ int fp_tc_policy(struct __sk_buff *skb)
 dest:
 	/* At a TC ingress (the EGRESS instance): the destination pod's
 	 * ingress may want the proxy. */
-	if (dir == FP_DIR_EGRESS && f.proto == IPPROTO_TCP && res == FP_PARSE_OK) {
+	if (fp_l7_dest && dir == FP_DIR_EGRESS && f.proto == IPPROTO_TCP && res == FP_PARSE_OK) {
 		proxy_port = fp_dest_l7(skb, &p, &f);
 		if (proxy_port)
 			return fp_proxy_assign(skb, &p, &f, proxy_port);

@@ -30,7 +30,7 @@ func datapathConfig(cfg Config) (datapath.Config, error) {
 		}
 	}
 	return datapath.Config{PinDir: cfg.PinDir, Sizes: sizes, TC: cfg.TC, Masquerade: masq, Policy: cfg.Policy,
-		RecreateIncompatible: cfg.RecreateIncompatibleMaps}, nil
+		RecreateIncompatible: cfg.RecreateIncompatibleMaps, L7: cfg.L7Proxy != nil}, nil
 }
 
 // ctEntries sizes fp_ct when --ct-max is 0: the size of the pinned map if

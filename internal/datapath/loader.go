@@ -40,6 +40,9 @@ type Config struct {
 	// this build's, and pins of another layout version, so that they are
 	// created anew (layout.go); false: Load refuses them.
 	RecreateIncompatible bool
+	// L7: the node runs the L7 proxy, so tc_policy also sends flows whose
+	// destination pod's ingress has HTTP rules to it (docs/l7.md).
+	L7 bool
 }
 
 // Masquerade is the node's source NAT: masqueraded flows (hairpin, and
@@ -177,7 +180,7 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("load sock_lb: %w", err)
 	}
 	if cfg.Policy {
-		p, err := loadPolicy(opts, cfg.Sizes, mig)
+		p, err := loadPolicy(opts, cfg.Sizes, mig, cfg.L7)
 		if err != nil {
 			d.Close()
 			return nil, err

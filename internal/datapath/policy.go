@@ -35,8 +35,9 @@ const (
 )
 
 // loadPolicy loads both instances of tc_policy with maps under opts' pin
-// path; sizes are tc_lb's (tc_policy reads fp_ct, sized with --ct-max).
-func loadPolicy(opts *ebpf.CollectionOptions, sizes Sizes, mig *migration) (*Policy, error) {
+// path; sizes are tc_lb's (tc_policy reads fp_ct, sized with --ct-max);
+// l7: the node runs the L7 proxy (fp_l7_dest).
+func loadPolicy(opts *ebpf.CollectionOptions, sizes Sizes, mig *migration, l7 bool) (*Policy, error) {
 	p := &Policy{}
 	load := func(dir uint8, objs *bpfobj.TcpolicyObjects) error {
 		cs, err := bpfobj.LoadTcpolicy()
@@ -45,6 +46,11 @@ func loadPolicy(opts *ebpf.CollectionOptions, sizes Sizes, mig *migration) (*Pol
 		}
 		if err := cs.Variables[bpfobj.TcpolicyVarFpPolicyDir].Set(uint32(dir)); err != nil {
 			return fmt.Errorf("set policy direction: %w", err)
+		}
+		if l7 {
+			if err := cs.Variables[bpfobj.TcpolicyVarFpL7Dest].Set(uint32(1)); err != nil {
+				return fmt.Errorf("set l7: %w", err)
+			}
 		}
 		return loadInto(func() (*ebpf.CollectionSpec, error) { return cs, nil }, objs, sizes, opts, mig)
 	}

@@ -165,6 +165,7 @@ const (
 	TcpolicyMapFpPolicyRl      = "fp_policy_rl"
 	TcpolicyMapFpVerdicts      = "fp_verdicts"
 	TcpolicyProgFpTcPolicy     = "fp_tc_policy"
+	TcpolicyVarFpL7Dest        = "fp_l7_dest"
 	TcpolicyVarFpPolicyDir     = "fp_policy_dir"
 	TcpolicyVarFpVerdictLayout = "fp_verdict_layout"
 )
@@ -233,6 +234,7 @@ type TcpolicyMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpolicyVariableSpecs struct {
+	FpL7Dest        *ebpf.VariableSpec `ebpf:"fp_l7_dest"`
 	FpPolicyDir     *ebpf.VariableSpec `ebpf:"fp_policy_dir"`
 	FpVerdictLayout *ebpf.VariableSpec `ebpf:"fp_verdict_layout"`
 }
@@ -286,6 +288,7 @@ func (m *TcpolicyMaps) Close() error {
 //
 // It can be passed to LoadTcpolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpolicyVariables struct {
+	FpL7Dest        *ebpf.Variable `ebpf:"fp_l7_dest"`
 	FpPolicyDir     *ebpf.Variable `ebpf:"fp_policy_dir"`
 	FpVerdictLayout *ebpf.Variable `ebpf:"fp_verdict_layout"`
 }

@@ -63,6 +63,9 @@ func newPE(t *testing.T) *pe {
 		if err := spec.Variables[bpfobj.TcpolicyVarFpPolicyDir].Set(uint32(d)); err != nil {
 			t.Fatal(err)
 		}
+		if err := spec.Variables[bpfobj.TcpolicyVarFpL7Dest].Set(uint32(1)); err != nil { // TestL7Redirect
+			t.Fatal(err)
+		}
 		var objs bpfobj.TcpolicyObjects
 		if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
 			var verr *ebpf.VerifierError
