@@ -256,6 +256,17 @@ static __always_inline struct fp_policy_val *fp_policy_lookup(__u32 identity, __
 	return bpf_map_lookup_elem(&fp_policy, &k);
 }
 
+/* fp_starts_flow: whether packet f (tcp_flags its TCP flags) can open a
+ * flow. A reply can also miss fp_policy_ct, when tc_lb rewrote its source
+ * back to a Service address after the flow was recorded with the backend's:
+ * a TCP SYN-ACK or an ICMP error is never recorded as a new flow. */
+static __always_inline int fp_starts_flow(const struct fp_pflow *f, __u8 tcp_flags)
+{
+	if (f->proto == IPPROTO_TCP)
+		return (tcp_flags & (FP_TCP_SYN | FP_TCP_ACK)) == FP_TCP_SYN;
+	return f->proto != IPPROTO_ICMP;
+}
+
 /* fp_forwarded records, sampled like allows, new flow f delivered to
  * endpoint ep with no ingress policy: the flow map's allowed flows of pods
  * no policy selects. The peer's identity is looked up only when sampled. */
@@ -291,7 +302,7 @@ static __always_inline int fp_policy_judge_l7(const struct fp_endpoint *ep, cons
 	if (!(ep->flags & flag)) {
 		if (!fp_pct_hit(f, ep->id, tcp_flags)) {
 			fp_pct_create(f, ep->id, 0, 0);
-			if (dir == FP_DIR_INGRESS)
+			if (dir == FP_DIR_INGRESS && fp_starts_flow(f, tcp_flags))
 				fp_forwarded(f, ep);
 		}
 		return 1;

@@ -86,8 +86,8 @@ func TestVerdictWallTime(t *testing.T) {
 }
 
 // New flows into a pod no ingress policy selects are recorded like
-// allows, reason forwarded: every new flow when its egress is enforced
-// (fp_policy_ct knows them), TCP SYNs when nothing is; replies and later
+// allows, reason forwarded: every new flow (fp_policy_ct tracks the flows
+// of every endpoint), a TCP flow at its SYN only; replies and later
 // packets never.
 func TestForwardedFlowsSampled(t *testing.T) {
 	p := newPE(t)
@@ -113,8 +113,9 @@ func TestForwardedFlowsSampled(t *testing.T) {
 	p.expect(p.ingress, tcp(peer, pod, 5000, 80, pkttest.SYN), tcxNext, "SYN")
 	p.expect(p.ingress, tcp(peer, pod, 5000, 80, pkttest.ACK), tcxNext, "ACK")
 	p.expect(p.egress, tcp(pod, peer, 80, 5000, pkttest.SYN|pkttest.ACK), tcxNext, "SYN-ACK out")
-	p.expect(p.ingress, udp(peer, pod, 5000, 80), tcxNext, "UDP, untracked")
-	want("nothing enforced", 1)
+	p.expect(p.ingress, udp(peer, pod, 5000, 80), tcxNext, "UDP")
+	p.expect(p.ingress, udp(peer, pod, 5000, 80), tcxNext, "UDP again")
+	want("nothing enforced", 2)
 	// Egress enforced, ingress open: every new flow in, once.
 	p.setEndpoint(policymap.EnforceEgress)
 	p.expect(p.ingress, udp(peer, pod, 5001, 80), tcxNext, "UDP in")
