@@ -258,6 +258,13 @@ probe:
 	t.Logf("monitor: %s -> %s/%s: %s", e.Source.Pod, e.Destination.Namespace, e.Destination.Pod, e.Summary)
 
 	// The same drops are an edge of the node's flow map.
+	flowMapHasEdge(t, i, "default/client", "default/web", flows.VerdictDropped)
+}
+
+// flowMapHasEdge wants an edge from -> to with verdict v (seen at least
+// once) in node i's flow map, which the agent serves in its namespace.
+func flowMapHasEdge(t *testing.T, i int, from, to string, v flows.Verdict) {
+	t.Helper()
 	node, err := nettopo.OpenNS(nodeNSName(i))
 	if err != nil {
 		t.Fatal(err)
@@ -273,11 +280,11 @@ probe:
 		t.Fatalf("flow map: %v", err)
 	}
 	for _, e := range g.Edges {
-		if e.Source == "default/client" && e.Target == "default/web" && e.Verdict == flows.VerdictDropped && e.Count > 0 {
+		if e.Source == from && e.Target == to && e.Verdict == v && e.Count > 0 {
 			return
 		}
 	}
-	t.Fatalf("flow map of node%d has no dropped edge default/client -> default/web: %+v", i, g.Edges)
+	t.Fatalf("flow map of node%d has no %s edge %s -> %s: %+v", i, v, from, to, g.Edges)
 }
 
 // keepAlive is one HTTP/1.1 connection kept open between requests.
