@@ -17,6 +17,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/flows"
 	"github.com/fastpath-net/fastpath/internal/fpnetpol"
+	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/l7policy"
 	"github.com/fastpath-net/fastpath/internal/l7proxy"
 	"github.com/fastpath-net/fastpath/internal/l7redirect"
@@ -117,6 +118,18 @@ func (a *Agent) publishL7(ev flows.Event) {
 	}
 	if ev.Node == "" && a.cfg.Kubernetes != nil {
 		ev.Node = a.cfg.Kubernetes.NodeName
+	}
+	// The identities' labels put both ends with their workloads on the
+	// flow map, as the datapath's records are.
+	names := agentNames{a}
+	for _, e := range []*flows.Endpoint{&ev.Source, &ev.Destination} {
+		if e.Identity != 0 && e.Labels == nil {
+			ns, labels, _ := names.Identity(identity.ID(e.Identity))
+			e.Labels = labels
+			if e.Namespace == "" {
+				e.Namespace = ns
+			}
+		}
 	}
 	a.flows.hub.Publish(ev)
 }
