@@ -157,9 +157,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		if cfg.L7Proxy != nil {
 			a.policy.enableL7(cfg.L7Proxy.Port)
-			if err := a.startL7(ctx); err != nil {
-				return err
-			}
 		}
 	}
 	if cfg.CNI != nil {
@@ -181,6 +178,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if route != nil {
 		go route(ctx)
+	}
+	// The proxy starts once its access log has somewhere to go: with
+	// pinned policy maps, redirected flows may arrive at once.
+	if cfg.Policy && cfg.L7Proxy != nil {
+		if err := a.startL7(ctx); err != nil {
+			return err
+		}
 	}
 	if a.policy != nil {
 		a.policy.metrics = a.ops.metrics

@@ -112,6 +112,7 @@ func (a *Agent) attachL7Ingress() error {
 // publishL7 sends the proxy's access log to the monitor's event hub
 // (`fastpathctl monitor --type l7`, the flow map).
 func (a *Agent) publishL7(ev flows.Event) {
+	a.ops.metrics.ObserveL7Request(string(ev.Verdict), ev.Direction)
 	if a.flows == nil {
 		a.log.Info("l7", "summary", ev.Summary, "src", ev.Source.Workload(), "dst", ev.Destination.Workload())
 		return

@@ -57,6 +57,8 @@ func metricsChecks(t *testing.T, st *State) {
 			{`fastpath_backends_programmed`, positive},
 			{`fastpath_policy_duration_seconds_count{phase="compute"}`, positive},
 			{`fastpath_policy_duration_seconds_count{phase="write"}`, positive},
+			// l7Checks ran before: each node's proxy denied requests.
+			{`fastpath_l7_requests_total{direction="ingress",verdict="denied"}`, positive},
 			{`fastpath_sync_duration_seconds_count{mode="full"}`, positive},
 			{`fastpath_bpf_map_memory_bytes{map="fp_ct"}`, positive},
 			{`fastpath_bpf_map_fill_ratio{map="fp_ct"}`, func(v float64) bool { return v > 0 && v < 1 }},

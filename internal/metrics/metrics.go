@@ -46,6 +46,7 @@ type Metrics struct {
 	ctFull      prometheus.Gauge
 	ctFullWalks prometheus.Counter
 	policyTime  *prometheus.HistogramVec
+	l7Requests  *prometheus.CounterVec
 }
 
 // New returns a registry with the Go runtime and process collectors and
@@ -100,11 +101,15 @@ func New() *Metrics {
 				"and write (the policy maps and ipcache updated).",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 		}, []string{"phase"}),
+		l7Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastpath_l7_requests_total",
+			Help: "HTTP requests the L7 proxy judged, by verdict (allowed, denied) and direction of the policy that judged them (ingress, egress).",
+		}, []string{"verdict", "direction"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.programming, m.syncTime, m.syncErrors, m.gcTime, m.gcDeleted, m.gcErrors, m.ctFull, m.ctFullWalks, m.policyTime,
+		m.programming, m.syncTime, m.syncErrors, m.gcTime, m.gcDeleted, m.gcErrors, m.ctFull, m.ctFullWalks, m.policyTime, m.l7Requests,
 	)
 	// Export the series before the first observation, so a scrape shows
 	// them (at zero) and rate() works from the first sample.
@@ -151,6 +156,14 @@ func (m *Metrics) ObservePolicy(phase string, took time.Duration) {
 		return
 	}
 	m.policyTime.WithLabelValues(phase).Observe(took.Seconds())
+}
+
+// ObserveL7Request counts one request the L7 proxy judged.
+func (m *Metrics) ObserveL7Request(verdict, direction string) {
+	if m == nil {
+		return
+	}
+	m.l7Requests.WithLabelValues(verdict, direction).Inc()
 }
 
 // ObserveCTFill records whether a GC walk found fp_ct full.
