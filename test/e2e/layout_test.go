@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
@@ -33,8 +35,8 @@ func TestMapLayoutMismatchRefusedOrRecreated(t *testing.T) {
 	setLayout(t, maps, 2)
 	stop := newConnLoop(l.client())
 
-	l.wantRefusal("layout v2, this agent's are v3", "--map-layout-mismatch=recreate")
-	setLayout(t, maps, 3)
+	l.wantRefusal(fmt.Sprintf("layout v2, this agent's are v%d", datapath.MapLayoutVersion), "--map-layout-mismatch=recreate")
+	setLayout(t, maps, datapath.MapLayoutVersion)
 	l.wantRefusal("fp_backends (", "--map-layout-mismatch=recreate")
 	if err := long.Ping("refused", timeout); err != nil {
 		t.Fatalf("the long-lived connection broke while agents refused the pins: %v", err)
@@ -67,8 +69,8 @@ func TestMapLayoutMismatchRefusedOrRecreated(t *testing.T) {
 	if m.MaxEntries() != 1024 {
 		t.Errorf("fp_backends has %d entries; want the agent's 1024", m.MaxEntries())
 	}
-	if v := readLayoutPin(t, maps); v != 3 {
-		t.Errorf("fp_layout %d after the recreation; want 3", v)
+	if v := readLayoutPin(t, maps); v != datapath.MapLayoutVersion {
+		t.Errorf("fp_layout %d after the recreation; want %d", v, datapath.MapLayoutVersion)
 	}
 }
 
