@@ -197,6 +197,9 @@ func TestParseBlock(t *testing.T) {
 		{"", "10.0.0.1", "x", "stop:"},
 		{"127.0.0.0/8", "", "", "cidr: 127.0.0.0/8 is not a routable"},
 		{"", "169.254.0.1", "169.254.0.9", "start: 169.254.0.1 is not a routable"},
+		{"", "126.255.255.255", "128.0.0.0", "stop: the range 126.255.255.255-128.0.0.0 contains 127.0.0.0/8"},
+		{"64.0.0.0/2", "", "", "cidr: 64.0.0.0/2 contains 127.0.0.0/8"},
+		{"", "2001:db8::1", "ff02::1", "stop: ff02::1 is not a routable"},
 		{"", "10.0.0.1", "255.255.255.255", "stop: 255.255.255.255 is not"},
 	} {
 		b, err := parseBlock(c.cidr, c.start, c.stop)

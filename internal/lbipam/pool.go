@@ -122,7 +122,11 @@ func parseBlock(cidr, start, stop string) (Block, error) {
 		if !pfx.Addr().IsGlobalUnicast() {
 			return Block{}, fmt.Errorf("cidr: %s is not a routable unicast network", cidr)
 		}
-		return Block{From: pfx.Addr(), To: lastAddr(pfx)}, nil
+		b := Block{From: pfx.Addr(), To: lastAddr(pfx)}
+		if sp, ok := spansSpecial(b); ok {
+			return Block{}, fmt.Errorf("cidr: %s contains %s, which is not routable unicast", cidr, sp)
+		}
+		return b, nil
 	}
 	from, err1 := netip.ParseAddr(start)
 	to, err2 := netip.ParseAddr(stop)
@@ -140,7 +144,37 @@ func parseBlock(cidr, start, stop string) (Block, error) {
 	case to.Less(from):
 		return Block{}, fmt.Errorf("stop: %s is lower than start %s", to, from)
 	}
-	return Block{From: from, To: to}, nil
+	b := Block{From: from, To: to}
+	if sp, ok := spansSpecial(b); ok {
+		return Block{}, fmt.Errorf("stop: the range %s-%s contains %s, which is not routable unicast", from, to, sp)
+	}
+	return b, nil
+}
+
+// specialBlocks are the networks no LoadBalancer address may come from,
+// even inside a block whose ends are routable (126.255.255.255 to
+// 128.0.0.0 spans loopback).
+var specialBlocks = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/3"), // multicast, reserved and broadcast
+	netip.MustParsePrefix("::/8"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("ff00::/8"),
+}
+
+// spansSpecial reports the first special network b overlaps.
+func spansSpecial(b Block) (netip.Prefix, bool) {
+	for _, sp := range specialBlocks {
+		if sp.Addr().BitLen() != b.From.BitLen() {
+			continue
+		}
+		if !lastAddr(sp).Less(b.From) && !b.To.Less(sp.Addr()) {
+			return sp, true
+		}
+	}
+	return netip.Prefix{}, false
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
