@@ -45,7 +45,7 @@ ingress:
 // real clients (curl, HTTP/1.1 and h2c with prior knowledge, and Go's):
 // the web pods' ingress, from the client on node 1 to web-2 (same node)
 // and web-1 (node 2: the redirect happens at node 2's uplink), the
-// agent's access log naming the denies, a restart of node 1's agent, and
+// denies as L7 edges of each node's flow map, a restart of node 1's agent, and
 // an egress rule through a Service.
 func l7Checks(t *testing.T, st *State, opts Options) {
 	t.Helper()

@@ -27,7 +27,7 @@ import (
 
 // policyChecks enforces NetworkPolicy in the running lab with real TCP:
 // deny-all ingress to the web pods blocks new connections (same node and
-// across nodes) and `fastpathctl policy monitor` shows the drop with its
+// across nodes) and `fastpathctl monitor` shows the drop with its
 // reason; an allow from app=client re-opens them for the client only; a
 // policy that cannot be enforced gets an Event; a connection allowed then
 // stays up across a restart of the agents of both nodes; relabelling the
