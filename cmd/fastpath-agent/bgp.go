@@ -3,40 +3,23 @@ package main
 import (
 	"errors"
 	"flag"
-	"fmt"
-
-	"github.com/fastpath-net/fastpath/internal/agent"
-	"github.com/fastpath-net/fastpath/internal/bgp"
 )
 
-// bgpFlags are the flags of agent.BGP.
-type bgpFlags struct {
-	enable    *bool
-	port      *int
-	namespace *string
+// errBGPMoved answers --enable-bgp: the speaker is its own binary, so the
+// agent does not link GoBGP (it doubled the agent's size and resident
+// pages). A ConfigMap or command line from before the move fails here,
+// saying what to run instead, rather than silently advertising nothing.
+var errBGPMoved = errors.New("--enable-bgp: BGP moved out of the agent: run fastpath-bgp on each node next to it " +
+	"(deploy/bgp; its flags --bgp-listen-port and --bgp-secret-namespace are the same) and drop enable-bgp from the agent's configuration")
+
+// addBGPFlags keeps --enable-bgp only to refuse it (checkBGP).
+func addBGPFlags(fs *flag.FlagSet) *bool {
+	return fs.Bool("enable-bgp", false, "removed: refused with a pointer to fastpath-bgp, the per-node BGP speaker that replaced it")
 }
 
-func addBGPFlags(fs *flag.FlagSet) bgpFlags {
-	return bgpFlags{
-		enable: fs.Bool("enable-bgp", false, "advertise LoadBalancer IPs (and pod CIDRs) over BGP as FastpathBGPPeeringPolicy objects say "+
-			"(deploy/crds/fastpathbgppeeringpolicies.yaml). Needs the Kubernetes source"),
-		port: fs.Int("bgp-listen-port", bgp.DefaultListenPort, "TCP port the BGP speaker listens on in the node's namespace (--netns); "+
-			"the routers open the sessions"),
-		namespace: fs.String("bgp-secret-namespace", "kube-system", "namespace of the Secrets holding BGP peers' TCP MD5 passwords"),
+func checkBGP(enable *bool) error {
+	if *enable {
+		return errBGPMoved
 	}
-}
-
-func (f bgpFlags) bgp(kube *agent.Kubernetes) (*agent.BGP, error) {
-	if !*f.enable {
-		return nil, nil
-	}
-	switch {
-	case kube == nil:
-		return nil, errors.New("--enable-bgp reads FastpathBGPPeeringPolicies from Kubernetes: give --kubeconfig")
-	case *f.port < 1 || *f.port > 65535:
-		return nil, fmt.Errorf("--bgp-listen-port=%d: must be 1..65535", *f.port)
-	case *f.namespace == "":
-		return nil, errors.New("--bgp-secret-namespace: must not be empty")
-	}
-	return &agent.BGP{ListenPort: *f.port, SecretNamespace: *f.namespace}, nil
+	return nil
 }

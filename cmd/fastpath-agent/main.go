@@ -134,7 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	if cfg.L2, err = l2.l2(cfg.Kubernetes); err != nil {
 		return cfg, 0, err
 	}
-	if cfg.BGP, err = bgpf.bgp(cfg.Kubernetes); err != nil {
+	if err := checkBGP(bgpf); err != nil {
 		return cfg, 0, err
 	}
 	if *routingMode != "" {

@@ -16,7 +16,6 @@ import (
 	"github.com/cilium/ebpf"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/fastpath-net/fastpath/internal/bgp"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/socklb"
@@ -55,8 +54,10 @@ type Config struct {
 	Ops                      Ops      // metrics, health and pprof endpoints (ops.go)
 	Monitor                  Monitor  // verdict records and the flow stream (flows.go)
 
-	L2  *L2Announce // ARP for LoadBalancer IPs (l2.go); nil: off
-	BGP *BGP        // BGP advertisement of LoadBalancer IPs (bgp.go); nil: off
+	// L2 is ARP for LoadBalancer IPs (l2.go); nil: off. BGP is not here:
+	// cmd/fastpath-bgp is its own process, so the agent does not link GoBGP.
+	L2 *L2Announce
+
 	// Policy enforces NetworkPolicy (policy.go): needs Kubernetes; pods get
 	// it through the CNI.
 	Policy bool
@@ -84,7 +85,6 @@ type Agent struct {
 	ops       *ops
 
 	l2     *l2announce.Announcer // nil unless announcing
-	bgp    *bgp.Controller       // nil unless BGP is on
 	policy *policyCtl            // nil unless Config.Policy
 	flows  *flowMonitor
 	ct     ctPressure // fp_ct's fill, judged at each GC walk
@@ -145,12 +145,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer stopL2()
 	a.l2 = l2
-	bgpCtl, stopBGP, err := startBGP(ctx, cfg, client)
-	if err != nil {
-		return err
-	}
-	defer stopBGP()
-	a.bgp = bgpCtl
 	if cfg.Policy {
 		if a.policy, err = newPolicyCtl(a.cfg, a.dp); err != nil {
 			return err

@@ -42,13 +42,10 @@ func startL2(ctx context.Context, cfg Config, client kubernetes.Interface) (*l2a
 	return ann, func() { cancel(); <-done }, nil
 }
 
-// announce hands a Kubernetes batch to the ARP announcer and the BGP
-// speaker, which pick the LoadBalancer IPs this node may announce from it.
+// announce hands a Kubernetes batch to the ARP announcer, which picks the
+// LoadBalancer IPs this node may announce from it.
 func (a *Agent) announce(u k8s.Update) {
 	if a.l2 != nil {
 		a.l2.Update(u.Full, u.Upserted, u.Deleted)
-	}
-	if a.bgp != nil {
-		a.bgp.Update(u.Full, u.Upserted, u.Deleted)
 	}
 }

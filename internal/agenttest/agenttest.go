@@ -1,8 +1,8 @@
-// Package agenttest runs the real fastpath-agent binary for tests that
-// need whole agents (L2 failover, BGP against a real router): built once
-// per test, one process per node, its datapath and sockets in the node's
-// fp- namespace, stopped as the kubelet would. It also creates the
-// LoadBalancer Service those tests announce.
+// Package agenttest runs the real fastpath-agent and fastpath-bgp binaries
+// for tests that need whole node processes (L2 failover, BGP against a
+// real router): built once per test, one process per node, its datapath
+// and sockets in the node's fp- namespace, stopped as the kubelet would.
+// It also creates the LoadBalancer Service those tests announce.
 package agenttest
 
 import (
@@ -29,16 +29,23 @@ import (
 // Build compiles cmd/fastpath-agent into the test's temp dir.
 func Build(t *testing.T) string {
 	t.Helper()
+	return BuildCmd(t, "fastpath-agent")
+}
+
+// BuildCmd compiles cmd/<name> into the test's temp dir.
+func BuildCmd(t *testing.T, name string) string {
+	t.Helper()
 	_, self, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(self), "..", "..", "cmd", "fastpath-agent")
-	bin := filepath.Join(t.TempDir(), "fastpath-agent")
+	src := filepath.Join(filepath.Dir(self), "..", "..", "cmd", name)
+	bin := filepath.Join(t.TempDir(), name)
 	if out, err := exec.Command("go", "build", "-o", bin, src).CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return bin
 }
 
-// Agent is one node's agent; Cmd is nil while it is not running.
+// Agent is one node's agent (or fastpath-bgp); Cmd is nil while it is not
+// running.
 type Agent struct {
 	Name string // the Node name
 	NS   *nettopo.NS
@@ -63,6 +70,24 @@ func Start(t *testing.T, bin, kubeconfig string, a *Agent, extra ...string) {
 				t.Errorf("remove pins: %v", err)
 			}
 		})
+	}
+	launch(t, bin, a, append([]string{"--kubeconfig", kubeconfig, "--node-name", a.Name, "--netns", a.NS.Path(), "--bpffs-dir", a.pin,
+		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
+		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug"}, extra...))
+}
+
+// StartBGP runs fastpath-bgp (bin, from BuildCmd) for a's node: in the
+// root namespace, its speaker listening in a.NS, with extra flags. Its log
+// is shown if the test fails.
+func StartBGP(t *testing.T, bin, kubeconfig string, a *Agent, extra ...string) {
+	t.Helper()
+	launch(t, bin, a, append([]string{"--kubeconfig", kubeconfig, "--node-name", a.Name, "--netns", a.NS.Path(), "--log-level", "debug"}, extra...))
+}
+
+// launch starts bin as a's process, appending to its log file.
+func launch(t *testing.T, bin string, a *Agent, args []string) {
+	t.Helper()
+	if a.log == "" {
 		a.log = filepath.Join(t.TempDir(), a.Name+".log")
 	}
 	out, err := os.OpenFile(a.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -70,9 +95,6 @@ func Start(t *testing.T, bin, kubeconfig string, a *Agent, extra ...string) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	args := append([]string{"--kubeconfig", kubeconfig, "--node-name", a.Name, "--netns", a.NS.Path(), "--bpffs-dir", a.pin,
-		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
-		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -85,7 +107,7 @@ func Start(t *testing.T, bin, kubeconfig string, a *Agent, extra ...string) {
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(a.log)
-			t.Logf("%s agent log:\n%s", a.Name, b)
+			t.Logf("%s %s log:\n%s", a.Name, filepath.Base(bin), b)
 		}
 	})
 }

@@ -30,7 +30,7 @@ type Config struct {
 	Client   kubernetes.Interface
 	Dynamic  dynamic.Interface
 	NodeName string
-	// NetNS is the node's network namespace (the agent's --netns); the
+	// NetNS is the node's network namespace (fastpath-bgp's --netns); the
 	// speaker listens there on ListenPort.
 	NetNS      string
 	ListenPort int
@@ -41,7 +41,7 @@ type Config struct {
 
 // Controller keeps this node's speaker at the Desired state computed from
 // the policies, this Node, Service labels and the announceable LoadBalancer
-// IPs the agent hands it (Update).
+// IPs the Service source hands it (Update).
 type Controller struct {
 	cfg     Config
 	speaker *Speaker
@@ -49,6 +49,11 @@ type Controller struct {
 
 	mu       sync.Mutex
 	announce loadbalancer.Announceable
+	// haveSource is set by the Service source's first (full) batch. Until
+	// then nothing is advertised: a restarted speaker would otherwise send
+	// End-of-RIB without the LoadBalancer IPs and end the routers'
+	// graceful restart by withdrawing them.
+	haveSource bool
 
 	policyInf, nodeInf, svcInf cache.SharedIndexInformer
 	policiesChanged            bool
@@ -62,10 +67,12 @@ func New(cfg Config) *Controller {
 	}
 }
 
-// Update takes one batch of the agent's Service source.
+// Update takes one batch of the Service source (internal/k8s); the first
+// must be full.
 func (c *Controller) Update(full bool, upserted []loadbalancer.Service, deleted []loadbalancer.ServiceName) {
 	c.mu.Lock()
 	c.announce.Apply(full, upserted, deleted)
+	c.haveSource = c.haveSource || full
 	c.mu.Unlock()
 	c.trigger()
 }
@@ -79,8 +86,8 @@ func (c *Controller) trigger() {
 
 // Run watches the policies, this Node and Service labels and syncs the
 // speaker until ctx ends. It then returns with the sessions up: the
-// agent's exit closes them without a NOTIFICATION, so routers doing
-// graceful restart keep this node's routes until the next agent
+// process's exit closes them without a NOTIFICATION, so routers doing
+// graceful restart keep this node's routes until the next fastpath-bgp
 // re-advertises them.
 func (c *Controller) Run(ctx context.Context) {
 	pf := dynamicinformer.NewDynamicSharedInformerFactory(c.cfg.Dynamic, 0)
@@ -92,7 +99,7 @@ func (c *Controller) Run(ctx context.Context) {
 	sf := informers.NewSharedInformerFactory(c.cfg.Client, 0)
 	c.svcInf = sf.Core().V1().Services().Informer()
 	// Only labels are needed of a Service (the serviceSelector); the
-	// agent's own Service source has the rest.
+	// Service source (Update) has the rest.
 	_ = c.svcInf.SetTransform(func(obj any) (any, error) {
 		if svc, ok := obj.(*corev1.Service); ok {
 			return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, Labels: svc.Labels, ResourceVersion: svc.ResourceVersion}}, nil
@@ -131,11 +138,14 @@ func (c *Controller) Run(ctx context.Context) {
 		c.mu.Lock()
 		reload := c.policiesChanged
 		c.policiesChanged = false
+		ready := c.haveSource
 		c.mu.Unlock()
 		if reload {
 			policies = c.loadPolicies(ctx)
 		}
-		if err := c.sync(ctx, policies); err != nil {
+		// Before the source's first batch nothing is synced; Update
+		// kicks the loop when it arrives.
+		if err := c.syncIf(ctx, ready, policies); err != nil {
 			c.cfg.Log.Warn("bgp: not all of the desired state applies; retrying", "error", err, "in", retryAfter)
 			retry.Reset(retryAfter)
 			c.mu.Lock()
@@ -194,6 +204,13 @@ func (c *Controller) password(ctx context.Context, name, key string) (string, er
 		return "", fmt.Errorf("secret %s/%s has no key %q", c.cfg.SecretNamespace, name, key)
 	}
 	return string(v), nil
+}
+
+func (c *Controller) syncIf(ctx context.Context, ready bool, policies []*Policy) error {
+	if !ready {
+		return nil
+	}
+	return c.sync(ctx, policies)
 }
 
 // sync computes the desired state and drives the speaker to it.

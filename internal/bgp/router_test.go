@@ -46,13 +46,13 @@ var (
 	podCIDR1   = netip.MustParsePrefix("10.244.1.0/24")
 	routerASN  = 64500
 	nodeASN    = 64512
-	listenPort = 1179 // not 179: shows the port is the agent's choice
+	listenPort = 1179 // not 179: shows the port is the speaker's choice
 )
 
 const whoamiPort = 8080
 
 // bgpPassword is the TCP MD5 password of the router's sessions: BIRD's
-// configuration has it, the agents read it from a Secret.
+// configuration has it, the speakers read it from a Secret.
 const bgpPassword = "fp-md5-secret"
 
 type fabricNode struct {
@@ -60,21 +60,21 @@ type fabricNode struct {
 	ip netip.Addr
 }
 
-// TestRouterLearnsRoutes runs the real fastpath-agent on two nodes with a
+// TestRouterLearnsRoutes runs the real fastpath-bgp on two nodes with a
 // real apiserver and a real BIRD router peering with both. Each node
 // serves the LoadBalancer IP with a whoami bound to it on lo (the stand-in
 // for the datapath, which serves any IP the node receives); the client
 // reaches it only through the router's kernel route, which BIRD installs
 // from what it learned over BGP. The sessions carry a TCP MD5 password
-// (BIRD's configuration; the agents' from a Secret). Checked, in order:
+// (BIRD's configuration; the speakers' from a Secret). Checked, in order:
 //   - the IP (written into status by the test, as MetalLB would) and
 //     node1's pod CIDR appear at the router from the nodes that should
 //     advertise them, and the client reaches the Service through it;
 //   - externalTrafficPolicy: Local leaves only the node with the endpoint;
-//   - an agent restart (SIGTERM, then start again) keeps the route at the
+//   - a speaker restart (SIGTERM, then start again) keeps the route at the
 //     router throughout (graceful restart) and the client reaching it;
 //   - garbage and flapping connections from a configured peer address do
-//     not crash the agent nor withdraw anything from the real router;
+//     not crash the speaker nor withdraw anything from the real router;
 //   - the endpoint turning unready withdraws it, ready again brings it back;
 //   - deleting the Service withdraws the route everywhere.
 func TestRouterLearnsRoutes(t *testing.T) {
@@ -90,7 +90,7 @@ func TestRouterLearnsRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.InstallCRD(t, dyn, filepath.Join("..", "..", "deploy", "crds", "fastpathbgppeeringpolicies.yaml"), bgp.PolicyGVR)
-	agentBin := agenttest.Build(t)
+	speakerBin := agenttest.BuildCmd(t, "fastpath-bgp")
 	id := make([]byte, 3)
 	_, _ = rand.Read(id)
 	tag := "fp-bgp" + hex.EncodeToString(id)
@@ -113,7 +113,7 @@ func TestRouterLearnsRoutes(t *testing.T) {
 	createPolicy(t, dyn)
 	agenttest.CreateLBService(t, cs, lbIP, whoamiPort, nodes[0].Name)
 	for _, n := range nodes {
-		startAgent(t, agentBin, env.KubeconfigPath, n)
+		startSpeaker(t, speakerBin, env.KubeconfigPath, n)
 	}
 
 	r.waitRoute(t, lbIP.String()+"/32", nodes[0].ip, nodes[1].ip)
@@ -133,14 +133,14 @@ func TestRouterLearnsRoutes(t *testing.T) {
 	r.waitRoute(t, lbIP.String()+"/32", nodes[0].ip)
 	waitReach(t, client, nodes[0].Name)
 
-	// Restart node1's agent: the router keeps the route while it is down
-	// (it is stale until the new agent's End-of-RIB), so the client keeps
+	// Restart node1's speaker: the router keeps the route while it is down
+	// (it is stale until the new speaker's End-of-RIB), so the client keeps
 	// reaching the Service.
 	agenttest.Stop(t, &nodes[0].Agent)
 	down := time.Now()
 	for time.Since(down) < 4*time.Second {
 		if got := r.nextHops(t, lbIP.String()+"/32"); !slices.Equal(got, []netip.Addr{nodes[0].ip}) {
-			t.Fatalf("%s after node1's agent stopped: next hops %v, want still %s (graceful restart)\n%s", time.Since(down).Round(time.Millisecond), got, nodes[0].ip, r.protocols(t))
+			t.Fatalf("%s after node1's speaker stopped: next hops %v, want still %s (graceful restart)\n%s", time.Since(down).Round(time.Millisecond), got, nodes[0].ip, r.protocols(t))
 		}
 		if name, err := nettopo.AskTCP(client, netip.AddrPortFrom(lbIP, whoamiPort).String(), 2*time.Second); err != nil || name != nodes[0].Name {
 			t.Fatalf("client during the restart: %q, %v", name, err)
@@ -150,14 +150,14 @@ func TestRouterLearnsRoutes(t *testing.T) {
 	if !strings.Contains(r.show(t, "protocols", "all", "node1"), "Neighbor graceful restart active") {
 		t.Fatalf("router not in graceful restart for node1:\n%s", r.show(t, "protocols", "all", "node1"))
 	}
-	startAgent(t, agentBin, env.KubeconfigPath, nodes[0])
+	startSpeaker(t, speakerBin, env.KubeconfigPath, nodes[0])
 	r.waitEstablished(t, "node1")
-	// The restart ends with the new agent's End-of-RIB, long before the
+	// The restart ends with the new speaker's End-of-RIB, long before the
 	// 60 s restart time; BIRD then drops whatever was not re-advertised.
 	deadline := time.Now().Add(20 * time.Second)
 	for strings.Contains(r.show(t, "protocols", "all", "node1"), "Neighbor graceful restart active") {
 		if time.Now().After(deadline) {
-			t.Fatalf("graceful restart did not end (no End-of-RIB from the new agent?):\n%s", r.show(t, "protocols", "all", "node1"))
+			t.Fatalf("graceful restart did not end (no End-of-RIB from the new speaker?):\n%s", r.show(t, "protocols", "all", "node1"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -168,7 +168,7 @@ func TestRouterLearnsRoutes(t *testing.T) {
 		sendGarbage(t, router, nodes[0].ip, i)
 	}
 	if !running(nodes[0].Cmd.Process.Pid) {
-		t.Fatalf("node1's agent exited after garbage")
+		t.Fatalf("node1's speaker exited after garbage")
 	}
 	if got := r.nextHops(t, lbIP.String()+"/32"); !slices.Equal(got, []netip.Addr{nodes[0].ip}) {
 		t.Fatalf("after garbage from %s: next hops %v, want %s\n%s", ghostIP, got, nodes[0].ip, r.protocols(t))
@@ -427,10 +427,10 @@ func running(pid int) bool {
 	return !strings.HasPrefix(after, "Z") && !strings.HasPrefix(after, "X")
 }
 
-// startAgent runs n's agent with BGP on.
-func startAgent(t *testing.T, bin, kubeconfig string, n *fabricNode) {
+// startSpeaker runs n's fastpath-bgp.
+func startSpeaker(t *testing.T, bin, kubeconfig string, n *fabricNode) {
 	t.Helper()
-	agenttest.Start(t, bin, kubeconfig, &n.Agent, "--enable-bgp", "--bgp-listen-port", fmt.Sprint(listenPort))
+	agenttest.StartBGP(t, bin, kubeconfig, &n.Agent, "--bgp-listen-port", fmt.Sprint(listenPort))
 }
 
 // setReady sets the ready condition of web's endpoint.
@@ -446,7 +446,7 @@ func setReady(t *testing.T, cs kubernetes.Interface, ready bool) {
 	}
 }
 
-// createPasswordSecret stores bgpPassword in kube-system, the agents'
+// createPasswordSecret stores bgpPassword in kube-system, the speakers'
 // default --bgp-secret-namespace.
 func createPasswordSecret(t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
