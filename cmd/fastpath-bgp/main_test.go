@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"flag"
 	"io"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -48,5 +52,38 @@ func TestFlags(t *testing.T) {
 	var out bytes.Buffer
 	if code := run([]string{"--bgp-listen-port", "0", "--kubeconfig", filepath.Join(ns, "none")}, &out); code != 2 || !strings.Contains(out.String(), "--bgp-listen-port") {
 		t.Fatalf("run: exit %d, %q", code, out.String())
+	}
+}
+
+// TestDaemonSetDocumentsEveryFlag: deploy/bgp/daemonset.yaml names every
+// flag of fastpath-bgp (from its -help, so a new flag is covered), as an
+// argument or as a "#   name:" comment, and its arguments parse.
+func TestDaemonSetDocumentsEveryFlag(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/bgp/daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var help bytes.Buffer
+	if _, err := parseFlags([]string{"-help"}, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-help: %v", err)
+	}
+	flags := regexp.MustCompile(`(?m)^  -(\S+)`).FindAllStringSubmatch(help.String(), -1)
+	if len(flags) < 6 {
+		t.Fatalf("found only %d flags in -help:\n%s", len(flags), help.String())
+	}
+	for _, m := range flags {
+		arg := regexp.MustCompile(`(?m)^\s*- --` + regexp.QuoteMeta(m[1]) + `=`).Match(raw)
+		comment := regexp.MustCompile(`(?m)^#\s+` + regexp.QuoteMeta(m[1]) + `:`).Match(raw)
+		if !arg && !comment {
+			t.Errorf("flag --%s is not documented in deploy/bgp/daemonset.yaml", m[1])
+		}
+	}
+	var args []string
+	for _, m := range regexp.MustCompile(`(?m)^\s*- (--\S+=\S+)$`).FindAllStringSubmatch(string(raw), -1) {
+		args = append(args, strings.ReplaceAll(m[1], "$(NODE_NAME)", "node-1"))
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1") // in a pod
+	if cfg, err := parseFlags(args, io.Discard); err != nil || cfg.nodeName != "node-1" {
+		t.Fatalf("the DaemonSet's arguments %q: %+v, %v", args, cfg, err)
 	}
 }

@@ -22,7 +22,7 @@ import (
 )
 
 // The BGP part of the lab: a router (BIRD, Debian's bird2) on the underlay
-// peering with every node's agent, and an outside client behind it that
+// peering with every node's fastpath-bgp, and an outside client behind it that
 // reaches LoadBalancer IPs only through the routes BIRD learned and put in
 // its kernel table.
 var (

@@ -49,7 +49,7 @@ func buildLab(t *testing.T) string {
 		t.Fatal(err)
 	}
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "../../cmd/fastpath-agent", "../../cmd/fastpath-cni",
+	build := exec.Command("go", "build", "-o", bin+"/", "../../cmd/fastpath-agent", "../../cmd/fastpath-bgp", "../../cmd/fastpath-cni",
 		"../../cmd/fastpath-lab", "../../cmd/fastpathctl")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)

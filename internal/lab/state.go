@@ -1,7 +1,7 @@
 // Package lab brings up and tears down the local fastpath lab behind
 // `make lab`: a real control plane (etcd, kube-apiserver,
 // kube-controller-manager) and N nodes as fp- network namespaces on an
-// underlay bridge, a fastpath-agent per node, demo pods and Services, and a
+// underlay bridge, a fastpath-agent and a fastpath-bgp per node, demo pods and Services, and a
 // table of checks of what works. Everything it starts is recorded by PID in
 // StateDir, so `make lab-down` ends exactly that.
 package lab

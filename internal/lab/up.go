@@ -18,7 +18,7 @@ import (
 type Options struct {
 	Nodes       int          // default 2
 	RoutingMode routing.Mode // default native
-	Bin         string       // directory of fastpath-agent, fastpathctl, fastpath-lab
+	Bin         string       // directory of fastpath-agent, fastpath-bgp, fastpathctl, fastpath-lab
 	AgentArgs   []string     // more fastpath-agent flags (benchmarks: --pprof-addr)
 }
 
@@ -119,10 +119,14 @@ func up(ctx context.Context, opts Options, st *State, out io.Writer) error {
 // underlay): Services from Kubernetes, the CNI API for the node's pods
 // (pod CIDR from its Node object), its uplink as external interface, routes
 // to the other nodes' pods, masquerade of pod traffic leaving the cluster,
-// NetworkPolicy enforced, LoadBalancer IPs advertised over BGP to the router.
+// NetworkPolicy enforced; and fastpath-bgp next to it, advertising the
+// LoadBalancer IPs over BGP to the router.
 func startAgents(opts Options, st *State) error {
 	for i := 1; i <= opts.Nodes; i++ {
 		if err := startAgent(opts, st, i); err != nil {
+			return err
+		}
+		if err := startSpeaker(opts, st, i); err != nil {
 			return err
 		}
 	}
@@ -153,9 +157,21 @@ func startAgent(opts Options, st *State, i int) error {
 		"--l2-lease-duration", l2Lease.String(),
 		"--node-probe-interval", "1s",
 		"--enable-policy",
-		"--enable-l7-proxy",
-		"--enable-bgp"}
+		"--enable-l7-proxy"}
 	return spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i), append(args, opts.AgentArgs...)...)
+}
+
+// startSpeaker starts node i's fastpath-bgp, from a thread in the node's
+// namespace like the agent (its client reaches the apiserver over the
+// underlay), listening there on BGP's port for the lab's router.
+func startSpeaker(opts Options, st *State, i int) error {
+	ns, err := nettopo.OpenNS(nodeNSName(i))
+	if err != nil {
+		return err
+	}
+	defer ns.Release()
+	return spawn(st, ns, filepath.Join(opts.Bin, "fastpath-bgp"), "bgp-"+nodeName(i),
+		"--kubeconfig", filepath.Join(StateDir, adminConfig), "--node-name", nodeName(i), "--netns", ns.Path())
 }
 
 // l2Lease is the agents' --l2-lease-duration: shorter than the default, so

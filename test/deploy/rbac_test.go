@@ -21,7 +21,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
-	"github.com/fastpath-net/fastpath/internal/bgp"
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/identity"
@@ -96,9 +95,6 @@ func TestAgentRunsUnderItsRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	identitytest.InstallCRD(t, dyn)
-	// --enable-bgp: its informers of the peering policies and the node,
-	// and the password Secret read, under the same RBAC.
-	testenv.InstallCRD(t, dyn, filepath.Join(deployDir, "crds", "fastpathbgppeeringpolicies.yaml"), bgp.PolicyGVR)
 	log := runAgent(t, kubeconfig, pinDir, star)
 	svc := createService(t, admin, "web", nil)
 	slice := &discoveryv1.EndpointSlice{
@@ -263,10 +259,10 @@ var agentAccess = []access{
 	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "delete", Namespace: saNamespace}, false},
 	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "list", Namespace: saNamespace}, false},
 	{ra{Group: "coordination.k8s.io", Resource: "leases", Verb: "get", Namespace: appNS}, false},
-	{ra{Group: "fastpath.io", Resource: "fastpathbgppeeringpolicies", Verb: "list"}, true},
-	{ra{Group: "fastpath.io", Resource: "fastpathbgppeeringpolicies", Verb: "watch"}, true},
-	{ra{Group: "fastpath.io", Resource: "fastpathbgppeeringpolicies", Verb: "update"}, false},
-	{ra{Resource: "secrets", Verb: "get", Namespace: saNamespace}, true},
+	// BGP is fastpath-bgp's (deploy/bgp): the agent reads neither the
+	// peering policies nor the password Secrets.
+	{ra{Group: "fastpath.io", Resource: "fastpathbgppeeringpolicies", Verb: "list"}, false},
+	{ra{Resource: "secrets", Verb: "get", Namespace: saNamespace}, false},
 	{ra{Resource: "secrets", Verb: "list", Namespace: saNamespace}, false},
 	{ra{Resource: "secrets", Verb: "watch", Namespace: saNamespace}, false},
 	{ra{Resource: "secrets", Verb: "get", Namespace: appNS}, false},
@@ -311,8 +307,7 @@ func runAgent(t *testing.T, kubeconfig, pinDir string, star *nettopo.Star) agent
 	return runBinary(t, "fastpath-agent", "--kubeconfig", kubeconfig, "--node-name", nodeName,
 		"--bpffs-dir", pinDir, "--netns", star.Node.Path(), "--interfaces", strings.Join(star.NodeInterfaces(), ","),
 		"--ct-max", "4096", "--services-max", "4096", "--backends-max", "1024", "--revnat-max", "1024",
-		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug", "--enable-policy",
-		"--enable-bgp", "--bgp-listen-port", "1179")
+		"--sock-revnat-max", "1024", "--affinity-max", "1024", "--log-level", "debug", "--enable-policy")
 }
 
 // runBinary builds cmd/<name>, starts it with args and its output in a

@@ -65,7 +65,7 @@ type config struct {
 	RateWorkers int
 	RateWindow  time.Duration
 	RateReps    int
-	Bin         string // fastpath-agent, fastpath-cni, fastpath-lab, fastpathctl; "": go build them
+	Bin         string // fastpath-agent, fastpath-bgp, fastpath-cni, fastpath-lab, fastpathctl; "": go build them
 	Pprof       string // directory for the agents' CPU profiles of the bulk load; "": none
 	Command     string
 	ID          string // names the lab: fp-<ID>-*
@@ -102,7 +102,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.RateWorkers, "rate-workers", cfg.RateWorkers, "connection-rate generator threads in the client pod")
 	fs.DurationVar(&cfg.RateWindow, "rate-window", cfg.RateWindow, "length of one connection-rate window")
 	fs.IntVar(&cfg.RateReps, "rate-reps", cfg.RateReps, "connection-rate windows of each kind, alternating")
-	fs.StringVar(&cfg.Bin, "bin", "", "directory with prebuilt fastpath-agent, fastpath-cni, fastpath-lab and fastpathctl (default: go build them)")
+	fs.StringVar(&cfg.Bin, "bin", "", "directory with prebuilt fastpath-agent, fastpath-bgp, fastpath-cni, fastpath-lab and fastpathctl (default: go build them)")
 	fs.StringVar(&cfg.Pprof, "pprof", "", "directory for CPU profiles of every agent over the bulk load (agents get --pprof-addr "+pprofAddr+")")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

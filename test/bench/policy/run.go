@@ -70,7 +70,7 @@ func run(ctx context.Context, cfg config) (err error) {
 			return err
 		}
 		defer os.RemoveAll(tmp)
-		if err := testbin.BuildInto(ctx, tmp, "./cmd/fastpath-agent", "./cmd/fastpath-cni", "./cmd/fastpath-lab", "./cmd/fastpathctl"); err != nil {
+		if err := testbin.BuildInto(ctx, tmp, "./cmd/fastpath-agent", "./cmd/fastpath-bgp", "./cmd/fastpath-cni", "./cmd/fastpath-lab", "./cmd/fastpathctl"); err != nil {
 			return err
 		}
 		cfg.Bin = tmp
