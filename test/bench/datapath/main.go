@@ -1,5 +1,7 @@
 // Command datapath measures fastpath's datapath against its performance
-// budget and writes the results to docs/benchmarks (datapath.md, .csv).
+// budget and writes the results to docs/benchmarks (datapath.md,
+// datapath-traffic.csv with one row per traffic round, datapath.csv with
+// the agent and map-update numbers).
 //
 //	make bench-datapath       # go run ./test/bench/datapath -out docs/benchmarks
 //	go run ./test/bench/datapath -quick -out /tmp/bench
@@ -50,7 +52,7 @@ import (
 )
 
 type config struct {
-	Out         string        // directory for datapath.md and datapath.csv
+	Out         string        // directory for datapath.md, datapath.csv and datapath-traffic.csv
 	Ns          []int         // numbers of services
 	Workers     []int         // load-generator worker counts
 	Duration    time.Duration // measured window of a new-connection point
@@ -93,7 +95,7 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	cfg := defaultConfig()
 	fs := flag.NewFlagSet("bench-datapath", flag.ContinueOnError)
-	fs.StringVar(&cfg.Out, "out", cfg.Out, "directory for datapath.md and datapath.csv")
+	fs.StringVar(&cfg.Out, "out", cfg.Out, "directory for datapath.md, datapath.csv and datapath-traffic.csv")
 	ns := fs.String("n", "1,1000,10000,50000", "numbers of services, comma-separated")
 	workers := fs.String("workers", "1,2", "load-generator worker counts, comma-separated")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window of each new-connection point")
@@ -311,7 +313,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err := writeReport(cfg.Out, res); err != nil {
 		return err
 	}
-	logf(cfg, "wrote %s and %s (%s)", filepath.Join(cfg.Out, "datapath.md"), filepath.Join(cfg.Out, "datapath.csv"),
+	logf(cfg, "wrote %s, %s and %s (%s)", filepath.Join(cfg.Out, "datapath.md"), filepath.Join(cfg.Out, "datapath-traffic.csv"), filepath.Join(cfg.Out, "datapath.csv"),
 		res.End.Sub(res.Start).Round(time.Second))
 	return nil
 }

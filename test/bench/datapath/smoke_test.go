@@ -63,16 +63,16 @@ func TestSmoke(t *testing.T) {
 	}
 	t.Logf("harness ran in %s", time.Since(start).Round(time.Millisecond))
 
-	rates := readRates(t, filepath.Join(out, "datapath.csv"))
+	rates := readRates(t, out)
 	for _, m := range modes {
 		for _, kind := range []string{loadgen.KindConn, loadgen.KindLatency} {
 			for _, w := range cfg.Workers {
 				key := m.Name + "/" + kind + "/" + strconv.Itoa(w)
 				r, ok := rates[key]
 				if !ok {
-					t.Errorf("datapath.csv has no rate for %s", key)
+					t.Errorf("datapath-traffic.csv has no rate for %s", key)
 				} else if r <= 0 {
-					t.Errorf("datapath.csv: rate of %s is %v, want > 0", key, r)
+					t.Errorf("datapath-traffic.csv: rate of %s is %v, want > 0", key, r)
 				}
 			}
 		}
@@ -99,9 +99,53 @@ func TestSmoke(t *testing.T) {
 	assertCleanedUp(t, "fp-bench-"+cfg.ID)
 }
 
-// readRates returns the traffic rates of datapath.csv by mode/kind/workers,
-// checking that every row has the header's shape and a number.
-func readRates(t *testing.T, path string) map[string]float64 {
+// readRates returns the traffic rates of datapath-traffic.csv by
+// mode/kind/workers, checking that every row has the header's shape and
+// numbers, and that datapath.csv has the other sections, long.
+func readRates(t *testing.T, dir string) map[string]float64 {
+	t.Helper()
+	rows := readCSV(t, filepath.Join(dir, "datapath-traffic.csv"))
+	if len(rows) < 2 || strings.Join(rows[0][:len(trafficKey)], ",") != strings.Join(trafficKey, ",") {
+		t.Fatalf("datapath-traffic.csv: header %v, want %v first", rows[0], trafficKey)
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	rate, ok := col["rate[1/s]"]
+	if !ok {
+		t.Fatalf("datapath-traffic.csv: no rate[1/s] column in %v", rows[0])
+	}
+	rates := map[string]float64{}
+	for i, r := range rows[1:] {
+		for c, v := range r[len(trafficKey):] {
+			if _, err := strconv.ParseFloat(v, 64); err != nil && v != "" {
+				t.Fatalf("datapath-traffic.csv row %d: %s %q is not a number", i+2, rows[0][len(trafficKey)+c], v)
+			}
+		}
+		v, _ := strconv.ParseFloat(r[rate], 64)
+		rates[r[col["mode"]]+"/"+r[col["kind"]]+"/"+r[col["workers"]]] = v
+	}
+	rows = readCSV(t, filepath.Join(dir, "datapath.csv"))
+	if len(rows) < 2 || strings.Join(rows[0], ",") != strings.Join(csvHeader, ",") {
+		t.Fatalf("datapath.csv: header %v, want %v", rows[0], csvHeader)
+	}
+	sections := map[string]bool{}
+	for i, r := range rows[1:] {
+		if _, err := strconv.ParseFloat(r[7], 64); err != nil {
+			t.Fatalf("datapath.csv row %d: value %q is not a number", i+2, r[7])
+		}
+		sections[r[0]] = true
+	}
+	for _, s := range []string{"agent", "update"} {
+		if !sections[s] {
+			t.Errorf("datapath.csv has no %s rows", s)
+		}
+	}
+	return rates
+}
+
+func readCSV(t *testing.T, path string) [][]string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -110,33 +154,9 @@ func readRates(t *testing.T, path string) map[string]float64 {
 	defer f.Close()
 	rows, err := csv.NewReader(f).ReadAll()
 	if err != nil {
-		t.Fatalf("datapath.csv is not well-formed CSV: %v", err)
+		t.Fatalf("%s is not well-formed CSV: %v", path, err)
 	}
-	if len(rows) < 2 || strings.Join(rows[0], ",") != strings.Join(csvHeader, ",") {
-		t.Fatalf("datapath.csv: header %v, want %v", rows[0], csvHeader)
-	}
-	col := map[string]int{}
-	for i, h := range rows[0] {
-		col[h] = i
-	}
-	rates := map[string]float64{}
-	sections := map[string]bool{}
-	for i, r := range rows[1:] {
-		v, err := strconv.ParseFloat(r[col["value"]], 64)
-		if err != nil {
-			t.Fatalf("datapath.csv row %d: value %q is not a number", i+2, r[col["value"]])
-		}
-		sections[r[col["section"]]] = true
-		if r[col["section"]] == "traffic" && r[col["metric"]] == "rate" {
-			rates[r[col["mode"]]+"/"+r[col["kind"]]+"/"+r[col["workers"]]] = v
-		}
-	}
-	for _, s := range []string{"traffic", "agent", "update"} {
-		if !sections[s] {
-			t.Errorf("datapath.csv has no %s rows", s)
-		}
-	}
-	return rates
+	return rows
 }
 
 // assertCleanedUp checks that no namespace, pin directory or cgroup of the
