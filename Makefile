@@ -13,6 +13,9 @@ TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
 all: build
 
+# Every command into bin/: fastpath-agent, fastpath-bgp (the per-node BGP
+# speaker, its own binary so the agent does not link GoBGP), fastpath-cni,
+# fastpath-operator, fastpathctl, fastpath-lab.
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
