@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
 	"image/png"
 	"math"
 	"os"
@@ -73,7 +72,7 @@ func TestHeadlineSmoke(t *testing.T) {
 		t.Errorf("README.md reports a failure or a formatting error:\n%s", md)
 	}
 
-	rows := readCSV(t, filepath.Join(cfg.Out, dataCSV))
+	rows := benchmain.ReadCSV(t, filepath.Join(cfg.Out, dataCSV))
 	seen := map[string]int{}
 	for _, r := range rows[1:] {
 		if r[len(r)-1] != "" {
@@ -88,7 +87,7 @@ func TestHeadlineSmoke(t *testing.T) {
 			}
 		}
 	}
-	costs := readCSV(t, filepath.Join(cfg.Out, costCSV))
+	costs := benchmain.ReadCSV(t, filepath.Join(cfg.Out, costCSV))
 	if len(costs) != 1+len(contenderNames) {
 		t.Errorf("cost rows: %v", costs)
 	}
@@ -104,20 +103,6 @@ func TestHeadlineSmoke(t *testing.T) {
 	for _, f := range charts {
 		checkPNG(t, f)
 	}
-}
-
-func readCSV(t *testing.T, path string) [][]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return rows
 }
 
 // chartLimit keeps committed charts small.

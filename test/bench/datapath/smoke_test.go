@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,7 +103,7 @@ func TestSmoke(t *testing.T) {
 // numbers, and that datapath.csv has the other sections, long.
 func readRates(t *testing.T, dir string) map[string]float64 {
 	t.Helper()
-	rows := readCSV(t, filepath.Join(dir, "datapath-traffic.csv"))
+	rows := benchmain.ReadCSV(t, filepath.Join(dir, "datapath-traffic.csv"))
 	if len(rows) < 2 || strings.Join(rows[0][:len(trafficKey)], ",") != strings.Join(trafficKey, ",") {
 		t.Fatalf("datapath-traffic.csv: header %v, want %v first", rows[0], trafficKey)
 	}
@@ -126,7 +125,7 @@ func readRates(t *testing.T, dir string) map[string]float64 {
 		v, _ := strconv.ParseFloat(r[rate], 64)
 		rates[r[col["mode"]]+"/"+r[col["kind"]]+"/"+r[col["workers"]]] = v
 	}
-	rows = readCSV(t, filepath.Join(dir, "datapath.csv"))
+	rows = benchmain.ReadCSV(t, filepath.Join(dir, "datapath.csv"))
 	if len(rows) < 2 || strings.Join(rows[0], ",") != strings.Join(csvHeader, ",") {
 		t.Fatalf("datapath.csv: header %v, want %v", rows[0], csvHeader)
 	}
@@ -143,20 +142,6 @@ func readRates(t *testing.T, dir string) map[string]float64 {
 		}
 	}
 	return rates
-}
-
-func readCSV(t *testing.T, path string) [][]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatalf("%s is not well-formed CSV: %v", path, err)
-	}
-	return rows
 }
 
 // assertCleanedUp checks that no namespace, pin directory or cgroup of the
