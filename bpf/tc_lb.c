@@ -394,7 +394,7 @@ static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pk
  *   - only DNATed (fp_new_dnat);
  *   - DNATed with a source port of its own, when another flow holds the
  *     only-DNATed flow's tuple at the backend (FP_CLASH, ct.h): from the
- *     masquerade range, the client's address kept. Without a free port the
+ *     masquerade range or the clash ports (snat.h), the client's address kept. Without a free port the
  *     packet is dropped (FP_FOLLOW with -EADDRNOTAVAIL), rather than sent
  *     with a tuple whose SYN the backend would drop, or that would take
  *     another flow's replies.

@@ -19,8 +19,8 @@
  * through after a retransmission; both flows would also want one REPLY
  * entry. So a new flow whose REPLY key is held by another flow's live entry
  * gets a source port of its own, like Linux NAT resolves such clashes: its
- * address stays the client's, the port comes from the masquerade range
- * (FP_CT_F_SNAT | FP_CT_F_SNAT_PORT, fp_ct_clash, snat.h). To see the
+ * address stays the client's, the port comes from the masquerade range or
+ * the clash ports (FP_CT_F_SNAT | FP_CT_F_SNAT_PORT, fp_ct_clash, snat.h). To see the
  * backend's TIME_WAIT, the REPLY entry of a closed flow stays for that long
  * (FP_CT_LIFETIME_TCP_TIME_WAIT, fp_ct_lifetime) as a tombstone.
  *
@@ -260,6 +260,64 @@ static __always_inline int fp_ct_clash(struct fp_ct_key *key, const struct fp_ct
 	if (r->expires >= bpf_ktime_get_boot_ns())
 		return 1;
 	return fp_ct_twin_state(key, r) == FP_TWIN_OPEN;
+}
+
+/* How long after the backend's last packet of a closed flow with a port of
+ * its own the same connection again may take that port back (fp_ct_retake):
+ * the client's timestamp clock ticks every millisecond. */
+#define FP_CT_RETAKE_NS 2000000ULL
+
+/*
+ * fp_ct_retake says whether REPLY entry e of a new flow with a port of its
+ * own (FP_CT_F_SNAT_PORT) may take the port of the REPLY entry at key,
+ * another such flow's tombstone, and claims it if so. The backend holds that
+ * tuple in TIME_WAIT and drops a SYN whose timestamp is older than the last
+ * one it saw there (PAWS). Linux 6.18 offsets a connection's timestamps by a
+ * hash of its four-tuple (seen here: another client port to the same VIP
+ * was refused), so only the same connection again, client:port -> VIP:port,
+ * has timestamps that only grow, and a SYN from a later millisecond ends the
+ * TIME_WAIT (tcp_timewait_state_process), as a reopened direct connection's
+ * does. That is what this allows: the tombstone is of the same client
+ * address (key), client port and frontend, its flow is done (closed by the
+ * backend, its FORWARD entry closed, expired or not its own), and its last
+ * reply is FP_CT_RETAKE_NS old (the client's last FIN came before it).
+ * Two CPUs may find the same tombstone: the one whose compare-and-swap on
+ * expires wins takes it, the other goes on to the next port. The old
+ * FORWARD entry, when still its own, goes with it. key is left as it was.
+ * A global function, verified once: inlined in fp_snat_port's loop, it was
+ * verified for every try (+20,000 instructions).
+ */
+__attribute__((noinline)) int fp_ct_retake(const struct fp_ct_key *key, const struct fp_ct_entry *e)
+{
+	struct fp_ct_entry *old;
+	struct fp_ct_key twin;
+	__u64 seen;
+	int state;
+
+	/* Arguments of global functions may be NULL as far as the verifier knows. */
+	if (!key || !e || key->proto != IPPROTO_TCP)
+		return 0;
+	old = bpf_map_lookup_elem(&fp_ct, key);
+	if (!old)
+		return 0;
+	twin = *key;
+	seen = old->expires;
+	if ((old->flags & (FP_CT_F_SNAT_PORT | FP_CT_F_CLOSING)) !=
+		    (FP_CT_F_SNAT_PORT | FP_CT_F_CLOSING) ||
+	    old->nat_addr.w[3] != e->nat_addr.w[3] || old->nat_port != e->nat_port ||
+	    old->snat_port != e->snat_port || !seen)
+		return 0;
+	if (bpf_ktime_get_boot_ns() + FP_CT_LIFETIME_TCP_TIME_WAIT * FP_NSEC_PER_SEC <
+	    seen + FP_CT_RETAKE_NS)
+		return 0;
+	state = fp_ct_twin_state(&twin, old);
+	if (state == FP_TWIN_OPEN)
+		return 0;
+	if (__sync_val_compare_and_swap(&old->expires, seen, 0) != seen)
+		return 0;
+	if (state == FP_TWIN_DONE)
+		bpf_map_delete_elem(&fp_ct, &twin);
+	return 1;
 }
 
 /*

@@ -50,6 +50,28 @@ static __always_inline const struct fp_config *fp_config_get(void)
 }
 
 /*
+ * Flows with a port of their own for a clash also take ports from
+ * [fp_clash_port_min, fp_clash_port_max], after the configured range: Linux
+ * NAT gives such a flow any port from 1024 up (nf_nat_l4proto_unique_tuple),
+ * of which these lie below the default ephemeral ports (32768-60999), which
+ * the client's own, untracked connections may use. Each port is held through
+ * the backend's TIME_WAIT (60 s), so the range is what bounds how many
+ * clashing flows a second one client can open to one backend: 75 with the
+ * 4,536 masquerade ports alone, 604 with these too. 0 as min: none.
+ */
+volatile const __u16 fp_clash_port_min = 1024;
+volatile const __u16 fp_clash_port_max = 32767;
+
+/* fp_snat_hash spreads the connections of a clash over the ports, the same
+ * connection again to the same place (fp_ct_retake). */
+static __always_inline __u32 fp_snat_hash(const struct fp_ct_entry *e)
+{
+	__u32 h = bpf_ntohl(e->nat_addr.w[3]) ^ ((__u32)e->snat_port << 16 | e->nat_port);
+
+	return (h * 2654435761u) >> 8;
+}
+
+/*
  * fp_snat_port inserts the REPLY entry e of a new masqueraded flow under key
  * (backend -> masquerade address), trying ports for key->dport, and returns
  * the port it got, -EADDRNOTAVAIL when all it tried were taken, or another
@@ -62,6 +84,12 @@ static __always_inline const struct fp_config *fp_config_get(void)
  * unique per backend address, port and protocol and source address (the
  * key's daddr), not per node. Port 0 is no port: a range starting there
  * (an fp_config never written) has none.
+ * A flow with a port of its own for a clash (FP_CT_F_SNAT_PORT) searches
+ * the clash ports after the configured range too, and starts where its
+ * connection hashes to, so that the same connection again finds the port
+ * it had and may take it back (fp_ct_retake); half way through the tries it
+ * jumps to a random port, so a crowded neighbourhood does not drop flows
+ * while the rest of the range is free.
  * A global function, verified once on its own: inlined, its loop counters
  * would be spilled on the caller's frame, the deepest of this program, and
  * as a static subprogram it would be verified again for every caller state
@@ -70,7 +98,8 @@ static __always_inline const struct fp_config *fp_config_get(void)
 __attribute__((noinline)) int fp_snat_port(struct fp_ct_key *key, const struct fp_ct_entry *e,
 					   const struct fp_config *cfg)
 {
-	__u32 min, max, span, off, i;
+	__u32 min, max, span, cspan = 0, off, i;
+	__u16 clash;
 	long err;
 
 	/* Arguments of global functions may be NULL as far as the verifier knows. */
@@ -81,13 +110,20 @@ __attribute__((noinline)) int fp_snat_port(struct fp_ct_key *key, const struct f
 	if (min == 0 || max < min)
 		return -EADDRNOTAVAIL;
 	span = max - min + 1;
-	off = bpf_get_prandom_u32() % span;
-	for (i = 0; i < FP_SNAT_TRIES && i < span; i++) {
-		key->dport = min + off;
+	clash = e->flags & FP_CT_F_SNAT_PORT;
+	if (clash && fp_clash_port_min && fp_clash_port_max >= fp_clash_port_min)
+		cspan = fp_clash_port_max - fp_clash_port_min + 1;
+	off = (clash ? fp_snat_hash(e) : bpf_get_prandom_u32()) % (span + cspan);
+	for (i = 0; i < FP_SNAT_TRIES && i < span + cspan; i++) {
+		key->dport = off < span ? min + off : fp_clash_port_min + (off - span);
 		err = bpf_map_update_elem(&fp_ct, key, e, BPF_NOEXIST);
+		if (err == -EEXIST && clash && fp_ct_retake(key, e))
+			err = bpf_map_update_elem(&fp_ct, key, e, BPF_ANY);
 		if (err != -EEXIST)
 			return err ? err : key->dport;
-		if (++off == span)
+		if (clash && i == FP_SNAT_TRIES / 2 - 1 && span + cspan > FP_SNAT_TRIES)
+			off = bpf_get_prandom_u32() % (span + cspan);
+		else if (++off == span + cspan)
 			off = 0;
 	}
 	return -EADDRNOTAVAIL;

@@ -272,6 +272,8 @@ const (
 	TclbMapFpSourceRanges  = "fp_source_ranges"
 	TclbMapFpVerdicts      = "fp_verdicts"
 	TclbProgFpTcLb         = "fp_tc_lb"
+	TclbVarFpClashPortMax  = "fp_clash_port_max"
+	TclbVarFpClashPortMin  = "fp_clash_port_min"
 	TclbVarFpIfaceRole     = "fp_iface_role"
 )
 
@@ -348,7 +350,9 @@ type TclbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TclbVariableSpecs struct {
-	FpIfaceRole *ebpf.VariableSpec `ebpf:"fp_iface_role"`
+	FpClashPortMax *ebpf.VariableSpec `ebpf:"fp_clash_port_max"`
+	FpClashPortMin *ebpf.VariableSpec `ebpf:"fp_clash_port_min"`
+	FpIfaceRole    *ebpf.VariableSpec `ebpf:"fp_iface_role"`
 }
 
 // TclbObjects contains all objects after they have been loaded into the kernel.
@@ -418,7 +422,9 @@ func (m *TclbMaps) Close() error {
 //
 // It can be passed to LoadTclbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TclbVariables struct {
-	FpIfaceRole *ebpf.Variable `ebpf:"fp_iface_role"`
+	FpClashPortMax *ebpf.Variable `ebpf:"fp_clash_port_max"`
+	FpClashPortMin *ebpf.Variable `ebpf:"fp_clash_port_min"`
+	FpIfaceRole    *ebpf.Variable `ebpf:"fp_iface_role"`
 }
 
 // TclbPrograms contains all programs after they have been loaded into the kernel.

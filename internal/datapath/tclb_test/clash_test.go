@@ -3,6 +3,9 @@ package tclb_test
 import (
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
@@ -19,10 +22,25 @@ var (
 
 // clashEnv loads the internal-role program with the port range [min, max]
 // and no masquerade address: nothing is masqueraded, a clash still gets a
-// port from the range. vip and vipB both have be1 as their only backend.
+// port from the range, and only from it (the clash ports after it are
+// switched off, so that it can run out). vip and vipB both have be1 as
+// their only backend.
 func clashEnv(t *testing.T, min, max uint16) *env {
 	t.Helper()
-	e := newEnv(t)
+	return clashEnvWith(t, min, max, 0, 0)
+}
+
+// clashEnvWith is clashEnv with the clash ports [cmin, cmax] after the
+// range (fp_clash_port_min/max; 0: none).
+func clashEnvWith(t *testing.T, min, max, cmin, cmax uint16) *env {
+	t.Helper()
+	e := newEnvWith(t, func(spec *ebpf.CollectionSpec) {
+		for name, v := range map[string]uint16{"fp_clash_port_min": cmin, "fp_clash_port_max": cmax} {
+			if err := spec.Variables[name].Set(v); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+	})
 	cfg := lbmap.Config{SnatPortMin: min, SnatPortMax: max}
 	if err := e.config.Update(uint32(0), &cfg, 0); err != nil {
 		t.Fatal(err)
@@ -258,27 +276,108 @@ func TestClashWithoutAFreePortIsDropped(t *testing.T) {
 }
 
 // A flow with a port of its own that is reopened (a SYN after its close)
-// is balanced again; its old REPLY entry stays as the tombstone of be1's
-// TIME_WAIT on that port, so the reopened flow, which clashes again with
-// vip's tombstone, gets the other port of a two-port range.
-func TestReopenedFlowWithAPortOfItsOwnLeavesItsTombstone(t *testing.T) {
+// is balanced again. be1 holds its old port in TIME_WAIT, and only the same
+// connection (client:40000 -> vipB) sends SYNs there whose timestamps are
+// newer than its last ones (Linux offsets them by a hash of the four-tuple):
+// while the old flow's last reply is under 2 ms old, the reopened flow gets
+// the other port of a two-port range and the old REPLY entry stays; later
+// it takes its old port back; another connection to vipB never does, and
+// with both ports held it is dropped.
+func TestReopenedFlowWithAPortOfItsOwnTakesItBackLater(t *testing.T) {
 	const min, max = 61000, 61001
 	e := clashEnv(t, min, max)
 	closeTCP(t, e, vip, be1.addr, client)
-	first := portOfItsOwn(t, e.mustRun(pkttest.TCPFrame(toVIPB, syn, nil), actOK), min, max)
-	own := pkttest.Flow{Src: netip.AddrPortFrom(client.Addr(), first), Dst: be1.addr}
-	for _, s := range []struct {
-		f     pkttest.Flow
-		flags uint8
-	}{{own.Reverse(), syn | ack}, {toVIPB, ack}, {own.Reverse(), fin | ack}, {toVIPB, fin | ack}, {own.Reverse(), ack}} {
-		e.mustRun(pkttest.TCPFrame(s.f, s.flags, nil), actOK)
-	}
+	first := closeOwn(t, e, toVIPB, min, max)
+	tombstone := ctKey(pkttest.Flow{Src: be1.addr, Dst: netip.AddrPortFrom(client.Addr(), first)}, tcp, ctmap.Reply)
+	lastReplyAt(t, e, tombstone, 0)
 
 	second := portOfItsOwn(t, e.mustRun(pkttest.TCPFrame(toVIPB, syn, nil), actOK), min, max)
 	if second == first {
-		t.Errorf("reopened flow got port %d again, which be1 holds in TIME_WAIT", first)
+		t.Fatalf("reopened flow got port %d again while its last reply is fresh", first)
 	}
-	if old := e.ctEntry(ctKey(own.Reverse(), tcp, ctmap.Reply)); old.Flags&ctmap.Closing == 0 {
+	if old := e.ctEntry(tombstone); old.Flags&ctmap.Closing == 0 {
 		t.Errorf("the old REPLY entry was replaced: %+v", old)
 	}
+	own := pkttest.Flow{Src: netip.AddrPortFrom(client.Addr(), second), Dst: be1.addr}
+	closeFlow(t, e, toVIPB, own)
+
+	// Both ports held by closed flows of client:40000 -> vipB, a second ago.
+	for _, p := range []uint16{first, second} {
+		lastReplyAt(t, e, ctKey(pkttest.Flow{Src: be1.addr, Dst: netip.AddrPortFrom(client.Addr(), p)}, tcp, ctmap.Reply), time.Second)
+	}
+	other := withSport(toVIP, 40001)
+	closeTCP(t, e, vip, be1.addr, other.Src)
+	e.mustRun(pkttest.TCPFrame(pkttest.Flow{Src: other.Src, Dst: vipB}, syn, nil), actShot)
+
+	again := portOfItsOwn(t, e.mustRun(pkttest.TCPFrame(toVIPB, syn, nil), actOK), min, max)
+	rep := e.ctEntry(ctKey(pkttest.Flow{Src: be1.addr, Dst: netip.AddrPortFrom(client.Addr(), again)}, tcp, ctmap.Reply))
+	if rep.Flags != ctmap.SNAT|ctmap.SNATPort || rep.SnatPort != client.Port() || rep.NatAddr != lbmap.AddrFrom(vipB.Addr()) {
+		t.Errorf("taken-back REPLY entry %+v", rep)
+	}
+	wantFrame(t, e.mustRun(pkttest.TCPFrame(pkttest.Flow{Src: be1.addr, Dst: netip.AddrPortFrom(client.Addr(), again)}, syn|ack, nil), actOK),
+		pkttest.TCPFrame(toVIPB.Reverse(), syn|ack, nil))
+}
+
+// closeOwn opens a flow through fe that clashes and so gets a port of its
+// own, closes it as closeTCP does, and returns the port.
+func closeOwn(t *testing.T, e *env, in pkttest.Flow, min, max uint16) uint16 {
+	t.Helper()
+	port := portOfItsOwn(t, e.mustRun(pkttest.TCPFrame(in, syn, nil), actOK), min, max)
+	closeFlow(t, e, in, pkttest.Flow{Src: netip.AddrPortFrom(client.Addr(), port), Dst: be1.addr})
+	return port
+}
+
+// closeFlow runs the rest of flow in (own: its tuple at the backend) after
+// its SYN: handshake, then the backend closing first.
+func closeFlow(t *testing.T, e *env, in, own pkttest.Flow) {
+	t.Helper()
+	for _, s := range []struct {
+		f     pkttest.Flow
+		flags uint8
+	}{{own.Reverse(), syn | ack}, {in, ack}, {own.Reverse(), fin | ack}, {in, fin | ack}, {own.Reverse(), ack}} {
+		e.mustRun(pkttest.TCPFrame(s.f, s.flags, nil), actOK)
+	}
+}
+
+// lastReplyAt makes closed REPLY entry k look as if its last packet went
+// through ago before now (0: a second in the future, surely fresh).
+func lastReplyAt(t *testing.T, e *env, k ctmap.Key, ago time.Duration) {
+	t.Helper()
+	v := e.ctEntry(k)
+	v.Expires = bootNow(t) + lifeTCPTimeWait*second - uint64(ago)
+	if ago == 0 {
+		v.Expires += second
+	}
+	if err := e.ct.Update([]ctmap.Key{k}, []ctmap.Entry{v}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With the clash ports on (the default), clashes get ports from them too:
+// 1024-32767, below the client's ephemeral ports. With a one-port range the
+// second clash is not dropped, as it is without them
+// (TestClashWithoutAFreePortIsDropped).
+func TestClashPortsComeAfterTheRange(t *testing.T) {
+	e := clashEnvWith(t, 61000, 61000, 1024, 32767)
+	e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actOK)
+	e.mustRun(pkttest.TCPFrame(toVIPB, syn, nil), actOK)
+	e.setService(addrPort("10.96.0.20:8443"), tcp, 9, be1)
+	third := pkttest.Flow{Src: client, Dst: addrPort("10.96.0.20:8443")}
+	ports := map[uint16]bool{}
+	for _, f := range []pkttest.Flow{toVIPB, third} {
+		k := ctKey(f, tcp, ctmap.Forward)
+		if _, ok, _ := e.ct.Lookup(k); !ok {
+			e.mustRun(pkttest.TCPFrame(f, syn, nil), actOK)
+		}
+		ports[e.ctEntry(k).SnatPort] = true
+	}
+	if len(ports) != 2 {
+		t.Fatalf("ports %v, want two", ports)
+	}
+	for p := range ports {
+		if p != 61000 && (p < 1024 || p > 32767) {
+			t.Errorf("port %d is neither the range's nor a clash port", p)
+		}
+	}
+	e.wantMetrics(map[int]uint64{metricForwardNew: 3})
 }

@@ -1,0 +1,199 @@
+package tclb_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+)
+
+// The benchmark's clash storm, with real sockets: one client whose few
+// ephemeral ports go, one short connection after another, to several VIPs
+// that share one backend; the backend closes first, so it holds each tuple
+// in TIME_WAIT, and almost every new flow clashes with one of them. Each
+// clash takes a port of the (here small) range; before, each such port then
+// stayed held through the backend's TIME_WAIT (60 s), the range ran dry
+// after 64 flows and the rest were dropped until the client's SYN
+// retransmission a second later. Every connection must now be answered
+// at once, with no drop and no SYN the backend refuses as old (PAWS).
+func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
+	const (
+		vips     = 8
+		conns    = 600
+		slow     = 500 * time.Millisecond
+		portMin  = 61000
+		portMax  = 61063
+		backPort = 8080
+	)
+	e := newEnv(t)
+	cfg := lbmap.Config{SnatPortMin: portMin, SnatPortMax: portMax}
+	if err := e.config.Update(uint32(0), &cfg, 0); err != nil {
+		t.Fatal(err)
+	}
+	star, err := nettopo.NewStar("clash", "cl", "be")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { star.Close() })
+	cl, be := star.Host("cl"), star.Host("be")
+	// Ten ephemeral ports: each is reused within milliseconds, towards
+	// another VIP most times, as the benchmark's 28,000 are within seconds.
+	if err := cl.NS.Sysctl("net/ipv4/ip_local_port_range", "40000 40009"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range star.Hosts {
+		attachIngress(t, star.Node, h.NodeIf, e.prog)
+	}
+	bk := backend{id: 1, addr: netip.AddrPortFrom(be.Addr, backPort)}
+	var targets []string
+	for i := range vips {
+		v := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 96, 9, byte(i + 1)}), 80)
+		e.setService(v, tcp, uint32(100+i), bk)
+		targets = append(targets, v.String())
+	}
+
+	ln, err := be.NS.Listen("tcp4", bk.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go serveCloseFirst(ln)
+
+	pawsBefore := pawsTimewait(t, be.NS)
+	var worst time.Duration
+	for i := range conns {
+		d, err := oneRequest(cl.NS, targets[(i*7+i/vips)%vips])
+		if err != nil {
+			t.Errorf("connection %d: %v", i, err)
+			break
+		}
+		if d > slow {
+			t.Errorf("connection %d took %v (> %v): a dropped or refused SYN", i, d, slow)
+		}
+		worst = max(worst, d)
+	}
+	t.Logf("%d connections over %d VIPs, slowest %v", conns, vips, worst)
+	m := e.metricsNow()
+	if n := m[metricDropSNATNoPort].Packets; n != 0 {
+		t.Errorf("%d SYNs dropped with no free port", n)
+	}
+	if m[metricForwardNew].Packets < conns {
+		t.Errorf("%d new flows balanced, want %d", m[metricForwardNew].Packets, conns)
+	}
+	if n := pawsTimewait(t, be.NS) - pawsBefore; n != 0 {
+		t.Errorf("the backend refused %d SYNs into TIME_WAIT as old (PAWS)", n)
+	}
+}
+
+// attachIngress attaches prog at the ingress of ns's interface ifname until
+// the test ends.
+func attachIngress(t *testing.T, ns *nettopo.NS, ifname string, prog *ebpf.Program) {
+	t.Helper()
+	idx, err := ns.Ifindex(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ns.Do(func() error {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: prog, Attach: ebpf.AttachTCXIngress})
+		if err == nil {
+			t.Cleanup(func() { l.Close() })
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("attach to %s: %v", ifname, err)
+	}
+}
+
+// serveCloseFirst answers each connection's 16-byte request and closes it
+// first, as the benchmark's server does, so the TIME_WAIT is the backend's.
+func serveCloseFirst(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 16)
+			if _, err := io.ReadFull(c, buf); err == nil {
+				_, _ = c.Write(buf)
+			}
+		}()
+	}
+}
+
+// oneRequest connects to addr from ns, sends 16 bytes and reads the reply
+// until the server closes, returning how long that took.
+func oneRequest(ns *nettopo.NS, addr string) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := ns.DialContext(ctx, "tcp4", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("sixteen byte req")); err != nil {
+		return 0, err
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		return 0, err
+	}
+	if len(got) != 16 {
+		return 0, fmt.Errorf("reply of %d bytes, want 16", len(got))
+	}
+	return time.Since(start), nil
+}
+
+// pawsTimewait reads TcpExt PAWSTimewait of ns: SYNs into TIME_WAIT refused
+// because their timestamp was older than the last one seen.
+func pawsTimewait(t *testing.T, ns *nettopo.NS) uint64 {
+	t.Helper()
+	var n uint64
+	err := ns.Do(func() error {
+		f, err := os.Open("/proc/thread-self/net/netstat")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		var names []string
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) == 0 || fields[0] != "TcpExt:" {
+				continue
+			}
+			if names == nil {
+				names = fields
+				continue
+			}
+			for i, name := range names {
+				if name == "PAWSTimewait" && i < len(fields) {
+					n, err = strconv.ParseUint(fields[i], 10, 64)
+					return err
+				}
+			}
+		}
+		return fmt.Errorf("no TcpExt PAWSTimewait in netstat")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
