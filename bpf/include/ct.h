@@ -14,7 +14,7 @@
  * Tuple clashes. Services share backends, so client:p -> VIP-a and a later
  * client:p -> VIP-b can both become client:p -> backend:bp, which the
  * backend may still hold, in TIME_WAIT after the first flow or even open.
- * The client's TCP timestamps are offset per destination address, so the
+ * The client's TCP timestamps are offset per four-tuple (Linux 6.18), so the
  * backend drops the second SYN as old (PAWS), and the client only gets
  * through after a retransmission; both flows would also want one REPLY
  * entry. So a new flow whose REPLY key is held by another flow's live entry
@@ -248,7 +248,7 @@ static __always_inline int fp_ct_reply_stale(struct fp_ct_key *key, const struct
  * is alive (a closed flow's for the backend's TIME_WAIT, fp_ct_lifetime) or
  * whose flow is open (fp_ct_twin_state). An entry of p's own tuple from
  * before (reopened, or its FORWARD entry lost) is no clash: the client's
- * timestamps towards the same destination only grow, and the backend
+ * timestamps on the same four-tuple only grow, and the backend
  * accepts the reuse. key is scratch.
  */
 static __always_inline int fp_ct_clash(struct fp_ct_key *key, const struct fp_ct_entry *r,
