@@ -33,7 +33,6 @@ func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
 	const (
 		vips     = 8
 		conns    = 600
-		slow     = 500 * time.Millisecond
 		portMin  = 61000
 		portMax  = 61063
 		backPort = 8080
@@ -72,7 +71,8 @@ func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	go serveCloseFirst(ln)
 
-	pawsBefore := pawsTimewait(t, be.NS)
+	pawsBefore := tcpExt(t, be.NS, "PAWSTimewait")
+	retransBefore := tcpExt(t, cl.NS, "TCPSynRetrans")
 	var worst time.Duration
 	for i := range conns {
 		d, err := oneRequest(cl.NS, targets[(i*7+i/vips)%vips])
@@ -80,12 +80,14 @@ func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
 			t.Errorf("connection %d: %v", i, err)
 			break
 		}
-		if d > slow {
-			t.Errorf("connection %d took %v (> %v): a dropped or refused SYN", i, d, slow)
-		}
 		worst = max(worst, d)
 	}
 	t.Logf("%d connections over %d VIPs, slowest %v", conns, vips, worst)
+	// A dropped or refused SYN shows as the client's retransmission, which
+	// is what made connections wait a second before; counted, not timed.
+	if n := tcpExt(t, cl.NS, "TCPSynRetrans") - retransBefore; n != 0 {
+		t.Errorf("the client retransmitted %d SYNs: dropped or refused", n)
+	}
 	m := e.metricsNow()
 	if n := m[metricDropSNATNoPort].Packets; n != 0 {
 		t.Errorf("%d SYNs dropped with no free port", n)
@@ -93,7 +95,7 @@ func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
 	if m[metricForwardNew].Packets < conns {
 		t.Errorf("%d new flows balanced, want %d", m[metricForwardNew].Packets, conns)
 	}
-	if n := pawsTimewait(t, be.NS) - pawsBefore; n != 0 {
+	if n := tcpExt(t, be.NS, "PAWSTimewait") - pawsBefore; n != 0 {
 		t.Errorf("the backend refused %d SYNs into TIME_WAIT as old (PAWS)", n)
 	}
 }
@@ -161,9 +163,10 @@ func oneRequest(ns *nettopo.NS, addr string) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// pawsTimewait reads TcpExt PAWSTimewait of ns: SYNs into TIME_WAIT refused
-// because their timestamp was older than the last one seen.
-func pawsTimewait(t *testing.T, ns *nettopo.NS) uint64 {
+// tcpExt reads counter name of ns's TcpExt statistics: PAWSTimewait (SYNs
+// into TIME_WAIT refused because their timestamp was older than the last
+// one seen), TCPSynRetrans (SYNs sent again for want of an answer).
+func tcpExt(t *testing.T, ns *nettopo.NS, name string) uint64 {
 	t.Helper()
 	var n uint64
 	err := ns.Do(func() error {
@@ -183,14 +186,14 @@ func pawsTimewait(t *testing.T, ns *nettopo.NS) uint64 {
 				names = fields
 				continue
 			}
-			for i, name := range names {
-				if name == "PAWSTimewait" && i < len(fields) {
+			for i := range names {
+				if names[i] == name && i < len(fields) {
 					n, err = strconv.ParseUint(fields[i], 10, 64)
 					return err
 				}
 			}
 		}
-		return fmt.Errorf("no TcpExt PAWSTimewait in netstat")
+		return fmt.Errorf("no TcpExt %s in netstat", name)
 	})
 	if err != nil {
 		t.Fatal(err)
