@@ -99,6 +99,8 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 	l7 := fs.Bool("enable-l7-proxy", false, "run the L7 (HTTP) policy proxy for FastpathNetworkPolicy HTTP rules (needs --enable-policy); "+
 		"off: flows that policy sends to the proxy are dropped")
 	l7Port := fs.Uint("l7-proxy-port", agent.DefaultL7ProxyPort, "port of the L7 proxy's transparent listener in the node's namespace")
+	l7Handover := fs.String("l7-handover-socket", agent.DefaultL7HandoverSocket, "unix socket where the running agent hands the L7 proxy's "+
+		"listener to the next one (upgrade: new connections wait in its backlog instead of being dropped); one per node; empty: no hand-over")
 	layout := fs.String("map-layout-mismatch", "refuse", "what to do with pinned maps of another layout or size (an upgrade that changed them, "+
 		"or a changed *-max): refuse (exit; the pinned datapath keeps serving) or recreate (create them anew, keep the compatible ones "+
 		"such as fp_ct, and attach the new programs only once the new maps are programmed)")
@@ -154,7 +156,7 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 		if *l7Port == 0 || *l7Port > 65535 {
 			return cfg, 0, fmt.Errorf("--l7-proxy-port %d: want 1-65535", *l7Port)
 		}
-		cfg.L7Proxy = &agent.L7Proxy{Port: uint16(*l7Port)}
+		cfg.L7Proxy = &agent.L7Proxy{Port: uint16(*l7Port), HandoverSocket: *l7Handover}
 	}
 	if cfg.NetNS != "" && !strings.Contains(cfg.NetNS, "/") {
 		cfg.NetNS = "/run/netns/" + cfg.NetNS

@@ -176,9 +176,12 @@ func Run(ctx context.Context, cfg Config) error {
 	// The proxy starts once its access log has somewhere to go: with
 	// pinned policy maps, redirected flows may arrive at once.
 	if cfg.Policy && cfg.L7Proxy != nil {
-		if err := a.startL7(ctx); err != nil {
+		waitL7, err := a.startL7(ctx)
+		if err != nil {
 			return err
 		}
+		// Before the datapath closes: draining requests look up fp_ct.
+		defer waitL7()
 	}
 	if a.policy != nil {
 		a.policy.metrics = a.ops.metrics

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,6 +20,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/flows"
 	"github.com/fastpath-net/fastpath/internal/fpnetpol"
 	"github.com/fastpath-net/fastpath/internal/identity"
+	"github.com/fastpath-net/fastpath/internal/l7handover"
 	"github.com/fastpath-net/fastpath/internal/l7policy"
 	"github.com/fastpath-net/fastpath/internal/l7proxy"
 	"github.com/fastpath-net/fastpath/internal/l7redirect"
@@ -27,43 +30,182 @@ import (
 // L7Proxy runs the L7 (HTTP) policy proxy of this node (docs/l7.md).
 type L7Proxy struct {
 	Port uint16 // the transparent listener's port in --netns
+	// HandoverSocket is the unix socket where the running agent offers its
+	// listener to the next one (l7handover); "" = no hand-over.
+	HandoverSocket string
 }
 
 // DefaultL7ProxyPort is --l7-proxy-port's default.
 const DefaultL7ProxyPort = 15001
 
+// DefaultL7HandoverSocket is --l7-handover-socket's default, in the
+// directory the DaemonSet shares with the host (/run/fastpath).
+const DefaultL7HandoverSocket = "/run/fastpath/l7-proxy.sock"
+
 // l7Shutdown bounds how long a stopping agent lets requests in flight
 // finish.
 const l7Shutdown = 5 * time.Second
 
-// startL7 installs the redirect route, opens the transparent listener and
-// serves the proxy on it until ctx ends. The listener exists before the
-// policy maps name its port, so no flow is sent to a port nobody listens
-// on because of this agent; a restarted agent opens it again on the same
-// port, and SYNs that came while none listened are retransmitted by their
-// clients (the datapath drops them: fail closed).
-func (a *Agent) startL7(ctx context.Context) error {
-	cfg, pc := a.cfg.L7Proxy, a.policy
+// l7TakeRetry is how often an agent that found the port taken asks the
+// running agent for its listener again (it may not offer it yet, or be
+// draining and about to close it).
+const l7TakeRetry = 50 * time.Millisecond
+
+// startL7 installs the redirect route, gets the transparent listener and
+// serves the proxy on it once the policy maps are programmed, until ctx
+// ends; the returned func waits for requests in flight to finish.
+//
+// The listener never closes across an upgrade: when another agent still
+// holds the port, this one lets it serve until its own rules are in the
+// L7 table, then takes its listening socket (l7handover) and the other
+// stops accepting and drains. Connections that arrive in between wait in
+// the socket's backlog. Without a running agent (first start, crash) the
+// listener is opened at once, before the rules are there, and accepted
+// only after: connections wait in the backlog unread instead of being
+// judged by an empty table (clients whose SYNs came while no process held
+// the port retransmit them: the datapath drops them, fail closed).
+func (a *Agent) startL7(ctx context.Context) (wait func(), err error) {
+	cfg := a.cfg.L7Proxy
+	log := a.log.With("component", "l7proxy")
 	if err := l7redirect.EnsureRoute(a.cfg.NetNS); err != nil {
-		return err
+		return nil, err
 	}
-	ln, err := l7redirect.Listen(a.cfg.NetNS, cfg.Port)
-	if err != nil {
-		return err
+	ln, err := a.listenL7()
+	inherit := errors.Is(err, syscall.EADDRINUSE) && cfg.HandoverSocket != ""
+	if err != nil && !inherit {
+		return nil, err
+	}
+	if inherit {
+		log.Info("l7 proxy port in use: the running agent serves until this one's rules are programmed, then hands its listener over",
+			"port", cfg.Port, "socket", cfg.HandoverSocket)
 	}
 	if err := a.attachL7Ingress(); err != nil {
-		ln.Close()
-		return err
+		if ln != nil {
+			ln.Close()
+		}
+		return nil, err
 	}
+	p := a.newL7Proxy(log)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ln, err := a.l7Listener(ctx, ln, log)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("no l7 proxy listener; flows with HTTP rules are dropped until an agent listens", "error", err)
+			}
+			return
+		}
+		a.serveL7(ctx, p, ln, log)
+	}()
+	return func() { <-done }, nil
+}
+
+// l7Listener waits for the policy maps' first state, then returns ln or,
+// when ln is nil (another agent holds the port), that agent's listener.
+func (a *Agent) l7Listener(ctx context.Context, ln *net.TCPListener, log *slog.Logger) (*net.TCPListener, error) {
+	select {
+	case <-a.policy.programmed:
+	case <-ctx.Done():
+		if ln != nil {
+			ln.Close()
+		}
+		return nil, ctx.Err()
+	}
+	if ln != nil {
+		log.Info("l7 proxy listening", "port", a.cfg.L7Proxy.Port, "netns", a.cfg.NetNS, "from", "new listener")
+		return ln, nil
+	}
+	cookie, err := l7handover.NetNSCookie(a.cfg.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	tick := time.NewTicker(l7TakeRetry)
+	defer tick.Stop()
+	var last error
+	for warn := time.Now().Add(2 * l7Shutdown); ; {
+		ln, err := l7handover.Take(a.cfg.L7Proxy.HandoverSocket, a.cfg.L7Proxy.Port, cookie)
+		if err == nil {
+			log.Info("l7 proxy listening", "port", a.cfg.L7Proxy.Port, "netns", a.cfg.NetNS, "from", "previous agent")
+			return ln, nil
+		}
+		if errors.Is(err, l7handover.ErrNoPredecessor) {
+			// The holder stopped offering (it is draining) or exited.
+			l, lerr := a.listenL7()
+			if lerr == nil {
+				log.Info("l7 proxy listening", "port", a.cfg.L7Proxy.Port, "netns", a.cfg.NetNS, "from", "new listener")
+				return l, nil
+			}
+			err = fmt.Errorf("%w; %w", err, lerr)
+		}
+		if last == nil || time.Now().After(warn) {
+			log.Warn("l7 proxy: cannot get the listener yet; retrying", "error", err)
+			warn = time.Now().Add(2 * l7Shutdown)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last: %w)", ctx.Err(), last)
+		case <-tick.C:
+		}
+	}
+}
+
+// serveL7 serves p on ln and offers ln to the next agent until ctx ends
+// or the next agent took it; then p drains.
+func (a *Agent) serveL7(ctx context.Context, p *l7proxy.Proxy, ln *net.TCPListener, log *slog.Logger) {
+	go func() {
+		if err := p.Serve(ln); err != nil && !errors.Is(err, l7proxy.ErrClosed) {
+			log.Error("l7 proxy stopped; flows with HTTP rules are dropped until the agent restarts", "error", err)
+		}
+	}()
+	offerCtx, handedOver := context.WithCancel(ctx)
+	if path := a.cfg.L7Proxy.HandoverSocket; path != "" {
+		go func() {
+			err := l7handover.Offer(offerCtx, path, ln, func() {
+				log.Info("l7 proxy: listener handed over to the next agent; draining")
+				handedOver()
+			})
+			if err != nil {
+				log.Error("l7 proxy: cannot offer the listener to the next agent; an upgrade will cost new connections a SYN retransmission", "error", err)
+			}
+		}()
+	}
+	<-offerCtx.Done()
+	handedOver()
+	sctx, cancel := context.WithTimeout(context.Background(), l7Shutdown)
+	defer cancel()
+	// Stopping: closing our descriptor ends the listener unless the next
+	// agent holds it (then only this process's copy goes).
+	if err := p.Shutdown(sctx); err != nil {
+		log.Warn("l7 proxy: requests still in flight at the shutdown deadline were cut", "error", err)
+	}
+	ln.Close()
+}
+
+func (a *Agent) listenL7() (*net.TCPListener, error) {
+	ln, err := l7redirect.Listen(a.cfg.NetNS, a.cfg.L7Proxy.Port)
+	if err != nil {
+		return nil, err
+	}
+	tl, ok := ln.(*net.TCPListener)
+	if !ok { // l7redirect.Listen opens "tcp4": cannot happen
+		ln.Close()
+		return nil, fmt.Errorf("l7 proxy listener: a %T, want a TCP listener", ln)
+	}
+	return tl, nil
+}
+
+func (a *Agent) newL7Proxy(log *slog.Logger) *l7proxy.Proxy {
+	pc := a.policy
 	node := pc.node
-	log := a.log.With("component", "l7proxy")
 	// A Service flow reaches the proxy with its frontend as destination:
 	// the proxy judges and dials the backend tc_lb chose (fp_ct).
 	backend := func(f l7proxy.Flow) (netip.AddrPort, bool) { return l7redirect.Backend(a.dp.CT, f.Src, f.Dst) }
 	pc.mu.Lock()
 	pc.l7.Backend = backend
 	pc.mu.Unlock()
-	p := l7proxy.New(l7proxy.Config{
+	return l7proxy.New(l7proxy.Config{
 		Policy: pc.l7,
 		Dial: func(ctx context.Context, f l7proxy.Flow) (net.Conn, error) {
 			dst := f.Dst
@@ -73,21 +215,8 @@ func (a *Agent) startL7(ctx context.Context) error {
 			return l7redirect.Dial(ctx, a.cfg.NetNS, dst.String())
 		},
 		Events: func(ev l7proxy.Event) { a.publishL7(pc.l7.FlowEvent(node, ev)) },
+		Logf:   func(format string, args ...any) { log.Error(fmt.Sprintf(format, args...)) },
 	})
-	go func() {
-		if err := p.Serve(ln); err != nil && !errors.Is(err, l7proxy.ErrClosed) {
-			log.Error("l7 proxy stopped; flows with HTTP rules are dropped until the agent restarts", "error", err)
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), l7Shutdown)
-		defer cancel()
-		_ = p.Shutdown(sctx)
-		ln.Close()
-	}()
-	log.Info("l7 proxy listening", "port", cfg.Port, "netns", a.cfg.NetNS)
-	return nil
 }
 
 // attachL7Ingress puts tc_policy after tc_lb at the ingress of the node's

@@ -74,6 +74,9 @@ type policyCtl struct {
 	l7         *l7policy.Table         // the L7 proxy's rules; nil without it (l7.go)
 
 	kick chan struct{}
+	// programmed is closed once the informers' first state is written
+	// (maps and the L7 table): the proxy serves only then (l7.go).
+	programmed chan struct{}
 	// podsByIP indexes the Pod informer by pod IP, for naming the peers
 	// of flow events (flows.go); nil until the informer is built.
 	podsByIP cache.Indexer
@@ -107,6 +110,7 @@ func newPolicyCtl(cfg Config, dp *datapath.Datapath) (*policyCtl, error) {
 		ids:   map[string][]identity.ID{}, nodeIP: map[netip.Prefix]identity.ID{}, nodes: map[string][]netip.Prefix{},
 		nodeDirty:  map[netip.Prefix]bool{},
 		allocating: map[string]bool{}, kick: make(chan struct{}, 1), local: map[policy.PodName]bool{},
+		programmed: make(chan struct{}),
 	}
 	c.engine = policy.NewEngine(c.identityOf, c.node)
 	c.gc = &identity.GC{Client: dyn, Grace: identityGCGrace, InUse: c.labelsInUse}
@@ -371,6 +375,7 @@ func (c *policyCtl) worker(ctx context.Context) {
 			// Benchmarks (test/bench/policy) time the full computation to
 			// this line.
 			c.log.Info(MsgPolicyProgrammed)
+			close(c.programmed)
 			first = false
 		}
 		select {
