@@ -51,6 +51,12 @@ const l7Shutdown = 5 * time.Second
 // draining and about to close it).
 const l7TakeRetry = 50 * time.Millisecond
 
+// l7SuccessorWait bounds how long a stopping agent serves on for a next
+// agent that waits for its rules before taking the listener; with the
+// drain (l7Shutdown) it stays within the DaemonSet's
+// terminationGracePeriodSeconds.
+const l7SuccessorWait = 10 * time.Second
+
 // startL7 installs the redirect route, gets the transparent listener and
 // serves the proxy on it once the policy maps are programmed, until ctx
 // ends; the returned func waits for requests in flight to finish.
@@ -101,85 +107,117 @@ func (a *Agent) startL7(ctx context.Context) (wait func(), err error) {
 	return func() { <-done }, nil
 }
 
-// l7Listener waits for the policy maps' first state, then returns ln or,
-// when ln is nil (another agent holds the port), that agent's listener.
+// l7Listener returns, once the policy maps' first state is programmed,
+// ln or, when ln is nil (another agent holds the port), that agent's
+// listener.
 func (a *Agent) l7Listener(ctx context.Context, ln *net.TCPListener, log *slog.Logger) (*net.TCPListener, error) {
+	from := "new listener"
+	if ln == nil {
+		var err error
+		if ln, from, err = a.inheritL7Listener(ctx, log); err != nil {
+			return nil, err
+		}
+	}
 	select {
 	case <-a.policy.programmed:
 	case <-ctx.Done():
-		if ln != nil {
-			ln.Close()
-		}
+		ln.Close()
 		return nil, ctx.Err()
 	}
-	if ln != nil {
-		log.Info("l7 proxy listening", "port", a.cfg.L7Proxy.Port, "netns", a.cfg.NetNS, "from", "new listener")
-		return ln, nil
-	}
+	log.Info("l7 proxy listening", "port", a.cfg.L7Proxy.Port, "netns", a.cfg.NetNS, "from", from)
+	return ln, nil
+}
+
+// inheritL7Listener takes the running agent's listener once the policy
+// maps are programmed (it serves until then), or opens one when that agent
+// stopped offering it and the port is free again.
+func (a *Agent) inheritL7Listener(ctx context.Context, log *slog.Logger) (*net.TCPListener, string, error) {
 	cookie, err := l7handover.NetNSCookie(a.cfg.NetNS)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	tick := time.NewTicker(l7TakeRetry)
 	defer tick.Stop()
-	var last error
-	for warn := time.Now().Add(2 * l7Shutdown); ; {
-		ln, err := l7handover.Take(a.cfg.L7Proxy.HandoverSocket, a.cfg.L7Proxy.Port, cookie)
+	for warn := time.Now(); ; {
+		ln, err := l7handover.Take(ctx, a.cfg.L7Proxy.HandoverSocket, a.cfg.L7Proxy.Port, cookie, a.policy.programmed)
 		if err == nil {
-			log.Info("l7 proxy listening", "port", a.cfg.L7Proxy.Port, "netns", a.cfg.NetNS, "from", "previous agent")
-			return ln, nil
+			return ln, "previous agent", nil
 		}
-		if errors.Is(err, l7handover.ErrNoPredecessor) {
-			// The holder stopped offering (it is draining) or exited.
-			l, lerr := a.listenL7()
-			if lerr == nil {
-				log.Info("l7 proxy listening", "port", a.cfg.L7Proxy.Port, "netns", a.cfg.NetNS, "from", "new listener")
-				return l, nil
-			}
-			err = fmt.Errorf("%w; %w", err, lerr)
+		if ctx.Err() != nil {
+			return nil, "", fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 		}
-		if last == nil || time.Now().After(warn) {
-			log.Warn("l7 proxy: cannot get the listener yet; retrying", "error", err)
+		// The holder stopped offering (stopping, or crashed) or failed
+		// the exchange: the port may be free again.
+		l, lerr := a.listenL7()
+		if lerr == nil {
+			return l, "new listener", nil
+		}
+		last := fmt.Errorf("%w; %w", err, lerr)
+		if time.Now().After(warn) {
+			log.Warn("l7 proxy: cannot get the listener yet; retrying", "error", last)
 			warn = time.Now().Add(2 * l7Shutdown)
 		}
-		last = err
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (last: %w)", ctx.Err(), last)
+			return nil, "", fmt.Errorf("%w (last: %w)", ctx.Err(), last)
 		case <-tick.C:
 		}
 	}
 }
 
-// serveL7 serves p on ln and offers ln to the next agent until ctx ends
-// or the next agent took it; then p drains.
+// serveL7 serves p on ln and offers ln to the next agent until the next
+// agent took it or ctx ends; then p drains. Stopping while a next agent
+// waits for its rules, it serves on until that agent takes the listener
+// (at most l7SuccessorWait): closing it would reset the connections in
+// its backlog and drop new SYNs until the next agent listens.
 func (a *Agent) serveL7(ctx context.Context, p *l7proxy.Proxy, ln *net.TCPListener, log *slog.Logger) {
 	go func() {
 		if err := p.Serve(ln); err != nil && !errors.Is(err, l7proxy.ErrClosed) {
 			log.Error("l7 proxy stopped; flows with HTTP rules are dropped until the agent restarts", "error", err)
 		}
 	}()
-	offerCtx, handedOver := context.WithCancel(ctx)
+	var offer *l7handover.Offer
+	var handedOver <-chan struct{} // nil: never
 	if path := a.cfg.L7Proxy.HandoverSocket; path != "" {
-		go func() {
-			err := l7handover.Offer(offerCtx, path, ln, func() {
-				log.Info("l7 proxy: listener handed over to the next agent; draining")
-				handedOver()
-			})
-			if err != nil {
-				log.Error("l7 proxy: cannot offer the listener to the next agent; an upgrade will cost new connections a SYN retransmission", "error", err)
-			}
-		}()
+		o, err := l7handover.NewOffer(path, ln)
+		if err != nil {
+			log.Error("l7 proxy: cannot offer the listener to the next agent; an upgrade will cost new connections a SYN retransmission", "error", err)
+		} else {
+			offer, handedOver = o, o.Done()
+			go func() {
+				if err := o.Serve(); err != nil {
+					log.Error("l7 proxy: offering the listener to the next agent stopped", "error", err)
+				}
+			}()
+		}
 	}
-	<-offerCtx.Done()
-	handedOver()
+	select {
+	case <-handedOver:
+	case <-ctx.Done():
+		if offer != nil && offer.Waiting() {
+			log.Info("l7 proxy: the next agent waits for the listener; serving until it takes it", "at most", l7SuccessorWait)
+			select {
+			case <-handedOver:
+			case <-time.After(l7SuccessorWait):
+				log.Warn("l7 proxy: the next agent did not take the listener in time; closing it")
+			}
+		}
+	}
+	select {
+	case <-handedOver:
+		log.Info("l7 proxy: listener handed over to the next agent; draining")
+	default:
+	}
+	if offer != nil {
+		offer.Close()
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), l7Shutdown)
 	defer cancel()
-	// Stopping: closing our descriptor ends the listener unless the next
-	// agent holds it (then only this process's copy goes).
 	if err := p.Shutdown(sctx); err != nil {
 		log.Warn("l7 proxy: requests still in flight at the shutdown deadline were cut", "error", err)
 	}
+	// Only this process's descriptor: the listener lives on when the next
+	// agent holds it.
 	ln.Close()
 }
 

@@ -4,11 +4,15 @@
 // while neither proxy accepts wait in its backlog instead of having their
 // SYNs dropped (docs/l7.md, "Restarts and upgrades").
 //
-// The protocol is one exchange per successor: the successor connects, the
-// predecessor sends the listener's descriptor, the successor checks it (a
-// listening TCP socket on the expected port in the expected network
-// namespace) and answers "ok". Only then does the predecessor stop
-// accepting: a successor that dies before answering costs nothing.
+// The protocol, one connection per successor: the successor connects as
+// soon as it starts, which tells the predecessor a successor is waiting
+// (Offer.Waiting: a predecessor told to stop keeps serving until the
+// successor is ready, instead of closing the listener under it). Once its
+// rules are programmed the successor sends "T"; the predecessor sends the
+// listener's descriptor; the successor checks it (a listening TCP socket
+// on the expected port in the expected network namespace) and answers
+// "K". Only then does the predecessor stop accepting: a successor that
+// dies or refuses costs nothing.
 package l7handover
 
 import (
@@ -17,6 +21,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,63 +32,115 @@ import (
 )
 
 // ErrNoPredecessor: nobody offers a listener at the path (first start, or
-// the previous agent crashed and its listener closed with it).
+// the previous agent crashed or is stopping without a successor).
 var ErrNoPredecessor = errors.New("l7 hand-over: no running agent offers its listener")
 
 const (
+	msgTake     = 'T' // successor -> predecessor: ready, send it
 	msgListener = 'L' // predecessor -> successor, with the descriptor
 	msgOK       = 'K' // successor -> predecessor: taken, stop accepting
 )
 
-// exchangeTimeout bounds each step of one exchange: both ends are local
-// processes that answer at once, or are stuck.
+// exchangeTimeout bounds each step once the successor asked: both ends
+// are local processes that answer at once, or are stuck.
 const exchangeTimeout = 5 * time.Second
 
-// Offer serves ln to successors on the unix socket at path until ctx ends
-// or one successor took it; then it calls handedOver (once, only after a
-// successful exchange) and returns. A stale socket file at path is
-// replaced. The listener stays open in this process: the caller stops
-// accepting on it and closes its own descriptor when done, which does not
-// close the successor's.
-func Offer(ctx context.Context, path string, ln *net.TCPListener, handedOver func()) error {
+// Offer offers a listener to successors on a unix socket.
+type Offer struct {
+	ln      *net.TCPListener
+	ul      *net.UnixListener
+	path    string
+	waiting atomic.Int32
+	once    sync.Once     // the one successful hand-over
+	mu      sync.Mutex    // one exchange at a time
+	done    chan struct{} // closed by the hand-over
+	stop    chan struct{} // closed by Close
+	closing sync.Once
+}
+
+// NewOffer listens at path (a stale socket file there is replaced) to
+// offer ln; Serve answers successors.
+func NewOffer(path string, ln *net.TCPListener) (*Offer, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("l7 hand-over socket %s: %w", path, err)
+		return nil, fmt.Errorf("l7 hand-over socket %s: %w", path, err)
 	}
 	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
-		return fmt.Errorf("l7 hand-over socket: %w", err)
+		return nil, fmt.Errorf("l7 hand-over socket: %w", err)
 	}
-	// The file stays after a hand-over: the successor has put its own
-	// offer at the same path by then.
+	// Removed only by Close without a hand-over: after one, the path is
+	// the successor's own offer.
 	ul.SetUnlinkOnClose(false)
-	taken := false
-	defer func() {
-		ul.Close()
-		if !taken {
-			os.Remove(path)
+	return &Offer{ln: ln, ul: ul, path: path, done: make(chan struct{}), stop: make(chan struct{})}, nil
+}
+
+// Serve answers successors until Close. The listener stays open in this
+// process after a hand-over: the caller stops accepting on it and closes
+// its own descriptor when done, which does not close the successor's.
+func (o *Offer) Serve() error {
+	for {
+		c, err := o.ul.AcceptUnix()
+		if err != nil {
+			select {
+			case <-o.stop:
+				return nil
+			default:
+			}
+			return fmt.Errorf("l7 hand-over socket %s: %w", o.path, err)
+		}
+		go o.answer(c)
+	}
+}
+
+// Done is closed once a successor took the listener.
+func (o *Offer) Done() <-chan struct{} { return o.done }
+
+// Waiting reports whether a successor is connected and waiting for its
+// rules before it takes the listener.
+func (o *Offer) Waiting() bool { return o.waiting.Load() > 0 }
+
+// Close stops offering; the socket file goes unless a successor took the
+// listener (its own offer is there by then).
+func (o *Offer) Close() {
+	o.closing.Do(func() {
+		close(o.stop)
+		o.ul.Close()
+		o.mu.Lock() // an exchange under way decides whether the file is ours
+		defer o.mu.Unlock()
+		select {
+		case <-o.done:
+		default:
+			os.Remove(o.path)
+		}
+	})
+}
+
+func (o *Offer) answer(c *net.UnixConn) {
+	defer c.Close()
+	o.waiting.Add(1)
+	defer o.waiting.Add(-1)
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() { // a waiting successor's connection closes with the offer
+		select {
+		case <-o.stop:
+			c.Close()
+		case <-finished:
 		}
 	}()
-	stop := context.AfterFunc(ctx, func() { ul.Close() })
-	defer stop()
-	for {
-		c, err := ul.AcceptUnix()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("l7 hand-over socket %s: %w", path, err)
-		}
-		err = give(c, ln)
-		c.Close()
-		if err == nil {
-			taken = true
-			handedOver()
-			return nil
-		}
-		// A successor that failed may try again; keep serving.
-		if ctx.Err() != nil {
-			return nil
-		}
+	var b [1]byte
+	if _, err := c.Read(b[:]); err != nil || b[0] != msgTake {
+		return // gone before it was ready
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	select {
+	case <-o.done: // another successor was first
+		return
+	default:
+	}
+	if give(c, o.ln) == nil {
+		o.once.Do(func() { close(o.done) })
 	}
 }
 
@@ -106,11 +164,12 @@ func give(c *net.UnixConn, ln *net.TCPListener) error {
 	return nil
 }
 
-// Take asks the agent offering at path for its listener and returns it
-// once checked: a listening TCP socket on port whose network namespace is
-// the one netnsCookie names (unix.SO_NETNS_COOKIE of a socket of ours
-// there). ErrNoPredecessor when nobody offers.
-func Take(path string, port uint16, netnsCookie uint64) (*net.TCPListener, error) {
+// Take connects to the agent offering at path at once (so that it knows a
+// successor waits), waits for ready or ctx, then takes its listener and
+// returns it once checked: a listening TCP socket on port whose network
+// namespace is the one netnsCookie names (NetNSCookie). ErrNoPredecessor
+// when nobody offers.
+func Take(ctx context.Context, path string, port uint16, netnsCookie uint64, ready <-chan struct{}) (*net.TCPListener, error) {
 	c, err := net.DialTimeout("unix", path, exchangeTimeout)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
@@ -120,12 +179,23 @@ func Take(path string, port uint16, netnsCookie uint64) (*net.TCPListener, error
 	}
 	uc := c.(*net.UnixConn)
 	defer uc.Close()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	uc.SetDeadline(time.Now().Add(exchangeTimeout))
+	if _, err := uc.Write([]byte{msgTake}); err != nil {
+		return nil, fmt.Errorf("l7 hand-over: asking %s: %w", path, err)
+	}
 	b := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := uc.ReadMsgUnix(b, oob)
 	if err != nil {
 		return nil, fmt.Errorf("l7 hand-over: reading the listener from %s: %w", path, err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("l7 hand-over: %s closed before sending the listener (its agent stopped?)", path)
 	}
 	fd, err := oneFD(oob[:oobn])
 	if err != nil {
@@ -133,7 +203,7 @@ func Take(path string, port uint16, netnsCookie uint64) (*net.TCPListener, error
 	}
 	f := os.NewFile(uintptr(fd), "l7-proxy-listener")
 	defer f.Close() // FileListener keeps a duplicate
-	if n != 1 || b[0] != msgListener {
+	if b[0] != msgListener {
 		return nil, fmt.Errorf("l7 hand-over: unexpected message %q from %s", b[:n], path)
 	}
 	if err := check(fd, port, netnsCookie); err != nil {

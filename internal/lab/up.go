@@ -157,7 +157,9 @@ func startAgent(opts Options, st *State, i int) error {
 		"--l2-lease-duration", l2Lease.String(),
 		"--node-probe-interval", "1s",
 		"--enable-policy",
-		"--enable-l7-proxy"}
+		"--enable-l7-proxy",
+		// Per node: the lab's agents share the host's /run/fastpath.
+		"--l7-handover-socket", filepath.Join(nodeDir(i), "l7-proxy.sock")}
 	return spawn(st, ns, filepath.Join(opts.Bin, "fastpath-agent"), "agent-"+nodeName(i), append(args, opts.AgentArgs...)...)
 }
 
