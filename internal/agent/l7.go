@@ -165,6 +165,10 @@ func (a *Agent) inheritL7Listener(ctx context.Context, log *slog.Logger) (*net.T
 	}
 }
 
+// MsgL7SuccessorWaiting is logged when the next agent connects for the
+// listener (tests wait for it).
+const MsgL7SuccessorWaiting = "l7 proxy: the next agent waits for its rules, then takes the listener"
+
 // serveL7 serves p on ln and offers ln to the next agent until the next
 // agent took it or ctx ends; then p drains. Stopping while a next agent
 // waits for its rules, it serves on until that agent takes the listener
@@ -184,6 +188,7 @@ func (a *Agent) serveL7(ctx context.Context, p *l7proxy.Proxy, ln *net.TCPListen
 			log.Error("l7 proxy: cannot offer the listener to the next agent; an upgrade will cost new connections a SYN retransmission", "error", err)
 		} else {
 			offer, handedOver = o, o.Done()
+			o.OnSuccessor = func() { log.Info(MsgL7SuccessorWaiting) }
 			go func() {
 				if err := o.Serve(); err != nil {
 					log.Error("l7 proxy: offering the listener to the next agent stopped", "error", err)

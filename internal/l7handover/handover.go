@@ -47,6 +47,10 @@ const exchangeTimeout = 5 * time.Second
 
 // Offer offers a listener to successors on a unix socket.
 type Offer struct {
+	// OnSuccessor, when set before Serve, is called as a successor
+	// connects (it waits for its rules before taking the listener).
+	OnSuccessor func()
+
 	ln      *net.TCPListener
 	ul      *net.UnixListener
 	path    string
@@ -119,6 +123,9 @@ func (o *Offer) answer(c *net.UnixConn) {
 	defer c.Close()
 	o.waiting.Add(1)
 	defer o.waiting.Add(-1)
+	if o.OnSuccessor != nil {
+		o.OnSuccessor()
+	}
 	finished := make(chan struct{})
 	defer close(finished)
 	go func() { // a waiting successor's connection closes with the offer

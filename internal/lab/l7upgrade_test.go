@@ -14,15 +14,15 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/fastpath-net/fastpath/internal/agent"
 	"github.com/fastpath-net/fastpath/internal/fpnetpol"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/routing"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
 )
 
-// TestL7Upgrade upgrades node 1's agent as the DaemonSet does (maxSurge:
-// the new agent starts beside the old one, takes its proxy listener once
-// its rules are programmed, then the old one is stopped) while the client
+// TestL7Upgrade upgrades node 1's agent twice (a new agent started beside
+// the old one, then the old one stopped) while the client
 // pod opens a new connection per request to web-2 through the web pods'
 // HTTP rules. Every request must be answered as the rules say (GET /public
 // 200, POST /admin 403), and no request may take longer than the old
@@ -52,40 +52,65 @@ func TestL7Upgrade(t *testing.T) {
 	base := fmt.Sprintf("http://%s:%d", findPod(pods, "web-2").ip, webHTTPPort)
 	waitCurl(t, client, "POST /admin denied", 403, "-X", "POST", base+"/admin")
 
+	// As the DaemonSet's maxSurge does: the new agent starts, takes the
+	// listener once its rules are programmed, then the old one stops.
+	upgradeL7(t, st, opts, client, base, `from="previous agent"`)
+	// The old agent is told to stop while the new one still waits for its
+	// rules (with hostNetwork, the new pod's readiness probe may be
+	// answered by the old agent): it serves on until the new one takes the
+	// listener.
+	upgradeL7(t, st, opts, client, base, agent.MsgL7SuccessorWaiting)
+}
+
+// upgradeL7 starts a new agent on node 1 beside the running one, waits for
+// the log line stopWhen, stops the old one, and checks the requests newConnections made
+// meanwhile.
+func upgradeL7(t *testing.T, st *State, opts Options, client *nettopo.NS, base, stopWhen string) {
+	t.Helper()
 	stopLoad := make(chan struct{})
 	results := make(chan []request, 1)
 	go func() { results <- newConnections(client, base, stopLoad) }()
+	defer func() {
+		select {
+		case <-stopLoad:
+		default:
+			close(stopLoad)
+		}
+	}()
 	time.Sleep(500 * time.Millisecond)
 
 	name := "agent-" + nodeName(1)
 	old := st.Processes[name]
 	t.Cleanup(func() { _ = stop(old) }) // when the test fails before stopping it
+	logStart := logSize()
 	upgrade := time.Now()
 	if err := startAgent(opts, st, 1); err != nil {
-		close(stopLoad)
 		t.Fatal(err)
 	}
 	next := st.Processes[name]
-	if err := waitHandOver(next); err != nil {
-		close(stopLoad)
+	if err := waitLog(next, logStart, stopWhen); err != nil {
 		t.Fatalf("%v\n%s", err, logs())
 	}
-	tookOver := time.Now()
+	ready := time.Now()
 	term := time.Now()
 	if err := syscall.Kill(old.PID, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(15 * time.Second); alive(old); time.Sleep(2 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); alive(old); time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the old agent (pid %d) still runs 15 s after SIGTERM", old.PID)
+			t.Fatalf("the old agent (pid %d) still runs 20 s after SIGTERM", old.PID)
 		}
 	}
 	restart := time.Since(term)
+	if err := waitLog(next, logStart, `from="previous agent"`); err != nil {
+		t.Fatalf("%v\n%s", err, logs())
+	}
 	time.Sleep(time.Second) // requests served by the new agent alone
 	close(stopLoad)
 	reqs := <-results
-	t.Logf("new agent took the listener %v after it started; the old one stopped in %v; %d requests",
-		tookOver.Sub(upgrade).Round(time.Millisecond), restart.Round(time.Millisecond), len(reqs))
+	t.Logf("new agent ready %v after it started; the old one stopped in %v; %d requests; the old agent waited for the new one: %v",
+		ready.Sub(upgrade).Round(time.Millisecond), restart.Round(time.Millisecond), len(reqs),
+		strings.Contains(logSince(logStart), "serving until it takes it"))
 
 	bound := restart + 200*time.Millisecond
 	during := 0
@@ -153,17 +178,36 @@ func newConnections(ns *nettopo.NS, base string, stop <-chan struct{}) []request
 	return out
 }
 
-// waitHandOver waits until the agent p logs that it serves with the
-// listener of the agent before it, or exits.
-func waitHandOver(p Proc) error {
-	log := filepath.Join(StateDir, "agent-"+nodeName(1)+".log")
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if !alive(p) {
-			return fmt.Errorf("the new agent (pid %d) exited before taking the proxy's listener", p.PID)
-		}
-		if b, err := os.ReadFile(log); err == nil && strings.Contains(string(b), `from="previous agent"`) {
+func agentLog() string { return filepath.Join(StateDir, "agent-"+nodeName(1)+".log") }
+
+func logSize() int64 {
+	fi, err := os.Stat(agentLog())
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// logSince is node 1's agents' log from offset on (both agents of an
+// upgrade append to it).
+func logSince(offset int64) string {
+	b, _ := os.ReadFile(agentLog())
+	if int64(len(b)) < offset {
+		return ""
+	}
+	return string(b[offset:])
+}
+
+// waitLog waits until node 1's agent log has line after offset, or the
+// agent p exits.
+func waitLog(p Proc, offset int64, line string) error {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if strings.Contains(logSince(offset), line) {
 			return nil
 		}
+		if !alive(p) {
+			return fmt.Errorf("the new agent (pid %d) exited before logging %q", p.PID, line)
+		}
 	}
-	return fmt.Errorf("the new agent (pid %d) did not take the proxy's listener within 60 s", p.PID)
+	return fmt.Errorf("the new agent (pid %d) did not log %q within 60 s", p.PID, line)
 }
