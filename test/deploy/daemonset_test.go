@@ -17,7 +17,8 @@ import (
 // CNI socket, conflist, state) lies on a hostPath volume of that same host
 // path, so it reaches the node (and, for the socket, the plugin the
 // kubelet runs on the host); the init container installs fastpath-cni
-// into the host's /opt/cni/bin; and the probes ask the agent's health
+// into the host's /opt/cni/bin; an upgrade surges (L7 listener hand-over);
+// and the probes ask the agent's health
 // server at the port it listens on.
 func TestDaemonSetMountsWhatTheConfigNames(t *testing.T) {
 	var ds appsv1.DaemonSet
@@ -52,6 +53,19 @@ func TestDaemonSetMountsWhatTheConfigNames(t *testing.T) {
 	}
 	if sock := cm.Data["cni-socket"]; sock == "" || !onHost(agent, filepath.Dir(sock)) {
 		t.Errorf("cni-socket %q: its directory is not a hostPath mount, so fastpath-cni on the host cannot dial it", sock)
+	}
+	if sock := cm.Data["l7-handover-socket"]; sock == "" || !onHost(agent, filepath.Dir(sock)) {
+		t.Errorf("l7-handover-socket %q: its directory is not a hostPath mount, so the next agent's pod cannot reach it", sock)
+	}
+	// The upgrade overlaps old and new agent (the L7 listener is handed
+	// over): a surge pod, which a hostPort (any containerPort, with
+	// hostNetwork) would keep from being scheduled beside the old one.
+	if ru := ds.Spec.UpdateStrategy.RollingUpdate; ru == nil || ru.MaxSurge == nil || ru.MaxSurge.String() != "1" ||
+		ru.MaxUnavailable == nil || ru.MaxUnavailable.String() != "0" {
+		t.Errorf("updateStrategy %+v; want RollingUpdate with maxSurge 1 and maxUnavailable 0", ds.Spec.UpdateStrategy)
+	}
+	if spec.HostNetwork && len(agent.Ports) > 0 {
+		t.Errorf("agent ports %v: with hostNetwork they are hostPorts, and the surge pod cannot be scheduled", agent.Ports)
 	}
 	for _, m := range agent.VolumeMounts {
 		if hostPaths[m.Name] == "/sys/fs/bpf" && (m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationBidirectional) {
