@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,10 +11,7 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/fastpath-net/fastpath/internal/agent"
-	"github.com/fastpath-net/fastpath/internal/fpnetpol"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/internal/routing"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
@@ -43,11 +39,7 @@ func TestL7Upgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn := mustDynamic(t)
-	createFNP(t, dyn, "web-l7-upgrade", webL7)
-	t.Cleanup(func() {
-		_ = dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Delete(context.Background(), "web-l7-upgrade", metav1.DeleteOptions{})
-	})
+	createFNP(t, mustDynamic(t), "web-l7-upgrade", webL7) // goes with the lab
 	client := openPodNS(t, "client")
 	base := fmt.Sprintf("http://%s:%d", findPod(pods, "web-2").ip, webHTTPPort)
 	waitCurl(t, client, "POST /admin denied", 403, "-X", "POST", base+"/admin")
