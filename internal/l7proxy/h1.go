@@ -21,11 +21,16 @@ import (
 )
 
 // Connection states, for Shutdown: only an idle connection (waiting for
-// the first byte of its next request) is closed under a client's feet.
+// the first byte of its next request) is closed under a client's feet. A
+// new one (accepted, first request not begun) is left to send it, as
+// net/http's Shutdown does: its client just connected and would see the
+// connection close without an answer, e.g. when the listener was handed
+// to the next agent right after the accept (docs/l7.md).
 const (
 	stateIdle int32 = iota
 	stateActive
 	stateClosed
+	stateNew
 )
 
 // maxDrain is how much of a denied request's body the proxy reads and
@@ -60,7 +65,7 @@ func (c *conn) serve() {
 	defer c.close()
 	defer c.p.recoverConn(c.c)
 	for first := true; ; first = false {
-		if !c.awaitRequest() {
+		if !c.awaitRequest(first) {
 			return
 		}
 		if first {
@@ -102,11 +107,14 @@ func (c *conn) close() {
 
 // awaitRequest waits for the next request's first bytes without holding a
 // buffer, then marks the connection active.
-func (c *conn) awaitRequest() bool {
-	if c.p.closing.Load() {
+func (c *conn) awaitRequest(first bool) bool {
+	st := stateIdle
+	if first {
+		st = stateNew
+	} else if c.p.closing.Load() {
 		return false
 	}
-	c.state.Store(stateIdle)
+	c.state.Store(st)
 	c.c.SetReadDeadline(time.Now().Add(c.p.cfg.IdleTimeout))
 	if c.br != nil && c.br.Buffered() == 0 && len(c.in.pending) == 0 {
 		c.p.putReader(c.br)
@@ -117,7 +125,7 @@ func (c *conn) awaitRequest() bool {
 			return false
 		}
 	}
-	if !c.state.CompareAndSwap(stateIdle, stateActive) {
+	if !c.state.CompareAndSwap(st, stateActive) {
 		return false // Shutdown took it
 	}
 	if c.br == nil {

@@ -145,6 +145,28 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 	}
 }
 
+// A connection accepted but whose first request has not arrived when
+// Shutdown starts (the listener was just handed to the next agent) gets
+// that request answered, with Connection: close, instead of a close.
+func TestShutdownServesNewConnections(t *testing.T) {
+	e := newEnv(t)
+	fresh := e.dial()
+	time.Sleep(50 * time.Millisecond) // accepted by the proxy
+	done := make(chan error, 1)
+	go func() { done <- e.proxy.Shutdown(context.Background()) }()
+	time.Sleep(50 * time.Millisecond) // idle connections are closed by now
+	fresh.send(get("/public/fresh"))
+	resp, body := fresh.read("GET")
+	expect(t, resp, body, 200, "GET /public/fresh")
+	if !resp.Close {
+		t.Error("a response during shutdown should say Connection: close")
+	}
+	fresh.closed()
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
 func TestShutdownDeadlineClosesTheRest(t *testing.T) {
 	e := newEnv(t)
 	busy := e.dial()
