@@ -135,6 +135,20 @@ func summary(v policymap.Verdict, e *Event, n Names) string {
 		return "NAT port exhaustion: no free source port (--snat-ports) for " + e.flow()
 	case policymap.ReasonLBNoRoute:
 		return "no route: masqueraded packet has no route, neighbour or MTU towards " + e.flow()
+	case policymap.ReasonProxyRedirect:
+		return fmt.Sprintf("to L7 proxy: allowed at L4, %s has HTTP rules for it; the node's proxy judges each request: %s", l7Side(v, e), e.flow())
+	case policymap.ReasonNoProxy:
+		return fmt.Sprintf("L7 proxy unavailable: %s has HTTP rules for this flow, but no proxy can take it here "+
+			"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect): dropped, fail closed: %s", l7Side(v, e), e.flow())
 	}
 	return fmt.Sprintf("%s (reason %d): %s", e.Reason, v.Reason, e.flow())
+}
+
+// l7Side names the policy an L7 record is about: the destination's ingress
+// or the source's egress.
+func l7Side(v policymap.Verdict, e *Event) string {
+	if v.Dir == policymap.DirEgress {
+		return "the egress of " + who(&e.Source)
+	}
+	return "the ingress of " + who(&e.Destination)
 }

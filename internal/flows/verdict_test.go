@@ -98,3 +98,39 @@ func TestFromVerdictSentences(t *testing.T) {
 		}
 	}
 }
+
+// TestFromVerdictL7: the L7 reasons (to the proxy, no proxy) read as
+// sentences naming the side whose HTTP rules want the proxy.
+func TestFromVerdictL7(t *testing.T) {
+	now := time.Unix(1, 0)
+	for _, tc := range []struct {
+		reason  uint8
+		dir     uint8
+		verdict uint8
+		want    string
+	}{
+		{policymap.ReasonProxyRedirect, policymap.DirIngress, policymap.VerdictAllow,
+			"to L7 proxy: allowed at L4, the ingress of fp-b/server has HTTP rules for it; the node's proxy judges each request: fp-a/client -> fp-b/server TCP/80"},
+		{policymap.ReasonProxyRedirect, policymap.DirEgress, policymap.VerdictAllow,
+			"to L7 proxy: allowed at L4, the egress of fp-a/client has HTTP rules for it; the node's proxy judges each request: fp-a/client -> fp-b/server TCP/80"},
+		{policymap.ReasonNoProxy, policymap.DirIngress, policymap.VerdictDrop,
+			"L7 proxy unavailable: the ingress of fp-b/server has HTTP rules for this flow, but no proxy can take it here " +
+				"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect): dropped, fail closed: fp-a/client -> fp-b/server TCP/80"},
+		{policymap.ReasonNoProxy, policymap.DirEgress, policymap.VerdictDrop,
+			"L7 proxy unavailable: the egress of fp-a/client has HTTP rules for this flow, but no proxy can take it here " +
+				"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect): dropped, fail closed: fp-a/client -> fp-b/server TCP/80"},
+	} {
+		v := verdict("10.0.0.1", "10.0.0.2", 80, tc.reason, 7)
+		v.Dir, v.Verdict = tc.dir, tc.verdict
+		e := FromVerdict(v, now, fakeNames{})
+		if e.Summary != tc.want {
+			t.Errorf("reason %s dir %d:\n got %s\nwant %s", policymap.ReasonName(tc.reason), tc.dir, e.Summary, tc.want)
+		}
+		if e.Reason != policymap.ReasonName(tc.reason) || (e.Verdict == VerdictAllowed) != (tc.verdict == policymap.VerdictAllow) {
+			t.Errorf("reason %s: event %+v", policymap.ReasonName(tc.reason), e)
+		}
+		if e.Destination.Service != "" {
+			t.Errorf("reason %s: cookie %d read as a service %q; an L7 record's cookie is a policy's", policymap.ReasonName(tc.reason), v.Cookie, e.Destination.Service)
+		}
+	}
+}
