@@ -104,8 +104,15 @@ static __always_inline int fp_inner_flow(struct __sk_buff *skb, const struct fp_
  * client's connection to a Service frontend, already sent to a backend
  * when tc_policy sees it) its frontend back as destination, so the proxy's
  * socket is the frontend's, as the client expects its answers; the proxy
- * reads the backend tc_lb chose from the flow's fp_ct entry. Flows whose
- * source tc_lb changed too (masquerade, tuple clash) keep the backend.
+ * reads the backend tc_lb chose from the flow's fp_ct entry. A flow whose
+ * source tc_lb changed too (a tuple clash gave it a port of its own, or a
+ * masquerade) gets the client's own source back (the REPLY entry's
+ * snat_addr/port): the proxy's socket is then the one the client opened,
+ * client -> frontend, and its answers reach the client's socket; the proxy
+ * dials the backend from the node's address, so it needs no port of its
+ * own there. (Masqueraded flows rarely get here: tc_lb sends them itself
+ * and judges their L7 entries as needing a proxy it cannot reach, reason
+ * l7-no-proxy.)
  */
 static __always_inline int fp_proxy_frontend(struct __sk_buff *skb, const struct fp_pkt *p, struct fp_pflow *f)
 {
@@ -117,8 +124,15 @@ static __always_inline int fp_proxy_frontend(struct __sk_buff *skb, const struct
 	fp_addr_set_v4(&k.saddr, f->daddr);
 	fp_addr_set_v4(&k.daddr, f->saddr);
 	e = bpf_map_lookup_elem(&fp_ct, &k);
-	if (!e || !e->rev_nat_id || (e->flags & FP_CT_F_SNAT))
+	if (!e || !e->rev_nat_id)
 		return 0;
+	if (e->flags & FP_CT_F_SNAT) {
+		if (!fp_addr_is_v4(&e->snat_addr) ||
+		    fp_nat(skb, p, FP_SRC, e->snat_addr.w[3], bpf_htons(e->snat_port)) < 0)
+			return -1;
+		f->saddr = e->snat_addr.w[3];
+		f->sport = e->snat_port;
+	}
 	vip = e->nat_addr.w[3];
 	vport = bpf_htons(e->nat_port);
 	if (fp_nat(skb, p, FP_DST, vip, vport) < 0)

@@ -1,0 +1,157 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+)
+
+// clashSourcePort is the client's source port of both connections of
+// tupleClash: below the ephemeral range, so no other socket has it.
+const clashSourcePort = 23457
+
+// tupleClash: two Services with one backend each, the same pod (backend,
+// its HTTP port), and two connections from the client's same source port,
+// one to each frontend, both open: the second one's tuple at the backend
+// clashes with the first's, so tc_lb gives it a source port of its own
+// (FP_CT_F_SNAT_PORT, bpf/include/ct.h). With the client's egress L7 rule
+// in place both go through node 1's proxy, which must see (and answer on)
+// the client's own tuple: a proxy that took the clashed port would answer
+// a port the client has no socket on, and the second connection would
+// never open. Needs an egress L7 rule of the client allowing
+// GET api.example/v1/* to the backend.
+func tupleClash(t *testing.T, client *nettopo.NS, backend netip.Addr) {
+	t.Helper()
+	vips := make([]string, 0, 2)
+	for _, name := range []string{"fp-clash-a", "fp-clash-b"} {
+		vips = append(vips, oneBackendService(t, name, backend))
+	}
+	for _, vip := range vips {
+		waitCurl(t, client, "tuple clash: "+vip+" serves", 200, "-H", "Host: api.example", "http://"+vip+"/v1/x")
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i, vip := range vips {
+		c, err := dialFromPort(client, net.JoinHostPort(vip, "80"), clashSourcePort)
+		if err != nil {
+			t.Fatalf("tuple clash: connection %d to %s from port %d: %v", i, vip, clashSourcePort, err)
+		}
+		conns = append(conns, c)
+		if err := getV1(c); err != nil {
+			t.Errorf("tuple clash: connection %d to %s: %v", i, vip, err)
+		}
+	}
+	// The second flow did clash: tc_lb gave it a port of its own.
+	k := ctmap.Key{SAddr: lbmap.AddrFrom(conns[1].LocalAddr().(*net.TCPAddr).AddrPort().Addr()),
+		DAddr: lbmap.AddrFrom(netip.MustParseAddr(vips[1])), SPort: clashSourcePort, DPort: 80,
+		Proto: syscall.IPPROTO_TCP, Dir: ctmap.Forward}
+	if e, err := ctEntry(1, k); err != nil || e.Flags&ctmap.SNATPort == 0 {
+		t.Errorf("tuple clash: %s: entry %+v, err %v; want a port of its own (the check proves nothing without it)", k, e, err)
+	}
+	// Both stay usable, one request after the other.
+	for i, c := range conns {
+		if err := getV1(c); err != nil {
+			t.Errorf("tuple clash: connection %d, second request: %v", i, err)
+		}
+	}
+}
+
+// oneBackendService creates a ClusterIP Service without selector and its
+// EndpointSlice naming one backend on the web pods' HTTP port, removed
+// when the test ends, and returns its ClusterIP.
+func oneBackendService(t *testing.T, name string, backend netip.Addr) string {
+	t.Helper()
+	cs := mustClient(t)
+	ctx := t.Context()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+		{Name: "http", Port: 80, TargetPort: intstr.FromInt32(webHTTPPort), Protocol: corev1.ProtocolTCP}}}}
+	created, err := cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Services(namespace).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	ready, port, proto, pname := true, int32(webHTTPPort), corev1.ProtocolTCP, "http"
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{backend.String()}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: &pname, Port: &port, Protocol: &proto}},
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices(namespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.DiscoveryV1().EndpointSlices(namespace).Delete(context.Background(), slice.Name, metav1.DeleteOptions{})
+	})
+	return created.Spec.ClusterIP
+}
+
+// dialFromPort connects from ns with a fixed source port; SO_REUSEADDR
+// lets two connections to different destinations share it.
+func dialFromPort(ns *nettopo.NS, addr string, port int) (net.Conn, error) {
+	d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: port},
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+	var c net.Conn
+	err := ns.Do(func() (err error) { c, err = d.Dial("tcp", addr); return err })
+	return c, err
+}
+
+// getV1 sends GET api.example/v1/x on c and wants 200 from a web pod.
+func getV1(c net.Conn) error {
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET /v1/x HTTP/1.1\r\nHost: api.example\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "hello from web-") {
+		return fmt.Errorf("%s %q, want 200 from a web pod", resp.Status, body)
+	}
+	return nil
+}
+
+// ctEntry reads one entry of node i's pinned fp_ct.
+func ctEntry(node int, k ctmap.Key) (ctmap.Entry, error) {
+	var e ctmap.Entry
+	m, err := ebpf.LoadPinnedMap(filepath.Join(NodePinDir(node), "maps", "fp_ct"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return e, err
+	}
+	defer m.Close()
+	return e, m.Lookup(&k, &e)
+}
