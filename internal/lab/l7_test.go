@@ -79,6 +79,15 @@ func l7Checks(t *testing.T, st *State, opts Options) {
 		keepAliveDenied(t, client, net.JoinHostPort(findPod(pods, web).ip.String(), fmt.Sprint(webHTTPPort)), what("keep-alive"))
 		goClient(t, client, base, what("Go client"))
 	}
+	// A 100 MB body streams through each node's proxy: web-2's ingress
+	// is judged at node 1 (the client's veth), web-1's at node 2's uplink.
+	for _, c := range []struct {
+		web  string
+		node int
+	}{{"web-2", 1}, {"web-1", 2}} {
+		bigBodyThroughProxy(t, client, st.Processes["agent-"+nodeName(c.node)],
+			fmt.Sprintf("http://%s:%d/private", findPod(pods, c.web).ip, webHTTPPort), c.web+": 100 MB body")
+	}
 	// The proxies' access logs reach each node's flow stream: the denied
 	// requests are L7-denied edges of its flow map.
 	for _, node := range []int{1, 2} {

@@ -2,7 +2,9 @@ package lab
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/signal"
@@ -38,7 +40,16 @@ func Serve(nsPath, name, addr string) error {
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(rw, "hello from %s (you are %s)\n", name, r.RemoteAddr)
+			// A request body is read through and named by its size and
+			// SHA-256, so a client can tell it arrived whole (the L7
+			// proxy's large-body check).
+			h := sha256.New()
+			n, err := io.Copy(h, r.Body)
+			if err != nil {
+				http.Error(rw, "body: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			fmt.Fprintf(rw, "hello from %s (you are %s) body %d sha256 %x\n", name, r.RemoteAddr, n, h.Sum(nil))
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		Protocols:         &protos,
