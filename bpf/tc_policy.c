@@ -37,8 +37,10 @@
  * own egress flows and, for every TCP packet entering there, flows whose
  * destination pod's ingress entry wants the proxy (fp_dest_l7); attached to
  * an uplink (no endpoint), it does the latter for remote clients. The
- * INGRESS instance cannot redirect: it drops such flows (FP_REASON_NO_PROXY),
- * and passes the proxy's upstream leg (FP_PROXY_MARK_UPSTREAM).
+ * INGRESS instance cannot redirect: it turns flows from the node itself
+ * around into the EGRESS instance (fp_proxy_host), drops other such flows
+ * (FP_REASON_NO_PROXY), and passes the proxy's upstream leg
+ * (FP_PROXY_MARK_UPSTREAM).
  * Not handled yet: IPv6.
  */
 #include <linux/bpf.h>
@@ -181,6 +183,23 @@ static __always_inline int fp_proxy_assign(struct __sk_buff *skb, const struct f
 }
 
 /*
+ * fp_proxy_host takes a flow from the node itself (a host-network client)
+ * to a pod whose ingress wants the proxy. The INGRESS instance, at the
+ * pod's host veth TC egress, cannot bpf_sk_assign: it turns the packet
+ * around into the same veth's TC ingress, marked with the proxy port,
+ * where the EGRESS instance assigns it (the mark says the flow was judged,
+ * as the host's identity). The proxy answers from the pod's address to the
+ * node's own, delivered locally. Only packets the node sent
+ * (ingress_ifindex 0): a forwarded one needing the proxy was taken where
+ * it entered, or cannot be (masqueraded: tc_lb sent it) and is dropped.
+ */
+static __always_inline int fp_proxy_host(struct __sk_buff *skb, __u16 proxy_port)
+{
+	skb->mark = FP_PROXY_MARK_HOST | proxy_port;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/*
  * fp_dest_l7 judges, where a packet enters the node (a local client's
  * host veth, or an uplink for a remote client), the ingress policy of the
  * local pod it goes to, but only to find flows its L7 rules want in the
@@ -244,6 +263,12 @@ int fp_tc_policy(struct __sk_buff *skb)
 	f.sport = bpf_ntohs(p.sport);
 	f.dport = bpf_ntohs(p.dport);
 	f.proto = p.proto;
+	if (dir == FP_DIR_EGRESS && (skb->mark & FP_PROXY_MARK_MASK) == FP_PROXY_MARK_HOST && f.proto == IPPROTO_TCP) {
+		/* Turned around by fp_proxy_host: addressed to the pod's MAC, so
+		 * the stack would take it for another host's and drop it. */
+		bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+		return fp_proxy_assign(skb, &p, &f, skb->mark & 0xffff);
+	}
 	ep = fp_policy_endpoint(skb->ifindex);
 	if (!ep)
 		goto dest;
@@ -257,8 +282,11 @@ int fp_tc_policy(struct __sk_buff *skb)
 	if ((ep->flags & flag) && p.proto == IPPROTO_ICMP && res == FP_PARSE_OK && fp_icmp_is_error(p.icmp_type) &&
 	    fp_inner_flow(skb, &p, &inner) == 0 && fp_pct_hit(&inner, ep->id, 0))
 		return FP_TCX_NEXT;
-	if (!fp_policy_judge_l7(ep, &f, p.tcp_flags, dir, dir == FP_DIR_EGRESS ? &proxy_port : 0))
+	if (!fp_policy_judge_l7(ep, &f, p.tcp_flags, dir,
+				(dir == FP_DIR_EGRESS || !skb->ingress_ifindex) ? &proxy_port : 0))
 		return TC_ACT_SHOT;
+	if (proxy_port && dir == FP_DIR_INGRESS)
+		return fp_proxy_host(skb, proxy_port);
 	if (proxy_port)
 		return fp_proxy_assign(skb, &p, &f, proxy_port);
 dest:

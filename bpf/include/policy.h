@@ -76,6 +76,12 @@ struct fp_policy_val {
  * node is known to use (Cilium's magic marks use 0x0f00). */
 #define FP_PROXY_MARK_UPSTREAM 0x0fa70000
 #define FP_PROXY_MARK_REDIRECT 0x0fa80000
+/* FP_PROXY_MARK_HOST | proxy port: a packet of a flow from the node
+ * itself that tc_policy's INGRESS instance sent back into the pod's host
+ * veth (its TC ingress), where the EGRESS instance hands it to the proxy
+ * (tc_policy.c, fp_proxy_host). */
+#define FP_PROXY_MARK_HOST 0x0fa90000
+#define FP_PROXY_MARK_MASK 0xffff0000
 
 /* policy ct: flows an endpoint let through, both directions of each. */
 struct fp_pct_key {

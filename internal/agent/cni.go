@@ -14,6 +14,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/endpoint"
 	"github.com/fastpath-net/fastpath/internal/ipam"
+	"github.com/fastpath-net/fastpath/internal/podnet"
 )
 
 // CNI configures the agent's side of fastpath-cni; nil: no CNI.
@@ -114,6 +115,11 @@ func (a *Agent) reattachPods(eps *endpoint.Store) {
 		}
 		if err := a.dp.AttachPolicy(ifc, datapath.TCMode(ep.TC)); err != nil {
 			a.log.Warn("cni: cannot re-attach network policy to a pod", "endpoint", ep.ID, "interface", ep.Interface, "error", err)
+		}
+		if a.cfg.L7Proxy != nil {
+			if err := podnet.AcceptLocal(a.cfg.NetNS, ep.Interface); err != nil {
+				a.log.Warn("l7 proxy: flows from the node to this pod cannot reach the proxy", "endpoint", ep.ID, "interface", ep.Interface, "error", err)
+			}
 		}
 	}
 }

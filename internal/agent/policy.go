@@ -27,6 +27,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/k8s"
 	"github.com/fastpath-net/fastpath/internal/l7policy"
 	"github.com/fastpath-net/fastpath/internal/metrics"
+	"github.com/fastpath-net/fastpath/internal/podnet"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
 
@@ -550,6 +551,13 @@ func (c *policyCtl) endpointAdded(ep endpoint.Endpoint) error {
 	ifc := datapath.Iface{NetNS: c.netns, Name: ep.Interface}
 	if err := c.dp.AttachPolicy(ifc, datapath.TCMode(ep.TC)); err != nil {
 		return err
+	}
+	if c.l7 != nil {
+		// Flows from the node to the pod may be turned around into
+		// the veth for the L7 proxy (docs/l7.md).
+		if err := podnet.AcceptLocal(c.netns, ep.Interface); err != nil {
+			return err
+		}
 	}
 	if ep.Pod.Name == "" {
 		return nil

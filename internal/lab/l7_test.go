@@ -114,6 +114,7 @@ func l7Checks(t *testing.T, st *State, opts Options) {
 		t.Fatal(err)
 	}
 	waitCurl(t, client, "policy deleted: POST /admin", 200, "-X", "POST", fmt.Sprintf("http://%s:%d/admin", findPod(pods, "web-1").ip, webHTTPPort))
+	hostL7(t, dyn, findPod(pods, "web-2").ip)
 	serviceEgress(t, dyn, client, findPod(pods, "web-2").ip)
 }
 

@@ -19,9 +19,11 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+	"github.com/fastpath-net/fastpath/internal/fpnetpol"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
@@ -154,4 +156,39 @@ func ctEntry(node int, k ctmap.Key) (ctmap.Entry, error) {
 	}
 	defer m.Close()
 	return e, m.Lookup(&k, &e)
+}
+
+// webL7Any lets every peer, the node itself included, only GET /public on
+// the web pods' HTTP port.
+const webL7Any = `
+endpointSelector: {matchLabels: {app: web}}
+ingress:
+- toPorts:
+  - ports: [{port: 8000}]
+    rules:
+      http:
+      - {method: GET, path: "/public(/.*)?"}
+`
+
+// hostL7: a host-network client (curl in node 1's namespace) to web-2 (on
+// node 1), whose ingress has HTTP rules for every peer: judged by the
+// proxy as the host, GET /public allowed, POST /admin denied with 403.
+// The datapath sees the flow at web-2's veth TC egress only, where it
+// cannot hand it to the proxy; it turns it around into the veth.
+func hostL7(t *testing.T, dyn dynamic.Interface, web2 netip.Addr) {
+	t.Helper()
+	node, err := nettopo.OpenNS(nodeNSName(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Release()
+	createFNP(t, dyn, "web-l7-any", webL7Any)
+	base := fmt.Sprintf("http://%s:%d", web2, webHTTPPort)
+	waitCurl(t, node, "node itself: POST /admin denied", 403, "-X", "POST", base+"/admin")
+	curlWant(t, node, "node itself: GET /public", 200, "hello from web-2", base+"/public")
+	curlWant(t, node, "node itself: POST /admin", 403, "Access denied", "-X", "POST", base+"/admin")
+	if err := dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Delete(t.Context(), "web-l7-any", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitCurl(t, node, "node itself: policy deleted", 200, "-X", "POST", base+"/admin")
 }

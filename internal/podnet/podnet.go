@@ -206,22 +206,54 @@ func nodeSide(node *netlink.Handle, host netlink.Link, ip netip.Addr, podMAC net
 // Kernel constants of the IPv4 per-interface configuration in
 // IFLA_AF_SPEC (linux/if_link.h, linux/ip.h); x/sys/unix does not name them.
 const (
-	iflaInetConf          = 1
-	ipv4DevconfForwarding = 1
+	iflaInetConf           = 1
+	ipv4DevconfForwarding  = 1
+	ipv4DevconfAcceptLocal = 23
 )
 
 // enableForwarding lets the node forward what the pod sends, on the host
 // veth only (IPv4 decides by the receiving interface; IPv6 by the global
 // switch, which belongs to the node's configuration).
-//
-// It uses RTM_SETLINK rather than /proc/sys/net/ipv4/conf/<if>/forwarding:
-// a write there takes the RTNL lock with trylock and restarts the system
-// call while another ADD holds it, so concurrent ADDs spun on it (80 % of
-// the agent's CPU in a profile of 10 parallel ADDs).
 func enableForwarding(nodeNS string, host netlink.Link, ips []netip.Addr) error {
 	if !slices.ContainsFunc(ips, netip.Addr.Is4) {
 		return nil
 	}
+	if err := setIPv4Conf(nodeNS, host.Attrs().Index, ipv4DevconfForwarding, 1); err != nil {
+		return fmt.Errorf("enable forwarding on %s: %w", host.Attrs().Name, err)
+	}
+	return nil
+}
+
+// AcceptLocal lets the host veth hostIface in nodeNS take packets whose
+// source is one of the node's own addresses (accept_local). The L7 proxy
+// needs it: tc_policy turns a flow from the node itself to a pod whose
+// ingress has HTTP rules around into the veth's TC ingress, to hand it to
+// the proxy there (docs/l7.md), and the stack drops a received packet
+// with a local source otherwise.
+func AcceptLocal(nodeNS, hostIface string) error {
+	node, err := datapath.NetlinkAt(nodeNS)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	l, err := node.LinkByName(hostIface)
+	if err != nil {
+		return fmt.Errorf("host veth %s: %w", hostIface, err)
+	}
+	if err := setIPv4Conf(nodeNS, l.Attrs().Index, ipv4DevconfAcceptLocal, 1); err != nil {
+		return fmt.Errorf("accept_local on %s: %w", hostIface, err)
+	}
+	return nil
+}
+
+// setIPv4Conf sets one IPv4 per-interface setting of the interface with
+// this index in nodeNS.
+//
+// It uses RTM_SETLINK rather than /proc/sys/net/ipv4/conf/<if>/...:
+// a write there takes the RTNL lock with trylock and restarts the system
+// call while another ADD holds it, so concurrent ADDs spun on it (80 % of
+// the agent's CPU in a profile of 10 parallel ADDs).
+func setIPv4Conf(nodeNS string, index int, attr uint16, value uint32) error {
 	ns, err := netns.GetFromPath(nodeNS)
 	if nodeNS == "" {
 		ns, err = netns.Get()
@@ -238,16 +270,14 @@ func enableForwarding(nodeNS string, host netlink.Link, ips []netip.Addr) error 
 	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(host.Attrs().Index)
+	msg.Index = int32(index)
 	req.AddData(msg)
 	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
 	conf := spec.AddRtAttr(unix.AF_INET, nil).AddRtAttr(iflaInetConf, nil)
-	conf.AddRtAttr(ipv4DevconfForwarding, nl.Uint32Attr(1))
+	conf.AddRtAttr(int(attr), nl.Uint32Attr(value))
 	req.AddData(spec)
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		return fmt.Errorf("enable forwarding on %s: %w", host.Attrs().Name, err)
-	}
-	return nil
+	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 // Teardown deletes the host veth (and with it the pod end, its addresses,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/identity"
 	"github.com/fastpath-net/fastpath/internal/l7redirect"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/internal/podnet"
 	"github.com/fastpath-net/fastpath/internal/policy"
 )
 
@@ -26,7 +28,9 @@ const testProxyPort = 15001
 // egress; the marked upstream leg passes the server's enforced ingress
 // without being redirected again; without a proxy port or listener such
 // flows are dropped, and a new listener on the same port takes new
-// connections again (a proxy restart).
+// connections again (a proxy restart). A flow from the node itself to a
+// pod whose ingress wants the proxy for the host identity is turned around
+// into the pod's veth and proxied (the veth accepting local sources).
 func TestL7Redirect(t *testing.T) {
 	p := newPE(t)
 	ids := map[string]identity.ID{"a": 300, "b": 400}
@@ -86,6 +90,26 @@ func TestL7Redirect(t *testing.T) {
 	ask("a", "b", 8080, "proxy DST b") // a second connection, same path
 	ask("a", "b", 9090, "b")
 	ask("a", "b", 7070, "")
+
+	// The node itself (a host-network client) to b's 8080, which b's
+	// ingress lets the host identity reach through the proxy: turned
+	// around into b's veth and proxied with its destination.
+	p.setIPCache(netip.PrefixFrom(star.Host("b").NodeIP, 32).String(), identity.Host)
+	k = tcp(8080)
+	k.Identity, k.Dir = identity.Host, policy.Ingress
+	put("b", k, l7)
+	addr := net.JoinHostPort(star.Host("b").Addr.String(), "8080")
+	if got, err := nettopo.AskTCP(star.Node, addr, 500*time.Millisecond); err == nil {
+		t.Errorf("node -> %s without accept_local on b's veth: answered %q; the stack should drop the turned-around packet", addr, got)
+	}
+	if err := podnet.AcceptLocal(star.Node.Path(), star.Host("b").NodeIf); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if got, err := nettopo.AskTCP(star.Node, addr, 500*time.Millisecond); err != nil || got != "proxy "+addr+" b" {
+			t.Errorf("node -> %s: answered %q, err %v; want %q", addr, got, err, "proxy "+addr+" b")
+		}
+	}
 
 	// The proxy goes away: its flows fail (no listener); a new one on the
 	// same port serves new connections.
