@@ -115,7 +115,7 @@ func l7Checks(t *testing.T, st *State, opts Options) {
 	}
 	waitCurl(t, client, "policy deleted: POST /admin", 200, "-X", "POST", fmt.Sprintf("http://%s:%d/admin", findPod(pods, "web-1").ip, webHTTPPort))
 	hostL7(t, dyn, findPod(pods, "web-2").ip)
-	serviceEgress(t, dyn, client, findPod(pods, "web-2").ip)
+	serviceEgress(t, dyn, client, findPod(pods, "web-2").ip, findPod(pods, "web-1").ip)
 }
 
 // clientEgressL7 lets the client only GET api.example/v1/* from the web
@@ -135,7 +135,7 @@ egress:
 // client's connection to the VIP is balanced to a backend by tc_lb, judged
 // by the client's egress entry for that backend, and answered by the proxy
 // as the VIP.
-func serviceEgress(t *testing.T, dyn dynamic.Interface, client *nettopo.NS, web2 netip.Addr) {
+func serviceEgress(t *testing.T, dyn dynamic.Interface, client *nettopo.NS, web2, web1 netip.Addr) {
 	t.Helper()
 	svc, err := mustClient(t).CoreV1().Services(namespace).Get(t.Context(), "web", metav1.GetOptions{})
 	if err != nil {
@@ -151,6 +151,7 @@ func serviceEgress(t *testing.T, dyn dynamic.Interface, client *nettopo.NS, web2
 	curlWant(t, client, "service: GET other.example/v1/x", 403, "Access denied", "-H", "Host: other.example", base+"/v1/x")
 	curlWant(t, client, "service: h2c GET api.example/v1/x", 200, "hello from web-", "--http2-prior-knowledge", "-H", "Host: api.example", base+"/v1/x")
 	tupleClash(t, client, web2)
+	egressAcrossNodes(t, client, web1)
 	if err := dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Delete(t.Context(), "client-egress", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -192,3 +192,19 @@ func hostL7(t *testing.T, dyn dynamic.Interface, web2 netip.Addr) {
 	}
 	waitCurl(t, node, "node itself: policy deleted", 200, "-X", "POST", base+"/admin")
 }
+
+// egressAcrossNodes: the client's egress HTTP rules for a pod on the other
+// node (web-1, by its address, no Service) are enforced on the client's
+// node, by its proxy, with the client's identity: an allowed request
+// reaches web-1 from node 1's address (the proxy's upstream), a denied one
+// is answered 403 there. Node 2's proxy is not involved: web-1's ingress
+// has no HTTP rules now, and a request node 2 proxied would come from node
+// 2's address.
+func egressAcrossNodes(t *testing.T, client *nettopo.NS, web1 netip.Addr) {
+	t.Helper()
+	base := fmt.Sprintf("http://%s:%d", web1, webHTTPPort)
+	curlWant(t, client, "egress across nodes: GET api.example/v1/x", 200,
+		fmt.Sprintf("hello from web-1 (you are %s:", nodeIP(1)), "-H", "Host: api.example", base+"/v1/x")
+	curlWant(t, client, "egress across nodes: POST api.example/v1/x", 403, "Access denied", "-X", "POST", "-H", "Host: api.example", base+"/v1/x")
+	curlWant(t, client, "egress across nodes: GET other.example/v1/x", 403, "Access denied", "-H", "Host: other.example", base+"/v1/x")
+}
