@@ -57,7 +57,9 @@ func tupleClash(t *testing.T, client *nettopo.NS, backend netip.Addr) {
 		}
 	}()
 	for i, vip := range vips {
-		c, err := dialFromPort(client, net.JoinHostPort(vip, "80"), clashSourcePort)
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		c, err := client.DialFromPort(ctx, clashSourcePort, "tcp4", net.JoinHostPort(vip, "80"))
+		cancel()
 		if err != nil {
 			t.Fatalf("tuple clash: connection %d to %s from port %d: %v", i, vip, clashSourcePort, err)
 		}
@@ -109,24 +111,6 @@ func oneBackendService(t *testing.T, name string, backend netip.Addr) string {
 		_ = cs.DiscoveryV1().EndpointSlices(namespace).Delete(context.Background(), slice.Name, metav1.DeleteOptions{})
 	})
 	return created.Spec.ClusterIP
-}
-
-// dialFromPort connects from ns with a fixed source port; SO_REUSEADDR
-// lets two connections to different destinations share it.
-func dialFromPort(ns *nettopo.NS, addr string, port int) (net.Conn, error) {
-	d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: port},
-		Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-			}); err != nil {
-				return err
-			}
-			return serr
-		}}
-	var c net.Conn
-	err := ns.Do(func() (err error) { c, err = d.Dial("tcp", addr); return err })
-	return c, err
 }
 
 // getV1 sends GET api.example/v1/x on c and wants 200 from a web pod.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 )
 
@@ -30,4 +31,24 @@ func (n *NS) HTTPClient(timeout time.Duration) *http.Client {
 		DisableKeepAlives: true,
 		DialContext:       n.DialContext,
 	}}
+}
+
+// DialFromPort connects from inside n with source port port and
+// SO_REUSEADDR, as a client that reuses its port must set: two connections
+// to different destinations may share the port (tuple-clash tests).
+func (n *NS) DialFromPort(ctx context.Context, port int, network, addr string) (conn net.Conn, err error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{Port: port}, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	err = n.Do(func() error {
+		conn, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return conn, err
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -44,29 +45,11 @@ func (l *lab) sharedServices(n int, host string) string {
 // SO_REUSEADDR as a client that reuses its port must set, and returns the
 // connection and how long connect() took.
 func dialFrom(ns *nettopo.NS, port int, addr string) (net.Conn, time.Duration, error) {
-	var c net.Conn
-	var took time.Duration
-	err := ns.Do(func() error {
-		d := net.Dialer{
-			Timeout:   timeout,
-			LocalAddr: &net.TCPAddr{Port: port},
-			Control: func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				if err := rc.Control(func(fd uintptr) {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-				}); err != nil {
-					return err
-				}
-				return serr
-			},
-		}
-		start := time.Now()
-		var err error
-		c, err = d.Dial("tcp4", addr)
-		took = time.Since(start)
-		return err
-	})
-	return c, took, err
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	c, err := ns.DialFromPort(ctx, port, "tcp4", addr)
+	return c, time.Since(start), err
 }
 
 // tcpExt returns a TcpExt counter of /proc/net/netstat in ns.
