@@ -37,9 +37,9 @@
  * own egress flows and, for every TCP packet entering there, flows whose
  * destination pod's ingress entry wants the proxy (fp_dest_l7); attached to
  * an uplink (no endpoint), it does the latter for remote clients. The
- * INGRESS instance cannot redirect: it turns flows from the node itself
- * around into the EGRESS instance (fp_proxy_host), drops other such flows
- * (FP_REASON_NO_PROXY), and passes the proxy's upstream leg
+ * INGRESS instance cannot redirect: it turns such flows (from the node
+ * itself, or masqueraded by tc_lb) around into the EGRESS instance
+ * (fp_proxy_host), and passes the proxy's upstream leg
  * (FP_PROXY_MARK_UPSTREAM).
  * Not handled yet: IPv6.
  */
@@ -112,9 +112,10 @@ static __always_inline int fp_inner_flow(struct __sk_buff *skb, const struct fp_
  * snat_addr/port): the proxy's socket is then the one the client opened,
  * client -> frontend, and its answers reach the client's socket; the proxy
  * dials the backend from the node's address, so it needs no port of its
- * own there. (Masqueraded flows rarely get here: tc_lb sends them itself
- * and judges their L7 entries as needing a proxy it cannot reach, reason
- * l7-no-proxy.)
+ * own there. Masqueraded flows get here turned around by fp_proxy_host
+ * (their client's egress L7 entries were judged by tc_lb, which cannot
+ * redirect: l7-no-proxy). Returns 1 when it gave the frontend back, 0 for
+ * a flow tc_lb did not translate, -1 when a rewrite failed.
  */
 static __always_inline int fp_proxy_frontend(struct __sk_buff *skb, const struct fp_pkt *p, struct fp_pflow *f)
 {
@@ -141,7 +142,7 @@ static __always_inline int fp_proxy_frontend(struct __sk_buff *skb, const struct
 		return -1;
 	f->daddr = vip;
 	f->dport = e->nat_port;
-	return 0;
+	return 1;
 }
 
 static __always_inline int fp_proxy_assign(struct __sk_buff *skb, const struct fp_pkt *p, struct fp_pflow *f,
@@ -151,8 +152,19 @@ static __always_inline int fp_proxy_assign(struct __sk_buff *skb, const struct f
 	struct bpf_sock *sk;
 	long err;
 
-	if (fp_proxy_frontend(skb, p, f) < 0)
+	int xlated = fp_proxy_frontend(skb, p, f);
+	struct fp_endpoint *ep;
+
+	if (xlated < 0)
 		return TC_ACT_SHOT;
+	/* The proxy answers as the frontend: the pod's policy CT must know
+	 * that tuple too, or its enforced ingress judges the answers as a
+	 * new flow from the frontend. */
+	if (xlated > 0) {
+		ep = fp_policy_endpoint(skb->ifindex);
+		if (ep && !fp_pct_hit(f, ep->id, p->tcp_flags))
+			fp_pct_create(f, ep->id, 0, 0);
+	}
 
 	t.ipv4.saddr = f->saddr;
 	t.ipv4.daddr = f->daddr;
@@ -189,9 +201,12 @@ static __always_inline int fp_proxy_assign(struct __sk_buff *skb, const struct f
  * around into the same veth's TC ingress, marked with the proxy port,
  * where the EGRESS instance assigns it (the mark says the flow was judged,
  * as the host's identity). The proxy answers from the pod's address to the
- * node's own, delivered locally. Only packets the node sent
- * (ingress_ifindex 0): a forwarded one needing the proxy was taken where
- * it entered, or cannot be (masqueraded: tc_lb sent it) and is dropped.
+ * node's own, delivered locally. The same path takes the other flows that
+ * meet a pod's L7 ingress only here: masqueraded Service flows, which tc_lb
+ * sends straight to the pod's veth (hairpin: the pod called a Service that
+ * picked the pod itself; external to a local backend without
+ * externalTrafficPolicy: Local); fp_proxy_frontend gives them their
+ * client's source and frontend back, so the proxy answers as the frontend.
  */
 static __always_inline int fp_proxy_host(struct __sk_buff *skb, __u16 proxy_port)
 {
@@ -282,8 +297,7 @@ int fp_tc_policy(struct __sk_buff *skb)
 	if ((ep->flags & flag) && p.proto == IPPROTO_ICMP && res == FP_PARSE_OK && fp_icmp_is_error(p.icmp_type) &&
 	    fp_inner_flow(skb, &p, &inner) == 0 && fp_pct_hit(&inner, ep->id, 0))
 		return FP_TCX_NEXT;
-	if (!fp_policy_judge_l7(ep, &f, p.tcp_flags, dir,
-				(dir == FP_DIR_EGRESS || !skb->ingress_ifindex) ? &proxy_port : 0))
+	if (!fp_policy_judge_l7(ep, &f, p.tcp_flags, dir, &proxy_port))
 		return TC_ACT_SHOT;
 	if (proxy_port && dir == FP_DIR_INGRESS)
 		return fp_proxy_host(skb, proxy_port);

@@ -139,7 +139,7 @@ func summary(v policymap.Verdict, e *Event, n Names) string {
 		return fmt.Sprintf("to L7 proxy: allowed at L4, %s has HTTP rules for it; the node's proxy judges each request: %s", l7Side(v, e), e.flow())
 	case policymap.ReasonNoProxy:
 		return fmt.Sprintf("L7 proxy unavailable: %s has HTTP rules for this flow, but no proxy can take it here "+
-			"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect: from the node itself, or a masqueraded Service flow, hairpin or external): dropped, fail closed: %s", l7Side(v, e), e.flow())
+			"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect: the client's egress on a masqueraded Service flow, judged by tc_lb): dropped, fail closed: %s", l7Side(v, e), e.flow())
 	}
 	return fmt.Sprintf("%s (reason %d): %s", e.Reason, v.Reason, e.flow())
 }

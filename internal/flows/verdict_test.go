@@ -115,10 +115,10 @@ func TestFromVerdictL7(t *testing.T) {
 			"to L7 proxy: allowed at L4, the egress of fp-a/client has HTTP rules for it; the node's proxy judges each request: fp-a/client -> fp-b/server TCP/80"},
 		{policymap.ReasonNoProxy, policymap.DirIngress, policymap.VerdictDrop,
 			"L7 proxy unavailable: the ingress of fp-b/server has HTTP rules for this flow, but no proxy can take it here " +
-				"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect: from the node itself, or a masqueraded Service flow, hairpin or external): dropped, fail closed: fp-a/client -> fp-b/server TCP/80"},
+				"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect: the client's egress on a masqueraded Service flow, judged by tc_lb): dropped, fail closed: fp-a/client -> fp-b/server TCP/80"},
 		{policymap.ReasonNoProxy, policymap.DirEgress, policymap.VerdictDrop,
 			"L7 proxy unavailable: the egress of fp-a/client has HTTP rules for this flow, but no proxy can take it here " +
-				"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect: from the node itself, or a masqueraded Service flow, hairpin or external): dropped, fail closed: fp-a/client -> fp-b/server TCP/80"},
+				"(--enable-l7-proxy off on this node, or a path the datapath cannot redirect: the client's egress on a masqueraded Service flow, judged by tc_lb): dropped, fail closed: fp-a/client -> fp-b/server TCP/80"},
 	} {
 		v := verdict("10.0.0.1", "10.0.0.2", 80, tc.reason, 7)
 		v.Dir, v.Verdict = tc.dir, tc.verdict

@@ -1,5 +1,8 @@
 package lab
 
+// L7 checks of the paths where tc_lb changed a flow (tuple clash, hairpin),
+// the node's own clients and egress across nodes; l7Checks calls them.
+
 import (
 	"bufio"
 	"context"
@@ -64,7 +67,7 @@ func tupleClash(t *testing.T, client *nettopo.NS, backend netip.Addr) {
 			t.Fatalf("tuple clash: connection %d to %s from port %d: %v", i, vip, clashSourcePort, err)
 		}
 		conns = append(conns, c)
-		if err := getV1(c); err != nil {
+		if err := rawGet(c, "/v1/x", "api.example", "hello from web-"); err != nil {
 			t.Errorf("tuple clash: connection %d to %s: %v", i, vip, err)
 		}
 	}
@@ -77,7 +80,7 @@ func tupleClash(t *testing.T, client *nettopo.NS, backend netip.Addr) {
 	}
 	// Both stay usable, one request after the other.
 	for i, c := range conns {
-		if err := getV1(c); err != nil {
+		if err := rawGet(c, "/v1/x", "api.example", "hello from web-"); err != nil {
 			t.Errorf("tuple clash: connection %d, second request: %v", i, err)
 		}
 	}
@@ -113,10 +116,11 @@ func oneBackendService(t *testing.T, name string, backend netip.Addr) string {
 	return created.Spec.ClusterIP
 }
 
-// getV1 sends GET api.example/v1/x on c and wants 200 from a web pod.
-func getV1(c net.Conn) error {
+// rawGet sends GET path with Host host on c and wants 200 with body
+// containing want.
+func rawGet(c net.Conn, path, host, want string) error {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(c, "GET /v1/x HTTP/1.1\r\nHost: api.example\r\n\r\n"); err != nil {
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host); err != nil {
 		return err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -125,8 +129,8 @@ func getV1(c net.Conn) error {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "hello from web-") {
-		return fmt.Errorf("%s %q, want 200 from a web pod", resp.Status, body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+		return fmt.Errorf("%s %q, want 200 with %q", resp.Status, body, want)
 	}
 	return nil
 }
@@ -171,10 +175,46 @@ func hostL7(t *testing.T, dyn dynamic.Interface, web2 netip.Addr) {
 	waitCurl(t, node, "node itself: POST /admin denied", 403, "-X", "POST", base+"/admin")
 	curlWant(t, node, "node itself: GET /public", 200, "hello from web-2", base+"/public")
 	curlWant(t, node, "node itself: POST /admin", 403, "Access denied", "-X", "POST", base+"/admin")
+	hairpinL7(t, web2)
 	if err := dyn.Resource(fpnetpol.PolicyGVR).Namespace(namespace).Delete(t.Context(), "web-l7-any", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitCurl(t, node, "node itself: policy deleted", 200, "-X", "POST", base+"/admin")
+}
+
+// hairpinPort is web-2's source port of hairpinL7's own connection.
+const hairpinPort = 23458
+
+// hairpinL7: web-2 calls a Service whose one backend is web-2 itself, under
+// webL7Any: tc_lb masquerades the flow (hairpin) and sends it to web-2's
+// veth, where its ingress wants the proxy; the flow is turned around,
+// given its client and frontend back and proxied: GET /public 200, POST
+// /admin 403, answered as the Service.
+func hairpinL7(t *testing.T, web2 netip.Addr) {
+	t.Helper()
+	vip := oneBackendService(t, "fp-hairpin", web2)
+	pod := openPodNS(t, "web-2")
+	base := "http://" + vip
+	waitCurl(t, pod, "hairpin: POST /admin denied", 403, "-X", "POST", base+"/admin")
+	curlWant(t, pod, "hairpin: GET /public", 200, "hello from web-2", base+"/public")
+	curlWant(t, pod, "hairpin: POST /admin", 403, "Access denied", "-X", "POST", base+"/admin")
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	c, err := pod.DialFromPort(ctx, hairpinPort, "tcp4", net.JoinHostPort(vip, "80"))
+	if err != nil {
+		t.Fatalf("hairpin: connection from port %d: %v", hairpinPort, err)
+	}
+	defer c.Close()
+	if err := rawGet(c, "/public", "web", "hello from web-2"); err != nil {
+		t.Errorf("hairpin: GET /public: %v", err)
+	}
+	// The flow was masqueraded (SNAT without a port of its own), or the
+	// check proves nothing.
+	k := ctmap.Key{SAddr: lbmap.AddrFrom(web2), DAddr: lbmap.AddrFrom(netip.MustParseAddr(vip)), SPort: hairpinPort, DPort: 80,
+		Proto: syscall.IPPROTO_TCP, Dir: ctmap.Forward}
+	if e, err := ctEntry(1, k); err != nil || e.Flags&(ctmap.SNAT|ctmap.SNATPort) != ctmap.SNAT {
+		t.Errorf("hairpin: %s: entry %+v, err %v; want a masqueraded flow", k, e, err)
+	}
 }
 
 // egressAcrossNodes: the client's egress HTTP rules for a pod on the other
