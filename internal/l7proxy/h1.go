@@ -58,6 +58,38 @@ type conn struct {
 	linger bool
 	br     *bufio.Reader // reads in; nil while idle with nothing buffered: idle connections hold no buffers
 	up     *upstream
+	// The client socket's read deadline as last set by setReadDeadline,
+	// and whether it is the idle one.
+	rdl     time.Time
+	rdlIdle bool
+}
+
+// idleSlack is how much earlier than IdleTimeout an idle connection may
+// close: the idle deadline is moved at most once per idleSlack, not once
+// per request (each move is a timer update on the request's path).
+const idleSlack = time.Second
+
+// setReadDeadline sets the client socket's read deadline unless it is
+// already t.
+func (c *conn) setReadDeadline(t time.Time) {
+	c.rdlIdle = false
+	if t.Equal(c.rdl) {
+		return
+	}
+	c.rdl = t
+	c.c.SetReadDeadline(t)
+}
+
+// headComplete reports whether b holds a whole request head, after the
+// empty lines readHead skips.
+func headComplete(b []byte) bool {
+	for range 4 {
+		if len(b) < 2 || b[0] != '\r' || b[1] != '\n' {
+			break
+		}
+		b = b[2:]
+	}
+	return headEnd(b, 0) > 0
 }
 
 func (c *conn) serve() {
@@ -115,7 +147,11 @@ func (c *conn) awaitRequest(first bool) bool {
 		return false
 	}
 	c.state.Store(st)
-	c.c.SetReadDeadline(time.Now().Add(c.p.cfg.IdleTimeout))
+	if idle := time.Now().Add(c.p.cfg.IdleTimeout); !c.rdlIdle || idle.Sub(c.rdl) > idleSlack {
+		c.setReadDeadline(idle)
+		c.rdlIdle = true
+	}
+	fresh := c.br == nil || c.br.Buffered() == 0 && len(c.in.pending) == 0
 	if c.br != nil && c.br.Buffered() == 0 && len(c.in.pending) == 0 {
 		c.p.putReader(c.br)
 		c.br = nil
@@ -131,7 +167,11 @@ func (c *conn) awaitRequest(first bool) bool {
 	if c.br == nil {
 		c.br = c.p.getReader(&c.in)
 	}
-	c.c.SetReadDeadline(time.Now().Add(c.p.cfg.HeaderTimeout))
+	// HeaderTimeout bounds a head still to be read; one that came whole
+	// in the read that ended the wait (the common case) needs no timer.
+	if !fresh || !headComplete(c.in.pending) {
+		c.setReadDeadline(time.Now().Add(c.p.cfg.HeaderTimeout))
+	}
 	return true
 }
 
@@ -279,7 +319,10 @@ func (c *conn) readHead() (*http.Request, *headError) {
 	if err != nil {
 		return nil, refuse(400, "malformed request: "+err.Error())
 	}
-	c.c.SetReadDeadline(time.Time{})
+	// The read deadline (idle or head) stays: nothing more is read from
+	// the client for this request unless it has a body (forward and
+	// drain set what they need) or becomes a tunnel; the next
+	// awaitRequest sets it again.
 	return req, nil
 }
 
@@ -379,8 +422,8 @@ func (c *conn) drain(body io.ReadCloser) bool {
 	if body == nil || body == http.NoBody {
 		return true
 	}
-	c.c.SetReadDeadline(time.Now().Add(c.p.cfg.HeaderTimeout))
-	defer c.c.SetReadDeadline(time.Time{})
+	c.setReadDeadline(time.Now().Add(c.p.cfg.HeaderTimeout))
+	defer c.setReadDeadline(time.Time{})
 	_, err := io.CopyN(io.Discard, body, maxDrain+1)
 	return errors.Is(err, io.EOF)
 }
@@ -429,6 +472,7 @@ func (c *conn) forward(req *http.Request) (int, bool) {
 		writeRequestHead(up.bw, req, host, ws)
 		var body *bodySender
 		if hasBody {
+			c.setReadDeadline(time.Time{}) // the body streams for as long as it takes
 			body = c.sendBody(up, req)
 		} else if err := up.bw.Flush(); err != nil {
 			c.dropUpstream()
@@ -544,9 +588,9 @@ func (b *bodySender) stop(c *conn, up *upstream) error {
 	}
 	b.stopped.Store(true)
 	up.c.Close()
-	c.c.SetReadDeadline(aLongTimeAgo)
+	c.setReadDeadline(aLongTimeAgo)
 	err := <-b.done
-	c.c.SetReadDeadline(time.Time{})
+	c.setReadDeadline(time.Time{})
 	return err
 }
 
@@ -565,7 +609,7 @@ func (c *conn) tunnel(resp *http.Response, up *upstream) int {
 	if err := c.writeBodilessHead(resp, "Connection: Upgrade\r\nUpgrade: websocket\r\n"); err != nil {
 		return resp.StatusCode
 	}
-	c.c.SetReadDeadline(time.Time{})
+	c.setReadDeadline(time.Time{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
