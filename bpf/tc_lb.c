@@ -563,20 +563,43 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 	return TC_ACT_OK;
 }
 
+/*
+ * fp_spoofed: an IPv4 packet a pod sends from an address that is not its
+ * own (the endpoint's addr4, written by the agent). This instance, at the
+ * pod's host veth TC ingress, is the first program to see it, and the only
+ * one for masqueraded flows. With accept_local on the veth (the L7 proxy's
+ * host clients, docs/l7.md) the node would take the node's own address as
+ * source, so a pod could pose as the host to policy. Exempt: packets the
+ * datapath turned around into the veth (FP_PROXY_MARK_HOST, fp_proxy_host
+ * in tc_policy.c), which carry their client's source; a pod cannot set
+ * that mark, as crossing the veth from its namespace scrubs skb->mark.
+ * An endpoint without addr4 (not known yet) is not checked.
+ */
+static __always_inline int fp_spoofed(struct __sk_buff *skb, const struct fp_pkt *p)
+{
+	__u32 ifindex = skb->ifindex;
+	struct fp_endpoint *ep;
+
+	if (fp_iface_role != FP_ROLE_INTERNAL || (skb->mark & FP_PROXY_MARK_MASK) == FP_PROXY_MARK_HOST)
+		return 0;
+	ep = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
+	return ep && ep->addr4 && ep->addr4 != p->saddr;
+}
+
 static __always_inline int fp_lb(struct __sk_buff *skb)
 {
 	struct fp_pkt p = {};
-	int ret;
+	int ret, res = fp_parse(skb, &p);
 
-	switch (fp_parse(skb, &p)) {
-	case FP_PARSE_OK:
-		break;
-	case FP_PARSE_MALFORMED:
+	if (res == FP_PARSE_MALFORMED) {
 		p.len = skb->len;
 		return fp_drop(skb, &p, FP_METRIC_DROP_MALFORMED);
-	default:
-		return TC_ACT_OK;
 	}
+	/* A protocol set: IPv4 (ARP, IPv6 and later fragments have none). */
+	if (p.proto && fp_spoofed(skb, &p))
+		return fp_drop(skb, &p, FP_METRIC_DROP_SPOOFED);
+	if (res != FP_PARSE_OK)
+		return TC_ACT_OK;
 	if (p.proto == IPPROTO_ICMP)
 		return fp_icmp(skb, &p);
 	ret = fp_reply(skb, &p);

@@ -30,6 +30,8 @@ static __always_inline __u8 fp_drop_reason(__u32 metric)
 		return FP_REASON_LB_SNAT_NO_PORT;
 	case FP_METRIC_DROP_NO_ROUTE:
 		return FP_REASON_LB_NO_ROUTE;
+	case FP_METRIC_DROP_SPOOFED:
+		return FP_REASON_SPOOFED;
 	}
 	return FP_REASON_LB_MALFORMED;
 }

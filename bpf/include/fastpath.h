@@ -17,8 +17,10 @@
  * is new, and fp_metrics has two more counters.
  * 3: fp_source_ranges is new, with FP_SVC_F_SOURCE_RANGES and
  * FP_CT_F_NODEPORT, and fp_metrics has one more counter.
- * 4: fp_policy_val grew proxy_port and flags (L7 policy). */
-#define FP_MAP_LAYOUT_VERSION 4
+ * 4: fp_policy_val grew proxy_port and flags (L7 policy).
+ * 5: fp_endpoint grew addr4 (source validation), fp_metrics has one more
+ * counter. */
+#define FP_MAP_LAYOUT_VERSION 5
 
 union fp_addr {
 	__u8 b[16];
@@ -277,6 +279,7 @@ enum fp_metric_index {
 	FP_METRIC_DROP_SNAT_NO_PORT, /* masquerade or tuple clash: no free port found */
 	FP_METRIC_DROP_NO_ROUTE,     /* masqueraded packet: no route/neighbour/MTU */
 	FP_METRIC_DROP_SOURCE_RANGE, /* source outside loadBalancerSourceRanges */
+	FP_METRIC_DROP_SPOOFED,      /* a pod sent from an address not its own */
 	FP_METRIC_MAX,
 };
 

@@ -37,6 +37,7 @@ struct fp_endpoint {
 	__u16 id;
 	__u16 flags; /* FP_EP_F_* */
 	__u32 identity;
+	__be32 addr4; /* the pod's IPv4 address; 0: not known, not checked */
 };
 
 #define FP_EP_F_ENFORCE_INGRESS (1 << 0)

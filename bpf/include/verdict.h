@@ -69,6 +69,7 @@ enum fp_reason {
 	/* L7 policy; numbered apart from the reasons tc_lb adds. */
 	FP_REASON_PROXY_REDIRECT = 16, /* allowed at L4, sent to the L7 proxy */
 	FP_REASON_NO_PROXY = 17,       /* needs the L7 proxy, which cannot take it here */
+	FP_REASON_SPOOFED = 18,        /* a pod sent from an address not its own */
 };
 
 /* policy config: sampling of allow events (1 in allow_sample; 0 = none)

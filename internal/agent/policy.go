@@ -533,7 +533,14 @@ func (c *policyCtl) attachment(pod policy.PodName) (policymap.Attachment, bool) 
 		if err != nil {
 			return policymap.Attachment{}, false
 		}
-		return policymap.Attachment{Ifindex: uint32(l.Attrs().Index), ID: ep.ID}, true
+		at := policymap.Attachment{Ifindex: uint32(l.Attrs().Index), ID: ep.ID}
+		for _, ip := range ep.IPs {
+			if ip.Is4() {
+				at.Addr4 = ip
+				break
+			}
+		}
+		return at, true
 	}
 	return policymap.Attachment{}, false
 }

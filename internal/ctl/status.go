@@ -45,7 +45,7 @@ var CounterNames = []string{
 	"forward_new", "forward_ct", "reply_revnat", "icmp_error_revnat",
 	"drop_no_backend", "drop_ct_full", "drop_malformed", "drop_backend_gone",
 	"sock_connect", "sock_no_backend", "drop_snat_no_port", "drop_no_route",
-	"drop_source_range",
+	"drop_source_range", "drop_spoofed",
 }
 
 // ReadStatus gathers the status of the datapath pinned under p.Dir.

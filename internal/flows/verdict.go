@@ -135,6 +135,11 @@ func summary(v policymap.Verdict, e *Event, n Names) string {
 		return "NAT port exhaustion: no free source port (--snat-ports) for " + e.flow()
 	case policymap.ReasonLBNoRoute:
 		return "no route: masqueraded packet has no route, neighbour or MTU towards " + e.flow()
+	case policymap.ReasonSpoofed:
+		// The source names whoever owns the forged address, not the
+		// sender: the endpoint and its identity say who sent it.
+		return fmt.Sprintf("source address spoofed: the pod of endpoint %d (identity %s) sent from %s, not its own address: dropped: %s",
+			v.Endpoint, identity.ID(v.SrcIdentity), e.Source.IP, e.flow())
 	case policymap.ReasonProxyRedirect:
 		return fmt.Sprintf("to L7 proxy: allowed at L4, %s has HTTP rules for it; the node's proxy judges each request: %s", l7Side(v, e), e.flow())
 	case policymap.ReasonNoProxy:

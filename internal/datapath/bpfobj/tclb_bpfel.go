@@ -107,6 +107,7 @@ type TclbFpEndpoint struct {
 	Id       uint16
 	Flags    uint16
 	Identity uint32
+	Addr4    uint32
 }
 
 type TclbFpIpcacheKey struct {

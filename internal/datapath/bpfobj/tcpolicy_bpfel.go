@@ -56,6 +56,7 @@ type TcpolicyFpEndpoint struct {
 	Id       uint16
 	Flags    uint16
 	Identity uint32
+	Addr4    uint32
 }
 
 type TcpolicyFpIpcacheKey struct {

@@ -40,6 +40,7 @@ var reasonNames = [...]string{
 	ReasonForwarded:     "forwarded",
 	ReasonProxyRedirect: "to-l7-proxy",
 	ReasonNoProxy:       "l7-no-proxy",
+	ReasonSpoofed:       "source-spoofed",
 }
 
 // ReasonCodes lists every known reason code, for flag validation.

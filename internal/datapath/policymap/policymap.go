@@ -85,6 +85,8 @@ const (
 	// L7 policy (FP_REASON_PROXY_REDIRECT, FP_REASON_NO_PROXY).
 	ReasonProxyRedirect = 16
 	ReasonNoProxy       = 17
+	// tc_lb: a pod sent from an address not its own (FP_REASON_SPOOFED).
+	ReasonSpoofed = 18
 )
 
 // IPCacheKey is struct fp_ipcache_key.
@@ -104,6 +106,9 @@ type Endpoint struct {
 	ID       uint16
 	Flags    uint16
 	Identity uint32
+	// Addr4 is the pod's IPv4 address (network order); tc_lb drops what the
+	// pod sends from another source. Zero: not known, not checked.
+	Addr4 [4]byte
 }
 
 // PolicyKey is struct fp_policy_key.
@@ -207,8 +212,13 @@ func PolicyKeys(ep uint16, k policy.Key) []PolicyKey {
 }
 
 // EndpointValue is the fp_endpoints value of an endpoint's policy.
-func EndpointValue(id uint16, ep *policy.EndpointPolicy) Endpoint {
+// addr4 is the pod's IPv4 address, the only source it may send from; the
+// zero Addr (or an IPv6 one) leaves the source unchecked.
+func EndpointValue(id uint16, addr4 netip.Addr, ep *policy.EndpointPolicy) Endpoint {
 	v := Endpoint{ID: id, Identity: uint32(ep.Identity)}
+	if addr4.Is4() {
+		v.Addr4 = addr4.As4()
+	}
 	if ep.Enforced[policy.Ingress] {
 		v.Flags |= EnforceIngress
 	}

@@ -23,6 +23,7 @@ type Maps struct {
 type Attachment struct {
 	Ifindex uint32
 	ID      uint16
+	Addr4   netip.Addr // the pod's IPv4 address (source validation); zero: none
 }
 
 // Reconciler writes policy.ChangeSets into the maps, touching only what
@@ -204,7 +205,7 @@ func (r *Reconciler) upsert(ep *policy.EndpointPolicy) error {
 	for i, k := range upK {
 		st.keys[k] = upV[i]
 	}
-	rec := EndpointValue(at.ID, ep)
+	rec := EndpointValue(at.ID, at.Addr4, ep)
 	if rec != st.record {
 		if err := r.maps.Endpoints.Update([]uint32{at.Ifindex}, []Endpoint{rec}); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package policymap_test
 
 import (
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -84,7 +85,7 @@ func checkKernel(t *testing.T, eng *policy.Engine, w *policytest.World, step int
 			t.Fatalf("no endpoint %s", name)
 		}
 		id := uint16(i + 1)
-		eps[name] = policymap.EndpointValue(id, ep)
+		eps[name] = policymap.EndpointValue(id, netip.Addr{}, ep)
 		addrs[name] = pn
 		for k, v := range policymap.Keys(id, ep, &rules) {
 			if err := p.pol.Put(k, v); err != nil {

@@ -48,13 +48,14 @@ const (
 	metricDropSNATNoPort
 	metricDropNoRoute
 	metricDropSourceRange
+	metricDropSpoofed
 	metricMax
 )
 
 var metricNames = [metricMax]string{
 	"FORWARD_NEW", "FORWARD_CT", "REPLY_REVNAT", "ICMP_ERR_REVNAT", "DROP_NO_BACKEND",
 	"DROP_CT_FULL", "DROP_MALFORMED", "DROP_BACKEND_GONE", "SOCK_CONNECT", "SOCK_NO_BACKEND",
-	"DROP_SNAT_NO_PORT", "DROP_NO_ROUTE", "DROP_SOURCE_RANGE",
+	"DROP_SNAT_NO_PORT", "DROP_NO_ROUTE", "DROP_SOURCE_RANGE", "DROP_SPOOFED",
 }
 
 // bpffsRoot is where the tests pin, each in a directory of its own.
