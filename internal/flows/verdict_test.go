@@ -134,3 +134,15 @@ func TestFromVerdictL7(t *testing.T) {
 		}
 	}
 }
+
+// TestFromVerdictSpoofed: a source-spoofed drop names the sending endpoint
+// and its identity, not the owner of the forged address.
+func TestFromVerdictSpoofed(t *testing.T) {
+	v := verdict("10.0.0.1", "10.0.0.2", 80, policymap.ReasonSpoofed, 0)
+	v.Dir, v.Endpoint, v.SrcIdentity = policymap.DirEgress, 12, 4711
+	e := FromVerdict(v, time.Unix(1, 0), fakeNames{})
+	want := "source address spoofed: the pod of endpoint 12 (identity 4711) sent from 10.0.0.1, not its own address: dropped: fp-a/client -> fp-b/server TCP/80"
+	if e.Summary != want || e.Reason != "source-spoofed" || e.Verdict == VerdictAllowed {
+		t.Errorf("event %+v\nwant summary %s", e, want)
+	}
+}
