@@ -2,6 +2,7 @@ package policymap_test
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -64,12 +65,13 @@ func (f *fakes) ops() (w, d int) {
 	return w, d
 }
 
-// attachAll gives every pod of the world an attachment: ifindex 100+i, id i+1.
+// attachAll gives every pod of the world an attachment: ifindex 100+i, id
+// i+1, address 10.9.0.i+1.
 func attachAll(w *policytest.World) func(policy.PodName) (policymap.Attachment, bool) {
 	ids := map[policy.PodName]policymap.Attachment{}
 	for i, n := range w.PodNames() {
 		pn, _ := policy.ParsePodName(n)
-		ids[pn] = policymap.Attachment{Ifindex: uint32(100 + i), ID: uint16(i + 1)}
+		ids[pn] = policymap.Attachment{Ifindex: uint32(100 + i), ID: uint16(i + 1), Addr4: netip.AddrFrom4([4]byte{10, 9, 0, byte(i + 1)})}
 	}
 	return func(p policy.PodName) (policymap.Attachment, bool) {
 		a, ok := ids[p]
@@ -103,6 +105,11 @@ func TestReconcilerIncremental(t *testing.T) {
 	}
 	if n := len(mustAll(t, f.eps)); n != 9 {
 		t.Errorf("%d endpoint records, want 9", n)
+	}
+	// Each record carries its pod's address: the only source tc_lb lets
+	// the pod send from.
+	if rec, ok, _ := f.eps.Lookup(101); !ok || rec.ID != 2 || rec.Addr4 != [4]byte{10, 9, 0, 2} {
+		t.Errorf("record of ifindex 101: %+v, %v; want id 2, address 10.9.0.2", rec, ok)
 	}
 	// y/a: ingress enforced, x/a's identity on TCP 80-81 (one block).
 	if got := policyKeysOf(t, f, 4); len(got) != 1 || got[0].Prefixlen != 79 {
