@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,15 +97,7 @@ func TestPodMaySendOnlyFromItsOwnAddress(t *testing.T) {
 // sendRaw sends an IPv4 packet (header included) from ns.
 func sendRaw(t *testing.T, ns *nettopo.NS, pkt []byte) {
 	t.Helper()
-	dst := [4]byte(pkt[16:20])
-	if err := ns.Do(func() error {
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.IPPROTO_RAW)
-		if err != nil {
-			return err
-		}
-		defer syscall.Close(fd)
-		return syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: dst})
-	}); err != nil {
+	if err := ns.SendRawIPv4(pkt); err != nil {
 		t.Fatalf("send from %s: %v", ns.Name, err)
 	}
 }

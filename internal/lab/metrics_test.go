@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
+	"github.com/fastpath-net/fastpath/internal/datapath/pkttest"
 	"github.com/fastpath-net/fastpath/internal/metrics"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
@@ -26,10 +28,12 @@ func metricsChecks(t *testing.T, st *State) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := checkSpread(openPodNS(t, "client"), "metrics traffic", net.JoinHostPort(vip.String(), "7"))
+	client := openPodNS(t, "client")
+	c := checkSpread(client, "metrics traffic", net.JoinHostPort(vip.String(), "7"))
 	if c.err != nil {
 		t.Fatalf("traffic for the metrics check: %v (%s)", c.err, c.detail)
 	}
+	spoofFrom(t, client, st.Nodes)
 	after := scrapeNodes(t, st.Nodes)
 	sum := func(set []map[string]float64, series string) float64 {
 		var v float64
@@ -42,6 +46,8 @@ func metricsChecks(t *testing.T, st *State) {
 		`fastpath_datapath_forwarded_packets_total{direction="original"}`, `fastpath_datapath_forwarded_packets_total{direction="reply"}`,
 		`fastpath_datapath_forwarded_bytes_total{direction="original"}`, `fastpath_datapath_forwarded_bytes_total{direction="reply"}`,
 		`fastpath_datapath_packets_total{outcome="forward_new"}`,
+		// spoofFrom: the agent wrote the client's address, tc_lb checked it.
+		`fastpath_datapath_drops_total{reason="spoofed"}`,
 	} {
 		if b, a := sum(before, series), sum(after, series); a <= b {
 			t.Errorf("%s summed over nodes: %v before 40 connections, %v after; want it to grow", series, b, a)
@@ -72,6 +78,27 @@ func metricsChecks(t *testing.T, st *State) {
 			if !found || !want.ok(v) {
 				t.Errorf("%s: %s = %v (present: %v)", node, want.series, v, found)
 			}
+		}
+	}
+}
+
+// spoofFrom sends, from the client pod, UDP datagrams to every web pod
+// with a node's address as their source: tc_lb must drop them as spoofed
+// (a pod may send only from its own address), which proves the agent gave
+// the datapath the client's address; metricsChecks counts the drops.
+func spoofFrom(t *testing.T, client *nettopo.NS, nodes int) {
+	t.Helper()
+	pods, err := podsWithIPs(t.Context(), mustClient(t), nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if p.app != "web" {
+			continue
+		}
+		f := pkttest.Flow{Src: netip.AddrPortFrom(nodeIP(1), 5353), Dst: netip.AddrPortFrom(p.ip, 7)}
+		if err := client.SendRawIPv4(pkttest.UDPDatagram(f, []byte("spoofed"), false)); err != nil {
+			t.Fatalf("spoofed datagram to %s: %v", p.name, err)
 		}
 	}
 }

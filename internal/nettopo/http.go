@@ -52,3 +52,21 @@ func (n *NS) DialFromPort(ctx context.Context, port int, network, addr string) (
 	})
 	return conn, err
 }
+
+// SendRawIPv4 sends pkt, a whole IPv4 packet (header included, as the
+// kernel takes it on an IPPROTO_RAW socket), from inside n: tests forge
+// what a socket would not send, such as a spoofed source address.
+func (n *NS) SendRawIPv4(pkt []byte) error {
+	if len(pkt) < 20 {
+		return syscall.EINVAL
+	}
+	dst := [4]byte(pkt[16:20])
+	return n.Do(func() error {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		return syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: dst})
+	})
+}
