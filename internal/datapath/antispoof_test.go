@@ -1,10 +1,8 @@
 package datapath_test
 
 import (
-	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -149,20 +147,9 @@ func spoofedDrops(t *testing.T, d *datapath.Datapath) uint64 {
 // verdictRecords reads what the ring holds now.
 func verdictRecords(t *testing.T, r *ringbuf.Reader) []policymap.Verdict {
 	t.Helper()
-	var out []policymap.Verdict
-	for {
-		r.SetDeadline(time.Now().Add(50 * time.Millisecond))
-		rec, err := r.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := policymap.DecodeVerdict(rec.RawSample)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, v)
+	out, err := policymap.ReadVerdicts(r, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out
 }

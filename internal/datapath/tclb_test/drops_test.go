@@ -1,9 +1,7 @@
 package tclb_test
 
 import (
-	"errors"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -28,22 +26,11 @@ func (e *env) ring() *ringbuf.Reader {
 // records reads what the ring holds now.
 func records(t *testing.T, r *ringbuf.Reader) []policymap.Verdict {
 	t.Helper()
-	var out []policymap.Verdict
-	for {
-		r.SetDeadline(time.Now().Add(50 * time.Millisecond))
-		rec, err := r.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := policymap.DecodeVerdict(rec.RawSample)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, v)
+	out, err := policymap.ReadVerdicts(r, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out
 }
 
 // setDropBudget writes fp_policy_config: drops_per_sec records per CPU.
