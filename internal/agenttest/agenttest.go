@@ -117,15 +117,24 @@ func Stop(t *testing.T, a *Agent) {
 	t.Helper()
 	cmd := a.Cmd
 	a.Cmd = nil
+	if !Terminate(cmd, 10*time.Second) {
+		t.Errorf("%s agent did not stop on SIGTERM within 10s", a.Name)
+	}
+}
+
+// Terminate sends cmd's process SIGTERM and waits for it to exit; after
+// grace it kills it, waits, and returns false.
+func Terminate(cmd *exec.Cmd, grace time.Duration) bool {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+		return true
+	case <-time.After(grace):
 		_ = cmd.Process.Kill()
 		<-done
-		t.Errorf("%s agent did not stop on SIGTERM within 10s", a.Name)
+		return false
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
+	"github.com/fastpath-net/fastpath/internal/agenttest"
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/identity"
@@ -314,10 +314,7 @@ func runAgent(t *testing.T, kubeconfig, pinDir string, star *nettopo.Star) agent
 // log file, and stops it (SIGTERM, then SIGKILL after 10s) at the end.
 func runBinary(t *testing.T, name string, args ...string) agentLog {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), name)
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/"+name).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := agenttest.BuildCmd(t, name)
 	log := agentLog(filepath.Join(t.TempDir(), name+".log"))
 	out, err := os.Create(string(log))
 	if err != nil {
@@ -330,15 +327,7 @@ func runBinary(t *testing.T, name string, args ...string) agentLog {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		agenttest.Terminate(cmd, 10*time.Second)
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, log)
 		}
