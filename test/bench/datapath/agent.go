@@ -232,11 +232,3 @@ func (c *counterReader) read() (map[string]uint64, error) {
 }
 
 func (c *counterReader) close() { c.m.Close() }
-
-func diffCounters(after, before map[string]uint64) map[string]uint64 {
-	out := map[string]uint64{}
-	for k, v := range after {
-		out[k] = v - before[k]
-	}
-	return out
-}

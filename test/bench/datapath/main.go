@@ -47,6 +47,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/servicefile"
 	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
@@ -194,7 +195,7 @@ type point struct {
 	Drops                 uint64 // drop_* during the run
 	// Machine-wide, in % of all CPUs, over the child's whole life.
 	MachineBusy, Softirq, Steal float64
-	// Kernel TCP counters over the run (tcpCounters), all namespaces.
+	// Kernel TCP counters over the run (netstat.Reported), all namespaces.
 	SynRetrans, PAWSTimewait, TWRecycled uint64
 	// OtherCPU is machine busy time not used by client, servers or agent,
 	// in % of one core: other processes, or kernel work outside them.
@@ -479,7 +480,7 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 	if err != nil {
 		return nil, nil, err
 	}
-	nr.Counters = diffCounters(endCounters, startCounters)
+	nr.Counters = netstat.Diff(endCounters, startCounters)
 	if nr.RSSAfter, _, err = procstat.Mem(agent.pid()); err != nil {
 		return nil, nil, err
 	}
@@ -594,8 +595,8 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	if err != nil {
 		return nil, err
 	}
-	dt := diffCounters(tcp1, tcp0)
-	dc := diffCounters(c1, c0)
+	dt := netstat.Diff(tcp1, tcp0)
+	dc := netstat.Diff(c1, c0)
 	p := &point{
 		N: n, Mode: m.Name, Kind: kind, Workers: workers, Rep: rep,
 		Rate: res.Rate(), P50: float64(res.P50) / 1e3, P99: float64(res.P99) / 1e3,
@@ -604,7 +605,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 		ServerCPU:  100 * (loadgen.TvSec(ru1.Utime) + loadgen.TvSec(ru1.Stime) - loadgen.TvSec(ru0.Utime) - loadgen.TvSec(ru0.Stime)) / wall,
 		AgentCPU:   100 * a1.Sub(a0).Self.Seconds() / wall,
 		ForwardNew: dc["forward_new"], SockConnect: dc["sock_connect"],
-		SynRetrans: dt["TCPSynRetrans"], PAWSTimewait: dt["PAWSTimewait"], TWRecycled: dt["TWRecycled"],
+		SynRetrans: dt[netstat.SynRetrans], PAWSTimewait: dt[netstat.PAWSTimewait], TWRecycled: dt[netstat.TWRecycled],
 	}
 	p.MachineBusy, p.Softirq, p.Steal = procstat.BusyPct(cs0, cs1)
 	// The client's CPU is over its window only; scale it to the child's life

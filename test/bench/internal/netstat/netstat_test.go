@@ -1,0 +1,129 @@
+package netstat
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/internal/testpriv"
+)
+
+func TestParse(t *testing.T) {
+	data := "TcpExt: SyncookiesSent PAWSTimewait TCPSynRetrans\nTcpExt: 0 7 12\nIpExt: InNoRoutes\nIpExt: 3\n"
+	got, err := Parse(data, "TcpExt:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[PAWSTimewait] != 7 || got[SynRetrans] != 12 || len(got) != 3 {
+		t.Errorf("got %v", got)
+	}
+	for _, bad := range []string{"", "TcpExt: A B\nTcpExt: 1\n", "TcpExt: A\nTcpExt: x\n", "TcpExt: A\n"} {
+		if _, err := Parse(bad, "TcpExt:"); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	d := Diff(map[string]uint64{"a": 5, "b": 1}, map[string]uint64{"a": 2, "b": 3})
+	if d["a"] != 3 || d["b"] != 0 {
+		t.Errorf("diff %v", d)
+	}
+}
+
+// TestTimeWaitRefusal shows which counters move when a backend's TIME_WAIT
+// socket refuses a SYN whose timestamp is older than the last one it saw,
+// as it does behind a NAT that sends two clients' flows to one backend
+// tuple: the server closes first (TIME_WAIT on its side, as in the
+// benchmarks), and the client connects again from the same port with
+// another timestamp offset (tcp_timestamps 1: random per address pair, 2:
+// none). One of the two orders makes the new SYN look old. The test
+// asserts the counters the benchmarks report (Reported) and logs every
+// TcpExt counter that moved.
+func TestTimeWaitRefusal(t *testing.T) {
+	testpriv.Require(t)
+	star, err := nettopo.NewStar("tw", "client", "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer star.Close()
+	client, server := star.Host("client"), star.Host("server")
+	addr := net.JoinHostPort(server.Addr.String(), "80")
+	ln, err := server.NS.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("hi"))
+			c.Close() // the server closes first: TIME_WAIT is the server's
+		}
+	}()
+	connect := func(port int, timestamps string) {
+		t.Helper()
+		if err := client.NS.Sysctl("net/ipv4/tcp_timestamps", timestamps); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := client.NS.DialFromPort(ctx, port, "tcp4", addr)
+		if err != nil {
+			t.Fatalf("port %d, tcp_timestamps %s: %v", port, timestamps, err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nss := []*nettopo.NS{client.NS, server.NS}
+	before := map[string]map[string]uint64{}
+	for _, ns := range nss {
+		if before[ns.Name], err = TCPExt(ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(41001, "1")
+	connect(41002, "2")
+	time.Sleep(100 * time.Millisecond) // the client's last ACK reaches the server
+	connect(41001, "2")
+	connect(41002, "1")
+
+	moved := map[string]map[string]uint64{}
+	for _, ns := range nss {
+		after, err := TCPExt(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := Diff(after, before[ns.Name])
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(d)) {
+			if d[k] != 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", k, d[k]))
+			}
+		}
+		t.Logf("%s: %s", ns.Name, strings.Join(parts, ", "))
+		moved[ns.Name] = d
+	}
+	if got := moved[server.NS.Name][PAWSTimewait]; got < 1 {
+		t.Errorf("server: %s %d, want at least 1", PAWSTimewait, got)
+	}
+	if got := moved[client.NS.Name][SynRetrans]; got < 1 {
+		t.Errorf("client: %s %d, want at least 1", SynRetrans, got)
+	}
+	if _, err := Sum(nss, Reported); err != nil {
+		t.Error(err)
+	}
+}
