@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
+	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 )
 
@@ -67,7 +69,11 @@ type dataPoint struct {
 	// The generator's own CPU over the window, % of one core (user part
 	// apart: the rest is the kernel's network path it drives).
 	ClientCPU, ClientUser float64
-	Err                   string
+	// The kernel's TCP counters (netstat.Reported) over the run, warm-up
+	// included, summed over every namespace of every node: only this path
+	// carries traffic meanwhile. nil: not read.
+	TCP map[string]uint64
+	Err string
 }
 
 // cost is what one contender's programming of N Services occupies.
@@ -147,10 +153,11 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 	}
 	paths := clientPaths(live, objs, n)
 	load1 := procstat.LoadAvg()
+	tcp := tcpReader{cfg: cfg, nss: namespaces(live)}
 	// Every path must carry traffic before anything is measured.
 	var ok []clientPath
 	for _, p := range paths {
-		pt, err := runPoint(ctx, p, loadKind{loadgen.KindConn, 1, 200 * time.Millisecond}, 0, cfg.Data.Pool)
+		pt, err := runPoint(ctx, p, loadKind{loadgen.KindConn, 1, 200 * time.Millisecond}, 0, cfg.Data.Pool, nil)
 		if err != nil {
 			return err
 		}
@@ -171,7 +178,7 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 		for _, k := range kinds {
 			for j := range ok {
 				p := ok[(j+rep-1)%len(ok)]
-				pt, err := runPoint(ctx, p, k, cfg.Data.Warmup, cfg.Data.Pool)
+				pt, err := runPoint(ctx, p, k, cfg.Data.Warmup, cfg.Data.Pool, &tcp)
 				if err != nil {
 					return err
 				}
@@ -182,13 +189,44 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 		}
 	}
 	if after := fastpathCounters(live); before != nil && after != nil {
-		d := map[string]uint64{}
-		for k, v := range after {
-			d[k] = v - before[k]
-		}
-		res.Counters = append(res.Counters, counterRow{N: n, Delta: d})
+		res.Counters = append(res.Counters, counterRow{N: n, Delta: netstat.Diff(after, before)})
 	}
 	return nil
+}
+
+// namespaces are every namespace of the live nodes: clients, router and
+// backends, where a SYN is sent again or refused.
+func namespaces(live []*running) []*nettopo.NS {
+	var out []*nettopo.NS
+	for _, l := range live {
+		out = append(out, l.nd.star.Node)
+		for _, h := range l.nd.star.Hosts {
+			out = append(out, h.NS)
+		}
+	}
+	return out
+}
+
+// tcpReader sums the reported TCP counters over nss. A kernel without one
+// of them loses the counters, not the run: the first failure is logged,
+// and the points say nothing (nil TCP).
+type tcpReader struct {
+	cfg    config
+	nss    []*nettopo.NS
+	failed bool
+}
+
+func (r *tcpReader) read() map[string]uint64 {
+	if r == nil || r.failed {
+		return nil
+	}
+	v, err := netstat.Sum(r.nss, netstat.Reported)
+	if err != nil {
+		r.failed = true
+		logf(r.cfg, "TCP counters left out of the report: %v", err)
+		return nil
+	}
+	return v
 }
 
 // counterRow is fastpath's datapath counters (fp_metrics packets) over one
@@ -218,8 +256,10 @@ func fastpathCounters(live []*running) map[string]uint64 {
 }
 
 // runPoint runs the load generator once; a failed run is a point with Err.
-func runPoint(ctx context.Context, p clientPath, k loadKind, warmup time.Duration, pool int) (*dataPoint, error) {
+// tcp, when not nil, reads the TCP counters around the run.
+func runPoint(ctx context.Context, p clientPath, k loadKind, warmup time.Duration, pool int, tcp *tcpReader) (*dataPoint, error) {
 	pt := &dataPoint{Path: p.name, Kind: k.kind, Workers: k.workers}
+	tcp0 := tcp.read()
 	r, err := loadgen.Run(ctx, loadgen.Spec{Cgroup: p.cgroup, Request: loadgen.Request{
 		NetNS: p.netns, Targets: p.targets, Kind: k.kind, Workers: k.workers,
 		Duration: k.window, Warmup: warmup, Pool: pool, Seed: rand.Uint64(),
@@ -238,6 +278,9 @@ func runPoint(ctx context.Context, p clientPath, k loadKind, warmup time.Duratio
 	pt.P50, pt.P99, pt.Max = float64(r.P50)/1e3, float64(r.P99)/1e3, float64(r.Max)/1e3
 	pt.ClientCPU = r.CPUPct()
 	pt.ClientUser = 100 * r.UserSec / r.Window.Seconds()
+	if tcp1 := tcp.read(); tcp0 != nil && tcp1 != nil {
+		pt.TCP = netstat.Diff(tcp1, tcp0)
+	}
 	return pt, nil
 }
 
@@ -250,8 +293,8 @@ func logPoint(cfg config, p *dataPoint) {
 	if p.Kind == loadgen.KindStream {
 		rate = fmt.Sprintf("%6.2f Gbit/s", p.Rate/1e9)
 	}
-	logf(cfg, "N=%-6d %-9s %-7s w=%d round %d: %s p50 %6.1fµs p99 %7.1fµs max %8.1fµs client CPU %3.0f%% errors %d",
-		p.N, p.Path, p.Kind, p.Workers, p.Rep, rate, p.P50, p.P99, p.Max, p.ClientCPU, p.Errors)
+	logf(cfg, "N=%-6d %-9s %-7s w=%d round %d: %s p50 %6.1fµs p99 %7.1fµs max %8.1fµs client CPU %3.0f%% errors %d synretrans %d paws-tw %d",
+		p.N, p.Path, p.Kind, p.Workers, p.Rep, rate, p.P50, p.P99, p.Max, p.ClientCPU, p.Errors, p.TCP[netstat.SynRetrans], p.TCP[netstat.PAWSTimewait])
 }
 
 // measureCost reads what a contender's programming occupies: fastpath's

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
 	"github.com/fastpath-net/fastpath/test/bench/internal/rounds"
 )
 
@@ -71,10 +72,15 @@ type stat struct {
 	Rounds         int
 	Errors         uint64
 	Failed         int
+	// SYNs sent again and SYNs refused by a TIME_WAIT (PAWSTimewait) per
+	// round: median and highest, over the rounds that read them (TCPRounds).
+	SynRetrans, SynRetransMax float64
+	PAWS, PAWSMax             float64
+	TCPRounds                 int
 }
 
 func aggregate(res *results, n int, path, kind string, workers int) *stat {
-	var rates, p50s, p99s, cpus, users []float64
+	var rates, p50s, p99s, cpus, users, retrans, paws []float64
 	st := &stat{}
 	for _, p := range res.Data {
 		if p.N != n || p.Path != path || p.Kind != kind || p.Workers != workers || p.Rep == 0 {
@@ -87,6 +93,10 @@ func aggregate(res *results, n int, path, kind string, workers int) *stat {
 		rates, p50s, p99s = append(rates, p.Rate), append(p50s, p.P50), append(p99s, p.P99)
 		cpus, users = append(cpus, p.ClientCPU), append(users, p.ClientUser)
 		st.Errors += p.Errors
+		if p.TCP != nil {
+			retrans = append(retrans, float64(p.TCP[netstat.SynRetrans]))
+			paws = append(paws, float64(p.TCP[netstat.PAWSTimewait]))
+		}
 	}
 	if len(rates) == 0 {
 		if st.Failed == 0 {
@@ -98,6 +108,10 @@ func aggregate(res *results, n int, path, kind string, workers int) *stat {
 	st.Rounds, st.Rate, st.Min, st.Max = r.N, r.Median, r.Min, r.Max
 	st.P50, st.P99 = rounds.Of(p50s).Median, rounds.Of(p99s).Median
 	st.ClientCPU, st.ClientUser = rounds.Of(cpus).Median, rounds.Of(users).Median
+	if len(retrans) > 0 {
+		r, w := rounds.Of(retrans), rounds.Of(paws)
+		st.TCPRounds, st.SynRetrans, st.SynRetransMax, st.PAWS, st.PAWSMax = r.N, r.Median, r.Max, w.Median, w.Max
+	}
 	return st
 }
 
@@ -251,6 +265,14 @@ func headlineMarkdown(res *results) []byte {
 	p("client is a process in the node's namespace, one veth hop closer to the backends than the other clients: it is")
 	p("compared with *direct from the node*, the same process placement without a Service.")
 	p("")
+	p("Below each table, what explains a falling rate: *SYNs sent again* (TcpExt TCPSynRetrans) and *SYNs refused by a")
+	p("TIME_WAIT* (TcpExt PAWSTimewait: a backend's TIME_WAIT socket dropped a SYN whose timestamp was older than the")
+	p("last it saw, as happens when a NAT sends a new flow onto a backend tuple still in TIME_WAIT with another")
+	p("timestamp offset), summed over every namespace of every node, over each round's run (warm-up included): only")
+	p("that path carries traffic meanwhile. On this kernel such a refusal moves PAWSTimewait at the backend and")
+	p("TCPSynRetrans at the client, not PAWSActive or PAWSEstab (netstat.TestTimeWaitRefusal). A SYN sent again after")
+	p("the initial timeout costs its connection a second.")
+	p("")
 	p("![new connections/s, %d workers](%s)", maxW, chartName("conn", maxW))
 	p("")
 	for _, w := range d.Workers {
@@ -267,6 +289,12 @@ func headlineMarkdown(res *results) []byte {
 			p("%s %s | %s | %s |", row, vsDirect(res, n, pathTC, w).Percent(), vsDirect(res, n, pathSock, w).Percent(),
 				pct(rate(res, n, pathIPT, loadgen.KindConn, w), rate(res, lo, pathIPT, loadgen.KindConn, w)))
 		}
+		p("")
+		p("SYNs sent again / SYNs refused by a TIME_WAIT, per round (%d worker(s)): median, highest in parentheses.", w)
+		p("")
+		pathTable(p, ns, func(n int, path string) string {
+			return synCell(aggregate(res, n, path, loadgen.KindConn, w))
+		})
 		p("")
 	}
 
@@ -455,6 +483,14 @@ func cell(st *stat, format string, div float64) string {
 	return s
 }
 
+// synCell is "SYNs sent again / refused by a TIME_WAIT", per round.
+func synCell(st *stat) string {
+	if st == nil || st.TCPRounds == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f / %.0f (%.0f / %.0f)", st.SynRetrans, st.PAWS, st.SynRetransMax, st.PAWSMax)
+}
+
 func fmtN(n int) string {
 	s := strconv.Itoa(n)
 	for i := len(s) - 3; i > 0; i -= 3 {
@@ -519,7 +555,7 @@ func chartLabel(path string) string {
 	return path
 }
 
-var dataCSVHeader = []string{"n", "path", "kind", "workers", "round", "load1", "rate", "p50_us", "p99_us", "max_us", "ops", "errors", "client_cpu_pct", "client_user_pct", "error"}
+var dataCSVHeader = []string{"n", "path", "kind", "workers", "round", "load1", "rate", "p50_us", "p99_us", "max_us", "ops", "errors", "client_cpu_pct", "client_user_pct", "syn_retrans", "paws_timewait", "tw_recycled", "error"}
 
 func dataCSVReport(res *results) []byte {
 	var b bytes.Buffer
@@ -528,9 +564,17 @@ func dataCSVReport(res *results) []byte {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 	for _, p := range res.Data {
 		load1, _, _ := strings.Cut(p.Load1, " ")
-		_ = w.Write([]string{strconv.Itoa(p.N), p.Path, p.Kind, strconv.Itoa(p.Workers), strconv.Itoa(p.Rep), load1,
+		row := []string{strconv.Itoa(p.N), p.Path, p.Kind, strconv.Itoa(p.Workers), strconv.Itoa(p.Rep), load1,
 			f(p.Rate), f(p.P50), f(p.P99), f(p.Max), strconv.FormatUint(p.Ops, 10), strconv.FormatUint(p.Errors, 10),
-			f(p.ClientCPU), f(p.ClientUser), firstLineOf(p.Err)})
+			f(p.ClientCPU), f(p.ClientUser)}
+		for _, c := range netstat.Reported {
+			v := "" // not read
+			if p.TCP != nil {
+				v = strconv.FormatUint(p.TCP[c], 10)
+			}
+			row = append(row, v)
+		}
+		_ = w.Write(append(row, firstLineOf(p.Err)))
 	}
 	w.Flush()
 	return b.Bytes()

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/testpriv"
 	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
 )
 
 // TestMain lets the test binary act as the load generator, which the
@@ -72,13 +74,24 @@ func TestHeadlineSmoke(t *testing.T) {
 		t.Errorf("README.md reports a failure or a formatting error:\n%s", md)
 	}
 
+	if !bytes.Contains(md, []byte("SYNs sent again / SYNs refused by a TIME_WAIT")) {
+		t.Error("README.md lacks the SYN retransmission and TIME_WAIT refusal tables")
+	}
 	rows := benchmain.ReadCSV(t, filepath.Join(cfg.Out, dataCSV))
 	seen := map[string]int{}
+	tcpCol := slices.Index(rows[0], "syn_retrans")
 	for _, r := range rows[1:] {
 		if r[len(r)-1] != "" {
 			t.Errorf("data point failed: %v", r)
 		}
 		seen[r[1]+" "+r[2]]++
+		// Every round read the TCP counters: a number, 0 included.
+		for _, v := range r[tcpCol : tcpCol+3] {
+			if _, err := strconv.ParseUint(v, 10, 64); err != nil {
+				t.Errorf("TCP counters not read: %v", r)
+				break
+			}
+		}
 	}
 	for _, path := range pathNames {
 		for _, k := range loadKinds(cfg.Data) {
@@ -191,5 +204,30 @@ func TestHeadlineFlags(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-headline", "-contenders", "fastpath"}); err == nil {
 		t.Error("-headline with a subset of contenders: no error")
+	}
+}
+
+// TestSynColumns: the TCP counters of the rounds reach headline-data.csv
+// and, as medians and highest per round, the README's table; a round
+// without them is an empty cell, not a 0.
+func TestSynColumns(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Headline, cfg.Ns, cfg.Data.Workers = true, []int{100, 1000}, []int{1}
+	res := &results{Cfg: cfg}
+	for i, v := range []uint64{2, 4, 9} {
+		res.Data = append(res.Data, dataPoint{N: 100, Path: pathTC, Kind: loadgen.KindConn, Workers: 1, Rep: i + 1, Rate: 1000,
+			TCP: map[string]uint64{netstat.SynRetrans: v, netstat.PAWSTimewait: v - 1, netstat.TWRecycled: 0}})
+	}
+	res.Data = append(res.Data, dataPoint{N: 1000, Path: pathTC, Kind: loadgen.KindConn, Workers: 1, Rep: 1, Rate: 1000})
+	md := string(headlineMarkdown(res))
+	// N=1,000's round has no counters: "–", not 0.
+	if want := "| 100 | – | 4 / 3 (9 / 8) | – | – | – | – |\n| 1,000 | – | – | – | – | – | – |\n"; !strings.Contains(md, want) {
+		t.Errorf("README lacks %q:\n%s", want, md)
+	}
+	csv := string(dataCSVReport(res))
+	for _, want := range []string{"syn_retrans,paws_timewait,tw_recycled,error\n", ",9,8,0,\n", "1000,tc,conn,1,1,,1000.0,0.0,0.0,0.0,0,0,0.0,0.0,,,,\n"} {
+		if !strings.Contains(csv, want) {
+			t.Errorf("csv lacks %q:\n%s", want, csv)
+		}
 	}
 }
