@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
+	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
@@ -189,7 +191,13 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 		}
 	}
 	if after := fastpathCounters(live); before != nil && after != nil {
-		res.Counters = append(res.Counters, counterRow{N: n, Delta: netstat.Diff(after, before)})
+		row := counterRow{N: n, Delta: netstat.Diff(after, before), ClashFlows: -1}
+		if c, err := clashFlows(live); err != nil {
+			logf(cfg, "N=%d: fastpath's connection tracking not read: %v", n, err)
+		} else {
+			row.ClashFlows = c
+		}
+		res.Counters = append(res.Counters, row)
 	}
 	return nil
 }
@@ -234,6 +242,37 @@ func (r *tcpReader) read() map[string]uint64 {
 type counterRow struct {
 	N     int
 	Delta map[string]uint64
+	// ClashFlows are the flows in fastpath's connection tracking at the end
+	// of the rounds that were given a source port of their own because
+	// their tuple at the backend clashed with another flow's (ctmap.SNATPort;
+	// fp_metrics counts no such event, only drop_snat_no_port when no port
+	// was free). Entries live about as long as the backend's TIME_WAIT, so
+	// this is the last minute or so of the rounds, not all. -1: not read.
+	ClashFlows int
+}
+
+// clashFlows counts fastpath's forward flows with a clash port (ClashFlows).
+func clashFlows(live []*running) (int, error) {
+	for _, l := range live {
+		a, ok := l.p.(*agent)
+		if !ok {
+			continue
+		}
+		pins, err := ctl.Open(a.pin)
+		if err != nil {
+			return 0, err
+		}
+		defer pins.Close()
+		n := 0
+		err = pins.CT.Range(func(k ctmap.Key, v ctmap.Entry) bool {
+			if k.Dir == ctmap.Forward && v.Flags&ctmap.SNATPort != 0 {
+				n++
+			}
+			return true
+		})
+		return n, err
+	}
+	return 0, errors.New("fastpath is not running")
 }
 
 // fastpathCounters reads fastpath's fp_metrics; nil when it is not running.

@@ -379,10 +379,12 @@ func headlineMarkdown(res *results) []byte {
 		p("fastpath's datapath counters over each N's data rounds (fp_metrics packets, as `fastpathctl status` shows them;")
 		p("counters that stayed 0 left out). *forward_new*: flows the TC program balanced; *sock_connect*: connects the")
 		p("socket LB translated; any *drop_* is a packet the datapath dropped (a dropped SYN costs its connection a")
-		p("retransmission, 1 s).")
+		p("retransmission, 1 s). *clash ports*: flows in fastpath's connection tracking at the end of the rounds that")
+		p("were given a source port of their own because their tuple at the backend clashed with another flow's (kept")
+		p("about as long as the backend's TIME_WAIT, so about the last minute of the rounds; no counter counts them all).")
 		p("")
-		p("| N | counters |")
-		p("|---:|---|")
+		p("| N | counters | clash ports |")
+		p("|---:|---|---:|")
 		for _, c := range res.Counters {
 			var parts []string
 			for _, name := range slices.Sorted(maps.Keys(c.Delta)) {
@@ -390,7 +392,11 @@ func headlineMarkdown(res *results) []byte {
 					parts = append(parts, fmt.Sprintf("%s %d", name, v))
 				}
 			}
-			p("| %s | %s |", fmtN(c.N), strings.Join(parts, ", "))
+			clash := "–"
+			if c.ClashFlows >= 0 {
+				clash = strconv.Itoa(c.ClashFlows)
+			}
+			p("| %s | %s | %s |", fmtN(c.N), strings.Join(parts, ", "), clash)
 		}
 		p("")
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,6 +77,10 @@ func TestHeadlineSmoke(t *testing.T) {
 
 	if !bytes.Contains(md, []byte("SYNs sent again / SYNs refused by a TIME_WAIT")) {
 		t.Error("README.md lacks the SYN retransmission and TIME_WAIT refusal tables")
+	}
+	// fastpath's counters, and its connection tracking read for clash ports.
+	if !regexp.MustCompile(`(?m)^\| 10 \| .*forward_new \d+.* \| \d+ \|$`).Match(md) {
+		t.Error("README.md lacks fastpath's counters and clash ports at N=10")
 	}
 	rows := benchmain.ReadCSV(t, filepath.Join(cfg.Out, dataCSV))
 	seen := map[string]int{}
@@ -219,7 +224,13 @@ func TestSynColumns(t *testing.T) {
 			TCP: map[string]uint64{netstat.SynRetrans: v, netstat.PAWSTimewait: v - 1, netstat.TWRecycled: 0}})
 	}
 	res.Data = append(res.Data, dataPoint{N: 1000, Path: pathTC, Kind: loadgen.KindConn, Workers: 1, Rep: 1, Rate: 1000})
+	res.Counters = []counterRow{{N: 100, Delta: map[string]uint64{"forward_new": 7}, ClashFlows: 3}, {N: 1000, ClashFlows: -1}}
 	md := string(headlineMarkdown(res))
+	for _, want := range []string{"| 100 | forward_new 7 | 3 |\n", "| 1,000 |  | – |\n"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("counters table lacks %q", want)
+		}
+	}
 	// N=1,000's round has no counters: "–", not 0.
 	if want := "| 100 | – | 4 / 3 (9 / 8) | – | – | – | – |\n| 1,000 | – | – | – | – | – | – |\n"; !strings.Contains(md, want) {
 		t.Errorf("README lacks %q:\n%s", want, md)
