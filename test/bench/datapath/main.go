@@ -56,7 +56,7 @@ type config struct {
 	Out         string        // directory for datapath.md, datapath.csv and datapath-traffic.csv
 	Ns          []int         // numbers of services
 	Workers     []int         // load-generator worker counts
-	Duration    time.Duration // measured window of a new-connection point
+	Duration    time.Duration // measured time of a new-connection point: two legs of half of it (connSchedule)
 	LatDuration time.Duration // measured window of a latency point
 	Warmup      time.Duration // load before each window, not counted
 	Reps        int           // repetitions of every point; the median is reported
@@ -78,7 +78,7 @@ func defaultConfig() config {
 		Duration:    time.Second,
 		LatDuration: 500 * time.Millisecond,
 		Warmup:      200 * time.Millisecond,
-		Reps:        5,
+		Reps:        6,
 		Pool:        32,
 		UpdateOps:   1000,
 		WaitIdle:    time.Minute,
@@ -99,10 +99,10 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.Out, "out", cfg.Out, "directory for datapath.md, datapath.csv and datapath-traffic.csv")
 	ns := fs.String("n", "1,1000,10000,50000", "numbers of services, comma-separated")
 	workers := fs.String("workers", "1,2", "load-generator worker counts, comma-separated")
-	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window of each new-connection point")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time of each new-connection point per repetition, run as two halves in an ABBA block with the baseline")
 	fs.DurationVar(&cfg.LatDuration, "latency-duration", cfg.LatDuration, "measured window of each kept-alive latency point")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "load before each window, not counted")
-	fs.IntVar(&cfg.Reps, "reps", cfg.Reps, "repetitions of every point (the median is reported)")
+	fs.IntVar(&cfg.Reps, "reps", cfg.Reps, "repetitions of every point (the median is reported; even: ABBA and BAAB blocks alike)")
 	fs.IntVar(&cfg.Pool, "pool", cfg.Pool, "kept-alive connections per worker")
 	fs.IntVar(&cfg.UpdateN, "update-n", 0, "services in the maps while timing updates (0: the largest -n)")
 	fs.IntVar(&cfg.UpdateOps, "update-ops", cfg.UpdateOps, "changes timed per kind of update")
@@ -173,13 +173,17 @@ var modes = []modeSpec{
 
 // point is one measurement: one load-generator run.
 type point struct {
-	N        int
-	Mode     string
-	Kind     string
-	Workers  int
-	Rep      int
-	Rate     float64 // ops/s
-	P50, P99 float64 // µs
+	N       int
+	Mode    string
+	Kind    string
+	Workers int
+	Rep     int
+	// Leg is 1 or 2 for a new-connection run, the mode's first or second
+	// run in its repetition's ABBA block (connSchedule); 0 for requests.
+	Leg      int
+	Window   time.Duration // measured
+	Rate     float64       // ops/s
+	P50, P99 float64       // µs
 	Ops      uint64
 	Errors   uint64
 	ErrKinds map[string]uint64
@@ -359,9 +363,12 @@ func waitQuiet(ctx context.Context, cfg config) (busy float64, waited time.Durat
 	}
 }
 
-// estimate is the expected wall time of the traffic part.
+// estimate is the expected wall time of the traffic part: per mode,
+// repetition and worker count two new-connection legs and one request
+// point, each with its warm-up and about 50 ms to start the generator.
 func estimate(cfg config) time.Duration {
-	per := time.Duration(len(modes)*len(cfg.Workers)*cfg.Reps) * (cfg.Duration + cfg.LatDuration + 2*cfg.Warmup + 100*time.Millisecond)
+	const start = 50 * time.Millisecond
+	per := time.Duration(len(modes)*len(cfg.Workers)*cfg.Reps) * (cfg.Duration + cfg.LatDuration + 3*(cfg.Warmup+start))
 	return time.Duration(len(cfg.Ns)) * (per + 5*time.Second)
 }
 
@@ -448,30 +455,29 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 		}
 	}
 
-	// Modes are interleaved within each repetition, and rotated between
-	// repetitions, so drift hits every mode alike.
+	// New connections: each load balancer and its direct baseline in an
+	// ABBA block per repetition (legs, connSchedule); requests: the modes
+	// interleaved and rotated between repetitions. Drift hits every mode
+	// alike.
 	for rep := 1; rep <= cfg.Reps; rep++ {
-		for _, kind := range []string{loadgen.KindConn, loadgen.KindLatency} {
-			dur := cfg.Duration
-			if kind == loadgen.KindLatency {
-				dur = cfg.LatDuration
-			}
-			for _, w := range cfg.Workers {
-				for j := range modes {
-					m := modes[(j+rep-1)%len(modes)]
-					p, err := runPoint(ctx, cfg, env, agent, ctr, n, m, kind, w, rep, targets[m.VIP], dur, cfg.Warmup)
-					if err != nil {
-						return nil, nil, fmt.Errorf("%s %s workers=%d rep %d: %w", m.Name, kind, w, rep, err)
-					}
-					pts = append(pts, *p)
-					if p.Err != "" {
-						logf(cfg, "N=%-6d %-11s %-7s w=%d rep %d: FAILED: %s", n, m.Name, kind, w, rep, p.Err)
-						continue
-					}
-					logf(cfg, "N=%-6d %-11s %-7s w=%d rep %d: %8.0f/s p50 %6.1fµs p99 %7.1fµs  client %3.0f%% (user %2.0f%%) server %3.0f%% agent %2.0f%% other %3.0f%% synretrans %d paws-tw %d%s",
-						n, m.Name, kind, w, rep, p.Rate, p.P50, p.P99, p.ClientCPU,
-						100*p.ClientUser/dur.Seconds(), p.ServerCPU, p.AgentCPU, p.OtherCPU, p.SynRetrans, p.PAWSTimewait, errNote(p))
+		for _, w := range cfg.Workers {
+			for _, l := range connSchedule(rep) {
+				p, err := measurePoint(ctx, cfg, env, agent, ctr, n, l.mode, loadgen.KindConn, w, rep, targets[l.mode.VIP], cfg.Duration/2)
+				if err != nil {
+					return nil, nil, err
 				}
+				p.Leg = l.leg
+				pts = append(pts, *p)
+			}
+		}
+		for _, w := range cfg.Workers {
+			for j := range modes {
+				m := modes[(j+rep-1)%len(modes)]
+				p, err := measurePoint(ctx, cfg, env, agent, ctr, n, m, loadgen.KindLatency, w, rep, targets[m.VIP], cfg.LatDuration)
+				if err != nil {
+					return nil, nil, err
+				}
+				pts = append(pts, *p)
 			}
 		}
 	}
@@ -494,6 +500,75 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 		}
 	}
 	return nr, pts, nil
+}
+
+// leg is one load-generator run of a repetition's ABBA block.
+type leg struct {
+	mode modeSpec
+	leg  int // 1: the mode's first run in the block, 2: its second
+}
+
+// connSchedule is the order of the new-connection runs in repetition rep:
+// for each mode with a baseline, an ABBA block (base, mode, mode, base) in
+// odd repetitions and BAAB in even ones, the blocks' order reversed too.
+// A repetition's rate pools a mode's two legs, whose mean time is the
+// block's middle for both modes: a drift linear over the block (about
+// 4 × (window/2 + warm-up)) cancels from their ratio, and over two
+// repetitions each mode runs first, right after the other pair, as often
+// as its baseline. With one run each in a rotated order, as before, the
+// baseline ran right before its mode in 4 of 5 repetitions, up to two runs
+// (3 s) apart in the fifth, and a lone 1 s window's noise (about ±10 %
+// here on a shared machine) went straight into the ratio.
+func connSchedule(rep int) []leg {
+	var blocks [][]leg
+	for _, m := range modes {
+		if m.Base == "" {
+			continue
+		}
+		b := leg{mode: modeByName(m.Base)}
+		a, c := leg{mode: m, leg: 1}, leg{mode: m, leg: 2}
+		b1, b2 := b, b
+		b1.leg, b2.leg = 1, 2
+		if rep%2 == 1 {
+			blocks = append(blocks, []leg{b1, a, c, b2})
+		} else {
+			blocks = append(blocks, []leg{a, b1, b2, c})
+		}
+	}
+	if rep%2 == 0 {
+		slices.Reverse(blocks)
+	}
+	var out []leg
+	for _, b := range blocks {
+		out = append(out, b...)
+	}
+	return out
+}
+
+func modeByName(name string) modeSpec {
+	for _, m := range modes {
+		if m.Name == name {
+			return m
+		}
+	}
+	panic("no mode " + name) // modes is a constant table
+}
+
+// measurePoint runs one point with the configured warm-up and logs it.
+func measurePoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, ctr *counterReader,
+	n int, m modeSpec, kind string, w, rep int, targets []string, dur time.Duration) (*point, error) {
+	p, err := runPoint(ctx, cfg, env, agent, ctr, n, m, kind, w, rep, targets, dur, cfg.Warmup)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s workers=%d rep %d: %w", m.Name, kind, w, rep, err)
+	}
+	if p.Err != "" {
+		logf(cfg, "N=%-6d %-11s %-7s w=%d rep %d: FAILED: %s", n, m.Name, kind, w, rep, p.Err)
+		return p, nil
+	}
+	logf(cfg, "N=%-6d %-11s %-7s w=%d rep %d: %8.0f/s p50 %6.1fµs p99 %7.1fµs  client %3.0f%% (user %2.0f%%) server %3.0f%% agent %2.0f%% other %3.0f%% synretrans %d paws-tw %d%s",
+		n, m.Name, kind, w, rep, p.Rate, p.P50, p.P99, p.ClientCPU,
+		100*p.ClientUser/dur.Seconds(), p.ServerCPU, p.AgentCPU, p.OtherCPU, p.SynRetrans, p.PAWSTimewait, errNote(p))
+	return p, nil
 }
 
 func errNote(p *point) string {
@@ -599,7 +674,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	dc := netstat.Diff(c1, c0)
 	p := &point{
 		N: n, Mode: m.Name, Kind: kind, Workers: workers, Rep: rep,
-		Rate: res.Rate(), P50: float64(res.P50) / 1e3, P99: float64(res.P99) / 1e3,
+		Window: res.Window, Rate: res.Rate(), P50: float64(res.P50) / 1e3, P99: float64(res.P99) / 1e3,
 		Ops: res.Ops, Errors: res.Errors, ErrKinds: res.ErrKinds, Stuck: res.Stuck,
 		ClientUser: res.UserSec, ClientSys: res.SysSec, ClientCPU: res.CPUPct(),
 		ServerCPU:  100 * (loadgen.TvSec(ru1.Utime) + loadgen.TvSec(ru1.Stime) - loadgen.TvSec(ru0.Utime) - loadgen.TvSec(ru0.Stime)) / wall,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -92,6 +93,77 @@ func aggregate(pts []point, cfg config) map[aggKey]*agg {
 	return out
 }
 
+// poolLegs merges each repetition's two new-connection legs (ABBA,
+// connSchedule) into one point, as if one run: rate = all connections /
+// both windows; counts and CPU seconds add up; CPU percentages, and p50 and
+// p99 (weighted by connections; the histograms are gone) are averaged. A
+// failed leg fails the repetition. Other points pass through.
+func poolLegs(pts []point) []point {
+	type key struct {
+		N          int
+		Mode, Kind string
+		Workers    int
+		Rep        int
+	}
+	var out []point
+	at := map[key]int{}
+	for _, p := range pts {
+		if p.Leg == 0 {
+			out = append(out, p)
+			continue
+		}
+		k := key{p.N, p.Mode, p.Kind, p.Workers, p.Rep}
+		i, ok := at[k]
+		if !ok {
+			p.Leg = 0
+			p.ErrKinds = maps.Clone(p.ErrKinds)
+			at[k] = len(out)
+			out = append(out, p)
+			continue
+		}
+		q := &out[i]
+		if q.Err != "" || p.Err != "" {
+			q.Err = cmp.Or(q.Err, p.Err)
+			continue
+		}
+		wa, wb := float64(q.Ops), float64(p.Ops)
+		if wa+wb > 0 {
+			q.P50 = (q.P50*wa + p.P50*wb) / (wa + wb)
+			q.P99 = (q.P99*wa + p.P99*wb) / (wa + wb)
+		}
+		mean := func(a *float64, b float64) { *a = (*a + b) / 2 }
+		for _, f := range []struct {
+			a *float64
+			b float64
+		}{{&q.ClientCPU, p.ClientCPU}, {&q.ServerCPU, p.ServerCPU}, {&q.AgentCPU, p.AgentCPU}, {&q.MachineBusy, p.MachineBusy},
+			{&q.Softirq, p.Softirq}, {&q.Steal, p.Steal}, {&q.OtherCPU, p.OtherCPU}} {
+			mean(f.a, f.b)
+		}
+		q.Window += p.Window
+		q.Ops += p.Ops
+		q.Errors += p.Errors
+		q.Stuck += p.Stuck
+		for k, v := range p.ErrKinds {
+			if q.ErrKinds == nil {
+				q.ErrKinds = map[string]uint64{}
+			}
+			q.ErrKinds[k] += v
+		}
+		q.ClientUser += p.ClientUser
+		q.ClientSys += p.ClientSys
+		q.ForwardNew += p.ForwardNew
+		q.SockConnect += p.SockConnect
+		q.Drops += p.Drops
+		q.SynRetrans += p.SynRetrans
+		q.PAWSTimewait += p.PAWSTimewait
+		q.TWRecycled += p.TWRecycled
+		if q.Window > 0 {
+			q.Rate = float64(q.Ops) / q.Window.Seconds()
+		}
+	}
+	return out
+}
+
 func median(pts []point, f func(point) float64) float64 {
 	v := make([]float64, len(pts))
 	for i, p := range pts {
@@ -131,29 +203,29 @@ func writeReport(dir string, res *results) error {
 // csvHeader: one measured value per row ("long" format), so every section
 // fits one header. datapath.csv keeps it for the agent and update sections;
 // the traffic section, most of the rows, goes wide (splitCSV).
-var csvHeader = []string{"section", "n", "mode", "kind", "workers", "rep", "metric", "value", "unit"}
+var csvHeader = []string{"section", "n", "mode", "kind", "workers", "rep", "leg", "metric", "value", "unit"}
 
 func writeCSV(buf *bytes.Buffer, res *results) error {
 	w := csv.NewWriter(buf)
 	rows := [][]string{csvHeader}
-	add := func(section string, n int, mode, kind string, workers, rep int, metric string, v float64, unit string) {
-		ws, rs := "", ""
-		if workers > 0 {
-			ws = strconv.Itoa(workers)
+	add := func(section string, n int, mode, kind string, workers, rep, leg int, metric string, v float64, unit string) {
+		itoa := func(i int) string { // 0: none
+			if i > 0 {
+				return strconv.Itoa(i)
+			}
+			return ""
 		}
-		if rep > 0 {
-			rs = strconv.Itoa(rep)
-		}
-		rows = append(rows, []string{section, strconv.Itoa(n), mode, kind, ws, rs, metric, strconv.FormatFloat(v, 'f', -1, 64), unit})
+		rows = append(rows, []string{section, strconv.Itoa(n), mode, kind, itoa(workers), itoa(rep), itoa(leg), metric, strconv.FormatFloat(v, 'f', -1, 64), unit})
 	}
 	for _, p := range res.Points {
 		t := func(metric string, v float64, unit string) {
-			add("traffic", p.N, p.Mode, p.Kind, p.Workers, p.Rep, metric, v, unit)
+			add("traffic", p.N, p.Mode, p.Kind, p.Workers, p.Rep, p.Leg, metric, v, unit)
 		}
 		if p.Err != "" {
 			t("failed", 1, "count")
 			continue
 		}
+		t("window", round(ms(p.Window), 3), "ms")
 		t("rate", round(p.Rate, 1), "1/s")
 		t("p50", round(p.P50, 2), "us")
 		t("p99", round(p.P99, 2), "us")
@@ -177,7 +249,7 @@ func writeCSV(buf *bytes.Buffer, res *results) error {
 		t("tcp_tw_recycled", float64(p.TWRecycled), "count")
 	}
 	for _, nr := range res.PerN {
-		a := func(metric string, v float64, unit string) { add("agent", nr.N, "", "", 0, 0, metric, v, unit) }
+		a := func(metric string, v float64, unit string) { add("agent", nr.N, "", "", 0, 0, 0, metric, v, unit) }
 		a("services_file", float64(nr.FileBytes), "bytes")
 		a("parse_time", round(ms(nr.Parse), 3), "ms")
 		a("parse_alloc", float64(nr.ParseAlloc), "bytes")
@@ -197,7 +269,9 @@ func writeCSV(buf *bytes.Buffer, res *results) error {
 		}
 	}
 	if u := res.Update; u != nil {
-		a := func(mode, metric string, v float64, unit string) { add("update", u.N, mode, "", 0, 0, metric, v, unit) }
+		a := func(mode, metric string, v float64, unit string) {
+			add("update", u.N, mode, "", 0, 0, 0, metric, v, unit)
+		}
 		a("", "upsert_all", round(ms(u.UpsertAll), 3), "ms")
 		a("", "initial_sync", round(ms(u.InitialSync), 3), "ms")
 		a("", "frontends_left", float64(u.FrontendsLeft), "count")
@@ -218,7 +292,7 @@ func writeCSV(buf *bytes.Buffer, res *results) error {
 }
 
 // trafficKey are the columns naming a traffic point in datapath-traffic.csv.
-var trafficKey = []string{"n", "mode", "kind", "workers", "rep"}
+var trafficKey = []string{"n", "mode", "kind", "workers", "rep", "leg"}
 
 // splitCSV turns writeCSV's long rows into datapath-traffic.csv, one row
 // per traffic point (round) with a column per metric named "metric[unit]"
@@ -385,7 +459,11 @@ func budget(res *results, ag map[aggKey]*agg) []budgetRow {
 	return append(rows, row)
 }
 
-func markdown(res *results) string {
+func markdown(raw *results) string {
+	// The report is per repetition: each one's legs pooled.
+	pooled := *raw
+	pooled.Points = poolLegs(raw.Points)
+	res := &pooled
 	cfg := res.Cfg
 	ag := aggregate(res.Points, cfg)
 	var b strings.Builder
@@ -404,8 +482,8 @@ func markdown(res *results) string {
 	p("| machine | %s, %d CPUs (nproc), %s RAM |\n", res.Machine.CPU, res.Machine.NumCPU, res.Machine.MemTotal)
 	p("| kernel | %s |\n", res.Machine.Kernel)
 	p("| go | %s |\n", res.Machine.GoVersion)
-	p("| settings | N = %s; workers %s; window %s per new-connection point, %s per latency point, %s warm-up; %d repetition(s), median reported; %d kept-alive connections per worker |\n\n",
-		joinInts(cfg.Ns), joinInts(cfg.Workers), cfg.Duration, cfg.LatDuration, cfg.Warmup, cfg.Reps, cfg.Pool)
+	p("| settings | N = %s; workers %s; new connections %s per mode and repetition (two windows of %s, ABBA with the baseline), %s per latency point, %s warm-up before each window; %d repetition(s), median reported; %d kept-alive connections per worker |\n\n",
+		joinInts(cfg.Ns), joinInts(cfg.Workers), cfg.Duration, cfg.Duration/2, cfg.LatDuration, cfg.Warmup, cfg.Reps, cfg.Pool)
 
 	p("## Budget\n\n")
 	p("Reported, not asserted: a benchmark never fails on a number.\n\n")
@@ -418,7 +496,8 @@ func markdown(res *results) string {
 	p("## New connections\n\n")
 	p("Connect, send 16 bytes, read the 64-byte reply until the server closes, close; each connection to one of the N services at random. ")
 	p("*range*: lowest and highest rate over the repetitions (conn/s is their median). ")
-	p("*vs direct*: rate / rate of the same client to the backend itself (tc: `direct`, sock: `direct-node`), taken repetition by repetition (each repetition runs the modes back to back): median, and range in parentheses. ")
+	p("*vs direct*: rate / rate of the same client to the backend itself (tc: `direct`, sock: `direct-node`), taken repetition by repetition: median, and range in parentheses. ")
+	p("Each repetition runs a mode and its baseline as an ABBA block (baseline, mode, mode, baseline; the mirror in every other repetition), and a repetition's rate is its two windows pooled, so a drift linear over the block cancels from the ratio. ")
 	p("*vs N=1*: rate / the same mode's rate at N=1. Latency is of the whole connection. ")
 	p("*SYN retrans*: SYNs the kernel sent again during the run (TcpExt TCPSynRetrans, all namespaces; median over repetitions): each stalls one connection until its SYN goes out again. ")
 	p("*client CPU*: the load generator's getrusage in %% of one core (user part in parentheses; system time includes the kernel's network path it drives). ")
@@ -541,7 +620,7 @@ func markdown(res *results) string {
 	p("Client, servers, kernel and agent share the %d CPUs: rates are of the whole machine, and ratios between modes are the meaningful numbers.\n", res.Machine.NumCPU)
 	p("- The server closes after its reply, so TIME_WAIT stays on the backends and client ports are reused at once. ")
 	p("The datapath's conntrack map is an LRU; at these rates it fills and evicts during the run, as it would under real load.\n")
-	p("- Within each repetition the modes are interleaved (and rotated between repetitions), so drift affects all alike; every mode is probed first and must carry traffic through the load balancer (datapath counters). *vs direct* divides rates measured back to back in the same repetition, and its range shows how far single repetitions disagree: a range wider than the gap to the budget means this run cannot tell.\n")
+	p("- Within each repetition the modes are interleaved (new connections: each mode in an ABBA block with its baseline, mirrored every other repetition; requests: rotated between repetitions), so drift affects all alike; every mode is probed first and must carry traffic through the load balancer (datapath counters). *vs direct* divides rates measured back to back in the same repetition, and its range shows how far single repetitions disagree: a range wider than the gap to the budget means this run cannot tell.\n")
 	p("- The program's own cost per new flow against N, without the rest of the stack: `go test -run '^$' -bench 'NewFlowByServices|TupleClash' ./internal/datapath/tclb_test` (prog-ns/op, the kernel's BPF_PROG_TEST_RUN time).\n")
 	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,6 +123,10 @@ func readRates(t *testing.T, dir string) map[string]float64 {
 				t.Fatalf("datapath-traffic.csv row %d: %s %q is not a number", i+2, rows[0][len(trafficKey)+c], v)
 			}
 		}
+		// New connections run in ABBA legs, requests in one window.
+		if leg, kind := r[col["leg"]], r[col["kind"]]; (kind == loadgen.KindConn) != (leg == "1" || leg == "2") || (kind != loadgen.KindConn && leg != "") {
+			t.Errorf("datapath-traffic.csv row %d: %s point with leg %q", i+2, kind, leg)
+		}
 		v, _ := strconv.ParseFloat(r[rate], 64)
 		rates[r[col["mode"]]+"/"+r[col["kind"]]+"/"+r[col["workers"]]] = v
 	}
@@ -130,9 +135,10 @@ func readRates(t *testing.T, dir string) map[string]float64 {
 		t.Fatalf("datapath.csv: header %v, want %v", rows[0], csvHeader)
 	}
 	sections := map[string]bool{}
+	value := slices.Index(csvHeader, "value")
 	for i, r := range rows[1:] {
-		if _, err := strconv.ParseFloat(r[7], 64); err != nil {
-			t.Fatalf("datapath.csv row %d: value %q is not a number", i+2, r[7])
+		if _, err := strconv.ParseFloat(r[value], 64); err != nil {
+			t.Fatalf("datapath.csv row %d: value %q is not a number", i+2, r[value])
 		}
 		sections[r[0]] = true
 	}
