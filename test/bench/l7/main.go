@@ -1,14 +1,20 @@
-// Command l7 measures the L7 proxy against the direct path (issue 6's
-// budget): requests/s and p50/p99 latency at 1 and 64 keep-alive
-// connections, proxied and direct, in one run, with the proxy on one core
-// (taskset + GOMAXPROCS=1); and the proxy's RSS with 1,000 idle keep-alive
+// Command l7 measures the L7 proxy against the same path with L4 policy
+// only (issue 6's budget): requests/s and p50/p99 latency at 1 and 64
+// keep-alive connections, in one run, with the proxy on one core (taskset
+// + GOMAXPROCS=1); and the proxy's RSS with 1,000 idle keep-alive
 // connections. It measures only; it writes docs/benchmarks/l7.md.
 //
-// Everything runs on loopback in four processes of this binary: the proxy
-// (CPU 0), the upstream and the load generator (CPU 1, GOMAXPROCS=1 each),
-// and this orchestrator. "Direct" is the load generator talking to the
-// upstream itself: the L4-only path minus the datapath, which is not part
-// of what the proxy adds.
+// The real path (topo.go): a client and a server pod in fp- namespaces on
+// one node namespace with the datapath attached as the agent attaches it;
+// the server's ingress allows one port at L4 and another with HTTP rules,
+// which tc_policy redirects to the agent's proxy code (internal/l7proxy
+// on l7redirect's transparent listener). The two paths are measured
+// interleaved: closed loop for the rate, and paced at the same offered
+// load for the latency at many connections (closed-loop latency there is
+// only queueing). A loopback run of the proxy alone (-loopback) gives its
+// capacity on one core. Processes: the proxy (CPU 0, node namespace),
+// the upstream and the load generator (CPU 1, server and client
+// namespaces), and this orchestrator. Needs root.
 package main
 
 import (
@@ -27,6 +33,7 @@ type config struct {
 	reps     int
 	conns    []int
 	idle     int
+	loopback bool
 }
 
 func parse(args []string) (config, error) {
@@ -37,6 +44,7 @@ func parse(args []string) (config, error) {
 	fs.IntVar(&c.reps, "reps", 3, "repetitions of every point (median reported)")
 	conns := fs.String("conns", "1,64", "concurrent keep-alive connections per point")
 	fs.IntVar(&c.idle, "idle", 1000, "idle keep-alive connections for the RSS point")
+	fs.BoolVar(&c.loopback, "loopback", true, "also measure the proxy on loopback, without the datapath (secondary table)")
 	quick := fs.Bool("quick", false, "short run: 1s points, 1 repetition")
 	if err := fs.Parse(args); err != nil {
 		return c, err
