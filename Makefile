@@ -80,9 +80,12 @@ bench-cni:
 # Pod-to-pod TCP across nodes: plain veth vs native vs vxlan (iperf3).
 bench-crossnode:
 	$(GO) run ./test/bench/crossnode -out docs/benchmarks -reps 5
-# The L7 proxy vs the direct path on loopback (issue 6's budget): req/s and
-# p50/p99 at 1 and 64 connections, proxy on one core; RSS at 1,000 idle
-# connections. Writes docs/benchmarks/l7.md. BENCH_QUICK=1: 1s points, 1 repetition.
+# The L7 proxy vs the same pod-to-pod path with L4 policy only, through the
+# node's datapath in fp- namespaces (issue 6's budget; root): req/s (closed
+# loop) and p50/p99 (paced, same load on both paths at 64) at 1 and 64
+# connections, proxy on one core; the proxy alone on loopback; RSS at 1,000
+# idle connections. Writes docs/benchmarks/l7.md. About 2 minutes;
+# BENCH_QUICK=1: 1s points, 1 repetition.
 bench-l7:
 	$(GO) run ./test/bench/l7 -out docs/benchmarks $(if $(BENCH_QUICK),-quick)
 
