@@ -34,6 +34,8 @@ type config struct {
 	conns    []int
 	idle     int
 	loopback bool
+	// cpuProfile: where the real path's proxy writes its CPU profile.
+	cpuProfile string
 }
 
 func parse(args []string) (config, error) {
@@ -45,6 +47,7 @@ func parse(args []string) (config, error) {
 	conns := fs.String("conns", "1,64", "concurrent keep-alive connections per point")
 	fs.IntVar(&c.idle, "idle", 1000, "idle keep-alive connections for the RSS point")
 	fs.BoolVar(&c.loopback, "loopback", true, "also measure the proxy on loopback, without the datapath (secondary table)")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the CPU profile of the real path's proxy to this file (go tool pprof)")
 	quick := fs.Bool("quick", false, "short run: 1s points, 1 repetition")
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -172,8 +173,32 @@ func proxyMain() {
 		Dial:   dial,
 		Events: func(l7proxy.Event) { events.Add(1) },
 	})
+	stopProfile := startProfile(os.Getenv(profileEnv))
 	go p.Serve(listenAndAnnounce(listen)[0])
 	waitSignal()
+	stopProfile()
+}
+
+// profileEnv names a file for the CPU profile of the proxy of the real path
+// (-cpuprofile), written when it stops.
+const profileEnv = "FP_L7BENCH_CPUPROFILE"
+
+func startProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cpu profile:", err)
+		os.Exit(1)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // loadRequest is the orchestrator's order to a load generator.

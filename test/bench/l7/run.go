@@ -59,11 +59,24 @@ func start(th *nsproc.Thread, cmd *exec.Cmd) (err error) {
 	return err
 }
 
-func startChild(ctx context.Context, th *nsproc.Thread, role, cpu string, args ...string) (*child, error) {
+// profileEnvOf is the environment that makes a proxy write its CPU
+// profile to path ("": none).
+func profileEnvOf(path string) []string {
+	if path == "" {
+		return nil
+	}
+	abs, _ := filepath.Abs(path)
+	return []string{profileEnv + "=" + abs}
+}
+
+// startChild starts this binary in role, with env added to its
+// environment, and waits for the address it announces.
+func startChild(ctx context.Context, th *nsproc.Thread, env []string, role, cpu string, args ...string) (*child, error) {
 	cmd, err := command(ctx, role, cpu, args...)
 	if err != nil {
 		return nil, err
 	}
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -277,12 +290,12 @@ func realPath(ctx context.Context, cfg config) ([]point, error) {
 		return nil, fmt.Errorf("topology: %w", err)
 	}
 	defer t.close()
-	up, err := startChild(ctx, t.srvT, "upstream", otherCPU, t.target(pathL4), t.target(pathL7))
+	up, err := startChild(ctx, t.srvT, nil, "upstream", otherCPU, t.target(pathL4), t.target(pathL7))
 	if err != nil {
 		return nil, err
 	}
 	defer up.stop()
-	proxy, err := startChild(ctx, t.node, "proxy", proxyCPU, "transparent")
+	proxy, err := startChild(ctx, t.node, profileEnvOf(cfg.cpuProfile), "proxy", proxyCPU, "transparent")
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +310,7 @@ func realPath(ctx context.Context, cfg config) ([]point, error) {
 // loopback measures the proxy with nothing around it: its capacity on one
 // core.
 func loopback(ctx context.Context, cfg config, up *child) ([]point, error) {
-	proxy, err := startChild(ctx, nil, "proxy", proxyCPU, up.addr)
+	proxy, err := startChild(ctx, nil, nil, "proxy", proxyCPU, up.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +322,7 @@ func loopback(ctx context.Context, cfg config, up *child) ([]point, error) {
 // idleRSS opens n keep-alive connections through a fresh proxy, sends one
 // request on each, leaves them idle and reads the proxy's RSS.
 func idleRSS(ctx context.Context, up *child, n int) (before, after, hwm uint64, err error) {
-	proxy, err := startChild(ctx, nil, "proxy", proxyCPU, up.addr)
+	proxy, err := startChild(ctx, nil, nil, "proxy", proxyCPU, up.addr)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -346,7 +359,7 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	up, err := startChild(ctx, nil, "upstream", otherCPU)
+	up, err := startChild(ctx, nil, nil, "upstream", otherCPU)
 	if err != nil {
 		return err
 	}
