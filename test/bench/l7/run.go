@@ -474,6 +474,11 @@ func (r *report) write(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\n## Reading it\n\n")
 	fmt.Fprintf(w, "- On the L4 path the load generator, the upstream and the datapath's softirq work all run on CPU %s; on the L7 path the proxy adds CPU %s and four wake-ups per request on it (request in, request out to the upstream, response in, response out). At one connection those wake-ups are most of the added latency and the reason for the rate gap: the proxy CPU per request is much higher at 1 connection than at many, where each wake-up serves several requests.\n", otherCPU, proxyCPU)
+	if l4, ok := r.find(pathL4, 1, closedLoop); ok {
+		fmt.Fprintf(w, "- At one connection in a closed loop the rate is one over the round trip, so \"≥ 50 %% of the L4 rate\" allows the proxy to add one L4 round trip per request (p50 %s here), far less than the 150 µs the latency target grants: a proxy that adds 100 µs meets the one and gets about %.0f %% of the rate. At one connection the rate cell restates the latency cell; the proxy's capacity on one core is read at 64 connections.\n",
+			us(l4.p50), 100*float64(l4.p50)/float64(l4.p50+100*time.Microsecond))
+	}
+	fmt.Fprintf(w, "- Paced, each connection sends rarely, so like one connection every request pays the proxy's wake-ups (its CPU per request is close to the one-connection figure); the paced cell is the proxy's added latency for a request under light load, not under saturation.\n")
 	fmt.Fprintf(w, "- RSS: the proxy process is this harness's binary, which links the datapath and Kubernetes API types for the topology; their start-up is in \"before them\" (in the agent they are there anyway). What the idle connections cost is the difference.\n")
 	fmt.Fprintf(w, "- The machine is shared (see the load average and \"other processes' CPU\", in %% of one core of %d): when others keep the CPUs busy, every process here waits for a CPU at each wake-up, and the L7 path has more of them, on a second CPU. Latency and rate then measure the machine's queue more than the proxy; \"proxy CPU / request\" is the least disturbed figure.\n", runtime.NumCPU())
 	return nil
