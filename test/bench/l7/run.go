@@ -426,7 +426,7 @@ func (r *report) write(w io.Writer) error {
 	fmt.Fprintf(w, "| load average | %s at start, %s at end |\n", r.loadStart, r.loadEnd)
 	fmt.Fprintf(w, "| machine | %s, %d CPUs, %s RAM, %s, %s |\n", r.machine.CPU, r.machine.NumCPU, r.machine.MemTotal, r.machine.Kernel, r.machine.GoVersion)
 	fmt.Fprintf(w, "| setup | a client and a server pod (fp- network namespaces) on one node namespace; the node's datapath loaded and attached to both pod veths as the agent does (tc_lb, then tc_policy with the L7 redirect); the server's ingress enforced: port %d allowed from the client at L4 (path L4), port %d allowed with HTTP rules, so tc_policy hands the flow to the agent's L7 proxy (bpf_sk_assign) in the node's namespace, which dials the original destination (path L7) |\n", l4Port, l7Port)
-	fmt.Fprintf(w, "| CPUs | proxy pinned to CPU %s with GOMAXPROCS=1; upstream (minimal keep-alive HTTP/1.1 server) and load generator (keep-alive, GOMAXPROCS=1) share CPU %s |\n", proxyCPU, otherCPU)
+	fmt.Fprintf(w, "| CPUs | proxy pinned to CPU %s with GOMAXPROCS=1; upstream (minimal keep-alive HTTP/1.1 server, GOMAXPROCS=1) and load generator (keep-alive; closed loop: goroutines on GOMAXPROCS=1; paced: a thread per connection) share CPU %s |\n", proxyCPU, otherCPU)
 	fmt.Fprintf(w, "| request | `GET /api/v1/items?page=2` with 4 header fields, judged against 2 allow rules and 1 deny rule (regexes on method, path, host and a header), 12-byte response |\n")
 	fmt.Fprintf(w, "| settings | %s per point, %d repetition(s), paths interleaved (order swapped every repetition), median reported; paced load at %.0f %% of the L7 path's closed-loop rate; %d idle connections for RSS |\n\n", r.cfg.duration, r.cfg.reps, 100*pacedShare, r.cfg.idle)
 
