@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,8 +101,12 @@ func TestSmoke(t *testing.T) {
 		if proxied(path) == (perReq == "–") {
 			t.Errorf("proxy CPU / request %q on path %s: want a number exactly on proxied paths", perReq, path)
 		}
-		if proxyCPU := strings.TrimSpace(f[9]); !proxied(path) && proxyCPU != "0 %" {
-			t.Errorf("the proxy worked (%s) during %q", proxyCPU, line)
+		// The proxy idles on the other paths: at most a stray clock tick
+		// (5 % of a 200 ms point) while it closes the last point's
+		// connections.
+		proxyCPU, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(f[9]), " %"))
+		if err != nil || !proxied(path) && proxyCPU >= 10 {
+			t.Errorf("proxy CPU %q (%v) during %q", f[9], err, line)
 		}
 	}
 	if rows != 10 {
