@@ -141,6 +141,21 @@ static __always_inline int fp_reply_nodeport(struct __sk_buff *skb, const struct
 	return fp_send(skb, p, &nh);
 }
 
+/* fp_ts_in gives the client back its own timestamp in the TSecr of reply p
+ * of a flow whose timestamps are translated (fp_ts_out). */
+static __always_inline int fp_ts_in(struct __sk_buff *skb, const struct fp_pkt *p,
+				    const struct fp_ct_entry *e)
+{
+	__u32 off;
+
+	if (!e->ts_delta || p->proto != IPPROTO_TCP || !(p->tcp_flags & FP_TCP_ACK))
+		return 0;
+	off = fp_tcp_ts_off(skb, p->l4_off);
+	if (!off)
+		return 0;
+	return fp_tcp_ts_shift(skb, p, off + 4, -e->ts_delta);
+}
+
 /* fp_reply reverse-NATs a reply of a balanced flow: backend -> client. */
 static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *p)
 {
@@ -167,7 +182,8 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 			return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 		daddr = e->snat_addr.w[3];
 	}
-	if (fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0)
+	if (fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0 ||
+	    fp_ts_in(skb, p, e) < 0)
 		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
 	fp_metric_add(FP_METRIC_REPLY_REVNAT, p->len);
@@ -225,6 +241,31 @@ static __always_inline int fp_established_masq(struct __sk_buff *skb, const stru
 }
 
 /*
+ * fp_ts_out translates the timestamp of client packet p of flow e (not
+ * masqueraded) by the flow's delta, and once the flow is closing records
+ * it, as sent, in the REPLY entry (fp_ct_ts_note): a later flow may take
+ * the tuple over (ct.h). Other packets cost two tests.
+ */
+static __always_inline int fp_ts_out(struct __sk_buff *skb, const struct fp_pkt *p,
+				     const struct fp_ct_entry *e)
+{
+	int note = !(e->flags & FP_CT_F_SNAT) &&
+		   ((p->tcp_flags & FP_TCP_FIN) || (e->flags & FP_CT_F_CLOSING));
+	__u32 off, tsval;
+
+	if (p->proto != IPPROTO_TCP || (!e->ts_delta && !note))
+		return 0;
+	off = fp_tcp_ts_off(skb, p->l4_off);
+	if (!off)
+		return 0;
+	if (e->ts_delta && fp_tcp_ts_shift(skb, p, off, e->ts_delta) < 0)
+		return -1;
+	if (note && fp_tcp_ts_get(skb, off, &tsval) == 0)
+		fp_ct_ts_note(p, e, tsval);
+	return 0;
+}
+
+/*
  * fp_established sends a packet of a tracked flow to the flow's backend,
  * from the port of its own when its tuple clashed (ct.h).
  */
@@ -237,6 +278,8 @@ static __always_inline int fp_established(struct __sk_buff *skb, const struct fp
 		return fp_established_masq(skb, p, e, metric);
 	if ((e->flags & FP_CT_F_SNAT_PORT) &&
 	    fp_nat_port(skb, p, FP_SRC, p->sport, bpf_htons(e->snat_port)) < 0)
+		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
+	if (fp_ts_out(skb, p, e) < 0)
 		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	if (fp_nat(skb, p, FP_DST, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0)
 		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
@@ -373,9 +416,14 @@ static __always_inline int fp_masq_route(struct __sk_buff *skb, const struct fp_
 static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pkt *p,
 				       const struct fp_choice *c, __u64 flag, long *err)
 {
-	*err = fp_ct_create(p, c, flag);
+	*err = fp_ct_create(skb, p, c, flag);
 	if (*err == -EADDRINUSE)
 		return FP_CLASH;
+	if (*err == FP_CT_TAKEN) {
+		*err = 0;
+		fp_remember(p, c);
+		return FP_CREATED;
+	}
 	if (*err)
 		return FP_FOLLOW;
 	/* Only once the flow is ours: a CPU that lost the race above follows

@@ -37,6 +37,7 @@
 #include "addr.h"
 #include "maps.h"
 #include "pkt.h"
+#include "tcpts.h"
 
 /* fp_ct_key_v4 fills a key; ports come in network order, keys hold host order. */
 static __always_inline void fp_ct_key_v4(struct fp_ct_key *k, __be32 saddr, __be32 daddr,
@@ -257,7 +258,8 @@ static __always_inline int fp_ct_clash(struct fp_ct_key *key, const struct fp_ct
 	if (!(r->flags & FP_CT_F_SNAT) && r->nat_addr.w[3] == p->daddr &&
 	    r->nat_port == bpf_ntohs(p->dport))
 		return 0;
-	if (r->expires >= bpf_ktime_get_boot_ns())
+	/* 0: another CPU is taking the tuple over (fp_ct_takeover). */
+	if (!r->expires || r->expires >= bpf_ktime_get_boot_ns())
 		return 1;
 	return fp_ct_twin_state(key, r) == FP_TWIN_OPEN;
 }
@@ -320,6 +322,91 @@ __attribute__((noinline)) int fp_ct_retake(const struct fp_ct_key *key, const st
 	return 1;
 }
 
+static __always_inline int fp_tcp_bare_syn(const struct fp_pkt *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & (FP_TCP_SYN | FP_TCP_ACK)) == FP_TCP_SYN;
+}
+
+/*
+ * fp_ct_takeover says whether the new flow whose SYN starts at l4_off may
+ * take over the REPLY entry at key, a closed flow's tombstone with the
+ * client's last timestamp (FP_CT_F_TS), and claims it if so; it returns
+ * the flow's timestamp delta (0 when the SYN's TSval is already later than
+ * the last one the backend saw, so that the backend's TIME_WAIT accepts
+ * it), or -1. The closed flow must be done (fp_ct_twin_state), and the SYN
+ * must carry a timestamp. As in fp_ct_retake, the CPU whose
+ * compare-and-swap of expires to 0 wins takes it; the others see a clash
+ * (fp_ct_clash). The old FORWARD entry, when still its own, goes with it.
+ * key is left holding that FORWARD key.
+ * A global function, verified once for the paths that create flows.
+ */
+__attribute__((noinline)) long fp_ct_takeover(struct __sk_buff *skb, struct fp_ct_key *key,
+					      __u32 l4_off)
+{
+	struct fp_ct_entry *old;
+	__u32 off, tsval, last;
+	__u64 seen;
+	int state;
+
+	/* Arguments of global functions may be NULL as far as the verifier knows. */
+	if (!skb || !key || key->proto != IPPROTO_TCP)
+		return -1;
+	old = bpf_map_lookup_elem(&fp_ct, key);
+	if (!old)
+		return -1;
+	seen = old->expires;
+	last = old->ts_last;
+	if ((old->flags & (FP_CT_F_SNAT | FP_CT_F_CLOSING | FP_CT_F_TS)) !=
+		    (FP_CT_F_CLOSING | FP_CT_F_TS) || !seen)
+		return -1;
+	off = fp_tcp_ts_off(skb, l4_off);
+	if (!off || fp_tcp_ts_get(skb, off, &tsval) < 0)
+		return -1;
+	state = fp_ct_twin_state(key, old);
+	if (state == FP_TWIN_OPEN)
+		return -1;
+	if (__sync_val_compare_and_swap(&old->expires, seen, 0) != seen)
+		return -1;
+	if (state == FP_TWIN_DONE)
+		bpf_map_delete_elem(&fp_ct, key);
+	return fp_ts_after(tsval, last) ? 0 : (__u32)(last + 1 - tsval);
+}
+
+/*
+ * fp_ct_ts_note records tsval, the timestamp of client packet p of flow f
+ * as the backend gets it, in the flow's REPLY entry (FP_CT_F_TS), so that
+ * a later flow can take the tuple over (fp_ct_takeover). Only the latest
+ * counts. Flows with SNAT have none: their tombstones are handled by
+ * fp_ct_retake. A global function: its key is on its own frame.
+ */
+__attribute__((noinline)) int fp_ct_ts_note(const struct fp_pkt *p, const struct fp_ct_entry *f,
+					    __u32 tsval)
+{
+	struct fp_ct_key key;
+	struct fp_ct_entry *r;
+
+	/* Arguments of global functions may be NULL as far as the verifier knows. */
+	if (!p || !f || (f->flags & FP_CT_F_SNAT))
+		return 0;
+	fp_ct_key_v4(&key, f->nat_addr.w[3], p->saddr, bpf_htons(f->nat_port), p->sport, p->proto,
+		     FP_CT_REPLY);
+	r = bpf_map_lookup_elem(&fp_ct, &key);
+	if (!r || (r->flags & FP_CT_F_SNAT) || r->nat_addr.w[3] != p->daddr ||
+	    r->nat_port != bpf_ntohs(p->dport))
+		return 0;
+	if ((r->flags & FP_CT_F_TS) && !fp_ts_after(tsval, r->ts_last))
+		return 0;
+	r->ts_last = tsval;
+	if (!(r->flags & FP_CT_F_TS))
+		r->flags |= FP_CT_F_TS;
+	return 0;
+}
+
+/* fp_ct_create returns it for a flow whose timestamps are translated: its
+ * FORWARD entry counts no packet yet, and its first one is sent like its
+ * later ones. */
+#define FP_CT_TAKEN 1
+
 /*
  * fp_ct_create writes both entries of a new flow, or returns -EADDRINUSE
  * without writing anything when the REPLY key is another flow's
@@ -334,23 +421,34 @@ __attribute__((noinline)) int fp_ct_retake(const struct fp_ct_key *key, const st
  * reverse-NATed is worse than a dropped first packet. One key buffer serves
  * both directions, for stack's sake.
  */
-static __always_inline int fp_ct_create(const struct fp_pkt *p, const struct fp_choice *c,
-					__u64 fwd_flag)
+static __always_inline int fp_ct_create(struct __sk_buff *skb, const struct fp_pkt *p,
+					const struct fp_choice *c, __u64 fwd_flag)
 {
 	struct fp_ct_entry e = {};
 	struct fp_ct_key key;
 	struct fp_ct_entry *old;
 	__u64 rep_flag = BPF_NOEXIST;
-	long err;
+	long err, delta = -1;
+	int clash;
 
 	fp_ct_key_v4(&key, c->addr, p->saddr, bpf_htons(c->port), p->sport, p->proto,
 		     FP_CT_REPLY);
 	old = bpf_map_lookup_elem(&fp_ct, &key);
 	if (old) {
-		if (fp_ct_clash(&key, old, p))
+		clash = fp_ct_clash(&key, old, p);
+		/* Its own tuple again needs a delta too when the flow before
+		 * had one: the backend saw that flow's timestamps shifted. */
+		if ((clash || (old->flags & FP_CT_F_TS)) && fp_tcp_bare_syn(p)) {
+			fp_ct_key_v4(&key, c->addr, p->saddr, bpf_htons(c->port), p->sport,
+				     p->proto, FP_CT_REPLY);
+			delta = fp_ct_takeover(skb, &key, p->l4_off);
+		}
+		if (clash && delta < 0)
 			return -EADDRINUSE;
 		rep_flag = BPF_ANY;
 	}
+	if (delta < 0)
+		delta = 0;
 
 	fp_addr_set_v4(&e.nat_addr, c->addr);
 	e.nat_port = c->port;
@@ -358,8 +456,11 @@ static __always_inline int fp_ct_create(const struct fp_pkt *p, const struct fp_
 	e.rev_nat_id = c->rev_nat_id;
 	e.backend_id = c->backend_id;
 	e.expires = bpf_ktime_get_boot_ns() + fp_ct_lifetime(p, e.flags);
-	e.packets = 1;
-	e.bytes = p->len;
+	e.ts_delta = delta;
+	if (!delta) {
+		e.packets = 1;
+		e.bytes = p->len;
+	}
 	fp_ct_key_fwd(&key, p);
 	err = bpf_map_update_elem(&fp_ct, &key, &e, fwd_flag);
 	if (err)
@@ -376,8 +477,9 @@ static __always_inline int fp_ct_create(const struct fp_pkt *p, const struct fp_
 	if (err) {
 		fp_ct_key_fwd(&key, p);
 		bpf_map_delete_elem(&fp_ct, &key);
+		return err == -EEXIST ? -EADDRINUSE : err;
 	}
-	return err == -EEXIST ? -EADDRINUSE : err;
+	return delta ? FP_CT_TAKEN : 0;
 }
 
 /*

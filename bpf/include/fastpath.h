@@ -19,8 +19,10 @@
  * FP_CT_F_NODEPORT, and fp_metrics has one more counter.
  * 4: fp_policy_val grew proxy_port and flags (L7 policy).
  * 5: fp_endpoint grew addr4 (source validation), fp_metrics has one more
- * counter. */
-#define FP_MAP_LAYOUT_VERSION 5
+ * counter.
+ * 6: fp_ct_entry grew ts_delta and ts_last, with FP_CT_F_TS (timestamp
+ * translation of flows that take over a closed flow's tuple, ct.h). */
+#define FP_MAP_LAYOUT_VERSION 6
 
 union fp_addr {
 	__u8 b[16];
@@ -162,6 +164,11 @@ struct fp_ct_entry {
 	__u64 expires;           /* bpf_ktime_get_boot_ns() deadline */
 	__u64 packets;
 	__u64 bytes;
+	__u32 ts_delta;          /* added to TSval client -> backend, taken
+				  * from TSecr backend -> client; 0: none */
+	__u32 ts_last;           /* REPLY, FP_CT_F_TS: the last TSval the
+				  * backend got from the client once the flow
+				  * was closing, as sent (ct.h) */
 };
 
 #define FP_CT_F_SEEN_REPLY (1 << 0) /* REPLY entries only: a reply went through */
@@ -177,6 +184,9 @@ struct fp_ct_entry {
  * (fib_validate_source): they leave through a FIB lookup and a redirect,
  * like masqueraded requests (snat.h). */
 #define FP_CT_F_NODEPORT (1 << 4)
+/* REPLY entries only: ts_last holds the client's last timestamp of a
+ * closing flow, which a new flow needs to take over the tuple (ct.h). */
+#define FP_CT_F_TS (1 << 5)
 
 #define FP_NSEC_PER_SEC 1000000000ULL
 

@@ -15,7 +15,7 @@ import (
 // test keeps them equal). It is pinned as fp_layout next to the maps, so an
 // agent tells pins of another layout from its own even where the sizes
 // match.
-const MapLayoutVersion = 5
+const MapLayoutVersion = 6
 
 // layoutMap is the pin holding the version of the maps beside it.
 const layoutMap = "fp_layout"

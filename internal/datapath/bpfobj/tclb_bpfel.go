@@ -83,6 +83,8 @@ type TclbFpCtEntry struct {
 	Expires uint64
 	Packets uint64
 	Bytes   uint64
+	TsDelta uint32
+	TsLast  uint32
 }
 
 type TclbFpCtKey struct {

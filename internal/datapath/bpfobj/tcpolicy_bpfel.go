@@ -32,6 +32,8 @@ type TcpolicyFpCtEntry struct {
 	Expires uint64
 	Packets uint64
 	Bytes   uint64
+	TsDelta uint32
+	TsLast  uint32
 }
 
 type TcpolicyFpCtKey struct {

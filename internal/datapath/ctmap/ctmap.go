@@ -27,6 +27,10 @@ const (
 	// NodePort marks a flow to a NodePort frontend: its replies leave
 	// through a FIB lookup and a redirect, their source being the node's.
 	NodePort uint16 = 1 << 4
+	// TS marks a closing flow's REPLY entry whose TsLast holds the last
+	// timestamp the backend got from the client: a new flow may take the
+	// tuple over (bpf/include/ct.h).
+	TS uint16 = 1 << 5
 )
 
 // Key mirrors struct fp_ct_key.
@@ -66,4 +70,10 @@ type Entry struct {
 	Expires  uint64 // CLOCK_BOOTTIME nanoseconds
 	Packets  uint64
 	Bytes    uint64
+	// TsDelta is added to the client's TSval and taken from the backend's
+	// TSecr: the flow took over a closed flow's tuple (0: no translation).
+	TsDelta uint32
+	// TsLast, with Flags&TS: the last TSval the backend got from the
+	// client once the flow was closing.
+	TsLast uint32
 }
