@@ -23,16 +23,40 @@ func (f Flow) ip(proto uint8) IPv4 {
 
 // TCPSegment returns the IPv4 packet of a TCP segment of f.
 func TCPSegment(f Flow, flags uint8, payload []byte) []byte {
-	tcp := TCP{SrcPort: f.Src.Port(), DstPort: f.Dst.Port(), Seq: 1000, Flags: flags}
-	if flags&ACK != 0 {
-		tcp.Ack = 2000
-	}
-	return f.ip(ProtoTCP).Marshal(tcp.Marshal(f.Src.Addr(), f.Dst.Addr(), payload))
+	return TCPFrame(f, flags, payload)[EthLen:]
 }
 
 // TCPFrame returns an ethernet frame of a TCP segment of f.
 func TCPFrame(f Flow, flags uint8, payload []byte) []byte {
-	return Ether(NodeMAC, PeerMAC, EtherTypeIPv4, TCPSegment(f, flags, payload))
+	return TCPFrameOpts(f, flags, nil, payload)
+}
+
+// TCPFrameOpts is TCPFrame with TCP options opts (a multiple of 4 bytes).
+func TCPFrameOpts(f Flow, flags uint8, opts, payload []byte) []byte {
+	tcp := TCP{SrcPort: f.Src.Port(), DstPort: f.Dst.Port(), Seq: 1000, Flags: flags, Options: opts}
+	if flags&ACK != 0 {
+		tcp.Ack = 2000
+	}
+	seg := f.ip(ProtoTCP).Marshal(tcp.Marshal(f.Src.Addr(), f.Dst.Addr(), payload))
+	return Ether(NodeMAC, PeerMAC, EtherTypeIPv4, seg)
+}
+
+// SYNTimestamp returns the options of a Linux SYN with a timestamp (RFC
+// 7323): MSS 1460, SACK permitted, TS, NOP, window scale 7.
+func SYNTimestamp(tsval, tsecr uint32) []byte {
+	b := []byte{2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7}
+	binary.BigEndian.PutUint32(b[8:12], tsval)
+	binary.BigEndian.PutUint32(b[12:16], tsecr)
+	return b
+}
+
+// Timestamp returns the options of a Linux segment after the handshake:
+// NOP, NOP, TS.
+func Timestamp(tsval, tsecr uint32) []byte {
+	b := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[4:8], tsval)
+	binary.BigEndian.PutUint32(b[8:12], tsecr)
+	return b
 }
 
 // UDPDatagram returns the IPv4 packet of a UDP datagram of f.
