@@ -16,7 +16,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/pkttest"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
@@ -30,14 +32,45 @@ import (
 // retransmission a second later. Every connection must now be answered
 // at once, with no drop and no SYN the backend refuses as old (PAWS).
 func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
+	e := newEnv(t)
+	runClashStorm(t, e, 61000, 61063, 600)
+}
+
+// The same storm with four ports for clashes in all, far fewer than the
+// clashes it makes (the clash ports after the range are switched off, as
+// in clashEnv): with real timestamps from the client's kernel, a clash
+// flow takes over the closed flow's tuple with the client's own port
+// (bpf/include/ct.h), shifting its timestamps where its SYN's are older
+// than the TIME_WAIT's, so no flow needs a port of its own and none waits.
+func TestClashStormTakesOverTimeWaitTuplesWithTheClientsPort(t *testing.T) {
+	e := clashEnvWith(t, 61000, 61003, 0, 0)
+	fwd := runClashStorm(t, e, 61000, 61003, 300)
+	shifted := 0
+	for i, f := range fwd {
+		if f.Flags&(ctmap.SNAT|ctmap.SNATPort) != 0 {
+			t.Errorf("connection %d got a port of its own: %+v", i, f)
+		}
+		if f.TsDelta != 0 {
+			shifted++
+		}
+	}
+	// The client's timestamps are offset per destination, so about half
+	// of the takeovers need a delta; none would mean it is never tried.
+	t.Logf("%d of %d connections had their timestamps shifted", shifted, len(fwd))
+	if shifted == 0 {
+		t.Error("no connection had its timestamps shifted")
+	}
+}
+
+// runClashStorm runs the storm through e's program with the masquerade
+// port range [portMin, portMax] and returns the FORWARD entry of each
+// connection as it was when the connection ended.
+func runClashStorm(t *testing.T, e *env, portMin, portMax uint16, conns int) []ctmap.Entry {
+	t.Helper()
 	const (
 		vips     = 8
-		conns    = 600
-		portMin  = 61000
-		portMax  = 61063
 		backPort = 8080
 	)
-	e := newEnv(t)
 	cfg := lbmap.Config{SnatPortMin: portMin, SnatPortMax: portMax}
 	if err := e.config.Update(uint32(0), &cfg, 0); err != nil {
 		t.Fatal(err)
@@ -57,11 +90,11 @@ func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
 		attachIngress(t, star.Node, h.NodeIf, e.prog)
 	}
 	bk := backend{id: 1, addr: netip.AddrPortFrom(be.Addr, backPort)}
-	var targets []string
+	var targets []netip.AddrPort
 	for i := range vips {
 		v := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 96, 9, byte(i + 1)}), 80)
 		e.setService(v, tcp, uint32(100+i), bk)
-		targets = append(targets, v.String())
+		targets = append(targets, v)
 	}
 
 	ln, err := be.NS.Listen("tcp4", bk.addr.String())
@@ -72,15 +105,19 @@ func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
 	go serveCloseFirst(ln)
 
 	pawsBefore := tcpExt(t, be.NS, "PAWSTimewait")
+	pawsEstabBefore := tcpExt(t, be.NS, "PAWSEstab")
 	retransBefore := tcpExt(t, cl.NS, "TCPSynRetrans")
 	var worst time.Duration
+	var fwd []ctmap.Entry
 	for i := range conns {
-		d, err := oneRequest(cl.NS, targets[(i*7+i/vips)%vips])
+		target := targets[(i*7+i/vips)%vips]
+		d, local, err := oneRequest(cl.NS, target.String())
 		if err != nil {
 			t.Errorf("connection %d: %v", i, err)
 			break
 		}
 		worst = max(worst, d)
+		fwd = append(fwd, e.ctEntry(ctKey(pkttest.Flow{Src: local, Dst: target}, tcp, ctmap.Forward)))
 	}
 	t.Logf("%d connections over %d VIPs, slowest %v", conns, vips, worst)
 	// A dropped or refused SYN shows as the client's retransmission, which
@@ -92,12 +129,17 @@ func TestClashStormKeepsEveryConnectionFast(t *testing.T) {
 	if n := m[metricDropSNATNoPort].Packets; n != 0 {
 		t.Errorf("%d SYNs dropped with no free port", n)
 	}
-	if m[metricForwardNew].Packets < conns {
+	if m[metricForwardNew].Packets < uint64(conns) {
 		t.Errorf("%d new flows balanced, want %d", m[metricForwardNew].Packets, conns)
 	}
 	if n := tcpExt(t, be.NS, "PAWSTimewait") - pawsBefore; n != 0 {
 		t.Errorf("the backend refused %d SYNs into TIME_WAIT as old (PAWS)", n)
 	}
+	// Timestamps shifted wrong would be older than the connection's own.
+	if n := tcpExt(t, be.NS, "PAWSEstab") - pawsEstabBefore; n != 0 {
+		t.Errorf("the backend dropped %d segments of open connections as old (PAWS)", n)
+	}
+	return fwd
 }
 
 // attachIngress attaches prog at the ingress of ns's interface ifname until
@@ -139,28 +181,30 @@ func serveCloseFirst(ln net.Listener) {
 }
 
 // oneRequest connects to addr from ns, sends 16 bytes and reads the reply
-// until the server closes, returning how long that took.
-func oneRequest(ns *nettopo.NS, addr string) (time.Duration, error) {
+// until the server closes, returning how long that took and the client's
+// end of the connection.
+func oneRequest(ns *nettopo.NS, addr string) (time.Duration, netip.AddrPort, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	start := time.Now()
 	c, err := ns.DialContext(ctx, "tcp4", addr)
 	if err != nil {
-		return 0, err
+		return 0, netip.AddrPort{}, err
 	}
 	defer c.Close()
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
 	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, err := c.Write([]byte("sixteen byte req")); err != nil {
-		return 0, err
+		return 0, local, err
 	}
 	got, err := io.ReadAll(c)
 	if err != nil {
-		return 0, err
+		return 0, local, err
 	}
 	if len(got) != 16 {
-		return 0, fmt.Errorf("reply of %d bytes, want 16", len(got))
+		return 0, local, fmt.Errorf("reply of %d bytes, want 16", len(got))
 	}
-	return time.Since(start), nil
+	return time.Since(start), local, nil
 }
 
 // tcpExt reads counter name of ns's TcpExt statistics: PAWSTimewait (SYNs
