@@ -41,11 +41,15 @@
  *     and ICMP that is not an error about a balanced flow pass untouched.
  *   - A packet that cannot be rewritten half-way (a helper fails, which
  *     means memory pressure) is dropped and counted as malformed too.
- *   - A new flow whose tuple at the backend another flow holds (a live
- *     one, or a closed one in the backend's TIME_WAIT) gets a source port
- *     of its own rather than the backend's PAWS drop of its SYN or the
- *     other flow's replies; with no port free it is dropped
- *     (DROP_SNAT_NO_PORT) and the client's retransmission tries again.
+ *   - A new flow whose tuple at the backend a closed flow holds, in the
+ *     backend's TIME_WAIT, takes it over with the client's port, its TCP
+ *     timestamps shifted past the closed flow's when they are older, as a
+ *     direct reconnect would reopen it (ct.h, timestamp translation).
+ *     One whose tuple a live flow holds, or that cannot take it over (no
+ *     timestamps), gets a source port of its own rather than the
+ *     backend's PAWS drop of its SYN or the other flow's replies; with no
+ *     port free it is dropped (DROP_SNAT_NO_PORT) and the client's
+ *     retransmission tries again.
  *   - "Not ours / done, let the stack have it" is TCX_NEXT (-1, the same
  *     value as TC_ACT_UNSPEC, which goes on to the next clsact filter), so
  *     tc_policy, attached after this program on a pod's host veth (and, for
@@ -410,8 +414,10 @@ static __always_inline int fp_masq_route(struct __sk_buff *skb, const struct fp_
 
 /*
  * fp_new_dnat starts a flow that is only DNATed. It returns a verdict,
- * FP_FOLLOW with *err set when the entries are not written, or FP_CLASH
- * when another flow holds the flow's tuple at the backend (fp_ct_create).
+ * FP_FOLLOW with *err set when the entries are not written, FP_CLASH
+ * when another flow holds the flow's tuple at the backend, or FP_CREATED
+ * when the flow took a closed flow's tuple over with a timestamp delta
+ * (fp_ct_create): fp_forward sends it, translated like its later packets.
  */
 static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pkt *p,
 				       const struct fp_choice *c, __u64 flag, long *err)
@@ -439,7 +445,8 @@ static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pk
  * fp_new balances the first packet of a flow (or of a reopened one, whose
  * old FORWARD entry is old). Three kinds of flow come out of it:
  *   - masqueraded (fp_masq_config, fp_masq_route);
- *   - only DNATed (fp_new_dnat);
+ *   - only DNATed (fp_new_dnat), with translated TCP timestamps when it
+ *     took over a closed flow's tuple (ct.h);
  *   - DNATed with a source port of its own, when another flow holds the
  *     only-DNATed flow's tuple at the backend (FP_CLASH, ct.h): from the
  *     masquerade range or the clash ports (snat.h), the client's address kept. Without a free port the
@@ -448,8 +455,8 @@ static __always_inline int fp_new_dnat(struct __sk_buff *skb, const struct fp_pk
  *     another flow's replies.
  * The two kinds with SNAT share one inlined fp_ct_create_snat: the
  * verifier's work grows with every copy. It returns a verdict, FP_CREATED
- * once a flow with SNAT has its entries (fp_forward sends the packet), or
- * FP_FOLLOW with *err set.
+ * once a flow with SNAT or translated timestamps has its entries
+ * (fp_forward sends the packet), or FP_FOLLOW with *err set.
  */
 static __always_inline int fp_new(struct __sk_buff *skb, const struct fp_pkt *p,
 				  const struct fp_ct_entry *old, long *err)

@@ -17,12 +17,36 @@
  * The client's TCP timestamps are offset per four-tuple (Linux 6.18), so the
  * backend drops the second SYN as old (PAWS), and the client only gets
  * through after a retransmission; both flows would also want one REPLY
- * entry. So a new flow whose REPLY key is held by another flow's live entry
- * gets a source port of its own, like Linux NAT resolves such clashes: its
- * address stays the client's, the port comes from the masquerade range or
- * the clash ports (FP_CT_F_SNAT | FP_CT_F_SNAT_PORT, fp_ct_clash, snat.h). To see the
- * backend's TIME_WAIT, the REPLY entry of a closed flow stays for that long
- * (FP_CT_LIFETIME_TCP_TIME_WAIT, fp_ct_lifetime) as a tombstone.
+ * entry. To see the backend's TIME_WAIT, the REPLY entry of a closed flow
+ * stays for that long (FP_CT_LIFETIME_TCP_TIME_WAIT, fp_ct_lifetime) as a
+ * tombstone.
+ *
+ * Timestamp translation. A direct client reusing its port reuses the same
+ * four-tuple, whose timestamps only grow, and the backend's TIME_WAIT
+ * takes its SYN and reopens the tuple (tcp_timewait_state_process: not
+ * PAWS-rejected, and a TSval later than the last one it saw). A flow
+ * through another VIP can do the same if the backend sees timestamps that
+ * continue the closed flow's, so that is what it gets: the closed flow's
+ * client packets, once it is closing, leave their TSval as sent in its
+ * REPLY entry (ts_last, FP_CT_F_TS; only then, so established packets
+ * parse no options), and a SYN that finds such a tombstone of a flow that
+ * is done takes the tuple over with the client's own port
+ * (fp_ct_takeover). When its TSval is not later than ts_last, the flow
+ * gets a delta that puts it one past: added to every TSval towards the
+ * backend, taken from every TSecr back, so each end sees its own clock.
+ * The backend's own timestamps are untouched, as is its RTT estimate.
+ * Why not a port of its own for every clash: each such port stays held
+ * through the backend's TIME_WAIT (60 s), which caps a client at a few
+ * hundred clashing flows a second per backend; the benchmark's single
+ * client clashes far more often than that. The same connection reopened
+ * after a translated flow needs a delta too (the backend saw shifted
+ * timestamps), so the takeover also applies to a flow's own tuple.
+ * What keeps a port of its own, like Linux NAT resolves clashes (address
+ * kept, port from the masquerade range or the clash ports, FP_CT_F_SNAT |
+ * FP_CT_F_SNAT_PORT, fp_ct_clash, snat.h): a clash with a live flow (two
+ * flows cannot share one tuple), a SYN without timestamps (nothing to
+ * continue), and a tombstone without a recorded timestamp (a flow closed
+ * without one, or by an older datapath).
  *
  * Stale entries. A REPLY entry that outlived its flow must not translate
  * the packets of a new, direct connection that reuses the tuple: a SYN-ACK,
@@ -410,8 +434,10 @@ __attribute__((noinline)) int fp_ct_ts_note(const struct fp_pkt *p, const struct
 /*
  * fp_ct_create writes both entries of a new flow, or returns -EADDRINUSE
  * without writing anything when the REPLY key is another flow's
- * (fp_ct_clash): the caller then gives the flow a port of its own
- * (fp_ct_create_snat). FORWARD goes in with fwd_flag: BPF_NOEXIST normally,
+ * (fp_ct_clash) and the flow cannot take it over (fp_ct_takeover): the
+ * caller then gives the flow a port of its own (fp_ct_create_snat). It
+ * returns FP_CT_TAKEN for a flow that took a tuple over with a timestamp
+ * delta, whose first packet is still to be translated. FORWARD goes in with fwd_flag: BPF_NOEXIST normally,
  * so that when two CPUs balance the first packets of one flow at once, the
  * loser gets -EEXIST and follows the winner's backend; BPF_ANY when it
  * replaces a reopened flow's entry. REPLY overwrites only an entry of this
