@@ -29,6 +29,9 @@ type CTRow struct {
 	ExpiresIn int64    `json:"expiresInSeconds"` // negative: expired, awaiting GC
 	Packets   uint64   `json:"packets"`
 	Bytes     uint64   `json:"bytes"`
+	// TSDelta is set on flows that took over a closed flow's tuple at the
+	// backend: what their client's TCP timestamps are shifted by.
+	TSDelta uint32 `json:"tsDelta,omitempty"`
 }
 
 // CT reads every connection-tracking entry, sorted by source then direction.
@@ -59,6 +62,7 @@ func ctRow(k ctmap.Key, v ctmap.Entry, now uint64) CTRow {
 		ExpiresIn: (int64(v.Expires) - int64(now)) / 1e9,
 		Packets:   v.Packets,
 		Bytes:     v.Bytes,
+		TSDelta:   v.TsDelta,
 	}
 	if k.Dir == ctmap.Reply {
 		r.Direction = "reply"
@@ -70,6 +74,9 @@ func ctRow(k ctmap.Key, v ctmap.Entry, now uint64) CTRow {
 	}
 	if v.Flags&ctmap.Closing != 0 {
 		r.Flags = append(r.Flags, "closing")
+	}
+	if v.Flags&ctmap.TS != 0 {
+		r.Flags = append(r.Flags, "ts")
 	}
 	if v.Flags&ctmap.SNAT != 0 {
 		r.Flags = append(r.Flags, "snat")

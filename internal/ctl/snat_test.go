@@ -27,6 +27,10 @@ func TestCTRowsShowMasquerade(t *testing.T) {
 	if rep.SNAT != "10.0.0.2:4000" || !slices.Contains(rep.Flags, "snat") {
 		t.Errorf("reply row %+v", rep)
 	}
+	taken := ctRow(ctmap.Key{Dir: ctmap.Reply}, ctmap.Entry{Flags: ctmap.Closing | ctmap.TS, TsDelta: 4901}, 0)
+	if taken.TSDelta != 4901 || !slices.Contains(taken.Flags, "ts") {
+		t.Errorf("row of a flow with translated timestamps %+v", taken)
+	}
 	plain := ctRow(ctmap.Key{Dir: ctmap.Forward}, ctmap.Entry{}, 0)
 	if plain.SNAT != "" || len(plain.Flags) != 0 {
 		t.Errorf("plain row %+v", plain)
