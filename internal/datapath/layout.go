@@ -29,6 +29,11 @@ const layoutMap = "fp_layout"
 type migration struct {
 	recreate bool
 	dropped  []string // maps unpinned to be created anew
+	// from is the pinned layout when it is an older one whose changed
+	// maps can be carried (carriable, carry.go), and carries those maps.
+	from    uint32
+	carries []carry
+	carried []*carrying
 }
 
 // checkVersion compares the pinned layout version with ours.
@@ -36,6 +41,10 @@ func (m *migration) checkVersion(mapDir string) error {
 	v, err := readLayout(mapDir)
 	if err != nil || v == 0 || v == MapLayoutVersion {
 		return err
+	}
+	if c, ok := carriable[v]; ok {
+		m.from, m.carries = v, c
+		return nil
 	}
 	if !m.recreate {
 		return fmt.Errorf("the maps pinned under %s are layout v%d, this agent's are v%d: %s", mapDir, v, MapLayoutVersion, mismatchFix)
@@ -53,29 +62,19 @@ const mismatchFix = "start with --map-layout-mismatch=recreate to create the cha
 // the new ones attach, would read IDs of the new maps in the old.
 var lbGroup = []string{"fp_services", "fp_backends", "fp_rev_nat", "fp_source_ranges", "fp_affinity"}
 
-// prepare checks each pinned map of cs against its spec.
+// prepare checks each pinned map of cs against its spec, and carries,
+// unpins or refuses those that differ. Nothing changes unless every
+// difference is carriable or (with recreate) may be recreated; tc_lb, the
+// first object loaded, declares every pinned map (a test keeps it so), so a
+// refused upgrade leaves all the pins as they were.
 func (m *migration) prepare(cs *ebpf.CollectionSpec, mapDir string) error {
-	var bad, drop []string
-	for name, spec := range cs.Maps {
-		if spec.Pinning != ebpf.PinByName {
-			continue
-		}
-		path := filepath.Join(mapDir, name)
-		pinned, err := ebpf.LoadPinnedMap(path, nil)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("pinned map %s: %w", path, err)
-		}
-		err = spec.Compatible(pinned)
-		pinned.Close()
-		switch {
-		case err == nil:
-		case !m.recreate:
-			bad = append(bad, fmt.Sprintf("%s (%v)", name, err))
-		default:
-			drop = append(drop, name)
+	carry, drop, err := m.classify(cs, mapDir)
+	if err != nil {
+		return err
+	}
+	for _, name := range carry {
+		if err := m.carryMap(m.carryOf(name), cs.Maps[name], filepath.Join(mapDir, name)); err != nil {
+			return err
 		}
 	}
 	if slices.ContainsFunc(drop, func(n string) bool { return slices.Contains(lbGroup, n) }) {
@@ -94,12 +93,56 @@ func (m *migration) prepare(cs *ebpf.CollectionSpec, mapDir string) error {
 			m.dropped = append(m.dropped, name)
 		}
 	}
+	return nil
+}
+
+// classify sorts the pinned maps of cs that differ from their spec into
+// the ones to carry and the ones to recreate, or refuses them.
+func (m *migration) classify(cs *ebpf.CollectionSpec, mapDir string) (carry, drop []string, err error) {
+	var bad []string
+	for name, spec := range cs.Maps {
+		if spec.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(mapDir, name)
+		pinned, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("pinned map %s: %w", path, err)
+		}
+		err = spec.Compatible(pinned)
+		carriable := err != nil && m.carryOf(name).fits(spec, pinned)
+		pinned.Close()
+		switch {
+		case err == nil:
+		case carriable:
+			carry = append(carry, name)
+		case !m.recreate:
+			bad = append(bad, fmt.Sprintf("%s (%v)", name, err))
+		default:
+			drop = append(drop, name)
+		}
+	}
 	if len(bad) > 0 {
 		slices.Sort(bad)
-		return fmt.Errorf("pinned maps under %s have another layout or size than this agent wants: %s; %s",
+		return nil, nil, fmt.Errorf("pinned maps under %s have another layout or size than this agent wants: %s; %s",
 			mapDir, strings.Join(bad, ", "), mismatchFix)
 	}
-	return nil
+	slices.Sort(carry)
+	return carry, drop, nil
+}
+
+// carryOf is the carriable entry of map name for the pinned layout; its
+// zero value fits nothing.
+func (m *migration) carryOf(name string) carry {
+	for _, c := range m.carries {
+		if c.name == name {
+			return c
+		}
+	}
+	return carry{}
 }
 
 // readLayout returns the pinned layout version, 0 when none is pinned (no

@@ -5,6 +5,10 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfobj"
 )
 
 // TestLayoutVersionMatchesHeader: the version pinned in fp_layout is the
@@ -20,5 +24,28 @@ func TestLayoutVersionMatchesHeader(t *testing.T) {
 	}
 	if v, _ := strconv.Atoi(string(m[1])); v != MapLayoutVersion {
 		t.Fatalf("FP_MAP_LAYOUT_VERSION is %d, datapath.MapLayoutVersion %d", v, MapLayoutVersion)
+	}
+}
+
+// TestTclbDeclaresEveryPinnedMap: Load prepares tc_lb's maps first, so a
+// refused upgrade changes no pin (carried or unpinned) only if tc_lb
+// declares every pinned map of the other objects.
+func TestTclbDeclaresEveryPinnedMap(t *testing.T) {
+	tclb, err := bpfobj.LoadTclb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){
+		"sock_lb": bpfobj.LoadSocklb, "tc_policy": bpfobj.LoadTcpolicy,
+	} {
+		cs, err := load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m, spec := range cs.Maps {
+			if _, ok := tclb.Maps[m]; spec.Pinning == ebpf.PinByName && !ok {
+				t.Errorf("%s pins %s, which tc_lb does not declare", name, m)
+			}
+		}
 	}
 }

@@ -139,6 +139,9 @@ type Datapath struct {
 	// recreated are the maps this Load created anew in place of pins of
 	// another layout: empty until the agent programs them.
 	recreated []string
+	// carried are the maps this Load carried over from an older layout,
+	// with the old maps held until FinishCarry.
+	carried []*carrying
 
 	LB      lbmap.Maps
 	CT      bpfmap.Map[ctmap.Key, ctmap.Entry]
@@ -147,7 +150,7 @@ type Datapath struct {
 
 // Load loads both objects, creating the maps under cfg.PinDir/maps or
 // reusing the ones already pinned there.
-func Load(cfg Config) (*Datapath, error) {
+func Load(cfg Config) (_ *Datapath, err error) {
 	if cfg.PinDir == "" {
 		cfg.PinDir = DefaultPinDir
 	}
@@ -163,6 +166,11 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("pin dir %s: %w", mapDir, err)
 	}
 	mig := &migration{recreate: cfg.RecreateIncompatible}
+	defer func() {
+		if err != nil { // the new maps stay pinned; the old ones go
+			(&Datapath{carried: mig.carried}).closeCarried()
+		}
+	}()
 	if err := mig.checkVersion(mapDir); err != nil {
 		return nil, err
 	}
@@ -205,6 +213,7 @@ func Load(cfg Config) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
+	d.carried = mig.carried
 	return d, nil
 }
 
@@ -279,6 +288,7 @@ func (d *Datapath) Close() error {
 	if d.tcExt.Prog != nil {
 		ext = d.tcExt.Prog.Close()
 	}
+	d.closeCarried()
 	return errors.Join(d.tc.Close(), ext, d.sock.Close(), d.policy.Close())
 }
 
