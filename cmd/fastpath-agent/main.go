@@ -103,7 +103,8 @@ func parseFlags(args []string, stderr io.Writer) (agent.Config, slog.Level, erro
 		"listener to the next one (upgrade: new connections wait in its backlog instead of being dropped); one per node; empty: no hand-over")
 	layout := fs.String("map-layout-mismatch", "refuse", "what to do with pinned maps of another layout or size (an upgrade that changed them, "+
 		"or a changed *-max): refuse (exit; the pinned datapath keeps serving) or recreate (create them anew, keep the compatible ones "+
-		"such as fp_ct, and attach the new programs only once the new maps are programmed)")
+		"such as fp_ct, and attach the new programs only once the new maps are programmed); maps whose new layout only appends "+
+		"fields (fp_ct from layout v5) are carried over with their entries either way")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	addOpsFlags(fs, &cfg.Ops)
 	addMonitorFlags(fs, &cfg.Monitor)

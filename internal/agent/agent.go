@@ -158,6 +158,9 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	if !a.attachPending {
+		a.finishCarry()
+	}
 	if a.flows, err = a.startFlows(ctx); err != nil {
 		return err
 	}
@@ -223,6 +226,10 @@ func start(cfg Config) (*Agent, error) {
 	if err := a.rec.Restore(); err != nil {
 		dp.Close()
 		return nil, fmt.Errorf("restore state from pinned maps: %w", err)
+	}
+	for _, c := range dp.Carried() {
+		a.log.Info("carried a pinned map of an older layout: its entries are in the new map, the old programs use the old one until replaced",
+			"map", c.Map, "fromLayout", c.FromLayout, "toLayout", datapath.MapLayoutVersion, "entries", c.Entries, "took", c.Took)
 	}
 	if re := dp.Recreated(); len(re) > 0 {
 		a.log.Warn("pinned maps of another layout were created anew; the programs attach once they are programmed, "+
@@ -328,10 +335,26 @@ func (a *Agent) attachWhenProgrammed(synced bool) error {
 	if eps := a.endpoints(); eps != nil {
 		a.reattachPods(eps)
 	}
+	a.finishCarry()
 	a.attachPending = false
 	a.syncState.set(a, nil)
 	a.log.Info("recreated maps programmed; this agent's programs are attached")
 	return nil
+}
+
+// finishCarry, once every program of this agent is attached (pods'
+// veths too), copies into the carried maps the entries the old programs
+// created meanwhile and lets the old maps go. A failure loses only those
+// flows: it is logged, not fatal.
+func (a *Agent) finishCarry() {
+	done, err := a.dp.FinishCarry()
+	for _, c := range done {
+		a.log.Info("carried map handed over: the old programs are replaced and their late entries copied",
+			"map", c.Map, "lateEntries", c.LateEntries)
+	}
+	if err != nil {
+		a.log.Error("flows started by the old programs during the upgrade may be lost", "error", err)
+	}
 }
 
 // apply makes the table equal to the source's services. The first state

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -156,3 +157,85 @@ func pinnedID(t *testing.T, path string) ebpf.MapID {
 }
 
 func removePin(path string) error { return os.Remove(path) }
+
+// TestUpgradeFromV5CarriesConnTrack stands in for an upgrade from layout
+// v5, whose fp_ct values lacked ts_delta and ts_last: after the agent
+// stops, fp_ct is pinned as a v5-shaped copy of its entries (the running
+// programs keep the map they have) and fp_layout says 5. The agent, under
+// the default refuse, carries fp_ct over, attaches, and hands the old map
+// over: the long-lived connection, whose entries only the carried copy
+// holds for the new programs, keeps working, and no new connection fails.
+// (The late copy of FinishCarry is not exercised here: the running v6
+// programs write to their own map, not to the v5 copy; the datapath test
+// TestUpgradeCarriesV5ConnTrack covers it.)
+func TestUpgradeFromV5CarriesConnTrack(t *testing.T) {
+	l := startWeb(t)
+	long, err := nettopo.OpenSession(l.client(), vip+":80", timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	l.stopAgent()
+	maps := filepath.Join(l.pinDir, "maps")
+	n := pinV5CT(t, filepath.Join(maps, "fp_ct"))
+	setLayout(t, maps, 5)
+	stop := newConnLoop(l.client())
+
+	l.startAgent()
+	waitLog(t, l, "carried map handed over")
+	time.Sleep(300 * time.Millisecond) // new connections through the new programs
+	if err := long.Ping("carried", timeout); err != nil {
+		t.Fatalf("the long-lived connection broke across the upgrade from v5: %v", err)
+	}
+	ok, failed := stop()
+	if len(failed) > 0 || ok < 20 {
+		t.Fatalf("%d new connections succeeded, %d failed:\n%s", ok, len(failed), strings.Join(failed, "\n"))
+	}
+	log := l.agentLog.String()
+	if !strings.Contains(log, "carried a pinned map of an older layout") || !strings.Contains(log, "map=fp_ct") ||
+		!strings.Contains(log, fmt.Sprintf("entries=%d", n)) {
+		t.Errorf("the log does not say fp_ct was carried with its %d entries:\n%s", n, log)
+	}
+	if v := readLayoutPin(t, maps); v != datapath.MapLayoutVersion {
+		t.Errorf("fp_layout %d after the upgrade; want %d", v, datapath.MapLayoutVersion)
+	}
+}
+
+// pinV5CT pins at path, in place of fp_ct, a map shaped as layout v5's
+// (values without the last 8 bytes) holding fp_ct's entries, and returns
+// how many. The programs attached keep the old map.
+func pinV5CT(t *testing.T, path string) int {
+	t.Helper()
+	cur, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close()
+	const v5Size = 72 // sizeof(struct fp_ct_entry) before ts_delta, ts_last
+	v5, err := ebpf.NewMap(&ebpf.MapSpec{Name: "fp_ct", Type: cur.Type(), KeySize: cur.KeySize(),
+		ValueSize: v5Size, MaxEntries: cur.MaxEntries(), Flags: cur.Flags()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v5.Close()
+	key, val := make([]byte, cur.KeySize()), make([]byte, cur.ValueSize())
+	n := 0
+	for it := cur.Iterate(); it.Next(&key, &val); n++ {
+		if binary.NativeEndian.Uint64(val[v5Size:]) != 0 {
+			t.Fatalf("fp_ct entry %x has timestamp fields set; v5 had none", key)
+		}
+		if err := v5.Update(key, val[:v5Size], ebpf.UpdateNoExist); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n == 0 {
+		t.Fatal("fp_ct is empty: no connection to carry")
+	}
+	if err := removePin(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := v5.Pin(path); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
