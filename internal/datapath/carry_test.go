@@ -3,7 +3,6 @@ package datapath_test
 import (
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,8 +10,10 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/pintest"
 )
 
 // ctV5Size is sizeof(struct fp_ct_entry) in layout v5: v6 appended
@@ -32,6 +33,11 @@ func TestUpgradeCarriesV5ConnTrack(t *testing.T) {
 	cfg.PinDir = tempPinDir(t)
 	maps := filepath.Join(cfg.PinDir, "maps")
 	be := lbmap.Backend{Port: 8080, Proto: lbmap.ProtoTCP}
+	flows := map[ctmap.Key]ctmap.Entry{}
+	for i := range 3 {
+		k, e := ctFlow(i)
+		flows[k] = e
+	}
 	d, err := datapath.Load(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -39,16 +45,16 @@ func TestUpgradeCarriesV5ConnTrack(t *testing.T) {
 	if err := d.LB.Backends.Update([]uint32{7}, []lbmap.Backend{be}); err != nil {
 		t.Fatal(err)
 	}
-	d.Close()
-
-	flows := map[ctmap.Key]ctmap.Entry{}
-	for i := range 3 {
-		k, e := ctFlow(i)
-		flows[k] = e
+	if err := bpfmap.Sync(d.CT, flows, nil); err != nil {
+		t.Fatal(err)
 	}
-	old := pinV5CT(t, maps, cfg.Sizes.CT, flows)
+	d.Close()
+	old, n := pintest.Truncate(t, filepath.Join(maps, "fp_ct"), ctV5Size)
 	defer old.Close()
-	setLayoutPin(t, maps, 5)
+	if n != len(flows) {
+		t.Fatalf("the v5 fp_ct holds %d entries, want %d", n, len(flows))
+	}
+	pintest.SetLayout(t, maps, 5)
 
 	d, err = datapath.Load(cfg)
 	if err != nil {
@@ -74,7 +80,7 @@ func TestUpgradeCarriesV5ConnTrack(t *testing.T) {
 	if b, ok, err := d.LB.Backends.Lookup(7); err != nil || !ok || b != be {
 		t.Errorf("backend 7 after the upgrade = %+v, %v, %v; want %+v", b, ok, err, be)
 	}
-	if v := readLayoutPin(t, maps); v != datapath.MapLayoutVersion {
+	if v := pintest.Layout(t, maps); v != datapath.MapLayoutVersion {
 		t.Errorf("fp_layout is %d after the upgrade, want %d", v, datapath.MapLayoutVersion)
 	}
 
@@ -137,18 +143,18 @@ func TestUpgradeRefusesWhatItCannotCarry(t *testing.T) {
 		want   string
 	}{
 		{"ct of another size", 5, func(t *testing.T, maps string) {
-			pinMap(t, filepath.Join(maps, "fp_ct"), &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 40, ValueSize: 64, MaxEntries: 128})
+			pintest.Replace(t, filepath.Join(maps, "fp_ct"), &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 40, ValueSize: 64, MaxEntries: 128}).Close()
 		}, "fp_ct ("},
 		{"another map changed", 5, func(t *testing.T, maps string) {
-			pinV5CT(t, maps, 128, nil).Close()
-			pinMap(t, filepath.Join(maps, "fp_backends"), &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 7})
+			v5CT(t, maps)
+			pintest.Replace(t, filepath.Join(maps, "fp_backends"), &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 7}).Close()
 		}, "fp_backends ("},
 		{"a map of sock_lb changed", 5, func(t *testing.T, maps string) {
-			pinV5CT(t, maps, 128, nil).Close()
-			pinMap(t, filepath.Join(maps, "fp_sock_revnat"), &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 7})
+			v5CT(t, maps)
+			pintest.Replace(t, filepath.Join(maps, "fp_sock_revnat"), &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 7}).Close()
 		}, "fp_sock_revnat ("},
 		{"older layout", 4, func(t *testing.T, maps string) {
-			pinV5CT(t, maps, 128, nil).Close()
+			v5CT(t, maps)
 		}, "layout v4"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,16 +167,16 @@ func TestUpgradeRefusesWhatItCannotCarry(t *testing.T) {
 			}
 			d.Close()
 			tc.spoil(t, maps)
-			setLayoutPin(t, maps, tc.layout)
-			ctBefore := mapID(t, filepath.Join(maps, "fp_ct"))
+			pintest.SetLayout(t, maps, tc.layout)
+			ctBefore := pintest.MapID(t, filepath.Join(maps, "fp_ct"))
 			_, err = datapath.Load(cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("load = %v; want a refusal naming %q", err, tc.want)
 			}
-			if id := mapID(t, filepath.Join(maps, "fp_ct")); id != ctBefore {
+			if id := pintest.MapID(t, filepath.Join(maps, "fp_ct")); id != ctBefore {
 				t.Errorf("the refused load replaced the pinned fp_ct")
 			}
-			if v := readLayoutPin(t, maps); v != tc.layout {
+			if v := pintest.Layout(t, maps); v != tc.layout {
 				t.Errorf("fp_layout is %d after a refusal, want %d", v, tc.layout)
 			}
 		})
@@ -204,75 +210,9 @@ func v5Value(t *testing.T, e ctmap.Entry) []byte {
 	return b[:ctV5Size]
 }
 
-// pinV5CT pins, in place of fp_ct, a map shaped as v5's holding flows, and
-// returns it (the old programs' handle on it).
-func pinV5CT(t *testing.T, maps string, size int, flows map[ctmap.Key]ctmap.Entry) *ebpf.Map {
+// v5CT pins fp_ct as layout v5 shaped it.
+func v5CT(t *testing.T, maps string) {
 	t.Helper()
-	m := pinMap(t, filepath.Join(maps, "fp_ct"), &ebpf.MapSpec{
-		Name: "fp_ct", Type: ebpf.LRUHash, KeySize: uint32(binary.Size(ctmap.Key{})),
-		ValueSize: ctV5Size, MaxEntries: uint32(size),
-	})
-	for k, e := range flows {
-		if err := m.Update(&k, v5Value(t, e), ebpf.UpdateNoExist); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return m
-}
-
-func pinMap(t *testing.T, path string, spec *ebpf.MapSpec) *ebpf.Map {
-	t.Helper()
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	m, err := ebpf.NewMap(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Pin(path); err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	return m
-}
-
-func setLayoutPin(t *testing.T, maps string, v uint32) {
-	t.Helper()
-	m, err := ebpf.LoadPinnedMap(filepath.Join(maps, "fp_layout"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := m.Update(uint32(0), v, ebpf.UpdateAny); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func readLayoutPin(t *testing.T, maps string) uint32 {
-	t.Helper()
-	m, err := ebpf.LoadPinnedMap(filepath.Join(maps, "fp_layout"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	var v uint32
-	if err := m.Lookup(uint32(0), &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func mapID(t *testing.T, path string) ebpf.MapID {
-	t.Helper()
-	m, err := ebpf.LoadPinnedMap(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	info, err := m.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := info.ID()
-	return id
+	m, _ := pintest.Truncate(t, filepath.Join(maps, "fp_ct"), ctV5Size)
+	m.Close()
 }

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/binary"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/fastpath-net/fastpath/internal/datapath"
+	"github.com/fastpath-net/fastpath/internal/datapath/pintest"
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
 
@@ -31,13 +30,13 @@ func TestMapLayoutMismatchRefusedOrRecreated(t *testing.T) {
 	defer long.Close()
 	l.stopAgent()
 	maps := filepath.Join(l.pinDir, "maps")
-	ctBefore := pinnedID(t, filepath.Join(maps, "fp_ct"))
+	ctBefore := pintest.MapID(t, filepath.Join(maps, "fp_ct"))
 	pinIncompatible(t, filepath.Join(maps, "fp_backends"))
-	setLayout(t, maps, 2)
+	pintest.SetLayout(t, maps, 2)
 	stop := newConnLoop(l.client())
 
 	l.wantRefusal(fmt.Sprintf("layout v2, this agent's are v%d", datapath.MapLayoutVersion), "--map-layout-mismatch=recreate")
-	setLayout(t, maps, datapath.MapLayoutVersion)
+	pintest.SetLayout(t, maps, datapath.MapLayoutVersion)
 	l.wantRefusal("fp_backends (", "--map-layout-mismatch=recreate")
 	if err := long.Ping("refused", timeout); err != nil {
 		t.Fatalf("the long-lived connection broke while agents refused the pins: %v", err)
@@ -59,7 +58,7 @@ func TestMapLayoutMismatchRefusedOrRecreated(t *testing.T) {
 	if !strings.Contains(log, "created anew") || !strings.Contains(log, "fp_backends") || !strings.Contains(log, "fp_services") {
 		t.Errorf("the log does not name the recreated maps (fp_backends and its group, fp_services):\n%s", log)
 	}
-	if got := pinnedID(t, filepath.Join(maps, "fp_ct")); got != ctBefore {
+	if got := pintest.MapID(t, filepath.Join(maps, "fp_ct")); got != ctBefore {
 		t.Errorf("fp_ct was recreated (map id %d, was %d); a compatible ct must be kept", got, ctBefore)
 	}
 	m, err := ebpf.LoadPinnedMap(filepath.Join(maps, "fp_backends"), nil)
@@ -70,7 +69,7 @@ func TestMapLayoutMismatchRefusedOrRecreated(t *testing.T) {
 	if m.MaxEntries() != 1024 {
 		t.Errorf("fp_backends has %d entries; want the agent's 1024", m.MaxEntries())
 	}
-	if v := readLayoutPin(t, maps); v != datapath.MapLayoutVersion {
+	if v := pintest.Layout(t, maps); v != datapath.MapLayoutVersion {
 		t.Errorf("fp_layout %d after the recreation; want %d", v, datapath.MapLayoutVersion)
 	}
 }
@@ -102,61 +101,8 @@ func (l *lab) wantRefusal(want ...string) {
 // the programs attached keep the old map.
 func pinIncompatible(t *testing.T, path string) {
 	t.Helper()
-	if err := removePin(path); err != nil {
-		t.Fatal(err)
-	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := m.Pin(path); err != nil {
-		t.Fatal(err)
-	}
+	pintest.Replace(t, path, &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 7}).Close()
 }
-
-func setLayout(t *testing.T, maps string, v uint32) {
-	t.Helper()
-	m, err := ebpf.LoadPinnedMap(filepath.Join(maps, "fp_layout"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := m.Update(uint32(0), v, ebpf.UpdateAny); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func readLayoutPin(t *testing.T, maps string) uint32 {
-	t.Helper()
-	m, err := ebpf.LoadPinnedMap(filepath.Join(maps, "fp_layout"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	var v uint32
-	if err := m.Lookup(uint32(0), &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func pinnedID(t *testing.T, path string) ebpf.MapID {
-	t.Helper()
-	m, err := ebpf.LoadPinnedMap(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	info, err := m.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := info.ID()
-	return id
-}
-
-func removePin(path string) error { return os.Remove(path) }
 
 // TestUpgradeFromV5CarriesConnTrack stands in for an upgrade from layout
 // v5, whose fp_ct values lacked ts_delta and ts_last: after the agent
@@ -177,8 +123,12 @@ func TestUpgradeFromV5CarriesConnTrack(t *testing.T) {
 	defer long.Close()
 	l.stopAgent()
 	maps := filepath.Join(l.pinDir, "maps")
-	n := pinV5CT(t, filepath.Join(maps, "fp_ct"))
-	setLayout(t, maps, 5)
+	v5, n := pintest.Truncate(t, filepath.Join(maps, "fp_ct"), 72) // sizeof(struct fp_ct_entry) in v5
+	v5.Close()
+	if n == 0 {
+		t.Fatal("fp_ct is empty: no connection to carry")
+	}
+	pintest.SetLayout(t, maps, 5)
 	stop := newConnLoop(l.client())
 
 	l.startAgent()
@@ -196,46 +146,7 @@ func TestUpgradeFromV5CarriesConnTrack(t *testing.T) {
 		!strings.Contains(log, fmt.Sprintf("entries=%d", n)) {
 		t.Errorf("the log does not say fp_ct was carried with its %d entries:\n%s", n, log)
 	}
-	if v := readLayoutPin(t, maps); v != datapath.MapLayoutVersion {
+	if v := pintest.Layout(t, maps); v != datapath.MapLayoutVersion {
 		t.Errorf("fp_layout %d after the upgrade; want %d", v, datapath.MapLayoutVersion)
 	}
-}
-
-// pinV5CT pins at path, in place of fp_ct, a map shaped as layout v5's
-// (values without the last 8 bytes) holding fp_ct's entries, and returns
-// how many. The programs attached keep the old map.
-func pinV5CT(t *testing.T, path string) int {
-	t.Helper()
-	cur, err := ebpf.LoadPinnedMap(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cur.Close()
-	const v5Size = 72 // sizeof(struct fp_ct_entry) before ts_delta, ts_last
-	v5, err := ebpf.NewMap(&ebpf.MapSpec{Name: "fp_ct", Type: cur.Type(), KeySize: cur.KeySize(),
-		ValueSize: v5Size, MaxEntries: cur.MaxEntries(), Flags: cur.Flags()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v5.Close()
-	key, val := make([]byte, cur.KeySize()), make([]byte, cur.ValueSize())
-	n := 0
-	for it := cur.Iterate(); it.Next(&key, &val); n++ {
-		if binary.NativeEndian.Uint64(val[v5Size:]) != 0 {
-			t.Fatalf("fp_ct entry %x has timestamp fields set; v5 had none", key)
-		}
-		if err := v5.Update(key, val[:v5Size], ebpf.UpdateNoExist); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n == 0 {
-		t.Fatal("fp_ct is empty: no connection to carry")
-	}
-	if err := removePin(path); err != nil {
-		t.Fatal(err)
-	}
-	if err := v5.Pin(path); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
