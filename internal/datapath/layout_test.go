@@ -5,10 +5,12 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/bpfobj"
+	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 )
 
 // TestLayoutVersionMatchesHeader: the version pinned in fp_layout is the
@@ -47,5 +49,21 @@ func TestTclbDeclaresEveryPinnedMap(t *testing.T) {
 				t.Errorf("%s pins %s, which tc_lb does not declare", name, m)
 			}
 		}
+	}
+}
+
+// TestCarriedCTEndsWhereV6Appended: v5's fp_ct value, as carriable
+// declares it, ends exactly where v6's appended fields begin, so a carried
+// entry keeps every old field and gets zero timestamps.
+func TestCarriedCTEndsWhereV6Appended(t *testing.T) {
+	var c carry
+	for _, e := range carriable[5] {
+		if e.name == "fp_ct" {
+			c = e
+		}
+	}
+	var e ctmap.Entry
+	if got, want := c.oldValueSize, uint32(unsafe.Offsetof(e.TsDelta)); got != want {
+		t.Fatalf("carriable says v5's fp_ct value is %d bytes; ts_delta, appended in v6, starts at %d", got, want)
 	}
 }
