@@ -44,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
+	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/servicefile"
 	"github.com/fastpath-net/fastpath/test/bench/internal/benchmain"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
@@ -63,6 +64,7 @@ type config struct {
 	Pool        int           // kept-alive connections per worker
 	UpdateN     int           // services in the maps for the update benchmark; 0: the largest N
 	UpdateOps   int           // changes timed per kind
+	ProgRuns    int           // BPF_PROG_TEST_RUN calls per N and packet kind (progcost.go)
 	AgentBin    string        // prebuilt fastpath-agent; "": build one
 	Command     string        // how the run was started, for the report
 	ID          string        // names everything the run creates fp-bench-<ID>; "": random
@@ -81,6 +83,7 @@ func defaultConfig() config {
 		Reps:        6,
 		Pool:        32,
 		UpdateOps:   1000,
+		ProgRuns:    20000,
 		WaitIdle:    time.Minute,
 		Log:         os.Stderr,
 	}
@@ -106,6 +109,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.Pool, "pool", cfg.Pool, "kept-alive connections per worker")
 	fs.IntVar(&cfg.UpdateN, "update-n", 0, "services in the maps while timing updates (0: the largest -n)")
 	fs.IntVar(&cfg.UpdateOps, "update-ops", cfg.UpdateOps, "changes timed per kind of update")
+	fs.IntVar(&cfg.ProgRuns, "prog-runs", cfg.ProgRuns, "fp_tc_lb runs (BPF_PROG_TEST_RUN) per N and packet kind")
 	fs.DurationVar(&cfg.WaitIdle, "wait-idle", cfg.WaitIdle, "wait at most this long for other processes to leave the CPUs before measuring (0: do not check)")
 	fs.StringVar(&cfg.AgentBin, "agent", "", "prebuilt fastpath-agent binary (default: go build one into a temp dir)")
 	quick := fs.Bool("quick", false, "short run: 0.5s windows, one repetition, 200 updates (flags given explicitly win)")
@@ -117,7 +121,7 @@ func parseFlags(args []string) (config, error) {
 	}
 	if *quick {
 		err := benchmain.Preset(fs, map[string]string{
-			"duration": "500ms", "latency-duration": "300ms", "warmup": "100ms", "reps": "1", "update-ops": "200",
+			"duration": "500ms", "latency-duration": "300ms", "warmup": "100ms", "reps": "1", "update-ops": "200", "prog-runs": "2000",
 		})
 		if err != nil {
 			return cfg, err
@@ -148,6 +152,9 @@ func (c *config) validate() error {
 		return errors.New("-pool: 1..1024")
 	case c.UpdateOps < 1 || c.UpdateOps > 1000000:
 		return errors.New("-update-ops: 1..1000000")
+	case c.ProgRuns < 1 || c.ProgRuns > 100000:
+		// Two ct entries per new flow: the default ct map holds 262,144.
+		return errors.New("-prog-runs: 1..100000")
 	case c.Out == "":
 		return errors.New("-out is required")
 	}
@@ -190,13 +197,14 @@ type point struct {
 	Stuck    int
 	// CPU in % of one core over the window (client) or the child's whole
 	// life (server = the harness process, agent).
-	ClientUser, ClientSys float64 // seconds
-	ClientCPU             float64
-	ServerCPU             float64
-	AgentCPU              float64
-	ForwardNew            uint64 // flows the TC load balancer DNATed during the run
-	SockConnect           uint64 // connects the socket load balancer translated
-	Drops                 uint64 // drop_* during the run
+	ClientUser, ClientSys  float64 // seconds
+	ClientCPU              float64
+	ServerCPU              float64
+	AgentCPU               float64
+	ForwardNew             uint64 // flows the TC load balancer DNATed during the run
+	ForwardCT, ReplyRevNat uint64 // their later packets, each way (progcost.go weighs by them)
+	SockConnect            uint64 // connects the socket load balancer translated
+	Drops                  uint64 // drop_* during the run
 	// Machine-wide, in % of all CPUs, over the child's whole life.
 	MachineBusy, Softirq, Steal float64
 	// Kernel TCP counters over the run (netstat.Reported), all namespaces.
@@ -239,6 +247,7 @@ type results struct {
 	PerN      []nResult
 	Update    *updateResult
 	UpdatePin string
+	ProgCost  []progCost
 }
 
 // run measures everything and writes the report. Everything it creates is
@@ -313,6 +322,22 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	for _, o := range res.Update.Ops {
 		logf(cfg, "  %-18s median %6.1fµs p99 %6.1fµs", o.Name, us(o.quantile(0.5)), us(o.quantile(0.99)))
+	}
+	logf(cfg, "fp_tc_lb per packet: N=%v, %d runs per kind", cfg.Ns, cfg.ProgRuns)
+	pin = filepath.Join(env.pinRoot, "progcost")
+	res.ProgCost, err = benchProgCost(ctx, pin, cfg.Ns, cfg.ProgRuns, env.backends)
+	if uerr := datapath.Uninstall(pin); uerr != nil {
+		err = errors.Join(err, uerr)
+	}
+	if err != nil {
+		return fmt.Errorf("per-packet cost: %w", err)
+	}
+	for _, pc := range res.ProgCost {
+		var cells []string
+		for _, k := range pc.Kinds {
+			cells = append(cells, fmt.Sprintf("%s %.0fns", k.Name, nanos(k.quantile(0.5))))
+		}
+		logf(cfg, "  N=%-6d %s", pc.N, strings.Join(cells, ", "))
 	}
 	res.End, res.LoadEnd = time.Now(), procstat.LoadAvg()
 	if err := writeReport(cfg.Out, res); err != nil {
@@ -680,6 +705,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 		ServerCPU:  100 * (loadgen.TvSec(ru1.Utime) + loadgen.TvSec(ru1.Stime) - loadgen.TvSec(ru0.Utime) - loadgen.TvSec(ru0.Stime)) / wall,
 		AgentCPU:   100 * a1.Sub(a0).Self.Seconds() / wall,
 		ForwardNew: dc["forward_new"], SockConnect: dc["sock_connect"],
+		ForwardCT: dc["forward_ct"], ReplyRevNat: dc["reply_revnat"],
 		SynRetrans: dt[netstat.SynRetrans], PAWSTimewait: dt[netstat.PAWSTimewait], TWRecycled: dt[netstat.TWRecycled],
 	}
 	p.MachineBusy, p.Softirq, p.Steal = procstat.BusyPct(cs0, cs1)
@@ -703,5 +729,7 @@ func logf(cfg config, format string, args ...any) {
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func nanos(d time.Duration) float64 { return float64(d) }
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

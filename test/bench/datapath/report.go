@@ -238,6 +238,8 @@ func writeCSV(buf *bytes.Buffer, res *results) error {
 		t("server_cpu", round(p.ServerCPU, 1), "%core")
 		t("agent_cpu", round(p.AgentCPU, 1), "%core")
 		t("tc_forward_new", float64(p.ForwardNew), "count")
+		t("tc_forward_ct", float64(p.ForwardCT), "count")
+		t("tc_reply_revnat", float64(p.ReplyRevNat), "count")
 		t("sock_connect", float64(p.SockConnect), "count")
 		t("drops", float64(p.Drops), "count")
 		t("machine_busy", round(p.MachineBusy, 1), "%all")
@@ -283,6 +285,14 @@ func writeCSV(buf *bytes.Buffer, res *results) error {
 			a(name, "mean", round(us(o.mean()), 2), "us")
 			a(name, "max", round(us(o.max()), 2), "us")
 			a(name, "count", float64(len(o.Samples)), "count")
+		}
+	}
+	for _, pc := range res.ProgCost {
+		for _, k := range append(slices.Clone(pc.Kinds), pc.Repeated) {
+			name := strings.ReplaceAll(k.Name, " ", "_")
+			add("progcost", pc.N, name, "", 0, 0, 0, "median", round(nanos(k.quantile(0.5)), 1), "ns")
+			add("progcost", pc.N, name, "", 0, 0, 0, "mean", round(nanos(k.mean()), 1), "ns")
+			add("progcost", pc.N, name, "", 0, 0, 0, "count", float64(len(k.Samples)), "count")
 		}
 	}
 	if err := w.WriteAll(rows); err != nil {
@@ -566,6 +576,8 @@ func markdown(raw *results) string {
 		p("\n")
 	}
 
+	progCostSection(p, res)
+
 	p("## Agent start-up and memory\n\n")
 	p("A fresh agent (default map sizes) per N, started on the services file. *parse*: `servicefile.Parse` of that file in the harness process (time, bytes allocated). ")
 	p("*programmed*: from exec to the agent's first \"datapath programmed\" log line; *sync*: the time that line reports. ")
@@ -621,7 +633,7 @@ func markdown(raw *results) string {
 	p("- The server closes after its reply, so TIME_WAIT stays on the backends and client ports are reused at once. ")
 	p("The datapath's conntrack map is an LRU; at these rates it fills and evicts during the run, as it would under real load.\n")
 	p("- Within each repetition the modes are interleaved (new connections: each mode in an ABBA block with its baseline, mirrored every other repetition; requests: rotated between repetitions), so drift affects all alike; every mode is probed first and must carry traffic through the load balancer (datapath counters). *vs direct* divides rates measured back to back in the same repetition, and its range shows how far single repetitions disagree: a range wider than the gap to the budget means this run cannot tell.\n")
-	p("- The program's own cost per new flow against N, without the rest of the stack: `go test -run '^$' -bench 'NewFlowByServices|TupleClash' ./internal/datapath/tclb_test` (prog-ns/op, the kernel's BPF_PROG_TEST_RUN time).\n")
+	p("- The program's own cost per packet against N, without the rest of the stack: the table *fp_tc_lb per packet* above; a tuple clash's SYN: `go test -run '^$' -bench TupleClash ./internal/datapath/tclb_test` (prog-ns/op, the kernel's BPF_PROG_TEST_RUN time).\n")
 	return b.String()
 }
 

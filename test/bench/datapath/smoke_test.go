@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,7 @@ func TestSmoke(t *testing.T) {
 	cfg.Reps = 1
 	cfg.Pool = 4
 	cfg.UpdateOps = 20
+	cfg.ProgRuns = 200
 	cfg.Command = "go test ./test/bench/datapath -run TestSmoke"
 	cfg.Log = benchmain.TestLog(t)
 	cfg.ID = randomID()
@@ -83,7 +85,8 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"## Budget", "## New connections", "## Requests on kept-alive connections",
-		"## Map updates", "## Agent start-up and memory", "| target | measured | status |", "reconciler add", "raw map update"} {
+		"## Map updates", "## Agent start-up and memory", "| target | measured | status |", "reconciler add", "raw map update",
+		"## fp_tc_lb per packet", "tc − direct per connection |"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("datapath.md lacks %q", want)
 		}
@@ -142,7 +145,7 @@ func readRates(t *testing.T, dir string) map[string]float64 {
 		}
 		sections[r[0]] = true
 	}
-	for _, s := range []string{"agent", "update"} {
+	for _, s := range []string{"agent", "update", "progcost"} {
 		if !sections[s] {
 			t.Errorf("datapath.csv has no %s rows", s)
 		}
@@ -163,6 +166,40 @@ func assertCleanedUp(t *testing.T, prefix string) {
 			if strings.HasPrefix(e.Name(), prefix) {
 				t.Errorf("left behind: %s", filepath.Join(dir, e.Name()))
 			}
+		}
+	}
+}
+
+// TestProgCost runs the per-packet cost measurement with few services and
+// frames: each kind's frames must take the path it is named for (the
+// harness checks the datapath counters and verdicts itself) and every run
+// must be timed. No duration is checked.
+func TestProgCost(t *testing.T) {
+	testpriv.Require(t)
+	pin := filepath.Join(bpfRoot, "fp-bench-progcost-"+randomID())
+	t.Cleanup(func() {
+		if err := os.RemoveAll(pin); err != nil {
+			t.Error(err)
+		}
+	})
+	backends := []netip.AddrPort{netip.MustParseAddrPort("10.0.1.5:8080"), netip.MustParseAddrPort("10.0.2.6:8081")}
+	const runs = 300
+	res, err := benchProgCost(context.Background(), pin, []int{1, 50}, runs, backends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].N != 1 || res[1].N != 50 {
+		t.Fatalf("results for %v, want N=1 and N=50", res)
+	}
+	for _, pc := range res {
+		for k, kind := range progKinds {
+			if len(pc.Kinds[k].Samples) != runs {
+				t.Errorf("N=%d %s: %d runs timed, want %d", pc.N, kind.Name, len(pc.Kinds[k].Samples), runs)
+			}
+			t.Logf("N=%d %s: median %v", pc.N, kind.Name, pc.Kinds[k].quantile(0.5))
+		}
+		if len(pc.Repeated.Samples) == 0 {
+			t.Errorf("N=%d: no repeated runs", pc.N)
 		}
 	}
 }
