@@ -111,6 +111,17 @@
  */
 volatile const __u32 fp_iface_role = FP_ROLE_INTERNAL;
 
+/*
+ * Whether this instance checks pods' source addresses (fp_spoofed). Only
+ * the NetworkPolicy side of the agent writes the addresses (fp_endpoints),
+ * so the loader clears it when the agent runs without policy (and so
+ * without the L7 proxy, which needs policy): the check could never fire
+ * there, and every packet on an internal interface would pay a lookup for
+ * nothing, about a seventh of what a packet to no service costs here
+ * (docs/benchmarks/datapath.md). On unless the loader says otherwise.
+ */
+volatile const __u32 fp_source_check = 1;
+
 /* fp_send redirects a rewritten packet as fp_fib said (snat.h). */
 static __always_inline int fp_send(struct __sk_buff *skb, const struct fp_pkt *p,
 				   const struct fp_nexthop *nh)
@@ -635,7 +646,8 @@ static __always_inline int fp_spoofed(struct __sk_buff *skb, const struct fp_pkt
 	__u32 ifindex = skb->ifindex;
 	struct fp_endpoint *ep;
 
-	if (fp_iface_role != FP_ROLE_INTERNAL || (skb->mark & FP_PROXY_MARK_MASK) == FP_PROXY_MARK_HOST)
+	if (!fp_source_check || fp_iface_role != FP_ROLE_INTERNAL ||
+	    (skb->mark & FP_PROXY_MARK_MASK) == FP_PROXY_MARK_HOST)
 		return 0;
 	ep = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
 	return ep && ep->addr4 && ep->addr4 != p->saddr;

@@ -3,10 +3,12 @@ package datapath_test
 import (
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/fastpath-net/fastpath/internal/ctl"
@@ -152,4 +154,65 @@ func verdictRecords(t *testing.T, r *ringbuf.Reader) []policymap.Verdict {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// The source check is on exactly when something writes the addresses it
+// checks against: with NetworkPolicy, and always with the L7 proxy
+// (accept_local on pod veths). Without policy it is compiled out, so an
+// address in fp_endpoints (none is written then) is not checked. Run with
+// BPF_PROG_TEST_RUN, whose packets arrive on the loopback (ifindex 1).
+func TestSourceCheckFollowsPolicy(t *testing.T) {
+	pod := netip.MustParseAddr("10.0.0.9")
+	spoofed := pkttest.UDPFrame(pkttest.Flow{Src: netip.MustParseAddrPort("10.0.0.1:4000"), Dst: netip.MustParseAddrPort("10.0.0.2:81")}, []byte("x"))
+	own := pkttest.UDPFrame(pkttest.Flow{Src: netip.AddrPortFrom(pod, 4000), Dst: netip.MustParseAddrPort("10.0.0.2:81")}, []byte("x"))
+	const pass, shot = 0xffffffff, 2 // TCX_NEXT, TC_ACT_SHOT
+	for _, tc := range []struct {
+		name string
+		cfg  datapath.Config
+		want uint32 // verdict on the spoofed frame
+	}{
+		{"no policy", datapath.Config{}, pass},
+		{"policy", datapath.Config{Policy: true}, shot},
+		{"policy and L7 proxy", datapath.Config{Policy: true, L7: true}, shot},
+		{"L7 proxy", datapath.Config{L7: true}, shot},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.PinDir = tempPinDir(t)
+			d, err := datapath.Load(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			eps, err := ebpf.LoadPinnedMap(filepath.Join(tc.cfg.PinDir, "maps", "fp_endpoints"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer eps.Close()
+			if err := eps.Put(uint32(1), policymap.EndpointValue(clientEP, pod, &policy.EndpointPolicy{Identity: clientID})); err != nil {
+				t.Fatal(err)
+			}
+			prog := d.TCProgramFor(datapath.RoleInternal)
+			before := spoofedDrops(t, d)
+			for _, f := range []struct {
+				name  string
+				frame []byte
+				want  uint32
+			}{{"own address", own, pass}, {"spoofed", spoofed, tc.want}} {
+				ret, _, err := prog.Test(f.frame)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ret != f.want {
+					t.Errorf("%s: verdict %#x, want %#x", f.name, ret, f.want)
+				}
+			}
+			wantDrops := uint64(0)
+			if tc.want == shot {
+				wantDrops = 1
+			}
+			if got := spoofedDrops(t, d) - before; got != wantDrops {
+				t.Errorf("drop_spoofed moved by %d, want %d", got, wantDrops)
+			}
+		})
+	}
 }

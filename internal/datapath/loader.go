@@ -34,7 +34,8 @@ type Config struct {
 	TC         TCMode     // how to attach TC programs
 	Masquerade Masquerade // written to fp_config at every Load
 	// Policy loads tc_policy (NetworkPolicy) and its maps; AttachPolicy
-	// then attaches it to pod veths.
+	// then attaches it to pod veths. With Policy or L7, tc_lb checks the
+	// source of what pods send (sourceCheck).
 	Policy bool
 	// RecreateIncompatible unpins maps whose layout or size differs from
 	// this build's, and pins of another layout version, so that they are
@@ -176,10 +177,11 @@ func Load(cfg Config) (_ *Datapath, err error) {
 	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapDir}}
 	d := &Datapath{cfg: cfg}
-	if err := loadInto(tclbSpec(RoleInternal), &d.tc, cfg.Sizes, opts, mig); err != nil {
+	check := cfg.sourceCheck()
+	if err := loadInto(tclbSpec(RoleInternal, check), &d.tc, cfg.Sizes, opts, mig); err != nil {
 		return nil, fmt.Errorf("load tc_lb: %w", err)
 	}
-	if err := loadInto(tclbSpec(RoleExternal), &d.tcExt, cfg.Sizes, opts, mig); err != nil {
+	if err := loadInto(tclbSpec(RoleExternal, check), &d.tcExt, cfg.Sizes, opts, mig); err != nil {
 		d.tc.Close()
 		return nil, fmt.Errorf("load tc_lb (external role): %w", err)
 	}
@@ -228,8 +230,17 @@ type tcProgram struct {
 	Prog *ebpf.Program `ebpf:"fp_tc_lb"`
 }
 
-// tclbSpec returns a loader of tc_lb's spec with the interface role set.
-func tclbSpec(role IfaceRole) func() (*ebpf.CollectionSpec, error) {
+// sourceCheck says whether tc_lb checks the source address of what pods
+// send (fp_source_check in bpf/tc_lb.c): with NetworkPolicy, whose
+// identities are source addresses and whose side of the agent writes each
+// pod's address, and always with the L7 proxy, whose accept_local on pod
+// veths would let a pod send as the node. Without policy no address is
+// written, so the check could never fire: it is compiled out instead.
+func (c Config) sourceCheck() bool { return c.Policy || c.L7 }
+
+// tclbSpec returns a loader of tc_lb's spec with the interface role and
+// the source check set.
+func tclbSpec(role IfaceRole, sourceCheck bool) func() (*ebpf.CollectionSpec, error) {
 	return func() (*ebpf.CollectionSpec, error) {
 		cs, err := bpfobj.LoadTclb()
 		if err != nil {
@@ -237,6 +248,13 @@ func tclbSpec(role IfaceRole) func() (*ebpf.CollectionSpec, error) {
 		}
 		if err := cs.Variables[bpfobj.TclbVarFpIfaceRole].Set(uint32(role)); err != nil {
 			return nil, fmt.Errorf("set interface role: %w", err)
+		}
+		check := uint32(0)
+		if sourceCheck {
+			check = 1
+		}
+		if err := cs.Variables[bpfobj.TclbVarFpSourceCheck].Set(check); err != nil {
+			return nil, fmt.Errorf("set source check: %w", err)
 		}
 		return cs, nil
 	}

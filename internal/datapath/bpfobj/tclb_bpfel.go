@@ -278,6 +278,7 @@ const (
 	TclbVarFpClashPortMax  = "fp_clash_port_max"
 	TclbVarFpClashPortMin  = "fp_clash_port_min"
 	TclbVarFpIfaceRole     = "fp_iface_role"
+	TclbVarFpSourceCheck   = "fp_source_check"
 )
 
 // LoadTclb returns the embedded CollectionSpec for Tclb.
@@ -356,6 +357,7 @@ type TclbVariableSpecs struct {
 	FpClashPortMax *ebpf.VariableSpec `ebpf:"fp_clash_port_max"`
 	FpClashPortMin *ebpf.VariableSpec `ebpf:"fp_clash_port_min"`
 	FpIfaceRole    *ebpf.VariableSpec `ebpf:"fp_iface_role"`
+	FpSourceCheck  *ebpf.VariableSpec `ebpf:"fp_source_check"`
 }
 
 // TclbObjects contains all objects after they have been loaded into the kernel.
@@ -428,6 +430,7 @@ type TclbVariables struct {
 	FpClashPortMax *ebpf.Variable `ebpf:"fp_clash_port_max"`
 	FpClashPortMin *ebpf.Variable `ebpf:"fp_clash_port_min"`
 	FpIfaceRole    *ebpf.Variable `ebpf:"fp_iface_role"`
+	FpSourceCheck  *ebpf.Variable `ebpf:"fp_source_check"`
 }
 
 // TclbPrograms contains all programs after they have been loaded into the kernel.
