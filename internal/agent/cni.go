@@ -105,7 +105,8 @@ func (a *Agent) startCNI(ctx context.Context) error {
 // host veth of every endpoint a previous agent attached: the pinned links
 // still run the old programs, which an upgrade must replace. Each keeps its
 // attach mode (a second mode would run the program twice). Pods whose veth
-// is gone are left to DEL and GC.
+// is gone are left to DEL and GC. accept_local follows this agent's L7
+// proxy setting, whatever the previous agent's was.
 func (a *Agent) reattachPods(eps *endpoint.Store) {
 	for _, ep := range eps.List() {
 		ifc := datapath.Iface{NetNS: a.cfg.NetNS, Name: ep.Interface}
@@ -116,10 +117,15 @@ func (a *Agent) reattachPods(eps *endpoint.Store) {
 		if err := a.dp.AttachPolicy(ifc, datapath.TCMode(ep.TC)); err != nil {
 			a.log.Warn("cni: cannot re-attach network policy to a pod", "endpoint", ep.ID, "interface", ep.Interface, "error", err)
 		}
-		if a.cfg.L7Proxy != nil {
-			if err := podnet.AcceptLocal(a.cfg.NetNS, ep.Interface); err != nil {
-				a.log.Warn("l7 proxy: flows from the node to this pod cannot reach the proxy", "endpoint", ep.ID, "interface", ep.Interface, "error", err)
+		// accept_local exactly while the L7 proxy runs: left on by an
+		// agent that ran it, a pod could send from the node's address,
+		// unchecked here without policy (datapath.Config.Policy).
+		if err := podnet.SetAcceptLocal(a.cfg.NetNS, ep.Interface, a.cfg.L7Proxy != nil); err != nil {
+			msg := "cni: cannot turn accept_local off on a pod's veth"
+			if a.cfg.L7Proxy != nil {
+				msg = "l7 proxy: flows from the node to this pod cannot reach the proxy"
 			}
+			a.log.Warn(msg, "endpoint", ep.ID, "interface", ep.Interface, "error", err)
 		}
 	}
 }

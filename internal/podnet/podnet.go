@@ -230,7 +230,13 @@ func enableForwarding(nodeNS string, host netlink.Link, ips []netip.Addr) error 
 // ingress has HTTP rules around into the veth's TC ingress, to hand it to
 // the proxy there (docs/l7.md), and the stack drops a received packet
 // with a local source otherwise.
-func AcceptLocal(nodeNS, hostIface string) error {
+func AcceptLocal(nodeNS, hostIface string) error { return SetAcceptLocal(nodeNS, hostIface, true) }
+
+// SetAcceptLocal turns accept_local on the host veth hostIface in nodeNS
+// on or off. Off where the L7 proxy does not run: with accept_local a pod
+// could send from the node's own address, which only tc_lb's source
+// check stops, and that check is on only with policy (datapath.Config).
+func SetAcceptLocal(nodeNS, hostIface string, on bool) error {
 	node, err := datapath.NetlinkAt(nodeNS)
 	if err != nil {
 		return err
@@ -240,8 +246,12 @@ func AcceptLocal(nodeNS, hostIface string) error {
 	if err != nil {
 		return fmt.Errorf("host veth %s: %w", hostIface, err)
 	}
-	if err := setIPv4Conf(nodeNS, l.Attrs().Index, ipv4DevconfAcceptLocal, 1); err != nil {
-		return fmt.Errorf("accept_local on %s: %w", hostIface, err)
+	v := uint32(0)
+	if on {
+		v = 1
+	}
+	if err := setIPv4Conf(nodeNS, l.Attrs().Index, ipv4DevconfAcceptLocal, v); err != nil {
+		return fmt.Errorf("accept_local=%d on %s: %w", v, hostIface, err)
 	}
 	return nil
 }
