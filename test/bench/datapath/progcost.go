@@ -14,7 +14,6 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/pkttest"
-	"github.com/fastpath-net/fastpath/internal/loadbalancer"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 )
 
@@ -59,13 +58,11 @@ const progRepeat = 200
 // untouched can be repeated; every other kind is timed one call per frame,
 // a fresh tuple for each new flow.
 func benchProgCost(ctx context.Context, pinDir string, ns []int, runs int, backends []netip.AddrPort) ([]progCost, error) {
-	dp, err := datapath.Load(datapath.Config{PinDir: pinDir})
+	dp, table, rec, err := loadUnattached(pinDir)
 	if err != nil {
-		return nil, fmt.Errorf("load datapath: %w", err)
+		return nil, err
 	}
 	defer dp.Close()
-	table := loadbalancer.NewTable()
-	rec := loadbalancer.NewReconciler(dp.LB, loadbalancer.ReconcilerOptions{})
 	ctr := &counterReader{m: dp.Metrics} // not closed: dp owns the map
 	prog := dp.TCProgramFor(datapath.RoleInternal)
 	var out []progCost

@@ -67,13 +67,11 @@ type updateResult struct {
 // attachment), programs n services through a Table and a Reconciler into
 // the real kernel maps, and times single changes against that state.
 func benchUpdates(ctx context.Context, pinDir string, n, ops int, backends []netip.AddrPort) (*updateResult, error) {
-	dp, err := datapath.Load(datapath.Config{PinDir: pinDir})
+	dp, table, rec, err := loadUnattached(pinDir)
 	if err != nil {
-		return nil, fmt.Errorf("load datapath: %w", err)
+		return nil, err
 	}
 	defer dp.Close()
-	table := loadbalancer.NewTable()
-	rec := loadbalancer.NewReconciler(dp.LB, loadbalancer.ReconcilerOptions{})
 	cur := make([]int, n) // index into backends of service i's backend
 	res := &updateResult{N: n}
 	heap0 := liveHeap()
@@ -152,6 +150,16 @@ func benchUpdates(ctx context.Context, pinDir string, n, ops int, backends []net
 		}
 	}
 	return res, nil
+}
+
+// loadUnattached loads the datapath on its own pin directory, attached
+// nowhere, with an empty Table and a Reconciler writing its maps.
+func loadUnattached(pinDir string) (*datapath.Datapath, *loadbalancer.Table, *loadbalancer.Reconciler, error) {
+	dp, err := datapath.Load(datapath.Config{PinDir: pinDir})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("load datapath: %w", err)
+	}
+	return dp, loadbalancer.NewTable(), loadbalancer.NewReconciler(dp.LB, loadbalancer.ReconcilerOptions{}), nil
 }
 
 // rawUpdates times single BPF syscalls on fp_services with n services in
