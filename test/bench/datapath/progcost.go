@@ -89,6 +89,7 @@ func benchProgCost(ctx context.Context, pinDir string, ns []int, runs int, backe
 	return out, nil
 }
 
+// clearCT empties the conntrack map.
 func clearCT(dp *datapath.Datapath) error {
 	all, err := dp.CT.All()
 	if err != nil {
