@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath/ctmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/pkttest"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
 )
 
 // progKind is one kind of packet whose cost in fp_tc_lb alone is measured,
