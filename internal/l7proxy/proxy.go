@@ -264,8 +264,15 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	}()
 	backoff := 5 * time.Millisecond
 	for {
+		// An Accept holds Shutdown's wait: a connection accepted while
+		// Shutdown begins is served, not closed unanswered (its client
+		// just connected and would read EOF; TestL7Upgrade saw it).
+		if !p.holdAccept() {
+			return ErrClosed
+		}
 		c, err := ln.Accept()
 		if err != nil {
+			p.wg.Done()
 			if p.closing.Load() {
 				return ErrClosed // ln stays open if Shutdown could stop it without closing
 			}
@@ -281,10 +288,8 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		}
 		backoff = 5 * time.Millisecond
 		cc := &conn{p: p, c: c, flow: flowOf(c), in: clientReader{c: c}}
-		if !p.track(cc) {
-			c.Close()
-			return ErrClosed
-		}
+		cc.state.Store(stateNew) // not idle: closeIdle leaves it its first request
+		p.track(cc)              // takes over the Accept's hold
 		go cc.serve()
 	}
 }
@@ -302,15 +307,24 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-func (p *Proxy) track(c *conn) bool {
+// holdAccept counts an Accept about to run in Shutdown's wait group, unless
+// Shutdown began: under mu, so no Add races Shutdown's Wait at zero.
+func (p *Proxy) holdAccept() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closing.Load() {
 		return false
 	}
-	p.conns[c] = struct{}{}
 	p.wg.Add(1)
 	return true
+}
+
+// track registers an accepted connection; the Accept's hold (holdAccept)
+// becomes the connection's, released by untrack.
+func (p *Proxy) track(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns[c] = struct{}{}
 }
 
 func (p *Proxy) untrack(c *conn) {

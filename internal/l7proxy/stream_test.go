@@ -1,10 +1,12 @@
 package l7proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -200,4 +202,68 @@ func TestListenerHandOver(t *testing.T) {
 	t.Cleanup(func() { next.Shutdown(context.Background()); e.ln.Close() })
 	resp, body = c.read("GET")
 	expect(t, resp, body, 200, "GET /public/during-restart")
+}
+
+// gatedListener's Accept takes a connection from the socket, then holds it
+// until gate closes: the accept that returns while Shutdown begins.
+type gatedListener struct {
+	net.Listener
+	accepted chan struct{}
+	gate     chan struct{}
+}
+
+func (l *gatedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	close(l.accepted)
+	<-l.gate
+	return c, nil
+}
+
+// A connection whose Accept returns just as Shutdown begins (an upgrade's
+// old agent stopping while a client connects) gets its request answered:
+// before, it was closed unanswered and the client read EOF (TestL7Upgrade,
+// under load), and Shutdown did not wait for it.
+func TestShutdownServesAConnectionAcceptedAsItBegins(t *testing.T) {
+	e := newEnv(t)
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &gatedListener{Listener: raw, accepted: make(chan struct{}), gate: make(chan struct{})}
+	t.Cleanup(func() { raw.Close() })
+	cfg := e.proxy.cfg
+	cfg.Dial = func(ctx context.Context, _ Flow) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", e.upAddr)
+	}
+	p := New(cfg)
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	<-ln.accepted
+	done := make(chan error, 1)
+	go func() { done <- p.Shutdown(context.Background()) }()
+	for !p.closing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	close(ln.gate)
+	cl := &client{t: t, c: c, br: bufio.NewReader(c)}
+	cl.send(get("/public/accepted-late"))
+	resp, body := cl.read("GET")
+	expect(t, resp, body, 200, "GET /public/accepted-late")
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve returned %v, want ErrClosed", err)
+	}
 }
