@@ -82,15 +82,17 @@ func StreamHandler(h *Hub, unwritten func() uint64) http.Handler {
 		}
 		sub := h.Subscribe(f, 1024)
 		defer sub.Close()
+		// The baseline before the client sees the response start: records
+		// unwritten after that are the client's to hear about.
+		var lost, skipped uint64
+		if unwritten != nil {
+			skipped = unwritten()
+		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.WriteHeader(http.StatusOK)
 		rc := http.NewResponseController(w)
 		_ = rc.Flush()
 		enc := json.NewEncoder(w)
-		var lost, skipped uint64
-		if unwritten != nil {
-			skipped = unwritten()
-		}
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
