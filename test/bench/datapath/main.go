@@ -50,6 +50,7 @@ import (
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/bench/internal/rounds"
 	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
@@ -545,19 +546,10 @@ type leg struct {
 // (3 s) apart in the fifth, and a lone 1 s window's noise (about ±10 %
 // here on a shared machine) went straight into the ratio.
 func connSchedule(rep int) []leg {
-	var blocks [][]leg
+	var blocks [][]rounds.Run[modeSpec]
 	for _, m := range modes {
-		if m.Base == "" {
-			continue
-		}
-		b := leg{mode: modeByName(m.Base)}
-		a, c := leg{mode: m, leg: 1}, leg{mode: m, leg: 2}
-		b1, b2 := b, b
-		b1.leg, b2.leg = 1, 2
-		if rep%2 == 1 {
-			blocks = append(blocks, []leg{b1, a, c, b2})
-		} else {
-			blocks = append(blocks, []leg{a, b1, b2, c})
+		if m.Base != "" {
+			blocks = append(blocks, rounds.ABBA(rep, modeByName(m.Base), m))
 		}
 	}
 	if rep%2 == 0 {
@@ -565,7 +557,9 @@ func connSchedule(rep int) []leg {
 	}
 	var out []leg
 	for _, b := range blocks {
-		out = append(out, b...)
+		for _, r := range b {
+			out = append(out, leg{mode: r.Item, leg: r.Leg})
+		}
 	}
 	return out
 }

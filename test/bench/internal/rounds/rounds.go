@@ -59,3 +59,25 @@ func (s Spread) Percent() string {
 	}
 	return fmt.Sprintf("%.1f %% (%.0f–%.0f)", 100*s.Median, 100*s.Min, 100*s.Max)
 }
+
+// Run is one load-generator window of a round's schedule: Leg 1 or 2 is
+// Item's first or second half-window in an ABBA block with its baseline,
+// Leg 0 a lone window.
+type Run[T any] struct {
+	Item T
+	Leg  int
+}
+
+// ABBA is the block in which x and its baseline base share round rep:
+// base, x, x, base in odd rounds and the mirror x, base, base, x in even
+// ones, each run half a window. A round's rate of each pools its two legs
+// (operations over both windows), whose mean time is the block's middle
+// for both: a drift linear over the block cancels from their ratio, and
+// over two rounds each of them leads the block once.
+func ABBA[T any](rep int, base, x T) []Run[T] {
+	b1, x1, x2, b2 := Run[T]{base, 1}, Run[T]{x, 1}, Run[T]{x, 2}, Run[T]{base, 2}
+	if rep%2 == 1 {
+		return []Run[T]{b1, x1, x2, b2}
+	}
+	return []Run[T]{x1, b1, b2, x2}
+}

@@ -2,6 +2,7 @@ package rounds
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -28,5 +29,18 @@ func TestRatio(t *testing.T) {
 	}
 	if got := s.Percent(); got != "95.0 % (90–100)" {
 		t.Fatalf("Percent: %q", got)
+	}
+}
+
+func TestABBA(t *testing.T) {
+	want := map[int][]Run[string]{
+		1: {{"base", 1}, {"x", 1}, {"x", 2}, {"base", 2}},
+		2: {{"x", 1}, {"base", 1}, {"base", 2}, {"x", 2}},
+		3: {{"base", 1}, {"x", 1}, {"x", 2}, {"base", 2}},
+	}
+	for rep, w := range want {
+		if got := ABBA(rep, "base", "x"); !slices.Equal(got, w) {
+			t.Errorf("round %d: %v, want %v", rep, got, w)
+		}
 	}
 }
