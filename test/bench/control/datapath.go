@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 	"github.com/fastpath-net/fastpath/test/bench/internal/netstat"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/bench/internal/rounds"
 )
 
 // The headline's data paths, in the order of the report. Each is a client
@@ -61,7 +64,12 @@ type dataPoint struct {
 	Kind    string // loadgen.KindConn, KindLatency, KindStream
 	Workers int
 	Rep     int
-	Load1   string
+	// Leg is 1 or 2 for a new-connection run of a path with a baseline
+	// pair, its first or second half-window in the round's ABBA block
+	// (roundRuns); 0 for a lone window. poolLegs makes the two one.
+	Leg    int
+	Window time.Duration // measured
+	Load1  string
 	// Rate: connections/s (conn), requests/s (latency), bits/s (stream).
 	Rate     float64
 	P50, P99 float64 // µs: whole connection, one request, one 128 KiB write
@@ -141,9 +149,74 @@ func loadKinds(d dataConfig) []loadKind {
 	return append(out, loadKind{loadgen.KindStream, 1, d.StreamWindow})
 }
 
+// connPairs are the paths whose new-connection rate the report divides by
+// a baseline's, the baseline first: they share each round as an ABBA block.
+var connPairs = [][2]string{{pathDirect, pathTC}, {pathDirectNode, pathSock}}
+
+// roundRun is one load-generator window of a round.
+type roundRun struct {
+	path clientPath
+	load loadKind
+	leg  int // dataPoint.Leg
+}
+
+// roundRuns is round rep's runs, kind after kind. New connections: each
+// of connPairs present in paths is one unit, an ABBA block of half-window
+// legs (rounds.ABBA: base, path, path, base, the mirror in even rounds);
+// each other path (kube-proxy's: no baseline) a unit of one whole window;
+// the units' order rotates between rounds. A round's rate of a paired
+// path pools its two legs (poolLegs), whose mean time is the block's
+// middle for it and its baseline alike, so a drift linear over the block
+// (4 × (window/2 + warm-up)) cancels from their ratio; one window each,
+// as before, ran up to several windows apart and the drift between them
+// went straight into the ratio. Other loads: one window per path, the
+// paths' order rotated between rounds.
+func roundRuns(rep int, paths []clientPath, kinds []loadKind) []roundRun {
+	byName := map[string]clientPath{}
+	for _, p := range paths {
+		byName[p.name] = p
+	}
+	var out []roundRun
+	for _, k := range kinds {
+		var units [][]roundRun
+		if k.kind != loadgen.KindConn {
+			for _, p := range paths {
+				units = append(units, []roundRun{{path: p, load: k}})
+			}
+		} else {
+			paired := map[string]bool{}
+			for _, p := range paths {
+				if paired[p.name] {
+					continue
+				}
+				unit := []roundRun{{path: p, load: k}}
+				for _, pair := range connPairs {
+					base, ok1 := byName[pair[0]]
+					x, ok2 := byName[pair[1]]
+					if !ok1 || !ok2 || (p.name != base.name && p.name != x.name) {
+						continue
+					}
+					half := k
+					half.window /= 2
+					unit = nil
+					for _, r := range rounds.ABBA(rep, base, x) {
+						unit = append(unit, roundRun{path: r.Item, load: half, leg: r.Leg})
+					}
+					paired[base.name], paired[x.name] = true, true
+				}
+				units = append(units, unit)
+			}
+		}
+		for j := range units {
+			out = append(out, units[(j+rep-1)%len(units)]...)
+		}
+	}
+	return out
+}
+
 // dataPath measures every path at n in cfg.Data.Reps rounds. Within a
-// round each kind of load runs on every path back to back, and the order
-// of the paths rotates between rounds, so drift of the machine (other
+// round each kind of load runs on every path back to back (roundRuns), in
+// an order that changes between rounds, so drift of the machine (other
 // work, a warming cache) hits every path alike; the report takes medians
 // over the rounds and shows their spread. The proxies are paused: their
 // programming is in the kernel and serves without them.
@@ -177,17 +250,14 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 	before := fastpathCounters(live)
 	kinds := loadKinds(cfg.Data)
 	for rep := 1; rep <= cfg.Data.Reps; rep++ {
-		for _, k := range kinds {
-			for j := range ok {
-				p := ok[(j+rep-1)%len(ok)]
-				pt, err := runPoint(ctx, p, k, cfg.Data.Warmup, cfg.Data.Pool, &tcp)
-				if err != nil {
-					return err
-				}
-				pt.N, pt.Rep, pt.Load1 = n, rep, load1
-				res.Data = append(res.Data, *pt)
-				logPoint(cfg, pt)
+		for _, r := range roundRuns(rep, ok, kinds) {
+			pt, err := runPoint(ctx, r.path, r.load, cfg.Data.Warmup, cfg.Data.Pool, &tcp)
+			if err != nil {
+				return err
 			}
+			pt.N, pt.Rep, pt.Leg, pt.Load1 = n, rep, r.leg, load1
+			res.Data = append(res.Data, *pt)
+			logPoint(cfg, pt)
 		}
 	}
 	if after := fastpathCounters(live); before != nil && after != nil {
@@ -310,7 +380,7 @@ func runPoint(ctx context.Context, p clientPath, k loadKind, warmup time.Duratio
 		pt.Err = err.Error()
 		return pt, nil
 	}
-	pt.Rate, pt.Ops, pt.Errors = r.Rate(), r.Ops, r.Errors
+	pt.Rate, pt.Ops, pt.Errors, pt.Window = r.Rate(), r.Ops, r.Errors, r.Window
 	if k.kind == loadgen.KindStream {
 		pt.Rate *= 8
 	}
@@ -325,15 +395,68 @@ func runPoint(ctx context.Context, p clientPath, k loadKind, warmup time.Duratio
 
 func logPoint(cfg config, p *dataPoint) {
 	if p.Err != "" {
-		logf(cfg, "N=%-6d %-9s %-7s w=%d round %d: FAILED: %s", p.N, p.Path, p.Kind, p.Workers, p.Rep, p.Err)
+		logf(cfg, "N=%-6d %-11s %-7s w=%d round %d%s: FAILED: %s", p.N, p.Path, p.Kind, p.Workers, p.Rep, legNote(p), p.Err)
 		return
 	}
 	rate := fmt.Sprintf("%8.0f/s", p.Rate)
 	if p.Kind == loadgen.KindStream {
 		rate = fmt.Sprintf("%6.2f Gbit/s", p.Rate/1e9)
 	}
-	logf(cfg, "N=%-6d %-9s %-7s w=%d round %d: %s p50 %6.1fµs p99 %7.1fµs max %8.1fµs client CPU %3.0f%% errors %d synretrans %d paws-tw %d",
-		p.N, p.Path, p.Kind, p.Workers, p.Rep, rate, p.P50, p.P99, p.Max, p.ClientCPU, p.Errors, p.TCP[netstat.SynRetrans], p.TCP[netstat.PAWSTimewait])
+	logf(cfg, "N=%-6d %-11s %-7s w=%d round %d%s: %s p50 %6.1fµs p99 %7.1fµs max %8.1fµs client CPU %3.0f%% errors %d synretrans %d paws-tw %d",
+		p.N, p.Path, p.Kind, p.Workers, p.Rep, legNote(p), rate, p.P50, p.P99, p.Max, p.ClientCPU, p.Errors, p.TCP[netstat.SynRetrans], p.TCP[netstat.PAWSTimewait])
+}
+
+func legNote(p *dataPoint) string {
+	if p.Leg == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" leg %d", p.Leg)
+}
+
+// poolLegs merges each round's two legs of a path (roundRuns) into one
+// point, as if one run of both windows: rate = all operations / both
+// windows; counts, TCP counters and CPU seconds add up; p50 and p99 are
+// averaged weighted by operations (the histograms are gone), the slowest
+// is the slower one; CPU percentages are averaged. A failed leg fails the
+// round. Other points pass through.
+func poolLegs(pts []dataPoint) []dataPoint {
+	type key struct {
+		N          int
+		Path, Kind string
+		Workers    int
+		Rep        int
+	}
+	legOf := func(p dataPoint) (key, bool) { return key{p.N, p.Path, p.Kind, p.Workers, p.Rep}, p.Leg != 0 }
+	first := func(p dataPoint) dataPoint {
+		p.Leg, p.TCP = 0, maps.Clone(p.TCP)
+		return p
+	}
+	return rounds.PoolLegs(pts, legOf, first, func(q *dataPoint, p dataPoint) {
+		if q.Err != "" || p.Err != "" {
+			q.Err = cmp.Or(q.Err, p.Err)
+			return
+		}
+		if wa, wb := float64(q.Ops), float64(p.Ops); wa+wb > 0 {
+			q.P50 = (q.P50*wa + p.P50*wb) / (wa + wb)
+			q.P99 = (q.P99*wa + p.P99*wb) / (wa + wb)
+		}
+		q.Max = max(q.Max, p.Max)
+		q.ClientCPU = (q.ClientCPU + p.ClientCPU) / 2
+		q.ClientUser = (q.ClientUser + p.ClientUser) / 2
+		q.Ops += p.Ops
+		q.Errors += p.Errors
+		q.Window += p.Window
+		if q.TCP != nil && p.TCP != nil {
+			for c, v := range p.TCP {
+				q.TCP[c] += v
+			}
+		} else {
+			q.TCP = nil // one leg not read: the round's sum is unknown
+		}
+		if q.Window > 0 {
+			q.Rate = float64(q.Ops) / q.Window.Seconds()
+		}
+	})
 }
 
 // measureCost reads what a contender's programming occupies: fastpath's

@@ -84,12 +84,18 @@ func TestHeadlineSmoke(t *testing.T) {
 	}
 	rows := benchmain.ReadCSV(t, filepath.Join(cfg.Out, dataCSV))
 	seen := map[string]int{}
-	tcpCol := slices.Index(rows[0], "syn_retrans")
+	tcpCol, legCol := slices.Index(rows[0], "syn_retrans"), slices.Index(rows[0], "leg")
+	legs := map[string]string{} // conn path and workers: its legs in order
 	for _, r := range rows[1:] {
 		if r[len(r)-1] != "" {
 			t.Errorf("data point failed: %v", r)
 		}
 		seen[r[1]+" "+r[2]]++
+		if r[2] == loadgen.KindConn && r[4] != "0" {
+			legs[r[1]+" w="+r[3]] += r[legCol]
+		} else if r[legCol] != "0" {
+			t.Errorf("leg %s of a lone window: %v", r[legCol], r)
+		}
 		// Every round read the TCP counters: a number, 0 included.
 		for _, v := range r[tcpCol : tcpCol+3] {
 			if _, err := strconv.ParseUint(v, 10, 64); err != nil {
@@ -102,6 +108,18 @@ func TestHeadlineSmoke(t *testing.T) {
 		for _, k := range loadKinds(cfg.Data) {
 			if seen[path+" "+k.kind] == 0 {
 				t.Errorf("no %s point on path %s", k.kind, path)
+			}
+		}
+	}
+	// One round: the paths with a baseline pair ran two legs, kube-proxy's one window.
+	for _, w := range cfg.Data.Workers {
+		for _, path := range pathNames {
+			want := "12"
+			if path == pathIPT || path == pathNFT {
+				want = "0"
+			}
+			if got := legs[path+" w="+strconv.Itoa(w)]; got != want {
+				t.Errorf("%s w=%d: legs %q, want %q", path, w, got, want)
 			}
 		}
 	}
@@ -236,7 +254,7 @@ func TestSynColumns(t *testing.T) {
 		t.Errorf("README lacks %q:\n%s", want, md)
 	}
 	csv := string(dataCSVReport(res))
-	for _, want := range []string{"syn_retrans,paws_timewait,tw_recycled,error\n", ",9,8,0,\n", "1000,tc,conn,1,1,,1000.0,0.0,0.0,0.0,0,0,0.0,0.0,,,,\n"} {
+	for _, want := range []string{"syn_retrans,paws_timewait,tw_recycled,error\n", ",9,8,0,\n", "1000,tc,conn,1,1,0,0.0,,1000.0,0.0,0.0,0.0,0,0,0.0,0.0,,,,\n"} {
 		if !strings.Contains(csv, want) {
 			t.Errorf("csv lacks %q:\n%s", want, csv)
 		}

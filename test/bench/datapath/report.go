@@ -105,26 +105,16 @@ func poolLegs(pts []point) []point {
 		Workers    int
 		Rep        int
 	}
-	var out []point
-	at := map[key]int{}
-	for _, p := range pts {
-		if p.Leg == 0 {
-			out = append(out, p)
-			continue
-		}
-		k := key{p.N, p.Mode, p.Kind, p.Workers, p.Rep}
-		i, ok := at[k]
-		if !ok {
-			p.Leg = 0
-			p.ErrKinds = maps.Clone(p.ErrKinds)
-			at[k] = len(out)
-			out = append(out, p)
-			continue
-		}
-		q := &out[i]
+	legOf := func(p point) (key, bool) { return key{p.N, p.Mode, p.Kind, p.Workers, p.Rep}, p.Leg != 0 }
+	first := func(p point) point {
+		p.Leg = 0
+		p.ErrKinds = maps.Clone(p.ErrKinds)
+		return p
+	}
+	return rounds.PoolLegs(pts, legOf, first, func(q *point, p point) {
 		if q.Err != "" || p.Err != "" {
 			q.Err = cmp.Or(q.Err, p.Err)
-			continue
+			return
 		}
 		wa, wb := float64(q.Ops), float64(p.Ops)
 		if wa+wb > 0 {
@@ -160,8 +150,7 @@ func poolLegs(pts []point) []point {
 		if q.Window > 0 {
 			q.Rate = float64(q.Ops) / q.Window.Seconds()
 		}
-	}
-	return out
+	})
 }
 
 func median(pts []point, f func(point) float64) float64 {

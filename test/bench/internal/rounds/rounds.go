@@ -81,3 +81,27 @@ func ABBA[T any](rep int, base, x T) []Run[T] {
 	}
 	return []Run[T]{x1, b1, b2, x2}
 }
+
+// PoolLegs merges each group of legs into one point in its first leg's
+// place; other points pass through, in order. key names a point's group
+// and says whether it is a leg at all; first makes the pooled point of a
+// group's first leg (copying what merge changes in place, so the legs stay
+// as they were); merge adds a later leg to it.
+func PoolLegs[P any, K comparable](pts []P, key func(P) (K, bool), first func(P) P, merge func(pooled *P, leg P)) []P {
+	var out []P
+	at := map[K]int{}
+	for _, p := range pts {
+		k, leg := key(p)
+		if !leg {
+			out = append(out, p)
+			continue
+		}
+		if i, ok := at[k]; ok {
+			merge(&out[i], p)
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, first(p))
+	}
+	return out
+}

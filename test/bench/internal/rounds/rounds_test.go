@@ -44,3 +44,22 @@ func TestABBA(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolLegs(t *testing.T) {
+	type pt struct {
+		name string
+		leg  int
+		ops  []int
+	}
+	pts := []pt{{"a", 1, []int{1}}, {"x", 0, nil}, {"b", 1, []int{10}}, {"a", 2, []int{2}}, {"b", 2, []int{20}}}
+	got := PoolLegs(pts, func(p pt) (string, bool) { return p.name, p.leg != 0 },
+		func(p pt) pt { p.leg, p.ops = 0, slices.Clone(p.ops); return p },
+		func(q *pt, p pt) { q.ops = append(q.ops, p.ops...) })
+	want := []pt{{"a", 0, []int{1, 2}}, {"x", 0, nil}, {"b", 0, []int{10, 20}}}
+	if !slices.EqualFunc(got, want, func(a, b pt) bool { return a.name == b.name && a.leg == b.leg && slices.Equal(a.ops, b.ops) }) {
+		t.Errorf("%v, want %v", got, want)
+	}
+	if pts[0].leg != 1 || len(pts[0].ops) != 1 {
+		t.Errorf("the first leg changed: %v", pts[0])
+	}
+}
