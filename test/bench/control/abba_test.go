@@ -212,3 +212,32 @@ func TestPoolLegs(t *testing.T) {
 		t.Errorf("a leg without TCP counters leaves the round's unknown: %v", got[0].TCP)
 	}
 }
+
+// TestRoundsTime: the data rounds of the full run and of -quick fit their
+// share of the budgets (full run < 60 min, -quick < 10 min; the control
+// path and the Services' creation take the rest). The ABBA legs add a
+// warm-up and a start per extra run: 4 per round and worker count, the
+// measured windows stay one per path.
+func TestRoundsTime(t *testing.T) {
+	paths := testPaths(pathNames...)
+	for _, c := range []struct {
+		args  []string
+		limit time.Duration
+	}{{[]string{"-headline"}, 16 * time.Minute}, {[]string{"-headline", "-quick"}, 4 * time.Minute}} {
+		cfg, err := parseFlags(c.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := time.Duration(len(cfg.Ns)) * roundsTime(cfg.Data, paths)
+		t.Logf("%v: data rounds about %s", c.args, got.Round(time.Second))
+		if got > c.limit {
+			t.Errorf("%v: data rounds take about %s, want under %s", c.args, got.Round(time.Second), c.limit)
+		}
+		one := cfg.Data
+		one.Workers = []int{1}
+		run := one.Warmup + runOverhead
+		if got, want := roundsTime(one, paths), time.Duration(one.Reps)*(22*run+6*(one.Window+one.LatWindow+one.StreamWindow)); got != want {
+			t.Errorf("%v: one worker's rounds %s, want %s (10 new-connection runs, 6 each of requests and stream)", c.args, got, want)
+		}
+	}
+}

@@ -214,6 +214,22 @@ func roundRuns(rep int, paths []clientPath, kinds []loadKind) []roundRun {
 	return out
 }
 
+// runOverhead is a load-generator run's wall time beyond its warm-up and
+// window (starting it, the TCP counters of every namespace before and
+// after): about 80 ms in TestHeadlineSmoke on the shared 2-core machine.
+const runOverhead = 80 * time.Millisecond
+
+// roundsTime is the expected wall time of one N's data rounds on paths.
+func roundsTime(d dataConfig, paths []clientPath) time.Duration {
+	var t time.Duration
+	for rep := 1; rep <= d.Reps; rep++ {
+		for _, r := range roundRuns(rep, paths, loadKinds(d)) {
+			t += d.Warmup + r.load.window + runOverhead
+		}
+	}
+	return t
+}
+
 // dataPath measures every path at n in cfg.Data.Reps rounds. Within a
 // round each kind of load runs on every path back to back (roundRuns), in
 // an order that changes between rounds, so drift of the machine (other
@@ -249,6 +265,7 @@ func dataPath(ctx context.Context, cfg config, objs *objects, n int, live []*run
 	}
 	before := fastpathCounters(live)
 	kinds := loadKinds(cfg.Data)
+	logf(cfg, "N=%d: %d data rounds on %d paths, about %s", n, cfg.Data.Reps, len(ok), roundsTime(cfg.Data, ok).Round(time.Second))
 	for rep := 1; rep <= cfg.Data.Reps; rep++ {
 		for _, r := range roundRuns(rep, ok, kinds) {
 			pt, err := runPoint(ctx, r.path, r.load, cfg.Data.Warmup, cfg.Data.Pool, &tcp)
