@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,38 +51,20 @@ func dialFrom(ns *nettopo.NS, port int, addr string) (net.Conn, time.Duration, e
 	return c, time.Since(start), err
 }
 
-// tcpExt returns a TcpExt counter of /proc/net/netstat in ns.
+// tcpExt reads counter name of ns's TcpExt statistics: PAWSTimewait (SYNs
+// into TIME_WAIT refused because their timestamp was older than the last
+// one seen), TCPSynRetrans (SYNs sent again for want of an answer).
 func tcpExt(t *testing.T, ns *nettopo.NS, name string) uint64 {
 	t.Helper()
-	var data []byte
-	// /proc/thread-self/net shows the namespace of the reading thread.
-	if err := ns.Do(func() (err error) {
-		data, err = os.ReadFile("/proc/thread-self/net/netstat")
-		return err
-	}); err != nil {
+	vals, err := ns.TCPExt()
+	if err != nil {
 		t.Fatal(err)
 	}
-	var names, vals []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f, ok := strings.CutPrefix(line, "TcpExt:"); ok {
-			if names == nil {
-				names = strings.Fields(f)
-			} else {
-				vals = strings.Fields(f)
-			}
-		}
+	v, ok := vals[name]
+	if !ok {
+		t.Fatalf("no TcpExt %s in %s's netstat", name, ns.Name)
 	}
-	for i, n := range names {
-		if n == name && i < len(vals) {
-			v, err := strconv.ParseUint(vals[i], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("no TcpExt %s in %s's netstat", name, ns.Name)
-	return 0
+	return v
 }
 
 // The benchmark's finding, on real packets. Services share a backend, and

@@ -1,15 +1,11 @@
 package tclb_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -212,35 +208,13 @@ func oneRequest(ns *nettopo.NS, addr string) (time.Duration, netip.AddrPort, err
 // one seen), TCPSynRetrans (SYNs sent again for want of an answer).
 func tcpExt(t *testing.T, ns *nettopo.NS, name string) uint64 {
 	t.Helper()
-	var n uint64
-	err := ns.Do(func() error {
-		f, err := os.Open("/proc/thread-self/net/netstat")
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		var names []string
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) == 0 || fields[0] != "TcpExt:" {
-				continue
-			}
-			if names == nil {
-				names = fields
-				continue
-			}
-			for i := range names {
-				if names[i] == name && i < len(fields) {
-					n, err = strconv.ParseUint(fields[i], 10, 64)
-					return err
-				}
-			}
-		}
-		return fmt.Errorf("no TcpExt %s in netstat", name)
-	})
+	vals, err := ns.TCPExt()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	v, ok := vals[name]
+	if !ok {
+		t.Fatalf("no TcpExt %s in %s's netstat", name, ns.Name)
+	}
+	return v
 }

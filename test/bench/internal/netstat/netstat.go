@@ -6,9 +6,6 @@ package netstat
 
 import (
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 )
@@ -28,22 +25,7 @@ const (
 var Reported = []string{SynRetrans, PAWSTimewait, TWRecycled}
 
 // TCPExt reads every TcpExt counter of ns.
-func TCPExt(ns *nettopo.NS) (map[string]uint64, error) {
-	var data []byte
-	// /proc/thread-self/net shows the namespace of the reading thread.
-	err := ns.Do(func() (err error) {
-		data, err = os.ReadFile("/proc/thread-self/net/netstat")
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("netstat of %s: %w", ns.Name, err)
-	}
-	vals, err := Parse(string(data), "TcpExt:")
-	if err != nil {
-		return nil, fmt.Errorf("netstat of %s: %w", ns.Name, err)
-	}
-	return vals, nil
-}
+func TCPExt(ns *nettopo.NS) (map[string]uint64, error) { return ns.TCPExt() }
 
 // Sum adds the counters names over the namespaces nss. A counter this
 // kernel lacks is an error: a column of zeros would look like good news.
@@ -77,27 +59,4 @@ func Diff(after, before map[string]uint64) map[string]uint64 {
 		}
 	}
 	return d
-}
-
-// Parse reads one section of /proc/net/netstat: a line of names and a
-// line of values, both starting with prefix.
-func Parse(data, prefix string) (map[string]uint64, error) {
-	var lines [][]string
-	for _, l := range strings.Split(data, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			lines = append(lines, strings.Fields(l)[1:])
-		}
-	}
-	if len(lines) != 2 || len(lines[0]) != len(lines[1]) {
-		return nil, fmt.Errorf("no %s section", prefix)
-	}
-	out := map[string]uint64{}
-	for i, name := range lines[0] {
-		v, err := strconv.ParseUint(lines[1][i], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", prefix, name, err)
-		}
-		out[name] = v
-	}
-	return out, nil
 }

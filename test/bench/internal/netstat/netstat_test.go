@@ -15,22 +15,6 @@ import (
 	"github.com/fastpath-net/fastpath/internal/testpriv"
 )
 
-func TestParse(t *testing.T) {
-	data := "TcpExt: SyncookiesSent PAWSTimewait TCPSynRetrans\nTcpExt: 0 7 12\nIpExt: InNoRoutes\nIpExt: 3\n"
-	got, err := Parse(data, "TcpExt:")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got[PAWSTimewait] != 7 || got[SynRetrans] != 12 || len(got) != 3 {
-		t.Errorf("got %v", got)
-	}
-	for _, bad := range []string{"", "TcpExt: A B\nTcpExt: 1\n", "TcpExt: A\nTcpExt: x\n", "TcpExt: A\n"} {
-		if _, err := Parse(bad, "TcpExt:"); err == nil {
-			t.Errorf("%q: no error", bad)
-		}
-	}
-}
-
 func TestDiff(t *testing.T) {
 	d := Diff(map[string]uint64{"a": 5, "b": 1}, map[string]uint64{"a": 2, "b": 3})
 	if d["a"] != 3 || d["b"] != 0 {
