@@ -31,7 +31,7 @@ type node struct {
 	star    *nettopo.Star
 	link    cplink.Link
 	thread  *nsproc.Thread
-	servers []*loadgen.Server
+	servers *loadgen.Servers // one child process per node serves its backends
 	prober  *prober
 	dir     string // kubeconfig and the proxy's log
 	// cgroup is the socket load balancer's cgroup v2 subtree ("" when the
@@ -75,16 +75,15 @@ func newNode(env *testenv.Env, tag string, linkNo int, dir string, direct bool) 
 	if n.link, err = cplink.Add(n.star.Node, env, linkNo, tag); err != nil {
 		return n, err
 	}
+	var ls []loadgen.Listener
 	for _, be := range []string{"be1", "be2"} {
 		h := n.star.Host(be)
 		for _, port := range []int{portA, portB} {
-			name := fmt.Sprintf("%s:%d", be, port)
-			w, err := loadgen.StartServer(h.NS, fmt.Sprintf("%s:%d", h.Addr, port), name)
-			if err != nil {
-				return n, err
-			}
-			n.servers = append(n.servers, w)
+			ls = append(ls, loadgen.Listener{NS: h.NS, Addr: fmt.Sprintf("%s:%d", h.Addr, port), Name: fmt.Sprintf("%s:%d", be, port)})
 		}
+	}
+	if n.servers, err = loadgen.StartServers(ls); err != nil {
+		return n, err
 	}
 	if n.thread, err = nsproc.NewThread(n.star.Node); err != nil {
 		return n, err
@@ -102,10 +101,10 @@ func (n *node) close() error {
 	if n.thread != nil {
 		n.thread.Close()
 	}
-	for _, s := range n.servers {
-		s.Close()
-	}
 	var errs []error
+	if n.servers != nil {
+		errs = append(errs, n.servers.Close())
+	}
 	if n.star != nil {
 		if n.link.APIServerURL != "" {
 			errs = append(errs, cplink.Remove(n.star.Node))

@@ -418,7 +418,7 @@ func headlineMarkdown(res *results) []byte {
 	p("")
 	p("Its own CPU (getrusage of the generator process over the window) in %% of one core, median over the rounds, at")
 	p("N=%s; user time in parentheses, the rest is the kernel's network path it drives. It uses raw blocking syscalls,", fmtN(hi))
-	p("one OS thread per worker ([loadgen](../../test/bench/internal/loadgen)); the servers run in the harness process.")
+	p("one OS thread per worker ([loadgen](../../test/bench/internal/loadgen)); the servers are one child process per node, an epoll event loop of raw syscalls on one locked thread per CPU.")
 	p("")
 	p("| load | %s |", strings.Join(titles(pathNames), " | "))
 	p("|---|%s", strings.Repeat("---:|", len(pathNames)))

@@ -45,7 +45,7 @@ type benchEnv struct {
 	cgroup   string
 	pinRoot  string
 	tmp      string
-	servers  []*loadgen.Server
+	servers  *loadgen.Servers // one child process serves every backend
 	backends []netip.AddrPort // backends[i % len] serves service i
 }
 
@@ -104,12 +104,12 @@ func newEnv(log io.Writer, id string) (e *benchEnv, err error) {
 			e.backends = append(e.backends, netip.AddrPortFrom(host.Addr, uint16(firstPort+p)))
 		}
 	}
+	var ls []loadgen.Listener
 	for _, b := range e.backends {
-		s, err := loadgen.StartServer(e.hostOf(b.Addr()).NS, b.String(), b.String())
-		if err != nil {
-			return e, err
-		}
-		e.servers = append(e.servers, s)
+		ls = append(ls, loadgen.Listener{NS: e.hostOf(b.Addr()).NS, Addr: b.String(), Name: b.String()})
+	}
+	if e.servers, err = loadgen.StartServers(ls); err != nil {
+		return e, err
 	}
 	return e, nil
 }
@@ -169,10 +169,10 @@ func (e *benchEnv) attachedTCX() (int, error) {
 // it could not remove.
 func (e *benchEnv) close() error {
 	var errs []error
-	for _, s := range e.servers {
-		s.Close()
+	if e.servers != nil {
+		errs = append(errs, e.servers.Close())
+		e.servers = nil
 	}
-	e.servers = nil
 	if e.pinRoot != "" {
 		// Per-N directories were detached as each N ended; this catches an
 		// interrupted run.

@@ -41,8 +41,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/fastpath-net/fastpath/internal/ctl"
 	"github.com/fastpath-net/fastpath/internal/datapath"
 	"github.com/fastpath-net/fastpath/internal/servicefile"
@@ -197,7 +195,7 @@ type point struct {
 	ErrKinds map[string]uint64
 	Stuck    int
 	// CPU in % of one core over the window (client) or the child's whole
-	// life (server = the harness process, agent).
+	// life (server = the server child process, agent).
 	ClientUser, ClientSys  float64 // seconds
 	ClientCPU              float64
 	ServerCPU              float64
@@ -657,8 +655,10 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 	if err != nil {
 		return nil, err
 	}
-	var ru0, ru1 unix.Rusage
-	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+	s0, err := procstat.CPU(env.servers.Pid())
+	if err != nil {
+		return nil, fmt.Errorf("server child: %w", errors.Join(err, env.servers.Err()))
+	}
 	cs0, err := procstat.ReadCPUStat()
 	if err != nil {
 		return nil, err
@@ -672,7 +672,10 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 		return &point{N: n, Mode: m.Name, Kind: kind, Workers: workers, Rep: rep, Err: err.Error()}, nil
 	}
 	wall := time.Since(t0).Seconds()
-	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+	s1, err := procstat.CPU(env.servers.Pid())
+	if err != nil {
+		return nil, fmt.Errorf("server child gone: %w", errors.Join(err, env.servers.Err()))
+	}
 	cs1, err := procstat.ReadCPUStat()
 	if err != nil {
 		return nil, err
@@ -696,7 +699,7 @@ func runPoint(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, 
 		Window: res.Window, Rate: res.Rate(), P50: float64(res.P50) / 1e3, P99: float64(res.P99) / 1e3,
 		Ops: res.Ops, Errors: res.Errors, ErrKinds: res.ErrKinds, Stuck: res.Stuck,
 		ClientUser: res.UserSec, ClientSys: res.SysSec, ClientCPU: res.CPUPct(),
-		ServerCPU:  100 * (loadgen.TvSec(ru1.Utime) + loadgen.TvSec(ru1.Stime) - loadgen.TvSec(ru0.Utime) - loadgen.TvSec(ru0.Stime)) / wall,
+		ServerCPU:  100 * s1.Sub(s0).Self.Seconds() / wall,
 		AgentCPU:   100 * a1.Sub(a0).Self.Seconds() / wall,
 		ForwardNew: dc["forward_new"], SockConnect: dc["sock_connect"],
 		ForwardCT: dc["forward_ct"], ReplyRevNat: dc["reply_revnat"],

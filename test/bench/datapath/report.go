@@ -500,7 +500,7 @@ func markdown(raw *results) string {
 	p("*vs N=1*: rate / the same mode's rate at N=1. Latency is of the whole connection. ")
 	p("*SYN retrans*: SYNs the kernel sent again during the run (TcpExt TCPSynRetrans, all namespaces; median over repetitions): each stalls one connection until its SYN goes out again. ")
 	p("*client CPU*: the load generator's getrusage in %% of one core (user part in parentheses; system time includes the kernel's network path it drives). ")
-	p("*server CPU*: the harness process (the servers) over the generator's life; *agent CPU* likewise; *machine busy*: all CPUs from /proc/stat, 100 %% = every CPU busy; ")
+	p("*server CPU*: the server child process over the generator's life; *agent CPU* likewise; *machine busy*: all CPUs from /proc/stat, 100 %% = every CPU busy; ")
 	p("*other CPU*: busy time none of these used, in %% of one core: other processes on the machine, or kernel work (softirq) outside them. Much of it means the numbers are disturbed.\n\n")
 	for _, w := range cfg.Workers {
 		p("### %d worker(s)\n\n", w)
@@ -617,7 +617,7 @@ func markdown(raw *results) string {
 	}
 	p("- The load generator is this harness started again as a child process (in the cgroup for `sock` and `direct-node`), each worker a goroutine locked to an OS thread that enters the client's namespace; ")
 	p("blocking sockets driven by raw syscalls (socket/connect/write/read/close) and a precomputed list of the N destinations. Its CPU is getrusage of that process over the window. ")
-	p("The servers are Go (netpoller) in the harness process; *server CPU* is the harness process's CPU while the child ran. ")
+	p("The servers are one child process of the harness: an epoll event loop of raw syscalls, one locked thread per CPU ([loadgen](../../test/bench/internal/loadgen)); *server CPU* is that process's CPU while the load generator ran. ")
 	p("Client, servers, kernel and agent share the %d CPUs: rates are of the whole machine, and ratios between modes are the meaningful numbers.\n", res.Machine.NumCPU)
 	p("- The server closes after its reply, so TIME_WAIT stays on the backends and client ports are reused at once. ")
 	p("The datapath's conntrack map is an LRU; at these rates it fills and evicts during the run, as it would under real load.\n")

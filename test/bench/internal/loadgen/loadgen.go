@@ -1,4 +1,4 @@
-// Package loadgen is the benchmarks' load generator and backend server:
+// Package loadgen is the benchmarks' load generator and backend servers:
 // short TCP connections, requests on kept-alive connections and one bulk
 // stream, to targets picked at random, from inside an fp- network namespace.
 // bench-datapath and the headline comparison (bench-control -headline) both
@@ -15,6 +15,10 @@
 // its first socket. Sockets are blocking and driven by raw syscalls
 // (socket/connect/write/read/close), without Go's netpoller or net/http,
 // so nothing is ever dialled from another thread or namespace.
+//
+// The backend servers are a child process too (StartServers, serverMain):
+// an epoll event loop of raw syscalls on locked threads, so no Go
+// scheduling sits in a connection's server side.
 package loadgen
 
 import (
@@ -106,6 +110,9 @@ func (r *Result) CPUPct() float64 {
 
 // Main is the child's main. It returns the exit code.
 func Main() int {
+	if os.Getenv(serverEnv) == "1" {
+		return serverMain()
+	}
 	res := runLoadgen(os.Stdin)
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -624,8 +631,9 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 	return &res, nil
 }
 
-// IsChild is true in the child process.
-func IsChild() bool { return os.Getenv(loadgenEnv) == "1" }
+// IsChild is true in a child process: the load generator or the server
+// child (StartServers); Main then runs whichever it is.
+func IsChild() bool { return os.Getenv(loadgenEnv) == "1" || os.Getenv(serverEnv) == "1" }
 
 // RemoveCgroup removes an (empty) cgroup v2 directory that clients were
 // started in; a reaped child can keep it busy for a moment.

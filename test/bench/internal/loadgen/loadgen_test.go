@@ -58,8 +58,10 @@ func TestGenerateRefuses(t *testing.T) {
 			t.Errorf("%+v: no error", req)
 		}
 	}
-	_, err := StartServer(nil, "127.0.0.1:0", strings.Repeat("x", ReplySize))
-	if err == nil {
-		t.Error("a name longer than the reply: no error")
+	for _, name := range []string{strings.Repeat("x", ReplySize), "a\nb", ""} {
+		// Names are checked before any socket or process is made.
+		if _, err := StartServers([]Listener{{Addr: "127.0.0.1:0", Name: name}}); err == nil {
+			t.Errorf("server name %q: no error", name)
+		}
 	}
 }

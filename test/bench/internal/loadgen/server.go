@@ -1,114 +1,228 @@
 package loadgen
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"runtime"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
+	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
 )
 
-// Server is the backend: it accepts, answers every request with a fixed
-// reply that starts with its name and a newline, and closes after a request
-// that asks for it (OpClose); after OpStream it reads and discards until
-// the client closes. Go's netpoller serves all connections of the process.
-// (A variant with threads blocked in accept(2)/read(2) did no better on
-// short connections and worse on kept-alive ones: with more blocked threads
-// than Ps the runtime keeps handing Ps around.)
-type Server struct {
-	ln       net.Listener
-	reply    [ReplySize]byte
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	accepted atomic.Uint64
+// The backend servers run in a child process of the harness (the harness
+// binary started again with serverEnv=1, like the load generator), on an
+// epoll event loop of raw syscalls (serverMain), so no Go scheduling sits in
+// a connection's path: Go's netpoller with a goroutine per connection put
+// 8-13 context switches and a 2x swing into every connection's server side.
+// The parent creates the listening sockets inside the backends' namespaces
+// and hands their fds to the child, which never enters a namespace itself.
+const (
+	serverEnv = "FP_BENCH_SERVER"
+	// serverNamesEnv holds the listeners' reply names, a JSON array in the
+	// order of the child's fds 3, 4, ...
+	serverNamesEnv = "FP_BENCH_SERVER_NAMES"
+	serverReady    = "ready"
+	firstListenFd  = 3 // exec.Cmd.ExtraFiles start at fd 3
+)
+
+// Listener is one backend a server child answers for.
+type Listener struct {
+	NS   *nettopo.NS
+	Addr string // ip:port to listen on inside NS
+	Name string // what Ask reads back ("be1:8080"); at most ReplySize-1 bytes
 }
 
-// StartServer listens on addr (ip:port) inside ns. name is what Ask reads
-// back ("be1:8080"); at most ReplySize-1 bytes.
-func StartServer(ns *nettopo.NS, addr, name string) (*Server, error) {
-	if len(name) >= ReplySize || bytes.ContainsAny([]byte(name), "\n\x00") {
-		return nil, fmt.Errorf("server name %q: want under %d bytes, no newline", name, ReplySize)
+// Servers is a running server child.
+type Servers struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser // the child's lifeline: it exits when this closes
+	stderr *syncBuffer
+	done   chan struct{} // closed when the child has been reaped
+	err    error         // the child's exit, valid after done
+	once   sync.Once
+	closed error
+}
+
+// StartServers listens on every listener inside its namespace and starts
+// one child process that serves them all. The child dies with the parent
+// (Pdeathsig, and it exits when its stdin closes).
+func StartServers(ls []Listener) (s *Servers, err error) {
+	if len(ls) == 0 {
+		return nil, errors.New("servers: no listeners")
 	}
-	ln, err := ns.Listen("tcp4", addr)
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		if err := checkName(l.Name); err != nil {
+			return nil, err
+		}
+		names[i] = l.Name
+	}
+	// The parent's copies of the listening sockets are closed whatever
+	// happens: the child holds its own once started.
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, l := range ls {
+		f, err := listenFile(l)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("server %s in %s: %w", addr, ns.Name, err)
+		return nil, err
 	}
-	s := &Server{ln: ln, conns: map[net.Conn]struct{}{}}
-	copy(s.reply[:], name+"\n")
-	s.wg.Add(1)
-	go s.serve()
+	namesJSON, err := json.Marshal(names)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), serverEnv+"=1", serverNamesEnv+"="+string(namesJSON))
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	s = &Servers{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = s.stderr
+	if s.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		s.stdin.Close()
+		return nil, err
+	}
+	// Pdeathsig fires when the thread that forked the child ends, not the
+	// process, and Go ends a thread whenever a goroutine locked to it exits
+	// (as namespace helpers do): fork from a thread of our own, locked until
+	// the child has been reaped.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	if err := <-started; err != nil {
+		// Start closes the pipes it made.
+		return nil, fmt.Errorf("start server child: %w", err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err == nil && line != serverReady+"\n" {
+			err = fmt.Errorf("unexpected %q", line)
+		}
+		ready <- err
+	}()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	select {
+	case err = <-ready:
+	case <-timeout.C:
+		err = errors.New("not ready after 10s")
+	}
+	if err != nil {
+		// Kill the child we started (by its process), then reap it; that
+		// also ends the reader above.
+		_ = cmd.Process.Kill()
+		<-s.done
+		return nil, fmt.Errorf("server child: %v: %s", err, procstat.Tail(s.stderr.String(), 2000))
+	}
 	return s, nil
 }
 
-// Accepted is the number of connections accepted so far.
-func (s *Server) Accepted() uint64 { return s.accepted.Load() }
+// listenFile opens the listening socket inside l.NS and returns it as a
+// file (a duplicate of the socket; the listener itself is closed).
+func listenFile(l Listener) (*os.File, error) {
+	ln, err := l.NS.Listen("tcp4", l.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("server %s in %s: %w", l.Addr, l.NS.Name, err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		return nil, fmt.Errorf("server %s in %s: %w", l.Addr, l.NS.Name, err)
+	}
+	return f, nil
+}
 
-func (s *Server) serve() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// EMFILE and the like: back off, do not spin.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		s.accepted.Add(1)
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go s.handle(c)
+func checkName(name string) error {
+	if name == "" || len(name) >= ReplySize || bytes.ContainsAny([]byte(name), "\n\x00") {
+		return fmt.Errorf("server name %q: want 1..%d bytes, no newline", name, ReplySize-1)
+	}
+	return nil
+}
+
+// Pid is the child's process ID (for its CPU time).
+func (s *Servers) Pid() int { return s.cmd.Process.Pid }
+
+// Err reports whether the child has died; nil while it runs.
+func (s *Servers) Err() error {
+	select {
+	case <-s.done:
+		return fmt.Errorf("server child died: %v: %s", s.err, procstat.Tail(s.stderr.String(), 2000))
+	default:
+		return nil
 	}
 }
 
-func (s *Server) handle(c net.Conn) {
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		c.Close()
-	}()
-	var req [RequestSize]byte
-	for {
-		if _, err := io.ReadFull(c, req[:]); err != nil {
-			return
+// Close ends the child and reaps it; it reports an error if the child had
+// died before. Calling it again returns the same.
+func (s *Servers) Close() error {
+	s.once.Do(func() {
+		s.closed = s.Err()
+		s.stdin.Close()
+		t := time.NewTimer(5 * time.Second)
+		defer t.Stop()
+		select {
+		case <-s.done:
+		case <-t.C:
+			// Our own child, by its process handle: it ignored its lifeline.
+			_ = s.cmd.Process.Kill()
+			<-s.done
 		}
-		if req[0] == OpStream {
-			sink := make([]byte, 256<<10)
-			for {
-				if _, err := c.Read(sink); err != nil {
-					return
-				}
-			}
-		}
-		if _, err := c.Write(s.reply[:]); err != nil {
-			return
-		}
-		if req[0] == OpClose {
-			return
-		}
-	}
+	})
+	return s.closed
 }
 
-// Close stops the server and ends its open connections.
-func (s *Server) Close() {
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
+// syncBuffer is the child's stderr, written by exec's copier and read by
+// the error paths.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.b.Len() > 64<<10 {
+		return len(p), nil // enough to say why it died
 	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // Ask sends one closing request on c and returns the name the server
