@@ -17,6 +17,7 @@ import (
 
 	"github.com/fastpath-net/fastpath/internal/nettopo"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/internal/syncbuf"
 )
 
 // The backend servers run in a child process of the harness (the harness
@@ -46,7 +47,7 @@ type Listener struct {
 type Servers struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser // the child's lifeline: it exits when this closes
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	done   chan struct{} // closed when the child has been reaped
 	err    error         // the child's exit, valid after done
 	once   sync.Once
@@ -94,7 +95,7 @@ func StartServers(ls []Listener) (s *Servers, err error) {
 	cmd.Env = append(os.Environ(), serverEnv+"=1", serverNamesEnv+"="+string(namesJSON))
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	s = &Servers{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	s = &Servers{cmd: cmd, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	if s.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, err
@@ -201,28 +202,6 @@ func (s *Servers) Close() error {
 		}
 	})
 	return s.closed
-}
-
-// syncBuffer is the child's stderr, written by exec's copier and read by
-// the error paths.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.b.Len() > 64<<10 {
-		return len(p), nil // enough to say why it died
-	}
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // Ask sends one closing request on c and returns the name the server

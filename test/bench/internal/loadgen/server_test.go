@@ -24,16 +24,23 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// newTestNS makes an fp- namespace (loopback up) that the test removes.
+func newTestNS(t *testing.T, tag string) *nettopo.NS {
+	t.Helper()
+	testpriv.Require(t)
+	ns, err := nettopo.NewNS(fmt.Sprintf("%s%s-%d", nettopo.Prefix, tag, os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Delete() })
+	return ns
+}
+
 // TestServers runs the server child on two listeners in an fp- namespace
 // and checks the wire format end to end: short connections, kept-alive
 // ones, a stream, many at once, and that Close leaves no process.
 func TestServers(t *testing.T) {
-	testpriv.Require(t)
-	ns, err := nettopo.NewNS(fmt.Sprintf("%ssrvp-%d", nettopo.Prefix, os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Delete()
+	ns := newTestNS(t, "srvp")
 	addrs := []string{"127.0.0.1:18080", "127.0.0.1:18081"}
 	names := []string{"be1:8080", "be2:8081"}
 	s, err := StartServers([]Listener{{NS: ns, Addr: addrs[0], Name: names[0]}, {NS: ns, Addr: addrs[1], Name: names[1]}})
@@ -174,12 +181,7 @@ func TestServers(t *testing.T) {
 
 // TestServersEarlyDeath: Close reports a child that died before it.
 func TestServersEarlyDeath(t *testing.T) {
-	testpriv.Require(t)
-	ns, err := nettopo.NewNS(fmt.Sprintf("%ssrvd-%d", nettopo.Prefix, os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Delete()
+	ns := newTestNS(t, "srvd")
 	s, err := StartServers([]Listener{{NS: ns, Addr: "127.0.0.1:18080", Name: "x"}})
 	if err != nil {
 		t.Fatal(err)
