@@ -76,7 +76,11 @@ func defaultConfig() config {
 		Out:         "docs/benchmarks",
 		Ns:          []int{1, 1000, 10000, 50000},
 		Workers:     []int{1, 2},
-		Duration:    time.Second,
+		// Three seconds per mode and repetition (two 1.5 s legs): with 1 s,
+		// the pooled legs of one repetition swung 81-106 % of their
+		// baseline on this 2-core VM, where a vCPU woken from idle costs
+		// tens of microseconds at random; the median of six hardly settled.
+		Duration:    3 * time.Second,
 		LatDuration: 500 * time.Millisecond,
 		Warmup:      200 * time.Millisecond,
 		Reps:        6,
