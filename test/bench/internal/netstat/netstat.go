@@ -24,15 +24,12 @@ const (
 // Reported is the benchmarks' selection, in the order of their reports.
 var Reported = []string{SynRetrans, PAWSTimewait, TWRecycled}
 
-// TCPExt reads every TcpExt counter of ns.
-func TCPExt(ns *nettopo.NS) (map[string]uint64, error) { return ns.TCPExt() }
-
 // Sum adds the counters names over the namespaces nss. A counter this
 // kernel lacks is an error: a column of zeros would look like good news.
 func Sum(nss []*nettopo.NS, names []string) (map[string]uint64, error) {
 	sum := map[string]uint64{}
 	for _, ns := range nss {
-		vals, err := TCPExt(ns)
+		vals, err := ns.TCPExt()
 		if err != nil {
 			return nil, err
 		}

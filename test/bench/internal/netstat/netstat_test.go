@@ -75,7 +75,7 @@ func TestTimeWaitRefusal(t *testing.T) {
 	nss := []*nettopo.NS{client.NS, server.NS}
 	before := map[string]map[string]uint64{}
 	for _, ns := range nss {
-		if before[ns.Name], err = TCPExt(ns); err != nil {
+		if before[ns.Name], err = ns.TCPExt(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -87,7 +87,7 @@ func TestTimeWaitRefusal(t *testing.T) {
 
 	moved := map[string]map[string]uint64{}
 	for _, ns := range nss {
-		after, err := TCPExt(ns)
+		after, err := ns.TCPExt()
 		if err != nil {
 			t.Fatal(err)
 		}
