@@ -58,7 +58,8 @@ type Table struct {
 	maxBackends int
 
 	mu       sync.Mutex
-	services map[ServiceName]map[lbmap.ServiceKey]FrontendSpec
+	// services holds each service's frontends sorted by key (normalize).
+	services map[ServiceName][]FrontendSpec
 	owner    map[lbmap.ServiceKey]ServiceName
 	waiting  map[lbmap.ServiceKey][]ServiceName
 	dirty    map[lbmap.ServiceKey]struct{}
@@ -68,7 +69,7 @@ type Table struct {
 func NewTable(opts ...TableOption) *Table {
 	t := &Table{
 		maxBackends: MaxSlots,
-		services:    make(map[ServiceName]map[lbmap.ServiceKey]FrontendSpec),
+		services:    make(map[ServiceName][]FrontendSpec),
 		owner:       make(map[lbmap.ServiceKey]ServiceName),
 		waiting:     make(map[lbmap.ServiceKey][]ServiceName),
 		dirty:       make(map[lbmap.ServiceKey]struct{}),
@@ -92,15 +93,15 @@ func (t *Table) Upsert(svc Service) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.services[svc.Name]
-	for key := range old {
-		if _, keep := fes[key]; !keep {
+	for _, fe := range old {
+		if key := frontendKey(fe.Frontend); !hasKey(fes, key) {
 			t.release(key, svc.Name)
 		}
 	}
 	t.services[svc.Name] = fes
 	var conflicts []error
-	for _, key := range sortedKeys(fes) {
-		if err := t.claim(key, svc.Name, old); err != nil {
+	for _, fe := range fes {
+		if err := t.claim(fe, svc.Name, old); err != nil {
 			conflicts = append(conflicts, err)
 		}
 	}
@@ -112,8 +113,8 @@ func (t *Table) Upsert(svc Service) error {
 func (t *Table) Delete(name ServiceName) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for key := range t.services[name] {
-		t.release(key, name)
+	for _, fe := range t.services[name] {
+		t.release(frontendKey(fe.Frontend), name)
 	}
 	delete(t.services, name)
 }
@@ -146,23 +147,24 @@ func (t *Table) Dirty() int {
 	return len(t.dirty)
 }
 
-// claim gives key to name, or queues name behind the current owner.
-func (t *Table) claim(key lbmap.ServiceKey, name ServiceName, old map[lbmap.ServiceKey]FrontendSpec) error {
+// claim gives fe's key to name, or queues name behind the current owner.
+func (t *Table) claim(fe FrontendSpec, name ServiceName, old []FrontendSpec) error {
+	key := frontendKey(fe.Frontend)
 	owner, owned := t.owner[key]
 	switch {
 	case !owned:
 		t.owner[key] = name
 		t.dirty[key] = struct{}{}
 	case owner == name:
-		prev, had := old[key]
-		if !had || !prev.Equal(t.services[name][key]) {
+		prev, had := specOf(old, key)
+		if !had || !prev.Equal(fe) {
 			t.dirty[key] = struct{}{}
 		}
 	default:
 		if !slices.Contains(t.waiting[key], name) {
 			t.waiting[key] = append(t.waiting[key], name)
 		}
-		return &ConflictError{Frontend: t.services[name][key].Frontend, Service: name, Owner: owner}
+		return &ConflictError{Frontend: fe.Frontend, Service: name, Owner: owner}
 	}
 	return nil
 }
@@ -248,7 +250,8 @@ func (t *Table) changeOf(key lbmap.ServiceKey) change {
 	if !ok {
 		return change{key: key}
 	}
-	return change{key: key, owner: owner, spec: t.services[owner][key], present: true}
+	spec, _ := specOf(t.services[owner], key)
+	return change{key: key, owner: owner, spec: spec, present: true}
 }
 
 // markDirty puts frontends back after a failed write, so the next Sync

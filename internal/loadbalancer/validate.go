@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
@@ -56,36 +57,104 @@ type invalidError string
 func (e invalidError) Error() string        { return string(e) }
 func (e invalidError) Is(target error) bool { return target == ErrInvalid }
 
-// normalize checks svc and returns its frontends by map key, with addresses
-// unmapped so 10.0.0.1 and ::ffff:10.0.0.1 are one frontend.
-func normalize(svc Service, maxBackends int) (map[lbmap.ServiceKey]FrontendSpec, error) {
+// normalize checks svc and returns its frontends sorted by map key (see
+// specIndex), with addresses unmapped so 10.0.0.1 and ::ffff:10.0.0.1 are
+// one frontend. The slice is the table's own copy, exactly as long as it
+// needs: at 50,000 services a Go map per service cost ten times as much.
+func normalize(svc Service, maxBackends int) ([]FrontendSpec, error) {
 	p := &problems{svc: svc.Name}
 	if svc.Name.Name == "" {
 		p.add("name is empty")
 	}
-	out := make(map[lbmap.ServiceKey]FrontendSpec, len(svc.Frontends))
-	where := make(map[lbmap.ServiceKey]int, len(svc.Frontends))
+	out := make([]FrontendSpec, 0, len(svc.Frontends))
+	var where map[lbmap.ServiceKey]int // only for many frontends; else a scan of out
+	if len(svc.Frontends) > 16 {
+		where = make(map[lbmap.ServiceKey]int, len(svc.Frontends))
+	}
+	idx := make([]int, 0, len(svc.Frontends)) // idx[k] is out[k]'s index in svc.Frontends
 	for i, fe := range svc.Frontends {
 		fe.Addr = fe.Addr.Unmap()
-		at := fmt.Sprintf("frontends[%d] (%s)", i, fe.Frontend)
+		at := place{i: i, fe: fe.Frontend, bi: -1}
 		checkFrontend(p, at, fe)
 		fe.Backends = checkBackends(p, at, fe, maxBackends)
 		key := frontendKey(fe.Frontend)
-		if j, dup := where[key]; dup {
+		if j, dup := firstWith(out, idx, where, key); dup {
 			p.add("%s: same frontend as frontends[%d]", at, j)
 			continue
 		}
-		where[key] = i
-		out[key] = fe
+		if where != nil {
+			where[key] = i
+		}
+		out = append(out, fe)
+		idx = append(idx, i)
 	}
 	if err := p.err(); err != nil {
 		return nil, err
 	}
-	return out, nil
+	slices.SortFunc(out, func(a, b FrontendSpec) int { return compareKeys(frontendKey(a.Frontend), frontendKey(b.Frontend)) })
+	return slices.Clip(out), nil
 }
 
-func checkFrontend(p *problems, at string, fe FrontendSpec) {
-	checkAddr(p, at+": address", fe.Addr, fe.Type == NodePort)
+// firstWith finds the frontend already accepted with key: its index in the
+// service's list.
+func firstWith(out []FrontendSpec, idx []int, where map[lbmap.ServiceKey]int, key lbmap.ServiceKey) (int, bool) {
+	if where != nil {
+		j, ok := where[key]
+		return j, ok
+	}
+	for k, fe := range out {
+		if frontendKey(fe.Frontend) == key {
+			return idx[k], true
+		}
+	}
+	return 0, false
+}
+
+// specIndex finds key in specs, sorted by normalize.
+func specIndex(specs []FrontendSpec, key lbmap.ServiceKey) (int, bool) {
+	return slices.BinarySearchFunc(specs, key, func(s FrontendSpec, k lbmap.ServiceKey) int {
+		return compareKeys(frontendKey(s.Frontend), k)
+	})
+}
+
+func hasKey(specs []FrontendSpec, key lbmap.ServiceKey) bool {
+	_, ok := specIndex(specs, key)
+	return ok
+}
+
+// specOf returns the spec of key in specs, sorted by normalize.
+func specOf(specs []FrontendSpec, key lbmap.ServiceKey) (FrontendSpec, bool) {
+	if i, ok := specIndex(specs, key); ok {
+		return specs[i], true
+	}
+	return FrontendSpec{}, false
+}
+
+// place names a frontend, or one of its backends, in a problem. It is
+// formatted only when there is a problem: an Upsert of 50,000 good
+// services formats nothing.
+type place struct {
+	i  int // index in Service.Frontends
+	fe Frontend
+	bi int // index in its Backends, -1 for the frontend itself
+	b  L4Addr
+}
+
+func (w place) String() string {
+	s := fmt.Sprintf("frontends[%d] (%s)", w.i, w.fe)
+	if w.bi >= 0 {
+		s += fmt.Sprintf(": backends[%d] (%s)", w.bi, w.b)
+	}
+	return s
+}
+
+func (w place) backend(i int, b L4Addr) place {
+	w.bi, w.b = i, b
+	return w
+}
+
+func checkFrontend(p *problems, at place, fe FrontendSpec) {
+	checkAddr(p, at, fe.Addr, fe.Type == NodePort)
 	if fe.Port == 0 {
 		p.add("%s: port 0 is out of range 1-65535", at)
 	}
@@ -111,18 +180,21 @@ func checkFrontend(p *problems, at string, fe FrontendSpec) {
 
 // checkBackends validates the backends of one frontend and returns them
 // with addresses unmapped.
-func checkBackends(p *problems, at string, fe FrontendSpec, maxBackends int) []Backend {
+func checkBackends(p *problems, at place, fe FrontendSpec, maxBackends int) []Backend {
 	if n := len(fe.Backends); n > maxBackends {
 		p.add("%s: %d backends, more than the limit of %d", at, n, maxBackends)
 		return nil
 	}
 	out := make([]Backend, len(fe.Backends))
-	seen := make(map[L4Addr]int, len(fe.Backends))
+	var seen map[L4Addr]int // only for many backends; else a scan of out
+	if len(fe.Backends) > 16 {
+		seen = make(map[L4Addr]int, len(fe.Backends))
+	}
 	for i, b := range fe.Backends {
 		b.Addr = b.Addr.Unmap()
 		out[i] = b
-		bat := fmt.Sprintf("%s: backends[%d] (%s)", at, i, b.L4Addr)
-		checkAddr(p, bat+": address", b.Addr, false)
+		bat := at.backend(i, b.L4Addr)
+		checkAddr(p, bat, b.Addr, false)
 		if b.Addr.IsValid() && fe.Addr.IsValid() && b.Addr.Is4() != fe.Addr.Is4() {
 			p.add("%s: address family differs from the frontend's", bat)
 		}
@@ -135,27 +207,43 @@ func checkBackends(p *problems, at string, fe FrontendSpec, maxBackends int) []B
 		if b.State > Quarantined {
 			p.add("%s: state %s is unknown", bat, b.State)
 		}
-		if j, dup := seen[b.L4Addr]; dup {
+		if j, dup := sameBackend(out[:i], seen, b.L4Addr); dup {
 			p.add("%s: same backend as backends[%d]", bat, j)
 		}
-		seen[b.L4Addr] = i
+		if seen != nil {
+			seen[b.L4Addr] = i
+		}
 	}
 	return out
+}
+
+// sameBackend finds the last backend before this one at a: its index.
+func sameBackend(before []Backend, seen map[L4Addr]int, a L4Addr) (int, bool) {
+	if seen != nil {
+		j, ok := seen[a]
+		return j, ok
+	}
+	for j := len(before) - 1; j >= 0; j-- {
+		if before[j].L4Addr == a {
+			return j, true
+		}
+	}
+	return 0, false
 }
 
 // checkAddr refuses what the datapath cannot match or send to. The
 // unspecified address is allowed only where the caller says so: a NodePort
 // frontend on 0.0.0.0 stands for every node address, as in Cilium.
-func checkAddr(p *problems, at string, a netip.Addr, unspecifiedOK bool) {
+func checkAddr(p *problems, at place, a netip.Addr, unspecifiedOK bool) {
 	switch {
 	case !a.IsValid():
-		p.add("%s: missing", at)
+		p.add("%s: address: missing", at)
 	case a.Zone() != "":
-		p.add("%s: %s has a zone, which the maps cannot hold", at, a)
+		p.add("%s: address: %s has a zone, which the maps cannot hold", at, a)
 	case a.IsMulticast():
-		p.add("%s: %s is multicast", at, a)
+		p.add("%s: address: %s is multicast", at, a)
 	case a.IsUnspecified() && !unspecifiedOK:
-		p.add("%s: %s is unspecified", at, a)
+		p.add("%s: address: %s is unspecified", at, a)
 	}
 }
 
