@@ -73,9 +73,6 @@ type Agent struct {
 	dp    *datapath.Datapath
 	table *loadbalancer.Table
 	rec   *loadbalancer.Reconciler
-	// known are the services the current source state holds, so a source
-	// update can delete the ones that disappeared.
-	known map[loadbalancer.ServiceName]bool
 	// haveState is set once a source delivered its whole state. Until then
 	// the table is empty and the maps hold what an earlier agent pinned, so
 	// a full resync would delete every service still being served.
@@ -219,7 +216,6 @@ func start(cfg Config) (*Agent, error) {
 		dp:    dp,
 		table: loadbalancer.NewTable(),
 		rec:   loadbalancer.NewReconciler(dp.LB, loadbalancer.ReconcilerOptions{TrackGoneUDP: true}),
-		known: map[loadbalancer.ServiceName]bool{},
 	}
 	// Adopt what a previous agent programmed before touching anything, so
 	// IDs of live backends stay stable and established flows keep working.
@@ -360,17 +356,19 @@ func (a *Agent) finishCarry() {
 // apply makes the table equal to the source's services. The first state
 // after start is a full resync, repairing whatever drifted while no agent ran.
 func (a *Agent) apply(svcs []loadbalancer.Service, full bool) bool {
-	seen := make(map[loadbalancer.ServiceName]bool, len(svcs))
+	seen := make(map[loadbalancer.ServiceName]struct{}, len(svcs))
 	for _, svc := range svcs {
-		seen[svc.Name] = true
+		seen[svc.Name] = struct{}{}
 		a.upsert(svc)
 	}
-	for name := range a.known {
-		if !seen[name] {
+	// The table holds every service the source delivered valid (an invalid
+	// one keeps its last valid version or is absent); it is the list of
+	// services to forget, so the agent keeps no second copy of the names.
+	for _, name := range a.table.Names() {
+		if _, ok := seen[name]; !ok {
 			a.delete(name)
 		}
 	}
-	a.known = seen
 	a.haveState = true
 	return a.sync(full)
 }

@@ -67,11 +67,9 @@ func (a *Agent) applyKube(u k8s.Update) bool {
 	}
 	for _, svc := range u.Upserted {
 		a.upsert(svc)
-		a.known[svc.Name] = true
 	}
 	for _, name := range u.Deleted {
 		a.delete(name)
-		delete(a.known, name)
 	}
 	return a.sync(false)
 }

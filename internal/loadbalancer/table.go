@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -138,6 +139,13 @@ func (t *Table) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.services)
+}
+
+// Names returns the services the table holds, in no particular order.
+func (t *Table) Names() []ServiceName {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Collect(maps.Keys(t.services))
 }
 
 // Dirty returns how many frontends changed since the last Sync took them.

@@ -3,6 +3,7 @@ package loadbalancer_test
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,78 @@ func TestBackendLimit(t *testing.T) {
 	want := "service bench/svc-1: frontends[0] (10.96.0.1:80/TCP): 4 backends, more than the limit of 3"
 	if !errors.Is(err, lb.ErrInvalid) || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
+	}
+}
+
+// Above 16 frontends or backends, duplicates are found through a map
+// rather than a scan: the same problems, naming the same earlier entry.
+func TestUpsertValidationManyFrontendsAndBackends(t *testing.T) {
+	svc := svcN(1, 20)
+	fe := svc.Frontends[0]
+	fe.Backends[19] = fe.Backends[2]
+	fe.Backends[19].State = lb.Terminating // the state does not make it another backend
+	for p := range 20 {
+		more := fe
+		more.Backends = fe.Backends[:1]
+		more.Port = uint16(100 + p)
+		svc.Frontends = append(svc.Frontends, more)
+	}
+	svc.Frontends = append(svc.Frontends, svc.Frontends[5])
+	err := lb.NewTable().Upsert(svc)
+	for _, want := range []string{
+		"service bench/svc-1: frontends[0] (10.96.0.1:80/TCP): backends[19] (10.3.0.1:8080/TCP): same backend as backends[2]",
+		"service bench/svc-1: frontends[21] (10.96.0.1:104/TCP): same frontend as frontends[5]",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n != 2 {
+		t.Errorf("%d problems, want 2:\n%v", n, err)
+	}
+}
+
+// The table holds frontends in key order whatever the source's order:
+// the same frontends listed another way are no change, and Names lists
+// what the table holds.
+func TestFrontendOrderIsNoChange(t *testing.T) {
+	svc := svcN(1, 1)
+	fe := svc.Frontends[0]
+	for _, port := range []uint16{443, 8080, 53} {
+		more := fe
+		more.Port = port
+		svc.Frontends = append(svc.Frontends, more)
+	}
+	tab := lb.NewTable()
+	mustUpsert(t, tab, svc)
+	mustUpsert(t, tab, svcN(2, 1))
+	f := newFakes(100)
+	r := lb.NewReconciler(f.maps, lb.ReconcilerOptions{})
+	mustSync(t, r, tab)
+	slices.Reverse(svc.Frontends)
+	mustUpsert(t, tab, svc)
+	if n := tab.Dirty(); n != 0 {
+		t.Errorf("%d dirty after the same frontends in another order", n)
+	}
+	// One frontend fewer, one changed: two dirty, and the sync removes one.
+	svc.Frontends = svc.Frontends[1:]
+	svc.Frontends[0].Backends = svcN(3, 1).Frontends[0].Backends
+	mustUpsert(t, tab, svc)
+	if n := tab.Dirty(); n != 2 {
+		t.Errorf("%d dirty, want 2", n)
+	}
+	mustSync(t, r, tab)
+	if c := r.Counts(); c.Frontends != 4 {
+		t.Errorf("%d frontends programmed, want 4 (3 + svc-2)", c.Frontends)
+	}
+	names := tab.Names()
+	slices.SortFunc(names, func(a, b lb.ServiceName) int { return strings.Compare(a.Name, b.Name) })
+	if want := []lb.ServiceName{svcN(1, 0).Name, svcN(2, 0).Name}; !slices.Equal(names, want) {
+		t.Errorf("Names() = %v, want %v", names, want)
+	}
+	tab.Delete(svcN(1, 0).Name)
+	if names := tab.Names(); len(names) != 1 || names[0] != svcN(2, 0).Name {
+		t.Errorf("Names() after a delete = %v", names)
 	}
 }
 
