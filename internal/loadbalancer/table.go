@@ -58,7 +58,7 @@ func WithMaxBackendsPerFrontend(n int) TableOption {
 type Table struct {
 	maxBackends int
 
-	mu       sync.Mutex
+	mu sync.Mutex
 	// services holds each service's frontends sorted by key (normalize).
 	services map[ServiceName][]FrontendSpec
 	owner    map[lbmap.ServiceKey]ServiceName
