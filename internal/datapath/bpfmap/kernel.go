@@ -27,6 +27,26 @@ type Kernel[K comparable, V any] struct {
 	// set, is All's first batch size, so a test can make buckets overflow.
 	iterOnly bool
 	chunk    int
+
+	// Scratch reused across calls, so a walk of the ct map every few
+	// seconds (Range, and a Lookup per expired entry) does not make
+	// hundreds of KiB of garbage each time: lookups holds *kv, batches
+	// *batchBufs. A pool lets the runtime drop them when idle.
+	lookups sync.Pool
+	batches sync.Pool
+}
+
+// kv is one Lookup's key and value: the kernel call takes pointers, which
+// would move a local key and value to the heap at every call.
+type kv[K comparable, V any] struct {
+	k K
+	v V
+}
+
+// batchBufs are rangeBatch's key and value buffers.
+type batchBufs[K comparable, V any] struct {
+	keys []K
+	vals []V
 }
 
 // NewKernel wraps m. name is used in errors.
@@ -70,13 +90,21 @@ func (k *Kernel[K, V]) Delete(keys []K) error {
 }
 
 func (k *Kernel[K, V]) Lookup(key K) (V, bool, error) {
-	var v V
-	err := k.m.Lookup(&key, &v)
+	s, _ := k.lookups.Get().(*kv[K, V])
+	if s == nil {
+		s = new(kv[K, V])
+	}
+	s.k = key
+	err := k.m.Lookup(&s.k, &s.v)
+	v := s.v
+	k.lookups.Put(s)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return v, false, nil
+		var zero V
+		return zero, false, nil
 	}
 	if err != nil {
-		return v, false, fmt.Errorf("map %s: lookup %v: %w", k.name, key, err)
+		var zero V
+		return zero, false, fmt.Errorf("map %s: lookup %v: %w", k.name, key, err)
 	}
 	return v, true, nil
 }
@@ -129,8 +157,12 @@ func (k *Kernel[K, V]) batchLookupUsable() bool {
 // buckets, and answers ENOSPC, cursor unmoved, when the next bucket does
 // not fit the buffer: then the buffer doubles and the call is repeated.
 func (k *Kernel[K, V]) rangeBatch(fn func(K, V) bool) error {
-	n := k.firstChunk()
-	keys, vals := make([]K, n), make([]V, n)
+	b, _ := k.batches.Get().(*batchBufs[K, V])
+	if n := k.firstChunk(); b == nil || len(b.keys) < n {
+		b = &batchBufs[K, V]{keys: make([]K, n), vals: make([]V, n)}
+	}
+	defer k.batches.Put(b) // grown buffers too: the bucket that needed them is still there
+	keys, vals := b.keys, b.vals
 	var cursor ebpf.MapBatchCursor
 	for {
 		got, err := k.m.BatchLookup(&cursor, keys, vals, nil)
@@ -144,6 +176,7 @@ func (k *Kernel[K, V]) rangeBatch(fn func(K, V) bool) error {
 			return nil
 		case errors.Is(err, unix.ENOSPC) && got == 0 && len(keys) < k.MaxEntries():
 			keys, vals = make([]K, 2*len(keys)), make([]V, 2*len(vals))
+			b.keys, b.vals = keys, vals
 		case errors.Is(err, ebpf.ErrNotSupported):
 			if got > 0 { // cannot fall back half-way: the caller saw entries
 				return fmt.Errorf("map %s: batch lookup stopped: %w", k.name, err)
