@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -44,5 +45,44 @@ func TestCountEntries(t *testing.T) {
 		if err != nil || n != c.put {
 			t.Errorf("%v max %d: counted %d (%v), want %d", c.typ, c.max, n, err, c.put)
 		}
+	}
+}
+
+// Counting reuses its buffers: /metrics counts every pinned map at each
+// scrape, and two fresh 4,096-entry buffers a map were most of the agent's
+// garbage between scrapes. Bytes, not allocations: the kernel call's own
+// small ones stay.
+func TestCountReusesBuffers(t *testing.T) {
+	testpriv.Require(t)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 40, ValueSize: 88, MaxEntries: 20000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for i := range 5000 {
+		var k [40]byte
+		k[0], k[1] = byte(i), byte(i>>8)
+		if err := m.Update(k, [88]byte{}, ebpf.UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() {
+		if n, err := countEntries(m); err != nil || n != 5000 {
+			t.Fatalf("counted %d (%v), want 5000", n, err)
+		}
+	}
+	count() // the first count makes the buffers
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const counts = 10
+	for range counts {
+		count()
+	}
+	runtime.ReadMemStats(&after)
+	per := (after.TotalAlloc - before.TotalAlloc) / counts
+	t.Logf("%d bytes allocated per count", per)
+	// Fresh buffers: 4,096 * (40 + 88) = 512 KiB a count.
+	if per > 16<<10 {
+		t.Errorf("a count allocated %d bytes, want at most 16 KiB: are the buffers reused?", per)
 	}
 }
