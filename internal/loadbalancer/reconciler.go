@@ -333,7 +333,7 @@ func (r *Reconciler) plan(c *change) error {
 		return err
 	}
 	p.end = len(r.b.ids)
-	p.val = serviceValue(c.spec, st.revNat, p.end-p.start)
+	p.val = serviceValue(*c.spec, st.revNat, p.end-p.start)
 	p.slotStart = len(r.b.slotKeys)
 	p.svcWrite = r.planSlots(st, r.b.ids[p.start:p.end], p.val)
 	p.slotEnd = len(r.b.slotKeys)

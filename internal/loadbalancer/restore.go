@@ -1,38 +1,73 @@
 package loadbalancer
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
+	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 )
 
-// contents is everything the three maps hold.
+// contents is everything the maps hold, as sorted slices: a Resync every
+// few minutes reads them whole, and Go maps of 100,000 entries (growth
+// included) cost three times as much, on top of the agent's live heap.
 type contents struct {
-	services map[lbmap.ServiceKey]lbmap.ServiceValue
-	backends map[uint32]lbmap.Backend
-	revNat   map[uint32]lbmap.RevNat
-	ranges   map[lbmap.SourceRangeKey]uint8
+	services []entry[lbmap.ServiceKey, lbmap.ServiceValue] // compareKeys order: slot 0 first within each frontend
+	backends []entry[uint32, lbmap.Backend]                // by ID
+	revNat   []entry[uint32, lbmap.RevNat]                 // by ID
+	ranges   []lbmap.SourceRangeKey                        // lbmap.CompareSourceRangeKeys order
+}
+
+// entry is one map entry.
+type entry[K, V any] struct {
+	k K
+	v V
 }
 
 func (r *Reconciler) read() (contents, error) {
 	var c contents
 	var err error
-	if c.services, err = r.maps.Services.All(); err != nil {
-		return c, fmt.Errorf("reading map %s: %w", r.maps.Services.Name(), err)
+	slots := 0 // what the model expects, to size the slices
+	for _, st := range r.fes {
+		slots += 1 + len(st.slots)
 	}
-	if c.backends, err = r.maps.Backends.All(); err != nil {
-		return c, fmt.Errorf("reading map %s: %w", r.maps.Backends.Name(), err)
+	if c.services, err = readAll(r.maps.Services, slots); err != nil {
+		return c, err
 	}
-	if c.revNat, err = r.maps.RevNat.All(); err != nil {
-		return c, fmt.Errorf("reading map %s: %w", r.maps.RevNat.Name(), err)
+	slices.SortFunc(c.services, func(a, b entry[lbmap.ServiceKey, lbmap.ServiceValue]) int { return compareKeys(a.k, b.k) })
+	if c.backends, err = readAll(r.maps.Backends, len(r.byID)); err != nil {
+		return c, err
 	}
+	slices.SortFunc(c.backends, func(a, b entry[uint32, lbmap.Backend]) int { return cmp.Compare(a.k, b.k) })
+	if c.revNat, err = readAll(r.maps.RevNat, len(r.revUsed)); err != nil {
+		return c, err
+	}
+	slices.SortFunc(c.revNat, func(a, b entry[uint32, lbmap.RevNat]) int { return cmp.Compare(a.k, b.k) })
 	if r.maps.SourceRanges != nil {
-		if c.ranges, err = r.maps.SourceRanges.All(); err != nil {
+		err := r.maps.SourceRanges.Range(func(k lbmap.SourceRangeKey, _ uint8) bool {
+			c.ranges = append(c.ranges, k)
+			return true
+		})
+		if err != nil {
 			return c, fmt.Errorf("reading map %s: %w", r.maps.SourceRanges.Name(), err)
 		}
+		slices.SortFunc(c.ranges, lbmap.CompareSourceRangeKeys)
 	}
 	return c, nil
+}
+
+// readAll returns every entry of m, in a slice sized for about hint.
+func readAll[K comparable, V any](m bpfmap.Map[K, V], hint int) ([]entry[K, V], error) {
+	out := make([]entry[K, V], 0, hint+hint/16+16)
+	err := m.Range(func(k K, v V) bool {
+		out = append(out, entry[K, V]{k, v})
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading map %s: %w", m.Name(), err)
+	}
+	return out, nil
 }
 
 // adopt makes the model's idea of the map contents what c says, keeping the
@@ -58,8 +93,8 @@ func (r *Reconciler) adopt(c contents) {
 
 // adoptRanges gives each source-range key to the frontend of its rev-NAT
 // ID; keys of no frontend are queued for deletion.
-func (r *Reconciler) adoptRanges(m map[lbmap.SourceRangeKey]uint8) {
-	if len(m) == 0 {
+func (r *Reconciler) adoptRanges(keys []lbmap.SourceRangeKey) {
+	if len(keys) == 0 {
 		return
 	}
 	byRev := make(map[uint32]*frontendState, len(r.fes))
@@ -68,11 +103,6 @@ func (r *Reconciler) adoptRanges(m map[lbmap.SourceRangeKey]uint8) {
 			byRev[st.revNat] = st
 		}
 	}
-	keys := make([]lbmap.SourceRangeKey, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, lbmap.CompareSourceRangeKeys)
 	for _, k := range keys {
 		if st := byRev[k.RevNatID]; st != nil {
 			st.ranges = append(st.ranges, k)
@@ -82,10 +112,10 @@ func (r *Reconciler) adoptRanges(m map[lbmap.SourceRangeKey]uint8) {
 	}
 }
 
-func (r *Reconciler) adoptBackends(m map[uint32]lbmap.Backend) {
+func (r *Reconciler) adoptBackends(m []entry[uint32, lbmap.Backend]) {
 	// In ID order, so of two IDs for one backend the lower one is kept.
-	for _, id := range sortedIDs(m) {
-		v := m[id]
+	for _, be := range m {
+		id, v := be.k, be.v
 		e := r.byID[id]
 		if e == nil {
 			e = &backendEntry{id: id, key: keyOfValue(v)}
@@ -99,15 +129,14 @@ func (r *Reconciler) adoptBackends(m map[uint32]lbmap.Backend) {
 	}
 }
 
-func (r *Reconciler) adoptServices(m map[lbmap.ServiceKey]lbmap.ServiceValue) {
+func (r *Reconciler) adoptServices(m []entry[lbmap.ServiceKey, lbmap.ServiceValue]) {
 	revTaken := make(map[uint32]bool, len(r.fes))
 	for _, st := range r.fes {
 		revTaken[st.revNat] = true
 	}
-	keys := sortedKeys(m) // slot 0 first within each frontend
 	var cur *frontendState
-	for _, k := range keys {
-		v := m[k]
+	for _, sv := range m { // slot 0 first within each frontend
+		k, v := sv.k, sv.v
 		fk := k
 		fk.Slot = 0
 		if cur == nil || cur.key != fk {
@@ -158,16 +187,16 @@ func (r *Reconciler) hold(st *frontendState, id uint32) {
 	}
 }
 
-func (r *Reconciler) adoptRevNat(m map[uint32]lbmap.RevNat) {
-	for id := range m {
-		if _, used := r.revUsed[id]; !used {
-			r.revUsed[id] = false
+func (r *Reconciler) adoptRevNat(m []entry[uint32, lbmap.RevNat]) {
+	for _, e := range m {
+		if _, used := r.revUsed[e.k]; !used {
+			r.revUsed[e.k] = false
 		}
 	}
 	for _, st := range r.fes {
 		if st.revNat != 0 {
-			v, ok := m[st.revNat]
-			st.revKnown = ok && v == revNatOf(st.key)
+			i, ok := slices.BinarySearchFunc(m, st.revNat, func(e entry[uint32, lbmap.RevNat], id uint32) int { return cmp.Compare(e.k, id) })
+			st.revKnown = ok && m[i].v == revNatOf(st.key)
 		}
 	}
 }

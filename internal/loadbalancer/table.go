@@ -207,11 +207,14 @@ func (a FrontendSpec) Equal(b FrontendSpec) bool {
 }
 
 // change is one frontend as the reconciler must make it: present with its
-// spec, or absent.
+// spec, or absent. spec points into the table's slice of the owner's
+// frontends, which is never written after Upsert made it (an Upsert makes
+// a new one): a copy per change made a full resync of 50,000 services
+// hold 8 MB of them.
 type change struct {
 	key     lbmap.ServiceKey
 	owner   ServiceName
-	spec    FrontendSpec
+	spec    *FrontendSpec // nil when absent
 	present bool
 }
 
@@ -258,8 +261,9 @@ func (t *Table) changeOf(key lbmap.ServiceKey) change {
 	if !ok {
 		return change{key: key}
 	}
-	spec, _ := specOf(t.services[owner], key)
-	return change{key: key, owner: owner, spec: spec, present: true}
+	specs := t.services[owner]
+	i, _ := specIndex(specs, key) // an owner holds the specs of what it owns
+	return change{key: key, owner: owner, spec: &specs[i], present: true}
 }
 
 // markDirty puts frontends back after a failed write, so the next Sync
@@ -270,15 +274,6 @@ func (t *Table) markDirty(keys ...lbmap.ServiceKey) {
 	for _, k := range keys {
 		t.dirty[k] = struct{}{}
 	}
-}
-
-func sortedKeys[V any](m map[lbmap.ServiceKey]V) []lbmap.ServiceKey {
-	keys := make([]lbmap.ServiceKey, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, compareKeys)
-	return keys
 }
 
 // compareKeys orders service keys by address, port, protocol, scope, slot.
