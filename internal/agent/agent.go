@@ -305,6 +305,12 @@ func (a *Agent) loop(ctx context.Context, kubeUpdates <-chan k8s.Update) error {
 				continue
 			}
 			ok = a.sync(true)
+			// A full resync reads every map whole and plans every
+			// frontend: scratch of over half the tables' size. A GC
+			// finding it live doubles the heap goal, and the heap grows
+			// towards it until the next resync does the same; hand it
+			// back now, as after a file.
+			debug.FreeOSMemory()
 		case <-gc.C:
 			a.collectGarbage()
 			continue
