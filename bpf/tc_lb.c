@@ -171,13 +171,21 @@ static __always_inline int fp_ts_in(struct __sk_buff *skb, const struct fp_pkt *
 	return fp_tcp_ts_shift(skb, p, off + 4, -e->ts_delta);
 }
 
-/* fp_reply reverse-NATs a reply of a balanced flow: backend -> client. */
+/*
+ * fp_reply reverse-NATs a reply of a balanced flow: backend -> client. The
+ * REPLY entry holds the frontend the client used (nat_addr), so a reply
+ * needs no fp_rev_nat lookup: one cold hash lookup less per reply packet
+ * with many services. A flow outlives its service's deletion in both
+ * directions alike (its FORWARD entry keeps sending to the backend), as
+ * conntrack's NAT does for kube-proxy, until the entries age out.
+ */
 static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *p)
 {
 	struct fp_ct_key key;
 	struct fp_ct_entry *e;
-	struct fp_rev_nat *rn;
 	__be32 daddr = p->daddr;
+	__be32 vip;
+	__u16 vport;
 
 	fp_ct_key_v4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, FP_CT_REPLY);
 	e = bpf_map_lookup_elem(&fp_ct, &key);
@@ -186,10 +194,10 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 	/* No frontend (rev_nat_id 0): a masqueraded egress flow (egress.h). */
 	if (!e->rev_nat_id)
 		return fp_egress_reply(skb, p, e);
-	/* The service is gone: leave the reply alone and let the entry age out. */
-	rn = bpf_map_lookup_elem(&fp_rev_nat, &e->rev_nat_id);
-	if (!rn || !fp_addr_is_v4(&rn->addr))
+	if (!fp_addr_is_v4(&e->nat_addr))
 		return TC_ACT_OK;
+	vip = e->nat_addr.w[3];
+	vport = e->nat_port;
 	/* SNAT: the destination goes back to the client (its port at least). */
 	if (e->flags & FP_CT_F_SNAT) {
 		if (!fp_addr_is_v4(&e->snat_addr) ||
@@ -197,13 +205,12 @@ static __always_inline int fp_reply(struct __sk_buff *skb, const struct fp_pkt *
 			return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 		daddr = e->snat_addr.w[3];
 	}
-	if (fp_nat(skb, p, FP_SRC, rn->addr.w[3], bpf_htons(rn->port)) < 0 ||
-	    fp_ts_in(skb, p, e) < 0)
+	if (fp_nat(skb, p, FP_SRC, vip, bpf_htons(vport)) < 0 || fp_ts_in(skb, p, e) < 0)
 		return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 	fp_ct_touch(e, p, FP_CT_F_SEEN_REPLY);
 	fp_metric_add(FP_METRIC_REPLY_REVNAT, p->len);
 	if (e->flags & FP_CT_F_NODEPORT)
-		return fp_reply_nodeport(skb, p, rn->addr.w[3], daddr);
+		return fp_reply_nodeport(skb, p, vip, daddr);
 	return TC_ACT_OK;
 }
 

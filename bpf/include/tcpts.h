@@ -19,6 +19,10 @@
 #define FP_TCPOPT_NOP 1
 #define FP_TCPOPT_TS 8
 #define FP_TCPOLEN_TS 10
+#define FP_TCPOPT_MSS 2
+#define FP_TCPOLEN_MSS 4
+#define FP_TCPOPT_SACK_PERM 4
+#define FP_TCPOLEN_SACK_PERM 2
 /* 60-byte header at most: 40 bytes of options. */
 #define FP_TCPOPT_MAX 40
 
@@ -60,13 +64,37 @@ static long fp_tcpopt_step(__u64 n, void *ctx)
 }
 
 /*
+ * fp_tcp_ts_linux finds the TSval where Linux puts it, from one read of the
+ * options' first 8 bytes: NOP, NOP, TS on every packet but a SYN (TSval at
+ * 4), MSS, SACK_PERM, TS on a SYN (TSval at 8). 0 for any other layout,
+ * which the walk then reads. Both layouts are what the walk would find:
+ * each option before TS is whole and the TS option fits in len.
+ */
+static __always_inline __u32 fp_tcp_ts_linux(struct __sk_buff *skb, __u32 base, __u32 len)
+{
+	__u8 o[8];
+
+	if (len < 12 || bpf_skb_load_bytes(skb, base, o, sizeof(o)) < 0)
+		return 0;
+	if (o[0] == FP_TCPOPT_NOP && o[1] == FP_TCPOPT_NOP && o[2] == FP_TCPOPT_TS &&
+	    o[3] == FP_TCPOLEN_TS)
+		return base + 4;
+	if (len >= 16 && o[0] == FP_TCPOPT_MSS && o[1] == FP_TCPOLEN_MSS &&
+	    o[4] == FP_TCPOPT_SACK_PERM && o[5] == FP_TCPOLEN_SACK_PERM &&
+	    o[6] == FP_TCPOPT_TS && o[7] == FP_TCPOLEN_TS)
+		return base + 8;
+	return 0;
+}
+
+/*
  * fp_tcp_ts_off returns the offset from the frame's start of the TSval of
  * the TCP packet whose header starts at l4_off, or 0 when it has no
  * timestamp option (or a malformed option list). Options are walked as
  * the kernel does (tcp_parse_options): EOL ends them, NOP is one byte,
  * every other kind has a length of at least 2 that must fit. Linux puts
  * the option where a fixed offset would find it, but other stacks need
- * not; Linux's packets take two to four steps. The walk is a bpf_loop
+ * not: Linux's two layouts are read at once (fp_tcp_ts_linux), any other
+ * is walked. The walk is a bpf_loop
  * whose step reads its bytes from the packet: the verifier merges its
  * states, where a plain loop's it cannot (over a million verified
  * instructions). A global function, verified once for its callers.
@@ -75,6 +103,7 @@ __attribute__((noinline)) int fp_tcp_ts_off(struct __sk_buff *skb, __u32 l4_off)
 {
 	struct fp_tcpopt_walk w = {};
 	__u8 doff;
+	__u32 ts;
 
 	if (!skb || l4_off > FP_HDR_OFF_MAX)
 		return 0;
@@ -83,6 +112,9 @@ __attribute__((noinline)) int fp_tcp_ts_off(struct __sk_buff *skb, __u32 l4_off)
 	w.skb = skb;
 	w.base = l4_off + sizeof(struct tcphdr);
 	w.len = (doff >> 4) * 4 - sizeof(struct tcphdr);
+	ts = fp_tcp_ts_linux(skb, w.base, w.len);
+	if (ts)
+		return ts;
 	/* Each step consumes a byte at least, so 40 steps see every option. */
 	bpf_loop(FP_TCPOPT_MAX, fp_tcpopt_step, &w, 0);
 	return w.ts;

@@ -144,9 +144,12 @@ func TestReplyIsReverseNATed(t *testing.T) {
 	e.wantMetrics(map[int]uint64{metricForwardNew: 1, metricReplyRevNat: 1})
 }
 
-// When the service is deleted its rev_nat entry goes; replies of flows that
-// were open pass untranslated rather than with a made-up source.
-func TestReplyWithoutRevNatPassesUnchanged(t *testing.T) {
+// When the service is deleted its rev_nat entry goes, but a flow that was
+// open keeps working both ways until its entries age out, as conntrack's
+// NAT keeps it for kube-proxy: its FORWARD entry still sends to the backend
+// (TestEstablishedFlowKeepsItsBackend), and its replies still get the
+// frontend the REPLY entry recorded as source.
+func TestReplyOutlivesItsRevNat(t *testing.T) {
 	e := newEnv(t)
 	e.setService(vip, tcp, revNatID, be1)
 	e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actOK)
@@ -154,11 +157,11 @@ func TestReplyWithoutRevNatPassesUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := pkttest.TCPFrame(from(be1.addr), syn|ack, nil)
-	wantFrame(t, e.mustRun(in, actOK), in)
-	if rep := e.ctEntry(ctKey(from(be1.addr), tcp, ctmap.Reply)); rep.Packets != 0 || rep.Flags != 0 {
-		t.Errorf("REPLY entry refreshed by an untranslated reply: %+v", rep)
+	wantFrame(t, e.mustRun(in, actOK), pkttest.TCPFrame(from(vip), syn|ack, nil))
+	if rep := e.ctEntry(ctKey(from(be1.addr), tcp, ctmap.Reply)); rep.Packets != 1 || rep.Flags&ctmap.SeenReply == 0 {
+		t.Errorf("REPLY entry not refreshed by its reply: %+v", rep)
 	}
-	e.wantMetrics(map[int]uint64{metricForwardNew: 1})
+	e.wantMetrics(map[int]uint64{metricForwardNew: 1, metricReplyRevNat: 1})
 }
 
 func TestUDPIsDNATedAndReverseNATed(t *testing.T) {

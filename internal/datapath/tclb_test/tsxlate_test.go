@@ -1,6 +1,7 @@
 package tclb_test
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -172,4 +173,52 @@ func TestReopenAfterATranslatedFlowKeepsTheBackendsTimestampsGrowing(t *testing.
 	// The client's clock for this four-tuple went on by 5 ms.
 	out := e.mustRun(pkttest.TCPFrameOpts(toVIPB, syn, pkttest.SYNTimestamp(tsNew+7, 0), nil), actOK)
 	wantFrame(t, out, pkttest.TCPFrameOpts(toBackend, syn, pkttest.SYNTimestamp(tsNew+2+delta+1, 0), nil))
+}
+
+// Where the timestamp option sits: Linux's two layouts are read at a fixed
+// place (fp_tcp_ts_linux), any other is walked, and a layout that only
+// resembles Linux's must not be read as it. Each client packet of a
+// translated flow gets its TSval shifted by the flow's delta wherever the
+// option is, and one whose option list ends (EOL) before it is untouched.
+func TestTranslatedTimestampFoundInAnyOptionLayout(t *testing.T) {
+	e := clashEnv(t, 61000, 61003)
+	closeTCPWithTS(t, e, vip, be1.addr, client)
+	const tsNew = 300
+	const delta = tsFIN + 1 - tsNew
+	toBackend := pkttest.Flow{Src: client, Dst: be1.addr}
+	e.mustRun(pkttest.TCPFrameOpts(toVIPB, syn, pkttest.SYNTimestamp(tsNew, 0), nil), actOK)
+
+	// ts puts tsval/tsecr into the TS option at off of a copy of layout.
+	ts := func(layout []byte, off int, tsval, tsecr uint32) []byte {
+		b := append([]byte(nil), layout...)
+		binary.BigEndian.PutUint32(b[off+2:], tsval)
+		binary.BigEndian.PutUint32(b[off+6:], tsecr)
+		return b
+	}
+	for _, c := range []struct {
+		name   string
+		layout []byte
+		off    int // of the TS option; -1: none to translate
+	}{
+		{"linux", []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 2},
+		{"first, padded after", []byte{8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1}, 0},
+		{"after a SACK block", []byte{1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 14},
+		{"syn-like, window scale first", []byte{2, 4, 5, 0xb4, 3, 3, 7, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 8},
+		{"linux-like, short kind", []byte{1, 1, 8, 9, 0, 0, 0, 0, 0, 0, 0, 0}, -1},
+		{"linux-like after EOL", []byte{1, 0, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			off := c.off
+			if off < 0 { // where a Linux segment would have it
+				off = 2
+			}
+			in := ts(c.layout, off, tsNew+5, 900)
+			want := in
+			if c.off >= 0 {
+				want = ts(c.layout, off, tsNew+5+delta, 900)
+			}
+			wantFrame(t, e.mustRun(pkttest.TCPFrameOpts(toVIPB, ack, in, nil), actOK),
+				pkttest.TCPFrameOpts(toBackend, ack, want, nil))
+		})
+	}
 }

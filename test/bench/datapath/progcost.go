@@ -28,7 +28,7 @@ type progKind struct {
 var progKinds = []progKind{
 	{"new flow", "SYN from a new client tuple to a random VIP: both ct lookups miss, service lookup, slot pick, backend, both ct entries written, DNAT", "forward_new"},
 	{"established", "ACK client -> VIP of one of those flows, in random order: ct REPLY miss, FORWARD hit, DNAT", "forward_ct"},
-	{"reply", "ACK backend -> client of one of those flows, in random order: ct REPLY hit, rev-NAT lookup, source back to the VIP", "reply_revnat"},
+	{"reply", "ACK backend -> client of one of those flows, in random order: ct REPLY hit, source back to the VIP the entry holds", "reply_revnat"},
 	{"no service", "ACK client -> a backend's own address:port, what every packet of `direct` pays: both ct lookups and the service lookups miss, passed untouched", ""},
 }
 
