@@ -596,7 +596,6 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 	struct fp_inner in = {};
 	struct fp_ct_key key;
 	struct fp_ct_entry *e;
-	struct fp_rev_nat *rn;
 
 	if (!fp_icmp_is_error(p->icmp_type) || fp_icmp_inner(skb, p, &in) < 0)
 		return TC_ACT_OK;
@@ -604,10 +603,11 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 	fp_ct_key_v4(&key, in.daddr, in.saddr, in.dport, in.sport, in.proto, FP_CT_REPLY);
 	e = bpf_map_lookup_elem(&fp_ct, &key);
 	if (e) {
-		rn = bpf_map_lookup_elem(&fp_rev_nat, &e->rev_nat_id);
-		if (!rn || !fp_addr_is_v4(&rn->addr))
+		/* The frontend is the REPLY entry's, as for the flow's replies
+		 * (fp_reply); rev_nat_id 0 is an egress flow's, not handled here. */
+		if (!e->rev_nat_id || !fp_addr_is_v4(&e->nat_addr))
 			return TC_ACT_OK;
-		if (fp_icmp_xlate(skb, p, &in, FP_DST, rn->addr.w[3], bpf_htons(rn->port)) < 0)
+		if (fp_icmp_xlate(skb, p, &in, FP_DST, e->nat_addr.w[3], bpf_htons(e->nat_port)) < 0)
 			return fp_drop(skb, p, FP_METRIC_DROP_MALFORMED);
 		if ((e->flags & FP_CT_F_SNAT) &&
 		    (!fp_addr_is_v4(&e->snat_addr) ||
@@ -617,7 +617,7 @@ static __always_inline int fp_icmp(struct __sk_buff *skb, const struct fp_pkt *p
 		/* From the backend itself, its source is now the node's NodePort
 		 * address: sent like the flow's replies (fp_reply_nodeport). */
 		if ((e->flags & FP_CT_F_NODEPORT) && p->saddr == in.daddr)
-			return fp_reply_nodeport(skb, p, rn->addr.w[3],
+			return fp_reply_nodeport(skb, p, e->nat_addr.w[3],
 						 (e->flags & FP_CT_F_SNAT) ? e->snat_addr.w[3] : p->daddr);
 		return TC_ACT_OK;
 	}

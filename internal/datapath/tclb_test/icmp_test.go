@@ -36,6 +36,23 @@ func TestICMPErrorAboutAFlowIsReverseNATed(t *testing.T) {
 	e.wantMetrics(map[int]uint64{metricForwardNew: 1, metricICMPErrRevNat: 2})
 }
 
+// The frontend comes from the flow's REPLY entry, as for its replies
+// (TestReplyOutlivesItsRevNat): an error about a flow whose Service was
+// deleted is translated like the flow's packets still are.
+func TestICMPErrorOutlivesItsRevNat(t *testing.T) {
+	e := newEnv(t)
+	e.setService(vip, tcp, revNatID, be1)
+	syn := pkttest.TCPFrame(toVIP, syn, nil)
+	dnated := e.mustRun(syn, actOK)
+	if err := e.revNat.Delete([]uint32{revNatID}); err != nil {
+		t.Fatal(err)
+	}
+	in := pkttest.ICMPErrorFrame(be1.addr.Addr(), client.Addr(), pkttest.ICMPDestUnreach, pkttest.ICMPCodeFragNeeded, mtu, ipOf(dnated))
+	want := pkttest.ICMPErrorFrame(vip.Addr(), client.Addr(), pkttest.ICMPDestUnreach, pkttest.ICMPCodeFragNeeded, mtu, ipOf(syn))
+	wantFrame(t, e.mustRun(in, actOK), want)
+	e.wantMetrics(map[int]uint64{metricForwardNew: 1, metricICMPErrRevNat: 1})
+}
+
 // UDP quotes include the transport checksum, which stays as quoted.
 func TestICMPErrorAboutAUDPFlowIsReverseNATed(t *testing.T) {
 	e := newEnv(t)
