@@ -73,9 +73,9 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Out:         "docs/benchmarks",
-		Ns:          []int{1, 1000, 10000, 50000},
-		Workers:     []int{1, 2},
+		Out:     "docs/benchmarks",
+		Ns:      []int{1, 1000, 10000, 50000},
+		Workers: []int{1, 2},
 		// Three seconds per mode and repetition (two 1.5 s legs): with 1 s,
 		// the pooled legs of one repetition swung 81-106 % of their
 		// baseline on this 2-core VM, where a vCPU woken from idle costs
@@ -232,6 +232,11 @@ type nResult struct {
 	MapMemEnd  uint64        // the same after the traffic (ct filled)
 	Maps       []ctl.MapStatus
 	Counters   map[string]uint64 // datapath counters over all traffic of this N
+	// InTraffic is fp_tc_lb's run time in traffic (progtraffic.go): per
+	// worker count, direct then tc; InTrafficErr says why it is missing.
+	InTraffic    []progTraffic
+	InTrafficErr string
+	CTEntries    int // fp_ct entries after the repetitions
 	// AgentWarnings are the agent's WARN and ERROR log lines (at most 10).
 	AgentWarnings []string
 }
@@ -393,10 +398,13 @@ func waitQuiet(ctx context.Context, cfg config) (busy float64, waited time.Durat
 
 // estimate is the expected wall time of the traffic part: per mode,
 // repetition and worker count two new-connection legs and one request
-// point, each with its warm-up and about 50 ms to start the generator.
+// point, each with its warm-up and about 50 ms to start the generator,
+// and the runs that time the program in traffic.
 func estimate(cfg config) time.Duration {
 	const start = 50 * time.Millisecond
 	per := time.Duration(len(modes)*len(cfg.Workers)*cfg.Reps) * (cfg.Duration + cfg.LatDuration + 3*(cfg.Warmup+start))
+	// The in-traffic program time: four runs per ABBA block (progtraffic.go).
+	per += time.Duration(len(cfg.Workers)*min(cfg.Reps, progTrafficBlocks)*4) * (cfg.Duration/2 + start)
 	return time.Duration(len(cfg.Ns)) * (per + 5*time.Second)
 }
 
@@ -522,6 +530,19 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 		return nil, nil, err
 	}
 	nr.MapMemEnd, nr.Maps = st.MapMemoryBytes, st.Maps
+	for _, m := range st.Maps {
+		if m.Name == "fp_ct" {
+			nr.CTEntries = m.Entries
+		}
+	}
+	// After everything above is read, so these runs change none of it.
+	if nr.InTraffic, err = measureProgTraffic(ctx, cfg, env, agent, ctr, n, targets); err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		nr.InTrafficErr = err.Error()
+		logf(cfg, "N=%d: in-traffic program time not measured: %v", n, err)
+	}
 	for _, l := range strings.Split(agent.log.String(), "\n") {
 		if (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) && len(nr.AgentWarnings) < 10 {
 			nr.AgentWarnings = append(nr.AgentWarnings, l)

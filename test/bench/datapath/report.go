@@ -566,6 +566,7 @@ func markdown(raw *results) string {
 	}
 
 	progCostSection(p, res)
+	progTrafficSection(p, res)
 
 	p("## Agent start-up and memory\n\n")
 	p("A fresh agent (default map sizes) per N, started on the services file. *parse*: `servicefile.Parse` of that file in the harness process (time, bytes allocated). ")

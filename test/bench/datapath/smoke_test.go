@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,7 +87,7 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, want := range []string{"## Budget", "## New connections", "## Requests on kept-alive connections",
 		"## Map updates", "## Agent start-up and memory", "| target | measured | status |", "reconciler add", "raw map update",
-		"## fp_tc_lb per packet", "tc − direct per connection |"} {
+		"## fp_tc_lb per packet", "tc − direct per connection |", "## fp_tc_lb in traffic"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("datapath.md lacks %q", want)
 		}
@@ -96,6 +97,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("datapath.md has no row for mode %s", m.Name)
 		}
 	}
+	checkInTraffic(t, string(md), cfg.Workers)
 	if t.Failed() {
 		t.Logf("datapath.md:\n%s", md)
 	}
@@ -200,6 +202,33 @@ func TestProgCost(t *testing.T) {
 		}
 		if len(pc.Repeated.Samples) == 0 {
 			t.Errorf("N=%d: no repeated runs", pc.N)
+		}
+	}
+}
+
+// inTrafficRow is a row of the in-traffic table at N=10: workers, then
+// packets per connection and time per packet of direct and of tc.
+var inTrafficRow = regexp.MustCompile(`(?m)^\| 10 \| (\d+) \| [\d,]+ \| ([\d.]+) \| (\d+) ns \| [\d.]+ µs \| ([\d.]+) \| (\d+) ns \|`)
+
+// checkInTraffic wants a measured row per worker count in which every
+// connection crossed the program a TCP connection's packets' worth of
+// times (handshake, request, answer, close: at least 5) in both modes.
+func checkInTraffic(t *testing.T, md string, workers []int) {
+	t.Helper()
+	rows := inTrafficRow.FindAllStringSubmatch(md, -1)
+	if len(rows) != len(workers) {
+		t.Errorf("in-traffic table: %d measured rows at N=10, want %d (one per worker count)", len(rows), len(workers))
+	}
+	for _, r := range rows {
+		for _, c := range []int{2, 4} {
+			if v, err := strconv.ParseFloat(r[c], 64); err != nil || v < 5 {
+				t.Errorf("in-traffic row %q: %s packets per connection, want >= 5", r[0], r[c])
+			}
+		}
+		for _, c := range []int{3, 5} {
+			if v, err := strconv.Atoi(r[c]); err != nil || v <= 0 {
+				t.Errorf("in-traffic row %q: %s ns per packet, want > 0", r[0], r[c])
+			}
 		}
 	}
 }
