@@ -3,6 +3,7 @@ package k8s
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -10,6 +11,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/fastpath-net/fastpath/internal/k8s/svctranslate"
@@ -27,15 +32,19 @@ func (w *Watcher) setupInformers() error {
 	// No periodic informer resync: it would re-deliver every object and
 	// recompute every Service. The agent's own periodic map Resync repairs
 	// drift in the maps.
-	w.factory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = proxySelector }),
-		informers.WithTransform(StripManagedFields))
-	svcInf := w.factory.Core().V1().Services()
-	sliceInf := w.factory.Discovery().V1().EndpointSlices().Informer()
-	if err := sliceInf.AddIndexers(cache.Indexers{byService: sliceServiceKey}); err != nil {
-		return err
-	}
-	w.services, w.slices = svcInf.Lister(), sliceInf.GetIndexer()
+	w.factory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0, informers.WithTransform(trimForCache))
+	tweak := func(o *metav1.ListOptions) { o.LabelSelector = proxySelector }
+	// Built here rather than by the factory's Services() and
+	// EndpointSlices(), whose namespace index nothing reads: one set of
+	// every object's key per namespace.
+	svcInf := w.factory.InformerFor(&corev1.Service{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewFilteredServiceInformer(c, metav1.NamespaceAll, resync, cache.Indexers{}, tweak)
+	})
+	sliceInf := w.factory.InformerFor(&discoveryv1.EndpointSlice{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return discoveryinformers.NewFilteredEndpointSliceInformer(c, metav1.NamespaceAll, resync,
+			cache.Indexers{byService: sliceServiceKey}, tweak)
+	})
+	w.services, w.slices = corelisters.NewServiceLister(svcInf.GetIndexer()), sliceInf.GetIndexer()
 	nodeSelector := fields.OneTermEqualSelector("metadata.name", w.cfg.NodeName).String()
 	w.nodeFactory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }),
@@ -45,7 +54,7 @@ func (w *Watcher) setupInformers() error {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
 	}{
-		{svcInf.Informer(), handler(w.onService)},
+		{svcInf, handler(w.onService)},
 		{sliceInf, cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { w.noteSlice(obj, triggerRecord) },
 			UpdateFunc: w.onSliceUpdate,
@@ -68,6 +77,20 @@ func (w *Watcher) setupInformers() error {
 // handler calls f with the object of every add, update and delete.
 func handler(f func(any)) cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, n any) { f(n) }, DeleteFunc: f}
+}
+
+// trimForCache is the transform of the Service and EndpointSlice caches:
+// they keep only what the translation reads.
+func trimForCache(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Service:
+		svctranslate.TrimService(o)
+	case *discoveryv1.EndpointSlice:
+		svctranslate.TrimSlice(o)
+	default: // a tombstone holds the object as the cache had it: trimmed
+		return StripManagedFields(obj)
+	}
+	return obj, nil
 }
 
 // StripManagedFields drops what the translation never reads and the caches

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/tools/txtar"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8sjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -78,8 +80,10 @@ func runCase(t *testing.T, ar *txtar.Archive) (result, maps string) {
 	m, _, _, _ := lbmap.NewFakeMaps(1 << 16)
 	table := lb.NewTable()
 	var out strings.Builder
+	trimmed := trimAll(t, in.slices)
 	for _, svc := range in.svcs {
 		res := svctranslate.Translate(svc, in.slices, in.node)
+		checkTrimmed(t, res, svc, trimmed, in.node)
 		writeResult(&out, res)
 		if res.Skipped != "" {
 			continue
@@ -96,6 +100,42 @@ func runCase(t *testing.T, ar *txtar.Archive) (result, maps string) {
 		t.Fatal(err)
 	}
 	return out.String(), c.String()
+}
+
+// trimAll returns trimmed copies of slices, as the informer cache holds
+// them. Trimming twice changes nothing.
+func trimAll(t *testing.T, slices []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
+	out := make([]*discoveryv1.EndpointSlice, len(slices))
+	for i, s := range slices {
+		out[i] = s.DeepCopy()
+		svctranslate.TrimSlice(out[i])
+		again := out[i].DeepCopy()
+		svctranslate.TrimSlice(again)
+		if !equality.Semantic.DeepEqual(out[i], again) {
+			t.Errorf("slice %s: trimming twice differs from once", s.Name)
+		}
+	}
+	return out
+}
+
+// checkTrimmed fails when the trimmed objects the watcher's caches hold
+// translate otherwise than the objects themselves: a field Translate reads
+// that TrimService or TrimSlice drops. Trimming twice changes nothing.
+func checkTrimmed(t *testing.T, want svctranslate.Result, svc *corev1.Service, slices []*discoveryv1.EndpointSlice, node svctranslate.Node) {
+	t.Helper()
+	ts := svc.DeepCopy()
+	svctranslate.TrimService(ts)
+	again := ts.DeepCopy()
+	svctranslate.TrimService(again)
+	if !equality.Semantic.DeepEqual(ts, again) {
+		t.Errorf("%s: trimming twice differs from once", svc.Name)
+	}
+	if got := svctranslate.Translate(ts, slices, node); !reflect.DeepEqual(got, want) {
+		var g, w strings.Builder
+		writeResult(&g, got)
+		writeResult(&w, want)
+		t.Errorf("%s translates otherwise once trimmed:\n%s", svc.Name, diff(w.String(), g.String()))
+	}
 }
 
 func writeResult(b *strings.Builder, res svctranslate.Result) {
