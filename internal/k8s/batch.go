@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"cmp"
+	"hash/maphash"
 	"slices"
 	"time"
 
@@ -47,8 +48,7 @@ func (w *Watcher) fullUpdate() Update {
 		return compareNames(svctranslate.NameOf(a), svctranslate.NameOf(b))
 	})
 	u := Update{Full: true, HealthChecks: map[loadbalancer.ServiceName]HealthCheck{}}
-	w.delivered = make(map[loadbalancer.ServiceName]loadbalancer.Service, len(svcs))
-	clear(w.healthDone)
+	w.delivered = make(map[loadbalancer.ServiceName]delivery, len(svcs))
 	for _, svc := range svcs {
 		if res, hc, ok := w.translate(svc, node); ok {
 			w.deliver(&u, res.Service, hc, triggers)
@@ -59,8 +59,7 @@ func (w *Watcher) fullUpdate() Update {
 
 // deliver adds svc to u and remembers it as delivered.
 func (w *Watcher) deliver(u *Update, svc loadbalancer.Service, hc HealthCheck, triggers map[loadbalancer.ServiceName][]time.Time) {
-	w.delivered[svc.Name] = svc
-	w.healthDone[svc.Name] = hc
+	w.delivered[svc.Name] = delivery{sum: w.sum(svc.Frontends), hc: hc}
 	u.Upserted = append(u.Upserted, svc)
 	u.HealthChecks[svc.Name] = hc
 	u.TriggerTimes = append(u.TriggerTimes, triggers[svc.Name]...)
@@ -75,13 +74,12 @@ func (w *Watcher) batch() Update {
 		svc, hc, programmed := w.current(name, node)
 		old, had := w.delivered[name]
 		switch {
-		case programmed && had && sameService(old, svc) && w.healthDone[name] == hc:
+		case programmed && had && old == (delivery{sum: w.sum(svc.Frontends), hc: hc}):
 			// Nothing this node programs changed (a status or label update).
 		case programmed:
 			w.deliver(&u, svc, hc, triggers)
 		case had:
 			delete(w.delivered, name)
-			delete(w.healthDone, name)
 			u.Deleted = append(u.Deleted, name)
 			u.TriggerTimes = append(u.TriggerTimes, triggers[name]...)
 		}
@@ -140,8 +138,38 @@ func setMember(set map[loadbalancer.ServiceName]struct{}, name loadbalancer.Serv
 	}
 }
 
-func sameService(a, b loadbalancer.Service) bool {
-	return a.Name == b.Name && slices.EqualFunc(a.Frontends, b.Frontends, loadbalancer.FrontendSpec.Equal)
+// delivery is what the watcher keeps of a Service it delivered: enough to
+// tell whether a new translation changes anything. A copy of the frontends
+// would double what the agent's table holds.
+type delivery struct {
+	sum uint64 // of its frontends, in order (Watcher.sum)
+	hc  HealthCheck
+}
+
+// sum hashes frontends, every field of every FrontendSpec, with the
+// watcher's random seed: two translations with the same sum are taken as
+// the same, wrongly once in 2^64 changes, and no input can be crafted to
+// collide without the seed. TestSumCoversEveryField fails when a field is
+// added to FrontendSpec and not here.
+func (w *Watcher) sum(fes []loadbalancer.FrontendSpec) uint64 {
+	var h maphash.Hash
+	h.SetSeed(w.seed)
+	maphash.WriteComparable(&h, len(fes))
+	for i := range fes {
+		fe := &fes[i]
+		maphash.WriteComparable(&h, fe.Frontend)
+		maphash.WriteComparable(&h, fe.AffinityTimeout)
+		maphash.WriteComparable(&h, fe.ExtLocal)
+		maphash.WriteComparable(&h, len(fe.Backends))
+		for _, b := range fe.Backends {
+			maphash.WriteComparable(&h, b)
+		}
+		maphash.WriteComparable(&h, len(fe.SourceRanges))
+		for _, p := range fe.SourceRanges {
+			maphash.WriteComparable(&h, p)
+		}
+	}
+	return h.Sum64()
 }
 
 func compareNames(a, b loadbalancer.ServiceName) int {

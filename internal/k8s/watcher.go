@@ -24,6 +24,7 @@ package k8s
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -100,9 +101,9 @@ type Watcher struct {
 	eligible atomic.Bool // this node's Node exists, is not being deleted nor drained by the autoscaler
 
 	// Owned by the worker goroutine.
-	delivered  map[loadbalancer.ServiceName]loadbalancer.Service
-	healthDone map[loadbalancer.ServiceName]HealthCheck // delivered health checks
-	translated func(loadbalancer.ServiceName)           // test hook: called per translation
+	delivered  map[loadbalancer.ServiceName]delivery
+	seed       maphash.Seed                   // of the delivered sums
+	translated func(loadbalancer.ServiceName) // test hook: called per translation
 
 	rep *reporter
 }
@@ -116,18 +117,18 @@ func New(cfg Config) (*Watcher, error) {
 		cfg.MinInterval = DefaultMinInterval
 	}
 	w := &Watcher{
-		cfg:        cfg,
-		log:        cfg.Log,
-		dirty:      map[loadbalancer.ServiceName]struct{}{},
-		node:       svctranslate.NodeFromObject(cfg.NodeName, nil, cfg.NodePortCIDRs),
-		addrUsers:  map[loadbalancer.ServiceName]struct{}{},
-		zoneUsers:  map[loadbalancer.ServiceName]struct{}{},
-		triggers:   map[loadbalancer.ServiceName][]time.Time{},
-		kick:       make(chan struct{}, 1),
-		started:    time.Now(),
-		delivered:  map[loadbalancer.ServiceName]loadbalancer.Service{},
-		healthDone: map[loadbalancer.ServiceName]HealthCheck{},
-		rep:        newReporter(cfg.Log),
+		cfg:       cfg,
+		log:       cfg.Log,
+		dirty:     map[loadbalancer.ServiceName]struct{}{},
+		node:      svctranslate.NodeFromObject(cfg.NodeName, nil, cfg.NodePortCIDRs),
+		addrUsers: map[loadbalancer.ServiceName]struct{}{},
+		zoneUsers: map[loadbalancer.ServiceName]struct{}{},
+		triggers:  map[loadbalancer.ServiceName][]time.Time{},
+		kick:      make(chan struct{}, 1),
+		started:   time.Now(),
+		delivered: map[loadbalancer.ServiceName]delivery{},
+		seed:      maphash.MakeSeed(),
+		rep:       newReporter(cfg.Log),
 	}
 	if err := w.setupInformers(); err != nil {
 		return nil, err
