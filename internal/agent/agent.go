@@ -294,6 +294,12 @@ func (a *Agent) loop(ctx context.Context, kubeUpdates <-chan k8s.Update) error {
 		case u := <-kubeUpdates:
 			a.ops.received(u)
 			ok = a.applyKube(u)
+			if u.Full {
+				// The informers' first list and the update holding every
+				// Service churn several times what the caches and the
+				// table keep: hand it back, as after a file.
+				debug.FreeOSMemory()
+			}
 			if err := a.attachWhenProgrammed(ok); err != nil {
 				return err
 			}
