@@ -25,9 +25,6 @@ import (
 // owns, no slice of a headless Service.
 const proxySelector = "!" + svctranslate.LabelServiceProxyName + ",!" + svctranslate.LabelHeadless
 
-// byService indexes EndpointSlices by "namespace/service-name".
-const byService = "service"
-
 func (w *Watcher) setupInformers() error {
 	// No periodic informer resync: it would re-deliver every object and
 	// recompute every Service. The agent's own periodic map Resync repairs
@@ -36,15 +33,15 @@ func (w *Watcher) setupInformers() error {
 	tweak := func(o *metav1.ListOptions) { o.LabelSelector = proxySelector }
 	// Built here rather than by the factory's Services() and
 	// EndpointSlices(), whose namespace index nothing reads: one set of
-	// every object's key per namespace.
+	// every object's key per namespace. Slices are found by Service in
+	// w.bySvc, not with an index: client-go's holds a set per Service.
 	svcInf := w.factory.InformerFor(&corev1.Service{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
 		return coreinformers.NewFilteredServiceInformer(c, metav1.NamespaceAll, resync, cache.Indexers{}, tweak)
 	})
 	sliceInf := w.factory.InformerFor(&discoveryv1.EndpointSlice{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return discoveryinformers.NewFilteredEndpointSliceInformer(c, metav1.NamespaceAll, resync,
-			cache.Indexers{byService: sliceServiceKey}, tweak)
+		return discoveryinformers.NewFilteredEndpointSliceInformer(c, metav1.NamespaceAll, resync, cache.Indexers{}, tweak)
 	})
-	w.services, w.slices = corelisters.NewServiceLister(svcInf.GetIndexer()), sliceInf.GetIndexer()
+	w.services = corelisters.NewServiceLister(svcInf.GetIndexer())
 	nodeSelector := fields.OneTermEqualSelector("metadata.name", w.cfg.NodeName).String()
 	w.nodeFactory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }),
@@ -119,10 +116,17 @@ func (w *Watcher) onService(obj any) {
 }
 
 // onSliceUpdate marks both Services when the label moved a slice between
-// them.
+// them. A slice that stays with its Service is replaced in its list under
+// the same lock that marks it dirty: the worker never sees it missing.
 func (w *Watcher) onSliceUpdate(old, cur any) {
-	if name, ok := sliceService(old); ok {
-		w.markDirty(name)
+	from, was := sliceService(old)
+	to, is := sliceService(cur)
+	if was && (!is || from != to) {
+		w.mu.Lock()
+		w.unfile(from, old.(*discoveryv1.EndpointSlice))
+		w.dirty[from] = struct{}{}
+		w.mu.Unlock()
+		w.wake()
 	}
 	act := triggerRecord
 	if !endpointsChanged(old, cur) {
@@ -139,27 +143,36 @@ func sliceService(obj any) (loadbalancer.ServiceName, bool) {
 	return loadbalancer.ServiceName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]}, true
 }
 
-func sliceServiceKey(obj any) ([]string, error) {
-	if name, ok := sliceService(obj); ok {
-		return []string{name.String()}, nil
-	}
-	return nil, nil
+// slicesOf returns the Service's slices, as the slice handlers have seen
+// them.
+func (w *Watcher) slicesOf(name loadbalancer.ServiceName) []*discoveryv1.EndpointSlice {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.bySvc[name])
 }
 
-// slicesOf returns the Service's slices from the cache.
-func (w *Watcher) slicesOf(name loadbalancer.ServiceName) []*discoveryv1.EndpointSlice {
-	objs, err := w.slices.ByIndex(byService, name.String())
-	if err != nil {
-		w.log.Error("endpointslice index", "service", name.String(), "error", err)
-		return nil
-	}
-	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
-	for _, o := range objs {
-		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
-			out = append(out, s)
+// file puts s in its Service's list, replacing the slice of its name; the
+// caller holds w.mu.
+func (w *Watcher) file(name loadbalancer.ServiceName, s *discoveryv1.EndpointSlice) {
+	list := w.bySvc[name]
+	for i, o := range list {
+		if o.Name == s.Name {
+			list[i] = s
+			return
 		}
 	}
-	return out
+	w.bySvc[name] = append(list, s)
+}
+
+// unfile removes the slice of s's name from the Service's list; the caller
+// holds w.mu.
+func (w *Watcher) unfile(name loadbalancer.ServiceName, s *discoveryv1.EndpointSlice) {
+	list := slices.DeleteFunc(w.bySvc[name], func(o *discoveryv1.EndpointSlice) bool { return o.Name == s.Name })
+	if len(list) == 0 {
+		delete(w.bySvc, name)
+		return
+	}
+	w.bySvc[name] = list
 }
 
 func (w *Watcher) onNode(obj any) {

@@ -39,8 +39,9 @@ const (
 	triggerDrop                        // deleted: drop the pending times
 )
 
-// noteSlice applies act and marks the slice's Service dirty, under one
-// lock so the worker never takes the name without its time.
+// noteSlice applies act, files the slice under its Service (or removes it
+// when deleted) and marks the Service dirty, under one lock so the worker
+// never takes the name without its time and its slices.
 func (w *Watcher) noteSlice(obj any, act triggerAction) {
 	s, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
@@ -56,6 +57,11 @@ func (w *Watcher) noteSlice(obj any, act triggerAction) {
 		delete(w.triggers, name)
 	case act == triggerRecord && t.After(w.started):
 		w.triggers[name] = append(w.triggers[name], t)
+	}
+	if act == triggerDrop {
+		w.unfile(name, s)
+	} else {
+		w.file(name, s)
 	}
 	w.dirty[name] = struct{}{}
 	w.mu.Unlock()

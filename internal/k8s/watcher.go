@@ -32,6 +32,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -85,7 +86,6 @@ type Watcher struct {
 	factory     informers.SharedInformerFactory // Services, EndpointSlices
 	nodeFactory informers.SharedInformerFactory // this node only
 	services    corelisters.ServiceLister
-	slices      cache.Indexer
 	synced      []cache.InformerSynced
 
 	mu        sync.Mutex // guards the fields below; informer handlers and the worker share them
@@ -95,6 +95,7 @@ type Watcher struct {
 	addrUsers map[loadbalancer.ServiceName]struct{} // last translation had nodePorts
 	zoneUsers map[loadbalancer.ServiceName]struct{} // last translation saw zone hints
 	triggers  map[loadbalancer.ServiceName][]time.Time
+	bySvc     map[loadbalancer.ServiceName][]*discoveryv1.EndpointSlice // the slice cache's objects by the Service they label
 	kick      chan struct{}
 
 	started  time.Time   // trigger times before it are ignored
@@ -124,6 +125,7 @@ func New(cfg Config) (*Watcher, error) {
 		addrUsers: map[loadbalancer.ServiceName]struct{}{},
 		zoneUsers: map[loadbalancer.ServiceName]struct{}{},
 		triggers:  map[loadbalancer.ServiceName][]time.Time{},
+		bySvc:     map[loadbalancer.ServiceName][]*discoveryv1.EndpointSlice{},
 		kick:      make(chan struct{}, 1),
 		started:   time.Now(),
 		delivered: map[loadbalancer.ServiceName]delivery{},

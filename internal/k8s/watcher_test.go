@@ -258,6 +258,58 @@ func TestDeletionAndSkipDeliverDeleted(t *testing.T) {
 	}
 }
 
+// A slice's endpoints belong to the Service its label names: relabelled,
+// they move to the other Service; unlabelled or deleted, they go; a second
+// slice of the same Service adds to the first.
+func TestSliceFollowsItsLabel(t *testing.T) {
+	h := newHarness(t, service("a", "10.96.0.1", 0), service("b", "10.96.0.2", 0),
+		slice("s-1", "a", 8080, "10.0.1.1"), node("192.168.1.10", "z"))
+	u := h.next()
+	a, _ := findService(u, name("a"))
+	if got := frontends(a); got != "10.96.0.1:80/TCP->[10.0.1.1:8080/active]" {
+		t.Fatalf("full update: a is %s", got)
+	}
+	ctx := t.Context()
+	slices := h.client.DiscoveryV1().EndpointSlices(ns)
+	// want waits for the updates that bring both Services to the given
+	// frontends.
+	got := map[loadbalancer.ServiceName]string{}
+	for _, s := range u.Upserted {
+		got[s.Name] = frontends(s)
+	}
+	want := func(what, wantA, wantB string) {
+		t.Helper()
+		for got[name("a")] != wantA || got[name("b")] != wantB {
+			u := h.next()
+			for _, s := range u.Upserted {
+				got[s.Name] = frontends(s)
+			}
+			for _, n := range u.Deleted {
+				got[n] = "deleted"
+			}
+			t.Logf("%s: a %q, b %q", what, got[name("a")], got[name("b")])
+		}
+	}
+	if _, err := slices.Update(ctx, slice("s-1", "b", 8080, "10.0.1.1"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("relabelled to b", "10.96.0.1:80/TCP->[]", "10.96.0.2:80/TCP->[10.0.1.1:8080/active]")
+	if _, err := slices.Create(ctx, slice("s-2", "b", 8080, "10.0.2.1"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("a second slice of b", "10.96.0.1:80/TCP->[]", "10.96.0.2:80/TCP->[10.0.1.1:8080/active 10.0.2.1:8080/active]")
+	unlabelled := slice("s-1", "b", 8080, "10.0.1.1")
+	unlabelled.Labels = nil
+	if _, err := slices.Update(ctx, unlabelled, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("s-1 unlabelled", "10.96.0.1:80/TCP->[]", "10.96.0.2:80/TCP->[10.0.2.1:8080/active]")
+	if err := slices.Delete(ctx, "s-2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("s-2 deleted", "10.96.0.1:80/TCP->[]", "10.96.0.2:80/TCP->[]")
+}
+
 func TestProblemsAreEventedOnce(t *testing.T) {
 	bad := slice("a-manual", "a", 8080, "10.0.1.1")
 	bad.Ports = append(bad.Ports, discoveryv1.EndpointPort{Name: ptr.To("htp"), Port: ptr.To[int32](81)})
