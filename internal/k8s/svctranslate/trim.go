@@ -15,7 +15,8 @@ import (
 // last-change-trigger-time annotation (network-programming latency). A
 // field Translate starts to read must be kept here: TestGolden translates
 // every case trimmed too and demands the same result.
-// Both work in place and are idempotent.
+//
+// Both work in place (an informer's transform may) and are idempotent.
 
 // TrimService keeps what Translate reads of a Service.
 func TrimService(s *corev1.Service) {
