@@ -143,9 +143,21 @@ func (e *benchEnv) detach(pin string) error {
 // so a new agent never starts while an old program still runs.
 func (e *benchEnv) attachedTCX() (int, error) {
 	total := 0
-	// The query names the interface by index, which only means something
-	// inside the node's namespace: ask from a thread that entered it.
-	err := e.star.Node.Do(func() error {
+	err := e.eachNodeIface(func(l netlink.Link, tcx []link.AttachedProgram) error {
+		total += len(tcx)
+		if filters, err := e.star.Node.Netlink().FilterList(l, netlink.HANDLE_MIN_INGRESS); err == nil {
+			total += len(filters)
+		}
+		return nil
+	})
+	return total, err
+}
+
+// eachNodeIface calls f with each of the node's interfaces and the programs
+// attached at its TCX ingress, from a thread inside the node's namespace:
+// the query names the interface by index, which only means something there.
+func (e *benchEnv) eachNodeIface(f func(l netlink.Link, tcx []link.AttachedProgram) error) error {
+	return e.star.Node.Do(func() error {
 		for _, ifc := range e.nodeIfaces() {
 			l, err := e.star.Node.Netlink().LinkByName(ifc)
 			if err != nil {
@@ -155,14 +167,12 @@ func (e *benchEnv) attachedTCX() (int, error) {
 			if err != nil {
 				return fmt.Errorf("query tcx on %s: %w", ifc, err)
 			}
-			total += len(res.Programs)
-			if filters, err := e.star.Node.Netlink().FilterList(l, netlink.HANDLE_MIN_INGRESS); err == nil {
-				total += len(filters)
+			if err := f(l, res.Programs); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
-	return total, err
 }
 
 // close removes everything, in reverse order of creation, and reports what

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
@@ -135,27 +136,17 @@ func progRunTotals(progs []*ebpf.Program) (runs uint64, total time.Duration, err
 func (e *benchEnv) tcxPrograms() ([]*ebpf.Program, error) {
 	var progs []*ebpf.Program
 	seen := map[ebpf.ProgramID]bool{}
-	err := e.star.Node.Do(func() error {
-		for _, ifc := range e.nodeIfaces() {
-			l, err := e.star.Node.Netlink().LinkByName(ifc)
+	err := e.eachNodeIface(func(l netlink.Link, tcx []link.AttachedProgram) error {
+		for _, ap := range tcx {
+			if seen[ap.ID] {
+				continue
+			}
+			seen[ap.ID] = true
+			p, err := ebpf.NewProgramFromID(ap.ID)
 			if err != nil {
-				return err
+				return fmt.Errorf("program %d on %s: %w", ap.ID, l.Attrs().Name, err)
 			}
-			res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
-			if err != nil {
-				return fmt.Errorf("query tcx on %s: %w", ifc, err)
-			}
-			for _, ap := range res.Programs {
-				if seen[ap.ID] {
-					continue
-				}
-				seen[ap.ID] = true
-				p, err := ebpf.NewProgramFromID(ap.ID)
-				if err != nil {
-					return fmt.Errorf("program %d on %s: %w", ap.ID, ifc, err)
-				}
-				progs = append(progs, p)
-			}
+			progs = append(progs, p)
 		}
 		return nil
 	})
