@@ -232,9 +232,9 @@ type nResult struct {
 	MapMemEnd  uint64        // the same after the traffic (ct filled)
 	Maps       []ctl.MapStatus
 	Counters   map[string]uint64 // datapath counters over all traffic of this N
-	// InTraffic is fp_tc_lb's run time in traffic (progtraffic.go): per
-	// worker count, direct then tc; InTrafficErr says why it is missing.
-	InTraffic    []progTraffic
+	// InTraffic is fp_tc_lb's run time in traffic (progtraffic.go), per
+	// worker count; InTrafficErr says why it is missing.
+	InTraffic    []inTraffic
 	InTrafficErr string
 	CTEntries    int // fp_ct entries after the repetitions
 	// AgentWarnings are the agent's WARN and ERROR log lines (at most 10).

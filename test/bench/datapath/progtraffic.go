@@ -21,11 +21,19 @@ import (
 // warm caches; here the same program sees the conntrack occupancy, cache
 // misses and packet mix of the traffic runs.
 type progTraffic struct {
-	Workers int
-	Mode    string
-	Runs    uint64        // program invocations over the mode's runs
-	Time    time.Duration // their summed run time
-	Ops     uint64        // connections the runs completed
+	Runs uint64        // program invocations over the mode's runs
+	Time time.Duration // their summed run time
+	Ops  uint64        // connections the runs completed
+}
+
+func (t *progTraffic) add(u progTraffic) {
+	t.Runs, t.Time, t.Ops = t.Runs+u.Runs, t.Time+u.Time, t.Ops+u.Ops
+}
+
+// inTraffic is one worker count's in-traffic time of tc and its baseline.
+type inTraffic struct {
+	Workers    int
+	Direct, TC progTraffic
 }
 
 // PerPacket and PerConn are 0 without runs or connections.
@@ -53,7 +61,7 @@ const progTrafficBlocks = 2
 // report compares run without them. Runs have no warm-up, so the
 // statistics read before and after a run cover exactly its traffic.
 func measureProgTraffic(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, ctr *counterReader,
-	n int, targets map[bool][]string) ([]progTraffic, error) {
+	n int, targets map[bool][]string) ([]inTraffic, error) {
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		return nil, fmt.Errorf("BPF run-time statistics: %w", err)
@@ -70,24 +78,23 @@ func measureProgTraffic(ctx context.Context, cfg config, env *benchEnv, agent *a
 	}()
 	tc := modeByName("tc")
 	base := modeByName(tc.Base)
-	var out []progTraffic
+	var out []inTraffic
 	for _, w := range cfg.Workers {
-		sums := map[string]*progTraffic{}
+		row := inTraffic{Workers: w}
 		for rep := 1; rep <= min(cfg.Reps, progTrafficBlocks); rep++ {
 			for _, r := range rounds.ABBA(rep, base, tc) {
 				t, err := progTrafficRun(ctx, cfg, env, agent, ctr, n, r.Item, w, rep, targets[r.Item.VIP], progs)
 				if err != nil {
 					return nil, err
 				}
-				s := sums[t.Mode]
-				if s == nil {
-					s = &progTraffic{Workers: w, Mode: t.Mode}
-					sums[t.Mode] = s
+				if r.Item.Name == tc.Name {
+					row.TC.add(t)
+				} else {
+					row.Direct.add(t)
 				}
-				s.Runs, s.Time, s.Ops = s.Runs+t.Runs, s.Time+t.Time, s.Ops+t.Ops
 			}
 		}
-		out = append(out, *sums[base.Name], *sums[tc.Name])
+		out = append(out, row)
 	}
 	return out, nil
 }
@@ -96,7 +103,7 @@ func measureProgTraffic(ctx context.Context, cfg config, env *benchEnv, agent *a
 // repetitions does, and reads what progs spent meanwhile.
 func progTrafficRun(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, ctr *counterReader,
 	n int, m modeSpec, w, rep int, targets []string, progs []*ebpf.Program) (progTraffic, error) {
-	t := progTraffic{Workers: w, Mode: m.Name}
+	var t progTraffic
 	runs0, time0, err := progRunTotals(progs)
 	if err != nil {
 		return t, err
@@ -181,10 +188,10 @@ func progTrafficSection(p func(string, ...any), res *results) {
 			p("| %s | – | – | not measured: %s | | | | | | |\n", fmtInt(nr.N), nr.InTrafficErr)
 			continue
 		}
-		for i := 0; i+1 < len(nr.InTraffic); i += 2 {
-			d, t := nr.InTraffic[i], nr.InTraffic[i+1]
+		for _, row := range nr.InTraffic {
+			d, t := row.Direct, row.TC
 			p("| %s | %d | %s | %.1f | %.0f ns | %.2f µs | %.1f | %.0f ns | %.2f µs | %+.2f µs |\n",
-				fmtInt(nr.N), d.Workers, fmtInt(nr.CTEntries), d.Packets(), d.PerPacket(), d.PerConn()/1e3,
+				fmtInt(nr.N), row.Workers, fmtInt(nr.CTEntries), d.Packets(), d.PerPacket(), d.PerConn()/1e3,
 				t.Packets(), t.PerPacket(), t.PerConn()/1e3, (t.PerConn()-d.PerConn())/1e3)
 		}
 	}
