@@ -435,7 +435,7 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 		err = errors.Join(err, agent.stop(), env.detach(pin))
 	}()
 	limit := 60*time.Second + time.Duration(n)*2*time.Millisecond
-	if nr.Ready, nr.Took, err = agent.waitProgrammed(ctx, n, limit); err != nil {
+	if nr.Ready, nr.Took, err = agent.waitProgrammed(ctx, n, len(backendsOf(env.backends, n, 0)), limit); err != nil {
 		return nil, nil, err
 	}
 	if nr.RSS, nr.HWM, err = procstat.Mem(agent.pid()); err != nil {

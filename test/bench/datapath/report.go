@@ -611,7 +611,9 @@ func markdown(raw *results) string {
 	p("## Method\n\n")
 	p("- Topology (`internal/nettopo` Star): a node namespace running the real `fastpath-agent` (built from this tree, default map sizes, ")
 	p("`--interfaces` on every node-side veth, `--cgroup` on a cgroup v2 subtree made for the run), a client namespace, and %d backend namespaces with %d server ports each: ", numBackendHosts, numBackendPorts)
-	p("service i is ClusterIP 10.96.0.0/12 + i + 2, port 80/TCP, with one backend, round-robin over the %d backend address:port pairs.\n", numBackendHosts*numBackendPorts)
+	p("service i is ClusterIP 10.96.0.0/12 + i + 2, port 80/TCP, with one backend, round-robin over the %d backend address:port pairs; ", numBackendHosts*numBackendPorts)
+	p("with fewer services than that, a backend on every backend host instead (on one port), so at every N the connections spread over all %d backend namespaces, as do the direct client's, which picks among the same backends. ", numBackendHosts)
+	p("(Before 2026-12-06 N=1's one service had one backend: its connections, direct ones too, all went to one server in one namespace.)\n")
 	p("- Modes:\n")
 	for _, m := range modes {
 		p("  - `%s`: %s\n", m.Name, m.Desc)
