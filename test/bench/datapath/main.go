@@ -256,6 +256,8 @@ type results struct {
 	Update    *updateResult
 	UpdatePin string
 	ProgCost  []progCost
+	// PairedErr says why the side-by-side phase (paired.go) is missing.
+	PairedErr string
 }
 
 // run measures everything and writes the report. Everything it creates is
@@ -312,6 +314,23 @@ func run(ctx context.Context, cfg config) (err error) {
 			return fmt.Errorf("at %d services: %w", n, err)
 		}
 		res.PerN = append(res.PerN, *nr)
+		res.Points = append(res.Points, pts...)
+	}
+	if lo, hi, ok := pairedNs(cfg.Ns); ok {
+		logf(cfg, "waiting %s for the backends' TIME_WAIT to expire, then N=%d and N=%d side by side", timeWait, lo, hi)
+		select {
+		case <-time.After(timeWait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		pts, err := benchPaired(ctx, cfg, env, bin)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			res.PairedErr = err.Error()
+			logf(cfg, "N=%d and N=%d side by side not measured: %v", lo, hi, err)
+		}
 		res.Points = append(res.Points, pts...)
 	}
 
@@ -405,7 +424,13 @@ func estimate(cfg config) time.Duration {
 	per := time.Duration(len(modes)*len(cfg.Workers)*cfg.Reps) * (cfg.Duration + cfg.LatDuration + 3*(cfg.Warmup+start))
 	// The in-traffic program time: four runs per ABBA block (progtraffic.go).
 	per += time.Duration(len(cfg.Workers)*min(cfg.Reps, progTrafficBlocks)*4) * (cfg.Duration/2 + start)
-	return time.Duration(len(cfg.Ns)) * (per + 5*time.Second)
+	total := time.Duration(len(cfg.Ns)) * (per + 5*time.Second)
+	if _, _, ok := pairedNs(cfg.Ns); ok {
+		// Eight legs per repetition and worker count, two switches of the
+		// services file of about 3 s each, and the TIME_WAIT before it.
+		total += timeWait + time.Duration(cfg.Reps*len(cfg.Workers))*(8*(cfg.Duration/2+cfg.Warmup+start)+2*3*time.Second)
+	}
+	return total
 }
 
 // timeWait is Linux's TCP TIME_WAIT (TCP_TIMEWAIT_LEN), plus a margin.

@@ -405,27 +405,9 @@ func budget(res *results, ag map[aggKey]*agg) []budgetRow {
 		rows = append(rows, row)
 	}
 	for _, m := range modes {
-		if m.Base == "" {
-			continue
+		if m.Base != "" {
+			rows = append(rows, scaleRow(res, ag, m))
 		}
-		row := budgetRow{target: fmt.Sprintf("%s: rate at N=%s ≥ %.0f %% of rate at N=1", m.Name, fmtInt(budgetScaleN), 100*budgetScale)}
-		var parts []string
-		ok := true
-		for _, w := range cfg.Workers {
-			a, b := ag[aggKey{budgetScaleN, m.Name, loadgen.KindConn, w}], ag[aggKey{1, m.Name, loadgen.KindConn, w}]
-			if a == nil || b == nil || b.Rate == 0 {
-				continue
-			}
-			r := a.Rate / b.Rate
-			ok = ok && r >= budgetScale
-			parts = append(parts, fmt.Sprintf("%.1f %% (%d worker(s))", 100*r, w))
-		}
-		if len(parts) == 0 {
-			row.measured, row.status = fmt.Sprintf("not measured (needs N=1 and N=%s)", fmtInt(budgetScaleN)), "n/a"
-		} else {
-			row.measured, row.status = strings.Join(parts, ", "), met(ok)
-		}
-		rows = append(rows, row)
 	}
 	if u := res.Update; u != nil {
 		row := budgetRow{target: fmt.Sprintf("reconciler: one changed service applied in < %s (median) at N=%s", budgetUpdate, fmtInt(budgetUpdateNeedN))}
@@ -497,7 +479,7 @@ func markdown(raw *results) string {
 	p("*range*: lowest and highest rate over the repetitions (conn/s is their median). ")
 	p("*vs direct*: rate / rate of the same client to the backend itself (tc: `direct`, sock: `direct-node`), taken repetition by repetition: median, and range in parentheses. ")
 	p("Each repetition runs a mode and its baseline as an ABBA block (baseline, mode, mode, baseline; the mirror in every other repetition), and a repetition's rate is its two windows pooled, so a drift linear over the block cancels from the ratio. ")
-	p("*vs N=1*: rate / the same mode's rate at N=1. Latency is of the whole connection. ")
+	p("*vs N=1*: rate / the same mode's rate at N=1, blocks minutes apart (for the budget, see the side-by-side section below). Latency is of the whole connection. ")
 	p("*SYN retrans*: SYNs the kernel sent again during the run (TcpExt TCPSynRetrans, all namespaces; median over repetitions): each stalls one connection until its SYN goes out again. ")
 	p("*client CPU*: the load generator's getrusage in %% of one core (user part in parentheses; system time includes the kernel's network path it drives). ")
 	p("*server CPU*: the server child process over the generator's life; *agent CPU* likewise; *machine busy*: all CPUs from /proc/stat, 100 %% = every CPU busy; ")
@@ -525,6 +507,7 @@ func markdown(raw *results) string {
 		}
 		p("\n")
 	}
+	pairedSection(p, res, ag)
 
 	p("## Requests on kept-alive connections\n\n")
 	p("Each worker holds %d connections opened to random services and sends one 16-byte request at a time on a random one, waiting for the 64-byte reply. ", cfg.Pool)
@@ -708,11 +691,17 @@ func pawsOnlyBehindNAT(ag map[aggKey]*agg) bool {
 	return tc > 0 && others == 0
 }
 
-// perRep is one mode's new-connection rate in each repetition.
+// perRep is one mode's new-connection rate in each repetition of the per-N
+// blocks.
 func perRep(pts []point, n int, mode string, w int) map[int]float64 {
+	return perRepOf(pts, loadgen.KindConn, n, mode, w)
+}
+
+// perRepOf is one mode's rate of kind in each repetition.
+func perRepOf(pts []point, kind string, n int, mode string, w int) map[int]float64 {
 	out := map[int]float64{}
 	for _, p := range pts {
-		if p.N == n && p.Mode == mode && p.Kind == loadgen.KindConn && p.Workers == w && p.Rep > 0 && p.Err == "" {
+		if p.N == n && p.Mode == mode && p.Kind == kind && p.Workers == w && p.Rep > 0 && p.Err == "" {
 			out[p.Rep] = p.Rate
 		}
 	}
@@ -772,4 +761,44 @@ func joinInts(v []int) string {
 		s[i] = fmtInt(x)
 	}
 	return strings.Join(s, ", ")
+}
+
+// scaleRow is the budget's "rate at the largest N vs N=1" for mode m: from
+// the side-by-side phase (paired.go), repetition by repetition, when the
+// run has it; the per-N blocks' ratio, minutes apart, follows as context
+// with the direct baseline's own.
+func scaleRow(res *results, ag map[aggKey]*agg, m modeSpec) budgetRow {
+	cfg := res.Cfg
+	lo, hi, ok := pairedNs(cfg.Ns)
+	if !ok {
+		lo, hi = 1, budgetScaleN
+	}
+	row := budgetRow{target: fmt.Sprintf("%s: rate at N=%s ≥ %.0f %% of rate at N=1", m.Name, fmtInt(hi), 100*budgetScale)}
+	var paired, blocks []string
+	ok = true
+	for _, w := range cfg.Workers {
+		r := rounds.Ratio(perRepOf(res.Points, kindPaired, hi, m.Name, w), perRepOf(res.Points, kindPaired, lo, m.Name, w))
+		if r.N > 0 {
+			ok = ok && r.Median >= budgetScale
+			paired = append(paired, fmt.Sprintf("%s (%d worker(s))", r.Percent(), w))
+		}
+		a, b := rateOf(ag, hi, m.Name, loadgen.KindConn, w), rateOf(ag, lo, m.Name, loadgen.KindConn, w)
+		da, db := rateOf(ag, hi, m.Base, loadgen.KindConn, w), rateOf(ag, lo, m.Base, loadgen.KindConn, w)
+		if a > 0 && b > 0 && da > 0 && db > 0 {
+			blocks = append(blocks, fmt.Sprintf("%s (%s itself %s)", ratio(a, b), m.Base, ratio(da, db)))
+		}
+	}
+	switch {
+	case len(paired) > 0:
+		row.measured = "side by side, per repetition: " + strings.Join(paired, ", ")
+		row.status = met(ok)
+	case res.PairedErr != "":
+		row.measured, row.status = "side by side: not measured ("+res.PairedErr+")", "n/a"
+	default:
+		row.measured, row.status = fmt.Sprintf("not measured (needs N=1 and N=%s)", fmtInt(hi)), "n/a"
+	}
+	if len(blocks) > 0 {
+		row.measured += "; per-N blocks minutes apart: " + strings.Join(blocks, ", ")
+	}
+	return row
 }

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
+	"github.com/fastpath-net/fastpath/test/bench/internal/rounds"
+)
+
+// The budget's "rate at the largest N vs N=1", measured side by side.
+//
+// The per-N blocks run minutes apart, each with a fresh agent, and on this
+// machine the direct path itself, which has no Service, moved between them
+// by as much as the budget allows fastpath to (83 to 110 % of its N=1 rate
+// in one run): a ratio of two blocks measures the machine's drift as much
+// as the number of services. Here one agent serves both counts in turn
+// within every repetition. Its services file switches between N=1 and the
+// largest N, and each load balancer runs two legs at each count, in an
+// order whose mean time is the same for both counts (pairedOrder), so a
+// drift linear over the repetition cancels from the ratio. Both counts
+// share the agent's conntrack and so the flows it holds: the number of
+// services is the only difference.
+
+// kindPaired marks the new-connection points of this phase, so they never
+// mix with the per-N blocks' (loadgen.KindConn).
+const kindPaired = "conn-paired"
+
+// pairedStep is one stretch of a repetition at one service count: the
+// legs run there, in order.
+type pairedStep struct {
+	hi   bool // the largest N, else N=1
+	legs []leg
+}
+
+// pairedOrder is repetition rep's schedule for one worker count: N=1 (tc,
+// sock), largest N (tc, sock, sock, tc), N=1 (sock, tc); the mirror
+// (largest N first) in even repetitions. Each mode's two legs at a count
+// have the same mean position as its two at the other, and the two
+// switches of the services file lie symmetric between them.
+func pairedOrder(rep int) []pairedStep {
+	tc, sock := modeByName("tc"), modeByName("sock")
+	out := []pairedStep{
+		{false, []leg{{tc, 1}, {sock, 1}}},
+		{true, []leg{{tc, 1}, {sock, 1}, {sock, 2}, {tc, 2}}},
+		{false, []leg{{sock, 2}, {tc, 2}}},
+	}
+	if rep%2 == 0 {
+		for i := range out {
+			out[i].hi = !out[i].hi
+		}
+	}
+	return out
+}
+
+// pairedNs are the two service counts the phase compares, or false when
+// the run has no N=1 and larger N to compare.
+func pairedNs(ns []int) (lo, hi int, ok bool) {
+	lo, hi = slices.Min(ns), slices.Max(ns)
+	return lo, hi, lo == 1 && hi > lo
+}
+
+// benchPaired runs the phase with a fresh agent and returns its points.
+func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pts []point, err error) {
+	lo, hi, ok := pairedNs(cfg.Ns)
+	if !ok {
+		return nil, nil
+	}
+	files := map[bool]string{}
+	for _, h := range []bool{false, true} {
+		n := map[bool]int{false: lo, true: hi}[h]
+		files[h] = filepath.Join(env.tmp, fmt.Sprintf("paired-%d.yaml", n))
+		if _, err := writeServices(files[h], n, env.backends); err != nil {
+			return nil, err
+		}
+	}
+	live := filepath.Join(env.tmp, "paired.yaml")
+	if err := copyFile(files[false], live); err != nil {
+		return nil, err
+	}
+	pin := filepath.Join(env.pinRoot, "paired")
+	agent, err := env.startAgent(bin, pin, live)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		err = errors.Join(err, agent.stop(), env.detach(pin))
+	}()
+	if _, _, err := agent.waitProgrammed(ctx, lo, len(backendsOf(env.backends, lo, 0)), time.Minute); err != nil {
+		return nil, err
+	}
+	ctr, err := openCounters(pin)
+	if err != nil {
+		return nil, err
+	}
+	defer ctr.close()
+	targets := map[bool][]string{false: vipTargets(lo), true: vipTargets(hi)}
+	atHi := false
+	for rep := 1; rep <= cfg.Reps; rep++ {
+		for _, w := range cfg.Workers {
+			for _, st := range pairedOrder(rep) {
+				n := map[bool]int{false: lo, true: hi}[st.hi]
+				if st.hi != atHi {
+					if err := switchServices(ctx, cfg, env, agent, files[st.hi], live, n); err != nil {
+						return nil, err
+					}
+					atHi = st.hi
+				}
+				for _, l := range st.legs {
+					p, err := measurePoint(ctx, cfg, env, agent, ctr, n, l.mode, loadgen.KindConn, w, rep, targets[st.hi], cfg.Duration/2)
+					if err != nil {
+						return nil, err
+					}
+					p.Kind, p.Leg = kindPaired, l.leg
+					pts = append(pts, *p)
+				}
+			}
+		}
+	}
+	return pts, nil
+}
+
+// switchServices puts file in place of the agent's services file and waits
+// until the maps hold its n services, and a second more for the agent's
+// own work after an update (returning memory to the OS) to end.
+func switchServices(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, file, live string, n int) error {
+	t := time.Now()
+	if err := copyFile(file, live); err != nil {
+		return err
+	}
+	per := len(backendsOf(env.backends, n, 0))
+	deadline := t.Add(time.Minute + time.Duration(n)*time.Millisecond)
+	for {
+		got, bad, err := countFrontends(agent.pin, per)
+		if err == nil && got == n && bad == 0 {
+			break
+		}
+		if agent.exited() || time.Now().After(deadline) {
+			return fmt.Errorf("switch to %d services: maps hold %d frontends (%d incomplete, err %v) after %s",
+				n, got, bad, err, time.Since(t).Round(time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	logf(cfg, "paired: switched to %d services in %s", n, time.Since(t).Round(time.Millisecond))
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Second):
+	}
+	return nil
+}
+
+// copyFile replaces dst with src's content in one rename, as an operator's
+// editor would.
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	tmp := dst + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// pairedSection reports the phase: each load balancer's rate at both
+// counts and their ratio, repetition by repetition.
+func pairedSection(p func(string, ...any), res *results, ag map[aggKey]*agg) {
+	lo, hi, ok := pairedNs(res.Cfg.Ns)
+	if !ok {
+		return
+	}
+	p("## N=%s and N=%s side by side\n\n", fmtInt(lo), fmtInt(hi))
+	if res.PairedErr != "" {
+		p("Not measured: %s\n\n", res.PairedErr)
+		return
+	}
+	p("The per-N blocks above run minutes apart, each with a fresh agent, and the machine drifts between them: compare the direct baselines' *vs N=1*. ")
+	p("Here one agent serves both counts in turn within every repetition: its services file switches between N=%s and N=%s (the agent applies the difference; the harness waits until the maps hold it, then 1 s more), ", fmtInt(lo), fmtInt(hi))
+	p("and for each worker count each load balancer runs two legs of %s at each count, in the order N=%s (tc, sock), N=%s (tc, sock, sock, tc), N=%s (sock, tc), mirrored in every other repetition, ", res.Cfg.Duration/2, fmtInt(lo), fmtInt(hi), fmtInt(lo))
+	p("so each mode's legs at one count have the same mean time as at the other. Both counts share the conntrack and the flows in it. ")
+	p("*vs N=%s*: a repetition's rate at N=%s (its two legs pooled) / its rate at N=%s; median, and range in parentheses. This is the budget's ratio.\n\n", fmtInt(lo), fmtInt(hi), fmtInt(lo))
+	p("| mode | workers | conn/s at N=%s | conn/s at N=%s | vs N=%s | errors |\n|---|---:|---:|---:|---:|---:|\n", fmtInt(lo), fmtInt(hi), fmtInt(lo))
+	for _, m := range modes {
+		if m.Base == "" {
+			continue
+		}
+		for _, w := range res.Cfg.Workers {
+			a, b := ag[aggKey{lo, m.Name, kindPaired, w}], ag[aggKey{hi, m.Name, kindPaired, w}]
+			if a == nil || b == nil {
+				continue
+			}
+			r := rounds.Ratio(perRepOf(res.Points, kindPaired, hi, m.Name, w), perRepOf(res.Points, kindPaired, lo, m.Name, w))
+			p("| %s | %d | %s | %s | %s | %d |\n", m.Name, w, fmtInt(int(math.Round(a.Rate))), fmtInt(int(math.Round(b.Rate))), r.Percent(), a.Errors+b.Errors+a.Drops+b.Drops)
+		}
+	}
+	p("\n")
+}
