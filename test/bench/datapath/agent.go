@@ -197,18 +197,27 @@ func (a *agentProc) waitProgrammed(ctx context.Context, n, perService int, limit
 		}
 	}
 	// The log says programmed; the maps must say so too.
+	if err := a.waitFrontends(ctx, n, perService, deadline); err != nil {
+		return 0, 0, err
+	}
+	return ready, took, nil
+}
+
+// waitFrontends waits until the maps hold n frontends, each a complete
+// service with perService backends, or deadline passes.
+func (a *agentProc) waitFrontends(ctx context.Context, n, perService int, deadline time.Time) error {
 	for {
 		got, bad, err := countFrontends(a.pin, perService)
 		if err == nil && got == n && bad == 0 {
-			return ready, took, nil
+			return nil
 		}
-		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("maps hold %d frontends (%d incomplete, err %v), want %d", got, bad, err, n)
+		if a.exited() || time.Now().After(deadline) {
+			return fmt.Errorf("maps hold %d frontends (%d incomplete, err %v), want %d", got, bad, err, n)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

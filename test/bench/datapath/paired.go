@@ -72,9 +72,10 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 	if !ok {
 		return nil, nil
 	}
+	count := map[bool]int{false: lo, true: hi}
 	files := map[bool]string{}
 	for _, h := range []bool{false, true} {
-		n := map[bool]int{false: lo, true: hi}[h]
+		n := count[h]
 		files[h] = filepath.Join(env.tmp, fmt.Sprintf("paired-%d.yaml", n))
 		if _, err := writeServices(files[h], n, env.backends); err != nil {
 			return nil, err
@@ -105,7 +106,7 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 	for rep := 1; rep <= cfg.Reps; rep++ {
 		for _, w := range cfg.Workers {
 			for _, st := range pairedOrder(rep) {
-				n := map[bool]int{false: lo, true: hi}[st.hi]
+				n := count[st.hi]
 				if st.hi != atHi {
 					if err := switchServices(ctx, cfg, env, agent, files[st.hi], live, n); err != nil {
 						return nil, err
@@ -135,21 +136,8 @@ func switchServices(ctx context.Context, cfg config, env *benchEnv, agent *agent
 		return err
 	}
 	per := len(backendsOf(env.backends, n, 0))
-	deadline := t.Add(time.Minute + time.Duration(n)*time.Millisecond)
-	for {
-		got, bad, err := countFrontends(agent.pin, per)
-		if err == nil && got == n && bad == 0 {
-			break
-		}
-		if agent.exited() || time.Now().After(deadline) {
-			return fmt.Errorf("switch to %d services: maps hold %d frontends (%d incomplete, err %v) after %s",
-				n, got, bad, err, time.Since(t).Round(time.Millisecond))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := agent.waitFrontends(ctx, n, per, t.Add(time.Minute+time.Duration(n)*time.Millisecond)); err != nil {
+		return fmt.Errorf("switch to %d services after %s: %w", n, time.Since(t).Round(time.Millisecond), err)
 	}
 	logf(cfg, "paired: switched to %d services in %s", n, time.Since(t).Round(time.Millisecond))
 	select {
