@@ -303,10 +303,8 @@ func run(ctx context.Context, cfg config) (err error) {
 			// still hold them in TIME_WAIT: wait that out, or the first
 			// seconds of this N measure the previous one's leftovers.
 			logf(cfg, "waiting %s for the backends' TIME_WAIT to expire", timeWait)
-			select {
-			case <-time.After(timeWait):
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := pause(ctx, timeWait); err != nil {
+				return err
 			}
 		}
 		nr, pts, err := benchN(ctx, cfg, env, bin, n)
@@ -318,10 +316,8 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	if lo, hi, ok := pairedNs(cfg.Ns); ok {
 		logf(cfg, "waiting %s for the backends' TIME_WAIT to expire, then N=%d and N=%d side by side", timeWait, lo, hi)
-		select {
-		case <-time.After(timeWait):
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := pause(ctx, timeWait); err != nil {
+			return err
 		}
 		pts, err := benchPaired(ctx, cfg, env, bin)
 		if err != nil {
@@ -431,6 +427,16 @@ func estimate(cfg config) time.Duration {
 		total += timeWait + time.Duration(cfg.Reps*len(cfg.Workers))*(8*(cfg.Duration/2+cfg.Warmup+start)+2*3*time.Second)
 	}
 	return total
+}
+
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // timeWait is Linux's TCP TIME_WAIT (TCP_TIMEWAIT_LEN), plus a margin.

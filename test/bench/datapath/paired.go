@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -73,16 +72,8 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 		return nil, nil
 	}
 	count := map[bool]int{false: lo, true: hi}
-	files := map[bool]string{}
-	for _, h := range []bool{false, true} {
-		n := count[h]
-		files[h] = filepath.Join(env.tmp, fmt.Sprintf("paired-%d.yaml", n))
-		if _, err := writeServices(files[h], n, env.backends); err != nil {
-			return nil, err
-		}
-	}
 	live := filepath.Join(env.tmp, "paired.yaml")
-	if err := copyFile(files[false], live); err != nil {
+	if _, err := writeServices(live, lo, env.backends); err != nil {
 		return nil, err
 	}
 	pin := filepath.Join(env.pinRoot, "paired")
@@ -108,7 +99,7 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 			for _, st := range pairedOrder(rep) {
 				n := count[st.hi]
 				if st.hi != atHi {
-					if err := switchServices(ctx, cfg, env, agent, files[st.hi], live, n); err != nil {
+					if err := switchServices(ctx, cfg, env, agent, live, n); err != nil {
 						return nil, err
 					}
 					atHi = st.hi
@@ -127,12 +118,12 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 	return pts, nil
 }
 
-// switchServices puts file in place of the agent's services file and waits
-// until the maps hold its n services, and a second more for the agent's
-// own work after an update (returning memory to the OS) to end.
-func switchServices(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, file, live string, n int) error {
+// switchServices rewrites the agent's services file (live) with n services
+// and waits until the maps hold them, and a second more for the agent's own
+// work after an update (returning memory to the OS) to end.
+func switchServices(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, live string, n int) error {
 	t := time.Now()
-	if err := copyFile(file, live); err != nil {
+	if _, err := writeServices(live, n, env.backends); err != nil {
 		return err
 	}
 	per := len(backendsOf(env.backends, n, 0))
@@ -140,26 +131,7 @@ func switchServices(ctx context.Context, cfg config, env *benchEnv, agent *agent
 		return fmt.Errorf("switch to %d services after %s: %w", n, time.Since(t).Round(time.Millisecond), err)
 	}
 	logf(cfg, "paired: switched to %d services in %s", n, time.Since(t).Round(time.Millisecond))
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(time.Second):
-	}
-	return nil
-}
-
-// copyFile replaces dst with src's content in one rename, as an operator's
-// editor would.
-func copyFile(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	tmp := dst + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
+	return pause(ctx, time.Second)
 }
 
 // pairedSection reports the phase: each load balancer's rate at both

@@ -775,11 +775,11 @@ func scaleRow(res *results, ag map[aggKey]*agg, m modeSpec) budgetRow {
 	}
 	row := budgetRow{target: fmt.Sprintf("%s: rate at N=%s ≥ %.0f %% of rate at N=1", m.Name, fmtInt(hi), 100*budgetScale)}
 	var paired, blocks []string
-	ok = true
+	allMet := true
 	for _, w := range cfg.Workers {
 		r := rounds.Ratio(perRepOf(res.Points, kindPaired, hi, m.Name, w), perRepOf(res.Points, kindPaired, lo, m.Name, w))
 		if r.N > 0 {
-			ok = ok && r.Median >= budgetScale
+			allMet = allMet && r.Median >= budgetScale
 			paired = append(paired, fmt.Sprintf("%s (%d worker(s))", r.Percent(), w))
 		}
 		a, b := rateOf(ag, hi, m.Name, loadgen.KindConn, w), rateOf(ag, lo, m.Name, loadgen.KindConn, w)
@@ -791,7 +791,7 @@ func scaleRow(res *results, ag map[aggKey]*agg, m modeSpec) budgetRow {
 	switch {
 	case len(paired) > 0:
 		row.measured = "side by side, per repetition: " + strings.Join(paired, ", ")
-		row.status = met(ok)
+		row.status = met(allMet)
 	case res.PairedErr != "":
 		row.measured, row.status = "side by side: not measured ("+res.PairedErr+")", "n/a"
 	default:
