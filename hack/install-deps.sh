@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fastpath's build and tests need, at pinned
 # versions, and mounts bpffs if it is missing. Safe to run again.
+#
+# A pin may end in * (an apt version glob): chromium is only updated through
+# bookworm-security, whose archive keeps just the newest build, so an exact
+# pin stops installing on the day of the next security release (156.0.8078.114
+# was gone on 2026-12-06). It is pinned to its upstream release instead.
 set -euo pipefail
 
 packages=(
@@ -13,7 +18,7 @@ packages=(
 	iperf3=3.12-1+deb12u2          # throughput benchmarks
 	iptables=1.8.9-2               # test/conformance: real kube-proxy (iptables mode), only inside fp- netns
 	nftables=1.0.6-2+deb12u2       # bench-control: real kube-proxy (nftables mode), only inside fp- netns
-	chromium=156.0.8078.114-1~deb12u1 # internal/flows/ui: the flow map page in headless Chromium
+	"chromium=156.0.8078.*"          # internal/flows/ui: the flow map page in headless Chromium
 	bird2=2.0.12-7                 # internal/bgp: the upstream router the agents peer with, only inside fp- netns
 )
 
@@ -21,7 +26,8 @@ missing=()
 for p in "${packages[@]%% *}"; do
 	name=${p%%=*} want=${p#*=}
 	have=$(dpkg-query -W -f='${Version}' "$name" 2>/dev/null || true)
-	[[ "$have" == "$want" ]] || missing+=("$p")
+	# shellcheck disable=SC2053 # $want is a pattern where the pin ends in *
+	[[ "$have" == $want ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then
