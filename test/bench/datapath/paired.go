@@ -94,7 +94,7 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 	defer ctr.close()
 	targets := map[bool][]string{false: vipTargets(lo), true: vipTargets(hi)}
 	atHi := false
-	for rep := 1; rep <= cfg.Reps; rep++ {
+	for rep := 1; rep <= cfg.PairedReps; rep++ {
 		for _, w := range cfg.Workers {
 			for _, st := range pairedOrder(rep) {
 				n := count[st.hi]

@@ -66,7 +66,7 @@ func TestPaired(t *testing.T) {
 		testpriv.Unavailable(t, "the go command is needed to build fastpath-agent")
 	}
 	cfg := defaultConfig()
-	cfg.Ns, cfg.Workers, cfg.Reps = []int{1, 10}, []int{1}, 2
+	cfg.Ns, cfg.Workers, cfg.Reps, cfg.PairedReps = []int{1, 10}, []int{1}, 2, 2
 	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 30*time.Millisecond
 	cfg.Log = benchmain.TestLog(t)
 	id := randomID()
@@ -104,7 +104,7 @@ func TestPaired(t *testing.T) {
 	}
 	for _, n := range cfg.Ns {
 		for _, m := range []string{"tc", "sock"} {
-			for rep := 1; rep <= cfg.Reps; rep++ {
+			for rep := 1; rep <= cfg.PairedReps; rep++ {
 				for leg := 1; leg <= 2; leg++ {
 					if _, ok := got[key{n, m, rep, leg}]; !ok {
 						t.Errorf("no leg %d of %s at N=%d in repetition %d", leg, m, n, rep)

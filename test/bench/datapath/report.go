@@ -463,8 +463,9 @@ func markdown(raw *results) string {
 	p("| machine | %s, %d CPUs (nproc), %s RAM |\n", res.Machine.CPU, res.Machine.NumCPU, res.Machine.MemTotal)
 	p("| kernel | %s |\n", res.Machine.Kernel)
 	p("| go | %s |\n", res.Machine.GoVersion)
-	p("| settings | N = %s; workers %s; new connections %s per mode and repetition (two windows of %s, ABBA with the baseline), %s per latency point, %s warm-up before each window; %d repetition(s), median reported; %d kept-alive connections per worker |\n\n",
-		joinInts(cfg.Ns), joinInts(cfg.Workers), cfg.Duration, cfg.Duration/2, cfg.LatDuration, cfg.Warmup, cfg.Reps, cfg.Pool)
+	p("| settings | N = %s; workers %s; new connections %s per mode and repetition (two windows of %s, ABBA with the baseline), %s per latency point, %s warm-up before each window; %d repetition(s), median reported (side by side: %d); %d kept-alive connections per worker |\n",
+		joinInts(cfg.Ns), joinInts(cfg.Workers), cfg.Duration, cfg.Duration/2, cfg.LatDuration, cfg.Warmup, cfg.Reps, cfg.PairedReps, cfg.Pool)
+	p("| TCP metrics | not saved (net.ipv4.tcp_no_metrics_save=1) in every namespace of the run: the client's kernel would otherwise keep and look up one entry per destination address, 50,000 through the VIPs at N=50,000, a cost of the client, not of the datapath |\n\n")
 
 	p("## Budget\n\n")
 	p("Reported, not asserted: a benchmark never fails on a number.\n\n")
