@@ -101,6 +101,20 @@ func (s *Star) Host(name string) *Host {
 	return nil
 }
 
+// Sysctl writes a per-namespace sysctl in the node's namespace and every
+// host's.
+func (s *Star) Sysctl(key, value string) error {
+	if err := s.Node.Sysctl(key, value); err != nil {
+		return err
+	}
+	for _, h := range s.Hosts {
+		if err := h.NS.Sysctl(key, value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // NodeInterfaces lists the node-side interface of every host.
 func (s *Star) NodeInterfaces() []string {
 	out := make([]string, len(s.Hosts))

@@ -196,6 +196,7 @@ func headlineMarkdown(res *results) []byte {
 		joinInts(ns), createdSummary(res))
 	p("| data path | %d interleaved rounds; windows %s (new connections: two legs of %s for a path and its baseline, ABBA), %s (requests), %s (stream), %s warm-up before each; %d kept-alive connections per worker |",
 		d.Reps, d.Window, d.Window/2, d.LatWindow, d.StreamWindow, d.Warmup, d.Pool)
+	p("| TCP metrics | not saved (net.ipv4.tcp_no_metrics_save=1) in every namespace of every topology: a client's kernel would otherwise keep and look up one entry per destination address, N through the VIPs and 2 on the direct path, a cost of the client that grows with N whatever the proxy |")
 	p("| control path | %d changes per contender and N, %s apart (fewer if they take over %s) |", cfg.Changes, cfg.Gap, cfg.ChangeBudget)
 	p("")
 

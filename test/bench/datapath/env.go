@@ -94,7 +94,14 @@ func newEnv(log io.Writer, id string) (e *benchEnv, err error) {
 	if e.star, err = nettopo.NewStarNamed("fp-bench-"+e.id, names...); err != nil {
 		return e, err
 	}
-	if err := e.noTCPMetrics(); err != nil {
+	// With TCP metrics saved, the client's kernel keeps one entry per
+	// destination address and looks it up on every connect: through 50,000
+	// VIPs it walks a 50,000-entry table (+1.2 us a connection in a
+	// cpu-clock profile), through one VIP or the 4 backend hosts a tiny one.
+	// That is the client's cost of talking to many addresses, paid alike
+	// with any proxy, not the datapath's, which the budget compares at
+	// 50,000 Services and at 1.
+	if err := e.star.Sysctl("net/ipv4/tcp_no_metrics_save", "1"); err != nil {
 		return e, err
 	}
 	e.client = e.star.Host("client")
@@ -115,26 +122,6 @@ func newEnv(log io.Writer, id string) (e *benchEnv, err error) {
 		return e, err
 	}
 	return e, nil
-}
-
-// noTCPMetrics stops the kernel saving TCP metrics in every namespace of the
-// run. With them saved, the client's kernel keeps one entry per destination
-// address and looks it up on every connect: through 50,000 VIPs it walks a
-// 50,000-entry table (+1.2 us a connection in a cpu-clock profile), through
-// one VIP or the 4 backend hosts a tiny one. That is the client's cost of
-// talking to many addresses, paid alike with any proxy, not the datapath's;
-// the budget compares the datapath at 50,000 Services with it at 1.
-func (e *benchEnv) noTCPMetrics() error {
-	nss := []*nettopo.NS{e.star.Node}
-	for _, h := range e.star.Hosts {
-		nss = append(nss, h.NS)
-	}
-	for _, ns := range nss {
-		if err := ns.Sysctl("net/ipv4/tcp_no_metrics_save", "1"); err != nil {
-			return fmt.Errorf("tcp_no_metrics_save: %w", err)
-		}
-	}
-	return nil
 }
 
 func (e *benchEnv) hostOf(a netip.Addr) *nettopo.Host {
