@@ -41,10 +41,12 @@ struct fp_svc_key {
 
 /*
  * Which traffic a service entry serves. Traffic from inside the cluster
- * (internal interfaces, local sockets) looks up INTERNAL first and falls back
- * to EXTERNAL; traffic from outside (external interfaces) sees only
+ * (internal interfaces, local sockets) gets INTERNAL where it exists and
+ * EXTERNAL otherwise; traffic from outside (external interfaces) sees only
  * EXTERNAL. The control plane writes an INTERNAL entry only where internal
- * traffic must get other backends than external traffic (traffic policies).
+ * traffic must get other backends than external traffic (traffic policies),
+ * always with an EXTERNAL twin that carries FP_SVC_F_INTERNAL_TWIN: the
+ * datapath looks up INTERNAL only then (service.h).
  */
 #define FP_SCOPE_EXTERNAL 0
 #define FP_SCOPE_INTERNAL 1
@@ -68,6 +70,11 @@ struct fp_svc_val {
 /* loadBalancerSourceRanges: new flows are taken only from sources that
  * fp_source_ranges holds for the entry's rev_nat_id; others are dropped. */
 #define FP_SVC_F_SOURCE_RANGES (1 << 5)
+/* On an EXTERNAL entry: an INTERNAL entry exists for the same address,
+ * port and protocol, for traffic from inside the cluster. Only the meaning
+ * of a spare bit: programs that predate it look up INTERNAL regardless, so
+ * the layout version stays. */
+#define FP_SVC_F_INTERNAL_TWIN (1 << 6)
 
 /*
  * The role of the interface a tc_lb instance is attached to; a load-time

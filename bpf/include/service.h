@@ -10,25 +10,32 @@
  * fp_svc_lookup returns the service entry (slot 0) for sk's address, port
  * and protocol, as Cilium does: traffic from inside the cluster (internal)
  * gets the INTERNAL entry where the control plane wrote one and the EXTERNAL
- * one otherwise; traffic from outside gets EXTERNAL only. sk is left with
- * slot 0 and the scope found, so slot lookups through sk read the same
- * entry set. An INTERNAL entry without backends is an answer, not a miss:
- * internalTrafficPolicy: Local without local endpoints rejects.
+ * one otherwise; traffic from outside gets EXTERNAL only. EXTERNAL is looked
+ * up first, and INTERNAL only when EXTERNAL says it has a twin
+ * (FP_SVC_F_INTERNAL_TWIN): almost no frontend has one, and traffic to no
+ * service (most of what pods send) then costs one lookup, not two. A flag
+ * whose INTERNAL entry is missing (mid-update) falls back to EXTERNAL.
+ * sk is left with slot 0 and the scope found, so slot lookups through sk
+ * read the same entry set. An INTERNAL entry without backends is an
+ * answer, not a miss: internalTrafficPolicy: Local without local endpoints
+ * rejects.
  */
 static __always_inline struct fp_svc_val *fp_svc_lookup(struct fp_svc_key *sk, int internal)
 {
-	struct fp_svc_val *svc;
+	struct fp_svc_val *svc, *twin;
 
 	sk->slot = 0;
 	sk->pad = 0;
-	if (internal) {
-		sk->scope = FP_SCOPE_INTERNAL;
-		svc = bpf_map_lookup_elem(&fp_services, sk);
-		if (svc)
-			return svc;
-	}
 	sk->scope = FP_SCOPE_EXTERNAL;
-	return bpf_map_lookup_elem(&fp_services, sk);
+	svc = bpf_map_lookup_elem(&fp_services, sk);
+	if (!svc || !internal || !(svc->flags & FP_SVC_F_INTERNAL_TWIN))
+		return svc;
+	sk->scope = FP_SCOPE_INTERNAL;
+	twin = bpf_map_lookup_elem(&fp_services, sk);
+	if (twin)
+		return twin;
+	sk->scope = FP_SCOPE_EXTERNAL;
+	return svc;
 }
 
 /*

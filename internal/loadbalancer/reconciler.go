@@ -30,6 +30,8 @@ type ReconcilerOptions struct {
 //     so unseen; a shrinking one's still name existing backends);
 //  3. slot 0 (count, rev-NAT ID, flags), or its deletion for a removed
 //     frontend, which makes the frontend unreachable before its slots go;
+//     INTERNAL entries are written before the EXTERNAL ones whose flag
+//     (ServiceInternalTwin) leads to them, and deleted after it is cleared;
 //  4. slots above the new count;
 //  5. backends no frontend references any more;
 //  6. rev-NAT entries of removed frontends, last, so replies of flows
@@ -101,7 +103,9 @@ func (r *Reconciler) reset() {
 // they hold: backend IDs by address, port and protocol, rev-NAT IDs by
 // frontend. A later Sync of the same desired state then writes nothing, and
 // established connections keep their IDs. Frontends the maps hold and no
-// source wants stay until Resync removes them. Call it before any Sync.
+// source wants stay until Resync removes them. Call it before any Sync, and
+// before this agent's programs take traffic: it also flags the EXTERNAL
+// entries whose INTERNAL twin the maps hold (see flagTwins).
 func (r *Reconciler) Restore() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -111,7 +115,7 @@ func (r *Reconciler) Restore() error {
 	}
 	r.reset()
 	r.adopt(m)
-	return nil
+	return r.flagTwins()
 }
 
 // Sync applies the frontends that changed in t since the last Sync or
@@ -334,6 +338,9 @@ func (r *Reconciler) plan(c *change) error {
 	}
 	p.end = len(r.b.ids)
 	p.val = serviceValue(*c.spec, st.revNat, p.end-p.start)
+	if c.twin {
+		p.val.Flags |= lbmap.ServiceInternalTwin
+	}
 	p.slotStart = len(r.b.slotKeys)
 	p.svcWrite = r.planSlots(st, r.b.ids[p.start:p.end], p.val)
 	p.slotEnd = len(r.b.slotKeys)
@@ -557,11 +564,35 @@ func (r *Reconciler) writeMake() (step, error) {
 		}
 	}
 	if len(b.svcKeys) > 0 {
+		internalFirst(b.svcKeys, b.svcVals)
 		if err := r.maps.Services.Update(b.svcKeys, b.svcVals); err != nil {
 			return stepServices, err
 		}
 	}
 	return 0, nil
+}
+
+// internalFirst moves the INTERNAL entries of a slot-0 write ahead of the
+// EXTERNAL ones, keeping the order within each: an INTERNAL entry is then
+// in the map before its twin's flag sends internal traffic to it. (Removals
+// go the other way by themselves: the flag is cleared in this write, the
+// INTERNAL entry deleted after it.) Only a write with INTERNAL entries
+// allocates.
+func internalFirst(keys []lbmap.ServiceKey, vals []lbmap.ServiceValue) {
+	var inKeys []lbmap.ServiceKey
+	var inVals []lbmap.ServiceValue
+	w := len(keys)
+	for i := len(keys) - 1; i >= 0; i-- {
+		if keys[i].Scope == lbmap.ScopeInternal {
+			inKeys, inVals = append(inKeys, keys[i]), append(inVals, vals[i])
+			continue
+		}
+		w--
+		keys[w], vals[w] = keys[i], vals[i]
+	}
+	for j := range inKeys {
+		keys[j], vals[j] = inKeys[len(inKeys)-1-j], inVals[len(inVals)-1-j]
+	}
 }
 
 // writeDeletes runs the rest of step 3 (slot 0 of removed frontends) and

@@ -81,33 +81,6 @@ func mustParse(t testing.TB, s string) lbdump.Contents {
 	return c
 }
 
-func TestScopesAreSeparateFrontends(t *testing.T) {
-	f := newFakes(100)
-	tab := lb.NewTable()
-	r := lb.NewReconciler(f.maps, lb.ReconcilerOptions{})
-	ext := svcN(1, 1)
-	in := svcN(1, 2)
-	in.Name.Name = "internal"
-	in.Frontends[0].Scope = lb.ScopeInternal
-	in.Frontends[0].Type = lb.NodePort
-	mustUpsert(t, tab, ext)
-	mustUpsert(t, tab, in)
-	mustSync(t, r, tab)
-	want := `services: 10.96.0.1:80/TCP slot 0 -> count=1 revnat=1 flags=- affinity=0
-services: 10.96.0.1:80/TCP slot 1 -> backend=1
-services: 10.96.0.1:80/TCP internal slot 0 -> count=2 revnat=2 flags=nodeport affinity=0
-services: 10.96.0.1:80/TCP internal slot 1 -> backend=1
-services: 10.96.0.1:80/TCP internal slot 2 -> backend=2
-backends: 1 -> 10.1.0.1:8080/TCP active
-backends: 2 -> 10.2.0.1:8080/TCP active
-revnat: 1 -> 10.96.0.1:80
-revnat: 2 -> 10.96.0.1:80
-`
-	if got := f.dump(t); got != want {
-		t.Errorf("got\n%s\nwant\n%s", got, want)
-	}
-}
-
 // A write failure in one service leaves the others programmed, keeps the
 // failed frontend dirty, and the next Sync finishes it.
 func TestWriteErrorIsRetried(t *testing.T) {

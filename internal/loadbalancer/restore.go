@@ -91,6 +91,39 @@ func (r *Reconciler) adopt(c contents) {
 	r.adoptRanges(c.ranges)
 }
 
+// flagTwins sets ServiceInternalTwin on every EXTERNAL entry the maps hold
+// whose INTERNAL twin they hold too. Maps written by an agent that predates
+// the flag have INTERNAL entries and no flags; this agent's programs look
+// INTERNAL up only through the flag, so without it internal traffic would
+// get the EXTERNAL (node-local) backends until the first full resync, which
+// waits for every source. The old programs ignore the bit, so it can be
+// written while they serve. Flags without a twin are left to Resync: the
+// datapath falls back to EXTERNAL for them, as it should.
+func (r *Reconciler) flagTwins() error {
+	var keys []lbmap.ServiceKey
+	var vals []lbmap.ServiceValue
+	for key, st := range r.fes {
+		ext := r.fes[externalTwin(key)]
+		if key.Scope != lbmap.ScopeInternal || !st.svcPresent || ext == nil || !ext.svcPresent ||
+			ext.svc.Flags&lbmap.ServiceInternalTwin != 0 {
+			continue
+		}
+		v := ext.svc
+		v.Flags |= lbmap.ServiceInternalTwin
+		keys, vals = append(keys, ext.key), append(vals, v)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := r.maps.Services.Update(keys, vals); err != nil {
+		return fmt.Errorf("flagging %d service entries with an internal twin: %w", len(keys), err)
+	}
+	for i, k := range keys {
+		r.fes[k].svc = vals[i]
+	}
+	return nil
+}
+
 // adoptRanges gives each source-range key to the frontend of its rev-NAT
 // ID; keys of no frontend are queued for deletion.
 func (r *Reconciler) adoptRanges(keys []lbmap.SourceRangeKey) {

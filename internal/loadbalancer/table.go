@@ -163,6 +163,7 @@ func (t *Table) claim(fe FrontendSpec, name ServiceName, old []FrontendSpec) err
 	case !owned:
 		t.owner[key] = name
 		t.dirty[key] = struct{}{}
+		t.twinChanged(key)
 	case owner == name:
 		prev, had := specOf(old, key)
 		if !had || !prev.Equal(fe) {
@@ -189,13 +190,38 @@ func (t *Table) release(key lbmap.ServiceKey, name ServiceName) {
 	}
 	t.dirty[key] = struct{}{}
 	delete(t.owner, key)
-	if w := t.waiting[key]; len(w) > 0 {
-		t.owner[key] = w[0]
-		t.waiting[key] = w[1:]
-		if len(w) == 1 {
-			delete(t.waiting, key)
-		}
+	w := t.waiting[key]
+	if len(w) == 0 {
+		t.twinChanged(key)
+		return
 	}
+	t.owner[key] = w[0]
+	t.waiting[key] = w[1:]
+	if len(w) == 1 {
+		delete(t.waiting, key)
+	}
+}
+
+// twinChanged marks the EXTERNAL twin of key dirty when key is INTERNAL
+// and has just gained or lost its owner: the twin's slot 0 carries the
+// flag that makes the datapath look INTERNAL up. An owner passing to a
+// waiter changes nothing there.
+func (t *Table) twinChanged(key lbmap.ServiceKey) {
+	if key.Scope == lbmap.ScopeInternal {
+		t.dirty[externalTwin(key)] = struct{}{}
+	}
+}
+
+// externalTwin is the EXTERNAL key of key's address, port and protocol.
+func externalTwin(key lbmap.ServiceKey) lbmap.ServiceKey {
+	key.Scope = lbmap.ScopeExternal
+	return key
+}
+
+// internalTwin is the INTERNAL key of key's address, port and protocol.
+func internalTwin(key lbmap.ServiceKey) lbmap.ServiceKey {
+	key.Scope = lbmap.ScopeInternal
+	return key
 }
 
 // Equal says whether two specs program the same entries. Every field
@@ -216,6 +242,9 @@ type change struct {
 	owner   ServiceName
 	spec    *FrontendSpec // nil when absent
 	present bool
+	// twin is set on an EXTERNAL key whose INTERNAL twin the table
+	// holds: its slot 0 gets ServiceInternalTwin.
+	twin bool
 }
 
 // takeDirty appends the changed frontends to buf, in key order, and clears
@@ -263,7 +292,11 @@ func (t *Table) changeOf(key lbmap.ServiceKey) change {
 	}
 	specs := t.services[owner]
 	i, _ := specIndex(specs, key) // an owner holds the specs of what it owns
-	return change{key: key, owner: owner, spec: &specs[i], present: true}
+	c := change{key: key, owner: owner, spec: &specs[i], present: true}
+	if key.Scope == lbmap.ScopeExternal {
+		_, c.twin = t.owner[internalTwin(key)]
+	}
+	return c
 }
 
 // markDirty puts frontends back after a failed write, so the next Sync

@@ -88,11 +88,28 @@ func normalize(svc Service, maxBackends int) ([]FrontendSpec, error) {
 		out = append(out, fe)
 		idx = append(idx, i)
 	}
+	checkTwins(p, out, idx, where)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
 	slices.SortFunc(out, func(a, b FrontendSpec) int { return compareKeys(frontendKey(a.Frontend), frontendKey(b.Frontend)) })
 	return slices.Clip(out), nil
+}
+
+// checkTwins refuses an internal frontend without the external one of the
+// same address, port and protocol: the datapath looks an INTERNAL entry up
+// only when its EXTERNAL twin's flag says it is there, so alone it would
+// never be found.
+func checkTwins(p *problems, out []FrontendSpec, idx []int, where map[lbmap.ServiceKey]int) {
+	for k, fe := range out {
+		if fe.Scope != ScopeInternal {
+			continue
+		}
+		if _, ok := firstWith(out, idx, where, externalTwin(frontendKey(fe.Frontend))); !ok {
+			at := place{i: idx[k], fe: fe.Frontend, bi: -1}
+			p.add("%s: internal frontend without the external frontend %s, through which the datapath finds it", at, fe.L4Addr)
+		}
+	}
 }
 
 // firstWith finds the frontend already accepted with key: its index in the

@@ -121,7 +121,8 @@ func (s snapshot) predict(p probe, addr string) observed {
 		}
 	}
 	fe := external
-	if p.from != "ext" && internal != nil {
+	// The datapath finds INTERNAL only through its EXTERNAL twin.
+	if p.from != "ext" && internal != nil && external != nil {
 		fe = internal
 	}
 	switch {

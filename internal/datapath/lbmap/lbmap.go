@@ -77,6 +77,10 @@ const (
 	// ServiceSourceRanges is loadBalancerSourceRanges: new flows only from
 	// sources SourceRanges holds for the entry's rev-NAT ID.
 	ServiceSourceRanges uint16 = 1 << 5
+	// ServiceInternalTwin, on an EXTERNAL entry, says the INTERNAL entry
+	// of the same address, port and protocol exists: the datapath looks
+	// INTERNAL up only then, so traffic to no service costs one lookup.
+	ServiceInternalTwin uint16 = 1 << 6
 )
 
 // ServiceValue mirrors struct fp_svc_val.

@@ -14,6 +14,7 @@ var ServiceFlagNames = []struct {
 	{ServiceLoadBalancer, "loadbalancer"},
 	{ServiceExtLocal, "ext-local"},
 	{ServiceSourceRanges, "source-ranges"},
+	{ServiceInternalTwin, "internal-twin"},
 }
 
 // FlagNames names the flags set in f; bits without a name come last, in hex.

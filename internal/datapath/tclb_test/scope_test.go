@@ -51,6 +51,9 @@ func TestPassVerdictFollowsTheRole(t *testing.T) {
 // internalOnly is a backend only the INTERNAL entry names.
 var internalOnly = backend{id: 9, addr: addrPort("10.0.9.9:8080")}
 
+// twin is the EXTERNAL entry's value when an INTERNAL twin exists.
+var twin = lbmap.ServiceValue{RevNatID: revNatID, Flags: lbmap.ServiceInternalTwin}
+
 // A frontend with both scopes (a traffic policy): internal interfaces get
 // the INTERNAL entry, external ones the EXTERNAL entry. No masquerade
 // address is set, so external flows are only DNATed here.
@@ -65,7 +68,7 @@ func TestScopeFollowsTheInterfaceRole(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnvRole(t, c.role)
-			e.setServiceIn(lbmap.ScopeExternal, vip, tcp, lbmap.ServiceValue{RevNatID: revNatID}, be1)
+			e.setServiceIn(lbmap.ScopeExternal, vip, tcp, twin, be1)
 			e.setServiceIn(lbmap.ScopeInternal, vip, tcp, lbmap.ServiceValue{RevNatID: revNatID + 1}, internalOnly)
 			out := e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actOK)
 			wantFrame(t, out, pkttest.TCPFrame(to(c.want.addr), syn, nil))
@@ -85,11 +88,35 @@ func TestInternalFallsBackToExternal(t *testing.T) {
 	wantFrame(t, out, pkttest.TCPFrame(to(be1.addr), syn, nil))
 }
 
+// The datapath looks INTERNAL up only when the EXTERNAL entry flags its
+// twin: an unflagged EXTERNAL entry serves internal traffic too, whatever
+// INTERNAL entry the map holds.
+func TestInternalNeedsTheTwinFlag(t *testing.T) {
+	e := newEnvRole(t, roleInternal)
+	e.setService(vip, tcp, revNatID, be1)
+	e.setServiceIn(lbmap.ScopeInternal, vip, tcp, lbmap.ServiceValue{RevNatID: revNatID + 1}, internalOnly)
+	out := e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actOK)
+	wantFrame(t, out, pkttest.TCPFrame(to(be1.addr), syn, nil))
+}
+
+// A flag whose INTERNAL entry is missing (the reconciler deletes it after
+// clearing the flag, but an older agent may not) falls back to EXTERNAL,
+// slots included: the lookup leaves the key on the scope it found.
+func TestTwinFlagWithoutInternalFallsBack(t *testing.T) {
+	e := newEnvRole(t, roleInternal)
+	e.setServiceIn(lbmap.ScopeExternal, vip, tcp, twin, be1)
+	out := e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actOK)
+	wantFrame(t, out, pkttest.TCPFrame(to(be1.addr), syn, nil))
+	out = e.mustRun(pkttest.TCPFrame(from(be1.addr), syn|ack, nil), actOK)
+	wantFrame(t, out, pkttest.TCPFrame(from(vip), syn|ack, nil))
+	e.wantMetrics(map[int]uint64{metricForwardNew: 1, metricReplyRevNat: 1})
+}
+
 // An INTERNAL entry without backends (internalTrafficPolicy: Local and no
 // local endpoint) rejects internal traffic instead of falling back.
 func TestEmptyInternalEntryRejects(t *testing.T) {
 	e := newEnvRole(t, roleInternal)
-	e.setServiceIn(lbmap.ScopeExternal, vip, tcp, lbmap.ServiceValue{RevNatID: revNatID}, be1)
+	e.setServiceIn(lbmap.ScopeExternal, vip, tcp, twin, be1)
 	e.setServiceIn(lbmap.ScopeInternal, vip, tcp, lbmap.ServiceValue{RevNatID: revNatID + 1})
 	e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actRedirect)
 	if n := e.ctLen(); n != 0 {

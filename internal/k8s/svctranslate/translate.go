@@ -23,9 +23,11 @@
 // equal at the moment, so an endpoint moving between nodes never creates or
 // deletes map entries (and the rev-NAT IDs that established flows hold).
 //
-// The datapath must therefore look up ScopeInternal first for packets that
-// start on this node and fall back to ScopeExternal when absent; packets
-// from outside look up ScopeExternal only.
+// Packets that start on this node get ScopeInternal where it exists and
+// ScopeExternal otherwise; packets from outside get ScopeExternal only. The
+// datapath finds a ScopeInternal entry through its ScopeExternal twin (the
+// loadbalancer table flags the twin and refuses an internal frontend without
+// one), which the pairing above always provides.
 package svctranslate
 
 import (

@@ -7,7 +7,7 @@ import (
 )
 
 func TestRoundTrip(t *testing.T) {
-	text := `services: 10.96.0.10:80/TCP slot 0 -> count=2 revnat=1 flags=affinity|nodeport|0x40 affinity=10800
+	text := `services: 10.96.0.10:80/TCP slot 0 -> count=2 revnat=1 flags=affinity|nodeport|0x80 affinity=10800
 services: 10.96.0.10:80/TCP slot 1 -> backend=1
 services: 10.96.0.10:80/TCP slot 2 -> backend=2 count=3
 services: 10.96.0.10:80/TCP internal slot 0 -> count=0 revnat=3 flags=- affinity=0
@@ -25,7 +25,7 @@ revnat: 2 -> [fd00::1]:443
 		t.Fatal(err)
 	}
 	// Written back in canonical form: flags in bit order, sorted keys.
-	want := `services: 10.96.0.10:80/TCP slot 0 -> count=2 revnat=1 flags=affinity|nodeport|0x40 affinity=10800
+	want := `services: 10.96.0.10:80/TCP slot 0 -> count=2 revnat=1 flags=affinity|nodeport|0x80 affinity=10800
 services: 10.96.0.10:80/TCP slot 1 -> backend=1
 services: 10.96.0.10:80/TCP slot 2 -> backend=2 count=3
 services: 10.96.0.10:80/TCP internal slot 0 -> count=0 revnat=3 flags=- affinity=0
