@@ -219,6 +219,9 @@ func start(cfg Config) (*Agent, error) {
 	}
 	// Adopt what a previous agent programmed before touching anything, so
 	// IDs of live backends stay stable and established flows keep working.
+	// Restore also flags the INTERNAL twins an older agent left unflagged;
+	// it must run before attach, as this agent's programs find INTERNAL
+	// entries only through the flag.
 	if err := a.rec.Restore(); err != nil {
 		dp.Close()
 		return nil, fmt.Errorf("restore state from pinned maps: %w", err)
