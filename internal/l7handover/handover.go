@@ -144,6 +144,11 @@ func (o *Offer) answer(c *net.UnixConn) {
 	select {
 	case <-o.done: // another successor was first
 		return
+	case <-o.stop:
+		// Closed while the successor waited: the watcher above closes c,
+		// but the successor's ask may be read before it does, and a
+		// stopped offer must not give its listener away.
+		return
 	default:
 	}
 	if give(c, o.ln) == nil {
