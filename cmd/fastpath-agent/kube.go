@@ -13,7 +13,7 @@ import (
 
 // kubeFlags are the Kubernetes source's flags.
 type kubeFlags struct {
-	kubeconfig, nodeName, nodePortAddrs *string
+	kubeconfig, nodeName, nodePortAddrs, proxyName *string
 }
 
 func addKubeFlags(fs *flag.FlagSet) kubeFlags {
@@ -24,6 +24,9 @@ func addKubeFlags(fs *flag.FlagSet) kubeFlags {
 			"and topology (default: the host name, lower-cased, as kube-proxy)"),
 		nodePortAddrs: fs.String("nodeport-addresses", "", "comma-separated CIDRs: NodePort Services listen only on the "+
 			"node's InternalIP/ExternalIP addresses inside them (default: all of them)"),
+		proxyName: fs.String("service-proxy-name", "", "serve only the Services (and EndpointSlices) labelled "+
+			"service.kubernetes.io/service-proxy-name=NAME, so that this agent runs beside kube-proxy or another "+
+			"proxy (default: those without the label, as kube-proxy)"),
 	}
 }
 
@@ -36,10 +39,16 @@ func (k kubeFlags) source(servicesFile string, inCluster bool) (*agent.Kubernete
 	case *k.kubeconfig != "" && servicesFile != "":
 		return nil, errors.New("--kubeconfig and --services-file: give one source of services, not both")
 	case *k.kubeconfig == "" && (servicesFile != "" || !inCluster):
-		if *k.nodeName != "" || *k.nodePortAddrs != "" {
-			return nil, errors.New("--node-name and --nodeport-addresses need the Kubernetes source (--kubeconfig, or running in a pod)")
+		if *k.nodeName != "" || *k.nodePortAddrs != "" || *k.proxyName != "" {
+			return nil, errors.New("--node-name, --nodeport-addresses and --service-proxy-name need the Kubernetes source " +
+				"(--kubeconfig, or running in a pod)")
 		}
 		return nil, nil
+	}
+	if *k.proxyName != "" {
+		if err := k8s.ValidateProxyName(*k.proxyName); err != nil {
+			return nil, fmt.Errorf("--service-proxy-name: %w", err)
+		}
 	}
 	cidrs, err := parseCIDRs(*k.nodePortAddrs)
 	if err != nil {
@@ -51,7 +60,7 @@ func (k kubeFlags) source(servicesFile string, inCluster bool) (*agent.Kubernete
 			return nil, fmt.Errorf("--node-name not given and the host name is unknown: %w", err)
 		}
 	}
-	return &agent.Kubernetes{Kubeconfig: *k.kubeconfig, NodeName: name, NodePortCIDRs: cidrs}, nil
+	return &agent.Kubernetes{Kubeconfig: *k.kubeconfig, NodeName: name, NodePortCIDRs: cidrs, ProxyName: *k.proxyName}, nil
 }
 
 func parseCIDRs(s string) ([]netip.Prefix, error) {

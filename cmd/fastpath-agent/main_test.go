@@ -19,6 +19,7 @@ func TestSourceSelection(t *testing.T) {
 		wantKube  string // "" no Kubernetes source, "in-cluster", or the kubeconfig path
 		wantNode  string
 		wantCIDRs string // space-separated, masked
+		wantProxy string
 	}{
 		{name: "nothing", wantErr: agent.ErrNoSource.Error()},
 		{name: "file", args: []string{"--services-file", "s.yaml"}},
@@ -30,6 +31,12 @@ func TestSourceSelection(t *testing.T) {
 		{name: "cidrs", args: []string{"--kubeconfig", "k", "--node-name", "n", "--nodeport-addresses", "192.168.1.7/16, 10.0.0.0/8"},
 			wantKube: "k", wantNode: "n", wantCIDRs: "192.168.0.0/16 10.0.0.0/8"},
 		{name: "bad cidr", args: []string{"--kubeconfig", "k", "--nodeport-addresses", "primary"}, wantErr: "not a CIDR"},
+		{name: "proxy name", args: []string{"--kubeconfig", "k", "--node-name", "n", "--service-proxy-name", "fastpath"},
+			wantKube: "k", wantNode: "n", wantProxy: "fastpath"},
+		{name: "bad proxy name", args: []string{"--kubeconfig", "k", "--service-proxy-name", "fast path"},
+			wantErr: `--service-proxy-name: "fast path" is not a label value`},
+		{name: "proxy name without kubernetes", args: []string{"--services-file", "s.yaml", "--service-proxy-name", "fastpath"},
+			wantErr: "need the Kubernetes source"},
 		{name: "policy without kubernetes", args: []string{"--services-file", "s.yaml", "--enable-policy"}, wantErr: "--enable-policy"},
 		{name: "policy", args: []string{"--kubeconfig", "k", "--node-name", "n", "--enable-policy"}, wantKube: "k", wantNode: "n"},
 		{name: "l7 without policy", args: []string{"--kubeconfig", "k", "--node-name", "n", "--enable-l7-proxy"}, wantErr: "give --enable-policy"},
@@ -47,6 +54,9 @@ func TestSourceSelection(t *testing.T) {
 				return
 			}
 			checkKube(t, cfg.Kubernetes, tc.wantKube, tc.wantNode, tc.wantCIDRs)
+			if cfg.Kubernetes != nil && cfg.Kubernetes.ProxyName != tc.wantProxy {
+				t.Errorf("proxy name %q, want %q", cfg.Kubernetes.ProxyName, tc.wantProxy)
+			}
 		})
 	}
 }

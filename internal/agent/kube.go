@@ -16,6 +16,10 @@ type Kubernetes struct {
 	Kubeconfig    string         // kubeconfig file; "" means the pod's in-cluster configuration
 	NodeName      string         // this node's Node name
 	NodePortCIDRs []netip.Prefix // --nodeport-addresses; empty: every InternalIP and ExternalIP
+	// ProxyName is --service-proxy-name: "" serves the Services without the
+	// service.kubernetes.io/service-proxy-name label, a name only those
+	// labelled with it.
+	ProxyName string
 }
 
 // newKubeWatcher builds the watcher when Kubernetes is the source; nil
@@ -28,6 +32,7 @@ func newKubeWatcher(cfg Config, client kubernetes.Interface) (*k8s.Watcher, erro
 		Client:        client,
 		NodeName:      cfg.Kubernetes.NodeName,
 		NodePortCIDRs: cfg.Kubernetes.NodePortCIDRs,
+		ProxyName:     cfg.Kubernetes.ProxyName,
 		Log:           orDefaultLog(cfg.Log).With("source", "kubernetes"),
 	})
 }

@@ -3,6 +3,7 @@ package k8s
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
@@ -21,16 +23,37 @@ import (
 	"github.com/fastpath-net/fastpath/internal/loadbalancer"
 )
 
-// proxySelector is kube-proxy's informer selector: no Service another proxy
-// owns, no slice of a headless Service.
-const proxySelector = "!" + svctranslate.LabelServiceProxyName + ",!" + svctranslate.LabelHeadless
+// proxySelector is the informers' label selector for --service-proxy-name
+// name. With no name it is kube-proxy's: no Service another proxy owns, no
+// slice of a headless Service. With a name, only what carries that name
+// (Cilium's --k8s-service-proxy-name). Slices take the same selector as
+// Services: the EndpointSlice controller copies a Service's labels onto its
+// slices, and a slice is only ever read through its Service, so a slice
+// of a Service this agent does not serve is not worth caching.
+func proxySelector(name string) string {
+	owner := "!" + svctranslate.LabelServiceProxyName
+	if name != "" {
+		owner = svctranslate.LabelServiceProxyName + "=" + name
+	}
+	return owner + ",!" + svctranslate.LabelHeadless
+}
+
+// ValidateProxyName checks a --service-proxy-name: it is compared with a
+// label's value, so it must be one.
+func ValidateProxyName(name string) error {
+	if errs := validation.IsValidLabelValue(name); len(errs) > 0 {
+		return fmt.Errorf("%q is not a label value: %s", name, strings.Join(errs, "; "))
+	}
+	return nil
+}
 
 func (w *Watcher) setupInformers() error {
 	// No periodic informer resync: it would re-deliver every object and
 	// recompute every Service. The agent's own periodic map Resync repairs
 	// drift in the maps.
 	w.factory = informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0, informers.WithTransform(trimForCache))
-	tweak := func(o *metav1.ListOptions) { o.LabelSelector = proxySelector }
+	selector := proxySelector(w.cfg.ProxyName)
+	tweak := func(o *metav1.ListOptions) { o.LabelSelector = selector }
 	// Built here rather than by the factory's Services() and
 	// EndpointSlices(), whose namespace index nothing reads: one set of
 	// every object's key per namespace. Slices are found by Service in
@@ -185,7 +208,7 @@ func (w *Watcher) onNode(obj any) {
 // whose translation used what changed: addresses for NodePorts, the zone for
 // topology hints.
 func (w *Watcher) setNode(obj *corev1.Node) {
-	n := svctranslate.NodeFromObject(w.cfg.NodeName, obj, w.cfg.NodePortCIDRs)
+	n := w.cfg.node(obj)
 	w.eligible.Store(nodeEligible(obj))
 	w.mu.Lock()
 	old := w.node

@@ -216,7 +216,13 @@ func checkProblemEvent(t *testing.T, admin kubernetes.Interface) {
 // ends.
 func runWatcher(t *testing.T, client kubernetes.Interface, state *applied) (stop func()) {
 	t.Helper()
-	w, err := New(Config{Client: client, NodeName: itNode, Log: quietLog(t)})
+	return runWatcherNamed(t, client, state, "")
+}
+
+// runWatcherNamed is runWatcher with --service-proxy-name proxyName.
+func runWatcherNamed(t *testing.T, client kubernetes.Interface, state *applied, proxyName string) (stop func()) {
+	t.Helper()
+	w, err := New(Config{Client: client, NodeName: itNode, ProxyName: proxyName, Log: quietLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ package k8s
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/netip"
@@ -51,7 +52,11 @@ type Config struct {
 	Client        kubernetes.Interface
 	NodeName      string         // this node's Node name
 	NodePortCIDRs []netip.Prefix // --nodeport-addresses; empty: every node address
-	Log           *slog.Logger
+	// ProxyName is --service-proxy-name: "" serves the Services without
+	// the service.kubernetes.io/service-proxy-name label (kube-proxy's
+	// choice); a name serves only those whose label equals it.
+	ProxyName string
+	Log       *slog.Logger
 	// MinInterval is the least time between two batches; 0 means
 	// DefaultMinInterval.
 	MinInterval time.Duration
@@ -117,11 +122,16 @@ func New(cfg Config) (*Watcher, error) {
 	if cfg.MinInterval <= 0 {
 		cfg.MinInterval = DefaultMinInterval
 	}
+	if cfg.ProxyName != "" {
+		if err := ValidateProxyName(cfg.ProxyName); err != nil {
+			return nil, fmt.Errorf("service proxy name: %w", err)
+		}
+	}
 	w := &Watcher{
 		cfg:       cfg,
 		log:       cfg.Log,
 		dirty:     map[loadbalancer.ServiceName]struct{}{},
-		node:      svctranslate.NodeFromObject(cfg.NodeName, nil, cfg.NodePortCIDRs),
+		node:      cfg.node(nil),
 		addrUsers: map[loadbalancer.ServiceName]struct{}{},
 		zoneUsers: map[loadbalancer.ServiceName]struct{}{},
 		triggers:  map[loadbalancer.ServiceName][]time.Time{},
@@ -239,4 +249,12 @@ func (w *Watcher) ReportProgramError(name loadbalancer.ServiceName, err error) {
 		svc, _ = w.services.Services(name.Namespace).Get(name.Name)
 	}
 	w.rep.programError(name, svc, err)
+}
+
+// node is what translations know of this node, from its Node object (nil
+// before it is seen) and the agent's settings.
+func (c *Config) node(obj *corev1.Node) svctranslate.Node {
+	n := svctranslate.NodeFromObject(c.NodeName, obj, c.NodePortCIDRs)
+	n.ProxyName = c.ProxyName
+	return n
 }

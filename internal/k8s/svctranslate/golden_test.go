@@ -35,6 +35,7 @@ var update = flag.Bool("update", false, "rewrite the golden files (result, maps)
 //	node: NAME                 this node's name; its Node object, if input.yaml
 //	                           has one, gives the zone and addresses
 //	nodeport-addresses: CIDRS  comma-separated --nodeport-addresses
+//	service-proxy-name: NAME   --service-proxy-name
 //
 // input.yaml holds Services, EndpointSlices and Nodes as the apiserver
 // stores them (documents separated by ---). Every Service is translated with
@@ -211,12 +212,15 @@ func nodeOf(t *testing.T, settings map[string]string, nodes []*corev1.Node) svct
 			cidrs = append(cidrs, p)
 		}
 	}
+	var obj *corev1.Node
 	for _, n := range nodes {
 		if n.Name == name {
-			return svctranslate.NodeFromObject(name, n, cidrs)
+			obj = n
 		}
 	}
-	return svctranslate.NodeFromObject(name, nil, cidrs)
+	node := svctranslate.NodeFromObject(name, obj, cidrs)
+	node.ProxyName = settings["service-proxy-name"]
+	return node
 }
 
 // decodeAll decodes strictly: a misspelt field fails the test instead of

@@ -24,8 +24,8 @@ const (
 func (t *translation) skipReason() string {
 	spec := &t.svc.Spec
 	switch {
-	case hasLabel(t.svc.Labels, LabelServiceProxyName):
-		return "label " + LabelServiceProxyName + " gives it to another proxy"
+	case !ServesProxyName(t.svc.Labels, t.node.ProxyName):
+		return proxyNameSkip(t.svc.Labels, t.node.ProxyName)
 	case spec.Type == corev1.ServiceTypeExternalName:
 		return "type ExternalName has no virtual IP"
 	case spec.ClusterIP == corev1.ClusterIPNone:
@@ -42,9 +42,26 @@ func (t *translation) skipReason() string {
 	return "no IPv4 ClusterIP"
 }
 
-func hasLabel(labels map[string]string, key string) bool {
-	_, ok := labels[key]
-	return ok
+// ServesProxyName says whether an agent with --service-proxy-name name
+// serves an object with these labels: the watcher's informers select the
+// same, so a Service that reaches Translate fails it only when handed over
+// directly (tests, tools).
+func ServesProxyName(labels map[string]string, name string) bool {
+	v, ok := labels[LabelServiceProxyName]
+	if name == "" {
+		return !ok
+	}
+	return ok && v == name
+}
+
+// proxyNameSkip says why a Service ServesProxyName refused is not this
+// agent's, naming the flag when the agent's own name is what excludes it.
+func proxyNameSkip(labels map[string]string, name string) string {
+	v, ok := labels[LabelServiceProxyName]
+	if !ok {
+		return "not labelled " + LabelServiceProxyName + "=" + name + ", the name this agent serves (--service-proxy-name)"
+	}
+	return "label " + LabelServiceProxyName + "=" + v + " gives it to another proxy"
 }
 
 // clusterIPStrings is spec.clusterIPs, or spec.clusterIP for objects written

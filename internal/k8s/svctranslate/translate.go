@@ -59,6 +59,10 @@ type Node struct {
 	// NodePortCIDRs is --nodeport-addresses: when not empty, only Addresses
 	// inside one of them get NodePort frontends.
 	NodePortCIDRs []netip.Prefix
+	// ProxyName is --service-proxy-name: "" serves the Services without
+	// the service-proxy-name label, as kube-proxy; a name serves only the
+	// Services whose label equals it.
+	ProxyName string
 }
 
 // Result is one Service's translation.
