@@ -148,13 +148,24 @@ type syncDetail struct {
 // system:kube-proxy over the node's control-plane link (both contenders the
 // same way: no forwarder in between).
 func startProxy(name string, n *node, env *testenv.Env, agentBin, kubeProxyBin string) (proxy, error) {
-	kubeconfig := filepath.Join(n.dir, "kubeconfig")
-	if err := env.WriteKubeconfigFor(kubeconfig, n.link.APIServerURL, env.KubeProxy); err != nil {
+	kubeconfig, err := writeKubeconfig(n, env)
+	if err != nil {
 		return nil, err
 	}
 	if name == "fastpath" {
 		return startAgent(n, agentBin, kubeconfig)
 	}
+	return startKubeProxy(name, n, kubeconfig, kubeProxyBin)
+}
+
+// writeKubeconfig writes the node's kubeconfig: system:kube-proxy over the
+// node's control-plane link.
+func writeKubeconfig(n *node, env *testenv.Env) (string, error) {
+	kubeconfig := filepath.Join(n.dir, "kubeconfig")
+	return kubeconfig, env.WriteKubeconfigFor(kubeconfig, n.link.APIServerURL, env.KubeProxy)
+}
+
+func startKubeProxy(name string, n *node, kubeconfig, kubeProxyBin string) (proxy, error) {
 	c, err := kubeproxy.Start(n.thread, n.star.Node, n.dir, "kube-proxy-"+name, kubeProxyBin, kubeproxy.Config{
 		Kubeconfig:  kubeconfig,
 		NodeName:    nodeName,
@@ -192,7 +203,8 @@ type agent struct {
 	pin  string
 }
 
-func startAgent(n *node, bin, kubeconfig string) (*agent, error) {
+// startAgent starts the agent on n; extra are more flags.
+func startAgent(n *node, bin, kubeconfig string, extra ...string) (*agent, error) {
 	pin := filepath.Join("/sys/fs/bpf", filepath.Base(n.star.Node.Name))
 	if err := os.Mkdir(pin, 0o700); err != nil {
 		return nil, fmt.Errorf("bpffs directory: %w", err)
@@ -211,6 +223,7 @@ func startAgent(n *node, bin, kubeconfig string) (*agent, error) {
 	if n.cgroup != "" {
 		args = append(args, "--cgroup", n.cgroup)
 	}
+	args = append(args, extra...)
 	var err error
 	if a.c, err = n.thread.Start(n.dir, "fastpath-agent", bin, args); err != nil {
 		_ = datapath.Uninstall(pin)

@@ -31,11 +31,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestHeadlineSmoke runs `make bench`'s harness end to end with N=10, two
-// changes and one short round, and checks the output's shape: every
-// contender and path measured, every chart a small PNG. It checks no
-// number: a benchmark is not a test. About a minute (the control plane,
-// three proxies and building fastpath-agent).
+// TestHeadlineSmoke runs `make bench`'s harness end to end with N=4 and
+// N=10, two changes and one short round, and checks the output's shape:
+// every contender and path measured, the side-by-side phase of N=4 and
+// N=10 run and reported, every chart a small PNG. It checks no number: a
+// benchmark is not a test. About two minutes (the control plane, three
+// proxies twice, the side node and building fastpath-agent).
 func TestHeadlineSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the headline benchmark end to end (root, BPF, namespaces, a control plane)")
@@ -49,7 +50,7 @@ func TestHeadlineSmoke(t *testing.T) {
 			testpriv.Unavailable(t, tool+" is needed")
 		}
 	}
-	cfg, err := parseFlags([]string{"-headline", "-n", "10", "-changes", "2", "-gap", "100ms", "-idle", "200ms",
+	cfg, err := parseFlags([]string{"-headline", "-n", "4,10", "-changes", "2", "-gap", "100ms", "-idle", "200ms",
 		"-reps", "1", "-window", "150ms", "-latency-window", "100ms", "-stream-window", "100ms", "-warmup", "20ms", "-pool", "2",
 		"-workers", "1,2", "-out", t.TempDir()})
 	if err != nil {
@@ -85,15 +86,19 @@ func TestHeadlineSmoke(t *testing.T) {
 	rows := benchmain.ReadCSV(t, filepath.Join(cfg.Out, dataCSV))
 	seen := map[string]int{}
 	tcpCol, legCol := slices.Index(rows[0], "syn_retrans"), slices.Index(rows[0], "leg")
-	legs := map[string]string{} // conn path and workers: its legs in order
+	legs := map[string]string{}   // N, conn path and workers: its legs in order
+	paired := map[string]string{} // the same of the side-by-side phase
 	for _, r := range rows[1:] {
 		if r[len(r)-1] != "" {
 			t.Errorf("data point failed: %v", r)
 		}
 		seen[r[1]+" "+r[2]]++
-		if r[2] == loadgen.KindConn && r[4] != "0" {
-			legs[r[1]+" w="+r[3]] += r[legCol]
-		} else if r[legCol] != "0" {
+		switch {
+		case r[2] == loadgen.KindConn && r[4] != "0":
+			legs[r[0]+" "+r[1]+" w="+r[3]] += r[legCol]
+		case r[2] == kindPaired:
+			paired[r[0]+" "+r[1]+" w="+r[3]] += r[legCol]
+		case r[legCol] != "0":
 			t.Errorf("leg %s of a lone window: %v", r[legCol], r)
 		}
 		// Every round read the TCP counters: a number, 0 included.
@@ -111,20 +116,38 @@ func TestHeadlineSmoke(t *testing.T) {
 			}
 		}
 	}
-	// One round: the paths with a baseline pair ran two legs, kube-proxy's one window.
+	// One round: the paths with a baseline pair ran two legs, kube-proxy's
+	// one window; the side-by-side phase two legs of TC and sock at each N.
 	for _, w := range cfg.Data.Workers {
-		for _, path := range pathNames {
-			want := "12"
-			if path == pathIPT || path == pathNFT {
-				want = "0"
-			}
-			if got := legs[path+" w="+strconv.Itoa(w)]; got != want {
-				t.Errorf("%s w=%d: legs %q, want %q", path, w, got, want)
+		for _, n := range cfg.Ns {
+			for _, path := range pathNames {
+				want := "12"
+				if path == pathIPT || path == pathNFT {
+					want = "0"
+				}
+				key := strconv.Itoa(n) + " " + path + " w=" + strconv.Itoa(w)
+				if got := legs[key]; got != want {
+					t.Errorf("N=%d %s w=%d: legs %q, want %q", n, path, w, got, want)
+				}
+				if path != pathTC && path != pathSock {
+					want = ""
+				}
+				if got := paired[key]; got != want {
+					t.Errorf("side by side: N=%d %s w=%d: legs %q, want %q", n, path, w, got, want)
+				}
 			}
 		}
 	}
+	for _, want := range []string{"## N=4 and N=10 side by side", "| fastpath TC | 2 | "} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^\| fastpath socket LB: new connections/s at N=10 ≥ 95 % of N=4 \(1 worker\(s\)\) \| side by side [\d.]+ %( \([\d–]+\))? \(per-N blocks: [\d.]+ %\) \|`).Match(md) {
+		t.Error("README.md's claim of N=10 vs N=4 is not the side-by-side ratio")
+	}
 	costs := benchmain.ReadCSV(t, filepath.Join(cfg.Out, costCSV))
-	if len(costs) != 1+len(contenderNames) {
+	if len(costs) != 1+len(cfg.Ns)*len(contenderNames) {
 		t.Errorf("cost rows: %v", costs)
 	}
 	for _, c := range costs[1:] {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sync"
 	"time"
@@ -13,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/fastpath-net/fastpath/internal/k8s/svctranslate"
 )
 
 const (
@@ -32,7 +35,8 @@ type objects struct {
 	backends [2]netip.Addr
 	vips     []netip.Addr
 	slices   []*discoveryv1.EndpointSlice
-	ports    []int32 // the port service i's endpoints have now
+	ports    []int32      // the port service i's endpoints have now
+	side     []netip.Addr // VIPs of the side-by-side phase's Services
 }
 
 func newObjects(ctx context.Context, client kubernetes.Interface, backends [2]netip.Addr) (*objects, error) {
@@ -69,6 +73,17 @@ func (o *objects) grow(ctx context.Context, n int, logf func(string, ...any)) (t
 	o.vips = append(o.vips, make([]netip.Addr, n-have)...)
 	o.slices = append(o.slices, make([]*discoveryv1.EndpointSlice, n-have)...)
 	o.ports = append(o.ports, make([]int32, n-have)...)
+	err := createAll(ctx, have, n, o.create, logf)
+	if err != nil {
+		o.vips, o.slices, o.ports = o.vips[:have], o.slices[:have], o.ports[:have]
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// createAll calls create for have..n-1, createWorkers at a time.
+func createAll(ctx context.Context, have, n int, create func(context.Context, int) error, logf func(string, ...any)) error {
+	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	next := make(chan int)
@@ -79,7 +94,7 @@ func (o *objects) grow(ctx context.Context, n int, logf func(string, ...any)) (t
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if err := o.create(ctx, i); err != nil {
+				if err := create(ctx, i); err != nil {
 					errc <- err
 					cancel()
 					return
@@ -87,7 +102,6 @@ func (o *objects) grow(ctx context.Context, n int, logf func(string, ...any)) (t
 			}
 		}()
 	}
-	var err error
 feed:
 	for i := have; i < n; i++ {
 		select {
@@ -102,27 +116,61 @@ feed:
 	close(next)
 	wg.Wait()
 	select {
-	case err = <-errc:
+	case err := <-errc:
+		return err
 	default:
-		err = ctx.Err()
+		return ctx.Err()
 	}
-	if err != nil {
-		o.vips, o.slices, o.ports = o.vips[:have], o.slices[:have], o.ports[:have]
-		return 0, err
-	}
-	return time.Since(start), nil
 }
 
 // create makes Service i (ClusterIP, port 80, no selector) and its
 // hand-made EndpointSlice with both backends.
 func (o *objects) create(ctx context.Context, i int) error {
+	vip, sl, err := o.createService(ctx, svcName(i), clusterIP(i), nil)
+	if err != nil {
+		return err
+	}
+	o.vips[i], o.slices[i], o.ports[i] = vip, sl, portA
+	return nil
+}
+
+// The side-by-side phase's Services: labelled for the second fastpath
+// agent only (--service-proxy-name), so kube-proxy and the main agent
+// never see them, and addressed from 10.96.240.0, above every N's
+// clusterIP.
+const (
+	sideProxyName = "fp-bench-side"
+	sideMax       = 4096
+)
+
+func sideName(i int) string { return fmt.Sprintf("side-%05d", i) }
+
+func sideIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 96, byte(240 + i/256), byte(i % 256)})
+}
+
+// growSide creates the n Services of the side-by-side phase (once).
+func (o *objects) growSide(ctx context.Context, n int, logf func(string, ...any)) error {
+	o.side = make([]netip.Addr, n)
+	labels := map[string]string{svctranslate.LabelServiceProxyName: sideProxyName}
+	return createAll(ctx, 0, n, func(ctx context.Context, i int) error {
+		vip, _, err := o.createService(ctx, sideName(i), sideIP(i), labels)
+		o.side[i] = vip
+		return err
+	}, logf)
+}
+
+// createService makes a Service (ClusterIP ip, port 80, no selector) and
+// its hand-made EndpointSlice with both backends on portA, both with labels
+// added to their own.
+func (o *objects) createService(ctx context.Context, name string, ip netip.Addr, labels map[string]string) (netip.Addr, *discoveryv1.EndpointSlice, error) {
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: svcName(i), Namespace: kubeNamespace},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: kubeNamespace, Labels: labels},
 		Spec: corev1.ServiceSpec{
 			// Chosen here, so every run's VIPs are the same. (Whether it
 			// makes creation faster could not be told on the busy VM:
 			// 5,000 Services took 2m52s without, 2m30s and 43s with.)
-			ClusterIP: clusterIP(i).String(),
+			ClusterIP: ip.String(),
 			Ports: []corev1.ServicePort{{
 				Port: svcPort, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(portA),
 			}},
@@ -130,18 +178,18 @@ func (o *objects) create(ctx context.Context, i int) error {
 	}
 	got, err := o.client.CoreV1().Services(kubeNamespace).Create(ctx, svc, metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("create service %s: %w", svc.Name, err)
+		return netip.Addr{}, nil, fmt.Errorf("create service %s: %w", svc.Name, err)
 	}
 	vip, err := netip.ParseAddr(got.Spec.ClusterIP)
 	if err != nil {
-		return fmt.Errorf("service %s: clusterIP %q: %w", svc.Name, got.Spec.ClusterIP, err)
+		return netip.Addr{}, nil, fmt.Errorf("service %s: clusterIP %q: %w", svc.Name, got.Spec.ClusterIP, err)
 	}
-	sl, err := o.client.DiscoveryV1().EndpointSlices(kubeNamespace).Create(ctx, slice(i, portA, o.backends), metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("create endpointslice of %s: %w", svc.Name, err)
+	sl := slice(name, portA, o.backends)
+	maps.Copy(sl.Labels, labels)
+	if sl, err = o.client.DiscoveryV1().EndpointSlices(kubeNamespace).Create(ctx, sl, metav1.CreateOptions{}); err != nil {
+		return netip.Addr{}, nil, fmt.Errorf("create endpointslice of %s: %w", svc.Name, err)
 	}
-	o.vips[i], o.slices[i], o.ports[i] = vip, sl, portA
-	return nil
+	return vip, sl, nil
 }
 
 // clusterIP is Service i's address in the control plane's 10.96.0.0/16,
@@ -151,13 +199,13 @@ func clusterIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-func slice(i int, port int32, backends [2]netip.Addr) *discoveryv1.EndpointSlice {
+func slice(svc string, port int32, backends [2]netip.Addr) *discoveryv1.EndpointSlice {
 	name, proto, ready := "", corev1.ProtocolTCP, true
 	s := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: svcName(i) + "-1", Namespace: kubeNamespace,
+			Name: svc + "-1", Namespace: kubeNamespace,
 			Labels: map[string]string{
-				discoveryv1.LabelServiceName: svcName(i),
+				discoveryv1.LabelServiceName: svc,
 				discoveryv1.LabelManagedBy:   "fp-bench",
 			},
 		},

@@ -54,6 +54,8 @@ type results struct {
 	Data     []dataPoint
 	Costs    []cost
 	Counters []counterRow
+	// SideErr says why the side-by-side phase was not measured.
+	SideErr string
 }
 
 // backendAddrs are be1 and be2 in every node (nettopo.Star numbers hosts
@@ -88,7 +90,8 @@ func run(ctx context.Context, cfg config) (err error) {
 
 	env, err := testenv.Start(ctx, testenv.Options{
 		ServiceClusterIPRange: "10.96.0.0/16",
-		ExtraSANs:             cplink.SANs(len(contenderNames)),
+		// One more link: the side-by-side phase's second fastpath node.
+		ExtraSANs: cplink.SANs(sideLinkNo),
 		// The controller-manager is not needed: the slices are hand-made
 		// and the namespace goes with the control plane.
 		NoControllerManager: true,
@@ -101,6 +104,12 @@ func run(ctx context.Context, cfg config) (err error) {
 	objs, err := newObjects(ctx, env.Clientset, backendAddrs)
 	if err != nil {
 		return err
+	}
+	if lo, _, ok := pairedNs(cfg); ok {
+		logf(cfg, "side-by-side phase: creating its %d Services and EndpointSlices", lo)
+		if err := objs.growSide(ctx, lo, func(f string, a ...any) { logf(cfg, f, a...) }); err != nil {
+			return err
+		}
 	}
 	for _, n := range cfg.Ns {
 		logf(cfg, "N=%d: creating Services and EndpointSlices", n)
@@ -165,7 +174,13 @@ func benchN(ctx context.Context, cfg config, env *testenv.Env, objs *objects, kp
 	if !cfg.Headline {
 		return nil
 	}
-	return dataPath(ctx, cfg, objs, n, live, res)
+	if err := dataPath(ctx, cfg, objs, n, live, res); err != nil {
+		return err
+	}
+	if _, hi, ok := pairedNs(cfg); ok && n == hi {
+		return sideBySide(ctx, cfg, env, objs, tmp, live, res)
+	}
+	return nil
 }
 
 // running is a contender whose node and process outlive its control-path
@@ -224,7 +239,7 @@ func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, k
 			l = nil
 		}
 	}()
-	if err := coldStart(ctx, p, nd, objs, n, r); err != nil {
+	if err := coldStart(ctx, p, nd, sample(objs.vips, n), n, r); err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
@@ -254,14 +269,14 @@ func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, k
 
 // sample picks the VIPs whose answers end the cold start: the last Service
 // created and four spread over the others.
-func sample(objs *objects, n int) []netip.Addr {
+func sample(vips []netip.Addr, n int) []netip.Addr {
 	idx := map[int]bool{n - 1: true}
 	for k := 0; k < 4; k++ {
 		idx[k*n/4] = true
 	}
 	var out []netip.Addr
 	for i := range idx {
-		out = append(out, objs.vips[i])
+		out = append(out, vips[i])
 	}
 	return out
 }
@@ -270,9 +285,10 @@ func sample(objs *objects, n int) []netip.Addr {
 // for its first sync of 10,000 Services here on a quiet machine.
 func coldLimit(n int) time.Duration { return 3*time.Minute + time.Duration(n)*30*time.Millisecond }
 
-func coldStart(ctx context.Context, p proxy, nd *node, objs *objects, n int, r *result) error {
+// coldStart waits until p's log says all n Services are programmed and
+// every one of vips answers through nd.
+func coldStart(ctx context.Context, p proxy, nd *node, vips []netip.Addr, n int, r *result) error {
 	c := p.proc()
-	vips := sample(objs, n)
 	answered := map[netip.Addr]bool{}
 	deadline := c.Started.Add(coldLimit(n))
 	var syncAt, answerAt time.Time
