@@ -502,7 +502,7 @@ func sideSection(p func(string, ...any), res *results) {
 	p("from one N to the next). Here, after N=%s's rounds, a second fastpath node (the same topology, its agent started", fmtN(hi))
 	p("with `--service-proxy-name %s`) serves %s Services of its own, labelled", sideProxyName, fmtN(lo))
 	p("`service.kubernetes.io/service-proxy-name=%s` (kube-proxy and the main agent skip them), while N=%s's node still", sideProxyName, fmtN(hi))
-	p("serves all %s. In each of %d repetitions, for each worker count, TC and the socket LB run two legs of %s at each", fmtN(hi), d.Reps, d.Window/2)
+	p("serves all %s. In each of %d repetitions, for each worker count, TC and the socket LB run two legs of %s at each", fmtN(hi), d.PairedReps, d.Window/2)
 	p("count in the order N=%s (tc, sock), N=%s (tc, sock, sock, tc), N=%s (sock, tc), mirrored in every other", fmtN(lo), fmtN(hi), fmtN(lo))
 	p("repetition, so each path's legs at one count have the same mean time as at the other and a drift linear over the")
 	p("repetition cancels. *side by side*: a repetition's rate at N=%s (its two legs pooled) / at N=%s; median, range in", fmtN(hi), fmtN(lo))

@@ -51,7 +51,7 @@ func TestHeadlineSmoke(t *testing.T) {
 		}
 	}
 	cfg, err := parseFlags([]string{"-headline", "-n", "4,10", "-changes", "2", "-gap", "100ms", "-idle", "200ms",
-		"-reps", "1", "-window", "150ms", "-latency-window", "100ms", "-stream-window", "100ms", "-warmup", "20ms", "-pool", "2",
+		"-reps", "1", "-paired-reps", "1", "-window", "150ms", "-latency-window", "100ms", "-stream-window", "100ms", "-warmup", "20ms", "-pool", "2",
 		"-workers", "1,2", "-out", t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestHeadlineFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []int{100, 1000, 5000, 10000, 20000}; !slices.Equal(cfg.Ns, want) || cfg.Data.Reps != 5 {
+	if want := []int{100, 1000, 5000, 10000, 20000}; !slices.Equal(cfg.Ns, want) || cfg.Data.Reps != 5 || cfg.Data.PairedReps != 12 {
 		t.Errorf("headline: N %v reps %d", cfg.Ns, cfg.Data.Reps)
 	}
 	if cfg, err = parseFlags([]string{"-headline", "-quick"}); err != nil || !slices.Equal(cfg.Ns, []int{100, 1000, 5000}) || cfg.Data.Reps != 3 {

@@ -101,7 +101,8 @@ func sideBySide(ctx context.Context, cfg config, env *testenv.Env, objs *objects
 	count := map[bool]int{false: lo, true: hi}
 	tcp := tcpReader{cfg: cfg, nss: namespaces(append(slices.Clone(live), side))}
 	load1 := procstat.LoadAvg()
-	for rep := 1; rep <= cfg.Data.Reps; rep++ {
+	logf(cfg, "side by side: N=%d and N=%d, %d repetitions", lo, hi, cfg.Data.PairedReps)
+	for rep := 1; rep <= cfg.Data.PairedReps; rep++ {
 		for _, w := range cfg.Data.Workers {
 			for _, st := range pairedOrder(rep) {
 				for _, l := range st.legs {
