@@ -27,8 +27,13 @@ func TestDiff(t *testing.T) {
 // as it does behind a NAT that sends two clients' flows to one backend
 // tuple: the server closes first (TIME_WAIT on its side, as in the
 // benchmarks), and the client connects again from the same port with
-// another timestamp offset (tcp_timestamps 1: random per address pair, 2:
-// none). One of the two orders makes the new SYN look old. The test
+// another timestamp offset (tcp_timestamps 1: a random offset, 2: none).
+// On this kernel the random offset is drawn per connection tuple (a keyed
+// hash of addresses and ports, fixed for the boot), so a reconnect without
+// offset looks old exactly when its port's offset was positive: a coin
+// toss per port, the same at every run of one boot. The test therefore
+// puts several ports into TIME_WAIT with offsets and reconnects them
+// without, until one is refused (all 32 accepted: 1 in 4 billion). It
 // asserts the counters the benchmarks report (Reported) and logs every
 // TcpExt counter that moved.
 func TestTimeWaitRefusal(t *testing.T) {
@@ -79,11 +84,22 @@ func TestTimeWaitRefusal(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	connect(41001, "1")
-	connect(41002, "2")
-	time.Sleep(100 * time.Millisecond) // the client's last ACK reaches the server
-	connect(41001, "2")
-	connect(41002, "1")
+	const firstPort, ports = 41001, 32
+	for p := firstPort; p < firstPort+ports; p++ {
+		connect(p, "1")
+	}
+	time.Sleep(100 * time.Millisecond) // the client's last ACKs reach the server
+	for p := firstPort; p < firstPort+ports; p++ {
+		connect(p, "2")
+		now, err := server.NS.TCPExt()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if Diff(now, before[server.NS.Name])[PAWSTimewait] > 0 {
+			t.Logf("port %d: the reconnect without offset was refused (%d ports tried)", p, p-firstPort+1)
+			break
+		}
+	}
 
 	moved := map[string]map[string]uint64{}
 	for _, ns := range nss {
