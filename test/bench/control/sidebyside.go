@@ -11,6 +11,7 @@ import (
 	"github.com/fastpath-net/fastpath/internal/testenv"
 	"github.com/fastpath-net/fastpath/test/bench/internal/loadgen"
 	"github.com/fastpath-net/fastpath/test/bench/internal/procstat"
+	"github.com/fastpath-net/fastpath/test/bench/internal/rounds"
 )
 
 // The headline's "rate at the largest N vs the smallest", side by side.
@@ -24,7 +25,7 @@ import (
 // (labelled for it: kube-proxy and the main agent skip them) while the main
 // node still serves the largest N. Legs of both alternate within every
 // repetition in an order whose mean time is the same for both counts
-// (pairedOrder), so a drift linear over the repetition cancels from the
+// (rounds.Paired), so a drift linear over the repetition cancels from the
 // ratio. Unlike bench-datapath's phase the two counts are two nodes (same
 // topology and programs, each its own conntrack and backend servers).
 
@@ -42,36 +43,6 @@ var sideLinkNo = len(contenderNames) + 1
 func pairedNs(cfg config) (lo, hi int, ok bool) {
 	lo, hi = cfg.Ns[0], cfg.Ns[len(cfg.Ns)-1]
 	return lo, hi, cfg.Headline && lo < hi && lo <= sideMax
-}
-
-type pairedLeg struct {
-	path string
-	leg  int
-}
-
-// pairedStep is one stretch of a repetition at one count: its legs, in
-// order.
-type pairedStep struct {
-	hi   bool // the largest N (the main node), else the smallest (the side node)
-	legs []pairedLeg
-}
-
-// pairedOrder is repetition rep's schedule for one worker count: smallest
-// N (tc, sock), largest (tc, sock, sock, tc), smallest (sock, tc); the
-// mirror (largest first) in even repetitions. Each path's two legs at one
-// count have the same mean position as its two at the other.
-func pairedOrder(rep int) []pairedStep {
-	out := []pairedStep{
-		{false, []pairedLeg{{pathTC, 1}, {pathSock, 1}}},
-		{true, []pairedLeg{{pathTC, 1}, {pathSock, 1}, {pathSock, 2}, {pathTC, 2}}},
-		{false, []pairedLeg{{pathSock, 2}, {pathTC, 2}}},
-	}
-	if rep%2 == 0 {
-		for i := range out {
-			out[i].hi = !out[i].hi
-		}
-	}
-	return out
 }
 
 // sideBySide runs the phase after the largest N's data rounds, while live
@@ -104,9 +75,9 @@ func sideBySide(ctx context.Context, cfg config, env *testenv.Env, objs *objects
 	logf(cfg, "side by side: N=%d and N=%d, %d repetitions", lo, hi, cfg.Data.PairedReps)
 	for rep := 1; rep <= cfg.Data.PairedReps; rep++ {
 		for _, w := range cfg.Data.Workers {
-			for _, st := range pairedOrder(rep) {
-				for _, l := range st.legs {
-					p, ok := paths[st.hi][l.path]
+			for _, st := range rounds.Paired(rep, pathTC, pathSock) {
+				for _, l := range st.Runs {
+					p, ok := paths[st.Hi][l.Item]
 					if !ok {
 						continue
 					}
@@ -114,7 +85,7 @@ func sideBySide(ctx context.Context, cfg config, env *testenv.Env, objs *objects
 					if err != nil {
 						return err
 					}
-					pt.Kind, pt.N, pt.Rep, pt.Leg, pt.Load1 = kindPaired, count[st.hi], rep, l.leg, load1
+					pt.Kind, pt.N, pt.Rep, pt.Leg, pt.Load1 = kindPaired, count[st.Hi], rep, l.Leg, load1
 					res.Data = append(res.Data, *pt)
 					logPoint(cfg, pt)
 				}

@@ -2,40 +2,6 @@ package main
 
 import "testing"
 
-// TestPairedOrder: in every repetition each path runs legs 1 and 2 at both
-// counts, the counts alternate step by step, and a path's legs at one count
-// have the same mean position as at the other, so a drift linear over the
-// repetition cancels from the ratio.
-func TestPairedOrder(t *testing.T) {
-	for rep := 1; rep <= 4; rep++ {
-		sum := map[string]map[bool]int{pathTC: {}, pathSock: {}}
-		legs := map[string]map[bool]int{pathTC: {}, pathSock: {}}
-		pos := 0
-		steps := pairedOrder(rep)
-		if steps[0].hi != (rep%2 == 0) {
-			t.Errorf("rep %d starts at hi=%v: odd repetitions start at the smallest N", rep, steps[0].hi)
-		}
-		for i, st := range steps {
-			if i > 0 && st.hi == steps[i-1].hi {
-				t.Errorf("rep %d: steps %d and %d both at hi=%v", rep, i-1, i, st.hi)
-			}
-			for _, l := range st.legs {
-				sum[l.path][st.hi] += pos
-				legs[l.path][st.hi] = 10*legs[l.path][st.hi] + l.leg
-				pos++
-			}
-		}
-		for _, path := range []string{pathTC, pathSock} {
-			if legs[path][false] != 12 || legs[path][true] != 12 {
-				t.Errorf("rep %d %s: legs %v, want 1 then 2 at both counts", rep, path, legs[path])
-			}
-			if sum[path][false] != sum[path][true] {
-				t.Errorf("rep %d %s: legs at the smallest N sum to position %d, at the largest to %d", rep, path, sum[path][false], sum[path][true])
-			}
-		}
-	}
-}
-
 // TestPairedNs: the phase needs two counts, and the smaller within the
 // side's addresses.
 func TestPairedNs(t *testing.T) {

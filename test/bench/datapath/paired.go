@@ -22,7 +22,7 @@ import (
 // as the number of services. Here one agent serves both counts in turn
 // within every repetition. Its services file switches between N=1 and the
 // largest N, and each load balancer runs two legs at each count, in an
-// order whose mean time is the same for both counts (pairedOrder), so a
+// order whose mean time is the same for both counts (rounds.Paired), so a
 // drift linear over the repetition cancels from the ratio. Both counts
 // share the agent's conntrack and so the flows it holds: the number of
 // services is the only difference.
@@ -30,33 +30,6 @@ import (
 // kindPaired marks the new-connection points of this phase, so they never
 // mix with the per-N blocks' (loadgen.KindConn).
 const kindPaired = "conn-paired"
-
-// pairedStep is one stretch of a repetition at one service count: the
-// legs run there, in order.
-type pairedStep struct {
-	hi   bool // the largest N, else N=1
-	legs []leg
-}
-
-// pairedOrder is repetition rep's schedule for one worker count: N=1 (tc,
-// sock), largest N (tc, sock, sock, tc), N=1 (sock, tc); the mirror
-// (largest N first) in even repetitions. Each mode's two legs at a count
-// have the same mean position as its two at the other, and the two
-// switches of the services file lie symmetric between them.
-func pairedOrder(rep int) []pairedStep {
-	tc, sock := modeByName("tc"), modeByName("sock")
-	out := []pairedStep{
-		{false, []leg{{tc, 1}, {sock, 1}}},
-		{true, []leg{{tc, 1}, {sock, 1}, {sock, 2}, {tc, 2}}},
-		{false, []leg{{sock, 2}, {tc, 2}}},
-	}
-	if rep%2 == 0 {
-		for i := range out {
-			out[i].hi = !out[i].hi
-		}
-	}
-	return out
-}
 
 // pairedNs are the two service counts the phase compares, or false when
 // the run has no N=1 and larger N to compare.
@@ -96,20 +69,20 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 	atHi := false
 	for rep := 1; rep <= cfg.PairedReps; rep++ {
 		for _, w := range cfg.Workers {
-			for _, st := range pairedOrder(rep) {
-				n := count[st.hi]
-				if st.hi != atHi {
+			for _, st := range rounds.Paired(rep, modeByName("tc"), modeByName("sock")) {
+				n := count[st.Hi]
+				if st.Hi != atHi {
 					if err := switchServices(ctx, cfg, env, agent, live, n); err != nil {
 						return nil, err
 					}
-					atHi = st.hi
+					atHi = st.Hi
 				}
-				for _, l := range st.legs {
-					p, err := measurePoint(ctx, cfg, env, agent, ctr, n, l.mode, loadgen.KindConn, w, rep, targets[st.hi], cfg.Duration/2)
+				for _, l := range st.Runs {
+					p, err := measurePoint(ctx, cfg, env, agent, ctr, n, l.Item, loadgen.KindConn, w, rep, targets[st.Hi], cfg.Duration/2)
 					if err != nil {
 						return nil, err
 					}
-					p.Kind, p.Leg = kindPaired, l.leg
+					p.Kind, p.Leg = kindPaired, l.Leg
 					pts = append(pts, *p)
 				}
 			}

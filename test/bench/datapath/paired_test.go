@@ -12,46 +12,6 @@ import (
 	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
-// TestPairedOrder: in every repetition each load balancer runs legs 1 and 2
-// at each count, and its legs at one count have the same mean position in
-// the schedule as at the other, so a linear drift cancels from the ratio;
-// the count changes only between steps, and each step has the other count
-// than the one before.
-func TestPairedOrder(t *testing.T) {
-	for rep := 1; rep <= 4; rep++ {
-		sum := map[string]map[bool]int{}
-		legs := map[string]map[bool][]int{}
-		pos := 0
-		steps := pairedOrder(rep)
-		for i, st := range steps {
-			if i > 0 && st.hi == steps[i-1].hi {
-				t.Errorf("rep %d: steps %d and %d are both at hi=%v", rep, i-1, i, st.hi)
-			}
-			for _, l := range st.legs {
-				if sum[l.mode.Name] == nil {
-					sum[l.mode.Name], legs[l.mode.Name] = map[bool]int{}, map[bool][]int{}
-				}
-				sum[l.mode.Name][st.hi] += pos
-				legs[l.mode.Name][st.hi] = append(legs[l.mode.Name][st.hi], l.leg)
-				pos++
-			}
-		}
-		if steps[0].hi != (rep%2 == 0) {
-			t.Errorf("rep %d starts at hi=%v: odd repetitions start at N=1, even ones at the largest N", rep, steps[0].hi)
-		}
-		for _, m := range []string{"tc", "sock"} {
-			for _, hi := range []bool{false, true} {
-				if got := legs[m][hi]; len(got) != 2 || got[0]+got[1] != 3 || got[0] == got[1] {
-					t.Errorf("rep %d %s hi=%v: legs %v, want 1 and 2", rep, m, hi, got)
-				}
-			}
-			if sum[m][false] != sum[m][true] {
-				t.Errorf("rep %d %s: legs at N=1 sum to position %d, at the largest N to %d", rep, m, sum[m][false], sum[m][true])
-			}
-		}
-	}
-}
-
 // TestPaired runs the side-by-side phase with N=1 and N=10 against a real
 // agent: every leg at both counts must carry connections, the switches of
 // the services file must reach the maps (else a leg at N=10 would run at

@@ -82,6 +82,35 @@ func ABBA[T any](rep int, base, x T) []Run[T] {
 	return []Run[T]{x1, b1, b2, x2}
 }
 
+// Step is one stretch of a side-by-side repetition at one of two counts:
+// Hi says which (the larger, else the smaller), Runs are the legs run
+// there, in order.
+type Step[T any] struct {
+	Hi   bool
+	Runs []Run[T]
+}
+
+// Paired is repetition rep's schedule for comparing a and b each at a
+// smaller and a larger count, side by side: smaller (a, b), larger (a, b,
+// b, a), smaller (b, a); the mirror (larger first) in even repetitions.
+// Each item's two legs at one count have the same mean position as its
+// two at the other, and the two switches between counts lie symmetric
+// between them, so a drift linear over the repetition cancels from each
+// item's ratio of the two counts.
+func Paired[T any](rep int, a, b T) []Step[T] {
+	out := []Step[T]{
+		{false, []Run[T]{{a, 1}, {b, 1}}},
+		{true, []Run[T]{{a, 1}, {b, 1}, {b, 2}, {a, 2}}},
+		{false, []Run[T]{{b, 2}, {a, 2}}},
+	}
+	if rep%2 == 0 {
+		for i := range out {
+			out[i].Hi = !out[i].Hi
+		}
+	}
+	return out
+}
+
 // PoolLegs merges each group of legs into one point in its first leg's
 // place; other points pass through, in order. key names a point's group
 // and says whether it is a leg at all; first makes the pooled point of a

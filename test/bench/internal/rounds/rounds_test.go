@@ -45,6 +45,43 @@ func TestABBA(t *testing.T) {
 	}
 }
 
+// TestPaired: in every repetition each item runs leg 1 and then leg 2 at
+// each count, the counts alternate step by step, odd repetitions start at
+// the smaller count and even ones at the larger, and an item's legs at one
+// count have the same mean position as at the other, so a drift linear
+// over the repetition cancels from its ratio.
+func TestPaired(t *testing.T) {
+	for rep := 1; rep <= 4; rep++ {
+		sum := map[string]map[bool]int{"a": {}, "b": {}}
+		legs := map[string]map[bool][]int{"a": {}, "b": {}}
+		pos := 0
+		steps := Paired(rep, "a", "b")
+		if steps[0].Hi != (rep%2 == 0) {
+			t.Errorf("rep %d starts at hi=%v: odd repetitions start at the smaller count, even ones at the larger", rep, steps[0].Hi)
+		}
+		for i, st := range steps {
+			if i > 0 && st.Hi == steps[i-1].Hi {
+				t.Errorf("rep %d: steps %d and %d are both at hi=%v", rep, i-1, i, st.Hi)
+			}
+			for _, r := range st.Runs {
+				sum[r.Item][st.Hi] += pos
+				legs[r.Item][st.Hi] = append(legs[r.Item][st.Hi], r.Leg)
+				pos++
+			}
+		}
+		for _, item := range []string{"a", "b"} {
+			for _, hi := range []bool{false, true} {
+				if got := legs[item][hi]; !slices.Equal(got, []int{1, 2}) {
+					t.Errorf("rep %d %s hi=%v: legs %v, want 1 then 2", rep, item, hi, got)
+				}
+			}
+			if sum[item][false] != sum[item][true] {
+				t.Errorf("rep %d %s: legs at the smaller count sum to position %d, at the larger to %d", rep, item, sum[item][false], sum[item][true])
+			}
+		}
+	}
+}
+
 func TestPoolLegs(t *testing.T) {
 	type pt struct {
 		name string
