@@ -103,9 +103,11 @@ func (r *Reconciler) flagTwins() error {
 	var keys []lbmap.ServiceKey
 	var vals []lbmap.ServiceValue
 	for key, st := range r.fes {
+		if key.Scope != lbmap.ScopeInternal || !st.svcPresent {
+			continue
+		}
 		ext := r.fes[externalTwin(key)]
-		if key.Scope != lbmap.ScopeInternal || !st.svcPresent || ext == nil || !ext.svcPresent ||
-			ext.svc.Flags&lbmap.ServiceInternalTwin != 0 {
+		if ext == nil || !ext.svcPresent || ext.svc.Flags&lbmap.ServiceInternalTwin != 0 {
 			continue
 		}
 		v := ext.svc
