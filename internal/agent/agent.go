@@ -445,8 +445,8 @@ func (a *Agent) collectGarbage() {
 		return
 	}
 	a.ct.observe(res.Live, a.dp.CT.MaxEntries())
-	if res.Deleted > 0 {
-		a.log.Debug("conntrack gc", "deleted", res.Deleted, "live", res.Live)
+	if res.Deleted > 0 || res.Rewritten > 0 {
+		a.log.Debug("conntrack gc", "deleted", res.Deleted, "live", res.Live, "rewritten", res.Rewritten)
 	}
 }
 

@@ -51,6 +51,25 @@ func Twin(k Key, e Entry) Key {
 // deleted in chunks behind the walk. Deleting a visited entry does not
 // change a verdict still to come: a flow whose twin is gone is closed, the
 // same verdict the expired twin would have given.
+//
+// A verdict is milliseconds old when its chunk is deleted, and meanwhile
+// the datapath may have written the key anew: a client that reuses its
+// port reuses the tuple, a new flow overwrites the closed flow's entries,
+// and deleting by key alone then took the new flow's entry (its replies
+// went out without reverse NAT, and its client retried into the same
+// half-flow: a connection stuck for good, at the first N=1 leg after
+// many Services in bench-datapath, where every tuple is reused within
+// seconds of its entries expiring). So each key is looked up again right
+// before its delete and kept unless it still holds the entry judged. The
+// kernel has no compare-and-delete for BPF maps; the window left is the
+// one between those two calls (about a microsecond, against the
+// milliseconds of a chunk), and what falls into it is a new flow's first
+// packet, which the datapath heals: a SYN sent again finds its missing
+// REPLY entry written anew (fp_ct_heal_reply in bpf/include/ct.h).
+// Taking the entry out and putting it back instead (lookup-and-delete,
+// then insert) was worse: the entry is then missing while it is put back,
+// and what is put back is a new flow's, whose next packet, a microsecond
+// later, found no entry and was balanced anew.
 func GC(m bpfmap.Map[Key, Entry], now uint64) (int, error) {
 	r, err := Collect(m, now)
 	return r.Deleted, err
@@ -60,6 +79,9 @@ func GC(m bpfmap.Map[Key, Entry], now uint64) (int, error) {
 type GCResult struct {
 	Deleted int // expired entries of closed flows removed
 	Live    int // entries left: the fill the walk saw, for free
+	// Rewritten counts keys judged dead but written anew (or touched by a
+	// packet) before their delete, and so kept.
+	Rewritten int
 }
 
 // Collect is GC, also reporting the entries left.
@@ -75,14 +97,16 @@ func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (GCResult, error) {
 		v, ok, err := m.Lookup(k)
 		return v, ok && err == nil
 	}
-	pending := make([]Key, 0, chunk)
-	deleted, visited := 0, 0
+	pending := make([]judged, 0, chunk)
+	var res GCResult
+	visited := 0
 	var delErr error
 	flush := func() bool {
-		if delErr = m.Delete(pending); delErr != nil {
-			return false
+		for _, j := range pending {
+			if delErr = deleteUnchanged(m, j, &res); delErr != nil {
+				return false
+			}
 		}
-		deleted += len(pending)
 		pending = pending[:0]
 		return true
 	}
@@ -95,18 +119,42 @@ func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (GCResult, error) {
 		}
 		visited++
 		if v.Expires < now && !flowOpen(k, v, lookup, now) {
-			pending = append(pending, k)
+			pending = append(pending, judged{k, v})
 		}
 		return true
 	})
 	if err == nil && delErr == nil {
 		flush()
 	}
-	res := GCResult{Deleted: deleted, Live: visited - deleted}
+	res.Live = visited - res.Deleted
 	if delErr != nil {
 		return res, fmt.Errorf("ct gc: %w", delErr)
 	}
 	return res, err
+}
+
+// judged is an entry found dead, as the walk saw it.
+type judged struct {
+	k Key
+	v Entry
+}
+
+// deleteUnchanged deletes j's key if it still holds the entry judged:
+// otherwise a new flow has written it, or a packet has just touched it.
+func deleteUnchanged(m bpfmap.Map[Key, Entry], j judged, res *GCResult) error {
+	v, ok, err := m.Lookup(j.k)
+	if err != nil || !ok {
+		return err
+	}
+	if v != j.v {
+		res.Rewritten++
+		return nil
+	}
+	if err := m.Delete([]Key{j.k}); err != nil {
+		return err
+	}
+	res.Deleted++
+	return nil
 }
 
 // Now is CLOCK_BOOTTIME in nanoseconds, the clock the datapath stamps

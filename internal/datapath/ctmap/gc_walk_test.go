@@ -13,10 +13,12 @@ import (
 )
 
 // counting wraps a Map and records what GC asks of it: how often the walk
-// visits each key, and the largest Delete.
+// visits each key, and the most keys it deletes between two visits,
+// which the keys it holds bound.
 type counting struct {
 	bpfmap.Map[Key, Entry]
 	visits    map[Key]int
+	burst     int
 	maxDelete int
 	// iterate, when set, walks with one get-next-key call per entry, the
 	// kernel path of maps and kernels without batch lookup.
@@ -26,6 +28,7 @@ type counting struct {
 func (c *counting) Range(fn func(Key, Entry) bool) error {
 	visit := func(k Key, v Entry) bool {
 		c.visits[k]++
+		c.burst = 0
 		return fn(k, v)
 	}
 	if c.iterate == nil {
@@ -43,7 +46,8 @@ func (c *counting) Range(fn func(Key, Entry) bool) error {
 }
 
 func (c *counting) Delete(keys []Key) error {
-	c.maxDelete = max(c.maxDelete, len(keys))
+	c.burst += len(keys)
+	c.maxDelete = max(c.maxDelete, c.burst)
 	return c.Map.Delete(keys)
 }
 
@@ -116,7 +120,7 @@ func TestGCChunkedMatchesWholeMapVerdicts(t *testing.T) {
 	checkVerdicts(t, fake, dead, res.Deleted)
 	checkLive(t, res, len(dead))
 	if c.maxDelete > 7 {
-		t.Errorf("largest Delete held %d keys, chunk is 7", c.maxDelete)
+		t.Errorf("GC deleted %d keys in one go, chunk is 7", c.maxDelete)
 	}
 }
 
@@ -151,7 +155,7 @@ func TestGCBoundedOnKernelMap(t *testing.T) {
 			checkVerdicts(t, k, dead, res.Deleted)
 			checkLive(t, res, len(dead))
 			if c.maxDelete > 64 {
-				t.Errorf("largest Delete held %d keys, chunk is 64", c.maxDelete)
+				t.Errorf("GC deleted %d keys in one go, chunk is 64", c.maxDelete)
 			}
 			again := 0
 			for _, v := range c.visits {
