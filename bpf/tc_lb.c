@@ -552,6 +552,10 @@ static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_pkt
 		e = fp_ct_fwd_entry(p);
 		if (!e)
 			return fp_drop(skb, p, FP_METRIC_DROP_CT_FULL);
+	} else if (fp_tcp_bare_syn(p)) {
+		/* A SYN sent again: its SYN-ACK may have been lost for want of
+		 * the REPLY entry. */
+		fp_ct_heal_reply(p, e);
 	}
 	return fp_established(skb, p, e, metric);
 }

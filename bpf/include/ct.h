@@ -426,6 +426,55 @@ __attribute__((noinline)) int fp_ct_ts_note(const struct fp_pkt *p, const struct
 	return 0;
 }
 
+/*
+ * fp_ct_heal_reply writes the REPLY entry of flow f anew when a bare SYN
+ * the client sends again (f open, not reopened) finds it missing. The
+ * agent's GC can delete a new flow's REPLY entry: when the flow reuses a
+ * tuple in the instant between GC's last look at the closed flow's entry
+ * and its delete (ctmap.GC; the kernel has no compare-and-delete). The
+ * backend's SYN-ACK then passes without reverse NAT and is lost, and
+ * without this every SYN sent again followed the FORWARD entry into the
+ * same half-flow: a connection stuck until it gave up. The entry is f's
+ * twin as fp_ct_create or fp_ct_create_snat writes it, with f's backend,
+ * translation and timestamp delta; BPF_NOEXIST, so a port of a masqueraded
+ * flow that another flow holds by now stays that flow's. Only SYNs pay the
+ * lookup. A global function: its key and entry are on its own frame.
+ */
+__attribute__((noinline)) int fp_ct_heal_reply(const struct fp_pkt *p, const struct fp_ct_entry *f)
+{
+	struct fp_ct_entry r = {};
+	struct fp_ct_key key;
+	__be32 daddr;
+	__be16 dport;
+
+	/* Arguments of global functions may be NULL as far as the verifier knows. */
+	if (!p || !f || !fp_addr_is_v4(&f->nat_addr))
+		return 0;
+	daddr = p->saddr;
+	dport = p->sport;
+	if (f->flags & FP_CT_F_SNAT) {
+		daddr = f->snat_addr.w[3];
+		dport = bpf_htons(f->snat_port);
+	}
+	fp_ct_key_v4(&key, f->nat_addr.w[3], daddr, bpf_htons(f->nat_port), dport, p->proto,
+		     FP_CT_REPLY);
+	if (bpf_map_lookup_elem(&fp_ct, &key))
+		return 0;
+	fp_addr_set_v4(&r.nat_addr, p->daddr);
+	r.nat_port = bpf_ntohs(p->dport);
+	r.flags = f->flags & (FP_CT_F_SNAT | FP_CT_F_SNAT_PORT | FP_CT_F_NODEPORT);
+	r.rev_nat_id = f->rev_nat_id;
+	r.backend_id = f->backend_id;
+	if (f->flags & FP_CT_F_SNAT) {
+		fp_addr_set_v4(&r.snat_addr, p->saddr);
+		r.snat_port = bpf_ntohs(p->sport);
+	}
+	r.ts_delta = f->ts_delta;
+	r.expires = bpf_ktime_get_boot_ns() + FP_CT_LIFETIME_TCP_SYN * FP_NSEC_PER_SEC;
+	bpf_map_update_elem(&fp_ct, &key, &r, BPF_NOEXIST);
+	return 0;
+}
+
 /* fp_ct_create returns it for a flow whose timestamps are translated: its
  * FORWARD entry counts no packet yet, and its first one is sent like its
  * later ones. */

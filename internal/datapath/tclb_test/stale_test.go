@@ -107,3 +107,62 @@ func TestSYNACKAfterABackendResetIsReverseNATed(t *testing.T) {
 		t.Errorf("%d ct entries, want 2", n)
 	}
 }
+
+// A SYN sent again heals its flow's missing REPLY entry. The agent's GC
+// can delete a new flow's REPLY entry when the flow reuses a tuple in the
+// instant between GC's last look at the closed flow's entry and its delete
+// (ctmap.GC): the backend's SYN-ACK then passes without reverse NAT and is
+// lost, and the SYNs the client sends again must not follow the FORWARD
+// entry into the same half-flow. The entry comes back as the flow's own.
+func TestSYNSentAgainHealsAMissingReplyEntry(t *testing.T) {
+	e := newEnv(t)
+	e.setService(vip, tcp, revNatID, be1)
+	rep := ctKey(from(be1.addr), tcp, ctmap.Reply)
+	wantFrame(t, e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actOK), pkttest.TCPFrame(to(be1.addr), syn, nil))
+	want := e.ctEntry(rep)
+	if err := e.ct.Delete([]ctmap.Key{rep}); err != nil {
+		t.Fatal(err)
+	}
+	synAck := pkttest.TCPFrame(from(be1.addr), syn|ack, nil)
+	wantFrame(t, e.mustRun(synAck, actOK), synAck)
+
+	wantFrame(t, e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actOK), pkttest.TCPFrame(to(be1.addr), syn, nil))
+	got := e.ctEntry(rep)
+	if got.Expires < want.Expires {
+		t.Errorf("healed REPLY entry expires at %d, before the first one (%d)", got.Expires, want.Expires)
+	}
+	got.Expires = want.Expires
+	if got != want {
+		t.Errorf("healed REPLY entry %+v, want %+v as the flow's first SYN wrote it", got, want)
+	}
+	wantFrame(t, e.mustRun(synAck, actOK), pkttest.TCPFrame(from(vip), syn|ack, nil))
+
+	// A REPLY entry that is there is left as it is: the SYN-ACK counted.
+	wantFrame(t, e.mustRun(pkttest.TCPFrame(toVIP, syn, nil), actOK), pkttest.TCPFrame(to(be1.addr), syn, nil))
+	if n := e.ctEntry(rep).Packets; n != 1 {
+		t.Errorf("REPLY entry counts %d packets after a SYN sent again, want the SYN-ACK's 1", n)
+	}
+}
+
+// The REPLY entry of a masqueraded flow holds its port: a SYN sent again
+// writes it back with the flow's port and client.
+func TestSYNSentAgainHealsAMasqueradedFlowsReplyEntry(t *testing.T) {
+	e, mac := masqEnv(t, roleInternal, portMin, portMax)
+	e.setService(vip, tcp, revNatID, podBackend)
+	self := pkttest.Flow{Src: pod, Dst: vip}
+	port := sent(t, e.mustRun(pkttest.TCPFrame(self, syn, nil), actRedirect), portMin, portMax)
+	toBackend := pkttest.Flow{Src: masq(port), Dst: podBackend.addr}
+	rep := ctKey(toBackend.Reverse(), tcp, ctmap.Reply)
+	want := e.ctEntry(rep)
+	if err := e.ct.Delete([]ctmap.Key{rep}); err != nil {
+		t.Fatal(err)
+	}
+	out := e.mustRun(pkttest.TCPFrame(self, syn, nil), actRedirect)
+	wantFrame(t, out, pkttest.Forwarded(pkttest.TCPFrame(toBackend, syn, nil), neighMAC, mac))
+	got := e.ctEntry(rep)
+	got.Expires = want.Expires
+	if got != want {
+		t.Errorf("healed REPLY entry %+v, want %+v", got, want)
+	}
+	wantFrame(t, e.mustRun(pkttest.TCPFrame(toBackend.Reverse(), syn|ack, nil), actOK), pkttest.TCPFrame(self.Reverse(), syn|ack, nil))
+}
