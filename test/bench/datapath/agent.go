@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -124,6 +125,9 @@ func (e *benchEnv) startAgent(bin, pin, servicesFile string) (*agentProc, error)
 		"--services-file", servicesFile,
 		"--services-file-poll", "100ms",
 		"--log-level", "info",
+	}
+	if e.ctMax > 0 {
+		args = append(args, "--ct-max", strconv.Itoa(e.ctMax))
 	}
 	a := &agentProc{pin: pin, log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, args...)

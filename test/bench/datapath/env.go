@@ -47,6 +47,7 @@ type benchEnv struct {
 	tmp      string
 	servers  *loadgen.Servers // one child process serves every backend
 	backends []netip.AddrPort // backends[i % len] serves service i
+	ctMax    int              // the agents' --ct-max; 0: their default
 }
 
 // newEnv builds the environment; every name it gives the system starts with

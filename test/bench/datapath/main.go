@@ -66,6 +66,7 @@ type config struct {
 	UpdateOps   int           // changes timed per kind
 	ProgRuns    int           // BPF_PROG_TEST_RUN calls per N and packet kind (progcost.go)
 	AgentBin    string        // prebuilt fastpath-agent; "": build one
+	CTMax       int           // the agents' --ct-max; 0: their default, sized from the node's memory
 	Command     string        // how the run was started, for the report
 	ID          string        // names everything the run creates fp-bench-<ID>; "": random
 	WaitIdle    time.Duration // wait at most this long for a quiet machine before measuring; 0: do not check
@@ -122,6 +123,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.ProgRuns, "prog-runs", cfg.ProgRuns, "fp_tc_lb runs (BPF_PROG_TEST_RUN) per N and packet kind")
 	fs.DurationVar(&cfg.WaitIdle, "wait-idle", cfg.WaitIdle, "wait at most this long for other processes to leave the CPUs before measuring (0: do not check)")
 	fs.StringVar(&cfg.AgentBin, "agent", "", "prebuilt fastpath-agent binary (default: go build one into a temp dir)")
+	fs.IntVar(&cfg.CTMax, "ct-max", 0, "the agents' --ct-max, to study a full conntrack map (0: the agent's default, from the node's memory)")
 	quick := fs.Bool("quick", false, "short run: 0.5s windows, one repetition, 200 updates (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -167,6 +169,8 @@ func (c *config) validate() error {
 	case c.ProgRuns < 1 || c.ProgRuns > 100000:
 		// Two ct entries per new flow: the default ct map holds 262,144.
 		return errors.New("-prog-runs: 1..100000")
+	case c.CTMax < 0:
+		return errors.New("-ct-max: 0 or a number of entries")
 	case c.Out == "":
 		return errors.New("-out is required")
 	}
@@ -289,6 +293,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err != nil {
 		return err
 	}
+	env.ctMax = cfg.CTMax
 	defer func() {
 		if cerr := env.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
