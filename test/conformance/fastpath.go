@@ -149,6 +149,8 @@ func (f *fastpathAgent) HasMarker(vip string, port int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// The marker endpoint alone: the decoy, hinted for the other zone,
+	// is left out once the agent knows its zone (marker.slice).
 	want := fmt.Sprintf("%s:%d/TCP", vip, port)
 	be := fmt.Sprintf("%s:%d", markerIPStr, port)
 	for _, r := range rows {

@@ -83,10 +83,12 @@ func (k *kubeProxy) HasMarker(vip string, port int) (bool, error) {
 	}
 	// The service rule for the marker's current port and the DNAT to the
 	// marker endpoint's current port: the first comes from the Service
-	// watch, the second from the EndpointSlice watch.
+	// watch, the second from the EndpointSlice watch. No DNAT to the
+	// decoy: kube-proxy knows its zone (marker.slice).
 	svc := fmt.Sprintf("-d %s/32 -p tcp -m comment --comment \"%s/%s:m cluster IP\" -m tcp --dport %d ", vip, namespace, markerName, port)
 	dnat := fmt.Sprintf("--to-destination %s:%d", markerIPStr, port)
-	return strings.Contains(rules, svc) && strings.Contains(rules, dnat), nil
+	decoy := "--to-destination " + markerDecoyIPStr + ":"
+	return strings.Contains(rules, svc) && strings.Contains(rules, dnat) && !strings.Contains(rules, decoy), nil
 }
 
 var (

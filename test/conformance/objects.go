@@ -324,13 +324,26 @@ func (m *marker) service() *corev1.Service {
 	return service(markerName, withPorts(tcpPort("m", int32(m.port()), m.port())))
 }
 
+// slice has the marker endpoint, hinted for this node's zone, and a decoy
+// hinted for the other zone. kube-proxy learns its node's zone from a Node
+// handler that may run after its first syncs (1.37; under load it did, and
+// the topology cases then saw hints ignored): a proxy that shows the marker
+// without the decoy honours zone hints, which every case after the first
+// sync may rely on.
 func (m *marker) slice() *discoveryv1.EndpointSlice {
 	e := discoveryv1.Endpoint{
 		Addresses:  []string{markerIPStr},
 		Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 		NodeName:   ptr.To(nodeName),
 	}
-	return endpointSlice(markerName, "x", ports(tcpSP("m", int32(m.port()))), e)
+	zoneHints(nodeZone)(&e)
+	decoy := discoveryv1.Endpoint{
+		Addresses:  []string{markerDecoyIPStr},
+		Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+		NodeName:   ptr.To(otherNode),
+	}
+	zoneHints(otherZone)(&decoy)
+	return endpointSlice(markerName, "x", ports(tcpSP("m", int32(m.port()))), e, decoy)
 }
 
 // bump moves the marker to the next generation.

@@ -35,6 +35,10 @@ const (
 	// markerIPStr is the endpoint of the marker Service: no host has it,
 	// nothing is ever sent to it.
 	markerIPStr = "10.244.250.2"
+	// markerDecoyIPStr is the marker's second endpoint, hinted for the
+	// other zone: a proxy shows the marker only once it knows its node's
+	// zone and leaves the decoy out (objects.go, marker.slice).
+	markerDecoyIPStr = "10.244.250.3"
 	// apiserverStandIn answers for the `kubernetes` Service's endpoint.
 	apiserverStandIn = "apiserver"
 )
