@@ -272,8 +272,9 @@ func (a *Agent) loop(ctx context.Context, kubeUpdates <-chan k8s.Update) error {
 	if a.cfg.ServicesFile != "" {
 		go watchFile(ctx, a.cfg.ServicesFile, a.cfg.PollInterval, updates, a.log)
 	}
-	gc := time.NewTicker(orDefault(a.cfg.GCInterval, 30*time.Second))
-	defer gc.Stop()
+	gcCtx, stopGC := context.WithCancel(ctx)
+	defer stopGC()
+	go a.gcLoop(gcCtx, orDefault(a.cfg.GCInterval, 30*time.Second))
 	resync := time.NewTicker(orDefault(a.cfg.ResyncPeriod, 5*time.Minute))
 	defer resync.Stop()
 	retry := newBackoff(100*time.Millisecond, 10*time.Second)
@@ -320,9 +321,6 @@ func (a *Agent) loop(ctx context.Context, kubeUpdates <-chan k8s.Update) error {
 			// towards it until the next resync does the same; hand it
 			// back now, as after a file.
 			debug.FreeOSMemory()
-		case <-gc.C:
-			a.collectGarbage()
-			continue
 		}
 		// Frontends that failed stay dirty in the table; retry them soon
 		// rather than at the next source change.
@@ -436,9 +434,42 @@ func (a *Agent) sync(full bool) bool {
 	return true
 }
 
-func (a *Agent) collectGarbage() {
+// gcLoop collects conntrack garbage every interval until ctx ends, beside
+// the loop that programs Services: a walk of a full map at thousands of
+// new connections a second takes about a second of CPU, and Service
+// changes used to wait behind it.
+func (a *Agent) gcLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.collectGarbage(ctx)
+		}
+	}
+}
+
+// gcShare is the share of one CPU a conntrack walk may take: it pauses
+// after each chunk for three times the chunk's work, so a walk that needs
+// a second of CPU spreads over four instead of taking a core (on a
+// two-core node, half the machine) for that second.
+const gcShare = 0.25
+
+func (a *Agent) collectGarbage(ctx context.Context) {
 	start := time.Now()
-	res, err := ctmap.Collect(a.dp.CT, ctmap.Now())
+	res, err := ctmap.CollectPaced(a.dp.CT, ctmap.Now(), func(busy time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Duration(float64(busy) * (1/gcShare - 1))):
+			return true
+		}
+	})
+	if errors.Is(err, ctmap.ErrStopped) {
+		return
+	}
 	a.ops.metrics.ObserveGC(res.Deleted, time.Since(start), err != nil)
 	if err != nil {
 		a.log.Error("conntrack gc", "error", err)

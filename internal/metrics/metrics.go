@@ -73,8 +73,9 @@ func New() *Metrics {
 		}, []string{"mode"}),
 		gcTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "fastpath_conntrack_gc_duration_seconds",
-			Help: "Time of one conntrack garbage-collection walk of fp_ct.",
-			// 1ms to ~33s: a walk costs about a microsecond per entry.
+			Help: "Wall time of one conntrack garbage-collection walk of fp_ct (paced to a quarter of one CPU).",
+			// 1ms to ~33s: a walk costs a few microseconds of CPU per
+			// dead entry, and takes four times that paced.
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 		gcDeleted: prometheus.NewCounter(prometheus.CounterOpts{

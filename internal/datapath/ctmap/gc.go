@@ -1,7 +1,9 @@
 package ctmap
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -86,13 +88,25 @@ type GCResult struct {
 
 // Collect is GC, also reporting the entries left.
 func Collect(m bpfmap.Map[Key, Entry], now uint64) (GCResult, error) {
-	return gc(m, now, gcChunk)
+	return gc(m, now, gcChunk, nil)
 }
+
+// CollectPaced is Collect with a pause after each chunk of deletes: pause
+// gets the time the chunk took and says whether to go on. A walk of a
+// full map at thousands of new connections a second takes about a second
+// of CPU; paced, it spreads over several and leaves the node's workloads
+// their share. A walk pause ends is incomplete: ErrStopped.
+func CollectPaced(m bpfmap.Map[Key, Entry], now uint64, pause func(busy time.Duration) bool) (GCResult, error) {
+	return gc(m, now, gcChunk, pause)
+}
+
+// ErrStopped says a paced walk ended early, at its pause's word.
+var ErrStopped = errors.New("ct gc stopped before the end of the map")
 
 // gcChunk bounds the keys GC holds; one Delete call per chunk.
 const gcChunk = 1024
 
-func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (GCResult, error) {
+func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int, pause func(time.Duration) bool) (GCResult, error) {
 	lookup := func(k Key) (Entry, bool) {
 		v, ok, err := m.Lookup(k)
 		return v, ok && err == nil
@@ -101,6 +115,8 @@ func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (GCResult, error) {
 	var res GCResult
 	visited := 0
 	var delErr error
+	stopped := false
+	began := time.Now()
 	flush := func() bool {
 		for _, j := range pending {
 			if delErr = deleteUnchanged(m, j, &res); delErr != nil {
@@ -114,8 +130,15 @@ func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (GCResult, error) {
 		// Flushing before k joins pending keeps k, the key a one-by-one
 		// walk asks the kernel for the successor of, in the map: deleting
 		// it would make the walk start over from the first key.
-		if len(pending) >= chunk && !flush() {
-			return false
+		if len(pending) >= chunk {
+			if !flush() {
+				return false
+			}
+			if pause != nil && !pause(time.Since(began)) {
+				stopped = true
+				return false
+			}
+			began = time.Now()
 		}
 		visited++
 		if v.Expires < now && !flowOpen(k, v, lookup, now) {
@@ -129,6 +152,9 @@ func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int) (GCResult, error) {
 	res.Live = visited - res.Deleted
 	if delErr != nil {
 		return res, fmt.Errorf("ct gc: %w", delErr)
+	}
+	if err == nil && stopped {
+		err = ErrStopped
 	}
 	return res, err
 }

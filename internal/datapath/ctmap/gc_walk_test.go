@@ -1,8 +1,10 @@
 package ctmap
 
 import (
+	"errors"
 	"math/rand/v2"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -113,7 +115,7 @@ func TestGCChunkedMatchesWholeMapVerdicts(t *testing.T) {
 	fake := bpfmap.NewFake[Key, Entry]("fp_ct", 10000)
 	dead := randomFlows(t, fake, 2000)
 	c := &counting{Map: fake, visits: map[Key]int{}}
-	res, err := gc(c, 100, 7)
+	res, err := gc(c, 100, 7, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +150,7 @@ func TestGCBoundedOnKernelMap(t *testing.T) {
 			if iterate {
 				c.iterate = em
 			}
-			res, err := gc(c, 100, 64)
+			res, err := gc(c, 100, 64, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -175,5 +177,20 @@ func checkLive(t *testing.T, res GCResult, total int) {
 	t.Helper()
 	if res.Deleted == 0 || res.Live != total-res.Deleted {
 		t.Errorf("GC of %d entries: %d deleted, %d live; want some deleted and the rest live", total, res.Deleted, res.Live)
+	}
+}
+
+// A paced walk pauses after every chunk of deletes and ends where its
+// pause says so, reporting that it did.
+func TestGCPacedPausesBetweenChunksAndStops(t *testing.T) {
+	fake := bpfmap.NewFake[Key, Entry]("fp_ct", 10000)
+	randomFlows(t, fake, 2000)
+	pauses := 0
+	res, err := gc(fake, 100, 7, func(time.Duration) bool {
+		pauses++
+		return pauses < 3
+	})
+	if !errors.Is(err, ErrStopped) || pauses != 3 || res.Deleted != 3*7 {
+		t.Errorf("stopped at the third pause: %v after %d pauses, %d deleted; want ErrStopped, 3, 21", err, pauses, res.Deleted)
 	}
 }
