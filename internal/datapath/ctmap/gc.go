@@ -103,7 +103,8 @@ func CollectPaced(m bpfmap.Map[Key, Entry], now uint64, pause func(busy time.Dur
 // ErrStopped says a paced walk ended early, at its pause's word.
 var ErrStopped = errors.New("ct gc stopped before the end of the map")
 
-// gcChunk bounds the keys GC holds; one Delete call per chunk.
+// gcChunk bounds the entries GC holds judged before it deletes them (one
+// lookup and one delete each) and, paced, the work between two pauses.
 const gcChunk = 1024
 
 func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int, pause func(time.Duration) bool) (GCResult, error) {
