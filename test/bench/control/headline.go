@@ -379,7 +379,7 @@ func headlineMarkdown(res *results) []byte {
 
 	p("## Cost")
 	p("")
-	p("After the control path, before the data path's traffic. RSS of the proxy process after its cold start. fastpath:")
+	p("After the control path, before the data path's traffic. RSS of the proxy process after its cold start and %s idle. fastpath:", cfg.Idle)
 	p("its BPF maps as `fastpathctl status` reports them (kernel memlock accounting of all maps, preallocated to their")
 	p("configured sizes whatever N is; entries of the service, backend and reverse-NAT maps). kube-proxy: its ruleset in")
 	p("the node's namespace as `iptables-save` / `nft list ruleset` print it (rules: iptables `-A` lines; nft rules plus")

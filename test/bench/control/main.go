@@ -25,7 +25,8 @@
 //   - CPU per change: utime+stime of the proxy and its reaped children
 //     (/proc/PID/stat) over the change window, divided by the changes, raw
 //     and net of its idle CPU rate measured just before;
-//   - RSS (VmRSS, VmHWM) after the cold start and at the end.
+//   - RSS (VmRSS, VmHWM) after the cold start and the idle window, and at
+//     the end.
 //
 // It asserts nothing and never fails for a slow contender: a contender that
 // does not sync or see a change in time is reported as such. Everything

@@ -131,7 +131,7 @@ func markdown(res *results) []byte {
 	p("  nft) from /proc/PID/stat over the whole change window (changes, probes and the pauses between them), divided")
 	p("  by the number of changes (10 ms clock ticks). **net of idle** subtracts the idle rate (**idle CPU**, measured")
 	p("  over %s just before) times the window: what the changes themselves cost.", cfg.Idle)
-	p("- **RSS**: VmRSS of the proxy process after the cold start; at the end, with VmHWM (peak) in parentheses.")
+	p("- **RSS**: VmRSS of the proxy process after the cold start and the idle window (CPU/change's *idle CPU*); at the end, with VmHWM (peak) in parentheses.")
 	p("")
 	return b.Bytes()
 }

@@ -26,7 +26,7 @@ type result struct {
 	// every sampled VIP has answered through the node.
 	ColdStart, Answer time.Duration
 	Detail            syncDetail
-	RSS, HWM          uint64 // after the cold start
+	RSS, HWM          uint64 // after the cold start and the idle window
 	RSSEnd, HWMEnd    uint64 // after the changes
 	IdleRate          float64
 	Latencies         []time.Duration // seen changes only
@@ -248,7 +248,10 @@ func measure(ctx context.Context, cfg config, env *testenv.Env, objs *objects, k
 		return r, nil, nil
 	}
 	pid := p.proc().PID()
-	if r.RSS, r.HWM, err = procstat.Mem(pid); err != nil {
+	if err := idle(ctx, cfg, pid, r); err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
 		r.Err = err.Error()
 		return r, nil, nil
 	}
@@ -331,9 +334,12 @@ func coldStart(ctx context.Context, p proxy, nd *node, vips []netip.Addr, n int,
 	}
 }
 
-// changes measures the idle CPU, then cfg.Changes EndpointSlice changes.
-func changes(ctx context.Context, cfg config, p proxy, nd *node, objs *objects, n int, r *result) error {
-	pid := p.proc().PID()
+// idle measures the proxy's CPU over cfg.Idle after its cold start, then its
+// memory. Memory is read at the end of that window, not at the first answer:
+// a proxy may answer before it hands the cold start's scratch back to the OS
+// (fastpath frees it right after programming the maps), and a read racing
+// that measured the peak in one run and the settled size in the next.
+func idle(ctx context.Context, cfg config, pid int, r *result) error {
 	c0, err := procstat.CPU(pid)
 	if err != nil {
 		return err
@@ -349,7 +355,13 @@ func changes(ctx context.Context, cfg config, p proxy, nd *node, objs *objects, 
 		return err
 	}
 	r.IdleRate = c1.Sub(c0).Total().Seconds() / time.Since(t0).Seconds()
+	r.RSS, r.HWM, err = procstat.Mem(pid)
+	return err
+}
 
+// changes makes cfg.Changes EndpointSlice changes.
+func changes(ctx context.Context, cfg config, p proxy, nd *node, objs *objects, n int, r *result) error {
+	pid := p.proc().PID()
 	rng := rand.New(rand.NewPCG(uint64(n), uint64(len(r.Contender))))
 	picks := rng.Perm(n)
 	w0, err := procstat.CPU(pid)
