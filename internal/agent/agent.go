@@ -274,7 +274,10 @@ func (a *Agent) loop(ctx context.Context, kubeUpdates <-chan k8s.Update) error {
 	}
 	gcCtx, stopGC := context.WithCancel(ctx)
 	defer stopGC()
-	go a.gcLoop(gcCtx, orDefault(a.cfg.GCInterval, 30*time.Second))
+	// Conntrack GC runs beside the loop that programs Services: a walk of
+	// a full map at thousands of new connections a second takes about a
+	// second of CPU, and Service changes used to wait behind it.
+	go every(gcCtx, orDefault(a.cfg.GCInterval, 30*time.Second), func() { a.collectGarbage(gcCtx) })
 	resync := time.NewTicker(orDefault(a.cfg.ResyncPeriod, 5*time.Minute))
 	defer resync.Stop()
 	retry := newBackoff(100*time.Millisecond, 10*time.Second)
@@ -434,19 +437,17 @@ func (a *Agent) sync(full bool) bool {
 	return true
 }
 
-// gcLoop collects conntrack garbage every interval until ctx ends, beside
-// the loop that programs Services: a walk of a full map at thousands of
-// new connections a second takes about a second of CPU, and Service
-// changes used to wait behind it.
-func (a *Agent) gcLoop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+// every calls fn every d until ctx ends; a call that overruns d delays the
+// next instead of queueing calls behind it.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			a.collectGarbage(ctx)
+			fn()
 		}
 	}
 }

@@ -576,18 +576,11 @@ func (c *policyCtl) endpointAdded(ep endpoint.Endpoint) error {
 
 // collectIdentities runs identity.GC every identityGCInterval.
 func (c *policyCtl) collectIdentities(ctx context.Context) {
-	t := time.NewTicker(identityGCInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if ids, err := c.gc.Sweep(ctx); err != nil {
-				c.log.Warn("policy: identity GC", "error", err)
-			} else if len(ids) > 0 {
-				c.log.Info("policy: identities collected", "identities", fmt.Sprint(ids))
-			}
+	every(ctx, identityGCInterval, func() {
+		if ids, err := c.gc.Sweep(ctx); err != nil {
+			c.log.Warn("policy: identity GC", "error", err)
+		} else if len(ids) > 0 {
+			c.log.Info("policy: identities collected", "identities", fmt.Sprint(ids))
 		}
-	}
+	})
 }
