@@ -43,7 +43,7 @@ func FlushPairs(m bpfmap.Map[Key, Entry], pairs []Pair) (int, error) {
 			proto: p.Proto,
 		}] = true
 	}
-	var dels []Key
+	var dels []judged
 	err := m.Range(func(k Key, v Entry) bool {
 		pk := pairKey{proto: k.Proto}
 		if k.Dir == Forward {
@@ -54,15 +54,21 @@ func FlushPairs(m bpfmap.Map[Key, Entry], pairs []Pair) (int, error) {
 		// Both entries of a flow match, each on its own: a twin is not
 		// deleted by key, as its tuple may belong to a newer flow by now.
 		if want[pk] {
-			dels = append(dels, k)
+			dels = append(dels, judged{k, v})
 		}
 		return true
 	})
 	if err != nil {
 		return 0, fmt.Errorf("ct flush: %w", err)
 	}
-	if err := m.Delete(dels); err != nil {
-		return 0, fmt.Errorf("ct flush: %w", err)
+	// As GC does: a key may hold a new flow's entry by the time the walk
+	// ends (a tuple whose entry was evicted, balanced again to a backend
+	// still there), and deleting by key alone would take that flow's.
+	var res GCResult
+	for _, j := range dels {
+		if err := deleteUnchanged(m, j, &res); err != nil {
+			return res.Deleted, fmt.Errorf("ct flush: %w", err)
+		}
 	}
-	return len(dels), nil
+	return res.Deleted, nil
 }

@@ -66,3 +66,31 @@ func TestFlushPairsDeletesBothDirectionsOfGoneFlows(t *testing.T) {
 		}
 	}
 }
+
+// A flow to a gone backend whose tuple is balanced again, to a backend
+// still there, while FlushPairs walks the map is the new flow's: kept.
+func TestFlushPairsKeepsAFlowBalancedAgainDuringTheWalk(t *testing.T) {
+	m := bpfmap.NewFake[Key, Entry]("fp_ct", 16)
+	gone, goneV := flow(1, 100, 100)
+	if err := m.Update(gone, goneV); err != nil {
+		t.Fatal(err)
+	}
+	newV := goneV[0]
+	newV.NatAddr = lbmap.AddrFrom(netip.MustParseAddr("10.0.1.3"))
+	r := &rewriting{Map: m, t: t, renew: map[Key]Entry{gone[0]: newV}}
+	n, err := FlushPairs(r, []Pair{{
+		Frontend: netip.MustParseAddrPort("10.96.0.10:80"),
+		Backend:  netip.MustParseAddrPort("10.0.1.2:8080"),
+		Proto:    lbmap.ProtoUDP,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := m.All()
+	if got, ok := all[gone[0]]; !ok || got != newV {
+		t.Errorf("the new flow's FORWARD entry: %+v (present %v), want %+v", got, ok, newV)
+	}
+	if _, ok := all[gone[1]]; ok || n != 1 {
+		t.Errorf("deleted %d entries (gone flow's REPLY entry left: %v), want 1: the gone flow's REPLY entry", n, ok)
+	}
+}
