@@ -428,6 +428,15 @@ func headlineMarkdown(res *results) []byte {
 		p("")
 	}
 
+	p("## Policy and L7")
+	p("")
+	p("kube-proxy enforces neither NetworkPolicy nor L7 rules, so there is nothing to set fastpath's policy against")
+	p("here; their costs have harnesses of their own, run on the same kind of machine: `make bench-policy`")
+	p("([policy.md](policy.md): connections/s to a pod selected by 500 policies vs 1, alternating; a policy, pod-label")
+	p("and namespace-label change until every node enforces it; the agent's CPU for a full policy computation) and")
+	p("`make bench-l7` ([l7.md](l7.md): HTTP through the L7 proxy vs the L4 path, latency and requests/s; the proxy's")
+	p("RSS with idle connections).")
+	p("")
 	p("## The load generator")
 	p("")
 	p("Its own CPU (getrusage of the generator process over the window) in %% of one core, median over the rounds, at")
