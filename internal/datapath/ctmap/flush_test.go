@@ -8,6 +8,15 @@ import (
 	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 )
 
+// goneUDP is the pair of flow()'s frontend and backend, in UDP.
+func goneUDP() []Pair {
+	return []Pair{{
+		Frontend: netip.MustParseAddrPort("10.96.0.10:80"),
+		Backend:  netip.MustParseAddrPort("10.0.1.2:8080"),
+		Proto:    lbmap.ProtoUDP,
+	}}
+}
+
 // FlushPairs deletes both entries of flows from the frontend to a gone
 // backend, masqueraded ones too, and nothing else: not the same backend
 // behind another frontend, not another backend of the frontend, not the
@@ -43,11 +52,7 @@ func TestFlushPairsDeletesBothDirectionsOfGoneFlows(t *testing.T) {
 	tcpFlow[0].Proto, tcpFlow[1].Proto = lbmap.ProtoTCP, lbmap.ProtoTCP
 	put(tcpFlow, tcpV)
 
-	n, err := FlushPairs(m, []Pair{{
-		Frontend: netip.MustParseAddrPort("10.96.0.10:80"),
-		Backend:  netip.MustParseAddrPort("10.0.1.2:8080"),
-		Proto:    lbmap.ProtoUDP,
-	}})
+	n, err := FlushPairs(m, goneUDP())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,11 +83,7 @@ func TestFlushPairsKeepsAFlowBalancedAgainDuringTheWalk(t *testing.T) {
 	newV := goneV[0]
 	newV.NatAddr = lbmap.AddrFrom(netip.MustParseAddr("10.0.1.3"))
 	r := &rewriting{Map: m, t: t, renew: map[Key]Entry{gone[0]: newV}}
-	n, err := FlushPairs(r, []Pair{{
-		Frontend: netip.MustParseAddrPort("10.96.0.10:80"),
-		Backend:  netip.MustParseAddrPort("10.0.1.2:8080"),
-		Proto:    lbmap.ProtoUDP,
-	}})
+	n, err := FlushPairs(r, goneUDP())
 	if err != nil {
 		t.Fatal(err)
 	}
