@@ -61,6 +61,7 @@ type config struct {
 	Warmup      time.Duration // load before each window, not counted
 	Reps        int           // repetitions of every point; the median is reported
 	PairedReps  int           // repetitions of the side-by-side phase (paired.go)
+	PairedHot   bool          // the side-by-side phase keeps the largest N in the maps (paired.go)
 	Pool        int           // kept-alive connections per worker
 	UpdateN     int           // services in the maps for the update benchmark; 0: the largest N
 	UpdateOps   int           // changes timed per kind
@@ -117,6 +118,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "load before each window, not counted")
 	fs.IntVar(&cfg.Reps, "reps", cfg.Reps, "repetitions of every point (the median is reported; even: ABBA and BAAB blocks alike)")
 	fs.IntVar(&cfg.PairedReps, "paired-reps", cfg.PairedReps, "repetitions of the side-by-side phase of N=1 and the largest N (even: mirrored orders alike)")
+	fs.BoolVar(&cfg.PairedHot, "paired-hot", false, "diagnostic: the side-by-side phase keeps the largest N in the maps throughout, and its small-N legs send to one service per backend among them, so only how widely the lookups spread differs")
 	fs.IntVar(&cfg.Pool, "pool", cfg.Pool, "kept-alive connections per worker")
 	fs.IntVar(&cfg.UpdateN, "update-n", 0, "services in the maps while timing updates (0: the largest -n)")
 	fs.IntVar(&cfg.UpdateOps, "update-ops", cfg.UpdateOps, "changes timed per kind of update")

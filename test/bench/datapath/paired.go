@@ -45,8 +45,15 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 		return nil, nil
 	}
 	count := map[bool]int{false: lo, true: hi}
+	targets := map[bool][]string{false: vipTargets(lo), true: vipTargets(hi)}
+	serve := lo
+	if cfg.PairedHot {
+		// The maps hold hi services at both counts; the small count's
+		// legs send to one service per backend, hot in the caches.
+		serve, targets[false] = hi, vipTargets(min(hi, len(env.backends)))
+	}
 	live := filepath.Join(env.tmp, "paired.yaml")
-	if _, err := writeServices(live, lo, env.backends); err != nil {
+	if _, err := writeServices(live, serve, env.backends); err != nil {
 		return nil, err
 	}
 	pin := filepath.Join(env.pinRoot, "paired")
@@ -57,7 +64,7 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 	defer func() {
 		err = errors.Join(err, agent.stop(), env.detach(pin))
 	}()
-	if _, _, err := agent.waitProgrammed(ctx, lo, len(backendsOf(env.backends, lo, 0)), time.Minute); err != nil {
+	if _, _, err := agent.waitProgrammed(ctx, serve, len(backendsOf(env.backends, serve, 0)), time.Minute+time.Duration(serve)*time.Millisecond); err != nil {
 		return nil, err
 	}
 	ctr, err := openCounters(pin)
@@ -65,18 +72,17 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 		return nil, err
 	}
 	defer ctr.close()
-	targets := map[bool][]string{false: vipTargets(lo), true: vipTargets(hi)}
 	atHi := false
 	for rep := 1; rep <= cfg.PairedReps; rep++ {
 		for _, w := range cfg.Workers {
 			for _, st := range rounds.Paired(rep, modeByName("tc"), modeByName("sock")) {
 				n := count[st.Hi]
-				if st.Hi != atHi {
+				if st.Hi != atHi && !cfg.PairedHot {
 					if err := switchServices(ctx, cfg, env, agent, live, n); err != nil {
 						return nil, err
 					}
-					atHi = st.Hi
 				}
+				atHi = st.Hi
 				for _, l := range st.Runs {
 					p, err := measurePoint(ctx, cfg, env, agent, ctr, n, l.Item, loadgen.KindConn, w, rep, targets[st.Hi], cfg.Duration/2)
 					if err != nil {
@@ -120,7 +126,11 @@ func pairedSection(p func(string, ...any), res *results, ag map[aggKey]*agg) {
 		return
 	}
 	p("The per-N blocks above run minutes apart, each with a fresh agent, and the machine drifts between them: compare the direct baselines' *vs N=1*. ")
-	p("Here one agent serves both counts in turn within every repetition: its services file switches between N=%s and N=%s (the agent applies the difference; the harness waits until the maps hold it, then 1 s more), ", fmtInt(lo), fmtInt(hi))
+	if res.Cfg.PairedHot {
+		p("**Diagnostic run (-paired-hot)**: the agent serves N=%s throughout, and the N=%s legs send to the first of those services, one per backend, so only how widely the lookups spread differs between the counts; ", fmtInt(hi), fmtInt(lo))
+	} else {
+		p("Here one agent serves both counts in turn within every repetition: its services file switches between N=%s and N=%s (the agent applies the difference; the harness waits until the maps hold it, then 1 s more), ", fmtInt(lo), fmtInt(hi))
+	}
 	p("and for each worker count each load balancer runs two legs of %s at each count, in the order N=%s (tc, sock), N=%s (tc, sock, sock, tc), N=%s (sock, tc), mirrored in every other repetition, ", res.Cfg.Duration/2, fmtInt(lo), fmtInt(hi), fmtInt(lo))
 	p("so each mode's legs at one count have the same mean time as at the other. Both counts share the conntrack and the flows in it. ")
 	p("*vs N=%s*: a repetition's rate at N=%s (its two legs pooled) / its rate at N=%s; median, and range in parentheses. This is the budget's ratio.\n\n", fmtInt(lo), fmtInt(hi), fmtInt(lo))
