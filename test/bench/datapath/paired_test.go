@@ -16,8 +16,14 @@ import (
 // agent: every leg at both counts must carry connections, the switches of
 // the services file must reach the maps (else a leg at N=10 would run at
 // N=1's maps and the harness fails the switch), and the report must have
-// the section and the budget row from it. No rate is judged.
+// the section and the budget row from it. No rate is judged. The -paired-hot
+// diagnostic must carry every leg too, and its report say what it is.
 func TestPaired(t *testing.T) {
+	t.Run("switching", func(t *testing.T) { checkPaired(t, false) })
+	t.Run("hot", func(t *testing.T) { checkPaired(t, true) })
+}
+
+func checkPaired(t *testing.T, hot bool) {
 	if testing.Short() {
 		t.Skip("runs the agent and traffic (root, BPF, namespaces)")
 	}
@@ -27,6 +33,7 @@ func TestPaired(t *testing.T) {
 	}
 	cfg := defaultConfig()
 	cfg.Ns, cfg.Workers, cfg.Reps, cfg.PairedReps = []int{1, 10}, []int{1}, 2, 2
+	cfg.PairedHot = hot
 	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 30*time.Millisecond
 	cfg.Log = benchmain.TestLog(t)
 	id := randomID()
@@ -79,6 +86,9 @@ func TestPaired(t *testing.T) {
 	md := markdown(&results{Cfg: cfg, Points: pts, Machine: machine{}})
 	for _, want := range []string{"## N=1 and N=10 side by side", "| tc | 1 |", "| sock | 1 |",
 		"tc: rate at N=10 ≥ 95 % of rate at N=1 | side by side, per repetition: "} {
+		if hot && want == "## N=1 and N=10 side by side" {
+			want = "**Diagnostic run (-paired-hot)**"
+		}
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
