@@ -80,7 +80,12 @@ func GC(m bpfmap.Map[Key, Entry], now uint64) (int, error) {
 // GCResult is what one GC walk did and saw.
 type GCResult struct {
 	Deleted int // expired entries of closed flows removed
-	Live    int // entries left: the fill the walk saw, for free
+	// Seen is the entries the walk found: the fill the map had before its
+	// deletes, the one to judge an LRU map by (it evicts when full, so
+	// the entries left after a walk say nothing of what the LRU did
+	// since the last one).
+	Seen int
+	Live int // entries left: Seen less Deleted
 	// Rewritten counts keys judged dead but written anew (or touched by a
 	// packet) before their delete, and so kept.
 	Rewritten int
@@ -150,6 +155,7 @@ func gc(m bpfmap.Map[Key, Entry], now uint64, chunk int, pause func(time.Duratio
 	if err == nil && delErr == nil {
 		flush()
 	}
+	res.Seen = visited
 	res.Live = visited - res.Deleted
 	if delErr != nil {
 		return res, fmt.Errorf("ct gc: %w", delErr)

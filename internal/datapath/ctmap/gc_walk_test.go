@@ -3,6 +3,7 @@ package ctmap
 import (
 	"errors"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 	"unsafe"
@@ -11,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/fastpath-net/fastpath/internal/datapath/bpfmap"
+	"github.com/fastpath-net/fastpath/internal/datapath/lbmap"
 	"github.com/fastpath-net/fastpath/internal/testpriv"
 )
 
@@ -54,14 +56,18 @@ func (c *counting) Delete(keys []Key) error {
 }
 
 // randomFlows fills m with n flows whose directions expire at random
-// around now=100, some closed, some with a direction missing, and returns
-// the verdict the definition of GC gives each key, judged on the full map.
+// around now=100, some closed, some masqueraded, some with a direction
+// missing, and returns the verdict the definition of GC gives each key,
+// judged on the full map.
 func randomFlows(t testing.TB, m bpfmap.Map[Key, Entry], n int) map[Key]bool {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var keys []Key
 	var vals []Entry
 	for i := range n {
 		k, v := flow(uint16(1000+i), 50+rng.Uint64N(100), 50+rng.Uint64N(100))
+		if rng.IntN(4) == 0 {
+			masquerade(k, v, uint16(20000+i))
+		}
 		if rng.IntN(5) == 0 {
 			v[0].Flags |= Closing
 			v[1].Flags |= Closing
@@ -87,6 +93,16 @@ func randomFlows(t testing.TB, m bpfmap.Map[Key, Entry], n int) map[Key]bool {
 		dead[k] = v.Expires < 100 && !flowOpen(k, v, lookup, 100)
 	}
 	return dead
+}
+
+// masquerade makes flow k, v (flow's) a masqueraded one, on port.
+func masquerade(k []Key, v []Entry, port uint16) {
+	masq := lbmap.AddrFrom(netip.MustParseAddr("192.168.0.1"))
+	v[0].Flags |= SNAT
+	v[0].SnatAddr, v[0].SnatPort = masq, port
+	k[1].DAddr, k[1].DPort = masq, port
+	v[1].Flags |= SNAT
+	v[1].SnatAddr, v[1].SnatPort = k[0].SAddr, k[0].SPort
 }
 
 func checkVerdicts(t *testing.T, m bpfmap.Map[Key, Entry], dead map[Key]bool, deleted int) {
@@ -172,11 +188,11 @@ func TestGCBoundedOnKernelMap(t *testing.T) {
 	}
 }
 
-// checkLive: the entries GC reports left are those it walked and kept.
+// checkLive: GC saw every entry, and reports left those it kept.
 func checkLive(t *testing.T, res GCResult, total int) {
 	t.Helper()
-	if res.Deleted == 0 || res.Live != total-res.Deleted {
-		t.Errorf("GC of %d entries: %d deleted, %d live; want some deleted and the rest live", total, res.Deleted, res.Live)
+	if res.Seen != total || res.Deleted == 0 || res.Live != total-res.Deleted {
+		t.Errorf("GC of %d entries: saw %d, %d deleted, %d live; want all seen, some deleted and the rest live", total, res.Seen, res.Deleted, res.Live)
 	}
 }
 
