@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -126,9 +125,7 @@ func (e *benchEnv) startAgent(bin, pin, servicesFile string) (*agentProc, error)
 		"--services-file-poll", "100ms",
 		"--log-level", "info",
 	}
-	if e.ctMax > 0 {
-		args = append(args, "--ct-max", strconv.Itoa(e.ctMax))
-	}
+	args = append(args, e.agentArgs...)
 	a := &agentProc{pin: pin, log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
@@ -144,6 +141,17 @@ func (e *benchEnv) startAgent(bin, pin, servicesFile string) (*agentProc, error)
 }
 
 func (a *agentProc) pid() int { return a.cmd.Process.Pid }
+
+// warnings are the agent's WARN and ERROR log lines so far (at most 10).
+func (a *agentProc) warnings() []string {
+	var out []string
+	for _, l := range strings.Split(a.log.String(), "\n") {
+		if (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) && len(out) < 10 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
 
 func (a *agentProc) exited() bool {
 	select {

@@ -47,7 +47,9 @@ type benchEnv struct {
 	tmp      string
 	servers  *loadgen.Servers // one child process serves every backend
 	backends []netip.AddrPort // backends[i % len] serves service i
-	ctMax    int              // the agents' --ct-max; 0: their default
+	// agentArgs are given to every agent after the harness's own
+	// (-ct-max, -agent-args).
+	agentArgs []string
 }
 
 // newEnv builds the environment; every name it gives the system starts with

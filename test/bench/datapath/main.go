@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,11 +68,15 @@ type config struct {
 	UpdateOps   int           // changes timed per kind
 	ProgRuns    int           // BPF_PROG_TEST_RUN calls per N and packet kind (progcost.go)
 	AgentBin    string        // prebuilt fastpath-agent; "": build one
-	CTMax       int           // the agents' --ct-max; 0: their default, sized from the node's memory
-	Command     string        // how the run was started, for the report
-	ID          string        // names everything the run creates fp-bench-<ID>; "": random
-	WaitIdle    time.Duration // wait at most this long for a quiet machine before measuring; 0: do not check
-	Log         io.Writer     // progress
+	CTMax       int           // the agents' --ct-max; 0: the agent's default, sized from the node's memory
+	AgentArgs   []string      // more flags for every agent, to study one setting
+	// SwapWait is the pause before the side-by-side phase's second half
+	// (paired.go): the backends' TIME_WAIT; 0 in tests.
+	SwapWait time.Duration
+	Command  string        // how the run was started, for the report
+	ID       string        // names everything the run creates fp-bench-<ID>; "": random
+	WaitIdle time.Duration // wait at most this long for a quiet machine before measuring; 0: do not check
+	Log      io.Writer     // progress
 }
 
 func defaultConfig() config {
@@ -95,8 +100,18 @@ func defaultConfig() config {
 		Pool:       32,
 		UpdateOps:  1000,
 		ProgRuns:   20000,
-		WaitIdle:   time.Minute,
-		Log:        os.Stderr,
+		// The run opens up to 15,000 connections a second for minutes;
+		// fp_ct sized for that, as docs/install.md tells operators to
+		// (about 130 entries per connection a second), not the agent's
+		// default from this 23 GB machine's memory (2^18), which is full
+		// and evicting. The side by side's 50,000-service node, whose
+		// client reaches every VIP with tuples of its own, fills it faster
+		// than the 1-service node, whose client reuses its tuples (one run
+		// each, tc / sock: 93.7 / 94.4 % at 2^18, 95.4 / 95.1 % at 2^21).
+		CTMax:    1 << 21,
+		WaitIdle: time.Minute,
+		SwapWait: timeWait,
+		Log:      os.Stderr,
 	}
 }
 
@@ -125,7 +140,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.ProgRuns, "prog-runs", cfg.ProgRuns, "fp_tc_lb runs (BPF_PROG_TEST_RUN) per N and packet kind")
 	fs.DurationVar(&cfg.WaitIdle, "wait-idle", cfg.WaitIdle, "wait at most this long for other processes to leave the CPUs before measuring (0: do not check)")
 	fs.StringVar(&cfg.AgentBin, "agent", "", "prebuilt fastpath-agent binary (default: go build one into a temp dir)")
-	fs.IntVar(&cfg.CTMax, "ct-max", 0, "the agents' --ct-max, to study a full conntrack map (0: the agent's default, from the node's memory)")
+	fs.IntVar(&cfg.CTMax, "ct-max", cfg.CTMax, "the agents' --ct-max (0: the agent's default, from the node's memory)")
+	agentArgs := fs.String("agent-args", "", "more flags for every agent, space-separated (e.g. \"--ct-gc-interval 1h\"), to study one setting")
 	quick := fs.Bool("quick", false, "short run: 0.5s windows, one repetition, 200 updates (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -148,6 +164,7 @@ func parseFlags(args []string) (config, error) {
 	if cfg.Workers, err = benchmain.IntList(*workers, 1, 64); err != nil {
 		return cfg, fmt.Errorf("-workers: %w", err)
 	}
+	cfg.AgentArgs = strings.Fields(*agentArgs)
 	cfg.Command = "go run ./test/bench/datapath " + strings.Join(args, " ")
 	return cfg, cfg.validate()
 }
@@ -177,6 +194,15 @@ func (c *config) validate() error {
 		return errors.New("-out is required")
 	}
 	return nil
+}
+
+// agentArgs are the flags every agent gets besides the harness's own.
+func (c *config) agentArgs() []string {
+	var out []string
+	if c.CTMax > 0 {
+		out = append(out, "--ct-max", strconv.Itoa(c.CTMax))
+	}
+	return append(out, c.AgentArgs...)
 }
 
 // modeSpec is one client path.
@@ -273,6 +299,8 @@ type results struct {
 	ProgCost  []progCost
 	// PairedErr says why the side-by-side phase (paired.go) is missing.
 	PairedErr string
+	// PairedWarnings are that phase's agents', as nResult.AgentWarnings.
+	PairedWarnings []string
 }
 
 // run measures everything and writes the report. Everything it creates is
@@ -295,7 +323,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	env.ctMax = cfg.CTMax
+	env.agentArgs = cfg.agentArgs()
 	defer func() {
 		if cerr := env.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
@@ -335,7 +363,8 @@ func run(ctx context.Context, cfg config) (err error) {
 		if err := pause(ctx, timeWait); err != nil {
 			return err
 		}
-		pts, err := benchPaired(ctx, cfg, env, bin)
+		pts, warns, err := benchPaired(ctx, cfg, env, bin)
+		res.PairedWarnings = warns
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -438,9 +467,10 @@ func estimate(cfg config) time.Duration {
 	per += time.Duration(len(cfg.Workers)*min(cfg.Reps, progTrafficBlocks)*4) * (cfg.Duration/2 + start)
 	total := time.Duration(len(cfg.Ns)) * (per + 5*time.Second)
 	if _, _, ok := pairedNs(cfg.Ns); ok {
-		// Eight legs per repetition and worker count, two switches of the
-		// services file of about 3 s each, and the TIME_WAIT before it.
-		total += timeWait + time.Duration(cfg.PairedReps*len(cfg.Workers))*(8*(cfg.Duration/2+cfg.Warmup+start)+2*3*time.Second)
+		// Eight legs per repetition and worker count; the TIME_WAIT before
+		// the phase and before its second half, and two agents' starts
+		// for each half.
+		total += 2*timeWait + 4*10*time.Second + time.Duration(cfg.PairedReps*len(cfg.Workers))*8*(cfg.Duration/2+cfg.Warmup+start)
 	}
 	return total
 }
@@ -590,11 +620,7 @@ func benchN(ctx context.Context, cfg config, env *benchEnv, bin string, n int) (
 		nr.InTrafficErr = err.Error()
 		logf(cfg, "N=%d: in-traffic program time not measured: %v", n, err)
 	}
-	for _, l := range strings.Split(agent.log.String(), "\n") {
-		if (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) && len(nr.AgentWarnings) < 10 {
-			nr.AgentWarnings = append(nr.AgentWarnings, l)
-		}
-	}
+	nr.AgentWarnings = agent.warnings()
 	return nr, pts, nil
 }
 

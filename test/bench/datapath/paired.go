@@ -19,13 +19,19 @@ import (
 // machine the direct path itself, which has no Service, moved between them
 // by as much as the budget allows fastpath to (83 to 110 % of its N=1 rate
 // in one run): a ratio of two blocks measures the machine's drift as much
-// as the number of services. Here one agent serves both counts in turn
-// within every repetition. Its services file switches between N=1 and the
-// largest N, and each load balancer runs two legs at each count, in an
-// order whose mean time is the same for both counts (rounds.Paired), so a
-// drift linear over the repetition cancels from the ratio. Both counts
-// share the agent's conntrack and so the flows it holds: the number of
-// services is the only difference.
+// as the number of services. Here two nodes serve the two counts at once,
+// each its own topology and agent (as the headline's second fastpath node
+// does), and each load balancer runs two legs on each in turn, in an order
+// whose mean time is the same for both counts (rounds.Paired), so a drift
+// linear over the repetition cancels from the ratio. The nodes swap counts
+// half-way, so a difference between them cancels too (benchPaired).
+//
+// This phase first had one agent switch its services file between the
+// counts before their legs. That measured the switch along with the count:
+// inserting and deleting 49,999 services every few seconds slowed the whole
+// machine for the legs after it (the client's CPU per connection 20 %
+// higher than in a run switching between N=1 and N=2, at N=1 as well; the
+// server slower too), which a node that keeps its services does not pay.
 
 // kindPaired marks the new-connection points of this phase, so they never
 // mix with the per-N blocks' (loadgen.KindConn).
@@ -38,55 +44,141 @@ func pairedNs(ns []int) (lo, hi int, ok bool) {
 	return lo, hi, lo == 1 && hi > lo
 }
 
-// benchPaired runs the phase with a fresh agent and returns its points.
-func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pts []point, err error) {
-	lo, hi, ok := pairedNs(cfg.Ns)
-	if !ok {
-		return nil, nil
-	}
-	count := map[bool]int{false: lo, true: hi}
-	targets := map[bool][]string{false: vipTargets(lo), true: vipTargets(hi)}
-	serve := lo
-	if cfg.PairedHot {
-		// The maps hold hi services at both counts; the small count's
-		// legs send to one service per backend, hot in the caches.
-		serve, targets[false] = hi, vipTargets(min(hi, len(env.backends)))
-	}
-	live := filepath.Join(env.tmp, "paired.yaml")
+// pairedNode is where one count's legs run: a topology, an agent on it,
+// the count the legs are reported at and the VIPs they send to.
+type pairedNode struct {
+	env     *benchEnv
+	agent   *agentProc
+	pin     string
+	ctr     *counterReader
+	n       int
+	targets []string
+}
+
+// startNode starts an agent on env serving serve services under the pin
+// directory name, and waits until its maps hold them.
+func startNode(ctx context.Context, env *benchEnv, bin, name string, serve int) (pn *pairedNode, err error) {
+	live := filepath.Join(env.tmp, name+".yaml")
 	if _, err := writeServices(live, serve, env.backends); err != nil {
 		return nil, err
 	}
-	pin := filepath.Join(env.pinRoot, "paired")
-	agent, err := env.startAgent(bin, pin, live)
-	if err != nil {
+	pn = &pairedNode{env: env, pin: filepath.Join(env.pinRoot, name), n: serve, targets: vipTargets(serve)}
+	if pn.agent, err = env.startAgent(bin, pn.pin, live); err != nil {
 		return nil, err
 	}
 	defer func() {
-		err = errors.Join(err, agent.stop(), env.detach(pin))
+		if err != nil {
+			_, stopErr := pn.stop()
+			err = errors.Join(err, stopErr)
+		}
 	}()
-	if _, _, err := agent.waitProgrammed(ctx, serve, len(backendsOf(env.backends, serve, 0)), time.Minute+time.Duration(serve)*time.Millisecond); err != nil {
+	if _, _, err := pn.agent.waitProgrammed(ctx, serve, len(backendsOf(env.backends, serve, 0)), time.Minute+time.Duration(serve)*time.Millisecond); err != nil {
 		return nil, err
 	}
-	ctr, err := openCounters(pin)
+	if pn.ctr, err = openCounters(pn.pin); err != nil {
+		return nil, err
+	}
+	return pn, nil
+}
+
+// stop ends the node's agent and removes what it attached, returning the
+// agent's warnings.
+func (pn *pairedNode) stop() ([]string, error) {
+	if pn.ctr != nil {
+		pn.ctr.close()
+	}
+	warns := pn.agent.warnings()
+	return warns, errors.Join(pn.agent.stop(), pn.env.detach(pn.pin))
+}
+
+// distinct are the nodes of the map with an agent each (with -paired-hot,
+// both counts' nodes share one).
+func distinct(node map[bool]*pairedNode) []*pairedNode {
+	var out []*pairedNode
+	for _, hi := range []bool{true, false} {
+		if pn := node[hi]; pn != nil && (len(out) == 0 || out[0].agent != pn.agent) {
+			out = append(out, pn)
+		}
+	}
+	return out
+}
+
+// benchPaired runs the phase and returns its points and its agents'
+// warnings. The two counts run on two environments, env and a second one
+// like it, and swap them half-way (pairedHalves): env has run the per-N
+// blocks and the second is fresh, and in a run with N=1 and N=2 the
+// environment serving N=2 was 2-3 % slower whichever it was, so each
+// count spends half the repetitions on each. With -paired-hot there is
+// one node, env.
+func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pts []point, warns []string, err error) {
+	lo, hi, ok := pairedNs(cfg.Ns)
+	if !ok {
+		return nil, nil, nil
+	}
+	envs := []*benchEnv{env}
+	if !cfg.PairedHot {
+		env2, err := newEnv(cfg.Log, env.id+"s")
+		if err != nil {
+			return nil, nil, fmt.Errorf("second node: %w", err)
+		}
+		env2.agentArgs = env.agentArgs
+		defer func() { err = errors.Join(err, env2.close()) }()
+		envs = append(envs, env2)
+	}
+	for half, reps := range pairedHalves(cfg.PairedReps, len(envs)) {
+		if len(reps) == 0 {
+			continue
+		}
+		if half > 0 {
+			// New agents, new conntrack: the backends' TIME_WAIT of the
+			// first half would meet flows without their tombstones.
+			logf(cfg, "paired: swapping the nodes; waiting %s for the backends' TIME_WAIT to expire", cfg.SwapWait)
+			if err := pause(ctx, cfg.SwapWait); err != nil {
+				return nil, nil, err
+			}
+		}
+		p, w, err := pairedHalf(ctx, cfg, envs[half], envs[(half+1)%len(envs)], bin, lo, hi, reps)
+		pts, warns = append(pts, p...), append(warns, w...)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return pts, warns, nil
+}
+
+// pairedHalves splits repetitions 1..reps into one run per environment,
+// the first getting the odd one out.
+func pairedHalves(reps, envs int) [][]int {
+	out := make([][]int, envs)
+	for r := 1; r <= reps; r++ {
+		i := min((r-1)*envs/reps, envs-1)
+		out[i] = append(out[i], r)
+	}
+	return out
+}
+
+// pairedHalf runs repetitions reps with the large count's node on big and
+// the small count's on small.
+func pairedHalf(ctx context.Context, cfg config, big, small *benchEnv, bin string, lo, hi int, reps []int) (pts []point, warns []string, err error) {
+	node, err := pairedNodes(ctx, cfg, big, small, bin, lo, hi)
+	defer func() {
+		for _, pn := range distinct(node) {
+			w, stopErr := pn.stop()
+			warns = append(warns, w...)
+			err = errors.Join(err, stopErr)
+		}
+	}()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer ctr.close()
-	atHi := false
-	for rep := 1; rep <= cfg.PairedReps; rep++ {
+	for _, rep := range reps {
 		for _, w := range cfg.Workers {
 			for _, st := range rounds.Paired(rep, modeByName("tc"), modeByName("sock")) {
-				n := count[st.Hi]
-				if st.Hi != atHi && !cfg.PairedHot {
-					if err := switchServices(ctx, cfg, env, agent, live, n); err != nil {
-						return nil, err
-					}
-				}
-				atHi = st.Hi
+				pn := node[st.Hi]
 				for _, l := range st.Runs {
-					p, err := measurePoint(ctx, cfg, env, agent, ctr, n, l.Item, loadgen.KindConn, w, rep, targets[st.Hi], cfg.Duration/2)
+					p, err := measurePoint(ctx, cfg, pn.env, pn.agent, pn.ctr, pn.n, l.Item, loadgen.KindConn, w, rep, pn.targets, cfg.Duration/2)
 					if err != nil {
-						return nil, err
+						return nil, nil, err
 					}
 					p.Kind, p.Leg = kindPaired, l.Leg
 					pts = append(pts, *p)
@@ -94,23 +186,31 @@ func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pt
 			}
 		}
 	}
-	return pts, nil
+	return pts, nil, nil
 }
 
-// switchServices rewrites the agent's services file (live) with n services
-// and waits until the maps hold them, and a second more for the agent's own
-// work after an update (returning memory to the OS) to end.
-func switchServices(ctx context.Context, cfg config, env *benchEnv, agent *agentProc, live string, n int) error {
-	t := time.Now()
-	if _, err := writeServices(live, n, env.backends); err != nil {
-		return err
+// pairedNodes starts the nodes of a half, keyed by "is the large count".
+// With -paired-hot, one agent on big serves the large count to both, and
+// the small count's legs send to one service per backend among them, hot
+// in the caches: only how widely the lookups spread differs. Nodes
+// started before an error are in the map, to be stopped.
+func pairedNodes(ctx context.Context, cfg config, big, small *benchEnv, bin string, lo, hi int) (map[bool]*pairedNode, error) {
+	node := map[bool]*pairedNode{}
+	var err error
+	if node[true], err = startNode(ctx, big, bin, "paired", hi); err != nil {
+		delete(node, true)
+		return node, err
 	}
-	per := len(backendsOf(env.backends, n, 0))
-	if err := agent.waitFrontends(ctx, n, per, t.Add(time.Minute+time.Duration(n)*time.Millisecond)); err != nil {
-		return fmt.Errorf("switch to %d services after %s: %w", n, time.Since(t).Round(time.Millisecond), err)
+	if cfg.PairedHot {
+		hot := *node[true]
+		hot.n, hot.targets = lo, vipTargets(min(hi, len(big.backends)))
+		node[false] = &hot
+		return node, nil
 	}
-	logf(cfg, "paired: switched to %d services in %s", n, time.Since(t).Round(time.Millisecond))
-	return pause(ctx, time.Second)
+	if node[false], err = startNode(ctx, small, bin, "paired", lo); err != nil {
+		delete(node, false)
+	}
+	return node, err
 }
 
 // pairedSection reports the phase: each load balancer's rate at both
@@ -129,10 +229,15 @@ func pairedSection(p func(string, ...any), res *results, ag map[aggKey]*agg) {
 	if res.Cfg.PairedHot {
 		p("**Diagnostic run (-paired-hot)**: the agent serves N=%s throughout, and the N=%s legs send to the first of those services, one per backend, so only how widely the lookups spread differs between the counts; ", fmtInt(hi), fmtInt(lo))
 	} else {
-		p("Here one agent serves both counts in turn within every repetition: its services file switches between N=%s and N=%s (the agent applies the difference; the harness waits until the maps hold it, then 1 s more), ", fmtInt(lo), fmtInt(hi))
+		p("Here two nodes serve the two counts at once, each a copy of the topology above (clients, node, backends, servers) with an agent of its own, one serving N=%s and the other N=%s; half-way they swap (new agents, after the backends' TIME_WAIT), so each count runs half its repetitions on each node; ", fmtInt(lo), fmtInt(hi))
 	}
 	p("and for each worker count each load balancer runs two legs of %s at each count, in the order N=%s (tc, sock), N=%s (tc, sock, sock, tc), N=%s (sock, tc), mirrored in every other repetition, ", res.Cfg.Duration/2, fmtInt(lo), fmtInt(hi), fmtInt(lo))
-	p("so each mode's legs at one count have the same mean time as at the other. Both counts share the conntrack and the flows in it. ")
+	p("so each mode's legs at one count have the same mean time as at the other. ")
+	if res.Cfg.PairedHot {
+		p("Both counts share the conntrack and the flows in it. ")
+	} else {
+		p("Neither node's maps change during the phase. ")
+	}
 	p("*vs N=%s*: a repetition's rate at N=%s (its two legs pooled) / its rate at N=%s; median, and range in parentheses. This is the budget's ratio.\n\n", fmtInt(lo), fmtInt(hi), fmtInt(lo))
 	p("| mode | workers | conn/s at N=%s | conn/s at N=%s | vs N=%s | errors |\n|---|---:|---:|---:|---:|---:|\n", fmtInt(lo), fmtInt(hi), fmtInt(lo))
 	for _, m := range modes {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -12,14 +13,16 @@ import (
 	"github.com/fastpath-net/fastpath/test/internal/testbin"
 )
 
-// TestPaired runs the side-by-side phase with N=1 and N=10 against a real
-// agent: every leg at both counts must carry connections, the switches of
-// the services file must reach the maps (else a leg at N=10 would run at
-// N=1's maps and the harness fails the switch), and the report must have
-// the section and the budget row from it. No rate is judged. The -paired-hot
-// diagnostic must carry every leg too, and its report say what it is.
+// TestPaired runs the side-by-side phase with N=1 and N=10 against real
+// agents, one per count on a node of its own: every leg at both counts must
+// carry connections, each node's agent must have programmed its count
+// (else the harness fails), both nodes and everything they attached must
+// be gone afterwards, and the report must have the section and the budget
+// row from it. No rate is judged. The -paired-hot diagnostic (one agent
+// serving N=10 to both counts' legs) must carry every leg too, and its
+// report say what it is.
 func TestPaired(t *testing.T) {
-	t.Run("switching", func(t *testing.T) { checkPaired(t, false) })
+	t.Run("nodes", func(t *testing.T) { checkPaired(t, false) })
 	t.Run("hot", func(t *testing.T) { checkPaired(t, true) })
 }
 
@@ -33,7 +36,7 @@ func checkPaired(t *testing.T, hot bool) {
 	}
 	cfg := defaultConfig()
 	cfg.Ns, cfg.Workers, cfg.Reps, cfg.PairedReps = []int{1, 10}, []int{1}, 2, 2
-	cfg.PairedHot = hot
+	cfg.PairedHot, cfg.SwapWait = hot, 0
 	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 30*time.Millisecond
 	cfg.Log = benchmain.TestLog(t)
 	id := randomID()
@@ -53,9 +56,13 @@ func checkPaired(t *testing.T, hot bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pts, err := benchPaired(ctx, cfg, env, bin)
+	pts, warns, err := benchPaired(ctx, cfg, env, bin)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A few hundred connections give an agent nothing to warn about.
+	if len(warns) > 0 {
+		t.Errorf("the agent warned:\n%s", strings.Join(warns, "\n"))
 	}
 	type key struct {
 		n        int
@@ -95,5 +102,21 @@ func checkPaired(t *testing.T, hot bool) {
 	}
 	if t.Failed() {
 		t.Logf("report:\n%s", md)
+	}
+}
+
+func TestPairedHalves(t *testing.T) {
+	for _, c := range []struct {
+		reps, envs int
+		want       string
+	}{
+		{12, 2, "[[1 2 3 4 5 6] [7 8 9 10 11 12]]"},
+		{3, 2, "[[1 2] [3]]"},
+		{1, 2, "[[1] []]"},
+		{4, 1, "[[1 2 3 4]]"},
+	} {
+		if got := fmt.Sprint(pairedHalves(c.reps, c.envs)); got != c.want {
+			t.Errorf("pairedHalves(%d, %d) = %s; want %s", c.reps, c.envs, got, c.want)
+		}
 	}
 }

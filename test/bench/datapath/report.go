@@ -465,6 +465,7 @@ func markdown(raw *results) string {
 	p("| go | %s |\n", res.Machine.GoVersion)
 	p("| settings | N = %s; workers %s; new connections %s per mode and repetition (two windows of %s, ABBA with the baseline), %s per latency point, %s warm-up before each window; %d repetition(s), median reported (side by side: %d); %d kept-alive connections per worker |\n",
 		joinInts(cfg.Ns), joinInts(cfg.Workers), cfg.Duration, cfg.Duration/2, cfg.LatDuration, cfg.Warmup, cfg.Reps, cfg.PairedReps, cfg.Pool)
+	p("| agents | %s |\n", agentSettings(cfg))
 	p("| TCP metrics | not saved (net.ipv4.tcp_no_metrics_save=1) in every namespace of the run: the client's kernel would otherwise keep and look up one entry per destination address, 50,000 through the VIPs at N=50,000, a cost of the client, not of the datapath |\n\n")
 
 	p("## Budget\n\n")
@@ -662,6 +663,9 @@ func warnings(res *results, ag map[aggKey]*agg) []string {
 			"The TIME_WAIT socket answers with an ACK, the client answers that with a RST (which ends the TIME_WAIT) and sends its SYN again after the minimum retransmission timeout (2 jiffies, 8 ms at HZ=250): "+
 			"about 10 ms per collision, which is the p99 of these runs and, at this rate of collisions, a large part of the lost throughput. Direct connections and the socket load balancer (which connects the socket to the backend address itself) do not have this; a NAT that moved the source port on such a clash would not either.")
 	}
+	for _, l := range res.PairedWarnings {
+		out = append(out, fmt.Sprintf("side by side: agent logged: `%s`", strings.ReplaceAll(l, "`", "'")))
+	}
 	for _, nr := range res.PerN {
 		for _, l := range nr.AgentWarnings {
 			out = append(out, fmt.Sprintf("N=%s: agent logged: `%s`", fmtInt(nr.N), strings.ReplaceAll(l, "`", "'")))
@@ -802,4 +806,17 @@ func scaleRow(res *results, ag map[aggKey]*agg, m modeSpec) budgetRow {
 		row.measured += "; per-N blocks minutes apart: " + strings.Join(blocks, ", ")
 	}
 	return row
+}
+
+// agentSettings says how the agents were started beyond the harness's
+// own flags: the conntrack size the run gave them, and any flags added.
+func agentSettings(cfg config) string {
+	ct := "conntrack (fp_ct) sized by the agent from the node's memory"
+	if cfg.CTMax > 0 {
+		ct = fmt.Sprintf("conntrack (fp_ct) of %s entries (-ct-max), sized for the run's rate of new connections as docs/install.md says", fmtInt(cfg.CTMax))
+	}
+	if len(cfg.AgentArgs) > 0 {
+		ct += fmt.Sprintf("; more flags: `%s`", strings.Join(cfg.AgentArgs, " "))
+	}
+	return ct
 }
