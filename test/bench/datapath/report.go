@@ -554,7 +554,7 @@ func markdown(raw *results) string {
 	progTrafficSection(p, res)
 
 	p("## Agent start-up and memory\n\n")
-	p("A fresh agent (default map sizes) per N, started on the services file. *parse*: `servicefile.Parse` of that file in the harness process (time, bytes allocated). ")
+	p("A fresh agent (default map sizes but fp_ct's, see the settings) per N, started on the services file. *parse*: `servicefile.Parse` of that file in the harness process (time, bytes allocated). ")
 	p("*programmed*: from exec to the agent's first \"datapath programmed\" log line; *sync*: the time that line reports. ")
 	p("RSS is VmRSS once programmed / after the traffic; peak is VmHWM. Map memory is the kernel's memlock accounting summed over the pinned maps (`fastpathctl status`), once programmed / after the traffic.\n\n")
 	p("| N | file | parse | parse alloc | programmed | sync | RSS | RSS after traffic | peak RSS | map memory | map memory after traffic |\n")
@@ -594,7 +594,7 @@ func markdown(raw *results) string {
 	}
 
 	p("## Method\n\n")
-	p("- Topology (`internal/nettopo` Star): a node namespace running the real `fastpath-agent` (built from this tree, default map sizes, ")
+	p("- Topology (`internal/nettopo` Star): a node namespace running the real `fastpath-agent` (built from this tree, default map sizes but fp_ct's, see the settings, ")
 	p("`--interfaces` on every node-side veth, `--cgroup` on a cgroup v2 subtree made for the run), a client namespace, and %d backend namespaces with %d server ports each: ", numBackendHosts, numBackendPorts)
 	p("service i is ClusterIP 10.96.0.0/12 + i + 2, port 80/TCP, with one backend, round-robin over the %d backend address:port pairs; ", numBackendHosts*numBackendPorts)
 	p("with fewer services than that, a backend on every backend host instead (on one port), so at every N the connections spread over all %d backend namespaces, as do the direct client's, which picks among the same backends. ", numBackendHosts)
@@ -608,7 +608,7 @@ func markdown(raw *results) string {
 	p("The servers are one child process of the harness: an epoll event loop of raw syscalls, one locked thread per CPU ([loadgen](../../test/bench/internal/loadgen)); *server CPU* is that process's CPU while the load generator ran. ")
 	p("Client, servers, kernel and agent share the %d CPUs: rates are of the whole machine, and ratios between modes are the meaningful numbers.\n", res.Machine.NumCPU)
 	p("- The server closes after its reply, so TIME_WAIT stays on the backends and client ports are reused at once. ")
-	p("The datapath's conntrack map is an LRU; at these rates it fills and evicts during the run, as it would under real load.\n")
+	p("The datapath's conntrack map is an LRU: sized below the run's rate of new connections (as with `-ct-max 0`, the agent's default on this machine) it fills and evicts, as it would under real load.\n")
 	p("- Within each repetition the modes are interleaved (new connections: each mode in an ABBA block with its baseline, mirrored every other repetition; requests: rotated between repetitions), so drift affects all alike; every mode is probed first and must carry traffic through the load balancer (datapath counters). *vs direct* divides rates measured back to back in the same repetition, and its range shows how far single repetitions disagree: a range wider than the gap to the budget means this run cannot tell.\n")
 	p("- The program's own cost per packet against N, without the rest of the stack: the table *fp_tc_lb per packet* above; a tuple clash's SYN: `go test -run '^$' -bench TupleClash ./internal/datapath/tclb_test` (prog-ns/op, the kernel's BPF_PROG_TEST_RUN time).\n")
 	return b.String()
