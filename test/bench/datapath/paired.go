@@ -106,10 +106,9 @@ func distinct(node map[bool]*pairedNode) []*pairedNode {
 // benchPaired runs the phase and returns its points and its agents'
 // warnings. The two counts run on two environments, env and a second one
 // like it, and swap them half-way (pairedHalves): env has run the per-N
-// blocks and the second is fresh, and in a run with N=1 and N=2 the
-// environment serving N=2 was 2-3 % slower whichever it was, so each
-// count spends half the repetitions on each. With -paired-hot there is
-// one node, env.
+// blocks and the second is fresh, and in a run with N=1 and N=2 without
+// the swap, env (serving N=2) was 2-3 % slower, so each count spends half
+// the repetitions on each. With -paired-hot there is one node, env.
 func benchPaired(ctx context.Context, cfg config, env *benchEnv, bin string) (pts []point, warns []string, err error) {
 	lo, hi, ok := pairedNs(cfg.Ns)
 	if !ok {
