@@ -72,7 +72,7 @@ func startNode(ctx context.Context, env *benchEnv, bin, name string, serve int) 
 			err = errors.Join(err, stopErr)
 		}
 	}()
-	if _, _, err := pn.agent.waitProgrammed(ctx, serve, len(backendsOf(env.backends, serve, 0)), time.Minute+time.Duration(serve)*time.Millisecond); err != nil {
+	if _, _, err = pn.agent.waitProgrammed(ctx, serve, len(backendsOf(env.backends, serve, 0)), time.Minute+time.Duration(serve)*time.Millisecond); err != nil {
 		return nil, err
 	}
 	if pn.ctr, err = openCounters(pn.pin); err != nil {
